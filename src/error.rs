@@ -1,0 +1,151 @@
+//! The crate's error type.
+//!
+//! Each operation family has its own error type where the caller needs
+//! something back (channel errors hand the message back, see
+//! [`crate::channel`]); all of them convert into [`Error`] so `?` works in
+//! code that returns [`Result`].
+
+use crate::channel::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use std::fmt::Display;
+
+/// Shorthand for `std::result::Result<T, shared_nothing::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate, and in worker handlers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The other side of a channel is gone (a worker stopped, a receiver was
+    /// dropped).
+    #[error("disconnected: the other side of the channel is gone")]
+    Disconnected,
+    /// A non-blocking send found the queue full.
+    #[error("queue full")]
+    Full,
+    /// An operation did not complete before its deadline.
+    #[error("timed out")]
+    Timeout,
+    /// A worker is not running (stopped, or gave up after too many restarts).
+    #[error("worker {worker} is not running")]
+    WorkerStopped {
+        /// The worker's name.
+        worker: String,
+    },
+    /// No worker with this index exists.
+    #[error("no worker {index} (the pool has {len})")]
+    NoSuchWorker {
+        /// The index asked for.
+        index: usize,
+        /// How many workers there are.
+        len: usize,
+    },
+    /// A configuration value was rejected.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The OS refused to start a worker thread.
+    #[error("could not spawn worker thread {worker}: {source}")]
+    Spawn {
+        /// The worker's name.
+        worker: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A worker's `init` failed or panicked, so it never ran.
+    #[error("worker {worker} failed to start: {message}")]
+    Init {
+        /// The worker's name.
+        worker: String,
+        /// The error or panic message.
+        message: String,
+    },
+    /// A worker panicked or failed and its restart policy gave up.
+    #[error("worker {worker} failed: {message}")]
+    WorkerFailed {
+        /// The worker's name.
+        worker: String,
+        /// What happened.
+        message: String,
+    },
+    /// A request's reply could not be delivered.
+    #[error(transparent)]
+    Reply(#[from] crate::worker::ReplyError),
+    /// An error returned by user code (a worker handler, a factory).
+    #[error("{0}")]
+    Handler(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Wraps an error from user code.
+    ///
+    /// ```
+    /// use shared_nothing::Error;
+    /// let e = Error::handler(std::fmt::Error);
+    /// assert!(matches!(e, Error::Handler(_)));
+    /// ```
+    pub fn handler(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Handler(e.into())
+    }
+
+    /// An error from user code with just a message.
+    ///
+    /// ```
+    /// use shared_nothing::Error;
+    /// assert_eq!(Error::msg("bad record").to_string(), "bad record");
+    /// ```
+    pub fn msg(message: impl Display) -> Self {
+        Self::Handler(message.to_string().into())
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(_: SendError<T>) -> Self {
+        Self::Disconnected
+    }
+}
+
+impl<T> From<TrySendError<T>> for Error {
+    fn from(e: TrySendError<T>) -> Self {
+        if e.is_full() {
+            Self::Full
+        } else {
+            Self::Disconnected
+        }
+    }
+}
+
+impl<T> From<SendTimeoutError<T>> for Error {
+    fn from(e: SendTimeoutError<T>) -> Self {
+        if e.is_timeout() {
+            Self::Timeout
+        } else {
+            Self::Disconnected
+        }
+    }
+}
+
+impl From<RecvError> for Error {
+    fn from(_: RecvError) -> Self {
+        Self::Disconnected
+    }
+}
+
+impl From<TryRecvError> for Error {
+    fn from(e: TryRecvError) -> Self {
+        match e {
+            TryRecvError::Empty => Self::Timeout,
+            _ => Self::Disconnected,
+        }
+    }
+}
+
+impl From<RecvTimeoutError> for Error {
+    fn from(e: RecvTimeoutError) -> Self {
+        match e {
+            RecvTimeoutError::Timeout => Self::Timeout,
+            _ => Self::Disconnected,
+        }
+    }
+}

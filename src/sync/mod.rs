@@ -1,0 +1,48 @@
+//! Synchronisation primitives, swapped for loom's models under `--cfg loom`.
+//!
+//! Every lock-free structure in the crate takes its atomics, cells and thread
+//! parking from here, so the same code runs in production and under the loom
+//! model checker (`tests/loom.rs`).
+
+pub(crate) mod barrier;
+pub(crate) mod signal;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+/// An `UnsafeCell` with loom's closure-based access API, so slot accesses are
+/// tracked by loom and compile to plain pointer accesses otherwise.
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+#[cfg(not(loom))]
+#[derive(Debug)]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// Spin-loop hint; under loom a yield so the model explores other threads.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
