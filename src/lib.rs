@@ -1,0 +1,65 @@
+//! # shared-nothing
+//!
+//! Run an application as a set of isolated, pinned workers that share no
+//! state and talk only by messages.
+//!
+//! - [`worker`]: the [`Worker`](worker::Worker) trait, typed envelopes,
+//!   request/reply, pause/resume/ping, panic isolation and restart.
+//! - [`channel`]: SPSC (this crate's lock-free ring), MPSC and MPMC channels,
+//!   bounded and unbounded, with timeouts and batching.
+//! - [`partition`]: hash, consistent-hash, range, round-robin and custom
+//!   partitioners.
+//! - [`pool`]: worker pools with a mesh of SPSC rings from every sender to
+//!   every worker.
+//! - [`topology`]: which CPUs this process may use.
+//!
+//! ```
+//! use shared_nothing::prelude::*;
+//!
+//! struct Counter;
+//! impl Worker for Counter {
+//!     type State = u64;
+//!     type Message = u64;
+//!     fn init(&mut self) -> Result<u64> { Ok(0) }
+//!     fn handle_message(&mut self, total: &mut u64, msg: Envelope<u64>) -> Result<()> {
+//!         *total += msg.payload;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut pool = WorkerPool::builder()
+//!     .factory(|_| Counter)
+//!     .workers(2)
+//!     .build()
+//!     .unwrap();
+//! for i in 0..100u64 {
+//!     pool.send_partitioned(&i, i).unwrap();
+//! }
+//! pool.stop_all().unwrap();
+//! assert_eq!(pool.stats().handled(), 100);
+//! ```
+
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod channel;
+mod error;
+pub mod metrics;
+pub mod partition;
+pub mod pool;
+mod sync;
+pub mod topology;
+pub mod worker;
+
+pub use error::{Error, Result};
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::channel::Channel;
+    pub use crate::partition::{
+        ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner, RangePartitioner,
+        RoundRobinPartitioner,
+    };
+    pub use crate::pool::{PoolConfig, PoolSender, WorkerGroup, WorkerPool};
+    pub use crate::worker::{Batch, Envelope, IdleStrategy, RestartPolicy, Worker, WorkerConfig};
+    pub use crate::{Error, Result};
+}

@@ -1,0 +1,156 @@
+//! `WorkerPool::builder()`: a typed worker group in one expression.
+
+use super::config::PoolConfig;
+use super::factory::WorkerFactory;
+use super::group::WorkerGroup;
+use crate::partition::{HashPartitioner, Partitioner};
+use crate::worker::{IdleStrategy, Worker, WorkerConfig};
+use crate::Result;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Marker for a builder that has no factory yet.
+#[derive(Debug, Clone, Copy)]
+pub struct NoFactory;
+
+/// Builds a [`WorkerGroup`]: set a factory, then any overrides, then
+/// [`build`](PoolBuilder::build).
+///
+/// ```
+/// use shared_nothing::prelude::*;
+/// struct W;
+/// impl Worker for W {
+///     type State = ();
+///     type Message = u32;
+///     fn init(&mut self) -> Result<()> { Ok(()) }
+///     fn handle_message(&mut self, _: &mut (), _: Envelope<u32>) -> Result<()> { Ok(()) }
+/// }
+/// let mut pool = WorkerPool::builder()
+///     .factory(|_i| W)
+///     .workers(2)
+///     .cpu_affinity(false)
+///     .partitioner(ConsistentHashPartitioner::new(2, 64))
+///     .build()
+///     .unwrap();
+/// pool.send_partitioned("key", 1).unwrap();
+/// pool.stop_all().unwrap();
+/// ```
+pub struct PoolBuilder<F, Args = ()> {
+    factory: F,
+    config: PoolConfig,
+    partitioner: Option<Arc<dyn Partitioner>>,
+    args: PhantomData<fn(Args)>,
+}
+
+impl<F, Args> std::fmt::Debug for PoolBuilder<F, Args> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl PoolBuilder<NoFactory> {
+    pub(crate) fn new() -> Self {
+        Self {
+            factory: NoFactory,
+            config: PoolConfig::new(),
+            partitioner: None,
+            args: PhantomData,
+        }
+    }
+
+    /// How to build each worker: `|i| MyWorker::new(i)` or `|| MyWorker`.
+    pub fn factory<W, Args, F: WorkerFactory<W, Args>>(self, factory: F) -> PoolBuilder<F, Args> {
+        PoolBuilder {
+            factory,
+            config: self.config,
+            partitioner: self.partitioner,
+            args: PhantomData,
+        }
+    }
+}
+
+impl<F, Args> PoolBuilder<F, Args> {
+    /// Number of workers (default: one per usable CPU).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config = self.config.with_num_workers(n);
+        self
+    }
+
+    /// Pin each worker to its own CPU.
+    pub fn cpu_affinity(mut self, on: bool) -> Self {
+        self.config = self.config.with_cpu_affinity(on);
+        self
+    }
+
+    /// Fill NUMA nodes one at a time (see [`PoolConfig::with_numa_aware`]).
+    pub fn numa_aware(mut self, on: bool) -> Self {
+        self.config = self.config.with_numa_aware(on);
+        self
+    }
+
+    /// Pin to exactly these CPUs.
+    pub fn cpus(mut self, cpus: Vec<usize>) -> Self {
+        self.config = self.config.with_cpus(cpus);
+        self
+    }
+
+    /// How keys map to workers (default [`HashPartitioner`]).
+    pub fn partitioner(mut self, p: impl Partitioner) -> Self {
+        self.partitioner = Some(Arc::new(p));
+        self
+    }
+
+    /// The configuration every worker starts from.
+    pub fn worker_config(mut self, c: WorkerConfig) -> Self {
+        self.config = self.config.with_worker_config(c);
+        self
+    }
+
+    /// Capacity of each sender's ring into each worker.
+    pub fn queue_capacity(mut self, cap: usize) -> Self {
+        self.config.worker = self.config.worker.with_queue_capacity(cap);
+        self
+    }
+
+    /// What idle workers do.
+    pub fn idle_strategy(mut self, idle: IdleStrategy) -> Self {
+        self.config.worker = self.config.worker.with_idle_strategy(idle);
+        self
+    }
+
+    /// Most messages per `handle_batch` call.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.worker = self.config.worker.with_batch_size(n);
+        self
+    }
+
+    /// Thread name prefix.
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.config = self.config.with_name(prefix);
+        self
+    }
+
+    /// Replaces the whole pool configuration.
+    pub fn config(mut self, config: PoolConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl<F, Args> PoolBuilder<F, Args> {
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for an impossible placement (zero workers, a CPU this
+    /// process may not use, more busy-spinning workers than CPUs, a
+    /// partitioner built for another worker count); `Spawn`/`Init` if a
+    /// worker fails to start (none is left running then).
+    pub fn build<W>(self) -> Result<WorkerGroup<W>>
+    where
+        W: Worker,
+        F: WorkerFactory<W, Args>,
+    {
+        let partitioner = self.partitioner.unwrap_or_else(|| Arc::new(HashPartitioner::new()));
+        super::start_group(self.config, self.factory, partitioner)
+    }
+}

@@ -1,0 +1,225 @@
+//! Cloneable routing handles into a worker group.
+
+use crate::partition::{hash_key, Partitioner};
+use crate::worker::outbox::Outbox;
+use crate::worker::{Envelope, Pending, SendError};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sends into a [`WorkerGroup`](super::WorkerGroup) from any thread.
+///
+/// Each clone owns one SPSC ring per worker (a mesh, as Seastar wires its
+/// cores), so producers on different threads never contend: a message
+/// crosses exactly one ring. Clone one per producer thread; do not share one
+/// behind a lock.
+///
+/// ```
+/// use shared_nothing::prelude::*;
+/// struct Sink;
+/// impl Worker for Sink {
+///     type State = u64;
+///     type Message = u64;
+///     fn init(&mut self) -> Result<u64> { Ok(0) }
+///     fn handle_message(&mut self, s: &mut u64, _: Envelope<u64>) -> Result<()> { *s += 1; Ok(()) }
+/// }
+/// let mut pool = WorkerPool::builder().factory(|| Sink).workers(2).build().unwrap();
+/// let producers: Vec<_> = (0..3).map(|p| {
+///     let mut tx = pool.sender();
+///     std::thread::spawn(move || for i in 0..1000u64 { tx.send_partitioned(&(p, i), i).unwrap() })
+/// }).collect();
+/// producers.into_iter().for_each(|t| t.join().unwrap());
+/// pool.stop_all().unwrap();
+/// assert_eq!(pool.stats().handled(), 3000);
+/// ```
+pub struct PoolSender<M: Send + 'static> {
+    outbox: Outbox<M>,
+    partitioner: Arc<dyn Partitioner>,
+}
+
+impl<M: Send + 'static> std::fmt::Debug for PoolSender<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolSender")
+            .field("workers", &self.outbox.len())
+            .field("partitioner", &self.partitioner.name())
+            .finish()
+    }
+}
+
+impl<M: Send + 'static> Clone for PoolSender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            outbox: self.outbox.clone(),
+            partitioner: self.partitioner.clone(),
+        }
+    }
+}
+
+fn unwrap<M>(e: SendError<Envelope<M>>) -> SendError<M> {
+    e.map(Envelope::into_payload)
+}
+
+impl<M: Send + 'static> PoolSender<M> {
+    pub(crate) fn new(outbox: Outbox<M>, partitioner: Arc<dyn Partitioner>) -> Self {
+        Self { outbox, partitioner }
+    }
+
+    /// Workers reachable.
+    pub fn len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Whether there are no workers (never true for a built group).
+    pub fn is_empty(&self) -> bool {
+        self.outbox.len() == 0
+    }
+
+    /// The worker the partitioner picks for routing key `key`.
+    #[inline]
+    pub fn route(&self, key: u64) -> usize {
+        self.partitioner.partition(key, self.outbox.len())
+    }
+
+    /// Sends to worker `index`, waiting while its queue is full.
+    ///
+    /// # Errors
+    /// `NoSuchWorker` or `Stopped`, with the message.
+    #[inline]
+    pub fn send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox.send_until(index, env, None).map_err(unwrap)
+    }
+
+    /// Sends to worker `index` without waiting.
+    ///
+    /// # Errors
+    /// `Full`, `NoSuchWorker` or `Stopped`, with the message.
+    #[inline]
+    pub fn try_send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox.try_send(index, env).map_err(unwrap)
+    }
+
+    /// Sends to worker `index`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `Timeout`, `NoSuchWorker` or `Stopped`, with the message.
+    pub fn send_to_worker_timeout(&mut self, index: usize, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox
+            .send_until(index, env, crate::channel::wait::deadline_after(timeout))
+            .map_err(unwrap)
+    }
+
+    /// Sends to the worker that owns `key` (same key, same worker), waiting
+    /// while its queue is full. The envelope carries the key's hash.
+    ///
+    /// # Errors
+    /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
+    #[inline]
+    pub fn send_partitioned<K: Hash + ?Sized>(&mut self, key: &K, msg: M) -> Result<(), SendError<M>> {
+        self.send_by_value(hash_key(key), msg)
+    }
+
+    /// Like [`send_partitioned`](Self::send_partitioned) without waiting.
+    ///
+    /// # Errors
+    /// `Full`, `Stopped` or `NoSuchWorker`, with the message.
+    #[inline]
+    pub fn try_send_partitioned<K: Hash + ?Sized>(&mut self, key: &K, msg: M) -> Result<(), SendError<M>> {
+        let key = hash_key(key);
+        let env = self.outbox.envelope(msg, Some(key));
+        self.outbox.try_send(self.route(key), env).map_err(unwrap)
+    }
+
+    /// Sends to the worker the partitioner picks for the raw routing value
+    /// `value` (use with a [`RangePartitioner`](crate::partition::RangePartitioner)
+    /// over ordered keys).
+    ///
+    /// # Errors
+    /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
+    #[inline]
+    pub fn send_by_value(&mut self, value: u64, msg: M) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, Some(value));
+        self.outbox.send_until(self.route(value), env, None).map_err(unwrap)
+    }
+
+    /// Sends a batch of messages for one key's worker, publishing many at once.
+    ///
+    /// # Errors
+    /// `Stopped` or `NoSuchWorker` with the messages not sent.
+    pub fn send_batch_partitioned<K, I>(&mut self, key: &K, msgs: I) -> Result<(), SendError<Vec<M>>>
+    where
+        K: Hash + ?Sized,
+        I: IntoIterator<Item = M>,
+    {
+        let key = hash_key(key);
+        self.send_batch_to(self.route(key), Some(key), msgs)
+    }
+
+    /// Sends a batch of messages to worker `index`, publishing many at once.
+    ///
+    /// # Errors
+    /// `Stopped` or `NoSuchWorker` with the messages not sent.
+    pub fn send_batch_to_worker<I>(&mut self, index: usize, msgs: I) -> Result<(), SendError<Vec<M>>>
+    where
+        I: IntoIterator<Item = M>,
+    {
+        self.send_batch_to(index, None, msgs)
+    }
+
+    fn send_batch_to<I>(&mut self, index: usize, key: Option<u64>, msgs: I) -> Result<(), SendError<Vec<M>>>
+    where
+        I: IntoIterator<Item = M>,
+    {
+        let tracing = self.outbox.tracing;
+        let envs = msgs
+            .into_iter()
+            .map(|m| Envelope::routed(m, key, tracing.then(std::time::Instant::now)));
+        self.outbox
+            .send_batch(index, envs)
+            .map_err(|e| e.map(|v| v.into_iter().map(Envelope::into_payload).collect()))
+    }
+
+    /// Sends a request to worker `index`; the worker answers with
+    /// [`Envelope::reply`].
+    ///
+    /// # Errors
+    /// `NoSuchWorker` or `Stopped`, with the message.
+    pub fn request<R: Send + 'static>(&mut self, index: usize, msg: M) -> Result<Pending<R>, SendError<M>> {
+        let (reply_to, pending) = crate::worker::reply_pair();
+        let env = self.outbox.envelope(msg, None).with_reply(reply_to);
+        self.outbox.send_until(index, env, None).map_err(unwrap)?;
+        Ok(pending)
+    }
+
+    /// Sends a request to the worker that owns `key`.
+    ///
+    /// # Errors
+    /// `NoSuchWorker` or `Stopped`, with the message.
+    pub fn request_partitioned<K: Hash + ?Sized, R: Send + 'static>(
+        &mut self,
+        key: &K,
+        msg: M,
+    ) -> Result<Pending<R>, SendError<M>> {
+        let key = hash_key(key);
+        let (reply_to, pending) = crate::worker::reply_pair();
+        let env = self.outbox.envelope(msg, Some(key)).with_reply(reply_to);
+        self.outbox.send_until(self.route(key), env, None).map_err(unwrap)?;
+        Ok(pending)
+    }
+}
+
+impl<M: Send + Clone + 'static> PoolSender<M> {
+    /// Sends a copy of `msg` to every worker.
+    ///
+    /// # Errors
+    /// `Stopped` (with the message) if any worker is gone; workers before it
+    /// in index order have received their copy.
+    pub fn broadcast(&mut self, msg: M) -> Result<(), SendError<M>> {
+        for i in 0..self.outbox.len() {
+            self.send_to_worker(i, msg.clone())?;
+        }
+        Ok(())
+    }
+}

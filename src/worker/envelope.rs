@@ -1,0 +1,110 @@
+//! The envelope around every message a worker receives.
+
+use super::reply::{ReplyError, ReplyTo};
+use std::time::Instant;
+
+/// A message plus what the worker may need to know about it.
+///
+/// The common case (no reply slot, no tracing) carries only the payload, the
+/// sequence number and the routing key: the rarely used fields live behind
+/// one optional box, so a ring slot stays small.
+///
+/// ```
+/// use shared_nothing::worker::Envelope;
+/// let e = Envelope::new("hello");
+/// assert_eq!(e.payload, "hello");
+/// assert!(!e.is_request());
+/// assert_eq!(e.key_hash(), None);
+/// ```
+#[derive(Debug)]
+pub struct Envelope<M> {
+    /// The message itself.
+    pub payload: M,
+    seq: u64,
+    key: Option<u64>,
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Debug, Default)]
+struct Extras {
+    sent_at: Option<Instant>,
+    reply: Option<ReplyTo>,
+}
+
+impl<M> Envelope<M> {
+    /// Wraps a payload with no metadata.
+    pub fn new(payload: M) -> Self {
+        Self {
+            payload,
+            seq: 0,
+            key: None,
+            extras: None,
+        }
+    }
+
+    pub(crate) fn routed(payload: M, key: Option<u64>, sent_at: Option<Instant>) -> Self {
+        let extras = sent_at.map(|t| {
+            Box::new(Extras {
+                sent_at: Some(t),
+                reply: None,
+            })
+        });
+        Self {
+            payload,
+            seq: 0,
+            key,
+            extras,
+        }
+    }
+
+    pub(crate) fn with_reply(mut self, reply: ReplyTo) -> Self {
+        self.extras.get_or_insert_with(Default::default).reply = Some(reply);
+        self
+    }
+
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// This message's position in the worker's receive order (0, 1, 2, ...),
+    /// restarting from 0 only when the worker thread starts, not on restart.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The routing key if the message was sent with `send_partitioned`
+    /// (the key's hash) or `send_by_value` (the value).
+    pub fn key_hash(&self) -> Option<u64> {
+        self.key
+    }
+
+    /// When the message was sent, if the worker has tracing on.
+    pub fn sent_at(&self) -> Option<Instant> {
+        self.extras.as_ref().and_then(|e| e.sent_at)
+    }
+
+    /// Whether the sender is waiting for a reply.
+    pub fn is_request(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.reply.is_some())
+    }
+
+    /// Answers the request this envelope carries.
+    ///
+    /// # Errors
+    /// `NoReplySlot` if this is not a request or it was already answered;
+    /// `CallerGone` if the caller stopped waiting.
+    pub fn reply<R: Send + 'static>(&mut self, value: R) -> Result<(), ReplyError> {
+        self.take_reply().ok_or(ReplyError::NoReplySlot)?.send(value)
+    }
+
+    /// Takes the reply slot, to answer later (for example after an I/O
+    /// completion).
+    pub fn take_reply(&mut self) -> Option<ReplyTo> {
+        self.extras.as_mut().and_then(|e| e.reply.take())
+    }
+
+    /// The payload, discarding the metadata.
+    pub fn into_payload(self) -> M {
+        self.payload
+    }
+}

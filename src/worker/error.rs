@@ -1,0 +1,88 @@
+//! Errors of sending to a worker.
+
+use std::fmt;
+
+/// Sending to a worker failed; the message is handed back.
+#[derive(PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError<M> {
+    /// The worker's queue from this sender is full (non-blocking send).
+    Full(M),
+    /// The queue stayed full until the deadline.
+    Timeout(M),
+    /// The worker has stopped or failed; it will not take messages again.
+    Stopped(M),
+    /// No worker has this index (also returned when a partitioner maps a key
+    /// outside the pool).
+    NoSuchWorker {
+        /// The index asked for.
+        index: usize,
+        /// Workers in the pool.
+        len: usize,
+        /// The message.
+        message: M,
+    },
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            Self::Full(m) | Self::Timeout(m) | Self::Stopped(m) => m,
+            Self::NoSuchWorker { message, .. } => message,
+        }
+    }
+
+    /// Whether the worker is gone for good.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, Self::Stopped(_))
+    }
+
+    /// Whether the queue was full (`Full` or `Timeout`).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_) | Self::Timeout(_))
+    }
+
+    pub(crate) fn map<N>(self, f: impl FnOnce(M) -> N) -> SendError<N> {
+        match self {
+            Self::Full(m) => SendError::Full(f(m)),
+            Self::Timeout(m) => SendError::Timeout(f(m)),
+            Self::Stopped(m) => SendError::Stopped(f(m)),
+            Self::NoSuchWorker { index, len, message } => SendError::NoSuchWorker {
+                index,
+                len,
+                message: f(message),
+            },
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("worker queue full"),
+            Self::Timeout(_) => f.write_str("timed out: worker queue stayed full"),
+            Self::Stopped(_) => f.write_str("worker stopped"),
+            Self::NoSuchWorker { index, len, .. } => write!(f, "no worker {index} (the pool has {len})"),
+        }
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+impl<M> From<SendError<M>> for crate::Error {
+    fn from(e: SendError<M>) -> Self {
+        match e {
+            SendError::Full(_) => Self::Full,
+            SendError::Timeout(_) => Self::Timeout,
+            SendError::Stopped(_) => Self::Disconnected,
+            SendError::NoSuchWorker { index, len, .. } => Self::NoSuchWorker { index, len },
+        }
+    }
+}

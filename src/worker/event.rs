@@ -1,0 +1,104 @@
+//! Reports a worker makes about itself: failures, panics, restarts, stalls.
+//!
+//! Events go to a bounded channel that the owner of the worker (its handle or
+//! pool) can read with `events()`. If nobody reads and the channel fills up,
+//! further events are counted in `WorkerStats::events_dropped` rather than
+//! blocking the worker: a report must never stall the data path.
+
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events kept before new ones are dropped and counted.
+pub(crate) const EVENT_CAPACITY: usize = 4096;
+
+/// Something a worker reports.
+#[derive(Debug, Clone)]
+pub struct WorkerEvent {
+    /// The worker's index in its pool (0 for a lone worker).
+    pub worker: usize,
+    /// The worker's name.
+    pub name: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A handler returned an error for message `seq` (counted as failed).
+    HandlerFailed {
+        /// The message's sequence number.
+        seq: u64,
+        /// The error, rendered.
+        error: String,
+    },
+    /// A handler panicked on message `seq` (counted as failed).
+    Panicked {
+        /// The message's sequence number, if a message was being handled.
+        seq: Option<u64>,
+        /// The panic payload, rendered.
+        message: String,
+    },
+    /// The worker was restarted from `init` after a panic.
+    Restarted {
+        /// Restarts so far.
+        restarts: u64,
+    },
+    /// The restart policy gave up (or `init` failed on restart): the worker
+    /// stopped; `abandoned` queued messages were not handled.
+    GaveUp {
+        /// Why.
+        reason: String,
+        /// Messages left unhandled.
+        abandoned: u64,
+    },
+    /// `tick` returned an error.
+    TickFailed {
+        /// The error, rendered.
+        error: String,
+    },
+    /// `shutdown` returned an error or panicked.
+    ShutdownFailed {
+        /// The error, rendered.
+        error: String,
+    },
+    /// A handler has been running longer than the stall threshold.
+    Stalled {
+        /// How long it had been running when noticed.
+        busy_for: Duration,
+    },
+    /// The thread's priority could not be raised.
+    PriorityNotRaised {
+        /// What the OS said.
+        error: String,
+    },
+    /// The worker stopped after draining its queues.
+    Stopped,
+}
+
+/// Where workers send their events.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    tx: Sender<WorkerEvent>,
+    rx: Receiver<WorkerEvent>,
+}
+
+impl EventSink {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(EVENT_CAPACITY);
+        Self { tx, rx }
+    }
+
+    pub(crate) fn receiver(&self) -> Receiver<WorkerEvent> {
+        self.rx.clone()
+    }
+
+    pub(crate) fn emit(&self, event: WorkerEvent, dropped: &AtomicU64) {
+        if self.tx.try_send(event).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

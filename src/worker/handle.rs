@@ -1,0 +1,300 @@
+//! Handles to a running worker: the owning [`WorkerHandle`] and cloneable
+//! [`WorkerSender`]s.
+
+use super::error::SendError;
+use super::event::WorkerEvent;
+use super::outbox::Outbox;
+use super::reply::{self, Pending};
+use super::shared::{Control, WorkerShared};
+use super::stats::{WorkerState, WorkerStats};
+use super::Envelope;
+use crate::channel::wait::deadline_after;
+use crate::{Error, Result};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Reports from one worker or a pool of them (see [`WorkerEvent`]).
+#[derive(Debug, Clone)]
+pub struct EventStream {
+    rx: crossbeam_channel::Receiver<WorkerEvent>,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: crossbeam_channel::Receiver<WorkerEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next(&self) -> Option<WorkerEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_timeout(&self, timeout: Duration) -> Option<WorkerEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Every event waiting now.
+    pub fn drain(&self) -> Vec<WorkerEvent> {
+        self.rx.try_iter().collect()
+    }
+}
+
+/// A cloneable handle that sends to one worker. Each clone has its own ring
+/// into the worker, so clones on different threads never contend.
+///
+/// ```
+/// use shared_nothing::prelude::*;
+/// struct Sum;
+/// impl Worker for Sum {
+///     type State = u64;
+///     type Message = u64;
+///     fn init(&mut self) -> Result<u64> { Ok(0) }
+///     fn handle_message(&mut self, s: &mut u64, m: Envelope<u64>) -> Result<()> { *s += m.payload; Ok(()) }
+/// }
+/// let mut w = shared_nothing::worker::spawn(Sum, WorkerConfig::new()).unwrap();
+/// let threads: Vec<_> = (0..4).map(|_| {
+///     let mut tx = w.sender();
+///     std::thread::spawn(move || for i in 0..100 { tx.send(i).unwrap() })
+/// }).collect();
+/// threads.into_iter().for_each(|t| t.join().unwrap());
+/// w.stop().unwrap();
+/// assert_eq!(w.stats().handled, 400);
+/// ```
+#[derive(Debug)]
+pub struct WorkerSender<M: Send + 'static> {
+    outbox: Outbox<M>,
+}
+
+impl<M: Send + 'static> Clone for WorkerSender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            outbox: self.outbox.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> WorkerSender<M> {
+    /// Sends, waiting while this sender's queue is full.
+    ///
+    /// # Errors
+    /// `Stopped` (with the message) if the worker is gone.
+    #[inline]
+    pub fn send(&mut self, msg: M) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox.send_until(0, env, None).map_err(|e| e.map(Envelope::into_payload))
+    }
+
+    /// Sends without waiting.
+    ///
+    /// # Errors
+    /// `Full` or `Stopped`, with the message.
+    #[inline]
+    pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox.try_send(0, env).map_err(|e| e.map(Envelope::into_payload))
+    }
+
+    /// Sends, waiting at most `timeout` while the queue is full.
+    ///
+    /// # Errors
+    /// `Timeout` or `Stopped`, with the message.
+    pub fn send_timeout(&mut self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        let env = self.outbox.envelope(msg, None);
+        self.outbox
+            .send_until(0, env, deadline_after(timeout))
+            .map_err(|e| e.map(Envelope::into_payload))
+    }
+
+    /// Sends every message in order, publishing many at once.
+    ///
+    /// # Errors
+    /// `Stopped` with the messages not sent.
+    pub fn send_batch<I: IntoIterator<Item = M>>(&mut self, msgs: I) -> Result<(), SendError<Vec<M>>> {
+        let tracing = self.outbox.tracing;
+        let envs = msgs
+            .into_iter()
+            .map(|m| Envelope::routed(m, None, tracing.then(Instant::now)));
+        self.outbox
+            .send_batch(0, envs)
+            .map_err(|e| e.map(|v| v.into_iter().map(Envelope::into_payload).collect()))
+    }
+
+    /// Sends a request; the worker answers with [`Envelope::reply`].
+    ///
+    /// # Errors
+    /// `Stopped` with the message if the worker is gone.
+    pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
+        let (reply_to, pending) = reply::pair();
+        let env = self.outbox.envelope(msg, None).with_reply(reply_to);
+        self.outbox
+            .send_until(0, env, None)
+            .map_err(|e| e.map(Envelope::into_payload))?;
+        Ok(pending)
+    }
+}
+
+/// The owner's handle to a worker started with [`spawn`](super::spawn):
+/// sends messages and controls the worker's life. Dropping it stops the
+/// worker gracefully.
+#[derive(Debug)]
+pub struct WorkerHandle<M: Send + 'static> {
+    sender: WorkerSender<M>,
+    shared: Arc<WorkerShared<M>>,
+    join: Option<JoinHandle<Result<()>>>,
+}
+
+impl<M: Send + 'static> WorkerHandle<M> {
+    pub(crate) fn new(outbox: Outbox<M>, shared: Arc<WorkerShared<M>>, join: JoinHandle<Result<()>>) -> Self {
+        Self {
+            sender: WorkerSender { outbox },
+            shared,
+            join: Some(join),
+        }
+    }
+
+    /// Sends, waiting while the queue is full. See [`WorkerSender::send`].
+    ///
+    /// # Errors
+    /// `Stopped` with the message if the worker is gone.
+    #[inline]
+    pub fn send(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.sender.send(msg)
+    }
+
+    /// Sends without waiting. See [`WorkerSender::try_send`].
+    ///
+    /// # Errors
+    /// `Full` or `Stopped`, with the message.
+    #[inline]
+    pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.sender.try_send(msg)
+    }
+
+    /// Sends, waiting at most `timeout`. See [`WorkerSender::send_timeout`].
+    ///
+    /// # Errors
+    /// `Timeout` or `Stopped`, with the message.
+    pub fn send_timeout(&mut self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        self.sender.send_timeout(msg, timeout)
+    }
+
+    /// Sends many messages at once. See [`WorkerSender::send_batch`].
+    ///
+    /// # Errors
+    /// `Stopped` with the messages not sent.
+    pub fn send_batch<I: IntoIterator<Item = M>>(&mut self, msgs: I) -> Result<(), SendError<Vec<M>>> {
+        self.sender.send_batch(msgs)
+    }
+
+    /// Sends a request. See [`WorkerSender::request`].
+    ///
+    /// # Errors
+    /// `Stopped` with the message if the worker is gone.
+    pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
+        self.sender.request(msg)
+    }
+
+    /// A new cloneable sender with its own ring into the worker.
+    pub fn sender(&self) -> WorkerSender<M> {
+        self.sender.clone()
+    }
+
+    fn control(&self, c: Control<M>) -> Result<()> {
+        self.shared.send_control(c).map_err(|_| Error::WorkerStopped {
+            worker: self.shared.name.to_string(),
+        })
+    }
+
+    /// Stops handling messages (they queue up) until [`resume`](Self::resume).
+    ///
+    /// # Errors
+    /// `WorkerStopped` if the worker is gone.
+    pub fn pause(&self) -> Result<()> {
+        self.control(Control::Pause)
+    }
+
+    /// Resumes after [`pause`](Self::pause).
+    ///
+    /// # Errors
+    /// `WorkerStopped` if the worker is gone.
+    pub fn resume(&self) -> Result<()> {
+        self.control(Control::Resume)
+    }
+
+    /// Round trip through the worker's control path: proves its loop is alive
+    /// (also while paused) and measures how responsive it is.
+    ///
+    /// # Errors
+    /// `Timeout` if no answer came in time; `WorkerStopped` if it is gone.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let t0 = Instant::now();
+        self.control(Control::Ping(tx))?;
+        match rx.recv_timeout(timeout) {
+            Ok(()) => Ok(t0.elapsed()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::WorkerStopped {
+                worker: self.shared.name.to_string(),
+            }),
+        }
+    }
+
+    /// Stops gracefully: the worker handles every message queued before it
+    /// sees the stop (from this handle and every sender), runs `shutdown`,
+    /// and exits. Sends after that fail with `Stopped`. Idempotent.
+    ///
+    /// # Errors
+    /// The worker's failure if it gave up after panics, or `shutdown`'s error.
+    pub fn stop(&mut self) -> Result<()> {
+        if self.join.is_none() {
+            return Ok(());
+        }
+        // If the worker already exited, the stop is moot; join reports why.
+        let _ = self.shared.send_control(Control::Stop);
+        self.join()
+    }
+
+    /// Waits for the worker to exit (after `stop`, or after it gave up).
+    ///
+    /// # Errors
+    /// As [`stop`](Self::stop).
+    pub fn join(&mut self) -> Result<()> {
+        match self.join.take() {
+            None => Ok(()),
+            Some(j) => j.join().unwrap_or_else(|p| {
+                Err(Error::WorkerFailed {
+                    worker: self.shared.name.to_string(),
+                    message: format!("worker thread panicked outside a handler: {p:?}"),
+                })
+            }),
+        }
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The worker's lifecycle state.
+    pub fn state(&self) -> WorkerState {
+        self.shared.stats.state()
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The worker's event reports.
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.shared.events().receiver())
+    }
+}
+
+impl<M: Send + 'static> Drop for WorkerHandle<M> {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

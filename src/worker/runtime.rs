@@ -1,0 +1,553 @@
+//! The worker thread: pin, init, then loop over control, queues, ticks and
+//! idling until stopped.
+
+use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
+use super::event::{EventKind, EventSink};
+use super::shared::{Control, WorkerShared};
+use super::stats::{now_nanos, WorkerState};
+use super::traits::{Batch, Worker};
+use super::watchdog::{self, Watched};
+use super::Envelope;
+use crate::channel::ring::{self, Consumer, Producer};
+use crate::{Error, Result};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Park at most this long when idle with no tick due, as a backstop.
+const MAX_PARK: Duration = Duration::from_secs(1);
+/// Yields between spinning and parking.
+const YIELDS_BEFORE_PARK: u32 = 64;
+
+/// A worker thread that has been started but may still be in `init`.
+pub(crate) struct Launch<M> {
+    pub(crate) shared: Arc<WorkerShared<M>>,
+    /// Producer ends of the rings the worker was started with.
+    pub(crate) producers: Vec<Producer<Envelope<M>>>,
+    pub(crate) join: JoinHandle<Result<()>>,
+    ready: crossbeam_channel::Receiver<Result<()>>,
+}
+
+impl<M> Launch<M> {
+    /// Waits for `init` to finish.
+    pub(crate) fn wait_ready(&self) -> Result<()> {
+        match self.ready.recv() {
+            Ok(r) => r,
+            // The thread died before reporting (cannot happen short of an
+            // abort); say so rather than hang.
+            Err(_) => Err(Error::Init {
+                worker: self.shared.name.to_string(),
+                message: "worker thread exited during start-up".into(),
+            }),
+        }
+    }
+}
+
+impl<M: Send + 'static> Watched for WorkerShared<M> {
+    fn busy_since(&self) -> u64 {
+        self.stats.own.busy_since.get()
+    }
+    fn threshold(&self) -> Option<Duration> {
+        self.stall_threshold
+    }
+    fn report_stall(&self, busy_for: Duration) {
+        self.stats.foreign.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.emit(EventKind::Stalled { busy_for });
+    }
+}
+
+/// Starts a worker thread with `rings` initial rings (one per sender that
+/// exists at spawn time).
+pub(crate) fn launch<W: Worker>(
+    worker: W,
+    config: &WorkerConfig,
+    index: usize,
+    rings: usize,
+    events: EventSink,
+) -> Result<Launch<W::Message>> {
+    let name: Arc<str> = config.name.clone().unwrap_or_else(|| format!("worker-{index}")).into();
+    let shared = Arc::new(WorkerShared::new(index, name.clone(), config.stall_threshold, events));
+    let (producers, consumers): (Vec<_>, Vec<_>) =
+        (0..rings).map(|_| ring::ring(config.queue_capacity, shared.signal.clone())).unzip();
+    let (ready_tx, ready) = crossbeam_channel::bounded(1);
+    let thread_shared = shared.clone();
+    let thread_config = config.clone();
+    let join = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || thread_main(worker, thread_config, thread_shared, consumers, ready_tx))
+        .map_err(|source| Error::Spawn {
+            worker: name.to_string(),
+            source,
+        })?;
+    Ok(Launch {
+        shared,
+        producers,
+        join,
+        ready,
+    })
+}
+
+fn thread_main<W: Worker>(
+    worker: W,
+    config: WorkerConfig,
+    shared: Arc<WorkerShared<W::Message>>,
+    rings: Vec<Consumer<Envelope<W::Message>>>,
+    ready: crossbeam_channel::Sender<Result<()>>,
+) -> Result<()> {
+    shared.stats.set_state(WorkerState::Starting);
+    let mut runner = Runner {
+        worker,
+        state: None,
+        rings,
+        shared,
+        config,
+        next_seq: 0,
+        paused: false,
+        stopping: false,
+        gave_up: None,
+        restart_times: VecDeque::new(),
+        idle_polls: 0,
+        next_tick: None,
+        cursor: 0,
+        control: VecDeque::new(),
+    };
+    if let Err(e) = runner.start() {
+        let _ = ready.send(Err(e));
+        runner.exit_failed("init failed");
+        return Ok(());
+    }
+    let _ = ready.send(Ok(()));
+    watchdog::register(runner.shared.clone());
+    runner.run()
+}
+
+struct Runner<W: Worker> {
+    worker: W,
+    state: Option<W::State>,
+    rings: Vec<Consumer<Envelope<W::Message>>>,
+    shared: Arc<WorkerShared<W::Message>>,
+    config: WorkerConfig,
+    next_seq: u64,
+    paused: bool,
+    stopping: bool,
+    gave_up: Option<String>,
+    restart_times: VecDeque<Instant>,
+    idle_polls: u32,
+    next_tick: Option<Instant>,
+    cursor: usize,
+    control: VecDeque<Control<W::Message>>,
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl<W: Worker> Runner<W> {
+    fn name(&self) -> String {
+        self.shared.name.to_string()
+    }
+
+    /// Pins, raises priority, runs `init`.
+    fn start(&mut self) -> Result<()> {
+        if let Some(cpu) = self.config.cpu {
+            if !crate::topology::pin_current_thread(cpu) {
+                return Err(Error::Init {
+                    worker: self.name(),
+                    message: format!("could not pin the thread to CPU {cpu}"),
+                });
+            }
+        }
+        if self.config.high_priority {
+            if let Err(e) = raise_priority() {
+                self.shared.emit(EventKind::PriorityNotRaised { error: e.to_string() });
+            }
+        }
+        match panic::catch_unwind(AssertUnwindSafe(|| self.worker.init())) {
+            Ok(Ok(state)) => {
+                self.state = Some(state);
+                self.shared.stats.set_state(WorkerState::Running);
+                self.next_tick = self.config.tick_interval.map(|t| Instant::now() + t);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::Init {
+                worker: self.name(),
+                message: e.to_string(),
+            }),
+            Err(p) => Err(Error::Init {
+                worker: self.name(),
+                message: format!("init panicked: {}", panic_message(p)),
+            }),
+        }
+    }
+
+    fn run(mut self) -> Result<()> {
+        loop {
+            if self.shared.has_control() {
+                self.process_control();
+            }
+            if self.stopping || self.gave_up.is_some() {
+                break;
+            }
+            let worked = !self.paused && self.poll_rings();
+            if self.gave_up.is_some() {
+                break;
+            }
+            self.tick_if_due();
+            if worked {
+                self.idle_polls = 0;
+            } else {
+                self.idle();
+            }
+        }
+        if self.gave_up.is_none() {
+            self.graceful_stop();
+        }
+        match self.gave_up.take() {
+            Some(reason) => {
+                self.exit_failed(&reason);
+                Err(Error::WorkerFailed {
+                    worker: self.name(),
+                    message: reason,
+                })
+            }
+            None => self.finish(),
+        }
+    }
+
+    fn process_control(&mut self) {
+        self.shared.take_control(&mut self.control);
+        while let Some(c) = self.control.pop_front() {
+            match c {
+                Control::Attach(r) => self.rings.push(r),
+                Control::Pause => {
+                    self.paused = true;
+                    self.shared.stats.set_state(WorkerState::Paused);
+                }
+                Control::Resume => {
+                    self.paused = false;
+                    self.shared.stats.set_state(WorkerState::Running);
+                }
+                Control::Ping(tx) => {
+                    let _ = tx.send(());
+                }
+                Control::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    /// One pass over every ring, a batch from each. Returns whether any
+    /// message was taken.
+    fn poll_rings(&mut self) -> bool {
+        let n = self.rings.len();
+        if n == 0 {
+            return false;
+        }
+        let mut worked = false;
+        let start = self.cursor % n;
+        self.cursor = self.cursor.wrapping_add(1);
+        let mut finished = false;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.run_batch(i) > 0 {
+                worked = true;
+            } else if self.rings[i].is_finished() {
+                finished = true;
+            }
+            if self.gave_up.is_some() {
+                return worked;
+            }
+        }
+        if finished {
+            self.rings.retain_mut(|r| !r.is_finished());
+        }
+        let depth: usize = self.rings.iter().map(Consumer::cached_len).sum();
+        self.shared.stats.own.queue_depth.set(depth as u64);
+        worked
+    }
+
+    /// Handles one batch from ring `i`; returns how many messages it took.
+    fn run_batch(&mut self, i: usize) -> u64 {
+        let Runner {
+            worker,
+            state,
+            rings,
+            shared,
+            config,
+            next_seq,
+            ..
+        } = self;
+        let Some(st) = state.as_mut() else { return 0 };
+        let ring = &mut rings[i];
+        if ring.available() == 0 {
+            return 0;
+        }
+        let own = &shared.stats.own;
+        let mut batch = Batch::new(ring.drain(config.batch_size), *next_seq);
+        let t0 = Instant::now();
+        own.busy_since.set(now_nanos());
+        let result = panic::catch_unwind(AssertUnwindSafe(|| worker.handle_batch(st, &mut batch)));
+        own.busy_since.set(0);
+        own.busy_ns.add(t0.elapsed().as_nanos() as u64);
+        let taken = batch.taken;
+        let last_seq = batch.last_seq();
+        let last_failed = batch.last_failed;
+        let mut failures = std::mem::take(&mut batch.failures);
+        // Publishes the read index; untaken messages stay queued.
+        drop(batch);
+        *next_seq += taken;
+        own.received.add(taken);
+
+        let mut panicked = None;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => match last_seq {
+                Some(seq) if !last_failed => failures.push((seq, e)),
+                // An error after the last message already failed, or before
+                // any was taken: report it without a message to blame.
+                _ => shared.emit(EventKind::HandlerFailed {
+                    seq: last_seq.unwrap_or(*next_seq),
+                    error: e.to_string(),
+                }),
+            },
+            Err(p) => panicked = Some(panic_message(p)),
+        }
+        let mut failed = failures.len() as u64;
+        for (seq, e) in failures {
+            shared.emit(EventKind::HandlerFailed {
+                seq,
+                error: e.to_string(),
+            });
+        }
+        if let Some(message) = panicked {
+            let seq = match last_seq {
+                Some(seq) if !last_failed => {
+                    failed += 1;
+                    Some(seq)
+                }
+                _ => None,
+            };
+            shared.emit(EventKind::Panicked { seq, message });
+            own.failed.add(failed);
+            own.handled.add(taken - failed);
+            self.restart();
+        } else {
+            own.failed.add(failed);
+            own.handled.add(taken - failed);
+        }
+        taken
+    }
+
+    fn tick_if_due(&mut self) {
+        let (Some(due), Some(interval)) = (self.next_tick, self.config.tick_interval) else {
+            return;
+        };
+        let now = Instant::now();
+        if now < due || self.paused {
+            return;
+        }
+        self.next_tick = Some(now + interval);
+        let Some(st) = self.state.as_mut() else { return };
+        let own = &self.shared.stats.own;
+        own.busy_since.set(now_nanos());
+        let worker = &mut self.worker;
+        let result = panic::catch_unwind(AssertUnwindSafe(|| worker.tick(st)));
+        own.busy_since.set(0);
+        own.busy_ns.add(now.elapsed().as_nanos() as u64);
+        own.ticks.add(1);
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.shared.emit(EventKind::TickFailed { error: e.to_string() }),
+            Err(p) => {
+                self.shared.emit(EventKind::Panicked {
+                    seq: None,
+                    message: panic_message(p),
+                });
+                self.restart();
+            }
+        }
+    }
+
+    /// Discards the state after a panic and runs `init` again, if the policy
+    /// allows; otherwise records that the worker gave up.
+    fn restart(&mut self) {
+        if let Some(old) = self.state.take() {
+            // The state may be inconsistent after a panic; dropping it may
+            // panic too, which must not take the thread down.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(old)));
+        }
+        let now = Instant::now();
+        let allowed = match self.config.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::Limited { max_restarts, within } => {
+                while self.restart_times.front().is_some_and(|t| now.duration_since(*t) >= within) {
+                    self.restart_times.pop_front();
+                }
+                self.restart_times.len() < max_restarts as usize
+            }
+        };
+        if !allowed {
+            self.gave_up = Some(format!("panicked; restart policy {:?} exhausted", self.config.restart));
+            return;
+        }
+        self.restart_times.push_back(now);
+        match panic::catch_unwind(AssertUnwindSafe(|| self.worker.init())) {
+            Ok(Ok(s)) => {
+                self.state = Some(s);
+                self.shared.stats.own.restarts.add(1);
+                self.shared.emit(EventKind::Restarted {
+                    restarts: self.shared.stats.own.restarts.get(),
+                });
+            }
+            Ok(Err(e)) => self.gave_up = Some(format!("init failed on restart: {e}")),
+            Err(p) => self.gave_up = Some(format!("init panicked on restart: {}", panic_message(p))),
+        }
+    }
+
+    fn idle(&mut self) {
+        self.idle_polls = self.idle_polls.saturating_add(1);
+        let spins = self.config.spin_iterations;
+        match self.config.idle {
+            IdleStrategy::Spin => std::hint::spin_loop(),
+            IdleStrategy::SpinThenYield if self.idle_polls < spins => std::hint::spin_loop(),
+            IdleStrategy::SpinThenYield => std::thread::yield_now(),
+            IdleStrategy::SpinThenPark if self.idle_polls < spins => std::hint::spin_loop(),
+            IdleStrategy::SpinThenPark if self.idle_polls < spins.saturating_add(YIELDS_BEFORE_PARK) => {
+                std::thread::yield_now()
+            }
+            IdleStrategy::SpinThenPark => self.park(),
+        }
+    }
+
+    fn park(&mut self) {
+        let timeout = match self.next_tick {
+            Some(due) if !self.paused => due.saturating_duration_since(Instant::now()).min(MAX_PARK),
+            _ => MAX_PARK,
+        };
+        let shared = &self.shared;
+        let rings = &self.rings;
+        let paused = self.paused;
+        shared.signal.wait_unless(
+            || shared.has_control() || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone())),
+            Some(timeout),
+        );
+    }
+
+    /// Closes every ring losslessly, handles everything queued, then closes
+    /// the control queue. Loops because senders may attach new rings until
+    /// the control queue is closed.
+    fn graceful_stop(&mut self) {
+        self.shared.stats.set_state(WorkerState::Stopping);
+        let mut pending = VecDeque::new();
+        loop {
+            for c in pending.drain(..) {
+                match c {
+                    Control::Attach(r) => self.rings.push(r),
+                    Control::Ping(tx) => {
+                        let _ = tx.send(());
+                    }
+                    Control::Pause | Control::Resume | Control::Stop => {}
+                }
+            }
+            for r in &mut self.rings {
+                if !r.is_closed() {
+                    r.close();
+                }
+            }
+            loop {
+                let mut any = false;
+                for i in 0..self.rings.len() {
+                    while self.run_batch(i) > 0 {
+                        any = true;
+                        if self.gave_up.is_some() {
+                            return;
+                        }
+                    }
+                }
+                if !any {
+                    break;
+                }
+            }
+            if self.shared.close_control_if_empty(&mut pending) {
+                break;
+            }
+        }
+        self.rings.clear();
+    }
+
+    /// Runs `shutdown` and reports the worker stopped.
+    fn finish(mut self) -> Result<()> {
+        let mut result = Ok(());
+        if let Some(st) = self.state.take() {
+            let worker = &mut self.worker;
+            let outcome = match panic::catch_unwind(AssertUnwindSafe(|| worker.shutdown(st))) {
+                Ok(r) => r,
+                Err(p) => Err(Error::msg(format!("shutdown panicked: {}", panic_message(p)))),
+            };
+            if let Err(e) = outcome {
+                self.shared.emit(EventKind::ShutdownFailed { error: e.to_string() });
+                result = Err(Error::WorkerFailed {
+                    worker: self.name(),
+                    message: format!("shutdown failed: {e}"),
+                });
+            }
+        }
+        self.shared.stats.set_state(WorkerState::Stopped);
+        self.shared.emit(EventKind::Stopped);
+        result
+    }
+
+    /// Stops without handling what is queued: closes the control queue and
+    /// every ring (senders get `Stopped` from now on) and reports how many
+    /// messages were abandoned.
+    fn exit_failed(&mut self, reason: &str) {
+        let mut pending = VecDeque::new();
+        while !self.shared.close_control_if_empty(&mut pending) {
+            for c in pending.drain(..) {
+                if let Control::Attach(r) = c {
+                    self.rings.push(r);
+                }
+            }
+        }
+        let mut abandoned = 0u64;
+        for r in &mut self.rings {
+            r.close();
+            abandoned += r.available() as u64;
+        }
+        self.rings.clear();
+        self.state = None;
+        self.shared.stats.set_state(WorkerState::Failed);
+        self.shared.emit(EventKind::GaveUp {
+            reason: reason.to_string(),
+            abandoned,
+        });
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn raise_priority() -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority takes plain integers; on failure it returns -1
+    // and sets errno, which we read immediately.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -10) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_priority() -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "thread priority is only raised on Linux"))
+}

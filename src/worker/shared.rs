@@ -1,0 +1,125 @@
+//! What a worker shares with its handles: statistics, the control queue and
+//! the wake-up signal. Nothing here is touched on the message hot path except
+//! the signal's sleeping flag.
+
+use super::event::{EventKind, EventSink, WorkerEvent};
+use super::stats::StatsBlock;
+use super::Envelope;
+use crate::channel::ring::Consumer;
+use crate::sync::signal::Signal;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Commands to a worker, outside the message path.
+pub(crate) enum Control<M> {
+    /// A new sender's ring.
+    Attach(Consumer<Envelope<M>>),
+    Pause,
+    Resume,
+    Ping(crossbeam_channel::Sender<()>),
+    Stop,
+}
+
+/// State shared by a worker thread and everything that talks to it.
+pub(crate) struct WorkerShared<M> {
+    pub(crate) index: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) stats: StatsBlock,
+    pub(crate) signal: Arc<Signal>,
+    pub(crate) stall_threshold: Option<Duration>,
+    events: EventSink,
+    /// `None` once the worker has exited: nothing sent here can be lost,
+    /// because the worker takes this lock to close it (see `runtime.rs`).
+    control: Mutex<Option<VecDeque<Control<M>>>>,
+    control_pending: AtomicBool,
+}
+
+impl<M> std::fmt::Debug for WorkerShared<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerShared")
+            .field("index", &self.index)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> WorkerShared<M> {
+    pub(crate) fn new(index: usize, name: Arc<str>, stall_threshold: Option<Duration>, events: EventSink) -> Self {
+        Self {
+            index,
+            name,
+            stats: StatsBlock::default(),
+            signal: Arc::new(Signal::new()),
+            stall_threshold,
+            events,
+            control: Mutex::new(Some(VecDeque::new())),
+            control_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a command and wakes the worker. Hands it back if the worker has
+    /// exited.
+    pub(crate) fn send_control(&self, c: Control<M>) -> Result<(), Control<M>> {
+        {
+            let mut q = self.control.lock();
+            match q.as_mut() {
+                Some(q) => q.push_back(c),
+                None => return Err(c),
+            }
+            self.control_pending.store(true, Ordering::Release);
+        }
+        self.signal.notify();
+        Ok(())
+    }
+
+    /// Whether commands are waiting (cheap; polled by the worker loop).
+    #[inline]
+    pub(crate) fn has_control(&self) -> bool {
+        self.control_pending.load(Ordering::Acquire)
+    }
+
+    /// Takes every queued command.
+    pub(crate) fn take_control(&self, into: &mut VecDeque<Control<M>>) {
+        let mut q = self.control.lock();
+        if let Some(q) = q.as_mut() {
+            into.append(q);
+        }
+        self.control_pending.store(false, Ordering::Relaxed);
+    }
+
+    /// Closes the control queue if it is empty; otherwise moves what is
+    /// queued into `into` and returns `false` (the caller handles it and
+    /// tries again). After `true`, `send_control` fails.
+    pub(crate) fn close_control_if_empty(&self, into: &mut VecDeque<Control<M>>) -> bool {
+        let mut q = self.control.lock();
+        match q.as_mut() {
+            Some(pending) if !pending.is_empty() => {
+                into.append(pending);
+                false
+            }
+            _ => {
+                *q = None;
+                self.control_pending.store(false, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.events.emit(
+            WorkerEvent {
+                worker: self.index,
+                name: self.name.clone(),
+                kind,
+            },
+            &self.stats.foreign.events_dropped,
+        );
+    }
+
+    pub(crate) fn events(&self) -> &EventSink {
+        &self.events
+    }
+}
