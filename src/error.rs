@@ -72,6 +72,15 @@ pub enum Error {
     /// An error returned by user code (a worker handler, a factory).
     #[error("{0}")]
     Handler(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The machine's topology could not be read.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    /// No worker plan fits the machine and the overrides.
+    #[error(transparent)]
+    Plan(#[from] crate::pool::PlanError),
+    /// A `SHARED_NOTHING_*` environment variable is malformed.
+    #[error(transparent)]
+    Env(#[from] crate::pool::EnvError),
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -3,6 +3,7 @@
 use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
+use super::profile::Profile;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::worker::{IdleStrategy, Worker, WorkerConfig};
 use crate::Result;
@@ -70,27 +71,51 @@ impl PoolBuilder<NoFactory> {
 }
 
 impl<F, Args> PoolBuilder<F, Args> {
-    /// Number of workers (default: one per usable CPU).
+    /// The profile that decides whatever is not set (default production).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.config = self.config.with_profile(profile);
+        self
+    }
+
+    /// Number of application workers.
     pub fn workers(mut self, n: usize) -> Self {
         self.config = self.config.with_num_workers(n);
         self
     }
 
-    /// Pin each worker to its own CPU.
+    /// Pin each worker to its own CPU where the machine allows.
     pub fn cpu_affinity(mut self, on: bool) -> Self {
         self.config = self.config.with_cpu_affinity(on);
         self
     }
 
-    /// Fill NUMA nodes one at a time (see [`PoolConfig::with_numa_aware`]).
+    /// Bind worker memory to its NUMA node (see [`PoolConfig::with_numa_aware`]).
     pub fn numa_aware(mut self, on: bool) -> Self {
         self.config = self.config.with_numa_aware(on);
         self
     }
 
-    /// Pin to exactly these CPUs.
+    /// Plan only on these CPUs.
     pub fn cpus(mut self, cpus: Vec<usize>) -> Self {
         self.config = self.config.with_cpus(cpus);
+        self
+    }
+
+    /// Storage I/O workers per NUMA node.
+    pub fn storage_workers_per_node(mut self, n: usize) -> Self {
+        self.config = self.config.with_storage_workers_per_node(n);
+        self
+    }
+
+    /// Network I/O workers per NUMA node.
+    pub fn network_workers_per_node(mut self, n: usize) -> Self {
+        self.config = self.config.with_network_workers_per_node(n);
+        self
+    }
+
+    /// GPU workers.
+    pub fn gpu_workers(mut self, n: usize) -> Self {
+        self.config = self.config.with_gpu_workers(n);
         self
     }
 
@@ -108,19 +133,20 @@ impl<F, Args> PoolBuilder<F, Args> {
 
     /// Capacity of each sender's ring into each worker.
     pub fn queue_capacity(mut self, cap: usize) -> Self {
-        self.config.worker = self.config.worker.with_queue_capacity(cap);
+        self.config.overrides.queue_capacity = Some(cap);
         self
     }
 
-    /// What idle workers do.
+    /// What idle workers do (the plan parks workers that cannot have a core
+    /// of their own, or refuses if that is impossible).
     pub fn idle_strategy(mut self, idle: IdleStrategy) -> Self {
-        self.config.worker = self.config.worker.with_idle_strategy(idle);
+        self.config.overrides.idle = Some(idle);
         self
     }
 
     /// Most messages per `handle_batch` call.
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.config.worker = self.config.worker.with_batch_size(n);
+        self.config.overrides.batch_size = Some(n);
         self
     }
 
@@ -137,13 +163,25 @@ impl<F, Args> PoolBuilder<F, Args> {
     }
 }
 
+impl PoolBuilder<NoFactory> {
+    /// Detects the machine and plans the runtime with these overrides,
+    /// without starting application workers (start them with
+    /// [`WorkerPool::spawn`](super::WorkerPool::spawn)).
+    ///
+    /// # Errors
+    /// Detection or planning errors (an impossible override).
+    pub fn build_pool(self) -> Result<super::WorkerPool> {
+        super::WorkerPool::from_config(self.config)
+    }
+}
+
 impl<F, Args> PoolBuilder<F, Args> {
     /// Starts the workers.
     ///
     /// # Errors
-    /// `InvalidConfig` for an impossible placement (zero workers, a CPU this
-    /// process may not use, more busy-spinning workers than CPUs, a
-    /// partitioner built for another worker count); `Spawn`/`Init` if a
+    /// `Plan` for an impossible placement (zero workers, a CPU this process
+    /// may not use, more busy-spinning workers than CPUs), `InvalidConfig`
+    /// for a partitioner built for another worker count; `Spawn`/`Init` if a
     /// worker fails to start (none is left running then).
     pub fn build<W>(self) -> Result<WorkerGroup<W>>
     where
@@ -151,6 +189,7 @@ impl<F, Args> PoolBuilder<F, Args> {
         F: WorkerFactory<W, Args>,
     {
         let partitioner = self.partitioner.unwrap_or_else(|| Arc::new(HashPartitioner::new()));
-        super::start_group(self.config, self.factory, partitioner)
+        let pool = super::WorkerPool::from_config(self.config)?;
+        pool.spawn_with(self.factory, partitioner)
     }
 }

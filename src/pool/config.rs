@@ -1,9 +1,10 @@
 //! Pool configuration.
 
+use super::profile::{PlanOverrides, Profile};
 use crate::worker::WorkerConfig;
 
-/// How a [`WorkerGroup`](super::WorkerGroup) is built: how many workers,
-/// whether they are pinned, and the configuration each worker starts from.
+/// How a [`WorkerGroup`](super::WorkerGroup) is built. Everything left unset
+/// is decided by the profile's [`Plan`](super::Plan) for this machine.
 ///
 /// ```
 /// use shared_nothing::prelude::*;
@@ -15,10 +16,9 @@ use crate::worker::WorkerConfig;
 /// ```
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    pub(crate) num_workers: Option<usize>,
-    pub(crate) cpu_affinity: bool,
+    pub(crate) profile: Profile,
+    pub(crate) overrides: PlanOverrides,
     pub(crate) numa_aware: bool,
-    pub(crate) cpus: Option<Vec<usize>>,
     pub(crate) worker: WorkerConfig,
     pub(crate) name: String,
 }
@@ -30,53 +30,79 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    /// One worker per usable CPU, not pinned, default worker configuration.
+    /// The production profile with no overrides.
     pub fn new() -> Self {
         Self {
-            num_workers: None,
-            cpu_affinity: false,
-            numa_aware: false,
-            cpus: None,
+            profile: Profile::Production,
+            overrides: PlanOverrides::default(),
+            numa_aware: true,
             worker: WorkerConfig::new(),
-            name: "worker".into(),
+            name: "app".into(),
         }
     }
 
-    /// Number of workers (default: one per usable CPU).
+    /// The profile that decides whatever is not set explicitly.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Number of application workers.
     pub fn with_num_workers(mut self, n: usize) -> Self {
-        self.num_workers = Some(n);
+        self.overrides.app_workers = Some(n);
         self
     }
 
-    /// Pin worker `i` to the `i`-th usable CPU (wrapping around).
+    /// Pin each worker to a CPU of its own where the machine allows (on or
+    /// off; unset: the profile decides, and every profile pins).
     pub fn with_cpu_affinity(mut self, on: bool) -> Self {
-        self.cpu_affinity = on;
+        self.overrides.pin = Some(on);
         self
     }
 
-    /// Order CPUs by NUMA node so consecutive workers fill one node before the
-    /// next (state is always created on the worker's thread after pinning, so
-    /// its memory is node-local by first touch).
+    /// Bind each worker's memory to its NUMA node explicitly (needs the
+    /// `hwloc` feature; without it, node-local memory comes from first touch:
+    /// worker state is always created on the worker's thread after pinning).
+    /// On by default.
     pub fn with_numa_aware(mut self, on: bool) -> Self {
         self.numa_aware = on;
         self
     }
 
-    /// Pin to exactly these CPUs (implies affinity).
+    /// Plan only on these CPUs (implies pinning).
     pub fn with_cpus(mut self, cpus: Vec<usize>) -> Self {
-        self.cpus = Some(cpus);
-        self.cpu_affinity = true;
+        self.overrides.cpus = Some(cpus);
+        self.overrides.pin = Some(true);
         self
     }
 
-    /// The configuration every worker starts from (its name and CPU are set
-    /// per worker).
+    /// Storage I/O workers per NUMA node.
+    pub fn with_storage_workers_per_node(mut self, n: usize) -> Self {
+        self.overrides.storage_workers_per_node = Some(n);
+        self
+    }
+
+    /// Network I/O workers per NUMA node.
+    pub fn with_network_workers_per_node(mut self, n: usize) -> Self {
+        self.overrides.network_workers_per_node = Some(n);
+        self
+    }
+
+    /// GPU workers.
+    pub fn with_gpu_workers(mut self, n: usize) -> Self {
+        self.overrides.gpu_workers = Some(n);
+        self
+    }
+
+    /// The configuration every worker starts from. Its queue capacity, idle
+    /// strategy and batch size, where set, override the profile's; its CPU is
+    /// replaced by the plan's.
     pub fn with_worker_config(mut self, config: WorkerConfig) -> Self {
         self.worker = config;
         self
     }
 
-    /// Thread name prefix (`prefix-0`, `prefix-1`, ...).
+    /// Thread name prefix (`prefix-0`, `prefix-1`, ...; default `app`).
     pub fn with_name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
@@ -84,16 +110,21 @@ impl PoolConfig {
 
     /// The configured worker count, if set.
     pub fn num_workers(&self) -> Option<usize> {
-        self.num_workers
-    }
-
-    /// Whether workers are pinned.
-    pub fn cpu_affinity(&self) -> bool {
-        self.cpu_affinity
+        self.overrides.app_workers
     }
 
     /// The per-worker configuration.
     pub fn worker_config(&self) -> &WorkerConfig {
         &self.worker
+    }
+
+    /// The overrides this configuration passes to the plan (before
+    /// `SHARED_NOTHING_*` environment variables, which win).
+    pub fn overrides(&self) -> PlanOverrides {
+        let mut o = self.overrides.clone();
+        o.queue_capacity = o.queue_capacity.or(self.worker.queue_capacity);
+        o.idle = o.idle.or(self.worker.idle);
+        o.batch_size = o.batch_size.or(self.worker.batch_size);
+        o
     }
 }

@@ -1,5 +1,6 @@
 //! A group of typed application workers fed through a mesh of SPSC rings.
 
+use super::plan::Plan;
 use super::sender::PoolSender;
 use crate::worker::outbox::Outbox;
 use crate::worker::runtime::{self, Launch};
@@ -63,6 +64,7 @@ pub struct WorkerGroup<W: Worker> {
     joins: Vec<Option<JoinHandle<Result<()>>>>,
     placements: Vec<WorkerPlacement>,
     events: EventSink,
+    plan: Arc<Plan>,
 }
 
 impl<W: Worker> std::fmt::Debug for WorkerGroup<W> {
@@ -80,6 +82,7 @@ impl<W: Worker> WorkerGroup<W> {
         mut make: impl FnMut(usize) -> W,
         configs: Vec<WorkerConfig>,
         partitioner: Arc<dyn Partitioner>,
+        plan: Arc<Plan>,
     ) -> Result<Self> {
         if configs.is_empty() {
             return Err(Error::InvalidConfig("a pool needs at least one worker".into()));
@@ -146,6 +149,7 @@ impl<W: Worker> WorkerGroup<W> {
             joins,
             placements,
             events,
+            plan,
         })
     }
 
@@ -360,6 +364,11 @@ impl<W: Worker> WorkerGroup<W> {
     /// Where each worker runs.
     pub fn placements(&self) -> &[WorkerPlacement] {
         &self.placements
+    }
+
+    /// The plan the group was placed by.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Events from every worker of the group.

@@ -4,14 +4,29 @@ use super::builder::{NoFactory, PoolBuilder};
 use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
+use super::plan::{Plan, plan};
+use super::profile::{PlanOverrides, Profile};
 use crate::partition::{HashPartitioner, Partitioner};
-use crate::worker::Worker;
+use crate::topology::{Capabilities, Topology};
+use crate::worker::{Worker, WorkerConfig};
 use crate::Result;
 use std::sync::Arc;
 
-/// The machine-wide runtime: what the hardware offers and which cores the
-/// application workers get. Typed workers are started on it with
-/// [`spawn`](Self::spawn); [`builder`](Self::builder) does both in one go.
+/// The machine-wide runtime: what the hardware offers, and the [`Plan`] that
+/// says how many workers of each kind run where. Typed application workers
+/// are started on it with [`spawn`](Self::spawn);
+/// [`builder`](Self::builder) does both in one go.
+///
+/// | constructor | profile |
+/// |---|---|
+/// | [`WorkerPool::new`] | [`Profile::Production`] (or `SHARED_NOTHING_PROFILE`) |
+/// | [`WorkerPool::production`] | [`Profile::Production`] |
+/// | [`WorkerPool::low_latency`] | [`Profile::LowLatency`] |
+/// | [`WorkerPool::performance`] | [`Profile::Performance`] |
+///
+/// `SHARED_NOTHING_*` environment variables (see [`PlanOverrides::from_env`])
+/// override the profile and the worker counts without a rebuild; they win
+/// over values set in code.
 ///
 /// ```
 /// use shared_nothing::prelude::*;
@@ -23,48 +38,163 @@ use std::sync::Arc;
 ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u8>) -> Result<()> { Ok(()) }
 /// }
 /// let pool = WorkerPool::new().unwrap();
+/// println!("{}", pool.plan());
 /// let mut group = pool.spawn(|_| W).unwrap();
 /// group.broadcast(1).unwrap();
 /// group.stop_all().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
-    cpus: Vec<usize>,
+    topology: Topology,
+    capabilities: Capabilities,
+    plan: Arc<Plan>,
     config: PoolConfig,
 }
 
+/// `env` wins over `code`, field by field.
+fn layer(env: PlanOverrides, code: PlanOverrides) -> PlanOverrides {
+    PlanOverrides {
+        profile: env.profile.or(code.profile),
+        app_workers: env.app_workers.or(code.app_workers),
+        storage_workers_per_node: env.storage_workers_per_node.or(code.storage_workers_per_node),
+        network_workers_per_node: env.network_workers_per_node.or(code.network_workers_per_node),
+        gpu_workers: env.gpu_workers.or(code.gpu_workers),
+        pin: env.pin.or(code.pin),
+        idle: env.idle.or(code.idle),
+        queue_capacity: env.queue_capacity.or(code.queue_capacity),
+        batch_size: env.batch_size.or(code.batch_size),
+        cpus: env.cpus.or(code.cpus),
+    }
+}
+
 impl WorkerPool {
-    /// Detects the CPUs this process may use and plans one application
-    /// worker per CPU.
+    /// Detects the machine and plans with the production profile.
     ///
     /// # Errors
-    /// Never on Linux today; kept fallible for detection that can fail.
+    /// `Topology` if the machine cannot be read, `Env` for a malformed
+    /// `SHARED_NOTHING_*` variable, `Plan` for an impossible override.
     pub fn new() -> Result<Self> {
-        let cpus = crate::topology::available_cpus();
+        Self::from_config(PoolConfig::new())
+    }
+
+    /// The production profile (see [`Profile::Production`]).
+    ///
+    /// # Errors
+    /// As [`WorkerPool::new`].
+    pub fn production() -> Result<Self> {
+        Self::from_config(PoolConfig::new().with_profile(Profile::Production))
+    }
+
+    /// The low-latency profile (see [`Profile::LowLatency`]).
+    ///
+    /// # Errors
+    /// As [`WorkerPool::new`].
+    pub fn low_latency() -> Result<Self> {
+        Self::from_config(PoolConfig::new().with_profile(Profile::LowLatency))
+    }
+
+    /// The throughput profile (see [`Profile::Performance`]).
+    ///
+    /// # Errors
+    /// As [`WorkerPool::new`].
+    pub fn performance() -> Result<Self> {
+        Self::from_config(PoolConfig::new().with_profile(Profile::Performance))
+    }
+
+    /// Detects the machine and plans with `config`; environment overrides
+    /// win over it.
+    ///
+    /// # Errors
+    /// As [`WorkerPool::new`].
+    pub fn from_config(config: PoolConfig) -> Result<Self> {
+        let topology = Topology::detect()?;
+        let capabilities = Capabilities::detect();
+        let env = PlanOverrides::from_env()?;
+        Self::from_parts(topology, capabilities, config, env)
+    }
+
+    /// Plans on a given topology and capabilities (for tests and for callers
+    /// that detect once and plan several pools); `env` wins over `config`.
+    ///
+    /// # Errors
+    /// `Plan` for an impossible override.
+    pub fn from_parts(
+        topology: Topology,
+        capabilities: Capabilities,
+        config: PoolConfig,
+        env: PlanOverrides,
+    ) -> Result<Self> {
+        let overrides = layer(env, config.overrides());
+        let plan = plan(&topology, &capabilities, config.profile, &overrides)?;
         Ok(Self {
-            config: PoolConfig::new().with_num_workers(cpus.len()),
-            cpus,
+            topology,
+            capabilities,
+            plan: Arc::new(plan),
+            config,
         })
     }
 
-    /// The CPUs application workers run on.
-    pub fn app_cpus(&self) -> &[usize] {
-        &self.cpus
+    /// The plan: what was detected, what was chosen and why. Its `Display`
+    /// is a readable report.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
-    /// Starts one typed worker per application CPU.
+    /// The detected machine.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The detected capabilities.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Starts one typed worker per planned application worker, placed and
+    /// configured as the plan says, hash-partitioned.
     ///
     /// # Errors
-    /// As [`PoolBuilder::build`].
+    /// `Spawn`/`Init` if a worker fails to start (none is left running).
     pub fn spawn<W, Args, F>(&self, factory: F) -> Result<WorkerGroup<W>>
     where
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        super::start_group(self.config.clone(), factory, Arc::new(HashPartitioner::new()))
+        self.spawn_with(factory, Arc::new(HashPartitioner::new()))
     }
 
-    /// A builder for a typed worker group.
+    /// Like [`spawn`](Self::spawn) with a partitioner.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn), and `InvalidConfig` for a partitioner built
+    /// for another worker count.
+    pub fn spawn_with<W, Args, F>(&self, mut factory: F, partitioner: Arc<dyn Partitioner>) -> Result<WorkerGroup<W>>
+    where
+        W: Worker,
+        F: WorkerFactory<W, Args>,
+    {
+        WorkerGroup::start(|i| factory.make(i), self.app_worker_configs(), partitioner, self.plan.clone())
+    }
+
+    /// One configuration per planned application worker.
+    fn app_worker_configs(&self) -> Vec<WorkerConfig> {
+        let (plan, cfg) = (&self.plan, &self.config);
+        plan.app_workers
+            .iter()
+            .map(|p| {
+                cfg.worker
+                    .clone()
+                    .with_name(format!("{}-{}", cfg.name, p.index))
+                    .with_idle_strategy(p.idle)
+                    .with_queue_capacity(plan.queue_capacity)
+                    .with_batch_size(plan.batch_size)
+                    .placed(p.cpu, p.numa_node, cfg.numa_aware)
+            })
+            .collect()
+    }
+
+    /// A builder for a typed worker group, or (with
+    /// [`build_pool`](PoolBuilder::build_pool)) for the runtime alone.
     pub fn builder() -> PoolBuilder<NoFactory> {
         PoolBuilder::new()
     }
@@ -72,19 +202,19 @@ impl WorkerPool {
     /// A typed worker group from a configuration, hash-partitioned.
     ///
     /// # Errors
-    /// As [`PoolBuilder::build`].
+    /// As [`WorkerPool::new`] and [`spawn`](Self::spawn).
     pub fn with_config<W, Args, F>(config: PoolConfig, factory: F) -> Result<WorkerGroup<W>>
     where
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        super::start_group(config, factory, Arc::new(HashPartitioner::new()))
+        Self::from_config(config)?.spawn(factory)
     }
 
     /// A typed worker group from a configuration and a partitioner.
     ///
     /// # Errors
-    /// As [`PoolBuilder::build`].
+    /// As [`WorkerPool::new`] and [`spawn_with`](Self::spawn_with).
     pub fn with_partitioner<W, Args, F>(
         config: PoolConfig,
         factory: F,
@@ -94,6 +224,6 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        super::start_group(config, factory, partitioner)
+        Self::from_config(config)?.spawn_with(factory, partitioner)
     }
 }

@@ -20,6 +20,23 @@ pub enum IdleStrategy {
     SpinThenPark,
 }
 
+impl IdleStrategy {
+    /// True if a worker with this strategy keeps its CPU busy while idle
+    /// (`Spin` and `SpinThenYield`), so it needs a CPU of its own.
+    pub fn is_busy(self) -> bool {
+        matches!(self, IdleStrategy::Spin | IdleStrategy::SpinThenYield)
+    }
+
+    /// Short name, as used by `SHARED_NOTHING_IDLE` (`spin`, `yield`, `park`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleStrategy::Spin => "spin",
+            IdleStrategy::SpinThenYield => "yield",
+            IdleStrategy::SpinThenPark => "park",
+        }
+    }
+}
+
 /// What happens after a handler panics.
 ///
 /// The panicking message is counted as failed and reported; messages still
@@ -52,6 +69,9 @@ impl Default for RestartPolicy {
     }
 }
 
+const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+const DEFAULT_BATCH_SIZE: usize = 64;
+
 /// Configuration of one worker.
 ///
 /// ```
@@ -70,12 +90,16 @@ impl Default for RestartPolicy {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub(crate) name: Option<String>,
-    pub(crate) queue_capacity: usize,
+    // `None` = not set explicitly: the default applies, and a pool's plan may
+    // choose instead.
+    pub(crate) queue_capacity: Option<usize>,
     pub(crate) cpu: Option<usize>,
+    pub(crate) numa_node: Option<usize>,
+    pub(crate) bind_memory: bool,
     pub(crate) tick_interval: Option<Duration>,
-    pub(crate) idle: IdleStrategy,
+    pub(crate) idle: Option<IdleStrategy>,
     pub(crate) restart: RestartPolicy,
-    pub(crate) batch_size: usize,
+    pub(crate) batch_size: Option<usize>,
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) tracing: bool,
     pub(crate) high_priority: bool,
@@ -94,12 +118,14 @@ impl WorkerConfig {
     pub fn new() -> Self {
         Self {
             name: None,
-            queue_capacity: 1024,
+            queue_capacity: None,
             cpu: None,
+            numa_node: None,
+            bind_memory: false,
             tick_interval: None,
-            idle: IdleStrategy::default(),
+            idle: None,
             restart: RestartPolicy::default(),
-            batch_size: 64,
+            batch_size: None,
             stall_threshold: Some(Duration::from_secs(1)),
             tracing: false,
             high_priority: false,
@@ -115,7 +141,7 @@ impl WorkerConfig {
 
     /// Capacity of each sender's ring into this worker (at least 1).
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = capacity.max(1);
+        self.queue_capacity = Some(capacity.max(1));
         self
     }
 
@@ -133,7 +159,7 @@ impl WorkerConfig {
 
     /// What to do when idle.
     pub fn with_idle_strategy(mut self, idle: IdleStrategy) -> Self {
-        self.idle = idle;
+        self.idle = Some(idle);
         self
     }
 
@@ -145,7 +171,7 @@ impl WorkerConfig {
 
     /// Most messages handed to one `handle_batch` call (at least 1).
     pub fn with_batch_size(mut self, batch: usize) -> Self {
-        self.batch_size = batch.max(1);
+        self.batch_size = Some(batch.max(1));
         self
     }
 
@@ -175,9 +201,9 @@ impl WorkerConfig {
         self
     }
 
-    /// The configured queue capacity.
+    /// The queue capacity (default 1024).
     pub fn queue_capacity(&self) -> usize {
-        self.queue_capacity
+        self.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY)
     }
 
     /// The configured CPU, if pinned.
@@ -185,13 +211,22 @@ impl WorkerConfig {
         self.cpu
     }
 
-    /// The configured idle strategy.
+    /// The idle strategy (default `SpinThenPark`).
     pub fn idle_strategy(&self) -> IdleStrategy {
-        self.idle
+        self.idle.unwrap_or_default()
     }
 
-    /// The configured batch size.
+    /// The batch size (default 64).
     pub fn batch_size(&self) -> usize {
-        self.batch_size
+        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+
+    /// Pin to `cpu` and, with the `hwloc` feature and `bind_memory`, bind the
+    /// thread's memory to `numa_node` (used by pools placing from a plan).
+    pub(crate) fn placed(mut self, cpu: Option<usize>, numa_node: Option<usize>, bind_memory: bool) -> Self {
+        self.cpu = cpu;
+        self.numa_node = numa_node;
+        self.bind_memory = bind_memory;
+        self
     }
 }

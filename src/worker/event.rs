@@ -75,6 +75,12 @@ pub enum EventKind {
         /// What the OS said.
         error: String,
     },
+    /// The worker's memory could not be bound to its NUMA node (feature
+    /// `hwloc`); it still allocates node-locally by first touch.
+    MemoryNotBound {
+        /// What hwloc said.
+        error: String,
+    },
     /// The worker stopped after draining its queues.
     Stopped,
 }

@@ -72,7 +72,7 @@ pub fn spawn<W: Worker>(worker: W, config: WorkerConfig) -> Result<WorkerHandle<
         shared, producers, join, ..
     } = launch;
     let workers: std::sync::Arc<[_]> = vec![shared.clone()].into();
-    let outbox = outbox::Outbox::from_rings(workers, producers, config.queue_capacity, config.tracing);
+    let outbox = outbox::Outbox::from_rings(workers, producers, config.queue_capacity(), config.tracing);
     Ok(WorkerHandle::new(outbox, shared, join))
 }
 

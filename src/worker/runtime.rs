@@ -71,7 +71,7 @@ pub(crate) fn launch<W: Worker>(
     let name: Arc<str> = config.name.clone().unwrap_or_else(|| format!("worker-{index}")).into();
     let shared = Arc::new(WorkerShared::new(index, name.clone(), config.stall_threshold, events));
     let (producers, consumers): (Vec<_>, Vec<_>) =
-        (0..rings).map(|_| ring::ring(config.queue_capacity, shared.signal.clone())).unzip();
+        (0..rings).map(|_| ring::ring(config.queue_capacity(), shared.signal.clone())).unzip();
     let (ready_tx, ready) = crossbeam_channel::bounded(1);
     let thread_shared = shared.clone();
     let thread_config = config.clone();
@@ -164,6 +164,14 @@ impl<W: Worker> Runner<W> {
                     worker: self.name(),
                     message: format!("could not pin the thread to CPU {cpu}"),
                 });
+            }
+        }
+        #[cfg(feature = "hwloc")]
+        if let (true, Some(node)) = (self.config.bind_memory, self.config.numa_node) {
+            // Pinning already makes first-touch allocations node-local; this
+            // also binds memory the state allocates later, from any path.
+            if let Err(e) = crate::topology::bind_thread_memory_to_node(node) {
+                self.shared.emit(EventKind::MemoryNotBound { error: e.to_string() });
             }
         }
         if self.config.high_priority {
@@ -291,7 +299,7 @@ impl<W: Worker> Runner<W> {
             return 0;
         }
         let own = &shared.stats.own;
-        let mut batch = Batch::new(ring.drain(config.batch_size), *next_seq);
+        let mut batch = Batch::new(ring.drain(config.batch_size()), *next_seq);
         let t0 = Instant::now();
         own.busy_since.set(now_nanos());
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.handle_batch(st, &mut batch)));
@@ -416,7 +424,7 @@ impl<W: Worker> Runner<W> {
     fn idle(&mut self) {
         self.idle_polls = self.idle_polls.saturating_add(1);
         let spins = self.config.spin_iterations;
-        match self.config.idle {
+        match self.config.idle_strategy() {
             IdleStrategy::Spin => std::hint::spin_loop(),
             IdleStrategy::SpinThenYield if self.idle_polls < spins => std::hint::spin_loop(),
             IdleStrategy::SpinThenYield => std::thread::yield_now(),

@@ -334,7 +334,7 @@ fn init_failure_and_bad_cpu_are_typed_errors() {
 
 #[test]
 fn every_idle_strategy_delivers_and_pinning_works() {
-    let cpu = crate::topology::available_cpus()[0];
+    let cpu = crate::topology::Topology::detect().unwrap().available_cpus()[0];
     for idle in [IdleStrategy::Spin, IdleStrategy::SpinThenYield, IdleStrategy::SpinThenPark] {
         let cfg = WorkerConfig::new()
             .with_idle_strategy(idle)
