@@ -52,6 +52,15 @@ pub mod worker;
 
 pub use error::{Error, Result};
 
+/// The lock-free internals, exposed only to the loom model tests
+/// (`tests/loom.rs`, built with `RUSTFLAGS="--cfg loom"`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::channel::ring::{Consumer, Producer, PushError, ring};
+    pub use crate::sync::signal::Signal;
+}
+
 /// The names most programs need.
 pub mod prelude {
     pub use crate::channel::Channel;

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 
 /// Why a push did not happen; the value is handed back.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PushError<T> {
+pub enum PushError<T> {
     /// No free slot.
     Full(T),
     /// The consumer closed the ring or was dropped.
@@ -59,7 +59,7 @@ struct Flags {
 /// The shared part of the ring. Users hold it through [`Producer`] and
 /// [`Consumer`], which enforce the single-producer single-consumer rule by
 /// ownership.
-pub(crate) struct Ring<T> {
+pub struct Ring<T> {
     head: CachePadded<AtomicUsize>,
     producer: CachePadded<ProducerLine>,
     flags: CachePadded<Flags>,
@@ -92,7 +92,7 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 /// Creates a ring of exactly `capacity` slots (at least 1) whose consumer is
 /// woken through `consumer_signal`.
-pub(crate) fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, Consumer<T>) {
+pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, Consumer<T>) {
     barrier::init();
     let capacity = capacity.max(1);
     let len = capacity.next_power_of_two();
@@ -160,7 +160,7 @@ impl<T> Drop for Ring<T> {
 
 /// The writing end of a ring. `Send`, and only one exists per ring.
 #[derive(Debug)]
-pub(crate) struct Producer<T> {
+pub struct Producer<T> {
     ring: Arc<Ring<T>>,
     /// Local copy of `ring.producer.tail` (we are its only writer).
     tail: usize,
@@ -169,7 +169,7 @@ pub(crate) struct Producer<T> {
 }
 
 impl<T> Producer<T> {
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.ring.capacity
     }
 
@@ -189,22 +189,22 @@ impl<T> Producer<T> {
     }
 
     /// Whether the consumer has closed the ring (or was dropped).
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.ring.flags.closed.load(Ordering::Acquire)
     }
 
     /// Items in the ring, as seen now.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.ring.len()
     }
 
     /// Total items ever pushed.
-    pub(crate) fn pushed(&self) -> usize {
+    pub fn pushed(&self) -> usize {
         self.tail
     }
 
     /// Total items ever popped, as seen now.
-    pub(crate) fn popped(&self) -> usize {
+    pub fn popped(&self) -> usize {
         self.ring.head.load(Ordering::Acquire)
     }
 
@@ -239,7 +239,7 @@ impl<T> Producer<T> {
 
     /// Pushes one value without blocking.
     #[inline]
-    pub(crate) fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if self.free_slots() == 0 {
             return Err(if self.is_closed() {
                 PushError::Closed(value)
@@ -264,7 +264,7 @@ impl<T> Producer<T> {
     /// Pushes as many items from `items` as fit, with one publication.
     /// Returns how many were pushed; items that did not fit stay in the
     /// iterator. `Err(())` if the ring is closed (nothing was taken).
-    pub(crate) fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> Result<usize, ()> {
+    pub fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> Result<usize, ()> {
         let free = self.free_slots();
         if free == 0 {
             return if self.is_closed() { Err(()) } else { Ok(0) };
@@ -288,7 +288,7 @@ impl<T> Producer<T> {
 
     /// Parks until `ready()` holds, space frees up or the consumer leaves, or
     /// the timeout passes (spurious returns are possible: re-check).
-    pub(crate) fn wait_for_space(&self, timeout: Option<std::time::Duration>) {
+    pub fn wait_for_space(&self, timeout: Option<std::time::Duration>) {
         let ring = &self.ring;
         let tail = self.tail;
         ring.producer_signal.wait_unless(
@@ -312,7 +312,7 @@ impl<T> Drop for Producer<T> {
 
 /// The reading end of a ring. `Send`, and only one exists per ring.
 #[derive(Debug)]
-pub(crate) struct Consumer<T> {
+pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     /// Local copy of `ring.head` (we are its only writer).
     head: usize,
@@ -321,14 +321,14 @@ pub(crate) struct Consumer<T> {
 }
 
 impl<T> Consumer<T> {
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.ring.capacity
     }
 
     /// Items ready to read, refreshing the cached tail only when the cache
     /// says the ring is empty.
     #[inline]
-    pub(crate) fn available(&mut self) -> usize {
+    pub fn available(&mut self) -> usize {
         let mut ready = self.cached_tail.wrapping_sub(self.head);
         if ready == 0 {
             // Acquire pairs with the producer's Release store of `tail` (R4).
@@ -339,41 +339,41 @@ impl<T> Consumer<T> {
     }
 
     /// Items in the ring, as seen now.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.ring.len()
     }
 
     /// Items this consumer knows about without touching the producer's line.
-    pub(crate) fn cached_len(&self) -> usize {
+    pub fn cached_len(&self) -> usize {
         self.cached_tail.wrapping_sub(self.head)
     }
 
     /// Total items ever popped.
-    pub(crate) fn popped(&self) -> usize {
+    pub fn popped(&self) -> usize {
         self.head
     }
 
     /// Whether the producer has been dropped. Once true, an empty ring stays
     /// empty forever.
-    pub(crate) fn is_producer_gone(&self) -> bool {
+    pub fn is_producer_gone(&self) -> bool {
         self.ring.flags.producer_gone.load(Ordering::Acquire)
     }
 
     /// Whether the ring is drained for good: producer gone and nothing left.
-    pub(crate) fn is_finished(&mut self) -> bool {
+    pub fn is_finished(&mut self) -> bool {
         // Check `gone` first: its Acquire makes the final tail visible to the
         // `available()` reload that follows.
         self.is_producer_gone() && self.available() == 0
     }
 
     /// Whether this consumer has closed the ring.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.ring.flags.closed.load(Ordering::Relaxed)
     }
 
     /// Pops one value without blocking.
     #[inline]
-    pub(crate) fn try_pop(&mut self) -> Option<T> {
+    pub fn try_pop(&mut self) -> Option<T> {
         if self.available() == 0 {
             return None;
         }
@@ -399,7 +399,7 @@ impl<T> Consumer<T> {
     /// the returned [`Drain`] is dropped (also during unwinding, so items
     /// not yet taken stay in the ring and nothing is lost or read twice).
     #[inline]
-    pub(crate) fn drain(&mut self, max: usize) -> Drain<'_, T> {
+    pub fn drain(&mut self, max: usize) -> Drain<'_, T> {
         let start = self.head;
         let end = start.wrapping_add(self.available().min(max));
         Drain {
@@ -412,7 +412,7 @@ impl<T> Consumer<T> {
     /// Closes the ring without losing anything: after `close` returns, every
     /// push that returned `Ok` is visible to this consumer (drain it), and
     /// every later push fails with `Closed`.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         let ring = &self.ring;
         ring.flags.closed.store(true, Ordering::Relaxed);
         // Pairs with `barrier::light` in `Producer::begin_push`.
@@ -439,7 +439,7 @@ impl<T> Consumer<T> {
 
     /// Parks until data arrives or the producer leaves, or the timeout
     /// passes (spurious returns are possible: re-check).
-    pub(crate) fn wait_for_data(&self, timeout: Option<std::time::Duration>) {
+    pub fn wait_for_data(&self, timeout: Option<std::time::Duration>) {
         let ring = &self.ring;
         let head = self.head;
         ring.consumer_signal.wait_unless(
@@ -461,7 +461,7 @@ impl<T> Drop for Consumer<T> {
 
 /// Items taken from a [`Consumer`] in place, one publication for the batch.
 #[derive(Debug)]
-pub(crate) struct Drain<'a, T> {
+pub struct Drain<'a, T> {
     consumer: &'a mut Consumer<T>,
     start: usize,
     end: usize,
@@ -469,7 +469,7 @@ pub(crate) struct Drain<'a, T> {
 
 impl<T> Drain<'_, T> {
     /// Items left in this drain.
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.end.wrapping_sub(self.consumer.head)
     }
 }

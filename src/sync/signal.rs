@@ -24,7 +24,7 @@ use std::thread::{self, Thread};
 
 /// Parks one waiter until a notifier wakes it (or a timeout passes).
 #[derive(Debug)]
-pub(crate) struct Signal {
+pub struct Signal {
     sleeping: AtomicBool,
     thread: Mutex<Option<Thread>>,
 }
@@ -36,7 +36,7 @@ impl Default for Signal {
 }
 
 impl Signal {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         barrier::init();
         Self {
             sleeping: AtomicBool::new(false),
@@ -48,7 +48,7 @@ impl Signal {
     /// sleeping flag is published. `timeout` bounds the park (loom ignores it).
     ///
     /// Returns `true` if `ready()` was already true (no park happened).
-    pub(crate) fn wait_unless(&self, ready: impl Fn() -> bool, timeout: Option<Duration>) -> bool {
+    pub fn wait_unless(&self, ready: impl Fn() -> bool, timeout: Option<Duration>) -> bool {
         {
             #[cfg(loom)]
             let mut slot = self.thread.lock().unwrap();
@@ -75,7 +75,7 @@ impl Signal {
     /// Wakes the waiter if it is (about to be) parked. Call after publishing
     /// the data the waiter checks.
     #[inline]
-    pub(crate) fn notify(&self) {
+    pub fn notify(&self) {
         barrier::light();
         if self.sleeping.load(Ordering::Acquire) {
             self.wake();
@@ -84,7 +84,7 @@ impl Signal {
 
     /// Like [`Signal::notify`] but with a full fence, for cold paths (close,
     /// drop) that run outside the light/heavy pairing.
-    pub(crate) fn notify_now(&self) {
+    pub fn notify_now(&self) {
         barrier::full();
         if self.sleeping.load(Ordering::Acquire) {
             self.wake();

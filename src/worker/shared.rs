@@ -7,6 +7,7 @@ use super::stats::StatsBlock;
 use super::Envelope;
 use crate::channel::ring::Consumer;
 use crate::sync::signal::Signal;
+use crate::sync::Arc as SyncArc;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ pub(crate) struct WorkerShared<M> {
     pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     pub(crate) stats: StatsBlock,
-    pub(crate) signal: Arc<Signal>,
+    pub(crate) signal: SyncArc<Signal>,
     pub(crate) stall_threshold: Option<Duration>,
     events: EventSink,
     /// `None` once the worker has exited: nothing sent here can be lost,
@@ -52,7 +53,7 @@ impl<M> WorkerShared<M> {
             index,
             name,
             stats: StatsBlock::default(),
-            signal: Arc::new(Signal::new()),
+            signal: SyncArc::new(Signal::new()),
             stall_threshold,
             events,
             control: Mutex::new(Some(VecDeque::new())),
