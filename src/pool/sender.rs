@@ -14,6 +14,12 @@ use std::time::Duration;
 /// crosses exactly one ring. Clone one per producer thread; do not share one
 /// behind a lock.
 ///
+/// **Ordering.** Messages from one sender to one worker are handled in the
+/// order they were sent. Messages from different senders (including the
+/// group's own) are interleaved in no particular order. To know that a
+/// worker has handled everything a sender sent, send a request through the
+/// same sender and wait for its reply.
+///
 /// ```
 /// use shared_nothing::prelude::*;
 /// struct Sink;

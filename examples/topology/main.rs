@@ -1,0 +1,34 @@
+//! Prints what the zero-config pool detects on this machine and what each
+//! profile would run.
+//!
+//! `cargo run --example topology`
+//! `SHARED_NOTHING_APP_WORKERS=1 taskset -c 0 cargo run --example topology`
+
+use shared_nothing::prelude::*;
+
+fn main() -> Result<()> {
+    let pool = WorkerPool::new()?;
+    println!("{}", pool.plan());
+    for (name, pool) in [
+        ("low_latency", WorkerPool::low_latency()),
+        ("performance", WorkerPool::performance()),
+    ] {
+        match pool {
+            Ok(p) => {
+                let plan = p.plan();
+                println!(
+                    "{name}: {} application, {} storage, {} network, {} GPU workers; idle {:?}; queue {}; batch {}",
+                    plan.app_workers.len(),
+                    plan.storage_workers.len(),
+                    plan.network_workers.len(),
+                    plan.gpu_workers.len(),
+                    plan.idle,
+                    plan.queue_capacity,
+                    plan.batch_size
+                );
+            }
+            Err(e) => println!("{name}: no plan: {e}"),
+        }
+    }
+    Ok(())
+}
