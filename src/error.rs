@@ -5,7 +5,9 @@
 //! [`crate::channel`]); all of them convert into [`Error`] so `?` works in
 //! code that returns [`Result`].
 
-use crate::channel::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::channel::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use std::fmt::Display;
 
 /// Shorthand for `std::result::Result<T, shared_nothing::Error>`.

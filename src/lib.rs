@@ -65,8 +65,8 @@ pub mod __loom {
 pub mod prelude {
     pub use crate::channel::Channel;
     pub use crate::partition::{
-        ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner, RangePartitioner,
-        RoundRobinPartitioner,
+        ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,
+        RangePartitioner, RoundRobinPartitioner,
     };
     pub use crate::pool::{PoolConfig, PoolSender, WorkerGroup, WorkerPool};
     pub use crate::worker::{Batch, Envelope, IdleStrategy, RestartPolicy, Worker, WorkerConfig};

@@ -29,7 +29,9 @@ pub mod spsc;
 mod stats;
 pub(crate) mod wait;
 
-pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 pub use stats::ChannelStats;
 
 /// Multi-producer single-consumer channels.
@@ -46,7 +48,7 @@ pub mod mpmc {
     pub type Receiver<T> = super::multi::Receiver<T, super::multi::Shared>;
 }
 
-pub use multi::{Shared, Single};
+pub use multi::{ReceiverKind, Shared, Single};
 
 /// Constructors for every channel flavour.
 #[derive(Debug)]

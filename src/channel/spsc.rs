@@ -1,69 +1,104 @@
 //! Single-producer single-consumer channels.
 //!
-//! Bounded SPSC channels are this crate's own lock-free ring (`ring.rs`):
-//! one Release store per message or per batch, no read-modify-write on the
-//! hot path, and a blocking path that parks instead of spinning forever.
-//! Unbounded SPSC channels use crossbeam's segmented list: a bounded ring is
-//! the point of this flavour, and an unbounded one has nothing to gain from
-//! hand-written code.
+//! Both flavours are this crate's own lock-free ring (`ring.rs`): one Release
+//! store per message or per batch, no read-modify-write on the hot path, and
+//! a blocking path that parks instead of spinning forever. An unbounded
+//! channel is a chain of rings: when the current one is full the sender
+//! starts a ring twice as large, hands it to the receiver, and drops its end
+//! of the old one; the receiver moves on once the old ring is drained.
 //!
 //! Both handles are `Send`; ownership enforces one producer and one consumer,
 //! which is why the methods take `&mut self`.
 
-use super::error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use super::error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use super::ring::{self, PushError};
 use super::stats::ChannelStats;
-use super::wait::{deadline_after, Step, Waiter};
-use crate::sync::{signal::Signal, Arc};
-use crossbeam_utils::CachePadded;
+use super::wait::{Step, Waiter, deadline_after};
+use crate::sync::{Arc, signal::Signal};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// First segment of an unbounded channel.
+const FIRST_SEGMENT: usize = 64;
+/// Segments stop doubling here.
+const MAX_SEGMENT: usize = 1 << 16;
 
 /// The sending half of an SPSC channel.
 #[derive(Debug)]
 pub struct Sender<T> {
-    flavor: SenderFlavor<T>,
+    ring: ring::Producer<T>,
+    /// Set for unbounded channels.
+    grow: Option<Grow<T>>,
+    /// Messages pushed into earlier segments.
+    sent_before: u64,
 }
 
 /// The receiving half of an SPSC channel.
 #[derive(Debug)]
 pub struct Receiver<T> {
-    flavor: ReceiverFlavor<T>,
+    ring: ring::Consumer<T>,
+    /// Set for unbounded channels.
+    segments: Option<std::sync::Arc<Segments<T>>>,
+    /// Messages taken from earlier segments.
+    received_before: u64,
+}
+
+/// The hand-over point between the two ends of an unbounded channel.
+#[derive(Debug)]
+struct Segments<T> {
+    /// Segments started by the sender and not yet reached by the receiver;
+    /// `None` once the receiver is gone.
+    queue: Mutex<Option<VecDeque<ring::Consumer<T>>>>,
+    /// `received_before` as last published by the receiver (for stats).
+    received_before: AtomicU64,
 }
 
 #[derive(Debug)]
-enum SenderFlavor<T> {
-    Ring(ring::Producer<T>),
-    List(crossbeam_channel::Sender<T>, std::sync::Arc<CachePadded<AtomicU64>>),
-}
-
-#[derive(Debug)]
-enum ReceiverFlavor<T> {
-    Ring(ring::Consumer<T>),
-    List(crossbeam_channel::Receiver<T>, std::sync::Arc<CachePadded<AtomicU64>>),
+struct Grow<T> {
+    segments: std::sync::Arc<Segments<T>>,
+    signal: Arc<Signal>,
 }
 
 pub(crate) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let (p, c) = ring::ring(capacity, Arc::new(Signal::new()));
     (
         Sender {
-            flavor: SenderFlavor::Ring(p),
+            ring: p,
+            grow: None,
+            sent_before: 0,
         },
         Receiver {
-            flavor: ReceiverFlavor::Ring(c),
+            ring: c,
+            segments: None,
+            received_before: 0,
         },
     )
 }
 
 pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let received = std::sync::Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let signal = Arc::new(Signal::new());
+    let (p, c) = ring::ring(FIRST_SEGMENT, signal.clone());
+    let segments = std::sync::Arc::new(Segments {
+        queue: Mutex::new(Some(VecDeque::new())),
+        received_before: AtomicU64::new(0),
+    });
     (
         Sender {
-            flavor: SenderFlavor::List(tx, received.clone()),
+            ring: p,
+            grow: Some(Grow {
+                segments: segments.clone(),
+                signal,
+            }),
+            sent_before: 0,
         },
         Receiver {
-            flavor: ReceiverFlavor::List(rx, received),
+            ring: c,
+            segments: Some(segments),
+            received_before: 0,
         },
     )
 }
@@ -72,23 +107,47 @@ impl<T> Sender<T> {
     /// Sends without blocking.
     ///
     /// # Errors
-    /// `Full` if the ring is full, `Disconnected` if the receiver is gone;
-    /// both hand the message back.
+    /// `Full` if a bounded channel is full, `Disconnected` if the receiver is
+    /// gone; both hand the message back.
     #[inline]
     pub fn try_send(&mut self, msg: T) -> Result<(), TrySendError<T>> {
-        match &mut self.flavor {
-            SenderFlavor::Ring(p) => p.try_push(msg).map_err(|e| match e {
-                PushError::Full(v) => TrySendError::Full(v),
-                PushError::Closed(v) => TrySendError::Disconnected(v),
-            }),
-            SenderFlavor::List(tx, _) => tx.try_send(msg).map_err(|e| match e {
-                crossbeam_channel::TrySendError::Full(v) => TrySendError::Full(v),
-                crossbeam_channel::TrySendError::Disconnected(v) => TrySendError::Disconnected(v),
-            }),
+        match self.ring.try_push(msg) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed(v)) => Err(TrySendError::Disconnected(v)),
+            Err(PushError::Full(v)) => self.grow_and_push(v),
         }
     }
 
-    /// Sends, blocking while the channel is full.
+    /// Full: a bounded channel reports it; an unbounded one starts a ring
+    /// twice as large and pushes there.
+    #[cold]
+    #[inline(never)]
+    fn grow_and_push(&mut self, msg: T) -> Result<(), TrySendError<T>> {
+        let Some(grow) = &self.grow else {
+            return Err(TrySendError::Full(msg));
+        };
+        let capacity = (self.ring.capacity() * 2).min(MAX_SEGMENT);
+        let (mut p, c) = ring::ring(capacity, grow.signal.clone());
+        {
+            let mut queue = grow.segments.queue.lock();
+            match queue.as_mut() {
+                Some(q) => q.push_back(c),
+                None => return Err(TrySendError::Disconnected(msg)),
+            }
+        }
+        let pushed = p.try_push(msg);
+        // Dropping the old producer tells the receiver to move on once the
+        // old ring is drained; the new ring is already queued, so it never
+        // mistakes that for a disconnect.
+        let old = std::mem::replace(&mut self.ring, p);
+        self.sent_before += old.pushed() as u64;
+        drop(old);
+        pushed.map_err(|e| match e {
+            PushError::Closed(v) | PushError::Full(v) => TrySendError::Disconnected(v),
+        })
+    }
+
+    /// Sends, blocking while the channel is full (never, if unbounded).
     ///
     /// # Errors
     /// `SendError` with the message if the receiver is gone.
@@ -102,7 +161,8 @@ impl<T> Sender<T> {
     /// assert_eq!(got, (0..100).collect::<Vec<_>>());
     /// ```
     pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
-        self.send_until(msg, None).map_err(|e| SendError(e.into_inner()))
+        self.send_until(msg, None)
+            .map_err(|e| SendError(e.into_inner()))
     }
 
     /// Sends, blocking at most `timeout` while the channel is full.
@@ -113,45 +173,49 @@ impl<T> Sender<T> {
         self.send_until(msg, deadline_after(timeout))
     }
 
-    fn send_until(&mut self, mut msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+    fn send_until(
+        &mut self,
+        mut msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
         let mut waiter = Waiter::new(deadline);
         loop {
             match self.try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Disconnected(v)) => return Err(SendTimeoutError::Disconnected(v)),
+                Err(TrySendError::Disconnected(v)) => {
+                    return Err(SendTimeoutError::Disconnected(v));
+                }
                 Err(TrySendError::Full(v)) => msg = v,
             }
             match waiter.step() {
                 Step::Retry => {}
-                Step::Park(t) => match &self.flavor {
-                    SenderFlavor::Ring(p) => p.wait_for_space(t),
-                    // Only reachable for bounded lists, which we never create.
-                    SenderFlavor::List(..) => std::thread::yield_now(),
-                },
+                Step::Park(t) => self.ring.wait_for_space(t),
                 Step::TimedOut => return Err(SendTimeoutError::Timeout(msg)),
             }
         }
     }
 
-    /// Sends as many items from `items` as fit now, publishing them at once.
-    /// Items that did not fit stay in the iterator.
+    /// Sends as many items from `items` as fit now, publishing them at once
+    /// (an unbounded channel takes them all). Items that did not fit stay in
+    /// the iterator.
     ///
     /// # Errors
-    /// `SendError(())` if the receiver is gone (nothing was taken).
-    pub fn try_send_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> Result<usize, SendError<()>> {
-        match &mut self.flavor {
-            SenderFlavor::Ring(p) => p.push_iter(items).map_err(|()| SendError(())),
-            SenderFlavor::List(tx, _) => {
-                let mut n = 0;
-                for v in items.by_ref() {
-                    if tx.send(v).is_err() {
-                        return Err(SendError(()));
-                    }
-                    n += 1;
-                }
-                Ok(n)
+    /// If the receiver is gone, `SendError` holds the items taken from the
+    /// iterator that were not delivered (everything taken before them was).
+    #[inline]
+    pub fn try_send_iter<I: Iterator<Item = T>>(
+        &mut self,
+        items: &mut I,
+    ) -> Result<usize, SendError<Vec<T>>> {
+        let mut sent = self.ring.push_iter(items).map_err(SendError)?;
+        if self.grow.is_some() {
+            while let Some(v) = items.next() {
+                self.try_send(v)
+                    .map_err(|e| SendError(vec![e.into_inner()]))?;
+                sent += 1 + self.ring.push_iter(items).map_err(SendError)?;
             }
         }
+        Ok(sent)
     }
 
     /// Sends every item, in order, blocking while the channel is full;
@@ -167,20 +231,24 @@ impl<T> Sender<T> {
     /// let mut buf = Vec::new();
     /// assert_eq!(rx.try_recv_batch(&mut buf, 64), 10);
     /// ```
-    pub fn send_batch<I: IntoIterator<Item = T>>(&mut self, items: I) -> Result<(), SendError<Vec<T>>> {
+    pub fn send_batch<I: IntoIterator<Item = T>>(
+        &mut self,
+        items: I,
+    ) -> Result<(), SendError<Vec<T>>> {
         let mut items = items.into_iter().peekable();
         let mut waiter = Waiter::new(None);
         while items.peek().is_some() {
             match self.try_send_iter(&mut items) {
                 Ok(0) => {
                     if let Step::Park(t) = waiter.step() {
-                        if let SenderFlavor::Ring(p) = &self.flavor {
-                            p.wait_for_space(t);
-                        }
+                        self.ring.wait_for_space(t);
                     }
                 }
                 Ok(_) => waiter = Waiter::new(None),
-                Err(_) => return Err(SendError(items.collect())),
+                Err(SendError(mut back)) => {
+                    back.extend(items);
+                    return Err(SendError(back));
+                }
             }
         }
         Ok(())
@@ -188,54 +256,61 @@ impl<T> Sender<T> {
 
     /// Whether the receiver is gone.
     pub fn is_disconnected(&self) -> bool {
-        match &self.flavor {
-            SenderFlavor::Ring(p) => p.is_closed(),
-            // crossbeam reports disconnection only through a failed send;
-            // an unbounded SPSC sender learns it on its next send.
-            SenderFlavor::List(..) => false,
-        }
+        self.ring.is_closed()
     }
 
     /// The bound, or `None` if unbounded.
     pub fn capacity(&self) -> Option<usize> {
-        match &self.flavor {
-            SenderFlavor::Ring(p) => Some(p.capacity()),
-            SenderFlavor::List(..) => None,
-        }
+        self.grow.is_none().then(|| self.ring.capacity())
     }
 
-    /// Counters of this channel.
+    /// Counters of this channel. For an unbounded channel, `received` and
+    /// `len` count only what the receiver has published so far.
     pub fn stats(&self) -> ChannelStats {
-        match &self.flavor {
-            SenderFlavor::Ring(p) => ChannelStats {
-                sent: p.pushed() as u64,
-                received: p.popped() as u64,
-                len: p.len(),
-                capacity: Some(p.capacity()),
-            },
-            SenderFlavor::List(tx, rcv) => list_stats(tx.len(), rcv),
+        let sent = self.sent_before + self.ring.pushed() as u64;
+        let received = match &self.grow {
+            None => self.ring.popped() as u64,
+            Some(g) => {
+                let queued = g.segments.queue.lock().as_ref().map_or(0, VecDeque::len);
+                let before = g.segments.received_before.load(Ordering::Relaxed);
+                // Receiver still behind us on older segments: only what it
+                // published; on our segment: exact.
+                if queued == 0 {
+                    before + self.ring.popped() as u64
+                } else {
+                    before
+                }
+            }
+        };
+        ChannelStats {
+            sent,
+            received,
+            len: sent.saturating_sub(received) as usize,
+            capacity: self.capacity(),
         }
     }
-}
-
-fn list_stats(len: usize, received: &AtomicU64) -> ChannelStats {
-    let received = received.load(Ordering::Relaxed);
-    ChannelStats {
-        sent: received + len as u64,
-        received,
-        len,
-        capacity: None,
-    }
-}
-
-/// Counts one receive with a plain store: the single consumer is the only
-/// writer, so no read-modify-write is needed.
-#[inline]
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 impl<T> Receiver<T> {
+    /// Moves to the next segment of an unbounded channel once the current one
+    /// is finished; `false` if there is none (the sender is gone).
+    #[cold]
+    #[inline(never)]
+    fn next_segment(&mut self) -> bool {
+        let Some(segments) = &self.segments else {
+            return false;
+        };
+        let Some(next) = segments.queue.lock().as_mut().and_then(VecDeque::pop_front) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut self.ring, next);
+        self.received_before += old.popped() as u64;
+        segments
+            .received_before
+            .store(self.received_before, Ordering::Relaxed);
+        true
+    }
+
     /// Receives without blocking.
     ///
     /// # Errors
@@ -243,21 +318,16 @@ impl<T> Receiver<T> {
     /// everything it sent has been received.
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        match &mut self.flavor {
-            ReceiverFlavor::Ring(c) => match c.try_pop() {
-                Some(v) => Ok(v),
-                None if c.is_finished() => Err(TryRecvError::Disconnected),
-                // The producer may have pushed between `try_pop` and its drop.
-                None => c.try_pop().ok_or(TryRecvError::Empty),
-            },
-            ReceiverFlavor::List(rx, n) => match rx.try_recv() {
-                Ok(v) => {
-                    bump(n, 1);
-                    Ok(v)
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => Err(TryRecvError::Disconnected),
-            },
+        loop {
+            if let Some(v) = self.ring.try_pop() {
+                return Ok(v);
+            }
+            if !self.ring.is_finished() {
+                return Err(TryRecvError::Empty);
+            }
+            if !self.next_segment() {
+                return Err(TryRecvError::Disconnected);
+            }
         }
     }
 
@@ -278,19 +348,6 @@ impl<T> Receiver<T> {
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        if let ReceiverFlavor::List(rx, n) = &self.flavor {
-            let r = match deadline {
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(d) => rx.recv_deadline(d).map_err(|e| match e {
-                    crossbeam_channel::RecvTimeoutError::Timeout => RecvTimeoutError::Timeout,
-                    crossbeam_channel::RecvTimeoutError::Disconnected => RecvTimeoutError::Disconnected,
-                }),
-            };
-            if r.is_ok() {
-                bump(n, 1);
-            }
-            return r;
-        }
         let mut waiter = Waiter::new(deadline);
         loop {
             match self.try_recv() {
@@ -300,33 +357,41 @@ impl<T> Receiver<T> {
             }
             match waiter.step() {
                 Step::Retry => {}
-                Step::Park(t) => {
-                    if let ReceiverFlavor::Ring(c) = &self.flavor {
-                        c.wait_for_data(t);
-                    }
-                }
+                Step::Park(t) => self.ring.wait_for_data(t),
                 Step::TimedOut => return Err(RecvTimeoutError::Timeout),
             }
+        }
+    }
+
+    /// Takes up to `max` queued messages in place, without blocking and
+    /// without copying them into a buffer; the read index is published once,
+    /// when the iterator is dropped (messages not taken stay queued).
+    ///
+    /// ```
+    /// use shared_nothing::channel::Channel;
+    /// let (mut tx, mut rx) = Channel::spsc(8);
+    /// tx.send_batch([1, 2, 3]).unwrap();
+    /// let sum: i32 = rx.drain(8).sum();
+    /// assert_eq!(sum, 6);
+    /// ```
+    #[inline]
+    pub fn drain(&mut self, max: usize) -> Drain<'_, T> {
+        // Only an unbounded channel can have a next segment to move to; a
+        // bounded one pays no extra load here.
+        if self.segments.is_some() && self.ring.is_finished() {
+            self.next_segment();
+        }
+        Drain {
+            inner: self.ring.drain(max),
         }
     }
 
     /// Appends up to `max` queued messages to `buf` without blocking; returns
     /// how many. One index publication for the whole batch.
     pub fn try_recv_batch(&mut self, buf: &mut Vec<T>, max: usize) -> usize {
-        match &mut self.flavor {
-            ReceiverFlavor::Ring(c) => {
-                let before = buf.len();
-                buf.extend(c.drain(max));
-                buf.len() - before
-            }
-            ReceiverFlavor::List(rx, n) => {
-                let before = buf.len();
-                buf.extend(rx.try_iter().take(max));
-                let got = buf.len() - before;
-                bump(n, got as u64);
-                got
-            }
-        }
+        let before = buf.len();
+        buf.extend(self.drain(max));
+        buf.len() - before
     }
 
     /// Blocks until at least one message is queued, then appends up to `max`
@@ -343,35 +408,61 @@ impl<T> Receiver<T> {
         Ok(1 + self.try_recv_batch(buf, max - 1))
     }
 
-    /// Messages queued now.
+    /// Messages queued now in the segment being read (the whole channel,
+    /// if bounded).
     pub fn len(&self) -> usize {
-        match &self.flavor {
-            ReceiverFlavor::Ring(c) => c.len(),
-            ReceiverFlavor::List(rx, _) => rx.len(),
-        }
+        self.ring.len()
     }
 
-    /// Whether nothing is queued now.
+    /// Whether nothing is queued now in the segment being read.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Counters of this channel.
+    /// Counters of this channel. For an unbounded channel, `sent` and `len`
+    /// cover only the segment being read.
     pub fn stats(&self) -> ChannelStats {
-        match &self.flavor {
-            ReceiverFlavor::Ring(c) => {
-                let len = c.len();
-                ChannelStats {
-                    sent: (c.popped() + len) as u64,
-                    received: c.popped() as u64,
-                    len,
-                    capacity: Some(c.capacity()),
-                }
-            }
-            ReceiverFlavor::List(rx, n) => list_stats(rx.len(), n),
+        let len = self.ring.len();
+        let received = self.received_before + self.ring.popped() as u64;
+        ChannelStats {
+            sent: received + len as u64,
+            received,
+            len,
+            capacity: self.segments.is_none().then(|| self.ring.capacity()),
         }
     }
 }
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Close the segments the sender started but we never reached, so its
+        // sends fail instead of filling rings nobody reads.
+        if let Some(segments) = &self.segments {
+            segments.queue.lock().take();
+        }
+    }
+}
+
+/// Messages taken in place from an SPSC [`Receiver`]; see [`Receiver::drain`].
+#[derive(Debug)]
+pub struct Drain<'a, T> {
+    inner: ring::Drain<'a, T>,
+}
+
+impl<T> Iterator for Drain<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        self.inner.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<T> ExactSizeIterator for Drain<'_, T> {}
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -422,7 +513,10 @@ mod tests {
         assert!(tx.is_disconnected());
         let e = tx.send("x".into()).unwrap_err();
         assert_eq!(e.into_inner(), "x");
-        assert!(tx.try_send_iter(&mut ["y".to_string()].into_iter()).is_err());
+        assert!(
+            tx.try_send_iter(&mut ["y".to_string()].into_iter())
+                .is_err()
+        );
     }
 
     #[test]
@@ -439,9 +533,16 @@ mod tests {
     #[test]
     fn timeouts_fire_on_both_sides() {
         let (mut tx, mut rx) = bounded::<u8>(1);
-        assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(5)),
+            Err(RecvTimeoutError::Timeout)
+        );
         tx.send(1).unwrap();
-        assert!(tx.send_timeout(2, Duration::from_millis(5)).unwrap_err().is_timeout());
+        assert!(
+            tx.send_timeout(2, Duration::from_millis(5))
+                .unwrap_err()
+                .is_timeout()
+        );
     }
 
     #[test]
@@ -499,5 +600,36 @@ mod tests {
             rest.push(v);
         }
         assert_eq!(rest.len(), 990);
+    }
+
+    #[test]
+    fn unbounded_grows_across_segments_in_order_with_a_blocking_receiver() {
+        let (mut tx, mut rx) = unbounded::<u64>();
+        let t = thread::spawn(move || {
+            let mut next = 0;
+            while let Ok(v) = rx.recv() {
+                assert_eq!(v, next);
+                next += 1;
+            }
+            next
+        });
+        for i in 0..300_000 {
+            tx.send(i).unwrap();
+        }
+        assert_eq!(tx.capacity(), None);
+        drop(tx);
+        assert_eq!(t.join().unwrap(), 300_000);
+    }
+
+    #[test]
+    fn unbounded_sender_ahead_of_a_dropped_receiver_is_disconnected() {
+        let (mut tx, rx) = unbounded::<u64>();
+        // Fill several segments the receiver never reaches.
+        for i in 0..10_000 {
+            tx.try_send(i).unwrap();
+        }
+        drop(rx);
+        assert!(tx.send(1).is_err());
+        assert!(tx.is_disconnected());
     }
 }

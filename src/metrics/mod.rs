@@ -30,7 +30,10 @@ impl LocalCounter {
     /// updates; they would not be unsafe).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Overwrites the value (for gauges such as queue depth).

@@ -1,4 +1,4 @@
-use super::{hash_key, mix, Partitioner};
+use super::{Partitioner, hash_key, mix};
 
 /// A consistent-hash ring with virtual nodes: when a worker is added to a
 /// ring of `n`, only about `1/(n+1)` of the keys move, all of them to the new

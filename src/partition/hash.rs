@@ -1,4 +1,4 @@
-use super::{mix, reduce, Partitioner};
+use super::{Partitioner, mix, reduce};
 use std::hash::Hash;
 
 /// Seeds for the routing hash. Fixed, so the mapping from key to worker does

@@ -25,7 +25,7 @@ mod round_robin;
 
 pub use consistent::ConsistentHashPartitioner;
 pub use custom::CustomPartitioner;
-pub use hash::{hash_key, HashPartitioner};
+pub use hash::{HashPartitioner, hash_key};
 pub use range::RangePartitioner;
 pub use round_robin::RoundRobinPartitioner;
 

@@ -63,7 +63,11 @@ fn hash_partitioner_balances_sequential_and_hashed_keys() {
     let fair = 200_000.0 / n as f64;
     for c in [
         counts(&HashPartitioner::new(), n, 0..200_000),
-        counts(&HashPartitioner::new(), n, (0..200_000u64).map(|i| hash_key(&format!("user-{i}")))),
+        counts(
+            &HashPartitioner::new(),
+            n,
+            (0..200_000u64).map(|i| hash_key(&format!("user-{i}"))),
+        ),
     ] {
         for w in c {
             assert!((w as f64 - fair).abs() / fair < 0.03, "{w} vs {fair}");
@@ -76,7 +80,11 @@ fn hash_partitioner_balances_sequential_and_hashed_keys() {
 #[test]
 fn consistent_hash_balance_within_bound() {
     let n = 8;
-    let c = counts(&ConsistentHashPartitioner::new(n, 256), n, (0..200_000u64).map(|i| hash_key(&i)));
+    let c = counts(
+        &ConsistentHashPartitioner::new(n, 256),
+        n,
+        (0..200_000u64).map(|i| hash_key(&i)),
+    );
     let fair = 200_000.0 / n as f64;
     for w in c {
         assert!((w as f64 - fair).abs() / fair < 0.35, "{w} vs {fair}");
@@ -86,7 +94,10 @@ fn consistent_hash_balance_within_bound() {
 #[test]
 fn range_partitioner_keeps_order_and_rejects_bad_bounds() {
     let p = RangePartitioner::with_bounds(vec![10, 20, 30]).unwrap();
-    let picks: Vec<usize> = [0, 9, 10, 19, 20, 29, 30, u64::MAX].iter().map(|&k| p.partition(k, 4)).collect();
+    let picks: Vec<usize> = [0, 9, 10, 19, 20, 29, 30, u64::MAX]
+        .iter()
+        .map(|&k| p.partition(k, 4))
+        .collect();
     assert_eq!(picks, vec![0, 0, 1, 1, 2, 2, 3, 3]);
     assert_eq!(p.expected_workers(), Some(4));
     assert!(RangePartitioner::with_bounds(vec![5, 5]).is_err());

@@ -4,9 +4,9 @@ use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
 use super::profile::Profile;
+use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::worker::{IdleStrategy, Worker, WorkerConfig};
-use crate::Result;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -45,7 +45,9 @@ pub struct PoolBuilder<F, Args = ()> {
 
 impl<F, Args> std::fmt::Debug for PoolBuilder<F, Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("PoolBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,7 +190,9 @@ impl<F, Args> PoolBuilder<F, Args> {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        let partitioner = self.partitioner.unwrap_or_else(|| Arc::new(HashPartitioner::new()));
+        let partitioner = self
+            .partitioner
+            .unwrap_or_else(|| Arc::new(HashPartitioner::new()));
         let pool = super::WorkerPool::from_config(self.config)?;
         pool.spawn_with(self.factory, partitioner)
     }

@@ -2,11 +2,13 @@
 
 use super::plan::Plan;
 use super::sender::PoolSender;
+use crate::partition::Partitioner;
 use crate::worker::outbox::Outbox;
 use crate::worker::runtime::{self, Launch};
 use crate::worker::shared::{Control, WorkerShared};
-use crate::worker::{EventSink, EventStream, Pending, SendError, Worker, WorkerConfig, WorkerState, WorkerStats};
-use crate::partition::Partitioner;
+use crate::worker::{
+    EventSink, EventStream, Pending, SendError, Worker, WorkerConfig, WorkerState, WorkerStats,
+};
 use crate::{Error, Result};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -85,7 +87,9 @@ impl<W: Worker> WorkerGroup<W> {
         plan: Arc<Plan>,
     ) -> Result<Self> {
         if configs.is_empty() {
-            return Err(Error::InvalidConfig("a pool needs at least one worker".into()));
+            return Err(Error::InvalidConfig(
+                "a pool needs at least one worker".into(),
+            ));
         }
         if let Some(expected) = partitioner.expected_workers() {
             if expected != configs.len() {
@@ -142,7 +146,12 @@ impl<W: Worker> WorkerGroup<W> {
         }
         let workers: Arc<[_]> = shared.into();
         let first = &configs[0];
-        let outbox = Outbox::from_rings(workers.clone(), rings, first.queue_capacity(), first.tracing);
+        let outbox = Outbox::from_rings(
+            workers.clone(),
+            rings,
+            first.queue_capacity(),
+            first.tracing,
+        );
         Ok(Self {
             sender: PoolSender::new(outbox, partitioner),
             workers,
@@ -173,7 +182,11 @@ impl<W: Worker> WorkerGroup<W> {
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
-    pub fn send_to_worker(&mut self, index: usize, msg: W::Message) -> Result<(), SendError<W::Message>> {
+    pub fn send_to_worker(
+        &mut self,
+        index: usize,
+        msg: W::Message,
+    ) -> Result<(), SendError<W::Message>> {
         self.sender.send_to_worker(index, msg)
     }
 
@@ -182,7 +195,11 @@ impl<W: Worker> WorkerGroup<W> {
     /// # Errors
     /// `Full`, `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
-    pub fn try_send_to_worker(&mut self, index: usize, msg: W::Message) -> Result<(), SendError<W::Message>> {
+    pub fn try_send_to_worker(
+        &mut self,
+        index: usize,
+        msg: W::Message,
+    ) -> Result<(), SendError<W::Message>> {
         self.sender.try_send_to_worker(index, msg)
     }
 
@@ -204,7 +221,11 @@ impl<W: Worker> WorkerGroup<W> {
     /// # Errors
     /// `Stopped` or `NoSuchWorker`, with the message.
     #[inline]
-    pub fn send_partitioned<K: Hash + ?Sized>(&mut self, key: &K, msg: W::Message) -> Result<(), SendError<W::Message>> {
+    pub fn send_partitioned<K: Hash + ?Sized>(
+        &mut self,
+        key: &K,
+        msg: W::Message,
+    ) -> Result<(), SendError<W::Message>> {
         self.sender.send_partitioned(key, msg)
     }
 
@@ -226,7 +247,11 @@ impl<W: Worker> WorkerGroup<W> {
     /// # Errors
     /// `Stopped` or `NoSuchWorker`, with the message.
     #[inline]
-    pub fn send_by_value(&mut self, value: u64, msg: W::Message) -> Result<(), SendError<W::Message>> {
+    pub fn send_by_value(
+        &mut self,
+        value: u64,
+        msg: W::Message,
+    ) -> Result<(), SendError<W::Message>> {
         self.sender.send_by_value(value, msg)
     }
 
@@ -234,7 +259,11 @@ impl<W: Worker> WorkerGroup<W> {
     ///
     /// # Errors
     /// `Stopped` or `NoSuchWorker` with the messages not sent.
-    pub fn send_batch_partitioned<K, I>(&mut self, key: &K, msgs: I) -> Result<(), SendError<Vec<W::Message>>>
+    pub fn send_batch_partitioned<K, I>(
+        &mut self,
+        key: &K,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<W::Message>>>
     where
         K: Hash + ?Sized,
         I: IntoIterator<Item = W::Message>,
@@ -246,7 +275,11 @@ impl<W: Worker> WorkerGroup<W> {
     ///
     /// # Errors
     /// `Stopped` or `NoSuchWorker` with the messages not sent.
-    pub fn send_batch_to_worker<I>(&mut self, index: usize, msgs: I) -> Result<(), SendError<Vec<W::Message>>>
+    pub fn send_batch_to_worker<I>(
+        &mut self,
+        index: usize,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<W::Message>>>
     where
         I: IntoIterator<Item = W::Message>,
     {
@@ -257,7 +290,11 @@ impl<W: Worker> WorkerGroup<W> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request<R: Send + 'static>(&mut self, index: usize, msg: W::Message) -> Result<Pending<R>, SendError<W::Message>> {
+    pub fn request<R: Send + 'static>(
+        &mut self,
+        index: usize,
+        msg: W::Message,
+    ) -> Result<Pending<R>, SendError<W::Message>> {
         self.sender.request(index, msg)
     }
 

@@ -19,7 +19,8 @@ pub use config::PoolConfig;
 pub use factory::WorkerFactory;
 pub use group::{PoolStats, WorkerGroup, WorkerPlacement};
 pub use plan::{
-    Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan, PlanError, WorkerRole, plan,
+    Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,
+    PlanError, WorkerRole, plan,
 };
 pub use profile::{ENV_VARS, EnvError, PlanOverrides, Profile};
 pub use runtime::WorkerPool;

@@ -7,8 +7,9 @@
 //! 1. A busy-idling worker ([`IdleStrategy::is_busy`]) is pinned and alone on
 //!    its physical core: no other worker on that CPU or its SMT siblings.
 //! 2. There are at most `floor(budget)` busy-idling workers, where the budget
-//!    is the allowed CPU count or the cgroup quota if smaller; and none at all
-//!    below [`MIN_CPUS_FOR_SPIN`] CPUs of budget.
+//!    is the allowed CPU count or the cgroup quota if smaller; and, unless an
+//!    override asks for busy-waiting explicitly, none at all below
+//!    [`MIN_CPUS_FOR_SPIN`] CPUs of budget.
 //! 3. Workers are pinned only to allowed CPUs (and to the `cpus` override).
 //! 4. Storage and network workers exist per NUMA node and run on that node.
 //! 5. Every worker gets its own physical core when the counts fit on the
@@ -20,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::profile::{AppShare, PlanOverrides, Profile};
-use crate::worker::IdleStrategy;
 use crate::topology::{Capabilities, IoUringSupport, Topology, TopologySource, format_cpu_list};
+use crate::worker::IdleStrategy;
 
 /// Below this many CPUs of budget no worker busy-spins: on one or two CPUs a
 /// spinning worker would take half or all of the machine from the rest of the
@@ -159,6 +160,8 @@ pub struct Plan {
     /// The requested idle strategy (profile or override). Each placement's
     /// `idle` is authoritative: workers that cannot spin park instead.
     pub idle: IdleStrategy,
+    /// Whether `idle` came from an override rather than the profile.
+    pub idle_overridden: bool,
     /// Capacity of each worker's queue.
     pub queue_capacity: usize,
     /// Messages handled per batch.
@@ -648,9 +651,9 @@ pub fn plan(
             None
         } else if !pin {
             Some("workers are not pinned, so none busy-waits".to_owned())
-        } else if spin_limit < MIN_CPUS_FOR_SPIN {
+        } else if spin_limit < MIN_CPUS_FOR_SPIN && requested_idle.is_none() {
             Some(format!(
-                "busy-waiting needs a budget of at least {MIN_CPUS_FOR_SPIN} CPUs (have {budget:.2}): workers spin then park"
+                "busy-waiting needs a budget of at least {MIN_CPUS_FOR_SPIN} CPUs unless asked for explicitly (have {budget:.2}): workers spin then park"
             ))
         } else if slots[w.slot].workers.len() > 1 {
             Some("workers that share a core spin then park instead of busy-waiting".to_owned())
@@ -730,6 +733,7 @@ pub fn plan(
         io_backend,
         gpu_fallback,
         idle,
+        idle_overridden: requested_idle.is_some(),
         queue_capacity,
         batch_size,
         reasons,

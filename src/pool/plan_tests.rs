@@ -124,7 +124,7 @@ fn check_invariants(plan: &Plan, t: &Topology, caps: &Capabilities) {
         busy.len(),
         ctx()
     );
-    if budget.floor() < MIN_CPUS_FOR_SPIN as f64 {
+    if budget.floor() < MIN_CPUS_FOR_SPIN as f64 && !plan.idle_overridden {
         assert!(busy.is_empty(), "busy workers on a tiny budget{}", ctx());
     }
     for &cpu in &busy {
@@ -243,13 +243,30 @@ fn this_machine_shape_two_cores() {
         assert_eq!(cpus_of(&plan.network_workers), vec![1]);
         assert!(plan.cpu_placements().all(|w| !w.idle.is_busy()), "{plan}");
     }
-    // Asking to spin on two CPUs is impossible, not silently ignored.
+    // Asking to spin on two CPUs explicitly is honoured where a worker has a
+    // core to itself (the application worker); the I/O workers sharing the
+    // other core still park.
     let o = PlanOverrides {
         idle: Some(IdleStrategy::Spin),
         ..Default::default()
     };
+    let p = plan(&t, &Capabilities::none(), Profile::LowLatency, &o).unwrap();
+    check_invariants(&p, &t, &Capabilities::none());
+    assert_eq!(p.app_workers[0].idle, IdleStrategy::Spin, "{p}");
+    assert!(
+        p.storage_workers
+            .iter()
+            .chain(&p.network_workers)
+            .all(|w| !w.idle.is_busy())
+    );
+    // Spinning where every worker must share a core is impossible, not
+    // silently ignored.
+    let one = crate::topology::SyntheticTopology::new()
+        .cores_per_node(1)
+        .build()
+        .unwrap();
     assert!(matches!(
-        plan(&t, &Capabilities::none(), Profile::LowLatency, &o),
+        plan(&one, &Capabilities::none(), Profile::LowLatency, &o),
         Err(PlanError::CannotSpin { .. })
     ));
 }

@@ -6,10 +6,10 @@ use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
 use super::plan::{Plan, plan};
 use super::profile::{PlanOverrides, Profile};
+use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::topology::{Capabilities, Topology};
 use crate::worker::{Worker, WorkerConfig};
-use crate::Result;
 use std::sync::Arc;
 
 /// The machine-wide runtime: what the hardware offers, and the [`Plan`] that
@@ -56,8 +56,12 @@ fn layer(env: PlanOverrides, code: PlanOverrides) -> PlanOverrides {
     PlanOverrides {
         profile: env.profile.or(code.profile),
         app_workers: env.app_workers.or(code.app_workers),
-        storage_workers_per_node: env.storage_workers_per_node.or(code.storage_workers_per_node),
-        network_workers_per_node: env.network_workers_per_node.or(code.network_workers_per_node),
+        storage_workers_per_node: env
+            .storage_workers_per_node
+            .or(code.storage_workers_per_node),
+        network_workers_per_node: env
+            .network_workers_per_node
+            .or(code.network_workers_per_node),
         gpu_workers: env.gpu_workers.or(code.gpu_workers),
         pin: env.pin.or(code.pin),
         idle: env.idle.or(code.idle),
@@ -168,12 +172,21 @@ impl WorkerPool {
     /// # Errors
     /// As [`spawn`](Self::spawn), and `InvalidConfig` for a partitioner built
     /// for another worker count.
-    pub fn spawn_with<W, Args, F>(&self, mut factory: F, partitioner: Arc<dyn Partitioner>) -> Result<WorkerGroup<W>>
+    pub fn spawn_with<W, Args, F>(
+        &self,
+        mut factory: F,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<WorkerGroup<W>>
     where
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        WorkerGroup::start(|i| factory.make(i), self.app_worker_configs(), partitioner, self.plan.clone())
+        WorkerGroup::start(
+            |i| factory.make(i),
+            self.app_worker_configs(),
+            partitioner,
+            self.plan.clone(),
+        )
     }
 
     /// One configuration per planned application worker.

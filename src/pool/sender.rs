@@ -1,6 +1,6 @@
 //! Cloneable routing handles into a worker group.
 
-use crate::partition::{hash_key, Partitioner};
+use crate::partition::{Partitioner, hash_key};
 use crate::worker::outbox::Outbox;
 use crate::worker::{Envelope, Pending, SendError};
 use std::hash::Hash;
@@ -67,7 +67,10 @@ fn unwrap<M>(e: SendError<Envelope<M>>) -> SendError<M> {
 
 impl<M: Send + 'static> PoolSender<M> {
     pub(crate) fn new(outbox: Outbox<M>, partitioner: Arc<dyn Partitioner>) -> Self {
-        Self { outbox, partitioner }
+        Self {
+            outbox,
+            partitioner,
+        }
     }
 
     /// Workers reachable.
@@ -110,7 +113,12 @@ impl<M: Send + 'static> PoolSender<M> {
     ///
     /// # Errors
     /// `Timeout`, `NoSuchWorker` or `Stopped`, with the message.
-    pub fn send_to_worker_timeout(&mut self, index: usize, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+    pub fn send_to_worker_timeout(
+        &mut self,
+        index: usize,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
         let env = self.outbox.envelope(msg, None);
         self.outbox
             .send_until(index, env, crate::channel::wait::deadline_after(timeout))
@@ -123,7 +131,11 @@ impl<M: Send + 'static> PoolSender<M> {
     /// # Errors
     /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
     #[inline]
-    pub fn send_partitioned<K: Hash + ?Sized>(&mut self, key: &K, msg: M) -> Result<(), SendError<M>> {
+    pub fn send_partitioned<K: Hash + ?Sized>(
+        &mut self,
+        key: &K,
+        msg: M,
+    ) -> Result<(), SendError<M>> {
         self.send_by_value(hash_key(key), msg)
     }
 
@@ -132,7 +144,11 @@ impl<M: Send + 'static> PoolSender<M> {
     /// # Errors
     /// `Full`, `Stopped` or `NoSuchWorker`, with the message.
     #[inline]
-    pub fn try_send_partitioned<K: Hash + ?Sized>(&mut self, key: &K, msg: M) -> Result<(), SendError<M>> {
+    pub fn try_send_partitioned<K: Hash + ?Sized>(
+        &mut self,
+        key: &K,
+        msg: M,
+    ) -> Result<(), SendError<M>> {
         let key = hash_key(key);
         let env = self.outbox.envelope(msg, Some(key));
         self.outbox.try_send(self.route(key), env).map_err(unwrap)
@@ -147,14 +163,20 @@ impl<M: Send + 'static> PoolSender<M> {
     #[inline]
     pub fn send_by_value(&mut self, value: u64, msg: M) -> Result<(), SendError<M>> {
         let env = self.outbox.envelope(msg, Some(value));
-        self.outbox.send_until(self.route(value), env, None).map_err(unwrap)
+        self.outbox
+            .send_until(self.route(value), env, None)
+            .map_err(unwrap)
     }
 
     /// Sends a batch of messages for one key's worker, publishing many at once.
     ///
     /// # Errors
     /// `Stopped` or `NoSuchWorker` with the messages not sent.
-    pub fn send_batch_partitioned<K, I>(&mut self, key: &K, msgs: I) -> Result<(), SendError<Vec<M>>>
+    pub fn send_batch_partitioned<K, I>(
+        &mut self,
+        key: &K,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>>
     where
         K: Hash + ?Sized,
         I: IntoIterator<Item = M>,
@@ -167,14 +189,23 @@ impl<M: Send + 'static> PoolSender<M> {
     ///
     /// # Errors
     /// `Stopped` or `NoSuchWorker` with the messages not sent.
-    pub fn send_batch_to_worker<I>(&mut self, index: usize, msgs: I) -> Result<(), SendError<Vec<M>>>
+    pub fn send_batch_to_worker<I>(
+        &mut self,
+        index: usize,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>>
     where
         I: IntoIterator<Item = M>,
     {
         self.send_batch_to(index, None, msgs)
     }
 
-    fn send_batch_to<I>(&mut self, index: usize, key: Option<u64>, msgs: I) -> Result<(), SendError<Vec<M>>>
+    fn send_batch_to<I>(
+        &mut self,
+        index: usize,
+        key: Option<u64>,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>>
     where
         I: IntoIterator<Item = M>,
     {
@@ -192,7 +223,11 @@ impl<M: Send + 'static> PoolSender<M> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request<R: Send + 'static>(&mut self, index: usize, msg: M) -> Result<Pending<R>, SendError<M>> {
+    pub fn request<R: Send + 'static>(
+        &mut self,
+        index: usize,
+        msg: M,
+    ) -> Result<Pending<R>, SendError<M>> {
         let (reply_to, pending) = crate::worker::reply_pair();
         let env = self.outbox.envelope(msg, None).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;
@@ -211,7 +246,9 @@ impl<M: Send + 'static> PoolSender<M> {
         let key = hash_key(key);
         let (reply_to, pending) = crate::worker::reply_pair();
         let env = self.outbox.envelope(msg, Some(key)).with_reply(reply_to);
-        self.outbox.send_until(self.route(key), env, None).map_err(unwrap)?;
+        self.outbox
+            .send_until(self.route(key), env, None)
+            .map_err(unwrap)?;
         Ok(pending)
     }
 }

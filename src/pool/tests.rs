@@ -1,6 +1,9 @@
 use super::*;
-use crate::partition::{hash_key, ConsistentHashPartitioner, HashPartitioner, CustomPartitioner, RangePartitioner, RoundRobinPartitioner};
 use crate::partition::Partitioner;
+use crate::partition::{
+    ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, RangePartitioner,
+    RoundRobinPartitioner, hash_key,
+};
 use crate::worker::{Envelope, EventKind, SendError, Worker, WorkerConfig};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -24,7 +27,10 @@ impl Worker for Recorder {
             m.reply(self.index)?;
             return Ok(());
         }
-        self.log.lock().unwrap().push((self.index, m.key_hash(), m.payload));
+        self.log
+            .lock()
+            .unwrap()
+            .push((self.index, m.key_hash(), m.payload));
         Ok(())
     }
 }
@@ -35,7 +41,10 @@ fn recorder_pool(n: usize, p: impl Partitioner) -> (WorkerGroup<Recorder>, Log) 
     let log: Log = Arc::default();
     let l = log.clone();
     let pool = WorkerPool::builder()
-        .factory(move |index| Recorder { index, log: l.clone() })
+        .factory(move |index| Recorder {
+            index,
+            log: l.clone(),
+        })
         .workers(n)
         .partitioner(p)
         .build()
@@ -47,7 +56,8 @@ fn recorder_pool(n: usize, p: impl Partitioner) -> (WorkerGroup<Recorder>, Log) 
 fn same_key_same_worker_and_the_envelope_carries_the_hash() {
     let (mut pool, log) = recorder_pool(3, HashPartitioner::new());
     for i in 0..3000u64 {
-        pool.send_partitioned(&format!("user-{}", i % 17), i).unwrap();
+        pool.send_partitioned(&format!("user-{}", i % 17), i)
+            .unwrap();
     }
     pool.stop_all().unwrap();
     let log = log.lock().unwrap();
@@ -56,7 +66,11 @@ fn same_key_same_worker_and_the_envelope_carries_the_hash() {
     for &(w, key, v) in log.iter() {
         let expect = hash_key(&format!("user-{}", v % 17));
         assert_eq!(key, Some(expect));
-        assert_eq!(*owner.entry(expect).or_insert(w), w, "a key moved between workers");
+        assert_eq!(
+            *owner.entry(expect).or_insert(w),
+            w,
+            "a key moved between workers"
+        );
         assert_eq!(w, HashPartitioner::new().partition(expect, 3));
     }
 }
@@ -80,7 +94,11 @@ fn per_key_order_is_kept_from_each_sender() {
     pool.stop_all().unwrap();
     let log = log.lock().unwrap();
     for t in 0..3u64 {
-        let seq: Vec<u64> = log.iter().filter(|e| e.2 >> 32 == t).map(|e| e.2 & 0xffff_ffff).collect();
+        let seq: Vec<u64> = log
+            .iter()
+            .filter(|e| e.2 >> 32 == t)
+            .map(|e| e.2 & 0xffff_ffff)
+            .collect();
         assert_eq!(seq, (0..2000).collect::<Vec<_>>(), "sender {t} reordered");
     }
 }
@@ -90,18 +108,41 @@ fn broadcast_send_to_worker_and_requests() {
     let (mut pool, log) = recorder_pool(4, RoundRobinPartitioner::new());
     pool.broadcast(7).unwrap();
     for w in 0..4 {
-        assert_eq!(pool.request::<usize>(w, 0).unwrap().wait_timeout(Duration::from_secs(10)), Ok(w));
+        assert_eq!(
+            pool.request::<usize>(w, 0)
+                .unwrap()
+                .wait_timeout(Duration::from_secs(10)),
+            Ok(w)
+        );
     }
     let e = pool.send_to_worker(9, 1).unwrap_err();
-    assert!(matches!(e, SendError::NoSuchWorker { index: 9, len: 4, message: 1 }));
+    assert!(matches!(
+        e,
+        SendError::NoSuchWorker {
+            index: 9,
+            len: 4,
+            message: 1
+        }
+    ));
     // Round-robin ignores the key: consecutive requests visit every worker.
     let mut owners: Vec<usize> = (0..4)
-        .map(|_| pool.request_partitioned::<_, usize>("k", 0).unwrap().wait().unwrap())
+        .map(|_| {
+            pool.request_partitioned::<_, usize>("k", 0)
+                .unwrap()
+                .wait()
+                .unwrap()
+        })
         .collect();
     owners.sort_unstable();
     assert_eq!(owners, vec![0, 1, 2, 3]);
     pool.stop_all().unwrap();
-    let mut got: Vec<usize> = log.lock().unwrap().iter().filter(|e| e.2 == 7).map(|e| e.0).collect();
+    let mut got: Vec<usize> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.2 == 7)
+        .map(|e| e.0)
+        .collect();
     got.sort_unstable();
     assert_eq!(got, vec![0, 1, 2, 3]);
 }
@@ -110,20 +151,35 @@ fn broadcast_send_to_worker_and_requests() {
 fn seed_forms_build_and_route() {
     let log: Log = Arc::default();
     let l = log.clone();
-    let config = PoolConfig::new().with_num_workers(2).with_cpu_affinity(true).with_worker_config(
-        WorkerConfig::new().with_queue_capacity(128).with_high_priority(false),
-    );
+    let config = PoolConfig::new()
+        .with_num_workers(2)
+        .with_cpu_affinity(true)
+        .with_worker_config(
+            WorkerConfig::new()
+                .with_queue_capacity(128)
+                .with_high_priority(false),
+        );
     let mut pool = WorkerPool::with_partitioner(
         config,
-        move |i| Recorder { index: i, log: l.clone() },
+        move |i| Recorder {
+            index: i,
+            log: l.clone(),
+        },
         Arc::new(RangePartitioner::with_bounds(vec![100]).unwrap()),
     )
     .unwrap();
     pool.send_by_value(5, 5).unwrap();
     pool.send_by_value(500, 500).unwrap();
     let cpus: Vec<Option<usize>> = pool.placements().iter().map(|p| p.cpu).collect();
-    assert!(cpus.iter().all(Option::is_some), "affinity on: every worker pinned");
-    assert_eq!(pool.plan().queue_capacity, 128, "an explicit worker setting wins over the profile");
+    assert!(
+        cpus.iter().all(Option::is_some),
+        "affinity on: every worker pinned"
+    );
+    assert_eq!(
+        pool.plan().queue_capacity,
+        128,
+        "an explicit worker setting wins over the profile"
+    );
     pool.stop_all().unwrap();
     let log = log.lock().unwrap();
     assert!(log.contains(&(0, Some(5), 5)) && log.contains(&(1, Some(500), 500)));
@@ -132,24 +188,40 @@ fn seed_forms_build_and_route() {
 #[test]
 fn impossible_configurations_are_typed_errors() {
     let cfg = PoolConfig::new().with_num_workers(0);
-    let e = WorkerPool::with_config(cfg, |i| Recorder { index: i, log: Arc::default() }).unwrap_err();
+    let e = WorkerPool::with_config(cfg, |i| Recorder {
+        index: i,
+        log: Arc::default(),
+    })
+    .unwrap_err();
     assert!(matches!(e, Error::Plan(_)), "{e}");
     let e = WorkerPool::builder()
-        .factory(|i| Recorder { index: i, log: Arc::default() })
+        .factory(|i| Recorder {
+            index: i,
+            log: Arc::default(),
+        })
         .workers(3)
         .partitioner(ConsistentHashPartitioner::new(4, 8))
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("built for 4 workers"), "{e}");
     let e = WorkerPool::builder()
-        .factory(|i| Recorder { index: i, log: Arc::default() })
+        .factory(|i| Recorder {
+            index: i,
+            log: Arc::default(),
+        })
         .cpus(vec![100_000])
         .build()
         .unwrap_err();
     assert!(matches!(e, Error::Plan(_)), "{e}");
-    let n = crate::topology::Topology::detect().unwrap().available_cpus().len();
+    let n = crate::topology::Topology::detect()
+        .unwrap()
+        .available_cpus()
+        .len();
     let e = WorkerPool::builder()
-        .factory(|i| Recorder { index: i, log: Arc::default() })
+        .factory(|i| Recorder {
+            index: i,
+            log: Arc::default(),
+        })
         .workers(n + 1)
         .cpu_affinity(true)
         .idle_strategy(crate::worker::IdleStrategy::Spin)
@@ -162,7 +234,14 @@ fn impossible_configurations_are_typed_errors() {
 fn a_partitioner_out_of_range_is_an_error_not_a_panic() {
     let (mut pool, _log) = recorder_pool(2, CustomPartitioner::new(|_, n| n + 3));
     let e = pool.send_partitioned("x", 1).unwrap_err();
-    assert!(matches!(e, SendError::NoSuchWorker { index: 5, len: 2, message: 1 }));
+    assert!(matches!(
+        e,
+        SendError::NoSuchWorker {
+            index: 5,
+            len: 2,
+            message: 1
+        }
+    ));
 }
 
 #[test]
@@ -182,7 +261,11 @@ fn a_failing_init_stops_the_whole_group_cleanly() {
             Ok(())
         }
     }
-    let e = WorkerPool::builder().factory(Picky).workers(3).build().unwrap_err();
+    let e = WorkerPool::builder()
+        .factory(Picky)
+        .workers(3)
+        .build()
+        .unwrap_err();
     assert!(matches!(e, Error::Init { .. }), "{e}");
 }
 
@@ -203,7 +286,11 @@ fn a_panicking_worker_does_not_disturb_the_others() {
             Ok(())
         }
     }
-    let mut pool = WorkerPool::builder().factory(|| Fragile).workers(2).build().unwrap();
+    let mut pool = WorkerPool::builder()
+        .factory(|| Fragile)
+        .workers(2)
+        .build()
+        .unwrap();
     let events = pool.events();
     pool.send_to_worker(0, u64::MAX).unwrap();
     for i in 0..1000 {
@@ -226,7 +313,12 @@ fn a_panicking_worker_does_not_disturb_the_others() {
 #[test]
 fn zero_config_runtime_spawns_one_worker_per_cpu() {
     let pool = WorkerPool::new().unwrap();
-    let mut group = pool.spawn(|i| Recorder { index: i, log: Arc::default() }).unwrap();
+    let mut group = pool
+        .spawn(|i| Recorder {
+            index: i,
+            log: Arc::default(),
+        })
+        .unwrap();
     assert_eq!(group.len(), pool.plan().app_workers.len());
     let planned: Vec<Option<usize>> = pool.plan().app_workers.iter().map(|p| p.cpu).collect();
     let placed: Vec<Option<usize>> = group.placements().iter().map(|p| p.cpu).collect();

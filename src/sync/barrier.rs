@@ -24,7 +24,7 @@
 //! what the asymmetric barrier saves).
 
 #[cfg(not(loom))]
-use std::sync::atomic::{compiler_fence, fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, compiler_fence, fence};
 
 #[cfg(not(loom))]
 static ASYMMETRIC: AtomicBool = AtomicBool::new(false);
@@ -109,7 +109,14 @@ mod membarrier {
     fn call(cmd: libc::c_long) -> libc::c_long {
         // SAFETY: membarrier takes two integer arguments and touches no
         // user memory; an unsupported command returns -1 with errno set.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) }
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                cmd,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            )
+        }
     }
 
     /// Registers the process for private expedited barriers.

@@ -7,26 +7,46 @@
 //! or the waiter sees the data, so no wake-up is lost, and the notifier's hot
 //! path is one relaxed load of a line that is written only when the waiter
 //! sleeps.
+//!
+//! Production code parks with `std::thread::park` (unpark tokens are sticky,
+//! which covers the window between the re-check and the park). Under loom the
+//! same flag protocol sleeps on a loom `Condvar` instead: loom models an
+//! `unpark` as waking a thread blocked on *anything* (a join, a mutex), which
+//! std does not do, so park/unpark would report false errors there.
 
 use super::barrier;
-use super::AtomicBool;
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU8;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[cfg(loom)]
-use loom::sync::Mutex;
-#[cfg(loom)]
-use loom::thread::{self, Thread};
 #[cfg(not(loom))]
 use parking_lot::Mutex;
+
+const SLEEPING: u8 = 1;
+const CLOSED: u8 = 2;
 #[cfg(not(loom))]
 use std::thread::{self, Thread};
 
 /// Parks one waiter until a notifier wakes it (or a timeout passes).
+///
+/// Aligned to 128 bytes (two lines, for the adjacent-line prefetcher) so the
+/// sleeping flag, read on every push, never shares a line with data that
+/// other threads write, such as the first slots of a ring allocated next to
+/// it.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct Signal {
-    sleeping: AtomicBool,
+    /// `SLEEPING | CLOSED` bits.
+    state: AtomicU8,
+    #[cfg(not(loom))]
     thread: Mutex<Option<Thread>>,
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    cond: loom::sync::Condvar,
 }
 
 impl Default for Signal {
@@ -36,11 +56,17 @@ impl Default for Signal {
 }
 
 impl Signal {
+    /// A signal nobody waits on yet.
     pub fn new() -> Self {
         barrier::init();
         Self {
-            sleeping: AtomicBool::new(false),
+            state: AtomicU8::new(0),
+            #[cfg(not(loom))]
             thread: Mutex::new(None),
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            cond: loom::sync::Condvar::new(),
         }
     }
 
@@ -48,27 +74,46 @@ impl Signal {
     /// sleeping flag is published. `timeout` bounds the park (loom ignores it).
     ///
     /// Returns `true` if `ready()` was already true (no park happened).
+    #[cfg(not(loom))]
     pub fn wait_unless(&self, ready: impl Fn() -> bool, timeout: Option<Duration>) -> bool {
         {
-            #[cfg(loom)]
-            let mut slot = self.thread.lock().unwrap();
-            #[cfg(not(loom))]
             let mut slot = self.thread.lock();
             let me = thread::current();
             if slot.as_ref().map(Thread::id) != Some(me.id()) {
                 *slot = Some(me);
             }
         }
-        // Release: a notifier that reads `true` (Acquire) then locks `thread`
-        // is ordered after our store of the thread handle above.
-        self.sleeping.store(true, Ordering::Release);
+        // Release: a notifier that reads SLEEPING (Acquire) then locks
+        // `thread` is ordered after our store of the thread handle above.
+        self.state.fetch_or(SLEEPING, Ordering::Release);
         barrier::heavy();
         if ready() {
-            self.sleeping.store(false, Ordering::Relaxed);
+            self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
             return true;
         }
-        park(timeout);
-        self.sleeping.store(false, Ordering::Relaxed);
+        match timeout {
+            Some(t) => thread::park_timeout(t),
+            None => thread::park(),
+        }
+        self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
+        false
+    }
+
+    /// Loom model of [`Signal::wait_unless`]: the same flag protocol, with
+    /// the sleep on a condition variable.
+    #[cfg(loom)]
+    pub fn wait_unless(&self, ready: impl Fn() -> bool, _timeout: Option<Duration>) -> bool {
+        let guard = self.lock.lock().unwrap();
+        self.state.fetch_or(SLEEPING, Ordering::Release);
+        barrier::heavy();
+        if ready() {
+            self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
+            return true;
+        }
+        // A notifier that saw the flag takes the lock before notifying, which
+        // it can only do once we are waiting: the notification is not lost.
+        drop(self.cond.wait(guard).unwrap());
+        self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
         false
     }
 
@@ -77,41 +122,50 @@ impl Signal {
     #[inline]
     pub fn notify(&self) {
         barrier::light();
-        if self.sleeping.load(Ordering::Acquire) {
+        let _closed = self.notify_after_barrier();
+    }
+
+    /// [`Signal::notify`] for a caller that has just run `barrier::light`.
+    /// Returns whether the signal is closed (one load serves both checks).
+    #[inline]
+    pub fn notify_after_barrier(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if state & SLEEPING != 0 {
             self.wake();
         }
+        state & CLOSED != 0
+    }
+
+    /// Marks the rings feeding this waiter closed (see `channel::ring`).
+    pub fn close(&self) {
+        self.state.fetch_or(CLOSED, Ordering::Release);
+    }
+
+    /// Whether [`Signal::close`] was called.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Like [`Signal::notify`] but with a full fence, for cold paths (close,
     /// drop) that run outside the light/heavy pairing.
     pub fn notify_now(&self) {
         barrier::full();
-        if self.sleeping.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & SLEEPING != 0 {
             self.wake();
         }
     }
 
     #[cold]
     fn wake(&self) {
-        #[cfg(loom)]
-        let slot = self.thread.lock().unwrap();
         #[cfg(not(loom))]
-        let slot = self.thread.lock();
-        if let Some(t) = slot.as_ref() {
+        if let Some(t) = self.thread.lock().as_ref() {
             t.unpark();
         }
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap();
+            self.cond.notify_one();
+        }
     }
-}
-
-#[cfg(not(loom))]
-fn park(timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => thread::park_timeout(t),
-        None => thread::park(),
-    }
-}
-
-#[cfg(loom)]
-fn park(_timeout: Option<Duration>) {
-    thread::park();
 }

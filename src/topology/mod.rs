@@ -433,5 +433,6 @@ impl Topology {
 pub(crate) fn pin_current_thread(cpu: usize) -> bool {
     // core_affinity aborts the process (a panic in a no-unwind context) for
     // a CPU beyond the affinity mask's size; refuse those here instead.
-    cpu < libc::CPU_SETSIZE as usize && core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    cpu < libc::CPU_SETSIZE as usize
+        && core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }

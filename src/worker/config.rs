@@ -223,7 +223,12 @@ impl WorkerConfig {
 
     /// Pin to `cpu` and, with the `hwloc` feature and `bind_memory`, bind the
     /// thread's memory to `numa_node` (used by pools placing from a plan).
-    pub(crate) fn placed(mut self, cpu: Option<usize>, numa_node: Option<usize>, bind_memory: bool) -> Self {
+    pub(crate) fn placed(
+        mut self,
+        cpu: Option<usize>,
+        numa_node: Option<usize>,
+        bind_memory: bool,
+    ) -> Self {
         self.cpu = cpu;
         self.numa_node = numa_node;
         self.bind_memory = bind_memory;

@@ -94,7 +94,9 @@ impl<M> Envelope<M> {
     /// `NoReplySlot` if this is not a request or it was already answered;
     /// `CallerGone` if the caller stopped waiting.
     pub fn reply<R: Send + 'static>(&mut self, value: R) -> Result<(), ReplyError> {
-        self.take_reply().ok_or(ReplyError::NoReplySlot)?.send(value)
+        self.take_reply()
+            .ok_or(ReplyError::NoReplySlot)?
+            .send(value)
     }
 
     /// Takes the reply slot, to answer later (for example after an I/O

@@ -48,7 +48,11 @@ impl<M> SendError<M> {
             Self::Full(m) => SendError::Full(f(m)),
             Self::Timeout(m) => SendError::Timeout(f(m)),
             Self::Stopped(m) => SendError::Stopped(f(m)),
-            Self::NoSuchWorker { index, len, message } => SendError::NoSuchWorker {
+            Self::NoSuchWorker {
+                index,
+                len,
+                message,
+            } => SendError::NoSuchWorker {
                 index,
                 len,
                 message: f(message),
@@ -69,7 +73,9 @@ impl<M> fmt::Display for SendError<M> {
             Self::Full(_) => f.write_str("worker queue full"),
             Self::Timeout(_) => f.write_str("timed out: worker queue stayed full"),
             Self::Stopped(_) => f.write_str("worker stopped"),
-            Self::NoSuchWorker { index, len, .. } => write!(f, "no worker {index} (the pool has {len})"),
+            Self::NoSuchWorker { index, len, .. } => {
+                write!(f, "no worker {index} (the pool has {len})")
+            }
         }
     }
 }

@@ -6,8 +6,8 @@
 //! blocking the worker: a report must never stall the data path.
 
 use crossbeam_channel::{Receiver, Sender};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Events kept before new ones are dropped and counted.

@@ -1,13 +1,13 @@
 //! Handles to a running worker: the owning [`WorkerHandle`] and cloneable
 //! [`WorkerSender`]s.
 
+use super::Envelope;
 use super::error::SendError;
 use super::event::WorkerEvent;
 use super::outbox::Outbox;
 use super::reply::{self, Pending};
 use super::shared::{Control, WorkerShared};
 use super::stats::{WorkerState, WorkerStats};
-use super::Envelope;
 use crate::channel::wait::deadline_after;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -83,7 +83,9 @@ impl<M: Send + 'static> WorkerSender<M> {
     #[inline]
     pub fn send(&mut self, msg: M) -> Result<(), SendError<M>> {
         let env = self.outbox.envelope(msg, None);
-        self.outbox.send_until(0, env, None).map_err(|e| e.map(Envelope::into_payload))
+        self.outbox
+            .send_until(0, env, None)
+            .map_err(|e| e.map(Envelope::into_payload))
     }
 
     /// Sends without waiting.
@@ -93,7 +95,9 @@ impl<M: Send + 'static> WorkerSender<M> {
     #[inline]
     pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
         let env = self.outbox.envelope(msg, None);
-        self.outbox.try_send(0, env).map_err(|e| e.map(Envelope::into_payload))
+        self.outbox
+            .try_send(0, env)
+            .map_err(|e| e.map(Envelope::into_payload))
     }
 
     /// Sends, waiting at most `timeout` while the queue is full.
@@ -111,7 +115,10 @@ impl<M: Send + 'static> WorkerSender<M> {
     ///
     /// # Errors
     /// `Stopped` with the messages not sent.
-    pub fn send_batch<I: IntoIterator<Item = M>>(&mut self, msgs: I) -> Result<(), SendError<Vec<M>>> {
+    pub fn send_batch<I: IntoIterator<Item = M>>(
+        &mut self,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>> {
         let tracing = self.outbox.tracing;
         let envs = msgs
             .into_iter()
@@ -146,7 +153,11 @@ pub struct WorkerHandle<M: Send + 'static> {
 }
 
 impl<M: Send + 'static> WorkerHandle<M> {
-    pub(crate) fn new(outbox: Outbox<M>, shared: Arc<WorkerShared<M>>, join: JoinHandle<Result<()>>) -> Self {
+    pub(crate) fn new(
+        outbox: Outbox<M>,
+        shared: Arc<WorkerShared<M>>,
+        join: JoinHandle<Result<()>>,
+    ) -> Self {
         Self {
             sender: WorkerSender { outbox },
             shared,
@@ -184,7 +195,10 @@ impl<M: Send + 'static> WorkerHandle<M> {
     ///
     /// # Errors
     /// `Stopped` with the messages not sent.
-    pub fn send_batch<I: IntoIterator<Item = M>>(&mut self, msgs: I) -> Result<(), SendError<Vec<M>>> {
+    pub fn send_batch<I: IntoIterator<Item = M>>(
+        &mut self,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>> {
         self.sender.send_batch(msgs)
     }
 
@@ -202,9 +216,11 @@ impl<M: Send + 'static> WorkerHandle<M> {
     }
 
     fn control(&self, c: Control<M>) -> Result<()> {
-        self.shared.send_control(c).map_err(|_| Error::WorkerStopped {
-            worker: self.shared.name.to_string(),
-        })
+        self.shared
+            .send_control(c)
+            .map_err(|_| Error::WorkerStopped {
+                worker: self.shared.name.to_string(),
+            })
     }
 
     /// Stops handling messages (they queue up) until [`resume`](Self::resume).

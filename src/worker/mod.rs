@@ -30,8 +30,8 @@ pub use envelope::Envelope;
 pub use error::SendError;
 pub use event::{EventKind, WorkerEvent};
 pub use handle::{EventStream, WorkerHandle, WorkerSender};
-pub use reply::{Pending, ReplyError, ReplyTo};
 pub(crate) use reply::pair as reply_pair;
+pub use reply::{Pending, ReplyError, ReplyTo};
 pub use stats::{WorkerState, WorkerStats};
 pub use traits::{Batch, Worker};
 
@@ -69,10 +69,14 @@ pub fn spawn<W: Worker>(worker: W, config: WorkerConfig) -> Result<WorkerHandle<
         return Err(e);
     }
     let runtime::Launch {
-        shared, producers, join, ..
+        shared,
+        producers,
+        join,
+        ..
     } = launch;
     let workers: std::sync::Arc<[_]> = vec![shared.clone()].into();
-    let outbox = outbox::Outbox::from_rings(workers, producers, config.queue_capacity(), config.tracing);
+    let outbox =
+        outbox::Outbox::from_rings(workers, producers, config.queue_capacity(), config.tracing);
     Ok(WorkerHandle::new(outbox, shared, join))
 }
 

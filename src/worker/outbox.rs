@@ -6,9 +6,9 @@
 //! Cloning a handle builds fresh rings and attaches their consumer ends to
 //! the workers through the control queue.
 
+use super::Envelope;
 use super::error::SendError;
 use super::shared::{Control, WorkerShared};
-use super::Envelope;
 use crate::channel::ring::{self, Producer, PushError};
 use crate::channel::wait::{Step, Waiter};
 use std::sync::Arc;
@@ -50,7 +50,11 @@ impl<M: Send + 'static> Outbox<M> {
     }
 
     /// A new outbox with fresh rings attached to every worker.
-    pub(crate) fn connect(workers: Arc<[Arc<WorkerShared<M>>]>, capacity: usize, tracing: bool) -> Self {
+    pub(crate) fn connect(
+        workers: Arc<[Arc<WorkerShared<M>>]>,
+        capacity: usize,
+        tracing: bool,
+    ) -> Self {
         let rings = workers
             .iter()
             .map(|w| {
@@ -80,7 +84,11 @@ impl<M: Send + 'static> Outbox<M> {
 
     /// Pushes without blocking.
     #[inline]
-    pub(crate) fn try_send(&mut self, index: usize, env: Envelope<M>) -> Result<(), SendError<Envelope<M>>> {
+    pub(crate) fn try_send(
+        &mut self,
+        index: usize,
+        env: Envelope<M>,
+    ) -> Result<(), SendError<Envelope<M>>> {
         let len = self.rings.len();
         let Some(ring) = self.rings.get_mut(index) else {
             return Err(SendError::NoSuchWorker {
@@ -118,7 +126,11 @@ impl<M: Send + 'static> Outbox<M> {
 
     /// Pushes every envelope to `index`, publishing a ring-full at a time and
     /// waiting while it is full.
-    pub(crate) fn send_batch<I>(&mut self, index: usize, items: I) -> Result<(), SendError<Vec<Envelope<M>>>>
+    pub(crate) fn send_batch<I>(
+        &mut self,
+        index: usize,
+        items: I,
+    ) -> Result<(), SendError<Vec<Envelope<M>>>>
     where
         I: IntoIterator<Item = Envelope<M>>,
     {
@@ -143,7 +155,10 @@ impl<M: Send + 'static> Outbox<M> {
                     }
                 }
                 Ok(_) => waiter = Waiter::new(None),
-                Err(()) => return Err(SendError::Stopped(items.collect())),
+                Err(mut back) => {
+                    back.extend(items);
+                    return Err(SendError::Stopped(back));
+                }
             }
         }
         Ok(())

@@ -50,7 +50,9 @@ impl ReplyTo {
     /// # Errors
     /// [`ReplyError::CallerGone`] if the caller dropped its [`Pending`].
     pub fn send<R: Send + 'static>(self, value: R) -> Result<(), ReplyError> {
-        self.tx.send(Box::new(value)).map_err(|_| ReplyError::CallerGone)
+        self.tx
+            .send(Box::new(value))
+            .map_err(|_| ReplyError::CallerGone)
     }
 }
 
@@ -100,9 +102,11 @@ pub(crate) fn pair<R>() -> (ReplyTo, Pending<R>) {
 
 impl<R: 'static> Pending<R> {
     fn unpack(v: Boxed) -> Result<R, ReplyError> {
-        v.downcast::<R>().map(|b| *b).map_err(|_| ReplyError::WrongType {
-            expected: std::any::type_name::<R>(),
-        })
+        v.downcast::<R>()
+            .map(|b| *b)
+            .map_err(|_| ReplyError::WrongType {
+                expected: std::any::type_name::<R>(),
+            })
     }
 
     /// Blocks until the reply arrives.
@@ -111,7 +115,10 @@ impl<R: 'static> Pending<R> {
     /// `Dropped` if the worker will never answer, `WrongType` on a type
     /// mismatch.
     pub fn wait(self) -> Result<R, ReplyError> {
-        self.rx.recv().map_err(|_| ReplyError::Dropped).and_then(Self::unpack)
+        self.rx
+            .recv()
+            .map_err(|_| ReplyError::Dropped)
+            .and_then(Self::unpack)
     }
 
     /// Blocks at most `timeout` for the reply.

@@ -1,13 +1,13 @@
 //! The worker thread: pin, init, then loop over control, queues, ticks and
 //! idling until stopped.
 
+use super::Envelope;
 use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
 use super::event::{EventKind, EventSink};
 use super::shared::{Control, WorkerShared};
-use super::stats::{now_nanos, WorkerState};
+use super::stats::{WorkerState, now_nanos};
 use super::traits::{Batch, Worker};
 use super::watchdog::{self, Watched};
-use super::Envelope;
 use crate::channel::ring::{self, Consumer, Producer};
 use crate::{Error, Result};
 use std::any::Any;
@@ -54,7 +54,10 @@ impl<M: Send + 'static> Watched for WorkerShared<M> {
         self.stall_threshold
     }
     fn report_stall(&self, busy_for: Duration) {
-        self.stats.foreign.stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .foreign
+            .stalls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.emit(EventKind::Stalled { busy_for });
     }
 }
@@ -68,10 +71,20 @@ pub(crate) fn launch<W: Worker>(
     rings: usize,
     events: EventSink,
 ) -> Result<Launch<W::Message>> {
-    let name: Arc<str> = config.name.clone().unwrap_or_else(|| format!("worker-{index}")).into();
-    let shared = Arc::new(WorkerShared::new(index, name.clone(), config.stall_threshold, events));
-    let (producers, consumers): (Vec<_>, Vec<_>) =
-        (0..rings).map(|_| ring::ring(config.queue_capacity(), shared.signal.clone())).unzip();
+    let name: Arc<str> = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("worker-{index}"))
+        .into();
+    let shared = Arc::new(WorkerShared::new(
+        index,
+        name.clone(),
+        config.stall_threshold,
+        events,
+    ));
+    let (producers, consumers): (Vec<_>, Vec<_>) = (0..rings)
+        .map(|_| ring::ring(config.queue_capacity(), shared.signal.clone()))
+        .unzip();
     let (ready_tx, ready) = crossbeam_channel::bounded(1);
     let thread_shared = shared.clone();
     let thread_config = config.clone();
@@ -171,12 +184,16 @@ impl<W: Worker> Runner<W> {
             // Pinning already makes first-touch allocations node-local; this
             // also binds memory the state allocates later, from any path.
             if let Err(e) = crate::topology::bind_thread_memory_to_node(node) {
-                self.shared.emit(EventKind::MemoryNotBound { error: e.to_string() });
+                self.shared.emit(EventKind::MemoryNotBound {
+                    error: e.to_string(),
+                });
             }
         }
         if self.config.high_priority {
             if let Err(e) = raise_priority() {
-                self.shared.emit(EventKind::PriorityNotRaised { error: e.to_string() });
+                self.shared.emit(EventKind::PriorityNotRaised {
+                    error: e.to_string(),
+                });
             }
         }
         match panic::catch_unwind(AssertUnwindSafe(|| self.worker.init())) {
@@ -363,7 +380,9 @@ impl<W: Worker> Runner<W> {
             return;
         }
         self.next_tick = Some(now + interval);
-        let Some(st) = self.state.as_mut() else { return };
+        let Some(st) = self.state.as_mut() else {
+            return;
+        };
         let own = &self.shared.stats.own;
         own.busy_since.set(now_nanos());
         let worker = &mut self.worker;
@@ -373,7 +392,9 @@ impl<W: Worker> Runner<W> {
         own.ticks.add(1);
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => self.shared.emit(EventKind::TickFailed { error: e.to_string() }),
+            Ok(Err(e)) => self.shared.emit(EventKind::TickFailed {
+                error: e.to_string(),
+            }),
             Err(p) => {
                 self.shared.emit(EventKind::Panicked {
                     seq: None,
@@ -396,15 +417,25 @@ impl<W: Worker> Runner<W> {
         let allowed = match self.config.restart {
             RestartPolicy::Never => false,
             RestartPolicy::Always => true,
-            RestartPolicy::Limited { max_restarts, within } => {
-                while self.restart_times.front().is_some_and(|t| now.duration_since(*t) >= within) {
+            RestartPolicy::Limited {
+                max_restarts,
+                within,
+            } => {
+                while self
+                    .restart_times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= within)
+                {
                     self.restart_times.pop_front();
                 }
                 self.restart_times.len() < max_restarts as usize
             }
         };
         if !allowed {
-            self.gave_up = Some(format!("panicked; restart policy {:?} exhausted", self.config.restart));
+            self.gave_up = Some(format!(
+                "panicked; restart policy {:?} exhausted",
+                self.config.restart
+            ));
             return;
         }
         self.restart_times.push_back(now);
@@ -417,7 +448,9 @@ impl<W: Worker> Runner<W> {
                 });
             }
             Ok(Err(e)) => self.gave_up = Some(format!("init failed on restart: {e}")),
-            Err(p) => self.gave_up = Some(format!("init panicked on restart: {}", panic_message(p))),
+            Err(p) => {
+                self.gave_up = Some(format!("init panicked on restart: {}", panic_message(p)))
+            }
         }
     }
 
@@ -429,7 +462,9 @@ impl<W: Worker> Runner<W> {
             IdleStrategy::SpinThenYield if self.idle_polls < spins => std::hint::spin_loop(),
             IdleStrategy::SpinThenYield => std::thread::yield_now(),
             IdleStrategy::SpinThenPark if self.idle_polls < spins => std::hint::spin_loop(),
-            IdleStrategy::SpinThenPark if self.idle_polls < spins.saturating_add(YIELDS_BEFORE_PARK) => {
+            IdleStrategy::SpinThenPark
+                if self.idle_polls < spins.saturating_add(YIELDS_BEFORE_PARK) =>
+            {
                 std::thread::yield_now()
             }
             IdleStrategy::SpinThenPark => self.park(),
@@ -438,14 +473,19 @@ impl<W: Worker> Runner<W> {
 
     fn park(&mut self) {
         let timeout = match self.next_tick {
-            Some(due) if !self.paused => due.saturating_duration_since(Instant::now()).min(MAX_PARK),
+            Some(due) if !self.paused => {
+                due.saturating_duration_since(Instant::now()).min(MAX_PARK)
+            }
             _ => MAX_PARK,
         };
         let shared = &self.shared;
         let rings = &self.rings;
         let paused = self.paused;
         shared.signal.wait_unless(
-            || shared.has_control() || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone())),
+            || {
+                shared.has_control()
+                    || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone()))
+            },
             Some(timeout),
         );
     }
@@ -499,10 +539,15 @@ impl<W: Worker> Runner<W> {
             let worker = &mut self.worker;
             let outcome = match panic::catch_unwind(AssertUnwindSafe(|| worker.shutdown(st))) {
                 Ok(r) => r,
-                Err(p) => Err(Error::msg(format!("shutdown panicked: {}", panic_message(p)))),
+                Err(p) => Err(Error::msg(format!(
+                    "shutdown panicked: {}",
+                    panic_message(p)
+                ))),
             };
             if let Err(e) = outcome {
-                self.shared.emit(EventKind::ShutdownFailed { error: e.to_string() });
+                self.shared.emit(EventKind::ShutdownFailed {
+                    error: e.to_string(),
+                });
                 result = Err(Error::WorkerFailed {
                     worker: self.name(),
                     message: format!("shutdown failed: {e}"),
@@ -557,5 +602,8 @@ fn raise_priority() -> std::io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn raise_priority() -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "thread priority is only raised on Linux"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "thread priority is only raised on Linux",
+    ))
 }

@@ -2,16 +2,16 @@
 //! the wake-up signal. Nothing here is touched on the message hot path except
 //! the signal's sleeping flag.
 
+use super::Envelope;
 use super::event::{EventKind, EventSink, WorkerEvent};
 use super::stats::StatsBlock;
-use super::Envelope;
 use crate::channel::ring::Consumer;
-use crate::sync::signal::Signal;
 use crate::sync::Arc as SyncArc;
+use crate::sync::signal::Signal;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Commands to a worker, outside the message path.
@@ -48,7 +48,12 @@ impl<M> std::fmt::Debug for WorkerShared<M> {
 }
 
 impl<M> WorkerShared<M> {
-    pub(crate) fn new(index: usize, name: Arc<str>, stall_threshold: Option<Duration>, events: EventSink) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        name: Arc<str>,
+        stall_threshold: Option<Duration>,
+        events: EventSink,
+    ) -> Self {
         Self {
             index,
             name,

@@ -1,8 +1,8 @@
 //! Per-worker statistics.
 
 use crate::metrics::{CachePadded, LocalCounter};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Lifecycle state of a worker.

@@ -109,16 +109,27 @@ fn stop_drains_everything_queued_and_runs_shutdown() {
 fn request_reply_timeout_and_errors() {
     let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
     h.send(Cmd::Add(5)).unwrap();
-    assert_eq!(h.request::<u64>(Cmd::Echo(1)).unwrap().wait_timeout(LONG), Ok(6));
+    assert_eq!(
+        h.request::<u64>(Cmd::Echo(1)).unwrap().wait_timeout(LONG),
+        Ok(6)
+    );
     let p = h.request::<u64>(Cmd::NoReply).unwrap();
     assert_eq!(p.wait_timeout(LONG), Err(ReplyError::Dropped));
     let p = h.request::<String>(Cmd::Echo(1)).unwrap();
-    assert!(matches!(p.wait_timeout(LONG), Err(ReplyError::WrongType { .. })));
+    assert!(matches!(
+        p.wait_timeout(LONG),
+        Err(ReplyError::WrongType { .. })
+    ));
     // Replying to a plain message is a typed error counted as a failure.
     h.send(Cmd::Echo(0)).unwrap();
-    let p = h.request::<u64>(Cmd::Sleep(Duration::from_millis(200))).unwrap();
+    let p = h
+        .request::<u64>(Cmd::Sleep(Duration::from_millis(200)))
+        .unwrap();
     assert_eq!(p.try_get(), Ok(None));
-    assert_eq!(p.wait_timeout(Duration::from_millis(1)), Err(ReplyError::Timeout));
+    assert_eq!(
+        p.wait_timeout(Duration::from_millis(1)),
+        Err(ReplyError::Timeout)
+    );
     h.stop().unwrap();
     let s = h.stats();
     assert_eq!(s.failed, 1, "reply to a non-request fails the message");
@@ -128,13 +139,18 @@ fn request_reply_timeout_and_errors() {
 fn panic_is_isolated_counted_and_the_queue_survives_the_restart() {
     let w = Scripted::new();
     let (inits, seen) = (w.inits.clone(), w.seen.clone());
-    let mut h = spawn(w, WorkerConfig::new().with_restart_policy(RestartPolicy::Always)).unwrap();
+    let mut h = spawn(
+        w,
+        WorkerConfig::new().with_restart_policy(RestartPolicy::Always),
+    )
+    .unwrap();
     let events = h.events();
     h.pause().unwrap();
     h.ping(LONG).unwrap();
     // Queue everything while paused so the panic happens with work queued.
     for i in 0..10 {
-        h.send(if i == 3 { Cmd::Panic } else { Cmd::Add(1) }).unwrap();
+        h.send(if i == 3 { Cmd::Panic } else { Cmd::Add(1) })
+            .unwrap();
     }
     h.resume().unwrap();
     h.stop().unwrap();
@@ -157,7 +173,11 @@ fn restart_policy_limit_gives_up_and_reports() {
         max_restarts: 2,
         within: Duration::from_secs(60),
     };
-    let mut h = spawn(Scripted::new(), WorkerConfig::new().with_restart_policy(policy)).unwrap();
+    let mut h = spawn(
+        Scripted::new(),
+        WorkerConfig::new().with_restart_policy(policy),
+    )
+    .unwrap();
     let events = h.events();
     h.pause().unwrap();
     for _ in 0..3 {
@@ -187,7 +207,11 @@ fn restart_policy_limit_gives_up_and_reports() {
 
 #[test]
 fn never_policy_stops_at_the_first_panic() {
-    let mut h = spawn(Scripted::new(), WorkerConfig::new().with_restart_policy(RestartPolicy::Never)).unwrap();
+    let mut h = spawn(
+        Scripted::new(),
+        WorkerConfig::new().with_restart_policy(RestartPolicy::Never),
+    )
+    .unwrap();
     h.send(Cmd::Panic).unwrap();
     assert!(eventually(|| h.state() == WorkerState::Failed));
     assert!(h.join().is_err());
@@ -199,7 +223,8 @@ fn handler_errors_are_counted_and_reported() {
     let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
     let events = h.events();
     for i in 0..6 {
-        h.send(if i % 2 == 0 { Cmd::Fail } else { Cmd::Add(1) }).unwrap();
+        h.send(if i % 2 == 0 { Cmd::Fail } else { Cmd::Add(1) })
+            .unwrap();
     }
     h.stop().unwrap();
     assert_eq!((h.stats().failed, h.stats().handled), (3, 3));
@@ -241,7 +266,9 @@ fn full_queue_is_backpressure_not_loss() {
     h.send(Cmd::Add(1)).unwrap();
     let e = h.try_send(Cmd::Add(7)).unwrap_err();
     assert!(matches!(e, SendError::Full(Cmd::Add(7))));
-    let e = h.send_timeout(Cmd::Add(8), Duration::from_millis(10)).unwrap_err();
+    let e = h
+        .send_timeout(Cmd::Add(8), Duration::from_millis(10))
+        .unwrap_err();
     assert!(matches!(e, SendError::Timeout(Cmd::Add(8))));
     h.resume().unwrap();
     h.send_timeout(Cmd::Add(9), LONG).unwrap();
@@ -281,7 +308,11 @@ fn stop_racing_with_senders_loses_nothing() {
         std::thread::sleep(Duration::from_micros(200 * (round % 5)));
         h.stop().unwrap();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(h.stats().handled, accepted.load(Ordering::SeqCst), "round {round}");
+        assert_eq!(
+            h.stats().handled,
+            accepted.load(Ordering::SeqCst),
+            "round {round}"
+        );
     }
 }
 
@@ -289,7 +320,11 @@ fn stop_racing_with_senders_loses_nothing() {
 fn ticks_run_on_schedule() {
     let w = Scripted::new();
     let ticks = w.ticks.clone();
-    let mut h = spawn(w, WorkerConfig::new().with_tick_interval(Duration::from_millis(2))).unwrap();
+    let mut h = spawn(
+        w,
+        WorkerConfig::new().with_tick_interval(Duration::from_millis(2)),
+    )
+    .unwrap();
     assert!(eventually(|| ticks.load(Ordering::SeqCst) >= 5));
     h.stop().unwrap();
     assert!(h.stats().ticks >= 5);
@@ -301,7 +336,8 @@ fn a_stalled_handler_is_reported_while_it_runs() {
     let mut h = spawn(Scripted::new(), cfg).unwrap();
     let events = h.events();
     h.send(Cmd::Sleep(Duration::from_millis(400))).unwrap();
-    let e = wait_event(&events, |k| matches!(k, EventKind::Stalled { .. })).expect("stall reported");
+    let e =
+        wait_event(&events, |k| matches!(k, EventKind::Stalled { .. })).expect("stall reported");
     assert_eq!(e.name.as_ref(), "worker-0");
     // Reported while the handler is still running, not after it returned.
     assert_eq!(h.stats().handled, 0);
@@ -334,8 +370,14 @@ fn init_failure_and_bad_cpu_are_typed_errors() {
 
 #[test]
 fn every_idle_strategy_delivers_and_pinning_works() {
-    let cpu = crate::topology::Topology::detect().unwrap().available_cpus()[0];
-    for idle in [IdleStrategy::Spin, IdleStrategy::SpinThenYield, IdleStrategy::SpinThenPark] {
+    let cpu = crate::topology::Topology::detect()
+        .unwrap()
+        .available_cpus()[0];
+    for idle in [
+        IdleStrategy::Spin,
+        IdleStrategy::SpinThenYield,
+        IdleStrategy::SpinThenPark,
+    ] {
         let cfg = WorkerConfig::new()
             .with_idle_strategy(idle)
             .with_cpu(cpu)
@@ -348,7 +390,10 @@ fn every_idle_strategy_delivers_and_pinning_works() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        assert_eq!(h.request::<u64>(Cmd::Echo(0)).unwrap().wait_timeout(LONG), Ok(2_000));
+        assert_eq!(
+            h.request::<u64>(Cmd::Echo(0)).unwrap().wait_timeout(LONG),
+            Ok(2_000)
+        );
         h.stop().unwrap();
     }
 }
@@ -388,7 +433,10 @@ fn custom_batches_keep_untaken_messages_and_survive_a_panic() {
     let expected: Vec<u64> = (0..40).filter(|&v| v != 13).collect();
     assert_eq!(*seen.lock().unwrap(), expected);
     let s = h.stats();
-    assert_eq!((s.received, s.handled, s.failed, s.restarts), (40, 39, 1, 1));
+    assert_eq!(
+        (s.received, s.handled, s.failed, s.restarts),
+        (40, 39, 1, 1)
+    );
 }
 
 #[test]
@@ -422,7 +470,11 @@ fn dropping_the_handle_stops_the_worker_gracefully() {
 
 #[test]
 fn high_priority_is_raised_or_reported() {
-    let mut h = spawn(Scripted::new(), WorkerConfig::new().with_high_priority(true)).unwrap();
+    let mut h = spawn(
+        Scripted::new(),
+        WorkerConfig::new().with_high_priority(true),
+    )
+    .unwrap();
     let events = h.events();
     h.send(Cmd::Add(1)).unwrap();
     h.stop().unwrap();

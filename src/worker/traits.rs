@@ -49,7 +49,11 @@ pub trait Worker: Send + 'static {
     /// # Errors
     /// An error is counted as a failed message and reported as an event; the
     /// worker goes on.
-    fn handle_message(&mut self, state: &mut Self::State, message: Envelope<Self::Message>) -> Result<()>;
+    fn handle_message(
+        &mut self,
+        state: &mut Self::State,
+        message: Envelope<Self::Message>,
+    ) -> Result<()>;
 
     /// Handles a batch drained from one queue at once. The default hands each
     /// message to `handle_message`; override it to amortise work (one write
@@ -61,7 +65,11 @@ pub trait Worker: Send + 'static {
     ///
     /// # Errors
     /// An error counts the most recently taken message as failed.
-    fn handle_batch(&mut self, state: &mut Self::State, batch: &mut Batch<'_, Self::Message>) -> Result<()> {
+    fn handle_batch(
+        &mut self,
+        state: &mut Self::State,
+        batch: &mut Batch<'_, Self::Message>,
+    ) -> Result<()> {
         while let Some(msg) = batch.next() {
             if let Err(e) = self.handle_message(state, msg) {
                 batch.fail(e);

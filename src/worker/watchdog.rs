@@ -51,8 +51,12 @@ fn watch() {
             entries.retain(|e| e.worker.strong_count() > 0);
             let now = super::stats::now_nanos();
             for e in entries.iter_mut() {
-                let Some(w) = e.worker.upgrade() else { continue };
-                let Some(threshold) = w.threshold() else { continue };
+                let Some(w) = e.worker.upgrade() else {
+                    continue;
+                };
+                let Some(threshold) = w.threshold() else {
+                    continue;
+                };
                 period = period.min(threshold / 4).max(Duration::from_millis(1));
                 let since = w.busy_since();
                 if since == 0 || since == e.reported {
