@@ -1,1 +1,252 @@
-fn main() {}
+//! Worker-pool benchmarks: the end-to-end cost of `send_partitioned` (hash
+//! the key, pick the worker, cross one SPSC ring, run the handler) against a
+//! raw rtrb ring between the same two pinned threads, and against a plain
+//! pool built on a crossbeam channel.
+//!
+//! `cargo bench --bench worker_pool` prints interleaved comparison tables,
+//! then runs the criterion groups.
+
+mod support;
+
+use criterion::{Criterion, Throughput as CThroughput};
+use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
+use shared_nothing::prelude::*;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{Throughput, compare_throughput, cpu_pair, pin, rate};
+
+const CAP: usize = 1024;
+const CHUNK: u64 = 64;
+/// The value that asks the worker for its sum (a flush through the same
+/// sender proves everything sent before it was handled).
+const FLUSH: u64 = u64::MAX;
+
+/// Sums what it is sent; answers a flush with the sum.
+struct Summer;
+
+impl Worker for Summer {
+    type State = u64;
+    type Message = u64;
+    fn init(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+    #[inline]
+    fn handle_message(&mut self, sum: &mut u64, mut m: Envelope<u64>) -> Result<()> {
+        if m.payload == FLUSH {
+            m.reply(*sum)?;
+        } else {
+            *sum += m.payload;
+        }
+        Ok(())
+    }
+}
+
+/// One pinned, busy-polling worker on the second CPU; the producer runs on
+/// the first.
+fn summer_pool(consumer_cpu: usize) -> WorkerGroup<Summer> {
+    WorkerPool::builder()
+        .factory(|| Summer)
+        .workers(1)
+        .cpus(vec![consumer_cpu])
+        .idle_strategy(IdleStrategy::Spin)
+        .queue_capacity(CAP)
+        .batch_size(256)
+        .storage_workers_per_node(0)
+        .network_workers_per_node(0)
+        .gpu_workers(0)
+        .build()
+        .expect("pool")
+}
+
+fn pool_run(n: u64, batched: bool) -> f64 {
+    let (a, b) = cpu_pair();
+    let mut pool = summer_pool(b);
+    let mut tx = pool.sender();
+    let producer = thread::spawn(move || {
+        pin(a);
+        let t0 = Instant::now();
+        if batched {
+            let mut next = 0;
+            while next < n {
+                let end = n.min(next + CHUNK);
+                tx.send_batch_partitioned(&next, next..end).unwrap();
+                next = end;
+            }
+        } else {
+            for i in 0..n {
+                tx.send_partitioned(&i, i).unwrap();
+            }
+        }
+        let sum: u64 = tx.request(0, FLUSH).unwrap().wait().unwrap();
+        assert_eq!(sum, n * (n - 1) / 2, "lost or corrupted messages");
+        t0.elapsed()
+    });
+    let d = producer.join().unwrap();
+    pool.stop_all().unwrap();
+    rate(n, d)
+}
+
+fn rtrb_run(n: u64, batched: bool) -> f64 {
+    let (a, b) = cpu_pair();
+    let (mut p, mut c) = rtrb::RingBuffer::<u64>::new(CAP);
+    let consumer = thread::spawn(move || {
+        pin(b);
+        let (mut got, mut sum) = (0, 0u64);
+        while got < n {
+            if batched {
+                let k = c.slots().min(256);
+                if k == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                for v in c.read_chunk(k).unwrap().into_iter() {
+                    sum += v;
+                }
+                got += k as u64;
+            } else if let Ok(v) = c.pop() {
+                sum += v;
+                got += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        Instant::now()
+    });
+    let producer = thread::spawn(move || {
+        pin(a);
+        let t0 = Instant::now();
+        let mut next = 0;
+        while next < n {
+            if batched {
+                let k = p.slots().min(CHUNK as usize).min((n - next) as usize);
+                if k == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                next += p.write_chunk_uninit(k).unwrap().fill_from_iter(next..) as u64;
+            } else if p.push(next).is_ok() {
+                next += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        t0
+    });
+    let t0 = producer.join().unwrap();
+    let t1 = consumer.join().unwrap();
+    rate(n, t1 - t0)
+}
+
+/// A plain pool: one worker thread per crossbeam channel, the producer
+/// hashes the key with the same partitioner and picks the channel.
+fn crossbeam_pool_run(n: u64) -> f64 {
+    let (a, b) = cpu_pair();
+    let (tx, rx) = crossbeam_channel::bounded::<(u64, u64)>(CAP);
+    let worker = thread::spawn(move || {
+        pin(b);
+        let mut sum = 0u64;
+        let mut got = 0;
+        while got < n {
+            match rx.try_recv() {
+                Ok((_key, v)) => {
+                    sum += v;
+                    got += 1;
+                }
+                Err(_) => std::hint::spin_loop(),
+            }
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        Instant::now()
+    });
+    let senders = [tx];
+    let producer = thread::spawn(move || {
+        pin(a);
+        let p = HashPartitioner::new();
+        let t0 = Instant::now();
+        for i in 0..n {
+            let key = hash_key(&i);
+            let w = p.partition(key, senders.len());
+            let mut msg = (key, i);
+            loop {
+                match senders[w].try_send(msg) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        msg = e.into_inner();
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
+        t0
+    });
+    let t0 = producer.join().unwrap();
+    let t1 = worker.join().unwrap();
+    rate(n, t1 - t0)
+}
+
+fn tables() {
+    const N: u64 = 4_000_000;
+    compare_throughput(
+        "Pool send_partitioned, one message at a time (1 producer, 1 pinned busy-polling worker)",
+        vec![
+            Throughput {
+                name: "shared-nothing pool send_partitioned",
+                run: Box::new(|| pool_run(N, false)),
+            },
+            Throughput {
+                name: "raw rtrb ring, same two pinned threads",
+                run: Box::new(|| rtrb_run(N, false)),
+            },
+            Throughput {
+                name: "plain crossbeam-channel pool",
+                run: Box::new(|| crossbeam_pool_run(N)),
+            },
+        ],
+    );
+    compare_throughput(
+        "Pool send_batch_partitioned, batches of 64 (1 producer, 1 pinned busy-polling worker)",
+        vec![
+            Throughput {
+                name: "shared-nothing pool, batches of 64",
+                run: Box::new(|| pool_run(N * 4, true)),
+            },
+            Throughput {
+                name: "raw rtrb ring, chunks of 64",
+                run: Box::new(|| rtrb_run(N * 4, true)),
+            },
+        ],
+    );
+}
+
+fn criterion_groups(c: &mut Criterion) {
+    const PER_ITER: u64 = 1024;
+    fn time(msgs_per_sec: f64, n: u64) -> Duration {
+        Duration::from_secs_f64(n as f64 / msgs_per_sec)
+    }
+    let mut g = c.benchmark_group("pool_send_partitioned");
+    g.throughput(CThroughput::Elements(PER_ITER));
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.bench_function("shared-nothing", |b| {
+        b.iter_custom(|iters| time(pool_run(iters * PER_ITER, false), iters * PER_ITER))
+    });
+    g.bench_function("raw rtrb", |b| {
+        b.iter_custom(|iters| time(rtrb_run(iters * PER_ITER, false), iters * PER_ITER))
+    });
+    g.bench_function("crossbeam pool", |b| {
+        b.iter_custom(|iters| time(crossbeam_pool_run(iters * PER_ITER), iters * PER_ITER))
+    });
+    g.bench_function("shared-nothing batched", |b| {
+        b.iter_custom(|iters| time(pool_run(iters * PER_ITER, true), iters * PER_ITER))
+    });
+    g.finish();
+}
+
+fn main() {
+    if !support::skip_tables() {
+        tables();
+    }
+    let mut c = Criterion::default().configure_from_args();
+    criterion_groups(&mut c);
+    c.final_summary();
+}

@@ -1,5 +1,6 @@
 use super::{Partitioner, mix, reduce};
 use std::hash::Hash;
+use std::sync::OnceLock;
 
 /// Seeds for the routing hash. Fixed, so the mapping from key to worker does
 /// not change between processes or restarts (the store and the broker persist
@@ -20,8 +21,14 @@ const SEEDS: [u64; 4] = [
 /// assert_eq!(hash_key("a"), hash_key("a"));
 /// assert_ne!(hash_key("a"), hash_key("b"));
 /// ```
+#[inline]
 pub fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
-    ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]).hash_one(key)
+    // Built once: deriving the hasher's keys from the seeds is not free, and
+    // this runs on every partitioned send.
+    static STATE: OnceLock<ahash::RandomState> = OnceLock::new();
+    STATE
+        .get_or_init(|| ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]))
+        .hash_one(key)
 }
 
 /// Same key, same worker: mixes the routing key and reduces it onto the

@@ -1,8 +1,9 @@
 //! Cloneable routing handles into a worker group.
 
 use crate::partition::{Partitioner, hash_key};
+use crate::worker::envelope::Wire;
 use crate::worker::outbox::Outbox;
-use crate::worker::{Envelope, Pending, SendError};
+use crate::worker::{Pending, SendError};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,8 +62,8 @@ impl<M: Send + 'static> Clone for PoolSender<M> {
     }
 }
 
-fn unwrap<M>(e: SendError<Envelope<M>>) -> SendError<M> {
-    e.map(Envelope::into_payload)
+fn unwrap<M>(e: SendError<Wire<M>>) -> SendError<M> {
+    e.map(Wire::into_payload)
 }
 
 impl<M: Send + 'static> PoolSender<M> {
@@ -95,7 +96,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
     pub fn send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox.send_until(index, env, None).map_err(unwrap)
     }
 
@@ -105,7 +106,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `Full`, `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
     pub fn try_send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox.try_send(index, env).map_err(unwrap)
     }
 
@@ -119,7 +120,7 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox
             .send_until(index, env, crate::channel::wait::deadline_after(timeout))
             .map_err(unwrap)
@@ -150,7 +151,7 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
     ) -> Result<(), SendError<M>> {
         let key = hash_key(key);
-        let env = self.outbox.envelope(msg, Some(key));
+        let env = self.outbox.wire(msg, Some(key));
         self.outbox.try_send(self.route(key), env).map_err(unwrap)
     }
 
@@ -162,7 +163,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
     #[inline]
     pub fn send_by_value(&mut self, value: u64, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, Some(value));
+        let env = self.outbox.wire(msg, Some(value));
         self.outbox
             .send_until(self.route(value), env, None)
             .map_err(unwrap)
@@ -209,13 +210,7 @@ impl<M: Send + 'static> PoolSender<M> {
     where
         I: IntoIterator<Item = M>,
     {
-        let tracing = self.outbox.tracing;
-        let envs = msgs
-            .into_iter()
-            .map(|m| Envelope::routed(m, key, tracing.then(std::time::Instant::now)));
-        self.outbox
-            .send_batch(index, envs)
-            .map_err(|e| e.map(|v| v.into_iter().map(Envelope::into_payload).collect()))
+        self.outbox.send_batch(index, key, msgs)
     }
 
     /// Sends a request to worker `index`; the worker answers with
@@ -229,7 +224,7 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
     ) -> Result<Pending<R>, SendError<M>> {
         let (reply_to, pending) = crate::worker::reply_pair();
-        let env = self.outbox.envelope(msg, None).with_reply(reply_to);
+        let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;
         Ok(pending)
     }
@@ -245,7 +240,7 @@ impl<M: Send + 'static> PoolSender<M> {
     ) -> Result<Pending<R>, SendError<M>> {
         let key = hash_key(key);
         let (reply_to, pending) = crate::worker::reply_pair();
-        let env = self.outbox.envelope(msg, Some(key)).with_reply(reply_to);
+        let env = self.outbox.wire(msg, Some(key)).with_reply(reply_to);
         self.outbox
             .send_until(self.route(key), env, None)
             .map_err(unwrap)?;

@@ -42,30 +42,6 @@ impl<M> Envelope<M> {
         }
     }
 
-    pub(crate) fn routed(payload: M, key: Option<u64>, sent_at: Option<Instant>) -> Self {
-        let extras = sent_at.map(|t| {
-            Box::new(Extras {
-                sent_at: Some(t),
-                reply: None,
-            })
-        });
-        Self {
-            payload,
-            seq: 0,
-            key,
-            extras,
-        }
-    }
-
-    pub(crate) fn with_reply(mut self, reply: ReplyTo) -> Self {
-        self.extras.get_or_insert_with(Default::default).reply = Some(reply);
-        self
-    }
-
-    pub(crate) fn set_seq(&mut self, seq: u64) {
-        self.seq = seq;
-    }
-
     /// This message's position in the worker's receive order (0, 1, 2, ...),
     /// restarting from 0 only when the worker thread starts, not on restart.
     pub fn seq(&self) -> u64 {
@@ -108,5 +84,56 @@ impl<M> Envelope<M> {
     /// The payload, discarding the metadata.
     pub fn into_payload(self) -> M {
         self.payload
+    }
+}
+
+/// What a ring slot carries: an envelope without its sequence number, which
+/// the worker assigns on receipt. Every byte here crosses between cores.
+#[derive(Debug)]
+pub(crate) struct Wire<M> {
+    payload: M,
+    key: Option<u64>,
+    extras: Option<Box<Extras>>,
+}
+
+impl<M> Wire<M> {
+    #[inline]
+    pub(crate) fn new(payload: M, key: Option<u64>) -> Self {
+        Self {
+            payload,
+            key,
+            extras: None,
+        }
+    }
+
+    /// Stamped with the send time (tracing on).
+    pub(crate) fn traced(payload: M, key: Option<u64>, sent_at: Instant) -> Self {
+        Self {
+            payload,
+            key,
+            extras: Some(Box::new(Extras {
+                sent_at: Some(sent_at),
+                reply: None,
+            })),
+        }
+    }
+
+    pub(crate) fn with_reply(mut self, reply: ReplyTo) -> Self {
+        self.extras.get_or_insert_with(Default::default).reply = Some(reply);
+        self
+    }
+
+    pub(crate) fn into_payload(self) -> M {
+        self.payload
+    }
+
+    #[inline]
+    pub(crate) fn into_envelope(self, seq: u64) -> Envelope<M> {
+        Envelope {
+            payload: self.payload,
+            seq,
+            key: self.key,
+            extras: self.extras,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Handles to a running worker: the owning [`WorkerHandle`] and cloneable
 //! [`WorkerSender`]s.
 
-use super::Envelope;
+use super::envelope::Wire;
 use super::error::SendError;
 use super::event::WorkerEvent;
 use super::outbox::Outbox;
@@ -82,10 +82,10 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// `Stopped` (with the message) if the worker is gone.
     #[inline]
     pub fn send(&mut self, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox
             .send_until(0, env, None)
-            .map_err(|e| e.map(Envelope::into_payload))
+            .map_err(|e| e.map(Wire::into_payload))
     }
 
     /// Sends without waiting.
@@ -94,10 +94,10 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// `Full` or `Stopped`, with the message.
     #[inline]
     pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox
             .try_send(0, env)
-            .map_err(|e| e.map(Envelope::into_payload))
+            .map_err(|e| e.map(Wire::into_payload))
     }
 
     /// Sends, waiting at most `timeout` while the queue is full.
@@ -105,10 +105,10 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// # Errors
     /// `Timeout` or `Stopped`, with the message.
     pub fn send_timeout(&mut self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
-        let env = self.outbox.envelope(msg, None);
+        let env = self.outbox.wire(msg, None);
         self.outbox
             .send_until(0, env, deadline_after(timeout))
-            .map_err(|e| e.map(Envelope::into_payload))
+            .map_err(|e| e.map(Wire::into_payload))
     }
 
     /// Sends every message in order, publishing many at once.
@@ -119,13 +119,7 @@ impl<M: Send + 'static> WorkerSender<M> {
         &mut self,
         msgs: I,
     ) -> Result<(), SendError<Vec<M>>> {
-        let tracing = self.outbox.tracing;
-        let envs = msgs
-            .into_iter()
-            .map(|m| Envelope::routed(m, None, tracing.then(Instant::now)));
-        self.outbox
-            .send_batch(0, envs)
-            .map_err(|e| e.map(|v| v.into_iter().map(Envelope::into_payload).collect()))
+        self.outbox.send_batch(0, None, msgs)
     }
 
     /// Sends a request; the worker answers with [`Envelope::reply`].
@@ -134,10 +128,10 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// `Stopped` with the message if the worker is gone.
     pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
         let (reply_to, pending) = reply::pair();
-        let env = self.outbox.envelope(msg, None).with_reply(reply_to);
+        let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox
             .send_until(0, env, None)
-            .map_err(|e| e.map(Envelope::into_payload))?;
+            .map_err(|e| e.map(Wire::into_payload))?;
         Ok(pending)
     }
 }

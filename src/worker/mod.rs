@@ -13,7 +13,7 @@
 //! the restart. Handler errors are counted and reported, never swallowed.
 
 mod config;
-mod envelope;
+pub(crate) mod envelope;
 mod error;
 mod event;
 mod handle;

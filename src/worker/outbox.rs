@@ -6,7 +6,7 @@
 //! Cloning a handle builds fresh rings and attaches their consumer ends to
 //! the workers through the control queue.
 
-use super::Envelope;
+use super::envelope::Wire;
 use super::error::SendError;
 use super::shared::{Control, WorkerShared};
 use crate::channel::ring::{self, Producer, PushError};
@@ -17,7 +17,7 @@ use std::time::Instant;
 /// One producer's rings into every worker of a group.
 pub(crate) struct Outbox<M> {
     workers: Arc<[Arc<WorkerShared<M>>]>,
-    rings: Vec<Producer<Envelope<M>>>,
+    rings: Vec<Producer<Wire<M>>>,
     capacity: usize,
     pub(crate) tracing: bool,
 }
@@ -36,7 +36,7 @@ impl<M: Send + 'static> Outbox<M> {
     /// spawn time.
     pub(crate) fn from_rings(
         workers: Arc<[Arc<WorkerShared<M>>]>,
-        rings: Vec<Producer<Envelope<M>>>,
+        rings: Vec<Producer<Wire<M>>>,
         capacity: usize,
         tracing: bool,
     ) -> Self {
@@ -78,8 +78,13 @@ impl<M: Send + 'static> Outbox<M> {
         self.rings.len()
     }
 
-    pub(crate) fn envelope(&self, msg: M, key: Option<u64>) -> Envelope<M> {
-        Envelope::routed(msg, key, self.tracing.then(Instant::now))
+    #[inline]
+    pub(crate) fn wire(&self, msg: M, key: Option<u64>) -> Wire<M> {
+        if self.tracing {
+            Wire::traced(msg, key, Instant::now())
+        } else {
+            Wire::new(msg, key)
+        }
     }
 
     /// Pushes without blocking.
@@ -87,8 +92,8 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn try_send(
         &mut self,
         index: usize,
-        env: Envelope<M>,
-    ) -> Result<(), SendError<Envelope<M>>> {
+        env: Wire<M>,
+    ) -> Result<(), SendError<Wire<M>>> {
         let len = self.rings.len();
         let Some(ring) = self.rings.get_mut(index) else {
             return Err(SendError::NoSuchWorker {
@@ -107,9 +112,9 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn send_until(
         &mut self,
         index: usize,
-        mut env: Envelope<M>,
+        mut env: Wire<M>,
         deadline: Option<Instant>,
-    ) -> Result<(), SendError<Envelope<M>>> {
+    ) -> Result<(), SendError<Wire<M>>> {
         let mut waiter = Waiter::new(deadline);
         loop {
             match self.try_send(index, env) {
@@ -124,45 +129,64 @@ impl<M: Send + 'static> Outbox<M> {
         }
     }
 
-    /// Pushes every envelope to `index`, publishing a ring-full at a time and
-    /// waiting while it is full.
+    /// Pushes every message to `index` with routing key `key`, publishing a
+    /// ring-full at a time and waiting while it is full.
     pub(crate) fn send_batch<I>(
         &mut self,
         index: usize,
-        items: I,
-    ) -> Result<(), SendError<Vec<Envelope<M>>>>
+        key: Option<u64>,
+        msgs: I,
+    ) -> Result<(), SendError<Vec<M>>>
     where
-        I: IntoIterator<Item = Envelope<M>>,
+        I: IntoIterator<Item = M>,
     {
-        let mut items = items.into_iter().peekable();
-        if items.peek().is_none() {
-            return Ok(());
-        }
         let len = self.rings.len();
+        let tracing = self.tracing;
         let Some(ring) = self.rings.get_mut(index) else {
             return Err(SendError::NoSuchWorker {
                 index,
                 len,
-                message: items.collect(),
+                message: msgs.into_iter().collect(),
             });
         };
-        let mut waiter = Waiter::new(None);
-        while items.peek().is_some() {
-            match ring.push_iter(&mut items) {
-                Ok(0) => {
-                    if let Step::Park(t) = waiter.step() {
-                        ring.wait_for_space(t);
-                    }
-                }
-                Ok(_) => waiter = Waiter::new(None),
-                Err(mut back) => {
-                    back.extend(items);
-                    return Err(SendError::Stopped(back));
+        // The tracing branch is decided once, not per message.
+        if tracing {
+            push_all(
+                ring,
+                msgs.into_iter()
+                    .map(|m| Wire::traced(m, key, Instant::now())),
+            )
+        } else {
+            push_all(ring, msgs.into_iter().map(|m| Wire::new(m, key)))
+        }
+    }
+}
+
+fn push_all<M, I>(ring: &mut Producer<Wire<M>>, items: I) -> Result<(), SendError<Vec<M>>>
+where
+    I: Iterator<Item = Wire<M>>,
+{
+    let mut items = items.peekable();
+    let mut waiter = Waiter::new(None);
+    while items.peek().is_some() {
+        match ring.push_iter(&mut items) {
+            Ok(0) => {
+                if let Step::Park(t) = waiter.step() {
+                    ring.wait_for_space(t);
                 }
             }
+            Ok(_) => waiter = Waiter::new(None),
+            Err(back) => {
+                let all = back
+                    .into_iter()
+                    .chain(items)
+                    .map(Wire::into_payload)
+                    .collect();
+                return Err(SendError::Stopped(all));
+            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 impl<M: Send + 'static> Clone for Outbox<M> {

@@ -1,8 +1,8 @@
 //! The worker thread: pin, init, then loop over control, queues, ticks and
 //! idling until stopped.
 
-use super::Envelope;
 use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
+use super::envelope::Wire;
 use super::event::{EventKind, EventSink};
 use super::shared::{Control, WorkerShared};
 use super::stats::{WorkerState, now_nanos};
@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// Park at most this long when idle with no tick due, as a backstop.
 const MAX_PARK: Duration = Duration::from_secs(1);
+/// Empty polls after which the worker counts itself idle (for busy time).
+const IDLE_AFTER_POLLS: u32 = 64;
 /// Yields between spinning and parking.
 const YIELDS_BEFORE_PARK: u32 = 64;
 
@@ -26,7 +28,7 @@ const YIELDS_BEFORE_PARK: u32 = 64;
 pub(crate) struct Launch<M> {
     pub(crate) shared: Arc<WorkerShared<M>>,
     /// Producer ends of the rings the worker was started with.
-    pub(crate) producers: Vec<Producer<Envelope<M>>>,
+    pub(crate) producers: Vec<Producer<Wire<M>>>,
     pub(crate) join: JoinHandle<Result<()>>,
     ready: crossbeam_channel::Receiver<Result<()>>,
 }
@@ -47,8 +49,9 @@ impl<M> Launch<M> {
 }
 
 impl<M: Send + 'static> Watched for WorkerShared<M> {
-    fn busy_since(&self) -> u64 {
-        self.stats.own.busy_since.get()
+    fn handler_progress(&self) -> (bool, u64) {
+        let o = &self.stats.own;
+        (o.in_handler.get() != 0, o.handler_calls.get())
     }
     fn threshold(&self) -> Option<Duration> {
         self.stall_threshold
@@ -107,10 +110,11 @@ fn thread_main<W: Worker>(
     worker: W,
     config: WorkerConfig,
     shared: Arc<WorkerShared<W::Message>>,
-    rings: Vec<Consumer<Envelope<W::Message>>>,
+    rings: Vec<Consumer<Wire<W::Message>>>,
     ready: crossbeam_channel::Sender<Result<()>>,
 ) -> Result<()> {
     shared.stats.set_state(WorkerState::Starting);
+    shared.stats.own.started_ns.set(now_nanos());
     let mut runner = Runner {
         worker,
         state: None,
@@ -140,7 +144,7 @@ fn thread_main<W: Worker>(
 struct Runner<W: Worker> {
     worker: W,
     state: Option<W::State>,
-    rings: Vec<Consumer<Envelope<W::Message>>>,
+    rings: Vec<Consumer<Wire<W::Message>>>,
     shared: Arc<WorkerShared<W::Message>>,
     config: WorkerConfig,
     next_seq: u64,
@@ -228,7 +232,7 @@ impl<W: Worker> Runner<W> {
             }
             self.tick_if_due();
             if worked {
-                self.idle_polls = 0;
+                self.end_idle();
             } else {
                 self.idle();
             }
@@ -294,8 +298,12 @@ impl<W: Worker> Runner<W> {
         if finished {
             self.rings.retain_mut(|r| !r.is_finished());
         }
-        let depth: usize = self.rings.iter().map(Consumer::cached_len).sum();
-        self.shared.stats.own.queue_depth.set(depth as u64);
+        if !worked {
+            // The gauge is refreshed when the worker runs dry, not on every
+            // pass: off the busy path, and "as last observed" either way.
+            let depth: usize = self.rings.iter().map(Consumer::cached_len).sum();
+            self.shared.stats.own.queue_depth.set(depth as u64);
+        }
         worked
     }
 
@@ -317,11 +325,10 @@ impl<W: Worker> Runner<W> {
         }
         let own = &shared.stats.own;
         let mut batch = Batch::new(ring.drain(config.batch_size()), *next_seq);
-        let t0 = Instant::now();
-        own.busy_since.set(now_nanos());
+        own.handler_calls.add(1);
+        own.in_handler.set(1);
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.handle_batch(st, &mut batch)));
-        own.busy_since.set(0);
-        own.busy_ns.add(t0.elapsed().as_nanos() as u64);
+        own.in_handler.set(0);
         let taken = batch.taken;
         let last_seq = batch.last_seq();
         let last_failed = batch.last_failed;
@@ -362,11 +369,11 @@ impl<W: Worker> Runner<W> {
             };
             shared.emit(EventKind::Panicked { seq, message });
             own.failed.add(failed);
-            own.handled.add(taken - failed);
             self.restart();
-        } else {
+        } else if failed > 0 {
+            // `handled` is derived (received - failed) when read: the common
+            // case stores nothing here.
             own.failed.add(failed);
-            own.handled.add(taken - failed);
         }
         taken
     }
@@ -384,11 +391,11 @@ impl<W: Worker> Runner<W> {
             return;
         };
         let own = &self.shared.stats.own;
-        own.busy_since.set(now_nanos());
+        own.handler_calls.add(1);
+        own.in_handler.set(1);
         let worker = &mut self.worker;
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.tick(st)));
-        own.busy_since.set(0);
-        own.busy_ns.add(now.elapsed().as_nanos() as u64);
+        own.in_handler.set(0);
         own.ticks.add(1);
         match result {
             Ok(Ok(())) => {}
@@ -454,8 +461,25 @@ impl<W: Worker> Runner<W> {
         }
     }
 
+    /// Leaves an idle period: adds its length to the idle total (the only
+    /// clock reads of the message path happen here and in `idle`, at the
+    /// edges of real idle periods).
+    #[inline]
+    fn end_idle(&mut self) {
+        self.idle_polls = 0;
+        let own = &self.shared.stats.own;
+        let since = own.idle_since.get();
+        if since != 0 {
+            own.idle_ns.add(now_nanos().saturating_sub(since));
+            own.idle_since.set(0);
+        }
+    }
+
     fn idle(&mut self) {
         self.idle_polls = self.idle_polls.saturating_add(1);
+        if self.idle_polls == IDLE_AFTER_POLLS {
+            self.shared.stats.own.idle_since.set(now_nanos());
+        }
         let spins = self.config.spin_iterations;
         match self.config.idle_strategy() {
             IdleStrategy::Spin => std::hint::spin_loop(),

@@ -2,7 +2,7 @@
 //! the wake-up signal. Nothing here is touched on the message hot path except
 //! the signal's sleeping flag.
 
-use super::Envelope;
+use super::envelope::Wire;
 use super::event::{EventKind, EventSink, WorkerEvent};
 use super::stats::StatsBlock;
 use crate::channel::ring::Consumer;
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Commands to a worker, outside the message path.
 pub(crate) enum Control<M> {
     /// A new sender's ring.
-    Attach(Consumer<Envelope<M>>),
+    Attach(Consumer<Wire<M>>),
     Pause,
     Resume,
     Ping(crossbeam_channel::Sender<()>),

@@ -66,7 +66,10 @@ pub struct WorkerStats {
     pub restarts: u64,
     /// Messages queued, as last observed by the worker.
     pub queue_depth: u64,
-    /// Time spent in handlers and ticks.
+    /// Time the worker was not idle (handling, ticking, or polling its
+    /// queues between messages), since it started. Idle periods count from
+    /// when the worker stops spinning and starts yielding or parking, so the
+    /// hot path reads no clock.
     pub busy: Duration,
     /// Handlers reported as stalled.
     pub stalls: u64,
@@ -80,15 +83,22 @@ pub struct WorkerStats {
 #[derive(Debug, Default)]
 pub(crate) struct OwnCounters {
     pub(crate) received: LocalCounter,
-    pub(crate) handled: LocalCounter,
     pub(crate) failed: LocalCounter,
     pub(crate) restarts: LocalCounter,
     pub(crate) queue_depth: LocalCounter,
-    pub(crate) busy_ns: LocalCounter,
     pub(crate) ticks: LocalCounter,
-    /// Nanoseconds since the process clock origin when the current handler
-    /// started; 0 when idle. Read by the stall watchdog.
-    pub(crate) busy_since: LocalCounter,
+    /// Handler calls started (batches and ticks); with `in_handler`, lets
+    /// the stall watchdog see a handler that makes no progress without the
+    /// worker reading a clock.
+    pub(crate) handler_calls: LocalCounter,
+    /// 1 while a handler runs.
+    pub(crate) in_handler: LocalCounter,
+    /// Nanoseconds (`now_nanos`) the worker thread started.
+    pub(crate) started_ns: LocalCounter,
+    /// Total idle nanoseconds in finished idle periods.
+    pub(crate) idle_ns: LocalCounter,
+    /// `now_nanos` when the current idle period began; 0 when not idle.
+    pub(crate) idle_since: LocalCounter,
 }
 
 /// Counters written by other threads (watchdog, event emitters).
@@ -111,11 +121,11 @@ impl StatsBlock {
         let o = &self.own;
         WorkerStats {
             received: o.received.get(),
-            handled: o.handled.get(),
+            handled: o.received.get().saturating_sub(o.failed.get()),
             failed: o.failed.get(),
             restarts: o.restarts.get(),
             queue_depth: o.queue_depth.get(),
-            busy: Duration::from_nanos(o.busy_ns.get()),
+            busy: Duration::from_nanos(busy_ns(o)),
             stalls: self.foreign.stalls.load(Ordering::Relaxed),
             events_dropped: self.foreign.events_dropped.load(Ordering::Relaxed),
             ticks: o.ticks.get(),
@@ -129,6 +139,24 @@ impl StatsBlock {
     pub(crate) fn set_state(&self, s: WorkerState) {
         self.state.store(s.to_u8(), Ordering::Release);
     }
+}
+
+/// Time not idle since the worker started (0 before it started).
+fn busy_ns(o: &OwnCounters) -> u64 {
+    let started = o.started_ns.get();
+    if started == 0 {
+        return 0;
+    }
+    let now = now_nanos();
+    let idle_since = o.idle_since.get();
+    let current_idle = if idle_since == 0 {
+        0
+    } else {
+        now.saturating_sub(idle_since)
+    };
+    now.saturating_sub(started)
+        .saturating_sub(o.idle_ns.get())
+        .saturating_sub(current_idle)
 }
 
 /// Nanoseconds since a process-wide origin, never 0.

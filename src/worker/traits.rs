@@ -1,6 +1,7 @@
 //! The `Worker` trait and the batch a worker handles at once.
 
 use super::Envelope;
+use super::envelope::Wire;
 use crate::channel::ring::Drain;
 use crate::{Error, Result};
 
@@ -103,7 +104,7 @@ pub trait Worker: Send + 'static {
 /// a panic), the queue's read index is published once for all messages
 /// taken, and messages not taken stay queued.
 pub struct Batch<'a, M> {
-    drain: Drain<'a, Envelope<M>>,
+    drain: Drain<'a, Wire<M>>,
     next_seq: u64,
     pub(crate) taken: u64,
     pub(crate) last_failed: bool,
@@ -120,7 +121,7 @@ impl<M> std::fmt::Debug for Batch<'_, M> {
 }
 
 impl<'a, M> Batch<'a, M> {
-    pub(crate) fn new(drain: Drain<'a, Envelope<M>>, next_seq: u64) -> Self {
+    pub(crate) fn new(drain: Drain<'a, Wire<M>>, next_seq: u64) -> Self {
         Self {
             drain,
             next_seq,
@@ -143,8 +144,7 @@ impl<'a, M> Batch<'a, M> {
     /// Takes the next message.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Envelope<M>> {
-        let mut env = self.drain.next()?;
-        env.set_seq(self.next_seq);
+        let env = self.drain.next()?.into_envelope(self.next_seq);
         self.next_seq += 1;
         self.taken += 1;
         self.last_failed = false;

@@ -1,24 +1,30 @@
 //! The stall detector: one background thread per process that notices a
 //! handler running longer than its worker's threshold, while it is still
 //! running (a post-hoc check could not catch a handler that never returns).
+//!
+//! Workers read no clock for this: each publishes an "in a handler" flag and
+//! a count of handler calls. The watchdog times how long it has seen the
+//! same call in progress, so detection is late by at most one scan period.
 
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the watchdog needs from a worker.
 pub(crate) trait Watched: Send + Sync {
-    /// When the current handler started (`stats::now_nanos`), 0 if idle.
-    fn busy_since(&self) -> u64;
+    /// Whether a handler is running, and how many handler calls have
+    /// started so far.
+    fn handler_progress(&self) -> (bool, u64);
     fn threshold(&self) -> Option<Duration>;
     fn report_stall(&self, busy_for: Duration);
 }
 
 struct Entry {
     worker: Weak<dyn Watched>,
-    /// `busy_since` of the episode already reported, so one stall is
-    /// reported once.
-    reported: u64,
+    /// The handler call being timed and when it was first seen running.
+    watching: Option<(u64, Instant)>,
+    /// The call already reported, so one stall is reported once.
+    reported: Option<u64>,
 }
 
 fn registry() -> &'static Mutex<Vec<Entry>> {
@@ -38,7 +44,8 @@ pub(crate) fn register(worker: Arc<dyn Watched>) {
     if worker.threshold().is_some() {
         registry().lock().push(Entry {
             worker: Arc::downgrade(&worker),
-            reported: 0,
+            watching: None,
+            reported: None,
         });
     }
 }
@@ -49,7 +56,7 @@ fn watch() {
         {
             let mut entries = registry().lock();
             entries.retain(|e| e.worker.strong_count() > 0);
-            let now = super::stats::now_nanos();
+            let now = Instant::now();
             for e in entries.iter_mut() {
                 let Some(w) = e.worker.upgrade() else {
                     continue;
@@ -58,13 +65,21 @@ fn watch() {
                     continue;
                 };
                 period = period.min(threshold / 4).max(Duration::from_millis(1));
-                let since = w.busy_since();
-                if since == 0 || since == e.reported {
+                let (running, call) = w.handler_progress();
+                if !running {
+                    e.watching = None;
                     continue;
                 }
-                let busy_for = Duration::from_nanos(now.saturating_sub(since));
-                if busy_for >= threshold {
-                    e.reported = since;
+                let since = match e.watching {
+                    Some((c, since)) if c == call => since,
+                    _ => {
+                        e.watching = Some((call, now));
+                        now
+                    }
+                };
+                let busy_for = now.duration_since(since);
+                if busy_for >= threshold && e.reported != Some(call) {
+                    e.reported = Some(call);
                     w.report_stall(busy_for);
                 }
             }
