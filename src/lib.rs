@@ -68,7 +68,7 @@ pub mod prelude {
         ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,
         RangePartitioner, RoundRobinPartitioner,
     };
-    pub use crate::pool::{PoolConfig, PoolSender, WorkerGroup, WorkerPool};
+    pub use crate::pool::{PoolConfig, PoolSender, Profile, WorkerGroup, WorkerPool};
     pub use crate::worker::{Batch, Envelope, IdleStrategy, RestartPolicy, Worker, WorkerConfig};
     pub use crate::{Error, Result};
 }

@@ -92,8 +92,11 @@ pub fn compare_throughput(title: &str, mut contenders: Vec<Throughput<'_>>) {
 /// trip times in nanoseconds for one run.
 pub struct Latency<'a> {
     pub name: &'static str,
-    pub run: Box<dyn FnMut(&mut Histogram<u64>) + 'a>,
+    pub run: Box<RecordFn<'a>>,
 }
+
+/// Fills a histogram with one run's round trips.
+pub type RecordFn<'a> = dyn FnMut(&mut Histogram<u64>) + 'a;
 
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")

@@ -41,7 +41,9 @@ fn main() -> Result<()> {
 
     worker.send(Msg::Add(5))?;
     worker.send(Msg::Add(10))?;
-    let total: u64 = worker.request(Msg::Total)?.wait_timeout(Duration::from_secs(5))?;
+    let total: u64 = worker
+        .request(Msg::Total)?
+        .wait_timeout(Duration::from_secs(5))?;
     println!("counter: total after two messages = {total}");
 
     let rtt = worker.ping(Duration::from_secs(5))?;

@@ -13,7 +13,9 @@ struct SessionCounter {
 }
 
 enum Event {
-    Click { user: String },
+    Click {
+        user: String,
+    },
     /// Answered once everything this sender sent before it is handled.
     Flush,
     Report,
@@ -32,7 +34,8 @@ impl Worker for SessionCounter {
             Event::Click { ref user } => *counts.entry(user.clone()).or_default() += 1,
             Event::Flush => msg.reply(())?,
             Event::Report => {
-                let report: Vec<(String, u64)> = counts.iter().map(|(u, c)| (u.clone(), *c)).collect();
+                let report: Vec<(String, u64)> =
+                    counts.iter().map(|(u, c)| (u.clone(), *c)).collect();
                 msg.reply((self.id, report))?;
             }
         }
@@ -76,8 +79,9 @@ fn main() -> Result<()> {
     let mut users_per_worker = Vec::new();
     let mut total = 0;
     for w in 0..pool.len() {
-        let (id, report): (usize, Vec<(String, u64)>) =
-            pool.request(w, Event::Report)?.wait_timeout(Duration::from_secs(10))?;
+        let (id, report): (usize, Vec<(String, u64)>) = pool
+            .request(w, Event::Report)?
+            .wait_timeout(Duration::from_secs(10))?;
         total += report.iter().map(|(_, c)| c).sum::<u64>();
         users_per_worker.push((id, report.len()));
     }

@@ -54,7 +54,10 @@ fn main() -> Result<()> {
 
     // One worker per usable CPU (the default plan keeps cores for I/O).
     let cpus = WorkerPool::new()?.topology().available_cpus().len();
-    let mut workers = WorkerPool::builder().factory(|| PrimeCounter).workers(cpus).build()?;
+    let mut workers = WorkerPool::builder()
+        .factory(|| PrimeCounter)
+        .workers(cpus)
+        .build()?;
     println!("distributed_compute: {} workers", workers.len());
 
     let t0 = Instant::now();
@@ -82,6 +85,9 @@ fn main() -> Result<()> {
     for (i, w) in workers.stats().workers.iter().enumerate() {
         println!("  worker {i}: {} chunks, busy {:?}", w.handled, w.busy);
     }
-    assert_eq!(parallel, sequential, "scatter/gather must match the sequential answer");
+    assert_eq!(
+        parallel, sequential,
+        "scatter/gather must match the sequential answer"
+    );
     Ok(())
 }

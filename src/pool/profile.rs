@@ -113,7 +113,8 @@ pub(crate) struct ProfileDefaults {
 /// Settings that win over the profile. `None` keeps the profile's choice.
 ///
 /// ```
-/// use shared_nothing::pool::{IdleStrategy, PlanOverrides};
+/// use shared_nothing::pool::PlanOverrides;
+/// use shared_nothing::worker::IdleStrategy;
 ///
 /// let mut o = PlanOverrides::default();
 /// o.app_workers = Some(4);
@@ -235,7 +236,8 @@ impl PlanOverrides {
     /// As [`PlanOverrides::from_env`].
     ///
     /// ```
-    /// use shared_nothing::pool::{IdleStrategy, PlanOverrides, Profile};
+    /// use shared_nothing::pool::{PlanOverrides, Profile};
+    /// use shared_nothing::worker::IdleStrategy;
     ///
     /// let o = PlanOverrides::from_env_pairs([
     ///     ("SHARED_NOTHING_PROFILE", "low_latency"),

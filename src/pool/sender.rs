@@ -214,7 +214,7 @@ impl<M: Send + 'static> PoolSender<M> {
     }
 
     /// Sends a request to worker `index`; the worker answers with
-    /// [`Envelope::reply`].
+    /// [`Envelope::reply`](crate::worker::Envelope::reply).
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.

@@ -10,10 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// (worker index, key hash, payload) for every message handled.
+type Log = Arc<Mutex<Vec<(usize, Option<u64>, u64)>>>;
+
 /// Records (worker index, key hash, payload) for every message it handles.
 struct Recorder {
     index: usize,
-    log: Arc<Mutex<Vec<(usize, Option<u64>, u64)>>>,
+    log: Log,
 }
 
 impl Worker for Recorder {
@@ -34,8 +37,6 @@ impl Worker for Recorder {
         Ok(())
     }
 }
-
-type Log = Arc<Mutex<Vec<(usize, Option<u64>, u64)>>>;
 
 fn recorder_pool(n: usize, p: impl Partitioner) -> (WorkerGroup<Recorder>, Log) {
     let log: Log = Arc::default();

@@ -122,7 +122,7 @@ impl<M: Send + 'static> WorkerSender<M> {
         self.outbox.send_batch(0, None, msgs)
     }
 
-    /// Sends a request; the worker answers with [`Envelope::reply`].
+    /// Sends a request; the worker answers with [`Envelope::reply`](crate::worker::Envelope::reply).
     ///
     /// # Errors
     /// `Stopped` with the message if the worker is gone.
