@@ -52,6 +52,11 @@ pub mod worker;
 
 pub use error::{Error, Result};
 
+/// The README's code samples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The lock-free internals, exposed only to the loom model tests
 /// (`tests/loom.rs`, built with `RUSTFLAGS="--cfg loom"`).
 #[cfg(loom)]

@@ -16,8 +16,13 @@ fn main() -> Result<()> {
         match pool {
             Ok(p) => {
                 let plan = p.plan();
+                let busy = plan
+                    .cpu_placements()
+                    .filter(|w| w.idle != IdleStrategy::SpinThenPark)
+                    .count();
                 println!(
-                    "{name}: {} application, {} storage, {} network, {} GPU workers; idle {:?}; queue {}; batch {}",
+                    "{name}: {} application, {} storage, {} network, {} GPU workers; \
+                     {busy} busy-polling (profile asks for {:?}); queue {}; batch {}",
                     plan.app_workers.len(),
                     plan.storage_workers.len(),
                     plan.network_workers.len(),
