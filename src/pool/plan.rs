@@ -447,10 +447,21 @@ pub fn plan(
         .unwrap_or(d.network_per_node);
     let io_per_node = storage_per_node.saturating_add(network_per_node);
     let io_total = io_per_node.saturating_mul(nodes.len());
+    // Hardware adapters first; software ones (llvmpipe: `device_type` "Cpu")
+    // only when GPU workers are asked for explicitly, since by default a
+    // rasteriser on the CPU would only slow the CPU workers down.
+    let hardware: Vec<usize> = (0..caps.gpus.len())
+        .filter(|&i| caps.gpus[i].device_type != "Cpu")
+        .collect();
+    let gpu_order: Vec<usize> = hardware
+        .iter()
+        .copied()
+        .chain((0..caps.gpus.len()).filter(|i| !hardware.contains(i)))
+        .collect();
     let gpu_n = match overrides.gpu_workers {
         Some(n) if n > 0 && caps.gpus.is_empty() => return Err(PlanError::NoGpu { requested: n }),
         Some(n) => n,
-        None => caps.gpus.len(),
+        None => hardware.len(),
     };
     let app_n = match overrides.app_workers {
         Some(0) => {
@@ -517,6 +528,15 @@ pub fn plan(
     let gpu_fallback = if gpu_n == 0 {
         let why = if caps.gpus.is_empty() {
             "no GPU detected: GPU work runs on the CPU workers".to_owned()
+        } else if overrides.gpu_workers.is_none() {
+            format!(
+                "only software adapters ({}): GPU work runs on the CPU workers; set gpu_workers to use them",
+                caps.gpus
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         } else {
             "GPU workers disabled by override: GPU work runs on the CPU workers".to_owned()
         };
@@ -612,7 +632,10 @@ pub fn plan(
             WorkerRole::Gpu,
             g,
             s,
-            g % caps.gpus.len().max(1),
+            gpu_order
+                .get(g % gpu_order.len().max(1))
+                .copied()
+                .unwrap_or(0),
         );
     }
 

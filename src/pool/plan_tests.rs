@@ -764,3 +764,44 @@ fn plans_on_this_machine() {
         }
     }
 }
+
+#[test]
+fn software_adapters_are_used_only_when_asked_for() {
+    let t = machine(1, 8, 1);
+    let llvmpipe = GpuInfo {
+        name: "llvmpipe".into(),
+        backend: "Vulkan".into(),
+        device_type: "Cpu".into(),
+    };
+    let caps = Capabilities::all(vec![llvmpipe.clone()]);
+    let p = plan(&t, &caps, Profile::Production, &PlanOverrides::default()).unwrap();
+    check_invariants(&p, &t, &caps);
+    assert!(p.gpu_workers.is_empty(), "{p}");
+    assert!(
+        p.gpu_fallback.as_deref().unwrap().contains("llvmpipe"),
+        "{p}"
+    );
+    let asked = PlanOverrides {
+        gpu_workers: Some(1),
+        ..Default::default()
+    };
+    let p = plan(&t, &caps, Profile::Production, &asked).unwrap();
+    check_invariants(&p, &t, &caps);
+    assert_eq!(p.gpu_workers.len(), 1);
+    assert_eq!(p.gpu_workers[0].gpu_name, "llvmpipe");
+    // With a hardware adapter beside it, the default takes only the hardware
+    // one, and an explicit count prefers hardware first.
+    let mut both = gpus(1);
+    both.insert(0, llvmpipe);
+    let caps = Capabilities::all(both);
+    let p = plan(&t, &caps, Profile::Production, &PlanOverrides::default()).unwrap();
+    assert_eq!(p.gpu_workers.len(), 1);
+    assert_eq!(p.gpu_workers[0].gpu_name, "gpu0");
+    let two = PlanOverrides {
+        gpu_workers: Some(2),
+        ..Default::default()
+    };
+    let p = plan(&t, &caps, Profile::Production, &two).unwrap();
+    let names: Vec<&str> = p.gpu_workers.iter().map(|g| g.gpu_name.as_str()).collect();
+    assert_eq!(names, vec!["gpu0", "llvmpipe"]);
+}

@@ -80,7 +80,7 @@ impl fmt::Display for IoUringSupport {
     }
 }
 
-/// A GPU adapter found by the GPU layer.
+/// A GPU adapter (see [`detect_gpus`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {
     /// Adapter name (for example `llvmpipe`).
@@ -98,29 +98,28 @@ pub struct GpuInfo {
 /// ```
 /// use shared_nothing::topology::Capabilities;
 ///
-/// let caps = Capabilities::detect(); // io_uring probed; gpus left empty
-/// println!("io_uring: {}", caps.io_uring);
-/// assert!(caps.gpus.is_empty());
+/// let caps = Capabilities::detect(); // io_uring probed; GPUs with feature `gpu`
+/// println!("io_uring: {}, {} GPU adapter(s)", caps.io_uring, caps.gpus.len());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Capabilities {
     /// io_uring support.
     pub io_uring: IoUringSupport,
-    /// GPUs, filled in by the caller's GPU layer (empty from
-    /// [`Capabilities::detect`]).
+    /// GPU adapters ([`detect_gpus`]; always empty without feature `gpu`).
     pub gpus: Vec<GpuInfo>,
 }
 
 impl Capabilities {
-    /// Probes io_uring by creating a small ring and registering a probe.
-    /// `gpus` is left empty for the GPU layer to fill.
+    /// Probes io_uring by creating a small ring and registering a probe, and
+    /// (feature `gpu`) lists the GPU adapters wgpu can open.
     ///
     /// Never fails: anything that prevents io_uring is reported as
-    /// [`IoUringSupport::Unavailable`] with the reason.
+    /// [`IoUringSupport::Unavailable`] with the reason; no adapter is an
+    /// empty list.
     pub fn detect() -> Capabilities {
         Capabilities {
             io_uring: probe_io_uring(Path::new("/")),
-            gpus: Vec::new(),
+            gpus: detect_gpus(),
         }
     }
 
@@ -152,6 +151,42 @@ impl Capabilities {
             gpus,
         }
     }
+}
+
+/// The GPU adapters wgpu can open through Vulkan (feature `gpu`; always
+/// empty without it). A software rasteriser such as Mesa's llvmpipe shows
+/// up with `device_type` `"Cpu"`; the plan uses those only on request.
+pub fn detect_gpus() -> Vec<GpuInfo> {
+    #[cfg(feature = "gpu")]
+    {
+        // A driver that panics inside wgpu must not take the process down:
+        // no adapter is a valid answer.
+        std::panic::catch_unwind(wgpu_adapters).unwrap_or_default()
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        Vec::new()
+    }
+}
+
+#[cfg(feature = "gpu")]
+fn wgpu_adapters() -> Vec<GpuInfo> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    // Native adapter enumeration completes immediately; the future only
+    // exists for the web backend.
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN))
+        .into_iter()
+        .map(|a| {
+            let info = a.get_info();
+            GpuInfo {
+                name: info.name,
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+            }
+        })
+        .collect()
 }
 
 /// Interprets `/proc/sys/kernel/io_uring_disabled`: `Some(reason)` if it
@@ -245,7 +280,9 @@ mod tests {
     #[test]
     fn detect_on_this_machine_reports_something_consistent() {
         let caps = Capabilities::detect();
-        assert!(caps.gpus.is_empty(), "GPUs are filled in by the caller");
+        if !cfg!(feature = "gpu") {
+            assert!(caps.gpus.is_empty(), "no GPU detection without feature gpu");
+        }
         match &caps.io_uring {
             IoUringSupport::Available { features } => {
                 // Every kernel with all the required opcodes (5.6+) has NODROP.
@@ -305,5 +342,27 @@ mod tests {
     fn none_is_unavailable_and_all_is_available() {
         assert!(!Capabilities::none().io_uring.is_available());
         assert!(Capabilities::all(Vec::new()).io_uring.is_available());
+    }
+
+    /// With feature `gpu` the real wgpu path runs. Where CI installs Mesa's
+    /// software Vulkan driver it sets `SHARED_NOTHING_REQUIRE_GPU=1`, and then
+    /// finding no adapter is a failure, not a fallback.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn gpu_adapters_come_from_the_real_driver() {
+        let gpus = detect_gpus();
+        for g in &gpus {
+            assert!(!g.name.is_empty());
+            assert_eq!(g.backend, "Vulkan");
+        }
+        if std::env::var("SHARED_NOTHING_REQUIRE_GPU").as_deref() == Ok("1") {
+            assert!(
+                !gpus.is_empty(),
+                "SHARED_NOTHING_REQUIRE_GPU=1 but wgpu found no Vulkan adapter"
+            );
+            eprintln!("GPU adapters: {gpus:?}");
+        } else if gpus.is_empty() {
+            eprintln!("no GPU adapter found: plans fall back to the CPU workers");
+        }
     }
 }

@@ -23,7 +23,9 @@ mod sysfs;
 #[cfg(test)]
 mod testfs;
 
-pub use capabilities::{Capabilities, GpuInfo, IoUringFeatures, IoUringSupport, REQUIRED_OPCODES};
+pub use capabilities::{
+    Capabilities, GpuInfo, IoUringFeatures, IoUringSupport, REQUIRED_OPCODES, detect_gpus,
+};
 pub use cpulist::{MAX_CPU_ID, format_cpu_list, parse_cpu_list};
 pub use error::TopologyError;
 #[cfg(feature = "hwloc")]
