@@ -638,10 +638,5 @@ fn criterion_groups(c: &mut Criterion) {
 }
 
 fn main() {
-    if !support::skip_tables() {
-        tables();
-    }
-    let mut c = Criterion::default().configure_from_args();
-    criterion_groups(&mut c);
-    c.final_summary();
+    support::run(tables, criterion_groups);
 }

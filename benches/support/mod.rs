@@ -138,3 +138,14 @@ pub fn compare_latency(title: &str, mut contenders: Vec<Latency<'_>>) {
 pub fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
+
+/// The benches' `main`: the interleaved tables (unless skipped), then
+/// criterion's groups.
+pub fn run(tables: fn(), groups: fn(&mut criterion::Criterion)) {
+    if !skip_tables() {
+        tables();
+    }
+    let mut c = criterion::Criterion::default().configure_from_args();
+    groups(&mut c);
+    c.final_summary();
+}

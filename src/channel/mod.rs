@@ -48,7 +48,7 @@ pub mod mpmc {
     pub type Receiver<T> = super::multi::Receiver<T, super::multi::Shared>;
 }
 
-pub use multi::{ReceiverKind, Shared, Single};
+pub use multi::{Shared, Single};
 
 /// Constructors for every channel flavour.
 #[derive(Debug)]

@@ -183,7 +183,7 @@ impl<M: Send + 'static> PoolSender<M> {
         I: IntoIterator<Item = M>,
     {
         let key = hash_key(key);
-        self.send_batch_to(self.route(key), Some(key), msgs)
+        self.outbox.send_batch(self.route(key), Some(key), msgs)
     }
 
     /// Sends a batch of messages to worker `index`, publishing many at once.
@@ -198,19 +198,7 @@ impl<M: Send + 'static> PoolSender<M> {
     where
         I: IntoIterator<Item = M>,
     {
-        self.send_batch_to(index, None, msgs)
-    }
-
-    fn send_batch_to<I>(
-        &mut self,
-        index: usize,
-        key: Option<u64>,
-        msgs: I,
-    ) -> Result<(), SendError<Vec<M>>>
-    where
-        I: IntoIterator<Item = M>,
-    {
-        self.outbox.send_batch(index, key, msgs)
+        self.outbox.send_batch(index, None, msgs)
     }
 
     /// Sends a request to worker `index`; the worker answers with
