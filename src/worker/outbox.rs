@@ -87,6 +87,61 @@ impl<M: Send + 'static> Outbox<M> {
         }
     }
 
+    /// Builds and pushes `msg` without blocking; the message is wrapped only
+    /// once a slot is reserved (see `Producer::push_reserved`).
+    #[inline]
+    pub(crate) fn try_send_msg(
+        &mut self,
+        index: usize,
+        msg: M,
+        key: Option<u64>,
+    ) -> Result<(), SendError<M>> {
+        let len = self.rings.len();
+        let tracing = self.tracing;
+        let Some(ring) = self.rings.get_mut(index) else {
+            return Err(SendError::NoSuchWorker {
+                index,
+                len,
+                message: msg,
+            });
+        };
+        match ring.reserve() {
+            Ok(()) => {}
+            Err(true) => return Err(SendError::Stopped(msg)),
+            Err(false) => return Err(SendError::Full(msg)),
+        }
+        let wire = if tracing {
+            Wire::traced(msg, key, Instant::now())
+        } else {
+            Wire::new(msg, key)
+        };
+        ring.push_reserved(wire)
+            .map_err(|w| SendError::Stopped(w.into_payload()))
+    }
+
+    /// Like `try_send_msg`, waiting while the ring is full, until `deadline`.
+    #[inline]
+    pub(crate) fn send_msg_until(
+        &mut self,
+        index: usize,
+        mut msg: M,
+        key: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<M>> {
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            match self.try_send_msg(index, msg, key) {
+                Err(SendError::Full(m)) => msg = m,
+                other => return other,
+            }
+            match waiter.step() {
+                Step::Retry => {}
+                Step::Park(t) => self.rings[index].wait_for_space(t),
+                Step::TimedOut => return Err(SendError::Timeout(msg)),
+            }
+        }
+    }
+
     /// Pushes without blocking.
     #[inline]
     pub(crate) fn try_send(
