@@ -259,31 +259,16 @@ impl<T> Producer<T> {
     // throughput).
     #[inline(always)]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
-        if self.free_slots() == 0 || self.ring.consumer_signal.is_closed() {
-            return Err(if self.is_closed() {
-                PushError::Closed(value)
-            } else {
-                PushError::Full(value)
-            });
+        match self.reserve() {
+            Ok(()) => self.push_reserved(value).map_err(PushError::Closed),
+            Err(true) => Err(PushError::Closed(value)),
+            Err(false) => Err(PushError::Full(value)),
         }
-        let index = self.tail;
-        self.ring.slot(index).with_mut(|p| {
-            // SAFETY: free_slots() > 0 so slot `tail` is outside [head, tail)
-            // and no longer read by the consumer (R1, R4); we are the only
-            // writer of slots at `tail` (R3).
-            unsafe { (*p).write(value) };
-        });
-        self.tail = index.wrapping_add(1);
-        if self.publish() {
-            if let Some(back) = self.settle(index).pop() {
-                return Err(PushError::Closed(back));
-            }
-        }
-        Ok(())
     }
 
     /// Whether a push can go ahead now: a free slot and an open ring. After
-    /// `Ok`, [`Producer::push_reserved`] cannot fail for lack of space.
+    /// `Ok`, [`Producer::push_reserved`] cannot fail for lack of space;
+    /// `Err(closed)` says whether the ring is closed (else it is full).
     #[inline(always)]
     pub fn reserve(&mut self) -> Result<(), bool> {
         if self.ring.consumer_signal.is_closed() {
@@ -298,7 +283,8 @@ impl<T> Producer<T> {
     /// Pushes into the slot [`Producer::reserve`] found. Build the value
     /// only after reserving: with no "full" path that must hand the value
     /// back, it is written straight into the slot instead of through a
-    /// temporary (measured: a third of the cost of a push from a handle).
+    /// temporary (measured: a worker handle's send loop went from 10-13 to
+    /// 15-33 Mmsg/s).
     /// `Err` returns the value if the ring was closed meanwhile and the
     /// consumer never took it.
     #[inline(always)]

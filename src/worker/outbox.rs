@@ -124,20 +124,34 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn send_msg_until(
         &mut self,
         index: usize,
-        mut msg: M,
+        msg: M,
         key: Option<u64>,
         deadline: Option<Instant>,
     ) -> Result<(), SendError<M>> {
+        self.retry_until(index, msg, deadline, |o, m| o.try_send_msg(index, m, key))
+    }
+
+    /// Repeats `attempt` while it reports `Full`, spinning, yielding, then
+    /// parking until ring `index` has room, until `deadline`.
+    #[inline]
+    fn retry_until<V>(
+        &mut self,
+        index: usize,
+        mut value: V,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self, V) -> Result<(), SendError<V>>,
+    ) -> Result<(), SendError<V>> {
         let mut waiter = Waiter::new(deadline);
         loop {
-            match self.try_send_msg(index, msg, key) {
-                Err(SendError::Full(m)) => msg = m,
+            match attempt(self, value) {
+                Err(SendError::Full(v)) => value = v,
                 other => return other,
             }
             match waiter.step() {
                 Step::Retry => {}
+                // `Full` is only reported for an existing ring.
                 Step::Park(t) => self.rings[index].wait_for_space(t),
-                Step::TimedOut => return Err(SendError::Timeout(msg)),
+                Step::TimedOut => return Err(SendError::Timeout(value)),
             }
         }
     }
@@ -167,21 +181,10 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn send_until(
         &mut self,
         index: usize,
-        mut env: Wire<M>,
+        env: Wire<M>,
         deadline: Option<Instant>,
     ) -> Result<(), SendError<Wire<M>>> {
-        let mut waiter = Waiter::new(deadline);
-        loop {
-            match self.try_send(index, env) {
-                Err(SendError::Full(v)) => env = v,
-                other => return other,
-            }
-            match waiter.step() {
-                Step::Retry => {}
-                Step::Park(t) => self.rings[index].wait_for_space(t),
-                Step::TimedOut => return Err(SendError::Timeout(env)),
-            }
-        }
+        self.retry_until(index, env, deadline, |o, e| o.try_send(index, e))
     }
 
     /// Pushes every message to `index` with routing key `key`, publishing a
