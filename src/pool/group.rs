@@ -311,12 +311,7 @@ impl<W: Worker> WorkerGroup<W> {
     }
 
     fn control_all(&self, make: impl Fn() -> Control<W::Message>) -> Result<()> {
-        for w in self.workers.iter() {
-            w.send_control(make()).map_err(|_| Error::WorkerStopped {
-                worker: w.name.to_string(),
-            })?;
-        }
-        Ok(())
+        self.workers.iter().try_for_each(|w| w.control(make()))
     }
 
     /// Pauses every worker (messages queue up).
@@ -344,17 +339,7 @@ impl<W: Worker> WorkerGroup<W> {
             index,
             len: self.workers.len(),
         })?;
-        let stopped = || Error::WorkerStopped {
-            worker: w.name.to_string(),
-        };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let t0 = std::time::Instant::now();
-        w.send_control(Control::Ping(tx)).map_err(|_| stopped())?;
-        match rx.recv_timeout(timeout) {
-            Ok(()) => Ok(t0.elapsed()),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(stopped()),
-        }
+        w.ping(timeout)
     }
 
     /// Stops every worker gracefully: each handles everything queued to it
@@ -373,12 +358,7 @@ impl<W: Worker> WorkerGroup<W> {
         let mut first = Ok(());
         for (w, j) in self.workers.iter().zip(&mut self.joins) {
             let Some(j) = j.take() else { continue };
-            let r = j.join().unwrap_or_else(|p| {
-                Err(Error::WorkerFailed {
-                    worker: w.name.to_string(),
-                    message: format!("worker thread panicked outside a handler: {p:?}"),
-                })
-            });
+            let r = w.join(j);
             if first.is_ok() {
                 first = r;
             }

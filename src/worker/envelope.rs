@@ -106,6 +106,16 @@ impl<M> Wire<M> {
         }
     }
 
+    /// Stamped with the send time if `tracing` is on.
+    #[inline]
+    pub(crate) fn build(payload: M, key: Option<u64>, tracing: bool) -> Self {
+        if tracing {
+            Self::traced(payload, key, Instant::now())
+        } else {
+            Self::new(payload, key)
+        }
+    }
+
     /// Stamped with the send time (tracing on).
     pub(crate) fn traced(payload: M, key: Option<u64>, sent_at: Instant) -> Self {
         Self {

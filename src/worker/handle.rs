@@ -8,11 +8,11 @@ use super::outbox::Outbox;
 use super::reply::{self, Pending};
 use super::shared::{Control, WorkerShared};
 use super::stats::{WorkerState, WorkerStats};
+use crate::Result;
 use crate::channel::wait::deadline_after;
-use crate::{Error, Result};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Reports from one worker or a pool of them (see [`WorkerEvent`]).
 #[derive(Debug, Clone)]
@@ -201,20 +201,12 @@ impl<M: Send + 'static> WorkerHandle<M> {
         self.sender.clone()
     }
 
-    fn control(&self, c: Control<M>) -> Result<()> {
-        self.shared
-            .send_control(c)
-            .map_err(|_| Error::WorkerStopped {
-                worker: self.shared.name.to_string(),
-            })
-    }
-
     /// Stops handling messages (they queue up) until [`resume`](Self::resume).
     ///
     /// # Errors
     /// `WorkerStopped` if the worker is gone.
     pub fn pause(&self) -> Result<()> {
-        self.control(Control::Pause)
+        self.shared.control(Control::Pause)
     }
 
     /// Resumes after [`pause`](Self::pause).
@@ -222,7 +214,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     /// # Errors
     /// `WorkerStopped` if the worker is gone.
     pub fn resume(&self) -> Result<()> {
-        self.control(Control::Resume)
+        self.shared.control(Control::Resume)
     }
 
     /// Round trip through the worker's control path: proves its loop is alive
@@ -231,16 +223,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     /// # Errors
     /// `Timeout` if no answer came in time; `WorkerStopped` if it is gone.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let t0 = Instant::now();
-        self.control(Control::Ping(tx))?;
-        match rx.recv_timeout(timeout) {
-            Ok(()) => Ok(t0.elapsed()),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::WorkerStopped {
-                worker: self.shared.name.to_string(),
-            }),
-        }
+        self.shared.ping(timeout)
     }
 
     /// Stops gracefully: the worker handles every message queued before it
@@ -265,12 +248,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     pub fn join(&mut self) -> Result<()> {
         match self.join.take() {
             None => Ok(()),
-            Some(j) => j.join().unwrap_or_else(|p| {
-                Err(Error::WorkerFailed {
-                    worker: self.shared.name.to_string(),
-                    message: format!("worker thread panicked outside a handler: {p:?}"),
-                })
-            }),
+            Some(j) => self.shared.join(j),
         }
     }
 

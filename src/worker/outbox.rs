@@ -80,10 +80,20 @@ impl<M: Send + 'static> Outbox<M> {
 
     #[inline]
     pub(crate) fn wire(&self, msg: M, key: Option<u64>) -> Wire<M> {
-        if self.tracing {
-            Wire::traced(msg, key, Instant::now())
+        Wire::build(msg, key, self.tracing)
+    }
+
+    /// `value` back as `NoSuchWorker` unless ring `index` exists.
+    #[inline]
+    fn in_range<V>(&self, index: usize, value: V) -> Result<V, SendError<V>> {
+        if index < self.rings.len() {
+            Ok(value)
         } else {
-            Wire::new(msg, key)
+            Err(SendError::NoSuchWorker {
+                index,
+                len: self.rings.len(),
+                message: value,
+            })
         }
     }
 
@@ -96,26 +106,15 @@ impl<M: Send + 'static> Outbox<M> {
         msg: M,
         key: Option<u64>,
     ) -> Result<(), SendError<M>> {
-        let len = self.rings.len();
+        let msg = self.in_range(index, msg)?;
         let tracing = self.tracing;
-        let Some(ring) = self.rings.get_mut(index) else {
-            return Err(SendError::NoSuchWorker {
-                index,
-                len,
-                message: msg,
-            });
-        };
+        let ring = &mut self.rings[index];
         match ring.reserve() {
             Ok(()) => {}
             Err(true) => return Err(SendError::Stopped(msg)),
             Err(false) => return Err(SendError::Full(msg)),
         }
-        let wire = if tracing {
-            Wire::traced(msg, key, Instant::now())
-        } else {
-            Wire::new(msg, key)
-        };
-        ring.push_reserved(wire)
+        ring.push_reserved(Wire::build(msg, key, tracing))
             .map_err(|w| SendError::Stopped(w.into_payload()))
     }
 
@@ -163,15 +162,8 @@ impl<M: Send + 'static> Outbox<M> {
         index: usize,
         env: Wire<M>,
     ) -> Result<(), SendError<Wire<M>>> {
-        let len = self.rings.len();
-        let Some(ring) = self.rings.get_mut(index) else {
-            return Err(SendError::NoSuchWorker {
-                index,
-                len,
-                message: env,
-            });
-        };
-        ring.try_push(env).map_err(|e| match e {
+        let env = self.in_range(index, env)?;
+        self.rings[index].try_push(env).map_err(|e| match e {
             PushError::Full(v) => SendError::Full(v),
             PushError::Closed(v) => SendError::Stopped(v),
         })
@@ -198,15 +190,11 @@ impl<M: Send + 'static> Outbox<M> {
     where
         I: IntoIterator<Item = M>,
     {
-        let len = self.rings.len();
+        let msgs = self
+            .in_range(index, msgs)
+            .map_err(|e| e.map(|m| m.into_iter().collect()))?;
         let tracing = self.tracing;
-        let Some(ring) = self.rings.get_mut(index) else {
-            return Err(SendError::NoSuchWorker {
-                index,
-                len,
-                message: msgs.into_iter().collect(),
-            });
-        };
+        let ring = &mut self.rings[index];
         // The tracing branch is decided once, not per message.
         if tracing {
             push_all(

@@ -114,6 +114,43 @@ impl<M> WorkerShared<M> {
         }
     }
 
+    /// [`WorkerShared::send_control`] for callers that report a stopped
+    /// worker as an error.
+    pub(crate) fn control(&self, c: Control<M>) -> crate::Result<()> {
+        self.send_control(c).map_err(|_| self.stopped())
+    }
+
+    pub(crate) fn stopped(&self) -> crate::Error {
+        crate::Error::WorkerStopped {
+            worker: self.name.to_string(),
+        }
+    }
+
+    /// Round trip through the control path; see `WorkerHandle::ping`.
+    pub(crate) fn ping(&self, timeout: Duration) -> crate::Result<Duration> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let t0 = std::time::Instant::now();
+        self.control(Control::Ping(tx))?;
+        match rx.recv_timeout(timeout) {
+            Ok(()) => Ok(t0.elapsed()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(crate::Error::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
+        }
+    }
+
+    /// Waits for this worker's thread and returns how it ended.
+    pub(crate) fn join(
+        &self,
+        join: std::thread::JoinHandle<crate::Result<()>>,
+    ) -> crate::Result<()> {
+        join.join().unwrap_or_else(|p| {
+            Err(crate::Error::WorkerFailed {
+                worker: self.name.to_string(),
+                message: format!("worker thread panicked outside a handler: {p:?}"),
+            })
+        })
+    }
+
     pub(crate) fn emit(&self, kind: EventKind) {
         self.events.emit(
             WorkerEvent {
