@@ -25,6 +25,9 @@ use std::time::Duration;
 #[cfg(not(loom))]
 use parking_lot::Mutex;
 
+/// How a notifier wakes a waiter that does not sleep in `park`.
+pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 const SLEEPING: u8 = 1;
 const CLOSED: u8 = 2;
 #[cfg(not(loom))]
@@ -36,17 +39,28 @@ use std::thread::{self, Thread};
 /// sleeping flag, read on every push, never shares a line with data that
 /// other threads write, such as the first slots of a ring allocated next to
 /// it.
-#[derive(Debug)]
 #[repr(align(128))]
 pub struct Signal {
     /// `SLEEPING | CLOSED` bits.
     state: AtomicU8,
     #[cfg(not(loom))]
     thread: Mutex<Option<Thread>>,
+    /// Wakes a waiter that sleeps outside `park` (in `io_uring_enter`, in
+    /// `epoll_wait`); see [`Signal::with_waker`].
+    #[cfg(not(loom))]
+    waker: Option<Waker>,
     #[cfg(loom)]
     lock: loom::sync::Mutex<()>,
     #[cfg(loom)]
     cond: loom::sync::Condvar,
+}
+
+impl std::fmt::Debug for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signal")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Signal {
@@ -63,11 +77,46 @@ impl Signal {
             state: AtomicU8::new(0),
             #[cfg(not(loom))]
             thread: Mutex::new(None),
+            #[cfg(not(loom))]
+            waker: None,
             #[cfg(loom)]
             lock: loom::sync::Mutex::new(()),
             #[cfg(loom)]
             cond: loom::sync::Condvar::new(),
         }
+    }
+
+    /// A signal whose waiter sleeps in the kernel somewhere other than
+    /// `park` (an I/O worker in `io_uring_enter` or `epoll_wait`): waking it
+    /// calls `waker` (which writes an eventfd, say) instead of unparking.
+    /// The waiter sleeps with [`Signal::sleep_unless`].
+    #[cfg(not(loom))]
+    pub fn with_waker(waker: Waker) -> Self {
+        Self {
+            waker: Some(waker),
+            ..Self::new()
+        }
+    }
+
+    /// The flag protocol of [`Signal::wait_unless`] around a caller-supplied
+    /// sleep: publishes the sleeping flag, issues the heavy barrier, and runs
+    /// `sleep` only if `ready()` is still false. A notifier that publishes
+    /// after the flag calls the waker given to [`Signal::with_waker`], so
+    /// `sleep` must return when that waker runs (or was run before it
+    /// started: an eventfd keeps its count, so it does).
+    ///
+    /// Returns `true` if `ready()` was already true (no sleep happened).
+    #[cfg(not(loom))]
+    pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, sleep: impl FnOnce()) -> bool {
+        self.state.fetch_or(SLEEPING, Ordering::Release);
+        barrier::heavy();
+        if ready() {
+            self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
+            return true;
+        }
+        sleep();
+        self.state.fetch_and(!SLEEPING, Ordering::Relaxed);
+        false
     }
 
     /// Parks the calling thread unless `ready()` reports work after the
@@ -158,6 +207,11 @@ impl Signal {
 
     #[cold]
     fn wake(&self) {
+        #[cfg(not(loom))]
+        if let Some(w) = &self.waker {
+            w();
+            return;
+        }
         #[cfg(not(loom))]
         if let Some(t) = self.thread.lock().as_ref() {
             t.unpark();

@@ -76,6 +76,10 @@ impl<M: Send + 'static> Clone for WorkerSender<M> {
 }
 
 impl<M: Send + 'static> WorkerSender<M> {
+    pub(crate) fn from_outbox(outbox: Outbox<M>) -> Self {
+        Self { outbox }
+    }
+
     /// Sends, waiting while this sender's queue is full.
     ///
     /// # Errors

@@ -13,6 +13,7 @@
 //! the restart. Handler errors are counted and reported, never swallowed.
 
 mod config;
+mod current;
 pub(crate) mod envelope;
 mod error;
 mod event;
@@ -21,6 +22,7 @@ pub(crate) mod outbox;
 mod reply;
 pub(crate) mod runtime;
 pub(crate) mod shared;
+mod sink;
 mod stats;
 mod traits;
 mod watchdog;
@@ -32,6 +34,7 @@ pub use event::{EventKind, WorkerEvent};
 pub use handle::{EventStream, WorkerHandle, WorkerSender};
 pub(crate) use reply::pair as reply_pair;
 pub use reply::{Pending, ReplyError, ReplyTo};
+pub use sink::{ResultQueue, ResultSink};
 pub use stats::{WorkerState, WorkerStats};
 pub use traits::{Batch, Worker};
 

@@ -114,6 +114,7 @@ fn thread_main<W: Worker>(
     ready: crossbeam_channel::Sender<Result<()>>,
 ) -> Result<()> {
     shared.stats.set_state(WorkerState::Starting);
+    super::current::enter(shared.clone(), config.queue_capacity(), config.tracing);
     shared.stats.own.started_ns.set(now_nanos());
     let mut runner = Runner {
         worker,

@@ -1,0 +1,92 @@
+//! Which worker the current thread runs, so code inside a worker can hand
+//! out a way back to it (an I/O or accelerator worker delivering results).
+
+use super::handle::WorkerSender;
+use super::outbox::Outbox;
+use super::shared::WorkerShared;
+use crate::{Error, Result};
+use std::any::Any;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+struct Current {
+    /// An `Arc<WorkerShared<M>>` for the worker's message type `M`.
+    shared: Arc<dyn Any + Send + Sync>,
+    capacity: usize,
+    tracing: bool,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// Records the worker this thread runs (set once, at thread start).
+pub(crate) fn enter<M: Send + 'static>(
+    shared: Arc<WorkerShared<M>>,
+    capacity: usize,
+    tracing: bool,
+) {
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(Current {
+            shared,
+            capacity,
+            tracing,
+        })
+    });
+}
+
+impl<M: Send + 'static> WorkerSender<M> {
+    /// A sender into the worker running on the calling thread, with its own
+    /// ring. Call it from [`Worker::init`](super::Worker::init) (or any
+    /// handler) to give an I/O or accelerator worker a way to deliver
+    /// results back into this worker's loop as ordinary messages.
+    ///
+    /// # Errors
+    /// `InvalidConfig` when the calling thread is not a worker, or when `M`
+    /// is not that worker's message type.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// use shared_nothing::worker::WorkerSender;
+    /// struct SelfSend;
+    /// impl Worker for SelfSend {
+    ///     type State = WorkerSender<u32>;
+    ///     type Message = u32;
+    ///     fn init(&mut self) -> Result<WorkerSender<u32>> { WorkerSender::current() }
+    ///     fn handle_message(&mut self, me: &mut WorkerSender<u32>, m: Envelope<u32>) -> Result<()> {
+    ///         if m.payload > 0 { me.try_send(m.payload - 1).map_err(|_| Error::Full)?; }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut w = shared_nothing::worker::spawn(SelfSend, WorkerConfig::new()).unwrap();
+    /// w.send(3).unwrap();
+    /// # std::thread::sleep(std::time::Duration::from_millis(50));
+    /// w.stop().unwrap();
+    /// assert_eq!(w.stats().handled, 4);
+    /// assert!(WorkerSender::<u32>::current().is_err()); // not a worker thread
+    /// ```
+    pub fn current() -> Result<Self> {
+        CURRENT.with(|c| {
+            let c = c.borrow();
+            let cur = c.as_ref().ok_or_else(|| {
+                Error::InvalidConfig("WorkerSender::current called outside a worker thread".into())
+            })?;
+            let shared = cur
+                .shared
+                .clone()
+                .downcast::<WorkerShared<M>>()
+                .map_err(|_| {
+                    Error::InvalidConfig(format!(
+                        "WorkerSender::current::<{}>: this worker's message type differs",
+                        std::any::type_name::<M>()
+                    ))
+                })?;
+            let workers: Arc<[_]> = vec![shared].into();
+            Ok(WorkerSender::from_outbox(Outbox::connect(
+                workers,
+                cur.capacity,
+                cur.tracing,
+            )))
+        })
+    }
+}
