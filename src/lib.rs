@@ -43,6 +43,8 @@
 
 pub mod channel;
 mod error;
+#[cfg(not(loom))]
+pub mod io;
 pub mod metrics;
 pub mod partition;
 pub mod pool;
