@@ -196,6 +196,7 @@ impl FixedRegion {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
         self.free.lock().len()
     }

@@ -29,14 +29,14 @@ mod backend;
 pub(crate) mod buf;
 mod error;
 mod inbox;
-// pub mod net;
+pub mod net;
 pub mod storage;
 mod wake;
 
 pub use backend::{BACKEND_ENV, BackendChoice, IoBackendKind};
 pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
-// pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
+pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
 pub use storage::{
     BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
     StorageConfig, StorageOp, StorageOutput, StorageWorker,
