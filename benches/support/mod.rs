@@ -64,16 +64,22 @@ pub struct Throughput<'a> {
 /// Runs the contenders interleaved and prints a markdown table of median
 /// Mmsg/s, min-max, and the ratio of our median to each peer's
 /// (ours / peer: above 1 means we are faster).
-pub fn compare_throughput(title: &str, mut contenders: Vec<Throughput<'_>>) {
+pub fn compare_throughput(title: &str, contenders: Vec<Throughput<'_>>) {
+    compare_rates(title, "Mmsg/s", 1e6, contenders);
+}
+
+/// [`compare_throughput`] with another unit: each run's rate is divided by
+/// `scale` and shown as `unit` (e.g. "kIOPS", 1e3).
+pub fn compare_rates(title: &str, unit: &str, scale: f64, mut contenders: Vec<Throughput<'_>>) {
     let rounds = rounds();
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     for _ in 0..rounds {
         for (i, c) in contenders.iter_mut().enumerate() {
-            results[i].push((c.run)() / 1e6);
+            results[i].push((c.run)() / scale);
         }
     }
     println!("\n### {title} ({rounds} interleaved rounds)\n");
-    println!("| contender | median Mmsg/s | min-max | ours / this |");
+    println!("| contender | median {unit} | min-max | ours / this |");
     println!("|---|---|---|---|");
     let ours = median(&mut results[0].clone());
     for (c, r) in contenders.iter().zip(results.iter_mut()) {

@@ -149,8 +149,9 @@ pub struct NetConfig {
     pub max_backlog: usize,
     /// The CPU to pin to.
     pub cpu: Option<usize>,
-    /// Empty polls before sleeping in the kernel.
-    pub spin_polls: u32,
+    /// How long to keep polling with nothing to do before sleeping in the
+    /// kernel (latency vs spare CPU).
+    pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
 }
@@ -171,7 +172,7 @@ impl NetConfig {
             recv_buffer: 64 * 1024,
             max_backlog: 64,
             cpu: None,
-            spin_polls: 64,
+            spin: std::time::Duration::from_micros(50),
             name: "network-0".into(),
         }
     }

@@ -67,7 +67,7 @@ pub(super) struct UringNet {
     in_flight: usize,
     recv_size: usize,
     max_backlog: usize,
-    spin_polls: u32,
+    spin: std::time::Duration,
     spare: Vec<Vec<u8>>,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
@@ -86,6 +86,7 @@ impl UringNet {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .build(entries)
             .or_else(|_| IoUring::new(entries))?;
         Ok(Self {
@@ -101,7 +102,7 @@ impl UringNet {
             in_flight: 0,
             recv_size: config.recv_buffer.max(512),
             max_backlog: config.max_backlog.max(1),
-            spin_polls: config.spin_polls,
+            spin: config.spin,
             spare: Vec::new(),
             paused: Vec::new(),
             requests: Vec::new(),
@@ -110,7 +111,7 @@ impl UringNet {
     }
 
     pub(super) fn run(mut self) {
-        let mut idle = 0u32;
+        let mut idle_since: Option<std::time::Instant> = None;
         loop {
             self.arm_wake();
             self.inbox.accept_joining();
@@ -126,15 +127,17 @@ impl UringNet {
                 break;
             }
             if took + reaped > 0 {
-                idle = 0;
+                idle_since = None;
                 continue;
             }
-            idle += 1;
-            if idle < self.spin_polls {
+            // Spin a little before sleeping: a request or completion that
+            // comes within `spin` costs no wake-up.
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < self.spin {
                 std::hint::spin_loop();
                 continue;
             }
-            idle = 0;
+            idle_since = None;
             let shared = self.inbox.shared.clone();
             let control = self.control.clone();
             let ring = &self.ring;
@@ -235,7 +238,10 @@ impl UringNet {
     fn submit(&mut self, wait: bool) {
         let r = if wait {
             self.ring.submit_and_wait(1)
-        } else if self.ring.submission().is_empty() {
+        } else if self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
+            // Nothing to submit and no completion waiting for task work
+            // (with cooperative task running the kernel flags that, and
+            // completions appear only after an enter): no system call.
             return;
         } else {
             self.ring.submit()

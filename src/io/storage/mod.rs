@@ -49,8 +49,9 @@ pub struct StorageConfig {
     pub fixed_buffers: (usize, usize),
     /// The CPU to pin to.
     pub cpu: Option<usize>,
-    /// Empty polls before sleeping in the kernel (latency vs spare CPU).
-    pub spin_polls: u32,
+    /// How long to keep polling with nothing to do before sleeping in the
+    /// kernel (latency vs spare CPU).
+    pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
 }
@@ -70,7 +71,7 @@ impl StorageConfig {
             client_queue: 1024,
             fixed_buffers: (64, 64 * 1024),
             cpu: None,
-            spin_polls: 64,
+            spin: std::time::Duration::from_micros(50),
             name: "storage-0".into(),
         }
     }

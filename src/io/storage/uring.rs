@@ -115,7 +115,7 @@ pub(super) struct UringStorage {
     wake_armed: bool,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
-    spin_polls: u32,
+    spin: std::time::Duration,
     requests: Vec<(u32, StorageRequest)>,
     cqes: Vec<(u64, i32)>,
 }
@@ -148,6 +148,7 @@ impl UringStorage {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .build(entries)
             .or_else(|_| IoUring::new(entries))?;
         let fixed_files = ring.submitter().register_files_sparse(FIXED_FILES).is_ok();
@@ -176,7 +177,7 @@ impl UringStorage {
             wake_armed: false,
             fixed,
             fixed_files,
-            spin_polls: config.spin_polls,
+            spin: config.spin,
             requests: Vec::new(),
             cqes: Vec::new(),
         })
@@ -187,7 +188,7 @@ impl UringStorage {
     }
 
     pub(super) fn run(mut self) {
-        let mut idle = 0u32;
+        let mut idle_since: Option<std::time::Instant> = None;
         loop {
             self.arm_wake();
             self.inbox.accept_joining();
@@ -201,15 +202,17 @@ impl UringStorage {
                 break;
             }
             if took + reaped > 0 {
-                idle = 0;
+                idle_since = None;
                 continue;
             }
-            idle += 1;
-            if idle < self.spin_polls {
+            // Spin a little before sleeping: a request or completion that
+            // comes within `spin` costs no wake-up.
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < self.spin {
                 std::hint::spin_loop();
                 continue;
             }
-            idle = 0;
+            idle_since = None;
             let shared = self.inbox.shared.clone();
             let ring = &self.ring;
             let inbox = &mut self.inbox;
@@ -284,7 +287,10 @@ impl UringStorage {
     fn submit(&mut self, wait: bool) {
         let r = if wait {
             self.ring.submit_and_wait(1)
-        } else if self.ring.submission().is_empty() {
+        } else if self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
+            // Nothing to submit and no completion waiting for task work
+            // (with cooperative task running the kernel flags that, and
+            // completions appear only after an enter): no system call.
             return;
         } else {
             self.ring.submit()

@@ -1,0 +1,508 @@
+//! I/O workers against the peers they must beat, in the same run:
+//! - 4 KiB random O_DIRECT reads and writes at queue depth 1 and 32: one
+//!   storage worker vs `std` pread/pwrite from 1 and 32 threads;
+//! - durable 4 KiB appends: group commit vs `std` write + fdatasync per
+//!   record;
+//! - TCP echo: a network worker plus one application worker vs a tokio
+//!   server on two worker threads, driven by the same bounded load.
+//!
+//! `cargo bench --bench io`. Set `SN_BENCH_DIR` to put the test file on
+//! another disk (default: `target/`). fio's figures for the same block size
+//! and depth go beside these in docs/benchmarks.md.
+
+mod support;
+
+use criterion::Criterion;
+use shared_nothing::io::{
+    AlignedBuf, BlockingStorageClient, Durability, FileId, IoBuf, NetConfig, NetEvent,
+    NetEventKind, NetworkWorker, OpenOptions, StorageConfig, StorageOp, StorageWorker,
+};
+use shared_nothing::partition::RoundRobinPartitioner;
+use shared_nothing::prelude::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Latency, Throughput, compare_latency, compare_rates, rate};
+
+const FILE_SIZE: u64 = 256 << 20;
+const BLOCK: usize = 4096;
+
+fn bench_dir() -> PathBuf {
+    let d = std::env::var_os("SN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-io"));
+    std::fs::create_dir_all(&d).expect("bench dir");
+    d
+}
+
+/// A fully written file, so random reads hit real blocks.
+fn data_file() -> PathBuf {
+    let p = bench_dir().join("random.dat");
+    if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) != FILE_SIZE {
+        let f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0xa5u8; 1 << 20];
+        for i in 0..(FILE_SIZE >> 20) {
+            f.write_all_at(&chunk, i << 20).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    p
+}
+
+struct Rng(u64);
+impl Rng {
+    fn block(&mut self) -> u64 {
+        // xorshift64*: cheap, and the same sequence for every contender.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (FILE_SIZE / BLOCK as u64)) * BLOCK as u64
+    }
+}
+
+fn aligned_block() -> AlignedBuf {
+    let mut b = AlignedBuf::new(BLOCK);
+    b.extend_from_slice(&[0x5au8; BLOCK]);
+    b
+}
+
+/// The next completion, polling first as a busy application worker's loop
+/// would (parking on every completion would measure thread wake-ups, not
+/// the storage worker).
+fn recv_polling(io: &mut BlockingStorageClient) -> shared_nothing::io::StorageCompletion {
+    for _ in 0..20_000 {
+        if let Some(c) = io.completions().try_recv() {
+            return c;
+        }
+        std::hint::spin_loop();
+    }
+    io.completions().recv().expect("completion")
+}
+
+/// Ops/s for `n` random 4 KiB ops at depth `qd` through one storage worker.
+fn ours_random(io: &mut BlockingStorageClient, file: FileId, n: u64, qd: u64, write: bool) -> f64 {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut free: Vec<AlignedBuf> = (0..qd).map(|_| aligned_block()).collect();
+    let start = Instant::now();
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < n {
+        while sent < n && sent - done < qd {
+            let buf = IoBuf::Aligned(free.pop().expect("one buffer per slot"));
+            let offset = rng.block();
+            let op = if write {
+                StorageOp::WriteAt {
+                    file,
+                    offset,
+                    buf,
+                    durability: Durability::Buffered,
+                }
+            } else {
+                StorageOp::ReadAt {
+                    file,
+                    offset,
+                    len: BLOCK,
+                    buf,
+                }
+            };
+            io.client()
+                .submit(sent, op)
+                .expect("depth is below the client queue");
+            sent += 1;
+        }
+        let c = recv_polling(io);
+        c.result.expect("4 KiB O_DIRECT I/O");
+        match c.buf {
+            Some(IoBuf::Aligned(mut b)) => {
+                b.set_len(BLOCK);
+                free.push(b);
+            }
+            _ => unreachable!("aligned buffers come back"),
+        }
+        done += 1;
+    }
+    rate(n, start.elapsed())
+}
+
+/// Ops/s for `n` random 4 KiB O_DIRECT ops from `threads` std threads.
+fn std_random(path: &PathBuf, n: u64, threads: u64, write: bool) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(path)
+                    .unwrap();
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                let mut b = aligned_block();
+                for _ in 0..n / threads {
+                    let off = rng.block();
+                    if write {
+                        f.write_all_at(b.as_slice(), off).unwrap();
+                    } else {
+                        f.read_exact_at(b.as_mut_slice(), off).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    rate(n, start.elapsed())
+}
+
+/// Records/s for `n` durable 4 KiB appends with `qd` in flight, group-committed.
+fn ours_appends(io: &mut BlockingStorageClient, file: FileId, n: u64, qd: u64) -> f64 {
+    let start = Instant::now();
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < n {
+        while sent < n && sent - done < qd {
+            let op = StorageOp::WriteAt {
+                file,
+                offset: sent * BLOCK as u64,
+                buf: vec![0x42u8; BLOCK].into(),
+                durability: Durability::GroupCommit,
+            };
+            io.client()
+                .submit(sent, op)
+                .expect("depth is below the client queue");
+            sent += 1;
+        }
+        io.completions()
+            .recv()
+            .unwrap()
+            .result
+            .expect("durable append");
+        done += 1;
+    }
+    rate(n, start.elapsed())
+}
+
+/// Records/s for `n` appends, each `write` + `fdatasync` (what a naive log does).
+fn std_appends(path: &PathBuf, n: u64) -> f64 {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    let rec = vec![0x42u8; BLOCK];
+    let start = Instant::now();
+    for i in 0..n {
+        f.write_all_at(&rec, i * BLOCK as u64).unwrap();
+        f.sync_data().unwrap();
+    }
+    rate(n, start.elapsed())
+}
+
+// ---- TCP echo ----
+
+struct Echo {
+    net: Arc<NetworkWorker>,
+}
+
+impl Worker for Echo {
+    type State = shared_nothing::io::NetClient;
+    type Message = NetEvent;
+    fn init(&mut self) -> Result<Self::State> {
+        self.net.client(ResultSink::to_current_worker(|e| e)?)
+    }
+    fn handle_message(&mut self, c: &mut Self::State, m: Envelope<NetEvent>) -> Result<()> {
+        let ev = m.payload;
+        if let NetEventKind::Data(mut buf) = ev.kind {
+            loop {
+                match c.send(ev.conn, buf) {
+                    Ok(()) => break,
+                    Err(e) if e.is_full() => {
+                        buf = e.into_inner();
+                        std::thread::yield_now();
+                    }
+                    Err(_) => return Err(Error::Disconnected),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct OurEcho {
+    addr: SocketAddr,
+    _app: shared_nothing::worker::WorkerHandle<NetEvent>,
+    _net: Arc<NetworkWorker>,
+}
+
+fn our_echo(cpus: (usize, usize)) -> OurEcho {
+    let net = Arc::new(NetworkWorker::start(0, NetConfig::new().cpu(Some(cpus.0))).unwrap());
+    let app = shared_nothing::worker::spawn(
+        Echo { net: net.clone() },
+        WorkerConfig::new().with_name("echo-app").with_cpu(cpus.1),
+    )
+    .unwrap();
+    let sink = ResultSink::to_worker(app.sender(), |e| e);
+    let addr = net
+        .listen(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![sink],
+            Arc::new(RoundRobinPartitioner::new()),
+        )
+        .unwrap();
+    OurEcho {
+        addr,
+        _app: app,
+        _net: net,
+    }
+}
+
+struct TokioEcho {
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn tokio_echo() -> TokioEcho {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    TokioEcho { addr, _rt: rt }
+}
+
+/// Round trips of a 64-byte message over `conns` connections, at most
+/// `per_conn` each and `limit` in total time; fills `hist` (ns) if given.
+fn echo_load(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: u64,
+    limit: Duration,
+    hist: Option<&mut hdrhistogram::Histogram<u64>>,
+) -> f64 {
+    let start = Instant::now();
+    let lats: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut st = TcpStream::connect(addr).unwrap();
+                    st.set_nodelay(true).unwrap();
+                    let msg = [7u8; 64];
+                    let mut back = [0u8; 64];
+                    let mut lat = Vec::with_capacity(per_conn as usize);
+                    let deadline = Instant::now() + limit;
+                    for _ in 0..per_conn {
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                        let t = Instant::now();
+                        st.write_all(&msg).unwrap();
+                        st.read_exact(&mut back).unwrap();
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed();
+    let total: usize = lats.iter().map(Vec::len).sum();
+    if let Some(h) = hist {
+        for l in lats.iter().flatten() {
+            let _ = h.record(*l);
+        }
+    }
+    rate(total as u64, elapsed)
+}
+
+fn tables() {
+    let path = data_file();
+    let worker = StorageWorker::start(0, StorageConfig::new()).unwrap();
+    println!("\nstorage worker backend: {}", worker.backend());
+    let mut io = worker.blocking_client().unwrap();
+    let file = io
+        .open(
+            &path,
+            OpenOptions::new().read(true).write(true).direct(true),
+        )
+        .unwrap();
+    const N1: u64 = 5_000;
+    const N32: u64 = 40_000;
+    for write in [false, true] {
+        let what = if write { "write" } else { "read" };
+        let io = std::cell::RefCell::new(&mut io);
+        compare_rates(
+            &format!("4 KiB random {what}, O_DIRECT, queue depth 1"),
+            "kIOPS",
+            1e3,
+            vec![
+                Throughput {
+                    name: "storage worker, QD1",
+                    run: Box::new(|| ours_random(&mut io.borrow_mut(), file, N1, 1, write)),
+                },
+                Throughput {
+                    name: "std pread/pwrite, 1 thread",
+                    run: Box::new(|| std_random(&path, N1, 1, write)),
+                },
+            ],
+        );
+        compare_rates(
+            &format!("4 KiB random {what}, O_DIRECT, queue depth 32"),
+            "kIOPS",
+            1e3,
+            vec![
+                Throughput {
+                    name: "storage worker (1 thread), QD32",
+                    run: Box::new(|| ours_random(&mut io.borrow_mut(), file, N32, 32, write)),
+                },
+                Throughput {
+                    name: "std pread/pwrite, 1 thread",
+                    run: Box::new(|| std_random(&path, N32 / 8, 1, write)),
+                },
+                Throughput {
+                    name: "std pread/pwrite, 32 threads",
+                    run: Box::new(|| std_random(&path, N32, 32, write)),
+                },
+            ],
+        );
+    }
+    let log = bench_dir().join("appends.log");
+    let std_log = bench_dir().join("appends-std.log");
+    let log_file = io.open(&log, OpenOptions::read_write_create()).unwrap();
+    const APPENDS: u64 = 2_000;
+    let io = std::cell::RefCell::new(&mut io);
+    compare_rates(
+        "Durable 4 KiB appends (acknowledged only once on disk)",
+        "k records/s",
+        1e3,
+        vec![
+            Throughput {
+                name: "storage worker, group commit, 64 in flight",
+                run: Box::new(|| ours_appends(&mut io.borrow_mut(), log_file, APPENDS, 64)),
+            },
+            Throughput {
+                name: "storage worker, group commit, 8 in flight",
+                run: Box::new(|| ours_appends(&mut io.borrow_mut(), log_file, APPENDS, 8)),
+            },
+            Throughput {
+                name: "std write + fdatasync per record",
+                run: Box::new(|| std_appends(&std_log, APPENDS / 4)),
+            },
+        ],
+    );
+
+    let cpus = support::cpu_pair();
+    let ours = our_echo(cpus);
+    let peer = tokio_echo();
+    const PER_CONN: u64 = 2_000;
+    let limit = Duration::from_secs(10);
+    compare_rates(
+        "TCP echo, 64-byte round trips over 8 connections (server on 2 threads)",
+        "k round trips/s",
+        1e3,
+        vec![
+            Throughput {
+                name: "network worker + 1 application worker",
+                run: Box::new(|| echo_load(ours.addr, 8, PER_CONN, limit, None)),
+            },
+            Throughput {
+                name: "tokio, 2 worker threads",
+                run: Box::new(|| echo_load(peer.addr, 8, PER_CONN, limit, None)),
+            },
+        ],
+    );
+    compare_latency(
+        "TCP echo round trip, 64 bytes, 1 connection",
+        vec![
+            Latency {
+                name: "network worker + 1 application worker",
+                run: Box::new(|h| {
+                    echo_load(ours.addr, 1, PER_CONN, limit, Some(h));
+                }),
+            },
+            Latency {
+                name: "tokio, 2 worker threads",
+                run: Box::new(|h| {
+                    echo_load(peer.addr, 1, PER_CONN, limit, Some(h));
+                }),
+            },
+        ],
+    );
+    compare_latency(
+        "TCP echo round trip, 64 bytes, 8 connections",
+        vec![
+            Latency {
+                name: "network worker + 1 application worker",
+                run: Box::new(|h| {
+                    echo_load(ours.addr, 8, PER_CONN / 4, limit, Some(h));
+                }),
+            },
+            Latency {
+                name: "tokio, 2 worker threads",
+                run: Box::new(|h| {
+                    echo_load(peer.addr, 8, PER_CONN / 4, limit, Some(h));
+                }),
+            },
+        ],
+    );
+}
+
+fn criterion_groups(c: &mut Criterion) {
+    let path = data_file();
+    let worker = StorageWorker::start(0, StorageConfig::new()).unwrap();
+    let mut io = worker.blocking_client().unwrap();
+    let file = io
+        .open(
+            &path,
+            OpenOptions::new().read(true).write(true).direct(true),
+        )
+        .unwrap();
+    let mut g = c.benchmark_group("random_read_4k_qd32");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.throughput(criterion::Throughput::Elements(1024));
+    g.bench_function("storage worker", |b| {
+        b.iter_custom(|iters| {
+            Duration::from_secs_f64(
+                (iters * 1024) as f64 / ours_random(&mut io, file, iters * 1024, 32, false),
+            )
+        })
+    });
+    g.bench_function("std 32 threads", |b| {
+        b.iter_custom(|iters| {
+            Duration::from_secs_f64(
+                (iters * 1024) as f64 / std_random(&path, iters * 1024, 32, false),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    support::run(tables, criterion_groups);
+}
