@@ -193,6 +193,12 @@ impl UringNet {
         for slot in self.conns.slots() {
             self.finish_if_done(slot);
         }
+        if self.in_flight > 0 || self.wake_armed {
+            // Something never completed: leak what the kernel may still
+            // write to rather than free it under it.
+            std::mem::forget(std::mem::replace(&mut self.conns, Conns::new(0)));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        }
         self.owners.flush();
         self.inbox.flush();
     }
