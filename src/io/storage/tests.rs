@@ -394,3 +394,35 @@ fn completions_arrive_in_a_workers_own_loop() {
 fn a_bad_backend_variable_is_an_error() {
     assert!(BackendChoice::parse("sometimes").is_none());
 }
+
+#[test]
+fn stopping_with_durable_writes_in_flight_answers_each_one() {
+    for (mut w, name) in workers() {
+        let dir = TempDir::new(name);
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(dir.0.join("d"), OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        let mut sent = 0u64;
+        for i in 0..50u64 {
+            if c.write_at(i, f, i * 4, b"abcd".to_vec(), Durability::GroupCommit).is_ok() {
+                sent += 1;
+            }
+        }
+        w.stop();
+        let mut written = 0;
+        for _ in 0..sent {
+            match q.recv_timeout(std::time::Duration::from_secs(30)).unwrap().result {
+                Ok(StorageOutput::Written(4)) => written += 1,
+                Err(IoError::Stopped) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // What was acknowledged is in the file.
+        let len = std::fs::metadata(dir.0.join("d")).unwrap().len();
+        assert!(len >= 4 * written as u64 || written == 0, "{name}");
+    }
+}

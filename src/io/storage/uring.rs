@@ -236,8 +236,12 @@ impl UringStorage {
         }
         // Complete the eventfd read so its buffer can be freed.
         self.waker.notify();
-        while self.in_flight > 0 || self.wake_armed {
+        loop {
+            // Durable writes waiting for a sync get it before the exit.
             self.issue_group_syncs();
+            if self.in_flight == 0 && !self.wake_armed {
+                break;
+            }
             self.submit(true);
             self.reap();
             self.inbox.flush();
