@@ -86,6 +86,9 @@ pub enum Error {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// An accelerator job failed or could not be submitted.
+    #[error(transparent)]
+    Accel(#[from] crate::accel::AccelError),
 }
 
 impl Error {

@@ -12,6 +12,8 @@
 //! - [`pool`]: worker pools with a mesh of SPSC rings from every sender to
 //!   every worker.
 //! - [`topology`]: which CPUs this process may use.
+//! - [`accel`]: accelerator workers (wgpu compute with feature `gpu`, and
+//!   a CPU path with identical results).
 //!
 //! ```
 //! use shared_nothing::prelude::*;
@@ -41,6 +43,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod accel;
 pub mod channel;
 mod error;
 pub mod metrics;
@@ -68,6 +71,7 @@ pub mod __loom {
 
 /// The names most programs need.
 pub mod prelude {
+    pub use crate::accel::{AccelClient, Accelerator, Job, JobResult};
     pub use crate::channel::Channel;
     pub use crate::partition::{
         ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,
