@@ -1,0 +1,57 @@
+//! Per-stage timing, summed over jobs and printed as a table.
+
+use shared_nothing::accel::JobResult;
+use std::time::Duration;
+
+/// Time spent per stage, summed over a worker's jobs.
+#[derive(Clone, Debug, Default)]
+pub struct Stages {
+    pub jobs: u64,
+    pub on_gpu: u64,
+    pub queued: Duration,
+    pub transfer: Duration,
+    pub execute: Duration,
+    /// The application worker recomputing each result on the CPU.
+    pub verify: Duration,
+}
+
+impl Stages {
+    pub fn add(&mut self, r: &JobResult, verify: Duration) {
+        self.jobs += 1;
+        self.on_gpu += u64::from(r.path.is_gpu());
+        self.queued += r.timing.queued;
+        self.transfer += r.timing.transfer;
+        self.execute += r.timing.execute;
+        self.verify += verify;
+    }
+
+    pub fn merge(&mut self, o: &Stages) {
+        self.jobs += o.jobs;
+        self.on_gpu += o.on_gpu;
+        self.queued += o.queued;
+        self.transfer += o.transfer;
+        self.execute += o.execute;
+        self.verify += o.verify;
+    }
+
+    pub fn print(&self, partition: Duration, wall: Duration) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("| stage | time (ms, summed over jobs) |");
+        println!("|---|---|");
+        println!(
+            "| partition + submit (main thread) | {:.1} |",
+            ms(partition)
+        );
+        println!("| queued at the accelerator | {:.1} |", ms(self.queued));
+        println!(
+            "| transfer (upload + read back) | {:.1} |",
+            ms(self.transfer)
+        );
+        println!("| execute (device) | {:.1} |", ms(self.execute));
+        println!(
+            "| verify against the CPU reference | {:.1} |",
+            ms(self.verify)
+        );
+        println!("| wall clock, end to end | {:.1} |", ms(wall));
+    }
+}
