@@ -382,8 +382,7 @@ impl Gpu {
                     });
                 }
                 let per = (chunk / block) * block;
-                for (k, part) in data.chunks(per as usize).enumerate() {
-                    let _ = k;
+                for part in data.chunks(per as usize) {
                     let blocks = (part.len() as u64).div_ceil(block) as u32;
                     units.push(Unit {
                         job: j,
