@@ -135,7 +135,12 @@ fn throughput(gpu: &mut Side, cpu: &mut Side) {
         "| job | size | rounds | GPU path median MiB/s (min-max) | CPU path median MiB/s (min-max) | GPU / CPU |"
     );
     println!("|---|---|---|---|---|---|");
+    // `SN_ACCEL_KINDS=reduce,saxpy` limits the rows.
+    let only = std::env::var("SN_ACCEL_KINDS").unwrap_or_default();
     for kind in ["checksum", "reduce", "saxpy"] {
+        if !only.is_empty() && !only.split(',').any(|k| k == kind) {
+            continue;
+        }
         for mib in [1usize, 16, 256] {
             let bytes = mib << 20;
             let job = job_for(kind, bytes);

@@ -295,6 +295,9 @@ impl AccelConnector {
     /// check and the send, and the accelerator waits for it to reach zero
     /// after setting `closing` (both SeqCst, Dekker-style), so a request is
     /// either refused here or received there, never dropped in between.
+    // The request comes back unboxed: the failure path is rare and the
+    // caller unpacks the job from it at once.
+    #[allow(clippy::result_large_err)]
     fn send(&self, r: Request) -> std::result::Result<(), Request> {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let out = if self.shared.closing.load(Ordering::SeqCst) {
@@ -306,6 +309,7 @@ impl AccelConnector {
         out
     }
 
+    #[allow(clippy::result_large_err)]
     fn try_send(&self, r: Request) -> std::result::Result<(), (bool, Request)> {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let out = if self.shared.closing.load(Ordering::SeqCst) {

@@ -39,6 +39,9 @@ pub(crate) struct GpuTuning {
     pub poll_timeout: Duration,
 }
 
+/// The CRC32C slicing tables the checksum kernel reads (four of 256 words).
+const CRC_TABLE_BYTES: u64 = 4 * 256 * 4;
+
 /// Largest buffer a built-in kernel binds at once, before device limits.
 const DEFAULT_CHUNK: u64 = 64 << 20;
 
@@ -238,8 +241,9 @@ impl Gpu {
         let u = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| u.lock().push(describe(&e))));
 
-        let binding_limit =
-            u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         let want = tuning.chunk_bytes.unwrap_or(DEFAULT_CHUNK).max(256);
         // A power of two, so chunks fill their pool class exactly.
         let mut chunk = 1u64 << (63 - want.min(binding_limit).leading_zeros());
@@ -247,11 +251,11 @@ impl Gpu {
 
         let table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("crc32c table"),
-            size: 1024,
+            size: CRC_TABLE_BYTES,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        queue.write_buffer(&table, 0, bytemuck::cast_slice(&TABLES[0]));
+        queue.write_buffer(&table, 0, bytemuck::cast_slice(&TABLES[..4]));
 
         let info = AdapterInfo {
             name: ai.name.clone(),
@@ -403,7 +407,7 @@ impl Gpu {
                     let n = part.len() as u32;
                     let wgs = n
                         .div_ceil(kernels::REDUCE_WG * kernels::REDUCE_PER_THREAD)
-                        .clamp(1, 65_535);
+                        .clamp(1, kernels::REDUCE_MAX_WGS);
                     units.push(Unit {
                         job: j,
                         kernel: "shared_nothing.reduce_u32".into(),
@@ -592,7 +596,7 @@ impl Gpu {
             let mut bound: Vec<(wgpu::Buffer, u64)> = Vec::new();
             for src in &u.inputs {
                 match src {
-                    Src::CrcTable => bound.push((self.table.clone(), 1024)),
+                    Src::CrcTable => bound.push((self.table.clone(), CRC_TABLE_BYTES)),
                     Src::Bytes(b) => {
                         let size = (b.len() as u64).div_ceil(4).max(1) * 4;
                         let buf = self

@@ -6,11 +6,16 @@ pub(crate) const CRC_WG: u32 = 64;
 /// Invocations per workgroup of the reduction kernel.
 pub(crate) const REDUCE_WG: u32 = 256;
 /// Values each reduction invocation sums before the tree step, at least.
-pub(crate) const REDUCE_PER_THREAD: u32 = 4;
+pub(crate) const REDUCE_PER_THREAD: u32 = 64;
+/// Most reduction workgroups per dispatch: each one pays for eight
+/// barriers, which a software rasteriser runs as coroutine switches, so
+/// fewer, longer workgroups are faster there and still fill a real GPU.
+pub(crate) const REDUCE_MAX_WGS: u32 = 256;
 /// Invocations per workgroup of the saxpy kernel.
 pub(crate) const SAXPY_WG: u32 = 256;
 
-/// One invocation per block; the byte table is binding 1.
+/// One invocation per block; the first four slicing tables (4 KiB) are
+/// binding 1.
 /// params: byte length, block size, block count.
 pub(crate) const CRC32C: &str = r"
 @group(0) @binding(0) var<storage, read> params: array<u32>;
@@ -30,12 +35,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         let end = min(start + block, byte_len);
         var crc = 0xffffffffu;
         var i = start;
+        // Slicing-by-4: four independent lookups per word.
         for (; i + 4u <= end; i += 4u) {
-            let w = data[i >> 2u];
-            crc = table[(crc ^ w) & 0xffu] ^ (crc >> 8u);
-            crc = table[(crc ^ (w >> 8u)) & 0xffu] ^ (crc >> 8u);
-            crc = table[(crc ^ (w >> 16u)) & 0xffu] ^ (crc >> 8u);
-            crc = table[(crc ^ (w >> 24u)) & 0xffu] ^ (crc >> 8u);
+            let c = crc ^ data[i >> 2u];
+            crc = table[768u + (c & 0xffu)] ^ table[512u + ((c >> 8u) & 0xffu)]
+                ^ table[256u + ((c >> 16u) & 0xffu)] ^ table[c >> 24u];
         }
         if (i < end) {
             let w = data[i >> 2u];

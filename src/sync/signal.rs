@@ -91,6 +91,7 @@ impl Signal {
     /// calls `waker` (which writes an eventfd, say) instead of unparking.
     /// The waiter sleeps with [`Signal::sleep_unless`].
     #[cfg(not(loom))]
+    #[allow(dead_code)] // Used by the I/O workers (branch io); drop once merged.
     pub fn with_waker(waker: Waker) -> Self {
         Self {
             waker: Some(waker),
@@ -107,6 +108,7 @@ impl Signal {
     ///
     /// Returns `true` if `ready()` was already true (no sleep happened).
     #[cfg(not(loom))]
+    #[allow(dead_code)] // Used by the I/O workers (branch io); drop once merged.
     pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, sleep: impl FnOnce()) -> bool {
         self.state.fetch_or(SLEEPING, Ordering::Release);
         barrier::heavy();
