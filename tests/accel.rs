@@ -4,8 +4,8 @@
 //!
 //! With `SHARED_NOTHING_REQUIRE_GPU=1` (CI, where Mesa's lavapipe is
 //! installed) the GPU path must really run through wgpu: finding no adapter,
-//! or a result from the CPU path, fails the test. Without it the tests fall
-//! back to the CPU path and say so.
+//! or a result from the CPU path, fails the test. Without it (or without
+//! feature `gpu`) the tests fall back to the CPU path and say so.
 
 use shared_nothing::accel::{
     AccelError, Accelerator, AcceleratorConfig, ExecPath, Job, JobResult, Kernel, Output,
@@ -16,8 +16,10 @@ use shared_nothing::worker::{ResultQueue, ResultSink};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Whether the wgpu path is required: only a build with feature `gpu` has
+/// one (a default build runs everything on the CPU path and says so).
 fn require_gpu() -> bool {
-    std::env::var("SHARED_NOTHING_REQUIRE_GPU").as_deref() == Ok("1")
+    cfg!(feature = "gpu") && std::env::var("SHARED_NOTHING_REQUIRE_GPU").as_deref() == Ok("1")
 }
 
 /// The GPU accelerator, checked against `SHARED_NOTHING_REQUIRE_GPU`.
