@@ -263,10 +263,10 @@ fn custom_kernel_runs_on_gpu_and_matches_its_cpu_implementation() {
     let job = Job::kernel(square, vec![input], 4000, [16, 1, 1]);
     let (sink, mut results) = ResultSink::queue();
     let mut client = accel.client(sink).unwrap();
-    client.submit(0, job.clone()).unwrap();
-    client.submit(1, job.clone()).unwrap();
     let cpu = job.run_on_cpu().unwrap();
-    for _ in 0..2 {
+    // One after the other, so the second reuses the first one's buffers.
+    for i in 0..2 {
+        client.submit(i, job.clone()).unwrap();
         let r = run_one(&mut results);
         assert_eq!(r.output.unwrap(), cpu);
         assert_eq!(r.path.is_gpu(), accel.path().is_gpu());
@@ -274,6 +274,11 @@ fn custom_kernel_runs_on_gpu_and_matches_its_cpu_implementation() {
     let s = accel.stats();
     if accel.path().is_gpu() {
         assert_eq!(s.pipelines_compiled, 1, "compiled once, then cached: {s:?}");
+        assert!(s.pipeline_cache_hits >= 1, "{s:?}");
+        assert!(
+            s.buffer_pool_hits >= 3,
+            "input, output and read-back reused: {s:?}"
+        );
     }
     accel.stop().unwrap();
 }

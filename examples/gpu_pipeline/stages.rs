@@ -19,9 +19,12 @@ impl Stages {
     pub fn add(&mut self, r: &JobResult, verify: Duration) {
         self.jobs += 1;
         self.on_gpu += u64::from(r.path.is_gpu());
+        // Jobs batched into one submission share its transfer and execute
+        // times: split them evenly so the sums add up to device time.
+        let shared = r.timing.batch.max(1) as u32;
         self.queued += r.timing.queued;
-        self.transfer += r.timing.transfer;
-        self.execute += r.timing.execute;
+        self.transfer += r.timing.transfer / shared;
+        self.execute += r.timing.execute / shared;
         self.verify += verify;
     }
 
@@ -36,13 +39,16 @@ impl Stages {
 
     pub fn print(&self, partition: Duration, wall: Duration) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!("| stage | time (ms, summed over jobs) |");
+        println!("| stage | ms (summed over jobs; a batch's device time split among its jobs) |");
         println!("|---|---|");
         println!(
             "| partition + submit (main thread) | {:.1} |",
             ms(partition)
         );
-        println!("| queued at the accelerator | {:.1} |", ms(self.queued));
+        println!(
+            "| waiting in the accelerator's queue | {:.1} |",
+            ms(self.queued)
+        );
         println!(
             "| transfer (upload + read back) | {:.1} |",
             ms(self.transfer)
