@@ -246,7 +246,8 @@ impl Gpu {
             .min(limits.max_buffer_size);
         let want = tuning.chunk_bytes.unwrap_or(DEFAULT_CHUNK).max(256);
         // A power of two, so chunks fill their pool class exactly.
-        let mut chunk = 1u64 << (63 - want.min(binding_limit).leading_zeros());
+        // At most 2 GiB, so chunk offsets and lengths fit the kernels' u32s.
+        let mut chunk = 1u64 << (63 - want.min(binding_limit).min(1 << 31).leading_zeros());
         chunk = chunk.max(256);
 
         let table = device.create_buffer(&wgpu::BufferDescriptor {
