@@ -91,6 +91,9 @@ pub enum Error {
     #[cfg(not(loom))]
     #[error(transparent)]
     IoRequest(#[from] crate::io::IoError),
+    /// An accelerator job failed or could not be submitted.
+    #[error(transparent)]
+    Accel(#[from] crate::accel::AccelError),
 }
 
 impl Error {

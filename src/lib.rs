@@ -14,6 +14,8 @@
 //! - [`io`]: storage and network I/O workers on io_uring (with a portable
 //!   fallback); completions come back into the requesting worker's loop.
 //! - [`topology`]: which CPUs this process may use.
+//! - [`accel`]: accelerator workers (wgpu compute with feature `gpu`, and
+//!   a CPU path with identical results).
 //!
 //! ```
 //! use shared_nothing::prelude::*;
@@ -43,6 +45,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod accel;
 pub mod channel;
 mod error;
 #[cfg(not(loom))]
@@ -72,6 +75,7 @@ pub mod __loom {
 
 /// The names most programs need.
 pub mod prelude {
+    pub use crate::accel::{AccelClient, Accelerator, Job, JobResult};
     pub use crate::channel::Channel;
     pub use crate::partition::{
         ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,

@@ -5,6 +5,7 @@
 //! ring: every [`PoolSender`] owns a ring per worker (a mesh, as Seastar wires
 //! its cores), so producers never contend on a shared queue.
 
+mod accel;
 mod builder;
 mod config;
 mod factory;

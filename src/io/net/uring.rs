@@ -459,7 +459,7 @@ impl UringNet {
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if !(c.shut && !c.recv_inflight && !c.send_inflight && c.connecting.is_none()) {
+        if !c.shut || c.recv_inflight || c.send_inflight || c.connecting.is_some() {
             return;
         }
         let conn = self.conns.id(slot);

@@ -408,14 +408,20 @@ fn stopping_with_durable_writes_in_flight_answers_each_one() {
         let mut c = w.client(sink).unwrap();
         let mut sent = 0u64;
         for i in 0..50u64 {
-            if c.write_at(i, f, i * 4, b"abcd".to_vec(), Durability::GroupCommit).is_ok() {
+            if c.write_at(i, f, i * 4, b"abcd".to_vec(), Durability::GroupCommit)
+                .is_ok()
+            {
                 sent += 1;
             }
         }
         w.stop();
         let mut written = 0;
         for _ in 0..sent {
-            match q.recv_timeout(std::time::Duration::from_secs(30)).unwrap().result {
+            match q
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap()
+                .result
+            {
                 Ok(StorageOutput::Written(4)) => written += 1,
                 Err(IoError::Stopped) => {}
                 other => panic!("{name}: {other:?}"),

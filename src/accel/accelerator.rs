@@ -1,0 +1,889 @@
+//! The accelerator worker: a dedicated thread that owns one device (or the
+//! CPU path), takes jobs from its clients over an MPSC channel, batches
+//! them, and delivers each result through the submitting client's
+//! [`ResultSink`].
+
+use super::error::{AccelError, SubmitError};
+use super::job::{ExecPath, Job, JobResult, Timing};
+use crate::channel::{Channel, mpsc};
+use crate::metrics::LocalCounter;
+use crate::worker::ResultSink;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The adapter an accelerator drives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterInfo {
+    /// Adapter name (for example `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// Backend (`Vulkan`).
+    pub backend: String,
+    /// Device type (`DiscreteGpu`, `IntegratedGpu`, `Cpu` for a software
+    /// rasteriser).
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+}
+
+#[derive(Clone, Debug)]
+enum DeviceChoice {
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    Gpu {
+        index: Option<usize>,
+        expected_name: Option<String>,
+    },
+    Cpu {
+        reason: String,
+    },
+}
+
+/// How to start an [`Accelerator`].
+///
+/// ```
+/// use shared_nothing::accel::AcceleratorConfig;
+/// let gpu = AcceleratorConfig::gpu().with_name("gpu-0").with_cpu(Some(1));
+/// let cpu = AcceleratorConfig::cpu("no GPU on this machine");
+/// # let _ = (gpu, cpu);
+/// ```
+#[derive(Clone, Debug)]
+pub struct AcceleratorConfig {
+    device: DeviceChoice,
+    name: String,
+    cpu: Option<usize>,
+    queue_capacity: usize,
+    max_batch_jobs: usize,
+    max_batch_bytes: u64,
+    chunk_bytes: Option<u64>,
+    pool_bytes: u64,
+    poll_timeout: Duration,
+}
+
+impl AcceleratorConfig {
+    fn with_device(device: DeviceChoice) -> Self {
+        Self {
+            device,
+            name: "accel".into(),
+            cpu: None,
+            queue_capacity: 256,
+            max_batch_jobs: 64,
+            max_batch_bytes: 64 << 20,
+            chunk_bytes: None,
+            pool_bytes: 512 << 20,
+            poll_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// The first hardware GPU wgpu finds, else the first adapter of any
+    /// kind (a software one such as llvmpipe); the CPU path if there is none
+    /// or the crate was built without feature `gpu`.
+    pub fn gpu() -> Self {
+        Self::with_device(DeviceChoice::Gpu {
+            index: None,
+            expected_name: None,
+        })
+    }
+
+    /// The adapter at `index` in [`Capabilities::gpus`](crate::topology::Capabilities)
+    /// (the order the plan's [`GpuPlacement::gpu`](crate::pool::GpuPlacement) uses).
+    pub fn adapter(index: usize) -> Self {
+        Self::with_device(DeviceChoice::Gpu {
+            index: Some(index),
+            expected_name: None,
+        })
+    }
+
+    /// The CPU path, with the reason reports give for it.
+    pub fn cpu(reason: impl Into<String>) -> Self {
+        Self::with_device(DeviceChoice::Cpu {
+            reason: reason.into(),
+        })
+    }
+
+    /// Fall back to the CPU path unless the adapter has this name.
+    pub fn with_expected_adapter(mut self, name: impl Into<String>) -> Self {
+        if let DeviceChoice::Gpu { expected_name, .. } = &mut self.device {
+            *expected_name = Some(name.into());
+        }
+        self
+    }
+
+    /// The thread's name (default `accel`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The CPU to pin the thread to (`None`: not pinned).
+    pub fn with_cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Jobs that may wait in the queue (default 256); `try_submit` reports
+    /// `Full` beyond it.
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Most jobs taken off the queue into one batch (default 64).
+    pub fn with_max_batch_jobs(mut self, n: usize) -> Self {
+        self.max_batch_jobs = n.max(1);
+        self
+    }
+
+    /// Most bytes (inputs plus twice the outputs) in one device submission
+    /// (default 64 MiB); a larger dispatch goes alone.
+    pub fn with_max_batch_bytes(mut self, bytes: u64) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Largest buffer a built-in kernel binds at once (default 64 MiB, and
+    /// never more than the device allows); larger inputs are split.
+    pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.chunk_bytes = Some(bytes);
+        self
+    }
+
+    /// Bytes of idle device buffers kept for reuse (default 512 MiB).
+    pub fn with_buffer_pool_bytes(mut self, bytes: u64) -> Self {
+        self.pool_bytes = bytes;
+        self
+    }
+
+    /// How long to wait for the device before calling it failed (default
+    /// 120 s; the job then reruns on the CPU path).
+    pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self
+    }
+}
+
+/// Counters written by the accelerator thread only.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub jobs_gpu: LocalCounter,
+    pub jobs_cpu: LocalCounter,
+    pub retried: LocalCounter,
+    pub failed: LocalCounter,
+    pub batches: LocalCounter,
+    pub submits: LocalCounter,
+    pub compiles: LocalCounter,
+    pub cache_hits: LocalCounter,
+    pub pool_hits: LocalCounter,
+    pub pool_misses: LocalCounter,
+    pub device_errors: LocalCounter,
+}
+
+/// A snapshot of an accelerator's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccelStats {
+    /// Jobs completed on the GPU path.
+    pub jobs_gpu: u64,
+    /// Jobs completed on the CPU path (including retries).
+    pub jobs_cpu: u64,
+    /// Jobs rerun on the CPU path after a device error.
+    pub retried_on_cpu: u64,
+    /// Jobs whose result is an error.
+    pub failed: u64,
+    /// Batches taken off the queue.
+    pub batches: u64,
+    /// Device submissions.
+    pub submits: u64,
+    /// Pipelines compiled.
+    pub pipelines_compiled: u64,
+    /// Pipeline cache hits.
+    pub pipeline_cache_hits: u64,
+    /// Buffers reused from the pool.
+    pub buffer_pool_hits: u64,
+    /// Buffers created.
+    pub buffer_pool_misses: u64,
+    /// Device errors seen.
+    pub device_errors: u64,
+}
+
+/// What the accelerator's clients and handle share with its thread.
+#[derive(Debug)]
+struct Shared {
+    closing: AtomicBool,
+    /// Submissions between their `closing` check and their send.
+    in_flight: AtomicUsize,
+    next_client: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+enum Request {
+    Register(u64, ResultSink<JobResult>),
+    Unregister(u64),
+    Job {
+        client: u64,
+        tag: u64,
+        job: Job,
+        at: Instant,
+    },
+    LoseDevice,
+    Stop,
+}
+
+/// Creates clients of one accelerator; cheap to clone and `Send`, so each
+/// application worker can take one and call [`client`](Self::client) in
+/// its `init`.
+///
+/// ```
+/// use shared_nothing::accel::{Accelerator, AcceleratorConfig};
+/// use shared_nothing::worker::ResultSink;
+/// let mut accel = Accelerator::start(AcceleratorConfig::cpu("doc example")).unwrap();
+/// let connector = accel.connector();
+/// let t = std::thread::spawn(move || {
+///     let (sink, mut results) = ResultSink::queue();
+///     let mut client = connector.client(sink).unwrap();
+///     client.submit(1, shared_nothing::accel::Job::reduce(vec![1, 2, 3])).unwrap();
+///     results.recv().unwrap().tag
+/// });
+/// assert_eq!(t.join().unwrap(), 1);
+/// accel.stop().unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct AccelConnector {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Register(c, _) => write!(f, "Register({c})"),
+            Self::Unregister(c) => write!(f, "Unregister({c})"),
+            Self::Job {
+                client, tag, job, ..
+            } => {
+                write!(f, "Job({client}, {tag}, {})", job.name())
+            }
+            Self::LoseDevice => f.write_str("LoseDevice"),
+            Self::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl AccelConnector {
+    /// A client whose results go to `sink`: build it with
+    /// [`ResultSink::to_current_worker`] inside a worker's `init` (results
+    /// arrive as messages in its loop), or [`ResultSink::queue`] for a plain
+    /// thread.
+    ///
+    /// # Errors
+    /// [`AccelError::Stopped`] (as [`Error::Accel`]) if the accelerator has
+    /// stopped.
+    pub fn client(&self, sink: ResultSink<JobResult>) -> Result<AccelClient> {
+        let id = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        self.send(Request::Register(id, sink))
+            .map_err(|_| Error::Accel(AccelError::Stopped))?;
+        Ok(AccelClient {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            id,
+        })
+    }
+
+    /// Sends unless the accelerator is closing. `in_flight` brackets the
+    /// check and the send, and the accelerator waits for it to reach zero
+    /// after setting `closing` (both SeqCst, Dekker-style), so a request is
+    /// either refused here or received there, never dropped in between.
+    // The request comes back unboxed: the failure path is rare and the
+    // caller unpacks the job from it at once.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, r: Request) -> std::result::Result<(), Request> {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let out = if self.shared.closing.load(Ordering::SeqCst) {
+            Err(r)
+        } else {
+            self.tx.send(r).map_err(|e| e.into_inner())
+        };
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn try_send(&self, r: Request) -> std::result::Result<(), (bool, Request)> {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let out = if self.shared.closing.load(Ordering::SeqCst) {
+            Err((false, r))
+        } else {
+            self.tx.try_send(r).map_err(|e| {
+                let full = e.is_full();
+                (full, e.into_inner())
+            })
+        };
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+}
+
+/// One requester's connection to an accelerator: submits jobs, whose
+/// results come back through the client's [`ResultSink`] in submission
+/// order per batch, each tagged with the caller's `tag`.
+///
+/// ```
+/// use shared_nothing::accel::{Accelerator, AcceleratorConfig, Job, Output};
+/// use shared_nothing::worker::ResultSink;
+/// let mut accel = Accelerator::start(AcceleratorConfig::gpu()).unwrap();
+/// let (sink, mut results) = ResultSink::queue();
+/// let mut client = accel.client(sink).unwrap();
+/// client.submit(7, Job::checksum(b"123456789".to_vec(), 12)).unwrap();
+/// let r = results.recv().unwrap();
+/// assert_eq!(r.tag, 7);
+/// assert_eq!(r.output.unwrap(), Output::Checksums(vec![0xE306_9283]));
+/// println!("ran on {}", r.path);
+/// accel.stop().unwrap();
+/// ```
+#[derive(Debug)]
+pub struct AccelClient {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl AccelClient {
+    fn connector(&self) -> AccelConnector {
+        AccelConnector {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Submits a job, waiting while the accelerator's queue is full.
+    ///
+    /// # Errors
+    /// [`SubmitError::Stopped`] with the job if the accelerator has stopped.
+    pub fn submit(&mut self, tag: u64, job: Job) -> std::result::Result<(), SubmitError> {
+        let r = Request::Job {
+            client: self.id,
+            tag,
+            job,
+            at: Instant::now(),
+        };
+        self.connector().send(r).map_err(|r| match r {
+            Request::Job { job, .. } => SubmitError::Stopped(job),
+            _ => unreachable!("a job request comes back as itself"),
+        })
+    }
+
+    /// Submits a job without waiting.
+    ///
+    /// # Errors
+    /// [`SubmitError::Full`] with the job if the queue is full (try again
+    /// after handling some results), [`SubmitError::Stopped`] if the
+    /// accelerator has stopped.
+    pub fn try_submit(&mut self, tag: u64, job: Job) -> std::result::Result<(), SubmitError> {
+        let r = Request::Job {
+            client: self.id,
+            tag,
+            job,
+            at: Instant::now(),
+        };
+        self.connector().try_send(r).map_err(|(full, r)| match r {
+            Request::Job { job, .. } if full => SubmitError::Full(job),
+            Request::Job { job, .. } => SubmitError::Stopped(job),
+            _ => unreachable!("a job request comes back as itself"),
+        })
+    }
+}
+
+impl Drop for AccelClient {
+    fn drop(&mut self) {
+        // Results already owed still reach the sink; then it is dropped.
+        let _ = self.connector().send(Request::Unregister(self.id));
+    }
+}
+
+/// An accelerator worker: a dedicated thread driving one GPU through wgpu,
+/// or running the same jobs on the CPU path when there is no usable GPU.
+///
+/// Jobs come from [`AccelClient`]s; results go back through each client's
+/// [`ResultSink`], so an application worker receives them in its own loop
+/// like I/O completions. Consecutive jobs are batched into one device
+/// submission; kernels are compiled once; device buffers are pooled. A
+/// device error or the loss of the adapter never loses a job: it reruns on
+/// the CPU path, and the result says so ([`JobResult::path`],
+/// [`JobResult::gpu_error`]). After an adapter loss every later job runs on
+/// the CPU path.
+///
+/// ```
+/// use shared_nothing::accel::{Accelerator, AcceleratorConfig, Job, Output};
+/// use shared_nothing::worker::ResultSink;
+/// let mut accel = Accelerator::start(AcceleratorConfig::gpu()).unwrap();
+/// println!("accelerator path: {}", accel.path());
+/// let (sink, mut results) = ResultSink::queue();
+/// let mut client = accel.client(sink).unwrap();
+/// client.submit(0, Job::saxpy(2.0, vec![1.0, 2.0], vec![1.0, 1.0])).unwrap();
+/// assert_eq!(results.recv().unwrap().output.unwrap(), Output::F32(vec![3.0, 5.0]));
+/// accel.stop().unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Accelerator {
+    connector: AccelConnector,
+    path: ExecPath,
+    adapter: Option<AdapterInfo>,
+    name: String,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Accelerator {
+    /// Starts the accelerator thread, opens its device there, and waits
+    /// until it is ready. A GPU that cannot be opened (or a build without
+    /// feature `gpu`) gives the CPU path, with the reason in
+    /// [`path`](Self::path).
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] if the OS refuses the thread.
+    pub fn start(config: AcceleratorConfig) -> Result<Self> {
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            closing: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            next_client: AtomicU64::new(0),
+            counters: counters.clone(),
+        });
+        let (tx, rx) = Channel::mpsc(config.queue_capacity);
+        let (mut ready_tx, mut ready_rx) = Channel::spsc(1);
+        let name = config.name.clone();
+        let thread_shared = shared.clone();
+        let join = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Some(cpu) = config.cpu {
+                    // Best effort: an unusable CPU leaves the thread unpinned.
+                    let _ = crate::topology::pin_current_thread(cpu);
+                }
+                let engine = Engine::open(&config, counters);
+                let _ = ready_tx.send((engine.path(), engine.adapter()));
+                run(engine, rx, thread_shared, &config);
+            })
+            .map_err(|source| Error::Spawn {
+                worker: name.clone(),
+                source,
+            })?;
+        let (path, adapter) = ready_rx.recv().map_err(|_| Error::Init {
+            worker: name.clone(),
+            message: "the accelerator thread died while opening its device".into(),
+        })?;
+        Ok(Self {
+            connector: AccelConnector { tx, shared },
+            path,
+            adapter,
+            name,
+            join: Some(join),
+        })
+    }
+
+    /// Which path this accelerator runs jobs on (at start; after an adapter
+    /// loss, results report the CPU path).
+    pub fn path(&self) -> &ExecPath {
+        &self.path
+    }
+
+    /// The adapter, when the GPU path was opened.
+    pub fn adapter(&self) -> Option<&AdapterInfo> {
+        self.adapter.as_ref()
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A cloneable, `Send` maker of clients (see [`AccelConnector`]).
+    pub fn connector(&self) -> AccelConnector {
+        self.connector.clone()
+    }
+
+    /// A client whose results go to `sink` (see [`AccelConnector::client`]).
+    ///
+    /// # Errors
+    /// As [`AccelConnector::client`].
+    pub fn client(&self, sink: ResultSink<JobResult>) -> Result<AccelClient> {
+        self.connector.client(sink)
+    }
+
+    /// The counters (updated by the accelerator thread as it goes).
+    pub fn stats(&self) -> AccelStats {
+        let c = &self.connector.shared.counters;
+        AccelStats {
+            jobs_gpu: c.jobs_gpu.get(),
+            jobs_cpu: c.jobs_cpu.get(),
+            retried_on_cpu: c.retried.get(),
+            failed: c.failed.get(),
+            batches: c.batches.get(),
+            submits: c.submits.get(),
+            pipelines_compiled: c.compiles.get(),
+            pipeline_cache_hits: c.cache_hits.get(),
+            buffer_pool_hits: c.pool_hits.get(),
+            buffer_pool_misses: c.pool_misses.get(),
+            device_errors: c.device_errors.get(),
+        }
+    }
+
+    /// Destroys the device as an adapter loss would, to exercise the
+    /// fallback (jobs queued before it still complete, on the CPU path).
+    #[doc(hidden)]
+    pub fn inject_device_loss(&self) -> Result<()> {
+        self.connector
+            .send(Request::LoseDevice)
+            .map_err(|_| Error::Accel(AccelError::Stopped))
+    }
+
+    /// Stops accepting jobs, finishes every job already accepted, delivers
+    /// every result (waiting for room in full worker queues), and joins the
+    /// thread.
+    ///
+    /// # Errors
+    /// [`Error::WorkerFailed`] if the accelerator thread panicked.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(join) = self.join.take() else {
+            return Ok(());
+        };
+        let shared = &self.connector.shared;
+        shared.closing.store(true, Ordering::SeqCst);
+        // Wake the thread; it drains everything (see `AccelConnector::send`).
+        let _ = self.connector.tx.send(Request::Stop);
+        join.join().map_err(|_| Error::WorkerFailed {
+            worker: self.name.clone(),
+            message: "the accelerator thread panicked".into(),
+        })
+    }
+}
+
+impl Drop for Accelerator {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// What runs the jobs.
+enum Engine {
+    Cpu {
+        reason: String,
+        counters: Arc<Counters>,
+    },
+    #[cfg(feature = "gpu")]
+    Gpu(Box<super::gpu::Gpu>),
+}
+
+impl Engine {
+    fn open(config: &AcceleratorConfig, counters: Arc<Counters>) -> Self {
+        match &config.device {
+            DeviceChoice::Cpu { reason } => Self::Cpu {
+                reason: reason.clone(),
+                counters,
+            },
+            #[cfg(not(feature = "gpu"))]
+            DeviceChoice::Gpu { .. } => Self::Cpu {
+                reason: "built without feature gpu".into(),
+                counters,
+            },
+            #[cfg(feature = "gpu")]
+            DeviceChoice::Gpu {
+                index,
+                expected_name,
+            } => {
+                let spec = super::gpu::AdapterSpec {
+                    index: *index,
+                    expected_name: expected_name.clone(),
+                };
+                let tuning = super::gpu::GpuTuning {
+                    chunk_bytes: config.chunk_bytes,
+                    max_batch_bytes: config.max_batch_bytes,
+                    pool_bytes: config.pool_bytes,
+                    poll_timeout: config.poll_timeout,
+                };
+                let c = counters.clone();
+                // A driver that panics while opening leaves the CPU path.
+                match std::panic::catch_unwind(move || super::gpu::Gpu::open(&spec, tuning, c)) {
+                    Ok(Ok(gpu)) => Self::Gpu(Box::new(gpu)),
+                    Ok(Err(e)) => Self::Cpu {
+                        reason: e.to_string(),
+                        counters,
+                    },
+                    Err(p) => Self::Cpu {
+                        reason: format!(
+                            "wgpu panicked while opening the adapter: {}",
+                            panic_message(&p)
+                        ),
+                        counters,
+                    },
+                }
+            }
+        }
+    }
+
+    fn path(&self) -> ExecPath {
+        match self {
+            Self::Cpu { reason, .. } => ExecPath::Cpu {
+                reason: reason.clone(),
+            },
+            #[cfg(feature = "gpu")]
+            Self::Gpu(g) => ExecPath::Gpu {
+                adapter: g.info.name.clone(),
+            },
+        }
+    }
+
+    fn adapter(&self) -> Option<AdapterInfo> {
+        match self {
+            Self::Cpu { .. } => None,
+            #[cfg(feature = "gpu")]
+            Self::Gpu(g) => Some(g.info.clone()),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        match self {
+            Self::Cpu { counters, .. } => counters,
+            #[cfg(feature = "gpu")]
+            Self::Gpu(g) => g.counters(),
+        }
+    }
+
+    fn lose_device(&mut self) {
+        #[cfg(feature = "gpu")]
+        if let Self::Gpu(g) = self {
+            g.lose_device();
+        }
+    }
+
+    /// Runs a batch of jobs; one result per job, in order.
+    fn run(&mut self, batch: Vec<(u64, u64, Job, Instant)>) -> Vec<(u64, JobResult)> {
+        let picked = Instant::now();
+        let n = batch.len();
+        let path = self.path();
+        // Invalid jobs fail the same way on every path.
+        let checked: Vec<Result<(), AccelError>> = batch.iter().map(|b| b.2.validate()).collect();
+        let mut gpu_outcomes = self.run_gpu(&batch, &checked);
+        let mut out = Vec::with_capacity(n);
+        for (i, ((client, tag, job, at), check)) in batch.into_iter().zip(checked).enumerate() {
+            let queued = picked.saturating_duration_since(at);
+            let name = job.name().to_owned();
+            let mut result = JobResult {
+                tag,
+                job: name,
+                output: Err(AccelError::Stopped),
+                path: path.clone(),
+                gpu_error: None,
+                timing: Timing {
+                    queued,
+                    batch: n,
+                    ..Timing::default()
+                },
+            };
+            if let Err(e) = check {
+                result.output = Err(e);
+            } else {
+                match gpu_outcomes.as_mut().and_then(|o| o[i].take()) {
+                    #[cfg(feature = "gpu")]
+                    Some(super::gpu::GpuOutcome::Done(o, transfer, execute)) => {
+                        result.output = Ok(o);
+                        result.timing.transfer = transfer;
+                        result.timing.execute = execute;
+                    }
+                    #[cfg(feature = "gpu")]
+                    Some(super::gpu::GpuOutcome::Failed(e)) => result.output = Err(e),
+                    #[cfg(feature = "gpu")]
+                    Some(super::gpu::GpuOutcome::Retry(e)) => {
+                        self.counters().retried.add(1);
+                        result.path = ExecPath::Cpu {
+                            reason: format!("rerun after a GPU failure: {e}"),
+                        };
+                        result.gpu_error = Some(e.clone());
+                        let t = Instant::now();
+                        result.output = job.run_on_cpu().map_err(|cpu_err| match cpu_err {
+                            AccelError::NoCpuPath { kernel, .. } => AccelError::NoCpuPath {
+                                kernel,
+                                cause: e.to_string(),
+                            },
+                            other => other,
+                        });
+                        result.timing.execute = t.elapsed();
+                    }
+                    #[cfg(not(feature = "gpu"))]
+                    Some(never) => match never {},
+                    None => {
+                        let t = Instant::now();
+                        result.output = job.run_on_cpu();
+                        result.timing.execute = t.elapsed();
+                    }
+                }
+            }
+            let c = self.counters();
+            if result.output.is_err() {
+                c.failed.add(1);
+            } else if result.path.is_gpu() {
+                c.jobs_gpu.add(1);
+            } else {
+                c.jobs_cpu.add(1);
+            }
+            out.push((client, result));
+        }
+        self.demote_if_lost();
+        out
+    }
+
+    #[cfg(feature = "gpu")]
+    fn run_gpu(
+        &mut self,
+        batch: &[(u64, u64, Job, Instant)],
+        checked: &[Result<(), AccelError>],
+    ) -> Option<Vec<Option<super::gpu::GpuOutcome>>> {
+        let Self::Gpu(g) = self else { return None };
+        let idx: Vec<usize> = (0..batch.len()).filter(|&i| checked[i].is_ok()).collect();
+        let jobs: Vec<&Job> = idx.iter().map(|&i| &batch[i].2).collect();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.run_batch(&jobs)));
+        let mut all: Vec<Option<super::gpu::GpuOutcome>> = (0..batch.len()).map(|_| None).collect();
+        match ran {
+            Ok(outcomes) => {
+                for (i, o) in idx.into_iter().zip(outcomes) {
+                    all[i] = Some(o);
+                }
+            }
+            Err(p) => {
+                let e = AccelError::Device {
+                    message: format!("wgpu panicked: {}", panic_message(&p)),
+                };
+                g.counters().device_errors.add(1);
+                for i in idx {
+                    all[i] = Some(super::gpu::GpuOutcome::Retry(e.clone()));
+                }
+                // A device that panicked is not trusted again.
+                g.lose_device();
+            }
+        }
+        Some(all)
+    }
+
+    #[cfg(not(feature = "gpu"))]
+    fn run_gpu(
+        &mut self,
+        _: &[(u64, u64, Job, Instant)],
+        _: &[Result<(), AccelError>],
+    ) -> Option<Vec<Option<std::convert::Infallible>>> {
+        None
+    }
+
+    /// After an adapter loss, every later job runs on the CPU path.
+    fn demote_if_lost(&mut self) {
+        #[cfg(feature = "gpu")]
+        if let Self::Gpu(g) = self
+            && let Some(reason) = g.lost()
+        {
+            let counters = g.counters_arc();
+            *self = Self::Cpu {
+                reason: format!("the GPU was lost ({reason})"),
+                counters,
+            };
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+/// The accelerator thread's loop.
+fn run(
+    mut engine: Engine,
+    rx: mpsc::Receiver<Request>,
+    shared: Arc<Shared>,
+    config: &AcceleratorConfig,
+) {
+    let mut sinks: HashMap<u64, ResultSink<JobResult>> = HashMap::new();
+    let mut draining: Vec<ResultSink<JobResult>> = Vec::new();
+    let mut stopping = false;
+    loop {
+        let backlog = !draining.is_empty() || sinks.values().any(|s| s.backlog() > 0);
+        let first = if stopping || backlog {
+            rx.recv_timeout(Duration::from_micros(200)).ok()
+        } else {
+            rx.recv().ok()
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        let mut next = first;
+        while let Some(r) = next {
+            match r {
+                Request::Register(id, sink) => {
+                    sinks.insert(id, sink);
+                }
+                Request::Unregister(id) => {
+                    // Its jobs came first: run them while its sink is registered.
+                    if !batch.is_empty() {
+                        deliver(engine.run(std::mem::take(&mut batch)), &mut sinks);
+                    }
+                    if let Some(s) = sinks.remove(&id) {
+                        draining.push(s);
+                    }
+                }
+                Request::Job {
+                    client,
+                    tag,
+                    job,
+                    at,
+                } => {
+                    bytes += job.input_bytes();
+                    batch.push((client, tag, job, at));
+                }
+                Request::LoseDevice => {
+                    // Run what came before on the device first.
+                    if !batch.is_empty() {
+                        deliver(engine.run(std::mem::take(&mut batch)), &mut sinks);
+                    }
+                    engine.lose_device();
+                }
+                Request::Stop => stopping = true,
+            }
+            if batch.len() >= config.max_batch_jobs || bytes >= config.max_batch_bytes {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            engine.counters().batches.add(1);
+            deliver(engine.run(batch), &mut sinks);
+        }
+        for s in sinks.values_mut() {
+            s.flush();
+        }
+        draining.retain_mut(|s| s.flush() > 0 && !s.is_closed());
+        if stopping && shared.in_flight.load(Ordering::SeqCst) == 0 && rx.is_empty() {
+            break;
+        }
+    }
+    // Deliver what is owed: a full worker queue is backpressure, not a drop.
+    let mut all: Vec<ResultSink<JobResult>> = sinks.into_values().chain(draining).collect();
+    while !all.is_empty() {
+        all.retain_mut(|s| s.flush() > 0 && !s.is_closed());
+        if !all.is_empty() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+fn deliver(results: Vec<(u64, JobResult)>, sinks: &mut HashMap<u64, ResultSink<JobResult>>) {
+    for (client, r) in results {
+        // A client's jobs reach the thread after its `Register` and are run
+        // before its `Unregister` is handled, so its sink is always here.
+        if let Some(s) = sinks.get_mut(&client) {
+            s.deliver(r);
+        } else {
+            debug_assert!(false, "result for unknown client {client}");
+        }
+    }
+}
