@@ -1,0 +1,4 @@
+//! Broker example (issue 6), phase 1: modules the server will call.
+#![allow(dead_code)]
+mod protocol;
+fn main() {}
