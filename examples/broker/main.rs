@@ -1,6 +1,155 @@
-//! Broker example (issue 6), phase 1: modules the server will call.
-#![allow(dead_code, unused_imports)]
+//! `broker`: a thread-per-core commit-log broker, wire-compatible with
+//! RingLog (issue 6), built only on the crate's public API.
+//!
+//! Phase 1 (this code): the command line, the wire protocol, the commit log
+//! with crash recovery, and the blocking clients and bench. Phase 2 wires the
+//! server onto the crate's I/O workers: see `serve` below.
+//!
+//! ```text
+//! cargo run --example broker -- server [--dir D] [--fsync always|interval:MS|never]
+//! cargo run --example broker -- producer            # stdin lines -> acks
+//! cargo run --example broker -- consumer [OFFSET]   # prints records, tails
+//! cargo run --example broker -- bench --connections 4 --depth 64 --size 100
+//! cargo run --example broker                        # self-contained demo
+//! ```
+
+mod client;
 mod config;
+// The server (phase 2) is the main user of the log; until it lands, only
+// the unit tests call most of it.
+#[allow(dead_code, unused_imports)]
 mod log;
+#[allow(dead_code)]
 mod protocol;
-fn main() {}
+
+use config::{Config, ConfigError, Mode};
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why the program stopped.
+#[derive(Debug, Error)]
+enum MainError {
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error(
+        "the server is not wired yet: it comes in phase 2 on the crate's I/O workers \
+         (protocol, log, clients and bench are in place)"
+    )]
+    ServerNotWired,
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("demo server did not start listening on {0} within 10 s")]
+    DemoServerTimeout(String),
+    #[error("demo server stopped: {0}")]
+    DemoServerStopped(String),
+}
+
+fn main() -> ExitCode {
+    let cfg = match config::parse(std::env::args().skip(1)) {
+        Ok(cfg) => cfg,
+        Err(e) => return usage_error(&e),
+    };
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(e: &ConfigError) -> ExitCode {
+    eprintln!("broker: {e}\n\n{}", config::USAGE);
+    ExitCode::from(2)
+}
+
+fn run(cfg: Config) -> Result<(), MainError> {
+    match cfg.mode {
+        Mode::Help => {
+            println!("{}", config::USAGE);
+            Ok(())
+        }
+        Mode::Server => serve(&cfg),
+        Mode::Producer => {
+            let acks = client::produce(&cfg.addr, io::stdin().lock(), io::stdout())?;
+            eprintln!("broker: {acks} records acknowledged");
+            Ok(())
+        }
+        Mode::Consumer { offset } => {
+            client::consume(&cfg.addr, offset, None, io::stdout().lock())?;
+            eprintln!("broker: server closed the connection");
+            Ok(())
+        }
+        Mode::Bench => {
+            let report = client::bench(&cfg.addr, &cfg.bench)?;
+            println!("{report}");
+            Ok(())
+        }
+        Mode::Demo => demo(cfg),
+    }
+}
+
+/// LEAD HOOK (phase 2): run the broker on `cfg.addr` with its data under
+/// `cfg.dir` until it is stopped; return an error if it cannot start. The
+/// `server` mode calls this directly; the demo calls it on a background
+/// thread and connects once the address accepts connections.
+fn serve(_cfg: &Config) -> Result<(), MainError> {
+    Err(MainError::ServerNotWired)
+}
+
+/// A broker on a free local port with a fresh data directory, a producer
+/// sending a few records and a consumer reading them back, in one process.
+fn demo(mut cfg: Config) -> Result<(), MainError> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|source| MainError::Io {
+            context: "find a free port",
+            source,
+        })?
+        .port();
+    cfg.addr = format!("127.0.0.1:{port}");
+    cfg.dir = std::env::temp_dir().join(format!("broker-demo-{}", std::process::id()));
+    cfg.mode = Mode::Server;
+    let dir: PathBuf = cfg.dir.clone();
+    println!(
+        "demo: broker on {} with data in {}",
+        cfg.addr,
+        dir.display()
+    );
+
+    let server_cfg = cfg.clone();
+    let server = thread::spawn(move || serve(&server_cfg).map_err(|e| e.to_string()));
+    let started = Instant::now();
+    while TcpStream::connect(&cfg.addr).is_err() {
+        if server.is_finished() {
+            let reason = match server.join() {
+                Ok(Err(reason)) => reason,
+                Ok(Ok(())) => "returned before listening".to_owned(),
+                Err(_) => "panicked".to_owned(),
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(MainError::DemoServerStopped(reason));
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(MainError::DemoServerTimeout(cfg.addr));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let lines: String = (1..=5).map(|i| format!("demo message {i}\n")).collect();
+    println!("demo: producing 5 records");
+    client::produce(&cfg.addr, lines.as_bytes(), io::stdout())?;
+    println!("demo: consuming from offset 0");
+    client::consume(&cfg.addr, 0, Some(5), io::stdout().lock())?;
+    println!("demo: done (the server stops with the process)");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
