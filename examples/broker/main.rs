@@ -14,6 +14,9 @@
 //! ```
 
 mod client;
+// Used by the server (phase 2) to drive group commit.
+#[allow(dead_code)]
+mod commit;
 mod config;
 // The server (phase 2) is the main user of the log; until it lands, only
 // the unit tests call most of it.
@@ -21,6 +24,8 @@ mod config;
 mod log;
 #[allow(dead_code)]
 mod protocol;
+#[cfg(test)]
+mod test_dir;
 
 use config::{Config, ConfigError, Mode};
 use std::io;
