@@ -25,7 +25,7 @@ mod tests;
 
 pub use record::RECORD_HEADER;
 pub use segment::{index_name, log_name};
-pub use storage::{Dir, FsDir, SegmentFile};
+pub use storage::{Dir, DirLock, FsDir, SegmentFile};
 
 use segment::{Boundary, Segment};
 use std::io;

@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,43 @@ impl FsDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Takes an exclusive lock on the directory (file `LOCK`, `flock`), held
+    /// until the returned guard is dropped: two brokers appending to one log
+    /// would interleave their records and destroy it.
+    ///
+    /// # Errors
+    /// `WouldBlock` with a message if another process (or another open of
+    /// the same directory) holds it; other I/O errors as they come.
+    pub fn lock(&self) -> io::Result<DirLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path.join("LOCK"))?;
+        // SAFETY: flock takes a descriptor by value and touches no memory of
+        // ours; `file` keeps the descriptor open for the whole call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is in use by another broker", self.path.display()),
+                ));
+            }
+            return Err(err);
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// An exclusive lock on a data directory; released on drop (closing the
+/// file releases the `flock`).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
 }
 
 impl SegmentFile for File {

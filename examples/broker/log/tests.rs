@@ -483,3 +483,18 @@ fn an_interrupted_roll_recovers() {
     assert_eq!(log.end_offset(), end);
     assert_eq!(log.append(b"next").expect("append"), end);
 }
+
+#[test]
+fn a_data_directory_is_locked_by_one_broker_at_a_time() {
+    let tmp = TempDir::new();
+    let dir = FsDir::create(&tmp.0).expect("dir");
+    let lock = dir.lock().expect("first lock");
+    let err = FsDir::create(&tmp.0)
+        .expect("dir")
+        .lock()
+        .expect_err("second lock must fail");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(lock);
+    dir.lock().expect("free again after drop");
+}
