@@ -32,11 +32,14 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The server closed the connection before answering everything.
-    #[error("server closed the connection with {missing} acks outstanding")]
+    #[error("server closed the connection with at least {missing} acks outstanding")]
     Closed {
-        /// Records sent but not acked.
+        /// Records sent but not acked (at least this many).
         missing: u64,
     },
+    /// A consumer record longer than any broker stores: a broken peer.
+    #[error("server announced a record of {0} bytes, above the 1 GiB limit")]
+    RecordTooLarge(u32),
     /// The server closed the connection inside a record.
     #[error("server closed the connection in the middle of a record")]
     TruncatedRecord,
@@ -113,7 +116,9 @@ pub fn produce(
         let mut prev = None;
         for () in sent_rx.iter() {
             let Some(offset) = read_ack(&mut r)? else {
-                let missing = 1 + sent_rx.iter().count() as u64;
+                // Count only what is already queued: blocking here would wait
+                // for the writer, which may be waiting for stdin.
+                let missing = 1 + sent_rx.try_iter().count() as u64;
                 return Err(ClientError::Closed { missing });
             };
             check_order(0, &mut prev, offset)?;
@@ -190,7 +195,12 @@ pub fn consume(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(io_err("read record")(e)),
         }
-        payload.resize(u32::from_be_bytes(len) as usize, 0);
+        let len = u32::from_be_bytes(len);
+        // Do not let a broken peer make us allocate 4 GiB.
+        if len > crate::config::MAX_RECORD_LIMIT {
+            return Err(ClientError::RecordTooLarge(len));
+        }
+        payload.resize(len as usize, 0);
         r.read_exact(&mut payload).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => ClientError::TruncatedRecord,
             _ => io_err("read record")(e),
@@ -330,6 +340,9 @@ pub fn bench(addr: &str, cfg: &BenchConfig) -> Result<BenchReport, ClientError> 
     })
 }
 
+/// How long bench waits for any one ack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
 type Joined<T> = thread::JoinHandle<Result<T, ClientError>>;
 /// One connection's threads: the writer returns records sent, the reader
 /// acks received and their latencies.
@@ -344,6 +357,10 @@ fn spawn_connection(
     deadline: Option<Instant>,
 ) -> Result<ConnectionThreads, ClientError> {
     let read_half = stream.try_clone().map_err(io_err("clone socket"))?;
+    // A server that stops answering ends the run with an error, not a hang.
+    read_half
+        .set_read_timeout(Some(ACK_TIMEOUT))
+        .map_err(io_err("set read timeout"))?;
     // Send times, writer to reader, in record order.
     let (stamp_tx, stamp_rx) = mpsc::channel::<Instant>();
     // Pipeline slots, reader to writer: `depth` credits, one returned per
@@ -360,7 +377,9 @@ fn spawn_connection(
         let mut acks = 0u64;
         for sent_at in stamp_rx.iter() {
             let Some(offset) = read_ack(&mut r)? else {
-                let missing = 1 + stamp_rx.iter().count() as u64;
+                // Count only what is queued: blocking would deadlock with a
+                // writer waiting for the credits this thread returns.
+                let missing = 1 + stamp_rx.try_iter().count() as u64;
                 return Err(ClientError::Closed { missing });
             };
             let us = sent_at.elapsed().as_micros().max(1);
@@ -412,6 +431,11 @@ mod tests {
     /// RingLog-style offsets (4-byte header), consumers get `records` and a
     /// close. It keeps nothing; it only checks the clients' side of the wire.
     fn peer(records: Vec<Vec<u8>>) -> String {
+        peer_acking(records, usize::MAX)
+    }
+
+    /// As `peer`, but producers are disconnected after `ack_limit` acks.
+    fn peer_acking(records: Vec<Vec<u8>>, ack_limit: usize) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         thread::spawn(move || {
@@ -427,6 +451,7 @@ mod tests {
                         Ok(Role::Producer) => {
                             let mut dec = FrameDecoder::new(1 << 20);
                             let mut next = 0u64;
+                            let mut next_count = 0usize;
                             let mut buf = [0u8; 4096];
                             loop {
                                 let n = match s.read(&mut buf) {
@@ -435,10 +460,17 @@ mod tests {
                                 };
                                 dec.feed(&buf[..n]);
                                 let mut acks = Vec::new();
+                                let mut acked = next_count;
                                 while let Ok(Some(rec)) = dec.next_frame() {
+                                    if acked == ack_limit {
+                                        let _ = s.write_all(&acks);
+                                        return;
+                                    }
                                     acks.extend(protocol::encode_ack(next));
                                     next += 4 + rec.len() as u64;
+                                    acked += 1;
                                 }
+                                next_count = acked;
                                 if s.write_all(&acks).is_err() {
                                     return;
                                 }
@@ -532,6 +564,24 @@ mod tests {
         };
         let report = bench(&addr, &cfg).expect("bench");
         assert!(report.records > 0);
+    }
+
+    #[test]
+    fn a_server_closing_early_is_an_error_not_a_hang() {
+        let addr = peer_acking(Vec::new(), 5);
+        let cfg = BenchConfig {
+            connections: 2,
+            depth: 4,
+            size: 10,
+            count: Some(1000),
+            duration: Some(Duration::from_secs(60)),
+        };
+        assert!(matches!(
+            bench(&addr, &cfg),
+            Err(ClientError::Closed { .. } | ClientError::Io { .. })
+        ));
+        let lines = "a\n".repeat(20);
+        assert!(produce(&addr, lines.as_bytes(), io::sink()).is_err());
     }
 
     #[test]
