@@ -12,7 +12,7 @@ use thiserror::Error;
 /// positions, and one record must fit a segment).
 pub const MAX_RECORD_LIMIT: u32 = 1 << 30;
 /// Largest segment: segment positions are 32-bit in the index.
-pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+pub const MAX_SEGMENT_BYTES: u64 = crate::log::MAX_SEGMENT_BYTES;
 
 /// Usage text printed by `--help` and after a usage error.
 pub const USAGE: &str = "\

@@ -32,6 +32,9 @@ use std::io;
 use std::ops::ControlFlow;
 use thiserror::Error;
 
+/// Largest `segment_bytes` and `max_record`: see [`Log::open`].
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
 /// Log settings (no `Default`: the server passes what the command line says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
@@ -64,6 +67,9 @@ pub enum LogError {
         /// The cause.
         source: io::Error,
     },
+    /// Settings the format cannot honour.
+    #[error("invalid log settings: {0}")]
+    Config(&'static str),
     /// A write or sync failed before; the log takes no more writes.
     #[error("log refuses writes after an earlier I/O error: {0}")]
     Failed(String),
@@ -198,8 +204,16 @@ impl<D: Dir> Log<D> {
     /// kept is synced, so it is all committed and durable.
     ///
     /// # Errors
-    /// [`LogError::Io`] if the directory cannot be read or repaired.
+    /// [`LogError::Config`] for sizes above 1 GiB, [`LogError::Io`] if the
+    /// directory cannot be read or repaired.
     pub fn open(dir: D, cfg: LogConfig) -> Result<(Self, Recovery), LogError> {
+        // Index entries are 32-bit segment positions: a segment (at most
+        // segment_bytes plus one record) must stay far below 4 GiB.
+        if cfg.segment_bytes > MAX_SEGMENT_BYTES || u64::from(cfg.max_record) > MAX_SEGMENT_BYTES {
+            return Err(LogError::Config(
+                "segment_bytes and max_record must be at most 1 GiB",
+            ));
+        }
         let names = dir.list().map_err(io_err("list", "data directory"))?;
         let mut logs = Vec::new();
         let mut idxs = Vec::new();

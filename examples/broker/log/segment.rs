@@ -111,6 +111,13 @@ impl<F: SegmentFile> Segment<F> {
         let mut log = dir.open(&log_name(base))?;
         let mut idx = dir.open(&index_name(base))?;
         let found_len = log.len()?;
+        if found_len > u64::from(u32::MAX) {
+            // Positions in the index are 32-bit; we never write such a file.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("segment {} is larger than 4 GiB", log_name(base)),
+            ));
+        }
         let idx_len = idx.len()?;
 
         // A valid index has fewer entries than the log has bytes; the cap

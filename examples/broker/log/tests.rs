@@ -498,3 +498,14 @@ fn a_data_directory_is_locked_by_one_broker_at_a_time() {
     drop(lock);
     dir.lock().expect("free again after drop");
 }
+
+#[test]
+fn sizes_beyond_the_index_format_are_refused() {
+    let tmp = TempDir::new();
+    let huge = LogConfig {
+        segment_bytes: 4 << 30,
+        ..cfg()
+    };
+    let dir = FsDir::create(&tmp.0).expect("dir");
+    assert!(matches!(Log::open(dir, huge), Err(LogError::Config(_))));
+}
