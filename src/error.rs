@@ -86,6 +86,11 @@ pub enum Error {
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+
+    /// An I/O worker's request failed (the errno is inside).
+    #[cfg(not(loom))]
+    #[error(transparent)]
+    IoRequest(#[from] crate::io::IoError),
 }
 
 impl Error {

@@ -11,6 +11,8 @@
 //!   partitioners.
 //! - [`pool`]: worker pools with a mesh of SPSC rings from every sender to
 //!   every worker.
+//! - [`io`]: storage and network I/O workers on io_uring (with a portable
+//!   fallback); completions come back into the requesting worker's loop.
 //! - [`topology`]: which CPUs this process may use.
 //!
 //! ```
@@ -43,6 +45,8 @@
 
 pub mod channel;
 mod error;
+#[cfg(not(loom))]
+pub mod io;
 pub mod metrics;
 pub mod partition;
 pub mod pool;
@@ -73,7 +77,12 @@ pub mod prelude {
         ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,
         RangePartitioner, RoundRobinPartitioner,
     };
+    #[cfg(not(loom))]
+    pub use crate::pool::IoWorkers;
     pub use crate::pool::{PoolConfig, PoolSender, Profile, WorkerGroup, WorkerPool};
-    pub use crate::worker::{Batch, Envelope, IdleStrategy, RestartPolicy, Worker, WorkerConfig};
+    pub use crate::worker::{
+        Batch, Envelope, IdleStrategy, RestartPolicy, ResultSink, Worker, WorkerConfig,
+        WorkerSender,
+    };
     pub use crate::{Error, Result};
 }

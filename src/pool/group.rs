@@ -7,7 +7,8 @@ use crate::worker::outbox::Outbox;
 use crate::worker::runtime::{self, Launch};
 use crate::worker::shared::{Control, WorkerShared};
 use crate::worker::{
-    EventSink, EventStream, Pending, SendError, Worker, WorkerConfig, WorkerState, WorkerStats,
+    EventSink, EventStream, Pending, SendError, Worker, WorkerConfig, WorkerSender, WorkerState,
+    WorkerStats,
 };
 use crate::{Error, Result};
 use std::hash::Hash;
@@ -160,6 +161,22 @@ impl<W: Worker> WorkerGroup<W> {
             events,
             plan,
         })
+    }
+
+    /// One [`ResultSink`](crate::worker::ResultSink) per worker, in index
+    /// order, each turning results into messages with `map`: the targets
+    /// to give an I/O listener, so accepted connections land in the
+    /// workers' own loops.
+    pub fn result_sinks<T: Send + 'static>(
+        &self,
+        map: impl Fn(T) -> W::Message + Clone + Send + 'static,
+    ) -> Vec<crate::worker::ResultSink<T>> {
+        (0..self.workers.len())
+            .filter_map(|i| self.sender.outbox().connect_one(i))
+            .map(|outbox| {
+                crate::worker::ResultSink::to_worker(WorkerSender::from_outbox(outbox), map.clone())
+            })
+            .collect()
     }
 
     /// Workers in the group.

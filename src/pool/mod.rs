@@ -9,6 +9,8 @@ mod builder;
 mod config;
 mod factory;
 mod group;
+#[cfg(not(loom))]
+mod io;
 mod plan;
 mod profile;
 mod runtime;
@@ -18,6 +20,8 @@ pub use builder::{NoFactory, PoolBuilder};
 pub use config::PoolConfig;
 pub use factory::WorkerFactory;
 pub use group::{PoolStats, WorkerGroup, WorkerPlacement};
+#[cfg(not(loom))]
+pub use io::IoWorkers;
 pub use plan::{
     Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,
     PlanError, WorkerRole, plan,

@@ -74,6 +74,10 @@ impl<M: Send + 'static> PoolSender<M> {
         }
     }
 
+    pub(crate) fn outbox(&self) -> &Outbox<M> {
+        &self.outbox
+    }
+
     /// Workers reachable.
     pub fn len(&self) -> usize {
         self.outbox.len()

@@ -74,6 +74,12 @@ impl<M: Send + 'static> Outbox<M> {
         }
     }
 
+    /// A new outbox to worker `index` alone, with this one's settings.
+    pub(crate) fn connect_one(&self, index: usize) -> Option<Self> {
+        let w = self.workers.get(index)?.clone();
+        Some(Self::connect(vec![w].into(), self.capacity, self.tracing))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.rings.len()
     }

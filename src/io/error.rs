@@ -1,0 +1,135 @@
+//! The errors of I/O requests: typed, carrying the operation and the errno.
+
+use std::fmt;
+use std::io;
+
+/// Why an I/O request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IoError {
+    /// The kernel refused the operation; `errno` is the raw error number
+    /// (`ENOENT`, `ENOSPC`, `ECONNRESET`, ...).
+    #[error("{op} failed: {source}")]
+    Os {
+        /// The operation (`"open"`, `"write"`, `"recv"`, ...).
+        op: &'static str,
+        /// The error, with its errno in [`io::Error::raw_os_error`].
+        source: io::Error,
+    },
+    /// An `O_DIRECT` request whose buffer address, length or file offset is
+    /// not a multiple of the required alignment.
+    #[error("{op} on an O_DIRECT file is misaligned: {what} is not a multiple of {align}")]
+    Misaligned {
+        /// The operation.
+        op: &'static str,
+        /// Which value is misaligned (`"offset"`, `"length"`, `"buffer address"`).
+        what: &'static str,
+        /// The alignment required.
+        align: usize,
+    },
+    /// The file or connection id is not open on this worker (closed, or
+    /// opened on another worker).
+    #[error("{what} {id:#x} is not open on this I/O worker")]
+    NotOpen {
+        /// `"file"` or `"connection"`.
+        what: &'static str,
+        /// The id.
+        id: u64,
+    },
+    /// Fewer bytes were written than asked, and retrying made no progress.
+    #[error("{op} wrote {written} of {len} bytes")]
+    ShortWrite {
+        /// The operation.
+        op: &'static str,
+        /// Bytes written.
+        written: usize,
+        /// Bytes asked.
+        len: usize,
+    },
+    /// The request is malformed (an empty vectored write, a path with a NUL
+    /// byte, a read longer than the buffer can hold).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The I/O worker stopped before the request ran.
+    #[error("the I/O worker stopped before the request ran")]
+    Stopped,
+}
+
+impl IoError {
+    pub(crate) fn os(op: &'static str, errno: i32) -> Self {
+        IoError::Os {
+            op,
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    pub(crate) fn from_io(op: &'static str, source: io::Error) -> Self {
+        IoError::Os { op, source }
+    }
+
+    /// The errno, for [`IoError::Os`].
+    ///
+    /// ```
+    /// # use shared_nothing::io::IoError;
+    /// let e = IoError::Stopped;
+    /// assert_eq!(e.errno(), None);
+    /// ```
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            IoError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The [`io::ErrorKind`] (`Other` for errors that are not the kernel's).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            IoError::Os { source, .. } => source.kind(),
+            IoError::Misaligned { .. } | IoError::Invalid(_) => io::ErrorKind::InvalidInput,
+            IoError::NotOpen { .. } => io::ErrorKind::NotFound,
+            IoError::ShortWrite { .. } => io::ErrorKind::WriteZero,
+            IoError::Stopped => io::ErrorKind::BrokenPipe,
+        }
+    }
+}
+
+/// A request was not accepted; it is handed back.
+#[derive(PartialEq, Eq)]
+pub enum SubmitError<T> {
+    /// The I/O worker's queue from this client is full: backpressure, try
+    /// again after taking some completions.
+    Full(T),
+    /// The I/O worker has stopped.
+    Stopped(T),
+}
+
+impl<T> SubmitError<T> {
+    /// The request that was not accepted.
+    pub fn into_inner(self) -> T {
+        match self {
+            SubmitError::Full(t) | SubmitError::Stopped(t) => t,
+        }
+    }
+
+    /// Whether the queue was full (retry later).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SubmitError::Full(_))
+    }
+}
+
+impl<T> fmt::Debug for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T> fmt::Display for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("I/O worker queue full"),
+            SubmitError::Stopped(_) => f.write_str("I/O worker stopped"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SubmitError<T> {}

@@ -1,0 +1,43 @@
+//! I/O workers: application workers never block on disk or network; they
+//! hand I/O to dedicated I/O workers, each owning one io_uring, and get the
+//! completions back in their own loop.
+//!
+//! - [`StorageWorker`]: files. Reads, writes (buffered, linked
+//!   write+`fdatasync`, or group-committed), vectored writes, syncs,
+//!   `fallocate`, `O_DIRECT` with [`AlignedBuf`], registered buffers
+//!   ([`FixedBuf`]) and registered files.
+//! - [`NetworkWorker`]: TCP. Listening (multishot accept), receiving,
+//!   sending, connecting, closing; accepted connections are handed to the
+//!   application worker a partitioner picks, as [`NetEvent`]s.
+//!
+//! A request carries its buffer by ownership and gets it back in the
+//! completion, which goes to the client's
+//! [`ResultSink`](crate::worker::ResultSink): into a worker's loop as a
+//! message, or onto a queue a plain thread waits on. A full ring or inbox is
+//! backpressure ([`SubmitError::Full`]), never a drop.
+//!
+//! Where io_uring is unavailable (disabled by sysctl, refused by seccomp or
+//! the memlock limit, an old kernel) the same API runs on a portable
+//! backend: blocking calls on the storage worker's thread, epoll (via
+//! `mio`) on the network worker's. [`BackendChoice`] or the
+//! `SHARED_NOTHING_IO_BACKEND` environment variable forces either.
+//!
+//! The submission side (clients, rings into the worker) and the completion
+//! side (sinks out of it) are kept apart: see `inbox.rs`.
+
+mod backend;
+pub(crate) mod buf;
+mod error;
+mod inbox;
+pub mod net;
+pub mod storage;
+mod wake;
+
+pub use backend::{BACKEND_ENV, BackendChoice, IoBackendKind};
+pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
+pub use error::{IoError, SubmitError};
+pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
+pub use storage::{
+    BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
+    StorageConfig, StorageOp, StorageOutput, StorageWorker,
+};

@@ -1,0 +1,188 @@
+//! What both network backends share: the connection table (slots with
+//! generations, so a stale `ConnId` is an error) and the owners that
+//! connection events go to.
+
+use super::{ConnId, NetEvent, NetEventKind, NetRequest, NewListener};
+use crate::io::IoError;
+use crate::io::inbox::Inbox;
+use crate::partition::Partitioner;
+use crate::worker::ResultSink;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Who receives a connection's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The client that connected it (its inbox slot).
+    Client(u32),
+    /// A listener's target (index into `Owners::targets`).
+    Target(usize),
+}
+
+pub(crate) struct Listener {
+    pub(crate) local: SocketAddr,
+    first_target: usize,
+    targets: usize,
+    partitioner: Arc<dyn Partitioner>,
+    accepted: u64,
+}
+
+/// Listener targets, and delivery to any owner.
+pub(crate) struct Owners {
+    targets: Vec<ResultSink<NetEvent>>,
+    pub(crate) listeners: Vec<Listener>,
+}
+
+impl Owners {
+    pub(crate) fn new() -> Self {
+        Self {
+            targets: Vec::new(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Records a listener's targets; returns the listener's index and the
+    /// socket.
+    pub(crate) fn add_listener(&mut self, l: NewListener) -> (usize, std::net::TcpListener) {
+        let local = l
+            .listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let first_target = self.targets.len();
+        let targets = l.targets.len();
+        self.targets.extend(l.targets);
+        self.listeners.push(Listener {
+            local,
+            first_target,
+            targets,
+            partitioner: l.partitioner,
+            accepted: 0,
+        });
+        (self.listeners.len() - 1, l.listener)
+    }
+
+    /// The owner of the next connection accepted on `listener`.
+    pub(crate) fn pick(&mut self, listener: usize) -> Owner {
+        let l = &mut self.listeners[listener];
+        let n = l.accepted;
+        l.accepted += 1;
+        let i = l.partitioner.partition(n, l.targets).min(l.targets - 1);
+        Owner::Target(l.first_target + i)
+    }
+
+    pub(crate) fn deliver(
+        &mut self,
+        inbox: &mut Inbox<NetRequest, NetEvent>,
+        owner: Owner,
+        ev: NetEvent,
+    ) {
+        match owner {
+            Owner::Client(c) => inbox.deliver(c, ev),
+            Owner::Target(t) => {
+                if let Some(s) = self.targets.get_mut(t) {
+                    s.deliver(ev);
+                }
+            }
+        }
+    }
+
+    /// Events waiting for room at `owner`.
+    pub(crate) fn backlog(
+        &mut self,
+        inbox: &mut Inbox<NetRequest, NetEvent>,
+        owner: Owner,
+    ) -> usize {
+        match owner {
+            Owner::Client(c) => inbox.sink(c).map_or(0, |s| s.backlog()),
+            Owner::Target(t) => self.targets.get(t).map_or(0, ResultSink::backlog),
+        }
+    }
+
+    /// Retries backlogged events; returns how many still wait.
+    pub(crate) fn flush(&mut self) -> usize {
+        self.targets.iter_mut().map(ResultSink::flush).sum()
+    }
+}
+
+/// Connection slots.
+pub(crate) struct Conns<S> {
+    worker: usize,
+    slots: Vec<(u32, Option<S>)>,
+    free: Vec<u32>,
+}
+
+impl<S> Conns<S> {
+    pub(crate) fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    pub(crate) fn insert(&mut self, conn: S) -> ConnId {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push((0, None));
+            (self.slots.len() - 1) as u32
+        });
+        let (g, s) = &mut self.slots[slot as usize];
+        *s = Some(conn);
+        ConnId::new(self.worker, slot, *g)
+    }
+
+    /// The id of the connection now in `slot`.
+    pub(crate) fn id(&self, slot: u32) -> ConnId {
+        let g = self.slots.get(slot as usize).map_or(0, |(g, _)| *g);
+        ConnId::new(self.worker, slot, g)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut S> {
+        if id.worker() != self.worker & 0xff {
+            return None;
+        }
+        match self.slots.get_mut(id.slot() as usize) {
+            Some((g, Some(c))) if *g & 0xff_ffff == id.generation() => Some(c),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, slot: u32) -> Option<&mut S> {
+        self.slots
+            .get_mut(slot as usize)
+            .and_then(|(_, c)| c.as_mut())
+    }
+
+    pub(crate) fn remove(&mut self, slot: u32) -> Option<S> {
+        let (g, c) = self.slots.get_mut(slot as usize)?;
+        let c = c.take()?;
+        *g = g.wrapping_add(1);
+        self.free.push(slot);
+        Some(c)
+    }
+
+    /// Slots in use.
+    pub(crate) fn slots(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, c))| c.is_some())
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+}
+
+pub(crate) fn not_open(conn: ConnId) -> IoError {
+    IoError::NotOpen {
+        what: "connection",
+        id: conn.raw(),
+    }
+}
+
+/// An event for a request on a connection that is not open (closed
+/// already, or another worker's): reported to the requester.
+pub(crate) fn stale(conn: ConnId) -> NetEvent {
+    NetEvent {
+        conn,
+        kind: NetEventKind::Error(not_open(conn)),
+    }
+}

@@ -1,0 +1,505 @@
+//! The network worker: a thread that owns one io_uring (or, as a fallback,
+//! an epoll instance through `mio`) and all the sockets of its connections.
+//!
+//! Listening sockets are handed to it with [`NetworkWorker::listen`]; each
+//! accepted connection belongs to the application worker a partitioner
+//! picks, which then receives [`NetEvent`]s for it (accepted, data, closed,
+//! error) through its [`ResultSink`]. Replies go back through a
+//! [`NetClient`]: `send` takes the buffer by ownership, and the network
+//! worker recycles it as a receive buffer once it is sent.
+
+mod conn;
+mod poll;
+mod uring;
+
+use super::backend::{BackendChoice, IoBackendKind};
+use super::error::{IoError, SubmitError};
+use super::inbox::{self, Shared};
+use super::wake::EventFd;
+use crate::channel::ring::Producer;
+use crate::partition::Partitioner;
+use crate::worker::ResultSink;
+use crate::{Error, Result};
+use parking_lot::Mutex;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A connection on one network worker. Send replies for it through a
+/// [`NetClient`] of that worker ([`ConnId::worker`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    pub(crate) fn new(worker: usize, slot: u32, generation: u32) -> Self {
+        ConnId(
+            ((worker as u64 & 0xff) << 56)
+                | (u64::from(generation & 0xff_ffff) << 32)
+                | u64::from(slot),
+        )
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        ((self.0 >> 32) & 0xff_ffff) as u32
+    }
+
+    /// The network worker that owns the socket.
+    pub fn worker(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+
+    /// The raw id (a good partitioning key).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ConnId(w{}:{}#{})",
+            self.worker(),
+            self.slot(),
+            self.generation()
+        )
+    }
+}
+
+/// What happened on a connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetEventKind {
+    /// A listener accepted the connection; it now belongs to the receiver.
+    Accepted {
+        /// The peer.
+        peer: SocketAddr,
+        /// The listening address it came in on.
+        local: SocketAddr,
+    },
+    /// An outbound connection ([`NetClient::connect`]) is established.
+    Connected {
+        /// The token given to `connect`.
+        token: u64,
+    },
+    /// An outbound connection failed; `conn` is not usable.
+    ConnectFailed {
+        /// The token given to `connect`.
+        token: u64,
+        /// Why.
+        error: IoError,
+    },
+    /// Bytes arrived (the buffer is the receiver's to keep).
+    Data(Vec<u8>),
+    /// The connection failed (`ECONNRESET`, `EPIPE`, ...); `Closed` follows.
+    Error(IoError),
+    /// The connection is closed (by the peer, by [`NetClient::close`], or
+    /// after an error); its id is invalid from now on.
+    Closed,
+}
+
+/// One event for one connection.
+#[derive(Debug)]
+pub struct NetEvent {
+    /// The connection.
+    pub conn: ConnId,
+    /// What happened.
+    pub kind: NetEventKind,
+}
+
+/// A request to a network worker.
+#[derive(Debug)]
+pub(crate) enum NetRequest {
+    Send { conn: ConnId, buf: Vec<u8> },
+    Close { conn: ConnId },
+    Connect { addr: SocketAddr, token: u64 },
+}
+
+/// A listening socket on its way to the worker.
+pub(crate) struct NewListener {
+    pub(crate) listener: TcpListener,
+    pub(crate) targets: Vec<ResultSink<NetEvent>>,
+    pub(crate) partitioner: Arc<dyn Partitioner>,
+}
+
+/// How a network worker is set up.
+///
+/// ```
+/// use shared_nothing::io::{NetConfig, BackendChoice};
+/// let c = NetConfig::new().backend(BackendChoice::Fallback);
+/// assert_eq!(c.recv_buffer, 64 * 1024);
+/// ```
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// io_uring or the fallback.
+    pub backend: BackendChoice,
+    /// Submission queue entries.
+    pub ring_entries: u32,
+    /// Requests each client may queue before `send` reports `Full`.
+    pub client_queue: usize,
+    /// Bytes per receive buffer (one per connection).
+    pub recv_buffer: usize,
+    /// Events a connection's owner may have waiting before the worker
+    /// stops reading from that connection (receive backpressure).
+    pub max_backlog: usize,
+    /// The CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Empty polls before sleeping in the kernel.
+    pub spin_polls: u32,
+    /// Thread name.
+    pub name: String,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NetConfig {
+    /// 256 entries, 64 KiB receive buffers.
+    pub fn new() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            ring_entries: 256,
+            client_queue: 1024,
+            recv_buffer: 64 * 1024,
+            max_backlog: 64,
+            cpu: None,
+            spin_polls: 64,
+            name: "network-0".into(),
+        }
+    }
+
+    /// Chooses the backend.
+    pub fn backend(mut self, b: BackendChoice) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// Pins the worker.
+    pub fn cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Names the thread.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+pub(crate) type NetShared = Shared<NetRequest, NetEvent>;
+
+/// What the handle and the thread share besides the inbox.
+pub(crate) struct Control {
+    pub(crate) listeners: Mutex<Vec<NewListener>>,
+}
+
+/// A running network worker.
+///
+/// ```
+/// use shared_nothing::io::{NetworkWorker, NetConfig, NetEventKind};
+/// use shared_nothing::partition::RoundRobinPartitioner;
+/// use shared_nothing::worker::ResultSink;
+/// use std::io::{Read, Write};
+/// use std::sync::Arc;
+///
+/// let net = NetworkWorker::start(0, NetConfig::new()).unwrap();
+/// let (sink, mut events) = ResultSink::queue();
+/// let addr = net
+///     .listen("127.0.0.1:0".parse().unwrap(), vec![sink], Arc::new(RoundRobinPartitioner::new()))
+///     .unwrap();
+/// let (client_sink, _unused) = ResultSink::queue();
+/// let mut replies = net.client(client_sink).unwrap();
+///
+/// let mut peer = std::net::TcpStream::connect(addr).unwrap();
+/// peer.write_all(b"ping").unwrap();
+/// let mut got = Vec::new();
+/// while got.len() < 4 {
+///     let ev = events.recv().unwrap();
+///     if let NetEventKind::Data(d) = ev.kind {
+///         got.extend_from_slice(&d);
+///         replies.send(ev.conn, d).unwrap(); // echo
+///     }
+/// }
+/// let mut back = [0u8; 4];
+/// peer.read_exact(&mut back).unwrap();
+/// assert_eq!(&back, b"ping");
+/// ```
+pub struct NetworkWorker {
+    index: usize,
+    shared: Arc<NetShared>,
+    control: Arc<Control>,
+    waker: Arc<EventFd>,
+    backend: IoBackendKind,
+    join: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for NetworkWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkWorker")
+            .field("index", &self.index)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkWorker {
+    /// Starts network worker `index` (part of every [`ConnId`] it hands
+    /// out).
+    ///
+    /// # Errors
+    /// `Io` if the eventfd or thread cannot be created; `InvalidConfig` if
+    /// io_uring was required but cannot be set up, or the backend variable
+    /// is malformed.
+    pub fn start(index: usize, config: NetConfig) -> Result<Self> {
+        let waker = Arc::new(EventFd::new()?);
+        let w = waker.clone();
+        let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
+        let control = Arc::new(Control {
+            listeners: Mutex::new(Vec::new()),
+        });
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (s, c, wk, cfg) = (
+            shared.clone(),
+            control.clone(),
+            waker.clone(),
+            config.clone(),
+        );
+        let join = std::thread::Builder::new()
+            .name(config.name.clone())
+            .spawn(move || run(index, cfg, s, c, wk, ready_tx))
+            .map_err(|source| Error::Spawn {
+                worker: config.name.clone(),
+                source,
+            })?;
+        let started: Result<IoBackendKind> = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::InvalidConfig("network worker died at start".into())));
+        match started {
+            Ok(backend) => Ok(Self {
+                index,
+                shared,
+                control,
+                waker,
+                backend,
+                join: Some(join),
+            }),
+            Err(e) => {
+                let _ = join.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Which backend runs the sockets.
+    pub fn backend(&self) -> &IoBackendKind {
+        &self.backend
+    }
+
+    /// Binds `addr` and accepts on it; each accepted connection goes to
+    /// `targets[partitioner.partition(n, targets.len())]` for the n-th
+    /// connection (a round-robin partitioner spreads them evenly). Returns
+    /// the bound address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// `Io` for a bind failure (`EADDRINUSE`, `EACCES`); `InvalidConfig`
+    /// for no targets; `WorkerStopped` if the worker has stopped.
+    pub fn listen(
+        &self,
+        addr: SocketAddr,
+        targets: Vec<ResultSink<NetEvent>>,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<SocketAddr> {
+        if targets.is_empty() {
+            return Err(Error::InvalidConfig(
+                "listen needs at least one target".into(),
+            ));
+        }
+        if self.shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(self.stopped());
+        }
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        self.control.listeners.lock().push(NewListener {
+            listener,
+            targets,
+            partitioner,
+        });
+        self.waker.notify();
+        Ok(local)
+    }
+
+    fn stopped(&self) -> Error {
+        Error::WorkerStopped {
+            worker: format!("network-{}", self.index),
+        }
+    }
+
+    /// A client for sending, closing and connecting; events of connections
+    /// it opens go to `sink`.
+    ///
+    /// # Errors
+    /// `WorkerStopped` if the worker has stopped.
+    pub fn client(&self, sink: ResultSink<NetEvent>) -> Result<NetClient> {
+        let ring = self.shared.join(sink).map_err(|_| self.stopped())?;
+        Ok(NetClient {
+            worker: self.index,
+            ring,
+        })
+    }
+
+    /// Closes every connection and listener and joins the thread.
+    pub fn stop(&mut self) {
+        self.shared.request_stop();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for NetworkWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    index: usize,
+    config: NetConfig,
+    shared: Arc<NetShared>,
+    control: Arc<Control>,
+    waker: Arc<EventFd>,
+    ready: crossbeam_channel::Sender<Result<IoBackendKind>>,
+) {
+    if let Some(cpu) = config.cpu {
+        let _ = crate::topology::pin_current_thread(cpu);
+    }
+    let choice = match config.backend.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(Error::InvalidConfig(e)));
+            shared.request_stop();
+            return;
+        }
+    };
+    let uring = match choice {
+        BackendChoice::Fallback => Err("forced by configuration".to_owned()),
+        _ => uring::UringNet::new(
+            index,
+            &config,
+            shared.clone(),
+            control.clone(),
+            waker.clone(),
+        )
+        .map_err(|e| format!("io_uring setup failed: {e}")),
+    };
+    match uring {
+        Ok(u) => {
+            let _ = ready.send(Ok(IoBackendKind::IoUring));
+            u.run();
+        }
+        Err(reason) if choice == BackendChoice::Uring => {
+            let _ = ready.send(Err(Error::InvalidConfig(format!(
+                "io_uring required but unavailable: {reason}"
+            ))));
+            shared.request_stop();
+        }
+        Err(reason) => match poll::PollNet::new(index, &config, shared.clone(), control, waker) {
+            Ok(p) => {
+                let _ = ready.send(Ok(IoBackendKind::Fallback { reason }));
+                p.run();
+            }
+            Err(e) => {
+                let _ = ready.send(Err(Error::Io(e)));
+                shared.request_stop();
+            }
+        },
+    }
+}
+
+/// Sends on, closes and opens connections of one network worker.
+#[derive(Debug)]
+pub struct NetClient {
+    worker: usize,
+    ring: Producer<NetRequest>,
+}
+
+fn unwrap_send(e: SubmitError<NetRequest>) -> SubmitError<Vec<u8>> {
+    match e {
+        SubmitError::Full(NetRequest::Send { buf, .. }) => SubmitError::Full(buf),
+        SubmitError::Stopped(NetRequest::Send { buf, .. }) => SubmitError::Stopped(buf),
+        SubmitError::Full(_) => SubmitError::Full(Vec::new()),
+        SubmitError::Stopped(_) => SubmitError::Stopped(Vec::new()),
+    }
+}
+
+impl NetClient {
+    /// The network worker this client talks to.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Queues `buf` to be sent on `conn`, in order after earlier sends.
+    /// Failures arrive as [`NetEventKind::Error`] on the connection.
+    ///
+    /// # Errors
+    /// `Full` (backpressure) or `Stopped`, with the buffer.
+    pub fn send(
+        &mut self,
+        conn: ConnId,
+        buf: Vec<u8>,
+    ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
+        inbox::submit(&mut self.ring, NetRequest::Send { conn, buf }).map_err(unwrap_send)
+    }
+
+    /// Closes `conn` after its queued sends; [`NetEventKind::Closed`]
+    /// follows.
+    ///
+    /// # Errors
+    /// `Full` or `Stopped`.
+    pub fn close(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
+        inbox::submit(&mut self.ring, NetRequest::Close { conn }).map_err(|e| match e {
+            SubmitError::Full(_) => SubmitError::Full(conn),
+            SubmitError::Stopped(_) => SubmitError::Stopped(conn),
+        })
+    }
+
+    /// Connects to `addr`; the outcome arrives on this client's sink as
+    /// [`NetEventKind::Connected`] or [`NetEventKind::ConnectFailed`] with
+    /// `token`.
+    ///
+    /// # Errors
+    /// `Full` or `Stopped`, with the address.
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        token: u64,
+    ) -> std::result::Result<(), SubmitError<SocketAddr>> {
+        inbox::submit(&mut self.ring, NetRequest::Connect { addr, token }).map_err(|e| match e {
+            SubmitError::Full(_) => SubmitError::Full(addr),
+            SubmitError::Stopped(_) => SubmitError::Stopped(addr),
+        })
+    }
+
+    /// Whether the worker has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.ring.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

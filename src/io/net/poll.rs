@@ -1,0 +1,462 @@
+//! The fallback network backend: non-blocking sockets and epoll, through
+//! `mio`. Same requests, same events, same ordering guarantees as the
+//! io_uring backend; the system calls happen on the worker's thread.
+
+use super::conn::{Conns, Owner, Owners, stale};
+use super::uring::set_nodelay;
+use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
+use crate::io::IoError;
+use crate::io::inbox::Inbox;
+use crate::io::wake::EventFd;
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+const WAKE: Token = Token(usize::MAX);
+/// Listener tokens count up from here; connection tokens are slots.
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+struct PConn {
+    stream: TcpStream,
+    owner: Owner,
+    sends: VecDeque<Vec<u8>>,
+    send_off: usize,
+    closing: bool,
+    paused: bool,
+    connecting: Option<u64>,
+}
+
+pub(super) struct PollNet {
+    poll: Poll,
+    inbox: Inbox<NetRequest, NetEvent>,
+    control: Arc<Control>,
+    owners: Owners,
+    listeners: Vec<TcpListener>,
+    conns: Conns<PConn>,
+    waker: Arc<EventFd>,
+    recv_size: usize,
+    max_backlog: usize,
+    paused: Vec<u32>,
+    requests: Vec<(u32, NetRequest)>,
+}
+
+impl PollNet {
+    pub(super) fn new(
+        index: usize,
+        config: &NetConfig,
+        shared: Arc<NetShared>,
+        control: Arc<Control>,
+        waker: Arc<EventFd>,
+    ) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&waker.as_raw_fd()), WAKE, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            inbox: Inbox::new(shared),
+            control,
+            owners: Owners::new(),
+            listeners: Vec::new(),
+            conns: Conns::new(index),
+            waker,
+            recv_size: config.recv_buffer.max(512),
+            max_backlog: config.max_backlog.max(1),
+            paused: Vec::new(),
+            requests: Vec::new(),
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.inbox.accept_joining();
+            self.take_listeners();
+            let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
+            let took = if stopping { 0 } else { self.take_requests() };
+            self.resume_paused();
+            let _ = self.poll.poll(&mut events, Some(std::time::Duration::ZERO));
+            let got = !events.is_empty();
+            self.handle(&events);
+            self.owners.flush();
+            self.inbox.flush();
+            if stopping {
+                break;
+            }
+            if took > 0 || got {
+                continue;
+            }
+            let shared = self.inbox.shared.clone();
+            let control = self.control.clone();
+            let poll = &mut self.poll;
+            let inbox = &mut self.inbox;
+            shared.signal.sleep_unless(
+                || inbox.has_requests() || !control.listeners.lock().is_empty(),
+                || {
+                    let _ = poll.poll(&mut events, None);
+                },
+            );
+            self.handle(&events);
+        }
+        for (client, req) in self.inbox.close_all() {
+            if let NetRequest::Connect { token, .. } = req {
+                let ev = NetEvent {
+                    conn: ConnId(u64::MAX),
+                    kind: NetEventKind::ConnectFailed {
+                        token,
+                        error: IoError::Stopped,
+                    },
+                };
+                self.inbox.deliver(client, ev);
+            }
+        }
+        for slot in self.conns.slots() {
+            self.finish(slot);
+        }
+        self.owners.flush();
+        self.inbox.flush();
+    }
+
+    fn handle(&mut self, events: &Events) {
+        for ev in events {
+            match ev.token() {
+                WAKE => self.waker.drain(),
+                Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+                Token(slot) => {
+                    let slot = slot as u32;
+                    if ev.is_writable() {
+                        self.writable(slot);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        self.read(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_listeners(&mut self) {
+        let new: Vec<_> = std::mem::take(&mut *self.control.listeners.lock());
+        for l in new {
+            let (index, socket) = self.owners.add_listener(l);
+            let mut socket = TcpListener::from_std(socket);
+            let token = Token(LISTENER_BASE + index);
+            if self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE)
+                .is_ok()
+            {
+                self.listeners.push(socket);
+                // Connections may already be waiting.
+                self.accept(index);
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some(l) = self.listeners.get(index) else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    set_nodelay(stream.as_raw_fd());
+                    let local = self.owners.listeners[index].local;
+                    let owner = self.owners.pick(index);
+                    let Some(conn) = self.register(stream, owner, None) else {
+                        continue;
+                    };
+                    self.owners.deliver(
+                        &mut self.inbox,
+                        owner,
+                        NetEvent {
+                            conn,
+                            kind: NetEventKind::Accepted { peer, local },
+                        },
+                    );
+                    self.read(conn.slot());
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // EMFILE, ECONNABORTED: this connection is lost, the listener is not.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        stream: TcpStream,
+        owner: Owner,
+        connecting: Option<u64>,
+    ) -> Option<ConnId> {
+        let conn = self.conns.insert(PConn {
+            stream,
+            owner,
+            sends: VecDeque::new(),
+            send_off: 0,
+            closing: false,
+            paused: false,
+            connecting,
+        });
+        let c = self.conns.slot_mut(conn.slot())?;
+        let token = Token(conn.slot() as usize);
+        let r = self.poll.registry().register(
+            &mut c.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if r.is_err() {
+            self.conns.remove(conn.slot());
+            return None;
+        }
+        Some(conn)
+    }
+
+    fn take_requests(&mut self) -> usize {
+        let mut batch = std::mem::take(&mut self.requests);
+        let n = self.inbox.drain(256, |c, r| batch.push((c, r)));
+        for (client, req) in batch.drain(..) {
+            match req {
+                NetRequest::Send { conn, buf } => match self.conns.get_mut(conn) {
+                    Some(c) if !c.closing => {
+                        c.sends.push_back(buf);
+                        self.writable(conn.slot());
+                    }
+                    _ => self.inbox.deliver(client, stale(conn)),
+                },
+                NetRequest::Close { conn } => match self.conns.get_mut(conn) {
+                    Some(c) => {
+                        c.closing = true;
+                        if c.sends.is_empty() {
+                            self.finish(conn.slot());
+                        }
+                    }
+                    None => self.inbox.deliver(client, stale(conn)),
+                },
+                NetRequest::Connect { addr, token } => match TcpStream::connect(addr) {
+                    Ok(stream) => {
+                        set_nodelay(stream.as_raw_fd());
+                        if self
+                            .register(stream, Owner::Client(client), Some(token))
+                            .is_none()
+                        {
+                            let error = IoError::os("connect", libc::ENOMEM);
+                            let ev = NetEvent {
+                                conn: ConnId(u64::MAX),
+                                kind: NetEventKind::ConnectFailed { token, error },
+                            };
+                            self.inbox.deliver(client, ev);
+                        }
+                    }
+                    Err(e) => {
+                        let error = IoError::from_io("connect", e);
+                        let ev = NetEvent {
+                            conn: ConnId(u64::MAX),
+                            kind: NetEventKind::ConnectFailed { token, error },
+                        };
+                        self.inbox.deliver(client, ev);
+                    }
+                },
+            }
+        }
+        self.requests = batch;
+        n
+    }
+
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        for slot in std::mem::take(&mut self.paused) {
+            let Some(c) = self.conns.slot_mut(slot) else {
+                continue;
+            };
+            let owner = c.owner;
+            if self.owners.backlog(&mut self.inbox, owner) * 2 < self.max_backlog {
+                if let Some(c) = self.conns.slot_mut(slot) {
+                    c.paused = false;
+                }
+                self.read(slot);
+            } else {
+                self.paused.push(slot);
+            }
+        }
+    }
+
+    fn read(&mut self, slot: u32) {
+        loop {
+            let Some(c) = self.conns.slot_mut(slot) else {
+                return;
+            };
+            if c.paused || c.connecting.is_some() {
+                return;
+            }
+            let owner = c.owner;
+            let mut buf = Vec::with_capacity(self.recv_size);
+            // SAFETY: reads at most `capacity` bytes into the spare capacity.
+            let n = unsafe {
+                libc::recv(
+                    c.stream.as_raw_fd(),
+                    buf.spare_capacity_mut().as_mut_ptr().cast(),
+                    buf.capacity(),
+                    0,
+                )
+            };
+            let conn = self.conns.id(slot);
+            if n > 0 {
+                // SAFETY: the kernel initialised `n` bytes.
+                unsafe { buf.set_len(n as usize) };
+                self.owners.deliver(
+                    &mut self.inbox,
+                    owner,
+                    NetEvent {
+                        conn,
+                        kind: NetEventKind::Data(buf),
+                    },
+                );
+                if self.owners.backlog(&mut self.inbox, owner) >= self.max_backlog {
+                    if let Some(c) = self.conns.slot_mut(slot) {
+                        c.paused = true;
+                    }
+                    self.paused.push(slot);
+                    return;
+                }
+                continue;
+            }
+            if n == 0 {
+                // End of stream: finish the sends, then close.
+                let Some(c) = self.conns.slot_mut(slot) else {
+                    return;
+                };
+                c.closing = true;
+                if c.sends.is_empty() {
+                    self.finish(slot);
+                }
+                return;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                ErrorKind::WouldBlock => return,
+                ErrorKind::Interrupted => continue,
+                _ => return self.fail(slot, IoError::from_io("recv", e)),
+            }
+        }
+    }
+
+    fn writable(&mut self, slot: u32) {
+        let conn = self.conns.id(slot);
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        if let Some(token) = c.connecting {
+            // A connect finished (or failed) when the socket turns writable.
+            match c.stream.take_error() {
+                Ok(None) if c.stream.peer_addr().is_ok() => {
+                    c.connecting = None;
+                    let owner = c.owner;
+                    self.owners.deliver(
+                        &mut self.inbox,
+                        owner,
+                        NetEvent {
+                            conn,
+                            kind: NetEventKind::Connected { token },
+                        },
+                    );
+                    self.read(slot);
+                }
+                Ok(None) => return, // not connected yet
+                Ok(Some(e)) | Err(e) => {
+                    let c = self.conns.remove(slot).expect("present");
+                    let _ = self.poll.registry().deregister(&mut { c.stream });
+                    let error = IoError::from_io("connect", e);
+                    self.owners.deliver(
+                        &mut self.inbox,
+                        c.owner,
+                        NetEvent {
+                            conn,
+                            kind: NetEventKind::ConnectFailed { token, error },
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        loop {
+            let Some(c) = self.conns.slot_mut(slot) else {
+                return;
+            };
+            let Some(front) = c.sends.front() else {
+                if c.closing {
+                    self.finish(slot);
+                }
+                return;
+            };
+            let rest = &front[c.send_off..];
+            // SAFETY: sends from a live slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
+            let n = unsafe {
+                libc::send(
+                    c.stream.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                c.send_off += n as usize;
+                if c.send_off >= front.len() {
+                    c.send_off = 0;
+                    c.sends.pop_front();
+                }
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                ErrorKind::WouldBlock => return,
+                ErrorKind::Interrupted => continue,
+                _ => return self.fail(slot, IoError::from_io("send", e)),
+            }
+        }
+    }
+
+    fn fail(&mut self, slot: u32, e: IoError) {
+        let conn = self.conns.id(slot);
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        let owner = c.owner;
+        self.owners.deliver(
+            &mut self.inbox,
+            owner,
+            NetEvent {
+                conn,
+                kind: NetEventKind::Error(e),
+            },
+        );
+        self.finish(slot);
+    }
+
+    fn finish(&mut self, slot: u32) {
+        let conn = self.conns.id(slot);
+        let Some(mut c) = self.conns.remove(slot) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        if c.connecting.is_none() {
+            self.owners.deliver(
+                &mut self.inbox,
+                c.owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::Closed,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Network worker tests over real loopback sockets, on both backends.
+
+use super::*;
+use crate::io::BackendChoice;
+use crate::partition::RoundRobinPartitioner;
+use crate::worker::ResultQueue;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn workers() -> Vec<(NetworkWorker, &'static str)> {
+    vec![
+        (
+            NetworkWorker::start(0, NetConfig::new().backend(BackendChoice::Fallback)).unwrap(),
+            "fallback",
+        ),
+        (NetworkWorker::start(1, NetConfig::new()).unwrap(), "auto"),
+    ]
+}
+
+fn rr() -> Arc<dyn Partitioner> {
+    Arc::new(RoundRobinPartitioner::new())
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// The next event of `conn` that is not data (data is collected into `data`).
+fn next_event(q: &mut ResultQueue<NetEvent>, data: &mut Vec<u8>) -> NetEvent {
+    loop {
+        let ev = q.recv_timeout(WAIT).expect("an event in time");
+        match ev.kind {
+            NetEventKind::Data(d) => data.extend_from_slice(&d),
+            _ => return ev,
+        }
+    }
+}
+
+#[test]
+fn echo_over_many_connections_spread_across_targets() {
+    for (net, name) in workers() {
+        let (s0, mut q0) = ResultSink::queue();
+        let (s1, mut q1) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s0, s1], rr()).unwrap();
+        let (cs, _cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut peers: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for (i, p) in peers.iter_mut().enumerate() {
+            p.write_all(format!("hello {i}").as_bytes()).unwrap();
+        }
+        // Two connections each, round-robin; echo everything back.
+        let mut accepted = [0, 0];
+        let mut echoed = 0;
+        let deadline = Instant::now() + WAIT;
+        while echoed < 4 * 7 && Instant::now() < deadline {
+            for (k, q) in [&mut q0, &mut q1].into_iter().enumerate() {
+                while let Some(ev) = q.try_recv() {
+                    match ev.kind {
+                        NetEventKind::Accepted { local, .. } => {
+                            assert_eq!(local, addr);
+                            accepted[k] += 1;
+                        }
+                        NetEventKind::Data(d) => {
+                            echoed += d.len();
+                            client.send(ev.conn, d).unwrap();
+                        }
+                        other => panic!("{name}: {other:?}"),
+                    }
+                }
+            }
+            std::thread::yield_now();
+        }
+        assert_eq!(accepted, [2, 2], "{name}");
+        for (i, p) in peers.iter_mut().enumerate() {
+            let mut back = vec![0u8; 7];
+            p.read_exact(&mut back).unwrap();
+            assert_eq!(back, format!("hello {i}").as_bytes(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn large_transfers_arrive_whole_and_in_order() {
+    for (net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, _cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let payload: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let p2 = payload.clone();
+        let mut reader = peer.try_clone().unwrap();
+        let writer = std::thread::spawn(move || peer.write_all(&p2).unwrap());
+        let echo_back = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4 << 20];
+            reader.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut seen = 0;
+        while seen < payload.len() {
+            let ev = q.recv_timeout(WAIT).unwrap();
+            if let NetEventKind::Data(d) = ev.kind {
+                seen += d.len();
+                // Send in pieces to exercise queued sends.
+                let mut d = d;
+                while !d.is_empty() {
+                    let rest = d.split_off(d.len().min(1000));
+                    let mut piece = d;
+                    loop {
+                        match client.send(ev.conn, piece) {
+                            Ok(()) => break,
+                            Err(SubmitError::Full(b)) => {
+                                piece = b;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    d = rest;
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert!(echo_back.join().unwrap() == payload, "{name}: bytes differ");
+    }
+}
+
+#[test]
+fn peer_reset_is_econnreset_then_closed() {
+    for (net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let peer = TcpStream::connect(addr).unwrap();
+        let mut data = Vec::new();
+        assert!(matches!(
+            next_event(&mut q, &mut data).kind,
+            NetEventKind::Accepted { .. }
+        ));
+        // Linger 0: close sends RST instead of FIN.
+        socket_linger_zero(&peer);
+        drop(peer);
+        let ev = next_event(&mut q, &mut data);
+        match ev.kind {
+            NetEventKind::Error(e) => assert_eq!(e.errno(), Some(libc::ECONNRESET), "{name}: {e}"),
+            other => panic!("{name}: expected ECONNRESET, got {other:?}"),
+        }
+        assert!(
+            matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
+            "{name}"
+        );
+    }
+}
+
+fn socket_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: sets a plain struct option on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn close_sends_queued_data_then_eof_and_stale_ids_are_errors() {
+    for (net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, mut cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let mut data = Vec::new();
+        let conn = next_event(&mut q, &mut data).conn;
+        client.send(conn, b"bye".to_vec()).unwrap();
+        client.close(conn).unwrap();
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"bye", "{name}");
+        assert!(
+            matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
+            "{name}"
+        );
+        client.send(conn, b"late".to_vec()).unwrap();
+        match cq.recv_timeout(WAIT).unwrap().kind {
+            NetEventKind::Error(IoError::NotOpen {
+                what: "connection", ..
+            }) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn outbound_connect_and_refused() {
+    for (net, name) in workers() {
+        let server = std::net::TcpListener::bind(loopback()).unwrap();
+        let (cs, mut cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        client.connect(server.local_addr().unwrap(), 7).unwrap();
+        let (mut accepted, _) = server.accept().unwrap();
+        let ev = cq.recv_timeout(WAIT).unwrap();
+        assert!(
+            matches!(ev.kind, NetEventKind::Connected { token: 7 }),
+            "{name}: {:?}",
+            ev.kind
+        );
+        client.send(ev.conn, b"out".to_vec()).unwrap();
+        let mut b = [0u8; 3];
+        accepted.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"out");
+        accepted.write_all(b"in").unwrap();
+        let mut data = Vec::new();
+        while data.len() < 2 {
+            match cq.recv_timeout(WAIT).unwrap().kind {
+                NetEventKind::Data(d) => data.extend_from_slice(&d),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(data, b"in");
+        // A port nobody listens on: refused.
+        let closed = {
+            let l = std::net::TcpListener::bind(loopback()).unwrap();
+            l.local_addr().unwrap()
+        };
+        client.connect(closed, 8).unwrap();
+        loop {
+            let ev = cq.recv_timeout(WAIT).unwrap();
+            match ev.kind {
+                NetEventKind::ConnectFailed { token: 8, error } => {
+                    assert_eq!(error.errno(), Some(libc::ECONNREFUSED), "{name}: {error}");
+                    break;
+                }
+                NetEventKind::Data(_) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn listening_on_a_taken_port_is_an_error() {
+    let net = NetworkWorker::start(0, NetConfig::new()).unwrap();
+    let taken = std::net::TcpListener::bind(loopback()).unwrap();
+    let (s, _q) = ResultSink::queue();
+    let e = net
+        .listen(taken.local_addr().unwrap(), vec![s], rr())
+        .unwrap_err();
+    match e {
+        Error::Io(io) => assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse),
+        other => panic!("{other}"),
+    }
+    assert!(matches!(
+        net.listen(loopback(), vec![], rr()),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn stopping_closes_every_connection() {
+    for (mut net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let mut data = Vec::new();
+        assert!(matches!(
+            next_event(&mut q, &mut data).kind,
+            NetEventKind::Accepted { .. }
+        ));
+        net.stop();
+        assert!(
+            matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
+            "{name}"
+        );
+        let mut buf = [0u8; 1];
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        assert!(
+            matches!(peer.read(&mut buf), Ok(0) | Err(_)),
+            "{name}: peer sees the close"
+        );
+    }
+}

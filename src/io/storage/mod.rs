@@ -1,0 +1,627 @@
+//! The storage worker: a thread that owns one io_uring (or, where io_uring
+//! is unavailable, runs the same requests with blocking system calls) and
+//! serves files to any number of clients.
+//!
+//! Clients submit [`StorageOp`]s tagged with a token; completions come back
+//! through each client's [`ResultSink`], so an application worker gets them
+//! as ordinary messages in its own loop and never blocks on disk.
+
+mod blocking;
+mod files;
+mod op;
+mod uring;
+
+pub use op::{Durability, FileId, OpenOptions, StorageCompletion, StorageOp, StorageOutput};
+
+use super::backend::{BackendChoice, IoBackendKind};
+use super::buf::{FixedBuf, FixedRegion};
+use super::error::{IoError, SubmitError};
+use super::inbox::{self, Shared};
+use super::wake::EventFd;
+use super::{IoBuf, OpenOptions as Open};
+use crate::channel::ring::Producer;
+use crate::worker::{ResultQueue, ResultSink};
+use crate::{Error, Result};
+use op::StorageRequest;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How a storage worker is set up.
+///
+/// ```
+/// use shared_nothing::io::{StorageConfig, BackendChoice};
+/// let c = StorageConfig::new().backend(BackendChoice::Fallback).fixed_buffers(8, 65536);
+/// assert_eq!(c.ring_entries, 256);
+/// ```
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// io_uring or the fallback.
+    pub backend: BackendChoice,
+    /// Submission queue entries (requests in flight at most).
+    pub ring_entries: u32,
+    /// Requests each client may queue before `submit` reports `Full`.
+    pub client_queue: usize,
+    /// Registered buffers: how many, and how large each is (0 for none).
+    /// Registration counts against `RLIMIT_MEMLOCK` (8 MiB for a normal
+    /// user here); if it fails the worker runs without them.
+    pub fixed_buffers: (usize, usize),
+    /// The CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Empty polls before sleeping in the kernel (latency vs spare CPU).
+    pub spin_polls: u32,
+    /// Thread name.
+    pub name: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StorageConfig {
+    /// 256 entries, 64 registered buffers of 64 KiB, no pinning.
+    pub fn new() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            ring_entries: 256,
+            client_queue: 1024,
+            fixed_buffers: (64, 64 * 1024),
+            cpu: None,
+            spin_polls: 64,
+            name: "storage-0".into(),
+        }
+    }
+
+    /// Chooses the backend.
+    pub fn backend(mut self, b: BackendChoice) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// Sets the registered buffers.
+    pub fn fixed_buffers(mut self, count: usize, size: usize) -> Self {
+        self.fixed_buffers = (count, size);
+        self
+    }
+
+    /// Sets the submission queue size.
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n.clamp(8, 32768);
+        self
+    }
+
+    /// Pins the worker.
+    pub fn cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Names the thread.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+type StorageShared = Shared<StorageRequest, StorageCompletion>;
+
+/// A running storage worker. Clients come from [`client`](Self::client);
+/// dropping the worker (or [`stop`](Self::stop)) finishes every request in
+/// flight and answers queued ones with [`IoError::Stopped`].
+///
+/// ```
+/// use shared_nothing::io::{StorageWorker, StorageConfig, OpenOptions};
+/// let dir = std::env::temp_dir().join(format!("sn-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let worker = StorageWorker::start(0, StorageConfig::new()).unwrap();
+/// let mut io = worker.blocking_client().unwrap();
+/// let f = io.open(dir.join("a"), OpenOptions::read_write_create()).unwrap();
+/// io.write_at(f, 0, b"hello".to_vec()).unwrap();
+/// io.fdatasync(f).unwrap();
+/// assert_eq!(io.read_at(f, 0, 5).unwrap(), b"hello");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct StorageWorker {
+    index: usize,
+    shared: Arc<StorageShared>,
+    waker: Arc<EventFd>,
+    backend: IoBackendKind,
+    fixed: Option<Arc<FixedRegion>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StorageShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageShared")
+    }
+}
+
+impl StorageWorker {
+    /// Starts storage worker `index` (the index is part of every
+    /// [`FileId`] it hands out).
+    ///
+    /// # Errors
+    /// `Io` if the eventfd or thread cannot be created; `InvalidConfig` if
+    /// io_uring was required ([`BackendChoice::Uring`]) but cannot be set up.
+    pub fn start(index: usize, config: StorageConfig) -> Result<Self> {
+        let waker = Arc::new(EventFd::new()?);
+        let w = waker.clone();
+        let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let thread_shared = shared.clone();
+        let thread_waker = waker.clone();
+        let cfg = config.clone();
+        let join = std::thread::Builder::new()
+            .name(config.name.clone())
+            .spawn(move || run(index, cfg, thread_shared, thread_waker, ready_tx))
+            .map_err(|source| Error::Spawn {
+                worker: config.name.clone(),
+                source,
+            })?;
+        let started: Result<(IoBackendKind, Option<Arc<FixedRegion>>)> = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::InvalidConfig("storage worker died at start".into())));
+        match started {
+            Ok((backend, fixed)) => Ok(Self {
+                index,
+                shared,
+                waker,
+                backend,
+                fixed,
+                join: Some(join),
+            }),
+            Err(e) => {
+                let _ = join.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Which backend runs the requests (and why, for the fallback).
+    pub fn backend(&self) -> &IoBackendKind {
+        &self.backend
+    }
+
+    /// A client whose completions go to `sink`.
+    ///
+    /// # Errors
+    /// `WorkerStopped` if the worker has stopped.
+    pub fn client(&self, sink: ResultSink<StorageCompletion>) -> Result<StorageClient> {
+        let ring = self.shared.join(sink).map_err(|_| Error::WorkerStopped {
+            worker: format!("storage-{}", self.index),
+        })?;
+        Ok(StorageClient {
+            ring,
+            fixed: self.fixed.clone(),
+            _waker: self.waker.clone(),
+        })
+    }
+
+    /// A client for a plain thread: each call waits for its answer.
+    ///
+    /// # Errors
+    /// As [`client`](Self::client).
+    pub fn blocking_client(&self) -> Result<BlockingStorageClient> {
+        let (sink, queue) = ResultSink::queue();
+        Ok(BlockingStorageClient {
+            client: self.client(sink)?,
+            queue,
+            next_token: 0,
+        })
+    }
+
+    /// Finishes the requests in flight, answers queued ones with
+    /// [`IoError::Stopped`], closes every file and joins the thread.
+    pub fn stop(&mut self) {
+        self.shared.request_stop();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for StorageWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    index: usize,
+    config: StorageConfig,
+    shared: Arc<StorageShared>,
+    waker: Arc<EventFd>,
+    ready: crossbeam_channel::Sender<Result<(IoBackendKind, Option<Arc<FixedRegion>>)>>,
+) {
+    if let Some(cpu) = config.cpu {
+        // Pinning is an optimisation: an unpinnable CPU is not fatal here.
+        let _ = crate::topology::pin_current_thread(cpu);
+    }
+    let choice = match config.backend.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(Error::InvalidConfig(e)));
+            shared.request_stop();
+            return;
+        }
+    };
+    let uring = match choice {
+        BackendChoice::Fallback => Err("forced by configuration".to_owned()),
+        _ => uring::UringStorage::new(index, &config, shared.clone(), waker.clone())
+            .map_err(|e| format!("io_uring setup failed: {e}")),
+    };
+    match uring {
+        Ok(u) => {
+            let _ = ready.send(Ok((IoBackendKind::IoUring, u.fixed_region())));
+            u.run();
+        }
+        Err(reason) if choice == BackendChoice::Uring => {
+            let _ = ready.send(Err(Error::InvalidConfig(format!(
+                "io_uring required but unavailable: {reason}"
+            ))));
+            shared.request_stop();
+        }
+        Err(reason) => {
+            let _ = ready.send(Ok((IoBackendKind::Fallback { reason }, None)));
+            blocking::BlockingStorage::new(index, shared, waker).run();
+        }
+    }
+}
+
+/// Submits storage requests to one worker. Each method takes a `token`
+/// that comes back in the [`StorageCompletion`]; a full queue hands the
+/// request back ([`SubmitError::Full`]): take some completions, then retry.
+#[derive(Debug)]
+pub struct StorageClient {
+    ring: Producer<StorageRequest>,
+    fixed: Option<Arc<FixedRegion>>,
+    _waker: Arc<EventFd>,
+}
+
+impl StorageClient {
+    /// Submits any operation.
+    ///
+    /// # Errors
+    /// `Full` (backpressure) or `Stopped`, with the operation.
+    #[inline]
+    pub fn submit(&mut self, token: u64, op: StorageOp) -> Result<(), SubmitError<StorageOp>> {
+        inbox::submit(&mut self.ring, StorageRequest { token, op }).map_err(|e| match e {
+            SubmitError::Full(r) => SubmitError::Full(r.op),
+            SubmitError::Stopped(r) => SubmitError::Stopped(r.op),
+        })
+    }
+
+    /// Opens a file.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn open(
+        &mut self,
+        token: u64,
+        path: impl AsRef<Path>,
+        options: Open,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        let path = path.as_ref().to_path_buf();
+        self.submit(token, StorageOp::Open { path, options })
+    }
+
+    /// Reads `len` bytes at `offset` into `buf`.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn read_at(
+        &mut self,
+        token: u64,
+        file: FileId,
+        offset: u64,
+        len: usize,
+        buf: impl Into<IoBuf>,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        let buf = buf.into();
+        self.submit(
+            token,
+            StorageOp::ReadAt {
+                file,
+                offset,
+                len,
+                buf,
+            },
+        )
+    }
+
+    /// Writes `buf` at `offset` with the given durability.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn write_at(
+        &mut self,
+        token: u64,
+        file: FileId,
+        offset: u64,
+        buf: impl Into<IoBuf>,
+        durability: Durability,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        let buf = buf.into();
+        self.submit(
+            token,
+            StorageOp::WriteAt {
+                file,
+                offset,
+                buf,
+                durability,
+            },
+        )
+    }
+
+    /// Writes `bufs` back to back from `offset`.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn writev_at(
+        &mut self,
+        token: u64,
+        file: FileId,
+        offset: u64,
+        bufs: Vec<IoBuf>,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        self.submit(token, StorageOp::WritevAt { file, offset, bufs })
+    }
+
+    /// `fsync` (`data_only = false`) or `fdatasync`.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn sync(
+        &mut self,
+        token: u64,
+        file: FileId,
+        data_only: bool,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        self.submit(token, StorageOp::Sync { file, data_only })
+    }
+
+    /// Reserves space (`fallocate`).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn allocate(
+        &mut self,
+        token: u64,
+        file: FileId,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        self.submit(token, StorageOp::Allocate { file, offset, len })
+    }
+
+    /// Closes a file.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn close(&mut self, token: u64, file: FileId) -> Result<(), SubmitError<StorageOp>> {
+        self.submit(token, StorageOp::Close { file })
+    }
+
+    /// A registered buffer of this worker, if one is free (I/O on it skips
+    /// per-request page pinning). `None` when all are in use or the worker
+    /// has none (fallback backend, memlock limit).
+    pub fn fixed_buf(&self) -> Option<FixedBuf> {
+        self.fixed.as_ref().and_then(|r| r.take())
+    }
+
+    /// Whether the worker has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.ring.is_closed()
+    }
+}
+
+/// A storage client for plain threads (tools, tests, start-up code): each
+/// call submits and waits for its answer. Application workers use
+/// [`StorageClient`] with a sink into their loop instead.
+#[derive(Debug)]
+pub struct BlockingStorageClient {
+    client: StorageClient,
+    queue: ResultQueue<StorageCompletion>,
+    next_token: u64,
+}
+
+/// How long a blocking call waits before reporting the worker as stuck.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl BlockingStorageClient {
+    /// Submits `op` and waits for its completion.
+    ///
+    /// # Errors
+    /// The request's [`IoError`]; `Stopped` if the worker is gone.
+    pub fn call(&mut self, op: StorageOp) -> std::result::Result<StorageCompletion, IoError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let mut op = op;
+        loop {
+            match self.client.submit(token, op) {
+                Ok(()) => break,
+                Err(SubmitError::Full(o)) => {
+                    op = o;
+                    std::thread::yield_now();
+                }
+                Err(SubmitError::Stopped(_)) => return Err(IoError::Stopped),
+            }
+        }
+        loop {
+            let c = self
+                .queue
+                .recv_timeout(CALL_TIMEOUT)
+                .map_err(|_| IoError::Stopped)?;
+            if c.token == token {
+                return Ok(c);
+            }
+        }
+    }
+
+    fn output(&mut self, op: StorageOp) -> std::result::Result<StorageOutput, IoError> {
+        self.call(op)?.result
+    }
+
+    /// Opens a file.
+    ///
+    /// # Errors
+    /// The kernel's error (`ENOENT` for a missing file without `create`).
+    pub fn open(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: Open,
+    ) -> std::result::Result<FileId, IoError> {
+        let path = path.as_ref().to_path_buf();
+        match self.output(StorageOp::Open { path, options })? {
+            StorageOutput::Opened(f) => Ok(f),
+            other => Err(IoError::Invalid(format!("open answered {other:?}"))),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`.
+    ///
+    /// # Errors
+    /// The request's error.
+    pub fn read_at(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        len: usize,
+    ) -> std::result::Result<Vec<u8>, IoError> {
+        let c = self.call(StorageOp::ReadAt {
+            file,
+            offset,
+            len,
+            buf: IoBuf::Vec(Vec::new()),
+        })?;
+        c.result?;
+        Ok(c.buf.map(IoBuf::into_vec).unwrap_or_default())
+    }
+
+    /// Reads into `buf` (aligned or registered memory), returning it.
+    ///
+    /// # Errors
+    /// The request's error.
+    pub fn read_into(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        len: usize,
+        buf: impl Into<IoBuf>,
+    ) -> std::result::Result<IoBuf, IoError> {
+        let c = self.call(StorageOp::ReadAt {
+            file,
+            offset,
+            len,
+            buf: buf.into(),
+        })?;
+        c.result?;
+        c.buf
+            .ok_or_else(|| IoError::Invalid("read returned no buffer".into()))
+    }
+
+    /// Writes all of `buf` at `offset` (buffered).
+    ///
+    /// # Errors
+    /// The request's error.
+    pub fn write_at(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        buf: impl Into<IoBuf>,
+    ) -> std::result::Result<usize, IoError> {
+        self.write_with(file, offset, buf, Durability::Buffered)
+    }
+
+    /// Writes all of `buf` at `offset` with the given durability.
+    ///
+    /// # Errors
+    /// The request's error.
+    pub fn write_with(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        buf: impl Into<IoBuf>,
+        durability: Durability,
+    ) -> std::result::Result<usize, IoError> {
+        let buf = buf.into();
+        match self.output(StorageOp::WriteAt {
+            file,
+            offset,
+            buf,
+            durability,
+        })? {
+            StorageOutput::Written(n) => Ok(n),
+            other => Err(IoError::Invalid(format!("write answered {other:?}"))),
+        }
+    }
+
+    /// `fdatasync`.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn fdatasync(&mut self, file: FileId) -> std::result::Result<(), IoError> {
+        self.output(StorageOp::Sync {
+            file,
+            data_only: true,
+        })
+        .map(drop)
+    }
+
+    /// `fsync`.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn fsync(&mut self, file: FileId) -> std::result::Result<(), IoError> {
+        self.output(StorageOp::Sync {
+            file,
+            data_only: false,
+        })
+        .map(drop)
+    }
+
+    /// `fallocate`.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn allocate(
+        &mut self,
+        file: FileId,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<(), IoError> {
+        self.output(StorageOp::Allocate { file, offset, len })
+            .map(drop)
+    }
+
+    /// Closes a file.
+    ///
+    /// # Errors
+    /// `NotOpen` for an unknown id.
+    pub fn close(&mut self, file: FileId) -> std::result::Result<(), IoError> {
+        self.output(StorageOp::Close { file }).map(drop)
+    }
+
+    /// The asynchronous client inside (to submit many requests, then
+    /// collect with [`completions`](Self::completions)).
+    pub fn client(&mut self) -> &mut StorageClient {
+        &mut self.client
+    }
+
+    /// The completion queue of [`client`](Self::client)'s requests.
+    pub fn completions(&mut self) -> &mut ResultQueue<StorageCompletion> {
+        &mut self.queue
+    }
+}
+
+#[cfg(test)]
+mod tests;

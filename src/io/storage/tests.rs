@@ -1,0 +1,396 @@
+//! Storage worker tests, each run on both backends over real files.
+
+use super::*;
+use crate::io::{AlignedBuf, BackendChoice, IoError};
+use std::path::PathBuf;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("sn-storage-{}-{tag}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn workers() -> Vec<(StorageWorker, &'static str)> {
+    let mut v = vec![(
+        StorageWorker::start(0, StorageConfig::new().backend(BackendChoice::Fallback)).unwrap(),
+        "fallback",
+    )];
+    // The environment may force the fallback for the whole run; then the
+    // "uring" worker is a second fallback worker and says so.
+    let u = StorageWorker::start(1, StorageConfig::new().backend(BackendChoice::Auto)).unwrap();
+    v.push((u, "auto"));
+    v
+}
+
+#[test]
+fn forced_fallback_reports_why() {
+    let w = StorageWorker::start(0, StorageConfig::new().backend(BackendChoice::Fallback)).unwrap();
+    match w.backend() {
+        IoBackendKind::Fallback { reason } => assert!(reason.contains("forced")),
+        other => panic!("expected fallback, got {other}"),
+    }
+}
+
+#[test]
+fn auto_uses_io_uring_where_the_kernel_allows_it() {
+    let caps = crate::topology::Capabilities::detect();
+    let forced = std::env::var(crate::io::BACKEND_ENV).is_ok();
+    let w = StorageWorker::start(0, StorageConfig::new()).unwrap();
+    if caps.io_uring.is_available() && !forced {
+        assert_eq!(w.backend(), &IoBackendKind::IoUring);
+    }
+}
+
+#[test]
+fn write_read_sync_allocate_close_round_trip() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(dir.0.join("data"), OpenOptions::read_write_create())
+            .unwrap();
+        io.allocate(f, 0, 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.0.join("data")).unwrap().len(),
+            1 << 20,
+            "{name}"
+        );
+        assert_eq!(io.write_at(f, 10, b"hello".to_vec()).unwrap(), 5);
+        io.fdatasync(f).unwrap();
+        io.fsync(f).unwrap();
+        assert_eq!(io.read_at(f, 10, 5).unwrap(), b"hello", "{name}");
+        // Past the end: a short read, not an error.
+        assert_eq!(
+            io.read_at(f, (1 << 20) - 2, 100).unwrap().len(),
+            2,
+            "{name}"
+        );
+        let c = io
+            .call(StorageOp::WritevAt {
+                file: f,
+                offset: 100,
+                bufs: vec![b"ab".to_vec().into(), b"cd".to_vec().into()],
+            })
+            .unwrap();
+        assert_eq!(c.result.unwrap(), StorageOutput::Written(4));
+        assert_eq!(c.bufs.len(), 2, "buffers come back");
+        assert_eq!(io.read_at(f, 100, 4).unwrap(), b"abcd", "{name}");
+        io.close(f).unwrap();
+        assert!(
+            matches!(io.read_at(f, 0, 1), Err(IoError::NotOpen { .. })),
+            "{name}: stale id"
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_enoent() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let e = io.open(dir.0.join("nope"), OpenOptions::new()).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{name}: {e}");
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn full_device_is_enospc() {
+    for (w, name) in workers() {
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open("/dev/full", OpenOptions::new().write(true))
+            .unwrap();
+        let e = io.write_at(f, 0, vec![1u8; 4096]).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOSPC), "{name}: {e}");
+        let e = io
+            .write_with(f, 0, vec![1u8; 10], Durability::GroupCommit)
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOSPC), "{name}: {e}");
+    }
+}
+
+#[test]
+fn direct_io_checks_alignment_and_works_aligned() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let opts = OpenOptions::read_write_create().direct(true);
+        let f = match io.open(dir.0.join("direct"), opts) {
+            Ok(f) => f,
+            // Some filesystems (tmpfs) refuse O_DIRECT outright.
+            Err(e) if e.errno() == Some(libc::EINVAL) => continue,
+            Err(e) => panic!("{name}: {e}"),
+        };
+        // A Vec's address is not page aligned and 100 bytes is no block.
+        let e = io.write_at(f, 0, vec![0u8; 100]).unwrap_err();
+        assert!(matches!(e, IoError::Misaligned { .. }), "{name}: {e}");
+        let mut b = AlignedBuf::new(4096);
+        b.extend_from_slice(&[9u8; 4096]);
+        let e = io.write_at(f, 100, b).unwrap_err();
+        assert!(
+            matches!(e, IoError::Misaligned { what: "offset", .. }),
+            "{name}: {e}"
+        );
+        let mut b = AlignedBuf::new(4096);
+        b.extend_from_slice(&[7u8; 4096]);
+        assert_eq!(io.write_with(f, 4096, b, Durability::Linked).unwrap(), 4096);
+        let back = io.read_into(f, 4096, 4096, AlignedBuf::new(4096)).unwrap();
+        assert!(back.as_slice().iter().all(|&x| x == 7), "{name}");
+        let e = io.read_into(f, 0, 8192, AlignedBuf::new(4096)).unwrap_err();
+        assert!(
+            matches!(e, IoError::Invalid(_)),
+            "{name}: buffer too small: {e}"
+        );
+    }
+}
+
+#[test]
+fn durability_modes_all_persist_the_data() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(dir.0.join("log"), OpenOptions::read_write_create())
+            .unwrap();
+        for (i, d) in [
+            Durability::Buffered,
+            Durability::Linked,
+            Durability::GroupCommit,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(
+                io.write_with(f, i as u64 * 3, b"xyz".to_vec(), d).unwrap(),
+                3
+            );
+        }
+        assert_eq!(
+            std::fs::read(dir.0.join("log")).unwrap(),
+            b"xyzxyzxyz",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn group_commit_from_many_clients_completes_every_write() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("group");
+        let mut opener = w.blocking_client().unwrap();
+        let f = opener
+            .open(&path, OpenOptions::read_write_create())
+            .unwrap();
+        let per_client = 200u64;
+        std::thread::scope(|s| {
+            for c in 0..4u64 {
+                let mut io = w.blocking_client().unwrap();
+                s.spawn(move || {
+                    // Pipeline: submit everything, then collect.
+                    for i in 0..per_client {
+                        let off = (c * per_client + i) * 8;
+                        let mut op = StorageOp::WriteAt {
+                            file: f,
+                            offset: off,
+                            buf: off.to_le_bytes().to_vec().into(),
+                            durability: Durability::GroupCommit,
+                        };
+                        loop {
+                            match io.client().submit(i, op) {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    assert!(e.is_full());
+                                    op = e.into_inner();
+                                    std::thread::yield_now();
+                                }
+                            }
+                        }
+                    }
+                    let mut seen = 0;
+                    while seen < per_client {
+                        let c = io.completions().recv().unwrap();
+                        assert_eq!(c.result.unwrap(), StorageOutput::Written(8));
+                        seen += 1;
+                    }
+                });
+            }
+        });
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len() as u64, 4 * per_client * 8, "{name}");
+        for (i, chunk) in data.chunks(8).enumerate() {
+            assert_eq!(
+                u64::from_le_bytes(chunk.try_into().unwrap()),
+                i as u64 * 8,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn registered_buffers_round_trip() {
+    let w = StorageWorker::start(0, StorageConfig::new().fixed_buffers(4, 4096)).unwrap();
+    let dir = TempDir::new("fixed");
+    let mut io = w.blocking_client().unwrap();
+    let Some(mut b) = io.client().fixed_buf() else {
+        // The fallback (or a tiny memlock limit) has no registered memory.
+        assert!(!w.backend().is_uring() || std::env::var("SHARED_NOTHING_REQUIRE_FIXED").is_err());
+        return;
+    };
+    b.extend_from_slice(b"registered");
+    let f = io
+        .open(dir.0.join("fixed"), OpenOptions::read_write_create())
+        .unwrap();
+    assert_eq!(io.write_at(f, 0, b).unwrap(), 10);
+    let b2 = io.client().fixed_buf().unwrap();
+    let r = io.read_into(f, 0, 10, b2).unwrap();
+    assert_eq!(r.as_slice(), b"registered");
+}
+
+#[test]
+fn full_queue_is_backpressure_with_the_request_handed_back() {
+    let w = StorageWorker::start(
+        0,
+        StorageConfig {
+            client_queue: 2,
+            ..StorageConfig::new()
+        },
+    )
+    .unwrap();
+    let (sink, mut q) = crate::worker::ResultSink::queue();
+    let mut c = w.client(sink).unwrap();
+    let dir = TempDir::new("bp");
+    let path = dir.0.join("x");
+    let mut full = 0;
+    let mut sent = 0;
+    for i in 0..10_000u64 {
+        match c.open(i, &path, OpenOptions::read_write_create()) {
+            Ok(()) => sent += 1,
+            Err(SubmitError::Full(StorageOp::Open { path: p, .. })) => {
+                assert_eq!(p, path, "the request comes back whole");
+                full += 1;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full > 0 || sent == 10_000);
+    for _ in 0..sent {
+        q.recv().unwrap().result.unwrap();
+    }
+}
+
+#[test]
+fn stopping_answers_everything() {
+    let mut w = StorageWorker::start(0, StorageConfig::new()).unwrap();
+    let (sink, mut q) = crate::worker::ResultSink::queue();
+    let mut c = w.client(sink).unwrap();
+    let dir = TempDir::new("stop");
+    let mut sent = 0u64;
+    for i in 0..100 {
+        if c.open(i, dir.0.join("s"), OpenOptions::read_write_create())
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    w.stop();
+    // Every accepted request is answered: done, or `Stopped`.
+    for _ in 0..sent {
+        match q.recv().unwrap().result {
+            Ok(StorageOutput::Opened(_)) | Err(IoError::Stopped) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(c.is_stopped());
+    assert!(matches!(
+        c.sync(0, FileId(0), true),
+        Err(SubmitError::Stopped(_))
+    ));
+}
+
+#[test]
+fn completions_arrive_in_a_workers_own_loop() {
+    use crate::prelude::*;
+    use crate::worker::{ResultSink, spawn};
+    enum Msg {
+        Start(PathBuf),
+        Io(StorageCompletion),
+    }
+    struct App {
+        storage: Arc<StorageWorker>,
+        done: Option<crate::worker::ReplyTo>,
+    }
+    impl Worker for App {
+        type State = StorageClient;
+        type Message = Msg;
+        fn init(&mut self) -> crate::Result<StorageClient> {
+            self.storage.client(ResultSink::to_current_worker(Msg::Io)?)
+        }
+        fn handle_message(
+            &mut self,
+            io: &mut StorageClient,
+            mut m: Envelope<Msg>,
+        ) -> crate::Result<()> {
+            match std::mem::replace(&mut m.payload, Msg::Start(PathBuf::new())) {
+                Msg::Start(p) => {
+                    self.done = m.take_reply();
+                    io.open(1, p, OpenOptions::read_write_create())
+                        .map_err(|_| Error::Full)?;
+                }
+                Msg::Io(c) => match (c.token, c.result?) {
+                    (1, StorageOutput::Opened(f)) => {
+                        io.write_at(2, f, 0, b"from a worker".to_vec(), Durability::Linked)
+                            .map_err(|_| Error::Full)?;
+                    }
+                    (2, StorageOutput::Written(n)) => {
+                        if let Some(r) = self.done.take() {
+                            r.send(n)?;
+                        }
+                    }
+                    other => return Err(Error::InvalidConfig(format!("unexpected {other:?}"))),
+                },
+            }
+            Ok(())
+        }
+    }
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let storage = Arc::new(w);
+        let mut app = spawn(
+            App {
+                storage: storage.clone(),
+                done: None,
+            },
+            WorkerConfig::new(),
+        )
+        .unwrap();
+        let n: usize = app
+            .request(Msg::Start(dir.0.join("w")))
+            .unwrap()
+            .wait_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(n, 13, "{name}");
+        assert_eq!(std::fs::read(dir.0.join("w")).unwrap(), b"from a worker");
+        app.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_bad_backend_variable_is_an_error() {
+    assert!(BackendChoice::parse("sometimes").is_none());
+}

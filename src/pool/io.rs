@@ -1,0 +1,101 @@
+//! Starting the I/O workers the plan placed.
+
+use super::plan::IoBackend;
+use super::runtime::WorkerPool;
+use crate::Result;
+use crate::io::{BackendChoice, NetConfig, NetworkWorker, StorageConfig, StorageWorker};
+use std::sync::Arc;
+
+/// The running storage and network workers of a pool. Cheap to clone (give
+/// a clone to each application worker, which makes its clients in `init`);
+/// the workers stop when the last clone is dropped.
+///
+/// ```
+/// use shared_nothing::prelude::*;
+/// use shared_nothing::io::OpenOptions;
+/// let pool = WorkerPool::new().unwrap();
+/// let io = pool.start_io().unwrap();
+/// println!("{} storage, {} network workers on {}", io.storage_count(), io.network_count(), io.storage(0).backend());
+/// let mut files = io.storage(0).blocking_client().unwrap();
+/// let path = std::env::temp_dir().join(format!("sn-io-doc-{}", std::process::id()));
+/// let f = files.open(&path, OpenOptions::read_write_create()).unwrap();
+/// files.write_at(f, 0, b"x".to_vec()).unwrap();
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct IoWorkers {
+    storage: Arc<[StorageWorker]>,
+    network: Arc<[NetworkWorker]>,
+}
+
+impl IoWorkers {
+    /// Storage worker `i` (modulo the count, so any key can pick one).
+    pub fn storage(&self, i: usize) -> &StorageWorker {
+        &self.storage[i % self.storage.len()]
+    }
+
+    /// Network worker `i` (modulo the count).
+    pub fn network(&self, i: usize) -> &NetworkWorker {
+        &self.network[i % self.network.len()]
+    }
+
+    /// Storage workers running.
+    pub fn storage_count(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// Network workers running.
+    pub fn network_count(&self) -> usize {
+        self.network.len()
+    }
+}
+
+impl WorkerPool {
+    /// Starts the planned storage and network workers (at least one of
+    /// each), pinned where the plan pins, on io_uring unless the plan chose
+    /// the fallback (or `SHARED_NOTHING_IO_BACKEND` forces one).
+    ///
+    /// # Errors
+    /// `Spawn`/`Io` if a worker cannot start; `InvalidConfig` for a
+    /// malformed backend variable. Workers already started are stopped.
+    pub fn start_io(&self) -> Result<IoWorkers> {
+        let plan = self.plan();
+        let backend = match &plan.io_backend {
+            IoBackend::IoUring => BackendChoice::Auto,
+            IoBackend::Fallback { .. } => BackendChoice::Fallback,
+        };
+        let cpus = |placements: &[super::plan::Placement]| -> Vec<Option<usize>> {
+            if placements.is_empty() {
+                vec![None]
+            } else {
+                placements.iter().map(|p| p.cpu).collect()
+            }
+        };
+        let storage = cpus(&plan.storage_workers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, cpu)| {
+                let cfg = StorageConfig::new()
+                    .backend(backend)
+                    .cpu(cpu)
+                    .name(format!("storage-{i}"));
+                StorageWorker::start(i, cfg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let network = cpus(&plan.network_workers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, cpu)| {
+                let cfg = NetConfig::new()
+                    .backend(backend)
+                    .cpu(cpu)
+                    .name(format!("network-{i}"));
+                NetworkWorker::start(i, cfg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(IoWorkers {
+            storage: storage.into(),
+            network: network.into(),
+        })
+    }
+}
