@@ -6,7 +6,7 @@ use crate::protocol::{self, OFFSET_LEN, ROLE_CONSUMER, ROLE_PRODUCER};
 use hdrhistogram::Histogram;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -148,7 +148,10 @@ pub fn produce(
     })();
     drop(sent_tx);
     drop(w);
-    let _ = stream.shutdown(Shutdown::Write);
+    // No half-close here: the broker (like RingLog) closes a connection once
+    // its queued sends are out after reading EOF, so shutting our write side
+    // now would lose the acks still being committed. The reader knows how
+    // many acks to wait for; the socket closes when both halves are dropped.
     let acked = reader.join().map_err(|_| ClientError::ThreadPanicked)?;
     sent?;
     acked
@@ -414,7 +417,7 @@ fn spawn_connection(
         })();
         drop(stamp_tx);
         drop(w);
-        let _ = stream.shutdown(Shutdown::Write);
+        // No half-close: see `produce` (the broker closes on EOF).
         result.map(|()| sent)
     });
     Ok((writer, reader))

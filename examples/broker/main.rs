@@ -1,9 +1,9 @@
 //! `broker`: a thread-per-core commit-log broker, wire-compatible with
 //! RingLog (issue 6), built only on the crate's public API.
 //!
-//! Phase 1 (this code): the command line, the wire protocol, the commit log
-//! with crash recovery, and the blocking clients and bench. Phase 2 wires the
-//! server onto the crate's I/O workers: see `serve` below.
+//! The command line, the wire protocol, the commit log with crash recovery,
+//! the blocking clients and bench, and the server on the crate's workers
+//! (`server/`: connection workers plus one log-owner worker).
 //!
 //! ```text
 //! cargo run --example broker -- server [--dir D] [--fsync always|interval:MS|never]
@@ -14,18 +14,13 @@
 //! ```
 
 mod client;
-// Used by the server (phase 2) to drive group commit.
-#[allow(dead_code)]
 mod commit;
 mod config;
-// The server (phase 2) is the main user of the log; until it lands, only
-// the unit tests call most of it.
+// Parts of the log API (segment listing, sizes) serve only its unit tests.
 #[allow(dead_code, unused_imports)]
 mod log;
-#[allow(dead_code)]
 mod protocol;
-// The server (phase 2) prints its stats line with this.
-#[allow(dead_code)]
+mod server;
 mod stats;
 #[cfg(test)]
 mod test_dir;
@@ -44,11 +39,8 @@ use thiserror::Error;
 enum MainError {
     #[error(transparent)]
     Client(#[from] client::ClientError),
-    #[error(
-        "the server is not wired yet: it comes in phase 2 on the crate's I/O workers \
-         (protocol, log, clients and bench are in place)"
-    )]
-    ServerNotWired,
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -105,12 +97,12 @@ fn run(cfg: Config) -> Result<(), MainError> {
     }
 }
 
-/// LEAD HOOK (phase 2): run the broker on `cfg.addr` with its data under
-/// `cfg.dir` until it is stopped; return an error if it cannot start. The
-/// `server` mode calls this directly; the demo calls it on a background
-/// thread and connects once the address accepts connections.
-fn serve(_cfg: &Config) -> Result<(), MainError> {
-    Err(MainError::ServerNotWired)
+/// Runs the broker on `cfg.addr` with its data under `cfg.dir` until the
+/// process ends; returns an error if it cannot start. The `server` mode
+/// calls this directly; the demo calls it on a background thread and
+/// connects once the address accepts connections.
+fn serve(cfg: &Config) -> Result<(), MainError> {
+    Ok(server::serve(cfg)?)
 }
 
 /// A broker on a free local port with a fresh data directory, a producer

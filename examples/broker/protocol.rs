@@ -47,6 +47,7 @@ impl Role {
     }
 
     /// The handshake byte for this role.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn byte(self) -> u8 {
         match self {
             Role::Producer => ROLE_PRODUCER,
