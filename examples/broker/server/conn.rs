@@ -20,7 +20,12 @@ enum RoleState {
     Handshake,
     Producer {
         decoder: FrameDecoder,
+        /// Records forwarded to the owner / acks written back.
         sent: u64,
+        acked: u64,
+        /// Bad input arrived: decode nothing more, close once the records
+        /// before it are acked (so the client learns which were stored).
+        draining: bool,
     },
     Consumer {
         start: StartDecoder,
@@ -92,7 +97,7 @@ fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
                 );
             }
             if let Some(reason) = failure {
-                refuse(st, conn, &reason);
+                drain_then_close(st, conn, &reason);
             }
         }
         Action::Subscribe(offset) => st.deliver(OWNER, Msg::Subscribe { from, conn, offset }),
@@ -109,6 +114,8 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
             Ok(Role::Producer) => RoleState::Producer {
                 decoder: FrameDecoder::new(max_record),
                 sent: 0,
+                acked: 0,
+                draining: false,
             },
             Ok(Role::Consumer) => RoleState::Consumer {
                 start: StartDecoder::new(),
@@ -120,7 +127,8 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
     }
     match &mut c.role {
         RoleState::Handshake | RoleState::Closing => Action::None,
-        RoleState::Producer { decoder, sent } => {
+        RoleState::Producer { draining: true, .. } => Action::None,
+        RoleState::Producer { decoder, sent, .. } => {
             decoder.feed(buf);
             let mut frames = Vec::new();
             let mut count = 0;
@@ -163,7 +171,7 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
         return;
     };
     match c.role {
-        RoleState::Producer { decoder, sent } => {
+        RoleState::Producer { decoder, sent, .. } => {
             if let Err(e) = decoder.finish() {
                 eprintln!(
                     "broker: producer {}: {e}; {sent} complete records kept",
@@ -171,16 +179,41 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
                 );
             }
         }
-        RoleState::Consumer { subscribed, start } => {
+        RoleState::Consumer { subscribed, .. } => {
             if subscribed {
                 st.deliver(OWNER, Msg::Unsubscribe { conn });
             } else {
-                drop(start);
                 eprintln!("broker: consumer {} left before its start offset", c.peer);
             }
         }
         RoleState::Handshake | RoleState::Closing => {}
     }
+}
+
+/// Bad producer input: log it now, stop decoding, and close once the
+/// records received before it are acked (at once if none is pending).
+fn drain_then_close(st: &mut NodeState, conn: ConnId, reason: &str) {
+    if let Some(Conn {
+        peer,
+        role:
+            RoleState::Producer {
+                sent,
+                acked,
+                draining,
+                ..
+            },
+    }) = st.conns.get_mut(&conn)
+    {
+        if *acked < *sent {
+            eprintln!(
+                "broker: closing producer {peer} after {} pending acks: {reason}",
+                *sent - *acked
+            );
+            *draining = true;
+            return;
+        }
+    }
+    refuse(st, conn, reason);
 }
 
 /// Logs why and closes `conn` (only that connection).
@@ -194,16 +227,23 @@ pub fn refuse(st: &mut NodeState, conn: ConnId, reason: &str) {
         RoleState::Consumer { subscribed, .. } => {
             if subscribed {
                 // The owner may already stream to it; stop that first.
-                st.peers
-                    .get_mut(OWNER)
-                    .map(|s| s.deliver(Msg::Unsubscribe { conn }));
+                if let Some(owner) = st.peers.get_mut(OWNER) {
+                    owner.deliver(Msg::Unsubscribe { conn });
+                }
             }
             "consumer"
         }
         RoleState::Closing => return,
     };
     eprintln!("broker: closing {what} {}: {reason}", c.peer);
-    c.role = RoleState::Closing;
+    close(st, conn);
+}
+
+/// Asks the network worker to close `conn` after its queued sends.
+fn close(st: &mut NodeState, conn: ConnId) {
+    if let Some(c) = st.conns.get_mut(&conn) {
+        c.role = RoleState::Closing;
+    }
     let n = st.clients.len();
     let client = &mut st.clients[conn.worker() % n];
     let mut id = conn;
@@ -223,9 +263,17 @@ pub fn refuse(st: &mut NodeState, conn: ConnId, reason: &str) {
 /// Writes owner output (acks or consumer frames) to the connection, if it
 /// is still open; consumer frames also return a credit to the owner.
 pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
-    let credit = match st.conns.get(&conn).map(|c| &c.role) {
-        Some(RoleState::Producer { .. }) => false,
-        Some(RoleState::Consumer { .. }) => true,
+    let (credit, drained) = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
+        Some(RoleState::Producer {
+            sent,
+            acked,
+            draining,
+            ..
+        }) => {
+            *acked += (bytes.len() / protocol::OFFSET_LEN) as u64;
+            (false, *draining && *acked >= *sent)
+        }
+        Some(RoleState::Consumer { .. }) => (true, false),
         // Closed or closing: the bytes have nowhere to go.
         _ => return,
     };
@@ -244,5 +292,10 @@ pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
     }
     if credit {
         st.deliver(OWNER, Msg::Credit { conn });
+    }
+    if drained {
+        // Already logged when the bad input arrived; `close` keeps the
+        // queued acks (they go out first).
+        close(st, conn);
     }
 }
