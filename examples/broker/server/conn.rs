@@ -171,11 +171,23 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
         return;
     };
     match c.role {
-        RoleState::Producer { decoder, sent, .. } => {
+        RoleState::Producer {
+            decoder,
+            sent,
+            acked,
+            ..
+        } => {
             if let Err(e) = decoder.finish() {
                 eprintln!(
                     "broker: producer {}: {e}; {sent} complete records kept",
                     c.peer
+                );
+            } else if acked < sent {
+                // Its records are stored; the acks have nowhere to go.
+                eprintln!(
+                    "broker: producer {} left mid-stream, {} acks undelivered",
+                    c.peer,
+                    sent - acked
                 );
             }
         }
