@@ -24,21 +24,23 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 fn broker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let release = !cfg!(debug_assertions);
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--example", "broker"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example broker failed");
-        // target/<profile>/deps/broker-HASH -> target/<profile>/examples/broker
+        // This test is target/<profile>/deps/broker-HASH; build the example
+        // into the same target directory and profile.
         let exe = std::env::current_exe().expect("test exe path");
         let profile_dir = exe
             .parent()
             .and_then(Path::parent)
             .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--example", "broker", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example broker failed");
         let bin = profile_dir.join("examples").join("broker");
         assert!(bin.exists(), "{} not built", bin.display());
         bin
