@@ -1,0 +1,313 @@
+//! Connection side: decode what a socket sends, forward it to the log
+//! owner, and write back what the owner answers.
+
+use super::{Msg, NodeState, OWNER};
+use crate::protocol::{self, FrameDecoder, Role, StartDecoder};
+use shared_nothing::io::{ConnId, NetEvent, NetEventKind};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// One connection owned by this worker.
+#[derive(Debug)]
+pub struct Conn {
+    peer: SocketAddr,
+    role: RoleState,
+}
+
+#[derive(Debug)]
+enum RoleState {
+    /// Waiting for the role byte.
+    Handshake,
+    Producer {
+        decoder: FrameDecoder,
+        /// Records forwarded to the owner / acks written back.
+        sent: u64,
+        acked: u64,
+        /// Bad input arrived: decode nothing more, close once the records
+        /// before it are acked (so the client learns which were stored).
+        draining: bool,
+    },
+    Consumer {
+        start: StartDecoder,
+        subscribed: bool,
+    },
+    /// We asked the network worker to close it; ignore what still arrives.
+    Closing,
+}
+
+pub fn on_event(st: &mut NodeState, ev: NetEvent) {
+    let conn = ev.conn;
+    match ev.kind {
+        NetEventKind::Accepted { peer, .. } => {
+            st.conns.insert(
+                conn,
+                Conn {
+                    peer,
+                    role: RoleState::Handshake,
+                },
+            );
+        }
+        NetEventKind::Data(buf) => on_data(st, conn, &buf),
+        NetEventKind::Error(e) => {
+            if let Some(c) = st.conns.get(&conn) {
+                eprintln!("broker: connection {}: {e}", c.peer);
+            }
+        }
+        NetEventKind::Closed => on_closed(st, conn),
+        _ => {}
+    }
+}
+
+/// What to do once the connection's state is no longer borrowed.
+enum Action {
+    None,
+    Append {
+        frames: Vec<u8>,
+        count: usize,
+        failure: Option<String>,
+    },
+    Subscribe(u64),
+    Refuse(String),
+}
+
+fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
+    let action = match st.conns.get_mut(&conn) {
+        Some(c) => decode(c, buf, st.max_record),
+        None => return,
+    };
+    let from = st.index;
+    match action {
+        Action::None => {}
+        Action::Append {
+            frames,
+            count,
+            failure,
+        } => {
+            // Records before a bad frame are good: store and ack them.
+            if count > 0 {
+                st.deliver(
+                    OWNER,
+                    Msg::Append {
+                        from,
+                        conn,
+                        frames,
+                        count,
+                        arrived: Instant::now(),
+                    },
+                );
+            }
+            if let Some(reason) = failure {
+                drain_then_close(st, conn, &reason);
+            }
+        }
+        Action::Subscribe(offset) => st.deliver(OWNER, Msg::Subscribe { from, conn, offset }),
+        Action::Refuse(reason) => refuse(st, conn, &reason),
+    }
+}
+
+fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
+    if let RoleState::Handshake = c.role {
+        let Some((&first, rest)) = buf.split_first() else {
+            return Action::None;
+        };
+        c.role = match Role::from_byte(first) {
+            Ok(Role::Producer) => RoleState::Producer {
+                decoder: FrameDecoder::new(max_record),
+                sent: 0,
+                acked: 0,
+                draining: false,
+            },
+            Ok(Role::Consumer) => RoleState::Consumer {
+                start: StartDecoder::new(),
+                subscribed: false,
+            },
+            Err(e) => return Action::Refuse(e.to_string()),
+        };
+        buf = rest;
+    }
+    match &mut c.role {
+        RoleState::Handshake | RoleState::Closing => Action::None,
+        RoleState::Producer { draining: true, .. } => Action::None,
+        RoleState::Producer { decoder, sent, .. } => {
+            decoder.feed(buf);
+            let mut frames = Vec::new();
+            let mut count = 0;
+            let failure = loop {
+                match decoder.next_frame() {
+                    Ok(Some(rec)) => {
+                        // Bounded by max_record (<= 1 GiB), so it encodes.
+                        let _ = protocol::encode_frame(rec, &mut frames);
+                        count += 1;
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(e.to_string()),
+                }
+            };
+            *sent += count as u64;
+            Action::Append {
+                frames,
+                count,
+                failure,
+            }
+        }
+        RoleState::Consumer { start, subscribed } => {
+            // RingLog consumers send nothing after the offset; ignore it.
+            if *subscribed {
+                return Action::None;
+            }
+            match start.feed(buf) {
+                (_, Some(offset)) => {
+                    *subscribed = true;
+                    Action::Subscribe(offset)
+                }
+                (_, None) => Action::None,
+            }
+        }
+    }
+}
+
+fn on_closed(st: &mut NodeState, conn: ConnId) {
+    let Some(c) = st.conns.remove(&conn) else {
+        return;
+    };
+    match c.role {
+        RoleState::Producer {
+            decoder,
+            sent,
+            acked,
+            ..
+        } => {
+            if let Err(e) = decoder.finish() {
+                eprintln!(
+                    "broker: producer {}: {e}; {sent} complete records kept",
+                    c.peer
+                );
+            } else if acked < sent {
+                // Its records are stored; the acks have nowhere to go.
+                eprintln!(
+                    "broker: producer {} left mid-stream, {} acks undelivered",
+                    c.peer,
+                    sent - acked
+                );
+            }
+        }
+        RoleState::Consumer { subscribed, .. } => {
+            if subscribed {
+                st.deliver(OWNER, Msg::Unsubscribe { conn });
+            } else {
+                eprintln!("broker: consumer {} left before its start offset", c.peer);
+            }
+        }
+        RoleState::Handshake | RoleState::Closing => {}
+    }
+}
+
+/// Bad producer input: log it now, stop decoding, and close once the
+/// records received before it are acked (at once if none is pending).
+fn drain_then_close(st: &mut NodeState, conn: ConnId, reason: &str) {
+    if let Some(Conn {
+        peer,
+        role:
+            RoleState::Producer {
+                sent,
+                acked,
+                draining,
+                ..
+            },
+    }) = st.conns.get_mut(&conn)
+    {
+        if *acked < *sent {
+            eprintln!(
+                "broker: closing producer {peer} after {} pending acks: {reason}",
+                *sent - *acked
+            );
+            *draining = true;
+            return;
+        }
+    }
+    refuse(st, conn, reason);
+}
+
+/// Logs why and closes `conn` (only that connection).
+pub fn refuse(st: &mut NodeState, conn: ConnId, reason: &str) {
+    let Some(c) = st.conns.get_mut(&conn) else {
+        return;
+    };
+    let what = match c.role {
+        RoleState::Handshake => "connection",
+        RoleState::Producer { .. } => "producer",
+        RoleState::Consumer { subscribed, .. } => {
+            if subscribed {
+                // The owner may already stream to it; stop that first.
+                if let Some(owner) = st.peers.get_mut(OWNER) {
+                    owner.deliver(Msg::Unsubscribe { conn });
+                }
+            }
+            "consumer"
+        }
+        RoleState::Closing => return,
+    };
+    eprintln!("broker: closing {what} {}: {reason}", c.peer);
+    close(st, conn);
+}
+
+/// Asks the network worker to close `conn` after its queued sends.
+fn close(st: &mut NodeState, conn: ConnId) {
+    if let Some(c) = st.conns.get_mut(&conn) {
+        c.role = RoleState::Closing;
+    }
+    let n = st.clients.len();
+    let client = &mut st.clients[conn.worker() % n];
+    let mut id = conn;
+    loop {
+        match client.close(id) {
+            Ok(()) => break,
+            // Full is backpressure: the network worker is draining.
+            Err(e) if e.is_full() => {
+                id = e.into_inner();
+                std::thread::yield_now();
+            }
+            Err(_) => break, // Stopped: the process is ending anyway.
+        }
+    }
+}
+
+/// Writes owner output (acks or consumer frames) to the connection, if it
+/// is still open; consumer frames also return a credit to the owner.
+pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
+    let (credit, drained) = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
+        Some(RoleState::Producer {
+            sent,
+            acked,
+            draining,
+            ..
+        }) => {
+            *acked += (bytes.len() / protocol::OFFSET_LEN) as u64;
+            (false, *draining && *acked >= *sent)
+        }
+        Some(RoleState::Consumer { .. }) => (true, false),
+        // Closed or closing: the bytes have nowhere to go.
+        _ => return,
+    };
+    let n = st.clients.len();
+    let client = &mut st.clients[conn.worker() % n];
+    let mut buf = bytes;
+    loop {
+        match client.send(conn, buf) {
+            Ok(()) => break,
+            Err(e) if e.is_full() => {
+                buf = e.into_inner();
+                std::thread::yield_now();
+            }
+            Err(_) => return,
+        }
+    }
+    if credit {
+        st.deliver(OWNER, Msg::Credit { conn });
+    }
+    if drained {
+        // Already logged when the bad input arrived; `close` keeps the
+        // queued acks (they go out first).
+        close(st, conn);
+    }
+}

@@ -1,0 +1,480 @@
+//! End to end: the real `broker` example binary over real TCP with a
+//! temporary data directory.
+//!
+//! The binary is built once with `cargo build --example broker` (the test
+//! profile's; `cargo test` itself only builds the example's test harness).
+//! Servers run with three application workers
+//! (`SHARED_NOTHING_APP_WORKERS=3`) so records really cross from
+//! connection workers to the log-owner worker even on a small machine.
+//! Every wait is bounded: sockets have read timeouts and loops have counts
+//! and deadlines.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn broker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test is target/<profile>/deps/broker-HASH; build the example
+        // into the same target directory and profile.
+        let exe = std::env::current_exe().expect("test exe path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--example", "broker", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example broker failed");
+        let bin = profile_dir.join("examples").join("broker");
+        assert!(bin.exists(), "{} not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "broker-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running broker; killed (SIGKILL) on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(broker_bin())
+            .args(["server", "--addr", "127.0.0.1:0", "--stats-interval", "0"])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .env("SHARED_NOTHING_APP_WORKERS", "3")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn broker");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("stderr lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not print its address; stderr:\n{}",
+                    stderr.lock().expect("lock")
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// SIGKILL, like a crash.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (bounded) until stderr contains `needle`.
+    fn expect_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.stderr.lock().expect("lock").contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr never said {needle:?}:\n{}",
+                self.stderr.lock().expect("lock")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn connect(addr: &str, role: u8) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    (&s).write_all(&[role]).expect("handshake");
+    s
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The log offset after a record at `offset`: 8-byte header + payload.
+fn next_offset(offset: u64, payload: &[u8]) -> u64 {
+    offset + 8 + payload.len() as u64
+}
+
+/// Sends `payloads` pipelined (all written before acks are read, from a
+/// writer thread), returns the acks; asserts they strictly increase.
+fn produce(addr: &str, payloads: &[Vec<u8>]) -> Vec<u64> {
+    let s = connect(addr, 0x01);
+    let mut w = s.try_clone().expect("clone");
+    let bytes: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+    let writer = thread::spawn(move || w.write_all(&bytes));
+    let mut r = BufReader::new(&s);
+    let mut acks = Vec::with_capacity(payloads.len());
+    for _ in payloads {
+        let mut a = [0u8; 8];
+        r.read_exact(&mut a).expect("ack");
+        let a = u64::from_be_bytes(a);
+        if let Some(&prev) = acks.last() {
+            assert!(a > prev, "acks must rise: {prev} then {a}");
+        }
+        acks.push(a);
+    }
+    writer.join().expect("writer").expect("send");
+    acks
+}
+
+/// Reads exactly `n` records from a consumer starting at `offset`.
+fn consume(addr: &str, offset: u64, n: usize) -> Vec<Vec<u8>> {
+    let s = connect(addr, 0x02);
+    (&s).write_all(&offset.to_be_bytes()).expect("start");
+    read_records(&s, n)
+}
+
+fn read_records(s: &TcpStream, n: usize) -> Vec<Vec<u8>> {
+    let mut r = BufReader::new(s);
+    (0..n)
+        .map(|i| {
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len)
+                .unwrap_or_else(|e| panic!("record {i} of {n}: {e}"));
+            let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
+            r.read_exact(&mut p).expect("payload");
+            p
+        })
+        .collect()
+}
+
+/// True if the server closed `s` (EOF or reset) within the read timeout.
+fn closed_by_server(mut s: &TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn payloads(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{tag}-{i:05}-{}", "x".repeat(i % 37)).into_bytes())
+        .collect()
+}
+
+#[test]
+fn producers_and_consumers_at_once_from_zero_middle_and_live() {
+    let dir = TempDir::new("many");
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let addr = server.addr.clone();
+    const PRODUCERS: usize = 4;
+    const EACH: usize = 300;
+    const TOTAL: usize = PRODUCERS * EACH;
+
+    // Two tailing consumers subscribed to the empty log before any record.
+    let tails: Vec<_> = (0..2)
+        .map(|_| {
+            let s = connect(&addr, 0x02);
+            (&s).write_all(&0u64.to_be_bytes()).expect("start");
+            s
+        })
+        .collect();
+    // Let the subscriptions land first, so the records arrive live.
+    thread::sleep(Duration::from_millis(200));
+
+    let handles: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let ps = payloads(&format!("p{p}"), EACH);
+                let acks = produce(&addr, &ps);
+                acks.into_iter().zip(ps).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_offset = BTreeMap::new();
+    for h in handles {
+        for (off, p) in h.join().expect("producer") {
+            assert!(
+                by_offset.insert(off, p).is_none(),
+                "offset {off} acked twice"
+            );
+        }
+    }
+    assert_eq!(by_offset.len(), TOTAL);
+    // Acks are the byte positions of a gapless log.
+    let mut expect = 0;
+    for (&off, p) in &by_offset {
+        assert_eq!(off, expect, "acked offsets leave a gap");
+        expect = next_offset(off, p);
+    }
+    let log: Vec<Vec<u8>> = by_offset.values().cloned().collect();
+
+    for t in &tails {
+        assert_eq!(read_records(t, TOTAL), log, "live tail differs");
+    }
+    assert_eq!(consume(&addr, 0, TOTAL), log, "consumer from 0 differs");
+    let (&mid, _) = by_offset.iter().nth(TOTAL / 2).expect("middle");
+    assert_eq!(
+        consume(&addr, mid, TOTAL - TOTAL / 2),
+        log[TOTAL / 2..].to_vec(),
+        "consumer from the middle differs"
+    );
+
+    // A tail keeps following what is produced later.
+    let more = payloads("late", 10);
+    produce(&addr, &more);
+    assert_eq!(read_records(&tails[0], 10), more);
+}
+
+#[test]
+fn restart_keeps_the_data_and_continues_the_offsets() {
+    let dir = TempDir::new("restart");
+    let first = payloads("before", 200);
+    let acks = {
+        let server = Server::start(&dir.0, &["--fsync", "never"]);
+        let acks = produce(&server.addr, &first);
+        server.kill();
+        acks
+    };
+    let server = Server::start(&dir.0, &["--fsync", "interval:5"]);
+    let second = payloads("after", 50);
+    let acks2 = produce(&server.addr, &second);
+    let end = next_offset(*acks.last().expect("acks"), first.last().expect("first"));
+    assert_eq!(acks2[0], end, "offsets continue after the restart");
+    let all = consume(&server.addr, 0, 250);
+    assert_eq!(all[..200], first[..]);
+    assert_eq!(all[200..], second[..]);
+}
+
+#[test]
+fn kill_9_during_a_produce_loop_loses_no_acked_record() {
+    let dir = TempDir::new("kill9");
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let addr = server.addr.clone();
+    // Two producers with 16 records in flight each, until the broker dies.
+    let acked = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            let (addr, acked) = (addr.clone(), acked.clone());
+            thread::spawn(move || {
+                let s = connect(&addr, 0x01);
+                let mut w = s.try_clone().expect("clone");
+                let mut r = BufReader::new(&s);
+                let mut in_flight = std::collections::VecDeque::new();
+                for i in 0..100_000u32 {
+                    let payload = format!("k{p}-{i}-{}", "y".repeat((i % 300) as usize));
+                    if w.write_all(&frame(payload.as_bytes())).is_err() {
+                        return;
+                    }
+                    in_flight.push_back(payload.into_bytes());
+                    while in_flight.len() >= 16 {
+                        let mut a = [0u8; 8];
+                        if r.read_exact(&mut a).is_err() {
+                            return;
+                        }
+                        let p = in_flight.pop_front().expect("in flight");
+                        acked.lock().expect("lock").push((u64::from_be_bytes(a), p));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill once a fair number of records are acked (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < 2_000 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    for p in producers {
+        p.join().expect("producer");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(
+        acked.len() >= 2_000,
+        "only {} acks before the deadline",
+        acked.len()
+    );
+
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let by_offset: BTreeMap<u64, Vec<u8>> = acked.into_iter().collect();
+    // Read the log from 0 up to the last acked record and check every
+    // acked record sits at its offset, byte for byte.
+    let (&last_off, _) = by_offset.iter().next_back().expect("acks");
+    let s = connect(&server.addr, 0x02);
+    (&s).write_all(&0u64.to_be_bytes()).expect("start");
+    let mut r = BufReader::new(&s);
+    let mut off = 0u64;
+    let mut matched = 0;
+    while off <= last_off {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("log ends at {off} before acked {last_off}: {e}"));
+        let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut p).expect("payload");
+        if let Some(want) = by_offset.get(&off) {
+            assert_eq!(&p, want, "record at {off} differs after the crash");
+            matched += 1;
+        }
+        off = next_offset(off, &p);
+    }
+    assert_eq!(
+        matched,
+        by_offset.len(),
+        "some acked offsets are not record boundaries"
+    );
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    let dir = TempDir::new("bad");
+    let server = Server::start(&dir.0, &["--fsync", "never", "--max-record", "1024"]);
+    let addr = server.addr.clone();
+    // A well-behaved producer that stays connected through every case.
+    let good = connect(&addr, 0x01);
+    let mut good_r = BufReader::new(good.try_clone().expect("clone"));
+    let mut good_seq = 0u32;
+    let mut check_good = || {
+        good_seq += 1;
+        (&good)
+            .write_all(&frame(format!("good {good_seq}").as_bytes()))
+            .expect("good send");
+        let mut a = [0u8; 8];
+        good_r
+            .read_exact(&mut a)
+            .expect("good producer still acked");
+    };
+    check_good();
+
+    // Unknown handshake byte.
+    let s = connect(&addr, 0x07);
+    assert!(closed_by_server(&s), "unknown handshake not closed");
+    server.expect_log("unknown handshake byte 0x07");
+    check_good();
+
+    // A length above --max-record (the records before it are still acked).
+    let s = connect(&addr, 0x01);
+    let mut bytes = frame(b"fine");
+    bytes.extend_from_slice(&2000u32.to_be_bytes());
+    (&s).write_all(&bytes).expect("send");
+    let mut a = [0u8; 8];
+    (&s).read_exact(&mut a)
+        .expect("ack for the record before the bad one");
+    assert!(closed_by_server(&s), "too-large frame not closed");
+    server.expect_log("record length 2000 exceeds the maximum of 1024");
+    check_good();
+
+    // Half a frame, then the client goes away.
+    let s = connect(&addr, 0x01);
+    (&s).write_all(&100u32.to_be_bytes()).expect("header");
+    (&s).write_all(&[1u8; 10]).expect("part");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    assert!(closed_by_server(&s));
+    server.expect_log("connection ended inside a frame");
+    check_good();
+
+    // A producer that disconnects mid-stream without reading its acks.
+    let s = connect(&addr, 0x01);
+    for i in 0..200 {
+        (&s).write_all(&frame(format!("gone {i}").as_bytes()))
+            .expect("send");
+    }
+    drop(s);
+    check_good();
+
+    // Consumer offsets: inside a record, and past the end.
+    for (offset, why) in [(1u64, "not a record boundary"), (1 << 40, "past the end")] {
+        let s = connect(&addr, 0x02);
+        (&s).write_all(&offset.to_be_bytes()).expect("start");
+        assert!(closed_by_server(&s), "consumer at {offset} not closed");
+        server.expect_log(why);
+        check_good();
+    }
+
+    // And a consumer at a real boundary still reads.
+    let first = consume(&addr, 0, 1);
+    assert_eq!(first, vec![b"good 1".to_vec()]);
+}
