@@ -212,6 +212,10 @@ impl Worker for Echo {
     }
     fn handle_message(&mut self, c: &mut Self::State, m: Envelope<NetEvent>) -> Result<()> {
         let ev = m.payload;
+        if let NetEventKind::PeerClosed = ev.kind {
+            let _ = c.close(ev.conn);
+            return Ok(());
+        }
         if let NetEventKind::Data(mut buf) = ev.kind {
             loop {
                 match c.send(ev.conn, buf) {

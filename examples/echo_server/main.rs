@@ -60,6 +60,12 @@ impl Worker for Echo {
                     }
                 }
             }
+            // The peer is done sending: everything it sent has been echoed
+            // (sends go out in order), so close after them.
+            NetEventKind::PeerClosed => {
+                let n = clients.0.len();
+                let _ = clients.0[ev.conn.worker() % n].close(ev.conn);
+            }
             NetEventKind::Error(e) => eprintln!("connection {:?}: {e}", ev.conn),
             _ => {}
         }

@@ -189,6 +189,60 @@ impl WorkerPool {
         )
     }
 
+    /// Starts a group of exactly `count` typed workers (a single owner of
+    /// some resource, say, beside the planned group), hash-partitioned.
+    /// Worker `i` is placed like planned application worker
+    /// `i % planned`, so it shares that worker's CPU.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for `count == 0`; otherwise as
+    /// [`spawn`](Self::spawn).
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// struct Owner;
+    /// impl Worker for Owner {
+    ///     type State = ();
+    ///     type Message = u8;
+    ///     fn init(&mut self) -> Result<()> { Ok(()) }
+    ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u8>) -> Result<()> { Ok(()) }
+    /// }
+    /// let pool = WorkerPool::new().unwrap();
+    /// let mut one = pool.spawn_workers(1, || Owner).unwrap();
+    /// assert_eq!(one.len(), 1);
+    /// one.stop_all().unwrap();
+    /// ```
+    pub fn spawn_workers<W, Args, F>(&self, count: usize, mut factory: F) -> Result<WorkerGroup<W>>
+    where
+        W: Worker,
+        F: WorkerFactory<W, Args>,
+    {
+        if count == 0 {
+            return Err(crate::Error::InvalidConfig(
+                "spawn_workers needs at least one worker".into(),
+            ));
+        }
+        let planned = self.app_worker_configs();
+        if planned.is_empty() {
+            return Err(crate::Error::InvalidConfig(
+                "the plan has no application worker to place them like".into(),
+            ));
+        }
+        let configs = (0..count)
+            .map(|i| {
+                planned[i % planned.len()]
+                    .clone()
+                    .with_name(format!("{}-x{i}", self.config.name))
+            })
+            .collect();
+        WorkerGroup::start(
+            |i| factory.make(i),
+            configs,
+            Arc::new(HashPartitioner::new()),
+            self.plan.clone(),
+        )
+    }
+
     /// One configuration per planned application worker.
     fn app_worker_configs(&self) -> Vec<WorkerConfig> {
         let (plan, cfg) = (&self.plan, &self.config);

@@ -60,6 +60,11 @@ pub enum EventKind {
         /// The error, rendered.
         error: String,
     },
+    /// `after_round` returned an error.
+    AfterRoundFailed {
+        /// The error, rendered.
+        error: String,
+    },
     /// `shutdown` returned an error or panicked.
     ShutdownFailed {
         /// The error, rendered.

@@ -231,6 +231,12 @@ impl<W: Worker> Runner<W> {
             if self.gave_up.is_some() {
                 break;
             }
+            if worked {
+                self.after_round();
+                if self.gave_up.is_some() {
+                    break;
+                }
+            }
             self.tick_if_due();
             if worked {
                 self.end_idle();
@@ -377,6 +383,32 @@ impl<W: Worker> Runner<W> {
             own.failed.add(failed);
         }
         taken
+    }
+
+    /// Runs `after_round` (panics and errors handled as for `tick`).
+    fn after_round(&mut self) {
+        let Some(st) = self.state.as_mut() else {
+            return;
+        };
+        // No stall-watchdog bookkeeping here: it would add stores to every
+        // round of every worker, and the default hook is empty (inlined
+        // away). A stuck `after_round` shows as a worker that stops taking
+        // messages, not as a `Stalled` event.
+        let worker = &mut self.worker;
+        let result = panic::catch_unwind(AssertUnwindSafe(|| worker.after_round(st)));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.shared.emit(EventKind::AfterRoundFailed {
+                error: e.to_string(),
+            }),
+            Err(p) => {
+                self.shared.emit(EventKind::Panicked {
+                    seq: None,
+                    message: panic_message(p),
+                });
+                self.restart();
+            }
+        }
     }
 
     fn tick_if_due(&mut self) {
@@ -548,6 +580,10 @@ impl<W: Worker> Runner<W> {
                 }
                 if !any {
                     break;
+                }
+                self.after_round();
+                if self.gave_up.is_some() {
+                    return;
                 }
             }
             if self.shared.close_control_if_empty(&mut pending) {

@@ -490,3 +490,50 @@ fn high_priority_is_raised_or_reported() {
         assert!(!refused);
     }
 }
+
+#[test]
+fn after_round_runs_once_per_round_that_handled_messages() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    struct Rounds {
+        rounds: Arc<AtomicU64>,
+        flushed: Arc<AtomicU64>,
+    }
+    impl Worker for Rounds {
+        type State = Vec<u64>;
+        type Message = u64;
+        fn init(&mut self) -> Result<Vec<u64>> {
+            Ok(Vec::new())
+        }
+        fn handle_message(&mut self, s: &mut Vec<u64>, m: Envelope<u64>) -> Result<()> {
+            s.push(m.payload);
+            Ok(())
+        }
+        fn after_round(&mut self, s: &mut Vec<u64>) -> Result<()> {
+            // Called only when the round handled something.
+            assert!(!s.is_empty());
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+            self.flushed
+                .fetch_add(s.drain(..).sum::<u64>(), Ordering::Relaxed);
+            Ok(())
+        }
+    }
+    let rounds = Arc::new(AtomicU64::new(0));
+    let flushed = Arc::new(AtomicU64::new(0));
+    let w = Rounds {
+        rounds: rounds.clone(),
+        flushed: flushed.clone(),
+    };
+    let mut h = crate::worker::spawn(w, WorkerConfig::new()).unwrap();
+    let mut senders: Vec<_> = (0..3).map(|_| h.sender()).collect();
+    for i in 1..=300u64 {
+        senders[(i % 3) as usize].send(i).unwrap();
+    }
+    h.stop().unwrap();
+    assert_eq!(
+        flushed.load(Ordering::Relaxed),
+        300 * 301 / 2,
+        "every message flushed by a round"
+    );
+    let r = rounds.load(Ordering::Relaxed);
+    assert!((1..=300).contains(&r), "{r} rounds");
+}

@@ -88,6 +88,36 @@ pub trait Worker: Send + 'static {
         Ok(())
     }
 
+    /// Called after a round over all of the worker's queues in which at
+    /// least one message was handled, before the worker polls again or
+    /// idles: the place to act once for everything the round brought (one
+    /// group commit for the records of many senders, one flush of replies).
+    /// The default does nothing.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// struct Batcher;
+    /// impl Worker for Batcher {
+    ///     type State = (Vec<u64>, u64);
+    ///     type Message = u64;
+    ///     fn init(&mut self) -> Result<(Vec<u64>, u64)> { Ok((Vec::new(), 0)) }
+    ///     fn handle_message(&mut self, s: &mut (Vec<u64>, u64), m: Envelope<u64>) -> Result<()> {
+    ///         s.0.push(m.payload); // collect...
+    ///         Ok(())
+    ///     }
+    ///     fn after_round(&mut self, s: &mut (Vec<u64>, u64)) -> Result<()> {
+    ///         s.1 += s.0.drain(..).sum::<u64>(); // ...and act once per round
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut w = shared_nothing::worker::spawn(Batcher, WorkerConfig::new()).unwrap();
+    /// for i in 0..10 { w.send(i).unwrap(); }
+    /// w.stop().unwrap();
+    /// ```
+    fn after_round(&mut self, _state: &mut Self::State) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once when the worker stops gracefully, after its queues are
     /// drained.
     ///

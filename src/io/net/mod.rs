@@ -96,10 +96,15 @@ pub enum NetEventKind {
     },
     /// Bytes arrived (the buffer is the receiver's to keep).
     Data(Vec<u8>),
+    /// The peer finished sending (end of stream: it closed, or shut down
+    /// its writing side). No more `Data` will come; the connection stays
+    /// open for sending until you [`NetClient::close`] it, so replies to
+    /// everything received (acks, say) still reach a half-closed peer.
+    PeerClosed,
     /// The connection failed (`ECONNRESET`, `EPIPE`, ...); `Closed` follows.
     Error(IoError),
-    /// The connection is closed (by the peer, by [`NetClient::close`], or
-    /// after an error); its id is invalid from now on.
+    /// The connection is closed (by [`NetClient::close`], after an error,
+    /// or because the worker stopped); its id is invalid from now on.
     Closed,
 }
 

@@ -27,6 +27,8 @@ struct PConn {
     sends: VecDeque<Vec<u8>>,
     send_off: usize,
     closing: bool,
+    /// The peer sent EOF: no more reads.
+    read_done: bool,
     paused: bool,
     connecting: Option<u64>,
 }
@@ -201,6 +203,7 @@ impl PollNet {
             sends: VecDeque::new(),
             send_off: 0,
             closing: false,
+            read_done: false,
             paused: false,
             connecting,
         });
@@ -294,7 +297,7 @@ impl PollNet {
             let Some(c) = self.conns.slot_mut(slot) else {
                 return;
             };
-            if c.paused || c.connecting.is_some() {
+            if c.paused || c.read_done || c.connecting.is_some() {
                 return;
             }
             let owner = c.owner;
@@ -330,14 +333,17 @@ impl PollNet {
                 continue;
             }
             if n == 0 {
-                // End of stream: finish the sends, then close.
-                let Some(c) = self.conns.slot_mut(slot) else {
-                    return;
-                };
-                c.closing = true;
-                if c.sends.is_empty() {
-                    self.finish(slot);
+                // The peer finished sending (EOF, possibly a half-close):
+                // tell the owner and keep the connection open for replies
+                // until the owner closes it.
+                if let Some(c) = self.conns.slot_mut(slot) {
+                    c.read_done = true;
                 }
+                let ev = NetEvent {
+                    conn,
+                    kind: NetEventKind::PeerClosed,
+                };
+                self.owners.deliver(&mut self.inbox, owner, ev);
                 return;
             }
             let e = std::io::Error::last_os_error();

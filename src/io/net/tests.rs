@@ -291,3 +291,36 @@ fn stopping_closes_every_connection() {
         );
     }
 }
+
+#[test]
+fn a_half_closed_peer_still_gets_the_replies() {
+    for (net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, _cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        peer.write_all(b"request").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut data = Vec::new();
+        let conn = next_event(&mut q, &mut data).conn; // Accepted
+        let ev = next_event(&mut q, &mut data);
+        assert!(
+            matches!(ev.kind, NetEventKind::PeerClosed),
+            "{name}: {:?}",
+            ev.kind
+        );
+        assert_eq!(data, b"request", "{name}: all data comes before PeerClosed");
+        // The reply goes out after the peer's EOF, then we close.
+        client.send(conn, b"reply".to_vec()).unwrap();
+        client.close(conn).unwrap();
+        let mut back = Vec::new();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        peer.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"reply", "{name}");
+        assert!(
+            matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
+            "{name}"
+        );
+    }
+}

@@ -39,8 +39,10 @@ struct UConn {
     sends: VecDeque<Vec<u8>>,
     send_off: usize,
     send_inflight: bool,
-    /// Close requested, or the peer closed: finish sends, then close.
+    /// Close requested: finish sends, then close.
     closing: bool,
+    /// The peer sent EOF: no more receives.
+    read_done: bool,
     /// An error ended the connection: drop sends, close.
     dead: bool,
     shut: bool,
@@ -362,7 +364,7 @@ impl UringNet {
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if c.recv_inflight || c.dead || c.shut || c.connecting.is_some() {
+        if c.recv_inflight || c.read_done || c.dead || c.shut || c.connecting.is_some() {
             return;
         }
         if c.recv_buf.capacity() < size {
@@ -493,6 +495,7 @@ impl UringNet {
             send_off: 0,
             send_inflight: false,
             closing: false,
+            read_done: false,
             dead: false,
             shut: false,
             connecting: None,
@@ -669,8 +672,23 @@ impl UringNet {
         if res < 0 && !c.shut && res != -libc::ECANCELED {
             return self.fail_conn(slot, IoError::os("recv", -res));
         }
-        // End of stream (or our own shutdown): finish the sends, then close.
-        c.closing = true;
+        if res == 0 && !c.shut && !c.dead {
+            // The peer finished sending (EOF, possibly a half-close): tell
+            // the owner, stop reading, and keep the connection open for
+            // replies until the owner closes it.
+            c.read_done = true;
+            let conn = self.conns.id(slot);
+            self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::PeerClosed,
+                },
+            );
+            return;
+        }
+        // Our own shutdown or a failure: finish.
         if c.sends.is_empty() && !c.send_inflight || c.dead {
             self.shutdown_conn(slot);
         } else {
