@@ -7,7 +7,9 @@
 //!   server on two worker threads, driven by the same bounded load.
 //!
 //! `cargo bench --bench io`. Set `SN_BENCH_DIR` to put the test file on
-//! another disk (default: `target/`). fio's figures for the same block size
+//! another disk (default: `target/`). `SN_IO_EXPERIMENT=1` (storage) or
+//! `=echo` runs only the interleaved worker-variant experiments quoted in
+//! docs/benchmarks.md (spin time, registered buffers, pinning). fio's figures for the same block size
 //! and depth go beside these in docs/benchmarks.md.
 
 mod support;
@@ -84,13 +86,34 @@ fn recv_polling(io: &mut BlockingStorageClient) -> shared_nothing::io::StorageCo
 
 /// Ops/s for `n` random 4 KiB ops at depth `qd` through one storage worker.
 fn ours_random(io: &mut BlockingStorageClient, file: FileId, n: u64, qd: u64, write: bool) -> f64 {
+    ours_random_with(io, file, n, qd, write, false)
+}
+
+/// As [`ours_random`], with registered buffers when `fixed` (falls back to
+/// aligned ones if the worker has none free).
+fn ours_random_with(
+    io: &mut BlockingStorageClient,
+    file: FileId,
+    n: u64,
+    qd: u64,
+    write: bool,
+    fixed: bool,
+) -> f64 {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut free: Vec<AlignedBuf> = (0..qd).map(|_| aligned_block()).collect();
+    let mut free: Vec<IoBuf> = (0..qd)
+        .map(|_| match io.client().fixed_buf().filter(|_| fixed) {
+            Some(mut b) => {
+                b.extend_from_slice(&[0x5au8; BLOCK]);
+                IoBuf::Fixed(b)
+            }
+            None => IoBuf::Aligned(aligned_block()),
+        })
+        .collect();
     let start = Instant::now();
     let (mut sent, mut done) = (0u64, 0u64);
     while done < n {
         while sent < n && sent - done < qd {
-            let buf = IoBuf::Aligned(free.pop().expect("one buffer per slot"));
+            let buf = free.pop().expect("one buffer per slot");
             let offset = rng.block();
             let op = if write {
                 StorageOp::WriteAt {
@@ -117,9 +140,13 @@ fn ours_random(io: &mut BlockingStorageClient, file: FileId, n: u64, qd: u64, wr
         match c.buf {
             Some(IoBuf::Aligned(mut b)) => {
                 b.set_len(BLOCK);
-                free.push(b);
+                free.push(IoBuf::Aligned(b));
             }
-            _ => unreachable!("aligned buffers come back"),
+            Some(IoBuf::Fixed(mut b)) => {
+                b.set_len(BLOCK);
+                free.push(IoBuf::Fixed(b));
+            }
+            _ => unreachable!("the buffers come back"),
         }
         done += 1;
     }
@@ -239,10 +266,22 @@ struct OurEcho {
 }
 
 fn our_echo(cpus: (usize, usize)) -> OurEcho {
-    let net = Arc::new(NetworkWorker::start(0, NetConfig::new().cpu(Some(cpus.0))).unwrap());
+    our_echo_with(cpus, NetConfig::new().spin, true)
+}
+
+fn our_echo_with(cpus: (usize, usize), spin: Duration, pin: bool) -> OurEcho {
+    let cfg = NetConfig {
+        spin,
+        ..NetConfig::new().cpu(pin.then_some(cpus.0))
+    };
+    let net = Arc::new(NetworkWorker::start(0, cfg).unwrap());
     let app = shared_nothing::worker::spawn(
         Echo { net: net.clone() },
-        WorkerConfig::new().with_name("echo-app").with_cpu(cpus.1),
+        if pin {
+            WorkerConfig::new().with_name("echo-app").with_cpu(cpus.1)
+        } else {
+            WorkerConfig::new().with_name("echo-app")
+        },
     )
     .unwrap();
     let sink = ResultSink::to_worker(app.sender(), |e| e);
@@ -345,8 +384,93 @@ fn echo_load(
     rate(total as u64, elapsed)
 }
 
+/// `SN_IO_EXPERIMENT=1`: QD32 reads through worker variants, interleaved.
+fn experiment(path: &PathBuf) {
+    let mk = |spin_us: u64| {
+        let cfg = StorageConfig {
+            spin: Duration::from_micros(spin_us),
+            ..StorageConfig::new()
+        };
+        let w = StorageWorker::start(0, cfg).unwrap();
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(path, OpenOptions::new().read(true).write(true).direct(true))
+            .unwrap();
+        (w, std::cell::RefCell::new(io), f)
+    };
+    let (_w1, io1, f1) = mk(50);
+    let (_w2, io2, f2) = mk(0);
+    let (_w3, io3, f3) = mk(1000);
+    const N: u64 = 40_000;
+    compare_rates(
+        "experiment: 4 KiB random read QD32, worker variants",
+        "kIOPS",
+        1e3,
+        vec![
+            Throughput {
+                name: "spin 50us",
+                run: Box::new(|| ours_random(&mut io1.borrow_mut(), f1, N, 32, false)),
+            },
+            Throughput {
+                name: "spin 50us, registered buffers",
+                run: Box::new(|| ours_random_with(&mut io1.borrow_mut(), f1, N, 32, false, true)),
+            },
+            Throughput {
+                name: "spin 0",
+                run: Box::new(|| ours_random(&mut io2.borrow_mut(), f2, N, 32, false)),
+            },
+            Throughput {
+                name: "spin 1ms",
+                run: Box::new(|| ours_random(&mut io3.borrow_mut(), f3, N, 32, false)),
+            },
+            Throughput {
+                name: "std 32 threads",
+                run: Box::new(|| std_random(path, N, 32, false)),
+            },
+        ],
+    );
+}
+
+/// `SN_IO_EXPERIMENT=echo`: echo server variants, interleaved.
+fn echo_experiment() {
+    let cpus = support::cpu_pair();
+    let a = our_echo(cpus);
+    let b = our_echo_with(cpus, Duration::ZERO, true);
+    let c = our_echo_with(cpus, Duration::ZERO, false);
+    let peer = tokio_echo();
+    let limit = Duration::from_secs(10);
+    compare_rates(
+        "experiment: echo 8 connections, variants",
+        "k round trips/s",
+        1e3,
+        vec![
+            Throughput {
+                name: "spin 50us, pinned",
+                run: Box::new(|| echo_load(a.addr, 8, 2000, limit, None)),
+            },
+            Throughput {
+                name: "spin 0, pinned",
+                run: Box::new(|| echo_load(b.addr, 8, 2000, limit, None)),
+            },
+            Throughput {
+                name: "spin 0, unpinned",
+                run: Box::new(|| echo_load(c.addr, 8, 2000, limit, None)),
+            },
+            Throughput {
+                name: "tokio",
+                run: Box::new(|| echo_load(peer.addr, 8, 2000, limit, None)),
+            },
+        ],
+    );
+}
+
 fn tables() {
     let path = data_file();
+    match std::env::var("SN_IO_EXPERIMENT").as_deref() {
+        Ok("echo") => return echo_experiment(),
+        Ok(_) => return experiment(&path),
+        Err(_) => {}
+    }
     let worker = StorageWorker::start(0, StorageConfig::new()).unwrap();
     println!("\nstorage worker backend: {}", worker.backend());
     let mut io = worker.blocking_client().unwrap();
