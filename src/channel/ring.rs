@@ -170,6 +170,7 @@ pub struct Producer<T> {
 }
 
 impl<T> Producer<T> {
+    /// Slots in the ring.
     pub fn capacity(&self) -> usize {
         self.ring.capacity
     }
@@ -394,6 +395,7 @@ pub struct Consumer<T> {
 }
 
 impl<T> Consumer<T> {
+    /// Slots in the ring.
     pub fn capacity(&self) -> usize {
         self.ring.capacity
     }

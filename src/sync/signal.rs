@@ -26,6 +26,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 /// How a notifier wakes a waiter that does not sleep in `park`.
+#[cfg(not(loom))]
 pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 const SLEEPING: u8 = 1;
