@@ -478,3 +478,73 @@ fn malformed_input_closes_only_that_connection() {
     let first = consume(&addr, 0, 1);
     assert_eq!(first, vec![b"good 1".to_vec()]);
 }
+
+/// A producer that shuts down its sending side right after its last record
+/// (before reading any ack) still reads every ack, then the broker closes.
+#[test]
+fn half_closed_producer_reads_all_its_acks_then_is_closed() {
+    let dir = TempDir::new("half");
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let records = payloads("half", 2000);
+    let s = connect(&server.addr, 0x01);
+    let bytes: Vec<u8> = records.iter().flat_map(|p| frame(p)).collect();
+    let mut w = s.try_clone().expect("clone");
+    // From a thread: the broker's acks could fill our receive buffer while
+    // we are still sending.
+    let writer = thread::spawn(move || {
+        w.write_all(&bytes)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut r = BufReader::new(&s);
+    let mut expected = 0u64;
+    for (i, p) in records.iter().enumerate() {
+        let mut a = [0u8; 8];
+        r.read_exact(&mut a)
+            .unwrap_or_else(|e| panic!("ack {i} of {}: {e}", records.len()));
+        assert_eq!(u64::from_be_bytes(a), expected, "ack {i}");
+        expected = next_offset(expected, p);
+    }
+    writer.join().expect("writer").expect("send and shut down");
+    assert!(closed_by_server(&s), "not closed after the last ack");
+    assert_eq!(consume(&server.addr, 0, records.len()), records);
+
+    // A consumer or a connection still in its handshake that half-closes
+    // is closed.
+    let c = connect(&server.addr, 0x02);
+    (&c).write_all(&0u64.to_be_bytes()).expect("start");
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    assert!(closed_by_server(&c), "half-closed consumer not closed");
+    let h = TcpStream::connect(&server.addr).expect("connect");
+    h.shutdown(Shutdown::Write).expect("shutdown");
+    assert!(closed_by_server(&h), "half-closed handshake not closed");
+}
+
+/// The `producer` mode (which half-closes after stdin ends) gets an ack
+/// for every line.
+#[test]
+fn producer_mode_half_closes_and_gets_every_ack() {
+    let dir = TempDir::new("producer");
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let mut child = Command::new(broker_bin())
+        .args(["producer", "--addr", &server.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn producer");
+    let lines: String = (0..500).map(|i| format!("line {i}\n")).collect();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let out = child.wait_with_output().expect("producer output");
+    feeder.join().expect("feeder").expect("feed stdin");
+    assert!(
+        out.status.success(),
+        "producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ack "))
+        .count();
+    assert_eq!(acks, 500);
+}

@@ -6,7 +6,7 @@ use crate::protocol::{self, OFFSET_LEN, ROLE_CONSUMER, ROLE_PRODUCER};
 use hdrhistogram::Histogram;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -148,13 +148,15 @@ pub fn produce(
     })();
     drop(sent_tx);
     drop(w);
-    // No half-close here: the broker (like RingLog) closes a connection once
-    // its queued sends are out after reading EOF, so shutting our write side
-    // now would lose the acks still being committed. The reader knows how
-    // many acks to wait for; the socket closes when both halves are dropped.
+    // Half-close: the broker sends every remaining ack, then closes.
+    let half = stream
+        .shutdown(Shutdown::Write)
+        .map_err(io_err("shut down sending"));
     let acked = reader.join().map_err(|_| ClientError::ThreadPanicked)?;
     sent?;
-    acked
+    let acked = acked?;
+    half?;
+    Ok(acked)
 }
 
 fn check_order(conn: usize, prev: &mut Option<u64>, next: u64) -> Result<(), ClientError> {
@@ -417,8 +419,11 @@ fn spawn_connection(
         })();
         drop(stamp_tx);
         drop(w);
-        // No half-close: see `produce` (the broker closes on EOF).
-        result.map(|()| sent)
+        // Half-close once done: the broker still sends the remaining acks.
+        let half = stream
+            .shutdown(Shutdown::Write)
+            .map_err(io_err("shut down sending"));
+        result.and(half).map(|()| sent)
     });
     Ok((writer, reader))
 }

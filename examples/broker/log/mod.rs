@@ -13,6 +13,12 @@
 //! only `committed` (for `--fsync interval|never`). Consumers read, and
 //! producers are acked, only below `committed`.
 //!
+//! With deferred I/O ([`Log::defer_io`], the server's mode) the log does no
+//! writes or syncs itself: appends and rolls queue [`DiskWrite`]s and new
+//! segments that [`Log::take_io`] hands to the caller, which performs them
+//! (through a storage I/O worker) and moves the positions with
+//! [`Log::set_committed`] and [`Log::set_durable`] as they complete.
+//!
 //! **Invariant:** after any I/O error while writing, the log refuses further
 //! writes ([`LogError::Failed`]): after a failed fdatasync the kernel may
 //! have dropped the dirty pages, so nothing written since can be acked.
@@ -25,7 +31,7 @@ mod tests;
 
 pub use record::RECORD_HEADER;
 pub use segment::{index_name, log_name};
-pub use storage::{Dir, DirLock, FsDir, SegmentFile};
+pub use storage::{Dir, DirLock, FsDir, FsFile, SegmentFile};
 
 use segment::{Boundary, Segment};
 use std::io;
@@ -168,6 +174,19 @@ pub struct Recovery {
     pub index_rebuilt: Vec<u64>,
 }
 
+/// A write the log wants done, for a log with deferred I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskWrite {
+    /// Base offset of the segment.
+    pub base: u64,
+    /// The segment's `.idx` file rather than its `.log` file.
+    pub index: bool,
+    /// Byte position in the file.
+    pub pos: u64,
+    /// What to write there.
+    pub bytes: Vec<u8>,
+}
+
 /// A consumer's position: always a record boundary of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -195,6 +214,11 @@ pub struct Log<D: Dir> {
     /// A segment file was created or removed since the last directory sync.
     dir_dirty: bool,
     failed: Option<String>,
+    /// Writes are queued in `out` and segments created by the caller.
+    deferred: bool,
+    out: Vec<DiskWrite>,
+    /// Bases of segments to create (deferred I/O), oldest first.
+    created: Vec<u64>,
 }
 
 impl<D: Dir> Log<D> {
@@ -284,6 +308,9 @@ impl<D: Dir> Log<D> {
             durable: 0,
             dir_dirty: false,
             failed: None,
+            deferred: false,
+            out: Vec::new(),
+            created: Vec::new(),
         };
         log.committed = log.end_offset();
         log.durable = log.committed;
@@ -352,6 +379,66 @@ impl<D: Dir> Log<D> {
         self.flush_writes()?;
         self.committed = self.end_offset();
         Ok(self.committed)
+    }
+
+    /// From now on the log does no writes or syncs itself (it still reads):
+    /// see [`take_io`](Self::take_io). Segments are created by whoever does
+    /// the writes, and files are opened for reading on their first read.
+    pub fn defer_io(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Deferred I/O: everything appended since the last call, as segments
+    /// to create (bases; create each before writing to it) and writes, in
+    /// order. Every record below [`end_offset`](Self::end_offset) is in
+    /// these or an earlier call's.
+    ///
+    /// # Errors
+    /// The log failed earlier.
+    pub fn take_io(&mut self) -> Result<(Vec<u64>, Vec<DiskWrite>), LogError> {
+        self.check_ok()?;
+        self.flush_writes()?;
+        Ok((
+            std::mem::take(&mut self.created),
+            std::mem::take(&mut self.out),
+        ))
+    }
+
+    /// Deferred I/O: index entries that may now be written, pointing at
+    /// records below the durable offset (see `segment`).
+    pub fn take_index_writes(&mut self) -> Vec<DiskWrite> {
+        let durable = self.durable;
+        let mut writes = Vec::new();
+        for seg in &mut self.segments {
+            let limit = durable.saturating_sub(seg.base);
+            if let Some((pos, bytes)) = seg.take_index(limit) {
+                writes.push(DiskWrite {
+                    base: seg.base,
+                    index: true,
+                    pos,
+                    bytes,
+                });
+            }
+        }
+        writes
+    }
+
+    /// Deferred I/O: the writes below `offset` (a record boundary at or
+    /// below [`end_offset`](Self::end_offset)) completed: readers and acks
+    /// may go up to it.
+    pub fn set_committed(&mut self, offset: u64) {
+        self.committed = self.committed.max(offset.min(self.end_offset()));
+    }
+
+    /// Deferred I/O: everything below `offset` is durable (also committed).
+    pub fn set_durable(&mut self, offset: u64) {
+        self.set_committed(offset);
+        self.durable = self.durable.max(offset.min(self.committed));
+    }
+
+    /// Deferred I/O: a write or sync failed; refuse further writes.
+    pub fn poison(&mut self, why: String) {
+        self.failed.get_or_insert(why);
     }
 
     /// Offset the next append gets.
@@ -505,7 +592,12 @@ impl<D: Dir> Log<D> {
         };
         let mut total = self.size_bytes();
         let mut deleted = Vec::new();
-        while self.segments.len() > 1 && total - self.segments[0].len >= keep {
+        // With deferred I/O a segment may still have writes in flight:
+        // delete only what is committed.
+        while self.segments.len() > 1
+            && total - self.segments[0].len >= keep
+            && (!self.deferred || self.segments[0].base + self.segments[0].len <= self.committed)
+        {
             let seg = self.segments.remove(0);
             total -= seg.len;
             self.dir_dirty = true;
@@ -571,6 +663,17 @@ impl<D: Dir> Log<D> {
         let last = self.segments.len() - 1;
         let seg = &mut self.segments[last];
         let pos = seg.len - self.wbuf.len() as u64;
+        if self.deferred {
+            let bytes =
+                std::mem::replace(&mut self.wbuf, Vec::with_capacity(self.cfg.write_buffer));
+            self.out.push(DiskWrite {
+                base: seg.base,
+                index: false,
+                pos,
+                bytes,
+            });
+            return Ok(());
+        }
         let result = seg
             .log
             .write_all_at(pos, &self.wbuf)
@@ -602,6 +705,13 @@ impl<D: Dir> Log<D> {
     fn roll(&mut self) -> Result<(), LogError> {
         self.flush_writes()?;
         let base = self.end_offset();
+        if self.deferred {
+            // The caller creates the files; retention runs after commits.
+            let seg = Segment::create_later(&self.dir, base, self.cfg.index_interval);
+            self.segments.push(seg);
+            self.created.push(base);
+            return Ok(());
+        }
         let created = Segment::create(&self.dir, base, self.cfg.index_interval)
             .map_err(io_err("create", log_name(base)));
         let seg = self.poison_on_err(created)?;

@@ -100,6 +100,44 @@ impl<F: SegmentFile> Segment<F> {
         })
     }
 
+    /// A new, empty segment whose files someone else creates (the storage
+    /// worker, for a log with deferred I/O): no system call here.
+    pub fn create_later<D: Dir<File = F>>(dir: &D, base: u64, interval: u32) -> Self {
+        Segment {
+            base,
+            log: dir.open_later(&log_name(base)),
+            idx: dir.open_later(&index_name(base)),
+            len: 0,
+            index: Vec::new(),
+            idx_flushed: 0,
+            interval: interval.max(1),
+            dirty: false,
+        }
+    }
+
+    /// Index entries not yet in the `.idx` file for records starting below
+    /// `limit` (relative): `(file position, bytes)` to write, counted as
+    /// written. Call only with `limit` at or below the durable end.
+    pub fn take_index(&mut self, limit: u64) -> Option<(u64, Vec<u8>)> {
+        let end = self.index[self.idx_flushed..]
+            .iter()
+            .take_while(|&&p| u64::from(p) < limit)
+            .count()
+            + self.idx_flushed;
+        if end == self.idx_flushed {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity((end - self.idx_flushed) * INDEX_ENTRY);
+        for &pos in &self.index[self.idx_flushed..end] {
+            let b = pos.to_be_bytes();
+            bytes.extend_from_slice(&b);
+            bytes.extend_from_slice(&crc32c::crc32c(&b).to_be_bytes());
+        }
+        let at = (self.idx_flushed * INDEX_ENTRY) as u64;
+        self.idx_flushed = end;
+        Some((at, bytes))
+    }
+
     /// Opens an existing segment: loads what is valid of its index, verifies
     /// every record from the last index entry to the end of the file, cuts a
     /// torn or corrupt tail, and completes the index.

@@ -1,9 +1,13 @@
 //! The disk behind the log, as two small traits.
 //!
-//! The log's format and state machine only call these, so the server can put
-//! a storage I/O worker behind them later; [`FsDir`] is the plain `std::fs`
-//! implementation (positional reads and writes, no shared file cursor).
+//! The log's format and state machine only call these. [`FsDir`] is the
+//! plain `std::fs` implementation (positional reads and writes, no shared
+//! file cursor). In the server the log's writes and syncs go through a
+//! storage I/O worker instead (see `Log::defer_io`); its segment files are
+//! then only read through these, opened on the first read
+//! ([`Dir::open_later`]).
 
+use std::cell::OnceCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -33,6 +37,10 @@ pub trait Dir {
     fn list(&self) -> io::Result<Vec<String>>;
     /// Opens `name` for reading and writing, creating it if absent.
     fn open(&self, name: &str) -> io::Result<Self::File>;
+    /// A handle on `name` that makes no system call now: the file is opened
+    /// (it must exist by then) on its first use. For segments created by
+    /// someone else (the storage worker) and only read here.
+    fn open_later(&self, name: &str) -> Self::File;
     /// Deletes `name`; a missing file is not an error.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes creations and removals durable (fsync of the directory), so a
@@ -97,30 +105,47 @@ pub struct DirLock {
     _file: File,
 }
 
-impl SegmentFile for File {
+/// A file of an [`FsDir`]: open now, or on first use.
+#[derive(Debug)]
+pub struct FsFile {
+    path: PathBuf,
+    file: OnceCell<File>,
+}
+
+impl FsFile {
+    fn get(&self) -> io::Result<&File> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let f = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        Ok(self.file.get_or_init(|| f))
+    }
+}
+
+impl SegmentFile for FsFile {
     fn write_all_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<()> {
-        FileExt::write_all_at(self, buf, pos)
+        FileExt::write_all_at(self.get()?, buf, pos)
     }
 
     fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-        FileExt::read_exact_at(self, buf, pos)
+        FileExt::read_exact_at(self.get()?, buf, pos)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        File::sync_data(self)
+        self.get()?.sync_data()
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.metadata()?.len())
+        Ok(self.get()?.metadata()?.len())
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.set_len(len)
+        self.get()?.set_len(len)
     }
 }
 
 impl Dir for FsDir {
-    type File = File;
+    type File = FsFile;
 
     fn list(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
@@ -136,13 +161,25 @@ impl Dir for FsDir {
         Ok(names)
     }
 
-    fn open(&self, name: &str) -> io::Result<File> {
-        OpenOptions::new()
+    fn open(&self, name: &str) -> io::Result<FsFile> {
+        let path = self.path.join(name);
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(self.path.join(name))
+            .open(&path)?;
+        Ok(FsFile {
+            path,
+            file: OnceCell::from(file),
+        })
+    }
+
+    fn open_later(&self, name: &str) -> FsFile {
+        FsFile {
+            path: self.path.join(name),
+            file: OnceCell::new(),
+        }
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {

@@ -23,8 +23,9 @@ enum RoleState {
         /// Records forwarded to the owner / acks written back.
         sent: u64,
         acked: u64,
-        /// Bad input arrived: decode nothing more, close once the records
-        /// before it are acked (so the client learns which were stored).
+        /// Bad input or end of stream: decode nothing more, close once the
+        /// records before it are acked (so the client learns which were
+        /// stored; a half-closed producer still reads all its acks).
         draining: bool,
     },
     Consumer {
@@ -53,6 +54,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
                 eprintln!("broker: connection {}: {e}", c.peer);
             }
         }
+        NetEventKind::PeerClosed => on_peer_closed(st, conn),
         NetEventKind::Closed => on_closed(st, conn),
         _ => {}
     }
@@ -162,6 +164,57 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
                 }
                 (_, None) => Action::None,
             }
+        }
+    }
+}
+
+/// The peer finished sending (EOF; it may still read). A producer gets its
+/// remaining acks first (a half frame is reported like bad input); a
+/// consumer or a connection still in its handshake is closed now.
+fn on_peer_closed(st: &mut NodeState, conn: ConnId) {
+    let Some(c) = st.conns.get_mut(&conn) else {
+        return;
+    };
+    match &mut c.role {
+        RoleState::Producer {
+            decoder,
+            draining: false,
+            ..
+        } => match decoder.finish() {
+            Ok(()) => {
+                if let RoleState::Producer { draining, .. } = &mut c.role {
+                    *draining = true;
+                }
+                close_when_acked(st, conn);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                drain_then_close(st, conn, &reason);
+            }
+        },
+        // Already closing once its acks are out.
+        RoleState::Producer { .. } | RoleState::Closing => {}
+        RoleState::Consumer { subscribed, .. } => {
+            if *subscribed {
+                st.deliver(OWNER, Msg::Unsubscribe { conn });
+            }
+            close(st, conn);
+        }
+        RoleState::Handshake => close(st, conn),
+    }
+}
+
+/// Closes a draining producer now if every record it sent is acked (the
+/// acks are queued on the network worker before the close); otherwise
+/// `send_to_client` closes it after the last ack.
+fn close_when_acked(st: &mut NodeState, conn: ConnId) {
+    if let Some(Conn {
+        role: RoleState::Producer { sent, acked, .. },
+        ..
+    }) = st.conns.get(&conn)
+    {
+        if acked >= sent {
+            close(st, conn);
         }
     }
 }

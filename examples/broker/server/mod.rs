@@ -17,7 +17,7 @@ mod conn;
 mod owner;
 
 use crate::config::Config;
-use shared_nothing::io::{ConnId, NetClient, NetEvent};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, StorageCompletion};
 use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub enum Msg {
     Wire(Vec<ResultSink<Msg>>),
     /// Clock tick from the serving thread.
     Tick,
+    /// To the owner: a storage request of the log finished.
+    Disk(StorageCompletion),
     /// To the owner: producer records as consumer-style frames
     /// (`[u32 BE len][payload]`*), `count` of them, in arrival order.
     Append {
@@ -125,7 +127,11 @@ impl Worker for Node {
             })
             .collect::<Result<Vec<_>>>()?;
         let owner = if self.index == OWNER {
-            Some(owner::Owner::open(&self.cfg).map_err(Error::InvalidConfig)?)
+            let disk = self
+                .io
+                .storage(0)
+                .client(ResultSink::to_current_worker(Msg::Disk)?)?;
+            Some(owner::Owner::open(&self.cfg, disk).map_err(Error::InvalidConfig)?)
         } else {
             None
         };
@@ -140,22 +146,24 @@ impl Worker for Node {
     }
 
     fn handle_message(&mut self, st: &mut NodeState, msg: Envelope<Msg>) -> Result<()> {
-        // Not used: `handle_batch` below handles everything.
+        // Rarely used: `handle_batch` below handles everything.
         let mut msg = msg;
         let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
         handle(st, payload, &mut msg);
-        if let Some(owner) = st.owner.as_mut() {
-            owner.commit(&mut st.peers);
-        }
         Ok(())
     }
 
     fn handle_batch(&mut self, st: &mut NodeState, batch: &mut Batch<'_, Msg>) -> Result<()> {
-        // Group commit: append everything in this batch, then commit once.
         while let Some(mut msg) = batch.next() {
             let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
             handle(st, payload, &mut msg);
         }
+        Ok(())
+    }
+
+    /// Group commit: everything appended in this round, from every
+    /// connection worker's queue, goes to the storage worker as one batch.
+    fn after_round(&mut self, st: &mut NodeState) -> Result<()> {
         if let Some(owner) = st.owner.as_mut() {
             owner.commit(&mut st.peers);
         }
@@ -191,6 +199,10 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             conn::send_to_client(st, conn, bytes)
         }
         Msg::Refuse { conn, reason } => conn::refuse(st, conn, &reason),
+        Msg::Disk(c) => match st.owner.as_mut() {
+            Some(owner) => owner.on_disk(c, &mut st.peers),
+            None => eprintln!("broker: worker {} got a storage completion", st.index),
+        },
         owner_msg => match st.owner.as_mut() {
             Some(owner) => owner.on_message(owner_msg, &mut st.peers),
             None => eprintln!("broker: worker {} got a log message", st.index),
