@@ -431,6 +431,73 @@ fn experiment(path: &PathBuf) {
     );
 }
 
+/// `SN_IO_EXPERIMENT=append`: small buffered appends at one in flight (the
+/// broker's `--fsync never` case): io_uring worker, fallback worker, std.
+fn append_experiment() {
+    let dir = bench_dir();
+    let mk = |choice: shared_nothing::io::BackendChoice, name: &str| {
+        let w = StorageWorker::start(0, StorageConfig::new().backend(choice)).unwrap();
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(
+                dir.join(name),
+                OpenOptions::read_write_create().truncate(true),
+            )
+            .unwrap();
+        (w, std::cell::RefCell::new(io), f)
+    };
+    let (_u, iou, fu) = mk(shared_nothing::io::BackendChoice::Auto, "app-uring.log");
+    let (_b, iob, fb) = mk(shared_nothing::io::BackendChoice::Fallback, "app-fb.log");
+    const N: u64 = 20_000;
+    let run = |io: &std::cell::RefCell<BlockingStorageClient>, f: FileId| {
+        let mut io = io.borrow_mut();
+        let start = Instant::now();
+        for i in 0..N {
+            let op = StorageOp::WriteAt {
+                file: f,
+                offset: i * 100,
+                buf: vec![1u8; 100].into(),
+                durability: Durability::Buffered,
+            };
+            io.client().submit(i, op).unwrap();
+            recv_polling(&mut io).result.unwrap();
+        }
+        rate(N, start.elapsed())
+    };
+    let std_path = dir.join("app-std.log");
+    compare_rates(
+        "experiment: 100-byte buffered appends, one in flight",
+        "k writes/s",
+        1e3,
+        vec![
+            Throughput {
+                name: "storage worker, io_uring",
+                run: Box::new(|| run(&iou, fu)),
+            },
+            Throughput {
+                name: "storage worker, fallback",
+                run: Box::new(|| run(&iob, fb)),
+            },
+            Throughput {
+                name: "std pwrite, same thread",
+                run: Box::new(|| {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&std_path)
+                        .unwrap();
+                    let start = Instant::now();
+                    for i in 0..N {
+                        f.write_all_at(&[1u8; 100], i * 100).unwrap();
+                    }
+                    rate(N, start.elapsed())
+                }),
+            },
+        ],
+    );
+}
+
 /// `SN_IO_EXPERIMENT=echo`: echo server variants, interleaved.
 fn echo_experiment() {
     let cpus = support::cpu_pair();
@@ -468,6 +535,7 @@ fn tables() {
     let path = data_file();
     match std::env::var("SN_IO_EXPERIMENT").as_deref() {
         Ok("echo") => return echo_experiment(),
+        Ok("append") => return append_experiment(),
         Ok(_) => return experiment(&path),
         Err(_) => {}
     }

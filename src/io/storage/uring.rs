@@ -33,6 +33,13 @@ use std::sync::atomic::Ordering;
 const WAKE: u64 = u64::MAX;
 /// Registered-file table size.
 const FIXED_FILES: u32 = 1024;
+/// Buffered writes up to this size are copied into the page cache by a
+/// plain `pwrite` on the worker's thread instead of going through the
+/// ring: ext4 cannot do an extending buffered write without blocking, so
+/// io_uring hands such writes to a kernel worker thread, which measured
+/// twice as slow for small appends (benches/io.rs, `SN_IO_EXPERIMENT=append`).
+/// The sync that makes them durable still goes through the ring.
+const INLINE_WRITE_MAX: usize = 64 * 1024;
 
 /// A durable write whose data is written, waiting for a sync.
 struct Waiting {
@@ -449,6 +456,9 @@ impl UringStorage {
                         e,
                     );
                 }
+                if !f.direct && durability != Durability::Linked && buf.len() <= INLINE_WRITE_MAX {
+                    return self.write_inline(client, token, file, f.fd, offset, buf, durability);
+                }
                 let (ptr, len) = (buf.ptr(), buf.len());
                 let fixed_index = self.fixed_index(&buf);
                 let write = |user_data: u64| {
@@ -611,6 +621,85 @@ impl UringStorage {
                     .user_data(slot as u64);
                 self.push_or_fail(slot, &sqe);
             }
+        }
+    }
+
+    /// A small buffered write, done now (see [`INLINE_WRITE_MAX`]).
+    #[allow(clippy::too_many_arguments)]
+    fn write_inline(
+        &mut self,
+        client: u32,
+        token: u64,
+        file: FileId,
+        fd: std::os::fd::RawFd,
+        offset: u64,
+        buf: IoBuf,
+        durability: Durability,
+    ) {
+        let data = buf.as_slice();
+        let mut done = 0;
+        let result = loop {
+            if done == data.len() {
+                break Ok(done);
+            }
+            let rest = &data[done..];
+            // SAFETY: `rest` is a live, readable slice; `fd` is open (checked
+            // against the file table just now).
+            let n = unsafe {
+                libc::pwrite(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    (offset + done as u64) as i64,
+                )
+            };
+            if n > 0 {
+                done += n as usize;
+                continue;
+            }
+            if n == 0 {
+                break Err(IoError::ShortWrite {
+                    op: "write",
+                    written: done,
+                    len: data.len(),
+                });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break Err(IoError::from_io("write", e));
+            }
+        };
+        match result {
+            Ok(n) if durability == Durability::GroupCommit => {
+                self.groups
+                    .entry(file.raw())
+                    .or_default()
+                    .ready
+                    .push(Waiting {
+                        client,
+                        token,
+                        buf,
+                        written: n,
+                    });
+            }
+            Ok(n) => self.inbox.deliver(
+                client,
+                StorageCompletion {
+                    token,
+                    result: Ok(StorageOutput::Written(n)),
+                    buf: Some(buf),
+                    bufs: Vec::new(),
+                },
+            ),
+            Err(e) => self.inbox.deliver(
+                client,
+                StorageCompletion {
+                    token,
+                    result: Err(e),
+                    buf: Some(buf),
+                    bufs: Vec::new(),
+                },
+            ),
         }
     }
 
