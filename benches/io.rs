@@ -498,6 +498,56 @@ fn append_experiment() {
     );
 }
 
+/// `SN_IO_EXPERIMENT=wake`: latency of one small buffered write to a storage
+/// worker that has gone to sleep (requests 300 us apart), per backend.
+fn wake_experiment() {
+    let dir = bench_dir();
+    let mk = |choice: shared_nothing::io::BackendChoice, name: &str| {
+        let w = StorageWorker::start(0, StorageConfig::new().backend(choice)).unwrap();
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(
+                dir.join(name),
+                OpenOptions::read_write_create().truncate(true),
+            )
+            .unwrap();
+        (w, std::cell::RefCell::new(io), f)
+    };
+    let (_u, iou, fu) = mk(shared_nothing::io::BackendChoice::Auto, "wake-uring.log");
+    let (_b, iob, fb) = mk(shared_nothing::io::BackendChoice::Fallback, "wake-fb.log");
+    let run = |io: &std::cell::RefCell<BlockingStorageClient>,
+               f: FileId,
+               h: &mut hdrhistogram::Histogram<u64>| {
+        let mut io = io.borrow_mut();
+        for i in 0..300u64 {
+            std::thread::sleep(Duration::from_micros(300));
+            let t = Instant::now();
+            let op = StorageOp::WriteAt {
+                file: f,
+                offset: i * 100,
+                buf: vec![1u8; 100].into(),
+                durability: Durability::Buffered,
+            };
+            io.client().submit(i, op).unwrap();
+            recv_polling(&mut io).result.unwrap();
+            let _ = h.record(t.elapsed().as_nanos() as u64);
+        }
+    };
+    compare_latency(
+        "experiment: one 100-byte write to a sleeping storage worker",
+        vec![
+            Latency {
+                name: "io_uring worker",
+                run: Box::new(|h| run(&iou, fu, h)),
+            },
+            Latency {
+                name: "fallback worker",
+                run: Box::new(|h| run(&iob, fb, h)),
+            },
+        ],
+    );
+}
+
 /// `SN_IO_EXPERIMENT=echo`: echo server variants, interleaved.
 fn echo_experiment() {
     let cpus = support::cpu_pair();
@@ -536,6 +586,7 @@ fn tables() {
     match std::env::var("SN_IO_EXPERIMENT").as_deref() {
         Ok("echo") => return echo_experiment(),
         Ok("append") => return append_experiment(),
+        Ok("wake") => return wake_experiment(),
         Ok(_) => return experiment(&path),
         Err(_) => {}
     }
