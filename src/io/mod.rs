@@ -30,6 +30,7 @@ pub(crate) mod buf;
 mod error;
 mod inbox;
 pub mod net;
+mod slots;
 pub mod storage;
 mod wake;
 

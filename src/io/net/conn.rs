@@ -5,6 +5,7 @@
 use super::{ConnId, NetEvent, NetEventKind, NetRequest, NewListener};
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
+use crate::io::slots::Slots;
 use crate::partition::Partitioner;
 use crate::worker::ResultSink;
 use std::net::SocketAddr;
@@ -104,70 +105,42 @@ impl Owners {
     }
 }
 
-/// Connection slots.
+/// Connections, by [`ConnId`]; completions find theirs by slot.
 pub(crate) struct Conns<S> {
-    worker: usize,
-    slots: Vec<(u32, Option<S>)>,
-    free: Vec<u32>,
+    slots: Slots<S>,
 }
 
 impl<S> Conns<S> {
     pub(crate) fn new(worker: usize) -> Self {
         Self {
-            worker,
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slots::new(worker),
         }
     }
 
     pub(crate) fn insert(&mut self, conn: S) -> ConnId {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push((0, None));
-            (self.slots.len() - 1) as u32
-        });
-        let (g, s) = &mut self.slots[slot as usize];
-        *s = Some(conn);
-        ConnId::new(self.worker, slot, *g)
+        ConnId(self.slots.insert(conn))
     }
 
     /// The id of the connection now in `slot`.
     pub(crate) fn id(&self, slot: u32) -> ConnId {
-        let g = self.slots.get(slot as usize).map_or(0, |(g, _)| *g);
-        ConnId::new(self.worker, slot, g)
+        ConnId(self.slots.id(slot))
     }
 
     pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut S> {
-        if id.worker() != self.worker & 0xff {
-            return None;
-        }
-        match self.slots.get_mut(id.slot() as usize) {
-            Some((g, Some(c))) if *g & 0xff_ffff == id.generation() => Some(c),
-            _ => None,
-        }
+        self.slots.get_mut(id.0)
     }
 
     pub(crate) fn slot_mut(&mut self, slot: u32) -> Option<&mut S> {
-        self.slots
-            .get_mut(slot as usize)
-            .and_then(|(_, c)| c.as_mut())
+        self.slots.slot_mut(slot)
     }
 
     pub(crate) fn remove(&mut self, slot: u32) -> Option<S> {
-        let (g, c) = self.slots.get_mut(slot as usize)?;
-        let c = c.take()?;
-        *g = g.wrapping_add(1);
-        self.free.push(slot);
-        Some(c)
+        self.slots.remove_slot(slot)
     }
 
     /// Slots in use.
     pub(crate) fn slots(&self) -> Vec<u32> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, c))| c.is_some())
-            .map(|(i, _)| i as u32)
-            .collect()
+        self.slots.occupied()
     }
 }
 

@@ -15,6 +15,7 @@ mod uring;
 use super::backend::{BackendChoice, IoBackendKind};
 use super::error::{IoError, SubmitError};
 use super::inbox::{self, Shared};
+use super::slots;
 use super::wake::EventFd;
 use crate::channel::ring::Producer;
 use crate::partition::Partitioner;
@@ -32,25 +33,17 @@ use std::thread::JoinHandle;
 pub struct ConnId(pub(crate) u64);
 
 impl ConnId {
-    pub(crate) fn new(worker: usize, slot: u32, generation: u32) -> Self {
-        ConnId(
-            ((worker as u64 & 0xff) << 56)
-                | (u64::from(generation & 0xff_ffff) << 32)
-                | u64::from(slot),
-        )
-    }
-
     pub(crate) fn slot(self) -> u32 {
-        self.0 as u32
+        slots::slot_of(self.0)
     }
 
     pub(crate) fn generation(self) -> u32 {
-        ((self.0 >> 32) & 0xff_ffff) as u32
+        slots::generation_of(self.0)
     }
 
     /// The network worker that owns the socket.
     pub fn worker(self) -> usize {
-        (self.0 >> 56) as usize
+        slots::worker_of(self.0)
     }
 
     /// The raw id (a good partitioning key).

@@ -3,6 +3,7 @@
 
 use super::op::FileId;
 use crate::io::IoError;
+use crate::io::slots::Slots;
 use std::os::fd::RawFd;
 
 #[derive(Debug)]
@@ -13,58 +14,42 @@ pub(crate) struct FileEntry {
     pub(crate) fixed: Option<u32>,
 }
 
+/// Open files, by [`FileId`].
 #[derive(Debug)]
 pub(crate) struct FileTable {
-    worker: usize,
-    slots: Vec<(u32, Option<FileEntry>)>,
-    free: Vec<u32>,
+    slots: Slots<FileEntry>,
 }
 
 impl FileTable {
     pub(crate) fn new(worker: usize) -> Self {
         Self {
-            worker,
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slots::new(worker),
         }
     }
 
     pub(crate) fn insert(&mut self, entry: FileEntry) -> FileId {
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push((0, None));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let (generation, e) = &mut self.slots[slot as usize];
-        *e = Some(entry);
-        FileId::new(self.worker, slot, *generation)
+        FileId(self.slots.insert(entry))
     }
 
     pub(crate) fn get(&self, id: FileId) -> Result<&FileEntry, IoError> {
-        if id.worker() != self.worker & 0xff {
-            return Err(not_open(id));
-        }
-        match self.slots.get(id.slot() as usize) {
-            Some((g, Some(e))) if *g & 0xff_ffff == id.generation() => Ok(e),
-            _ => Err(not_open(id)),
-        }
+        self.slots.get(id.0).ok_or_else(|| not_open(id))
     }
 
     /// Removes the entry; the slot's generation moves on.
     pub(crate) fn remove(&mut self, id: FileId) -> Result<FileEntry, IoError> {
-        self.get(id)?;
-        let (g, e) = &mut self.slots[id.slot() as usize];
-        *g = g.wrapping_add(1);
-        self.free.push(id.slot());
-        e.take().ok_or_else(|| not_open(id))
+        self.slots.remove(id.0).ok_or_else(|| not_open(id))
     }
 
     /// Every open descriptor (for closing on exit).
     pub(crate) fn drain(&mut self) -> Vec<FileEntry> {
-        self.free.clear();
-        self.slots.drain(..).filter_map(|(_, e)| e).collect()
+        self.slots.drain()
+    }
+
+    /// Records that the file is in the ring's registered-file table.
+    pub(crate) fn set_fixed(&mut self, id: FileId, slot: u32) {
+        if let Some(e) = self.slots.get_mut(id.0) {
+            e.fixed = Some(slot);
+        }
     }
 }
 
@@ -113,14 +98,5 @@ pub(crate) fn direct_einval(op: &'static str) -> IoError {
         op,
         what: "offset, length or buffer address",
         align: crate::io::buf::DIRECT_ALIGN,
-    }
-}
-
-impl FileTable {
-    /// Records that the file is in the ring's registered-file table.
-    pub(crate) fn set_fixed(&mut self, id: FileId, slot: u32) {
-        if let Some((_, Some(e))) = self.slots.get_mut(id.slot() as usize) {
-            e.fixed = Some(slot);
-        }
     }
 }

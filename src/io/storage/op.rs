@@ -1,5 +1,6 @@
 //! The storage worker's plain data types: requests, completions, file ids.
 
+use crate::io::slots;
 use crate::io::{IoBuf, IoError};
 use std::fmt;
 use std::path::PathBuf;
@@ -11,25 +12,17 @@ use std::path::PathBuf;
 pub struct FileId(pub(crate) u64);
 
 impl FileId {
-    pub(crate) fn new(worker: usize, slot: u32, generation: u32) -> Self {
-        FileId(
-            ((worker as u64 & 0xff) << 56)
-                | (u64::from(generation & 0xff_ffff) << 32)
-                | u64::from(slot),
-        )
-    }
-
     pub(crate) fn slot(self) -> u32 {
-        self.0 as u32
+        slots::slot_of(self.0)
     }
 
     pub(crate) fn generation(self) -> u32 {
-        ((self.0 >> 32) & 0xff_ffff) as u32
+        slots::generation_of(self.0)
     }
 
     /// The storage worker that opened the file.
     pub fn worker(self) -> usize {
-        (self.0 >> 56) as usize
+        slots::worker_of(self.0)
     }
 
     /// The raw id (for logs).
