@@ -29,6 +29,7 @@ mod backend;
 pub(crate) mod buf;
 mod error;
 mod inbox;
+mod kernel;
 pub mod net;
 mod slots;
 pub mod storage;

@@ -11,15 +11,15 @@ use super::conn::{Conns, Owner, Owners, stale};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
+use crate::io::kernel::KernelRing;
 use crate::io::wake::EventFd;
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-const TAG_WAKE: u64 = 1;
 const TAG_ACCEPT: u64 = 2;
 const TAG_RECV: u64 = 3;
 const TAG_SEND: u64 = 4;
@@ -57,19 +57,15 @@ struct UListener {
 }
 
 pub(super) struct UringNet {
-    ring: IoUring,
+    ring: KernelRing,
     inbox: Inbox<NetRequest, NetEvent>,
     control: Arc<Control>,
     owners: Owners,
     listeners: Vec<UListener>,
     conns: Conns<UConn>,
-    waker: Arc<EventFd>,
-    wake_buf: Box<u64>,
-    wake_armed: bool,
     in_flight: usize,
     recv_size: usize,
     max_backlog: usize,
-    spin: std::time::Duration,
     spare: Vec<Vec<u8>>,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
@@ -84,13 +80,7 @@ impl UringNet {
         control: Arc<Control>,
         waker: Arc<EventFd>,
     ) -> std::io::Result<Self> {
-        let entries = config.ring_entries.clamp(8, 32768);
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(entries)
-            .or_else(|_| IoUring::new(entries))?;
+        let ring = KernelRing::new(config.ring_entries, waker, config.spin)?;
         Ok(Self {
             ring,
             inbox: Inbox::new(shared),
@@ -98,13 +88,9 @@ impl UringNet {
             owners: Owners::new(),
             listeners: Vec::new(),
             conns: Conns::new(_index),
-            waker,
-            wake_buf: Box::new(0),
-            wake_armed: false,
             in_flight: 0,
             recv_size: config.recv_buffer.max(512),
             max_backlog: config.max_backlog.max(1),
-            spin: config.spin,
             spare: Vec::new(),
             paused: Vec::new(),
             requests: Vec::new(),
@@ -113,43 +99,26 @@ impl UringNet {
     }
 
     pub(super) fn run(mut self) {
-        let mut idle_since: Option<std::time::Instant> = None;
         loop {
-            self.arm_wake();
+            self.ring.arm_wake();
             self.inbox.accept_joining();
             self.take_listeners();
             let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
             let took = if stopping { 0 } else { self.take_requests() };
             self.resume_paused();
-            self.submit(false);
+            self.ring.submit(false);
             let reaped = self.reap();
             self.owners.flush();
             self.inbox.flush();
             if stopping {
                 break;
             }
-            if took + reaped > 0 {
-                idle_since = None;
-                continue;
-            }
-            // Spin a little before sleeping: a request or completion that
-            // comes within `spin` costs no wake-up.
-            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < self.spin {
-                std::hint::spin_loop();
-                continue;
-            }
-            idle_since = None;
             let shared = self.inbox.shared.clone();
             let control = self.control.clone();
-            let ring = &self.ring;
             let inbox = &mut self.inbox;
-            shared.signal.sleep_unless(
-                || inbox.has_requests() || !control.listeners.lock().is_empty(),
-                || {
-                    let _ = ring.submit_and_wait(1);
-                },
-            );
+            self.ring.idle(took + reaped > 0, &shared.signal, || {
+                inbox.has_requests() || !control.listeners.lock().is_empty()
+            });
         }
         self.shut_down();
     }
@@ -173,7 +142,7 @@ impl UringNet {
                     .build()
                     .user_data(ud(TAG_CANCEL, 0));
                 // SAFETY: the cancel SQE points to no memory.
-                if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                if unsafe { self.ring.push(&sqe) } {
                     self.in_flight += 1;
                 }
             }
@@ -186,53 +155,31 @@ impl UringNet {
             }
             self.shutdown_conn(slot);
         }
-        self.waker.notify();
+        self.ring.wake_self();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while (self.in_flight > 0 || self.wake_armed) && std::time::Instant::now() < deadline {
-            self.submit(true);
+        while (self.in_flight > 0 || self.ring.wake_armed()) && std::time::Instant::now() < deadline
+        {
+            self.ring.submit(true);
             self.reap();
         }
         for slot in self.conns.slots() {
             self.finish_if_done(slot);
         }
-        if self.in_flight > 0 || self.wake_armed {
+        if self.in_flight > 0 || self.ring.wake_armed() {
             // Something never completed: leak what the kernel may still
             // write to rather than free it under it.
             std::mem::forget(std::mem::replace(&mut self.conns, Conns::new(0)));
-            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            self.ring.leak_wake_buf();
         }
         self.owners.flush();
         self.inbox.flush();
     }
 
-    fn arm_wake(&mut self) {
-        if self.wake_armed {
-            return;
-        }
-        let sqe = opcode::Read::new(
-            types::Fd(self.waker.as_raw_fd()),
-            (&raw mut *self.wake_buf).cast(),
-            8,
-        )
-        .build()
-        .user_data(ud(TAG_WAKE, 0));
-        if self.push(&sqe) {
-            self.wake_armed = true;
-        }
-    }
-
     fn push(&mut self, sqe: &squeue::Entry) -> bool {
-        for _ in 0..2 {
-            // SAFETY: every pointer in `sqe` refers to memory owned by a
-            // connection, listener or `wake_buf`, which lives until the
-            // CQE is reaped (see the module docs).
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return true;
-            }
-            self.submit(false);
-            self.reap();
-        }
-        false
+        // SAFETY: every pointer in `sqe` refers to memory owned by a
+        // connection or listener, which lives until the CQE is reaped (see
+        // the module docs).
+        unsafe { self.ring.push(sqe) }
     }
 
     fn push_counted(&mut self, sqe: &squeue::Entry) -> bool {
@@ -241,28 +188,6 @@ impl UringNet {
             self.in_flight += 1;
         }
         ok
-    }
-
-    fn submit(&mut self, wait: bool) {
-        let r = if wait {
-            self.ring.submit_and_wait(1)
-        } else if self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
-            // Nothing to submit and no completion waiting for task work
-            // (with cooperative task running the kernel flags that, and
-            // completions appear only after an enter): no system call.
-            return;
-        } else {
-            self.ring.submit()
-        };
-        if let Err(e) = r {
-            debug_assert!(
-                matches!(
-                    e.raw_os_error(),
-                    Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                ),
-                "io_uring_enter: {e}"
-            );
-        }
     }
 
     fn take_listeners(&mut self) {
@@ -293,10 +218,7 @@ impl UringNet {
     }
 
     fn take_requests(&mut self) -> usize {
-        let budget = {
-            let sq = self.ring.submission();
-            (sq.capacity() - sq.len()) / 2
-        };
+        let budget = self.ring.sq_free() / 2;
         let mut batch = std::mem::take(&mut self.requests);
         let n = self.inbox.drain(budget, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
@@ -570,17 +492,11 @@ impl UringNet {
 
     fn reap(&mut self) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        let n = cqes.len();
+        let n = self.ring.reap(&mut cqes);
         for (user_data, res, flags) in cqes.drain(..) {
             let tag = user_data >> 56;
             let slot = user_data as u32;
             match tag {
-                TAG_WAKE => self.wake_armed = false,
                 TAG_CANCEL => self.in_flight -= 1,
                 TAG_ACCEPT => self.complete_accept(slot as usize, res, flags),
                 TAG_RECV => {

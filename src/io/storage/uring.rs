@@ -19,18 +19,16 @@ use super::files::{FileEntry, FileTable, check_direct, direct_einval};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
+use crate::io::kernel::KernelRing;
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
-use io_uring::{IoUring, opcode, squeue, types};
+use io_uring::{opcode, squeue, types};
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// `user_data` of the eventfd read.
-const WAKE: u64 = u64::MAX;
 /// Registered-file table size.
 const FIXED_FILES: u32 = 1024;
 /// Buffered writes up to this size are copied into the page cache by a
@@ -109,7 +107,7 @@ struct Group {
 
 pub(super) struct UringStorage {
     index: usize,
-    ring: IoUring,
+    ring: KernelRing,
     inbox: Inbox<StorageRequest, StorageCompletion>,
     files: FileTable,
     ops: Vec<Option<Op>>,
@@ -117,14 +115,10 @@ pub(super) struct UringStorage {
     in_flight: usize,
     max_in_flight: usize,
     groups: HashMap<u64, Group>,
-    waker: Arc<EventFd>,
-    wake_buf: Box<u64>,
-    wake_armed: bool,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
-    spin: std::time::Duration,
     requests: Vec<(u32, StorageRequest)>,
-    cqes: Vec<(u64, i32)>,
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 macro_rules! on_file {
@@ -149,15 +143,8 @@ impl UringStorage {
         shared: Arc<StorageShared>,
         waker: Arc<EventFd>,
     ) -> std::io::Result<Self> {
+        let ring = KernelRing::new(config.ring_entries, waker, config.spin)?;
         let entries = config.ring_entries.clamp(8, 32768);
-        // Single issuer and cooperative task running cut kernel overhead;
-        // older kernels reject them, so retry without.
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(entries)
-            .or_else(|_| IoUring::new(entries))?;
         let fixed_files = ring.submitter().register_files_sparse(FIXED_FILES).is_ok();
         let (count, size) = config.fixed_buffers;
         let fixed = (count > 0 && size > 0)
@@ -179,12 +166,8 @@ impl UringStorage {
             free: Vec::new(),
             in_flight: 0,
             groups: HashMap::new(),
-            waker,
-            wake_buf: Box::new(0),
-            wake_armed: false,
             fixed,
             fixed_files,
-            spin: config.spin,
             requests: Vec::new(),
             cqes: Vec::new(),
         })
@@ -195,41 +178,22 @@ impl UringStorage {
     }
 
     pub(super) fn run(mut self) {
-        let mut idle_since: Option<std::time::Instant> = None;
         loop {
-            self.arm_wake();
+            self.ring.arm_wake();
             self.inbox.accept_joining();
             let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
             let took = if stopping { 0 } else { self.take_requests() };
             self.issue_group_syncs();
-            self.submit(false);
+            self.ring.submit(false);
             let reaped = self.reap();
             self.inbox.flush();
             if stopping {
                 break;
             }
-            if took + reaped > 0 {
-                idle_since = None;
-                continue;
-            }
-            // Spin a little before sleeping: a request or completion that
-            // comes within `spin` costs no wake-up.
-            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < self.spin {
-                std::hint::spin_loop();
-                continue;
-            }
-            idle_since = None;
             let shared = self.inbox.shared.clone();
-            let ring = &self.ring;
             let inbox = &mut self.inbox;
-            shared.signal.sleep_unless(
-                // Completions already waiting make the enter return at once.
-                || inbox.has_requests(),
-                || {
-                    let _ = ring.submit_and_wait(1);
-                },
-            );
+            self.ring
+                .idle(took + reaped > 0, &shared.signal, || inbox.has_requests());
         }
         self.shut_down();
     }
@@ -242,14 +206,14 @@ impl UringStorage {
             self.inbox.deliver(client, c);
         }
         // Complete the eventfd read so its buffer can be freed.
-        self.waker.notify();
+        self.ring.wake_self();
         loop {
             // Durable writes waiting for a sync get it before the exit.
             self.issue_group_syncs();
-            if self.in_flight == 0 && !self.wake_armed {
+            if self.in_flight == 0 && !self.ring.wake_armed() {
                 break;
             }
-            self.submit(true);
+            self.ring.submit(true);
             self.reap();
             self.inbox.flush();
         }
@@ -265,65 +229,16 @@ impl UringStorage {
         }
     }
 
-    fn arm_wake(&mut self) {
-        if self.wake_armed {
-            return;
-        }
-        let sqe = opcode::Read::new(
-            types::Fd(self.waker.as_raw_fd()),
-            (&raw mut *self.wake_buf).cast(),
-            8,
-        )
-        .build()
-        .user_data(WAKE);
-        if self.push(&sqe) {
-            self.wake_armed = true;
-        }
-    }
-
-    /// Pushes one SQE, submitting first if the queue is full.
+    /// Pushes one SQE.
     fn push(&mut self, sqe: &squeue::Entry) -> bool {
-        for _ in 0..2 {
-            // SAFETY: every pointer in `sqe` refers to memory owned by an
-            // in-flight `Op` (or `wake_buf`), which lives until its CQE is
-            // reaped (see the module docs).
-            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
-                return true;
-            }
-            self.submit(false);
-        }
-        false
-    }
-
-    fn submit(&mut self, wait: bool) {
-        let r = if wait {
-            self.ring.submit_and_wait(1)
-        } else if self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
-            // Nothing to submit and no completion waiting for task work
-            // (with cooperative task running the kernel flags that, and
-            // completions appear only after an enter): no system call.
-            return;
-        } else {
-            self.ring.submit()
-        };
-        if let Err(e) = r {
-            // EBUSY/EAGAIN: the completion queue is full; reaping makes room.
-            // EINTR: retried on the next round.
-            debug_assert!(
-                matches!(
-                    e.raw_os_error(),
-                    Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                ),
-                "io_uring_enter: {e}"
-            );
-        }
+        // SAFETY: every pointer in `sqe` refers to memory owned by an
+        // in-flight `Op`, which lives until its CQE is reaped (see the
+        // module docs).
+        unsafe { self.ring.push(sqe) }
     }
 
     fn take_requests(&mut self) -> usize {
-        let sq_free = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
+        let sq_free = self.ring.sq_free();
         // Up to two SQEs per request (linked write + sync).
         let budget = (sq_free / 2).min(self.max_in_flight.saturating_sub(self.in_flight));
         let mut batch = std::mem::take(&mut self.requests);
@@ -497,12 +412,8 @@ impl UringStorage {
                         .user_data(sync as u64));
                     // Both SQEs must go in together: the link covers
                     // consecutive entries of one submission.
-                    let sq_free = {
-                        let sq = self.ring.submission();
-                        sq.capacity() - sq.len()
-                    };
-                    if sq_free < 2 {
-                        self.submit(false);
+                    if self.ring.sq_free() < 2 {
+                        self.ring.submit(false);
                     }
                     let linked = write(w as u64).flags(squeue::Flags::IO_LINK);
                     if !self.push(&linked) {
@@ -795,13 +706,8 @@ impl UringStorage {
 
     fn reap(&mut self) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        let n = cqes.len();
-        for (user_data, res) in cqes.drain(..) {
-            if user_data == WAKE {
-                self.wake_armed = false;
-                continue;
-            }
+        let n = self.ring.reap(&mut cqes);
+        for (user_data, res, _) in cqes.drain(..) {
             self.complete(user_data as usize, res);
         }
         self.cqes = cqes;
