@@ -12,7 +12,7 @@ mod conn;
 mod poll;
 mod uring;
 
-use super::backend::{BackendChoice, IoBackendKind};
+use super::backend::{BackendChoice, Chosen, IoBackendKind, Started, choose, spawn_worker};
 use super::error::{IoError, SubmitError};
 use super::inbox::{self, Shared};
 use super::slots;
@@ -265,37 +265,34 @@ impl NetworkWorker {
         let control = Arc::new(Control {
             listeners: Mutex::new(Vec::new()),
         });
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (s, c, wk, cfg) = (
             shared.clone(),
             control.clone(),
             waker.clone(),
             config.clone(),
         );
-        let join = std::thread::Builder::new()
-            .name(config.name.clone())
-            .spawn(move || run(index, cfg, s, c, wk, ready_tx))
-            .map_err(|source| Error::Spawn {
-                worker: config.name.clone(),
-                source,
-            })?;
-        let started: Result<IoBackendKind> = ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::InvalidConfig("network worker died at start".into())));
-        match started {
-            Ok(backend) => Ok(Self {
-                index,
-                shared,
-                control,
-                waker,
-                backend,
-                join: Some(join),
-            }),
-            Err(e) => {
-                let _ = join.join();
-                Err(e)
-            }
-        }
+        let (join, backend) = spawn_worker(&config.name, config.cpu, move || {
+            let setup = || uring::UringNet::new(index, &cfg, s.clone(), c.clone(), wk.clone());
+            let started: Started<IoBackendKind> = match choose(cfg.backend, setup)? {
+                Chosen::Uring(u) => Ok((IoBackendKind::IoUring, Box::new(move || u.run()))),
+                Chosen::Fallback(reason) => {
+                    let p = poll::PollNet::new(index, &cfg, s, c, wk)?;
+                    Ok((
+                        IoBackendKind::Fallback { reason },
+                        Box::new(move || p.run()),
+                    ))
+                }
+            };
+            started
+        })?;
+        Ok(Self {
+            index,
+            shared,
+            control,
+            waker,
+            backend,
+            join: Some(join),
+        })
     }
 
     /// The worker's index.
@@ -373,60 +370,6 @@ impl NetworkWorker {
 impl Drop for NetworkWorker {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn run(
-    index: usize,
-    config: NetConfig,
-    shared: Arc<NetShared>,
-    control: Arc<Control>,
-    waker: Arc<EventFd>,
-    ready: crossbeam_channel::Sender<Result<IoBackendKind>>,
-) {
-    if let Some(cpu) = config.cpu {
-        let _ = crate::topology::pin_current_thread(cpu);
-    }
-    let choice = match config.backend.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(Error::InvalidConfig(e)));
-            shared.request_stop();
-            return;
-        }
-    };
-    let uring = match choice {
-        BackendChoice::Fallback => Err("forced by configuration".to_owned()),
-        _ => uring::UringNet::new(
-            index,
-            &config,
-            shared.clone(),
-            control.clone(),
-            waker.clone(),
-        )
-        .map_err(|e| format!("io_uring setup failed: {e}")),
-    };
-    match uring {
-        Ok(u) => {
-            let _ = ready.send(Ok(IoBackendKind::IoUring));
-            u.run();
-        }
-        Err(reason) if choice == BackendChoice::Uring => {
-            let _ = ready.send(Err(Error::InvalidConfig(format!(
-                "io_uring required but unavailable: {reason}"
-            ))));
-            shared.request_stop();
-        }
-        Err(reason) => match poll::PollNet::new(index, &config, shared.clone(), control, waker) {
-            Ok(p) => {
-                let _ = ready.send(Ok(IoBackendKind::Fallback { reason }));
-                p.run();
-            }
-            Err(e) => {
-                let _ = ready.send(Err(Error::Io(e)));
-                shared.request_stop();
-            }
-        },
     }
 }
 

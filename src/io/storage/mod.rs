@@ -13,7 +13,7 @@ mod uring;
 
 pub use op::{Durability, FileId, OpenOptions, StorageCompletion, StorageOp, StorageOutput};
 
-use super::backend::{BackendChoice, IoBackendKind};
+use super::backend::{BackendChoice, Chosen, IoBackendKind, Started, choose, spawn_worker};
 use super::buf::{FixedBuf, FixedRegion};
 use super::error::{IoError, SubmitError};
 use super::inbox::{self, Shared};
@@ -152,34 +152,33 @@ impl StorageWorker {
         let waker = Arc::new(EventFd::new()?);
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let thread_shared = shared.clone();
-        let thread_waker = waker.clone();
-        let cfg = config.clone();
-        let join = std::thread::Builder::new()
-            .name(config.name.clone())
-            .spawn(move || run(index, cfg, thread_shared, thread_waker, ready_tx))
-            .map_err(|source| Error::Spawn {
-                worker: config.name.clone(),
-                source,
-            })?;
-        let started: Result<(IoBackendKind, Option<Arc<FixedRegion>>)> = ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::InvalidConfig("storage worker died at start".into())));
-        match started {
-            Ok((backend, fixed)) => Ok(Self {
-                index,
-                shared,
-                waker,
-                backend,
-                fixed,
-                join: Some(join),
-            }),
-            Err(e) => {
-                let _ = join.join();
-                Err(e)
-            }
-        }
+        let (s, w, cfg) = (shared.clone(), waker.clone(), config.clone());
+        let (join, (backend, fixed)) = spawn_worker(&config.name, config.cpu, move || {
+            let setup = || uring::UringStorage::new(index, &cfg, s.clone(), w.clone());
+            let started: Started<(IoBackendKind, Option<Arc<FixedRegion>>)> =
+                match choose(cfg.backend, setup)? {
+                    Chosen::Uring(u) => Ok((
+                        (IoBackendKind::IoUring, u.fixed_region()),
+                        Box::new(move || u.run()),
+                    )),
+                    Chosen::Fallback(reason) => {
+                        let b = blocking::BlockingStorage::new(index, s, w);
+                        Ok((
+                            (IoBackendKind::Fallback { reason }, None),
+                            Box::new(move || b.run()),
+                        ))
+                    }
+                };
+            started
+        })?;
+        Ok(Self {
+            index,
+            shared,
+            waker,
+            backend,
+            fixed,
+            join: Some(join),
+        })
     }
 
     /// The worker's index.
@@ -233,48 +232,6 @@ impl StorageWorker {
 impl Drop for StorageWorker {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn run(
-    index: usize,
-    config: StorageConfig,
-    shared: Arc<StorageShared>,
-    waker: Arc<EventFd>,
-    ready: crossbeam_channel::Sender<Result<(IoBackendKind, Option<Arc<FixedRegion>>)>>,
-) {
-    if let Some(cpu) = config.cpu {
-        // Pinning is an optimisation: an unpinnable CPU is not fatal here.
-        let _ = crate::topology::pin_current_thread(cpu);
-    }
-    let choice = match config.backend.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(Error::InvalidConfig(e)));
-            shared.request_stop();
-            return;
-        }
-    };
-    let uring = match choice {
-        BackendChoice::Fallback => Err("forced by configuration".to_owned()),
-        _ => uring::UringStorage::new(index, &config, shared.clone(), waker.clone())
-            .map_err(|e| format!("io_uring setup failed: {e}")),
-    };
-    match uring {
-        Ok(u) => {
-            let _ = ready.send(Ok((IoBackendKind::IoUring, u.fixed_region())));
-            u.run();
-        }
-        Err(reason) if choice == BackendChoice::Uring => {
-            let _ = ready.send(Err(Error::InvalidConfig(format!(
-                "io_uring required but unavailable: {reason}"
-            ))));
-            shared.request_stop();
-        }
-        Err(reason) => {
-            let _ = ready.send(Ok((IoBackendKind::Fallback { reason }, None)));
-            blocking::BlockingStorage::new(index, shared, waker).run();
-        }
     }
 }
 
