@@ -396,11 +396,19 @@ impl<W: Worker> Runner<W> {
         // messages, not as a `Stalled` event.
         let worker = &mut self.worker;
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.after_round(st)));
+        self.hook_outcome(result, |error| EventKind::AfterRoundFailed { error });
+    }
+
+    /// Reports a hook's error as `failed(error)`, or its panic as a panic
+    /// (and restarts per the policy).
+    fn hook_outcome(
+        &mut self,
+        result: std::thread::Result<Result<()>>,
+        failed: impl FnOnce(String) -> EventKind,
+    ) {
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => self.shared.emit(EventKind::AfterRoundFailed {
-                error: e.to_string(),
-            }),
+            Ok(Err(e)) => self.shared.emit(failed(e.to_string())),
             Err(p) => {
                 self.shared.emit(EventKind::Panicked {
                     seq: None,
@@ -430,19 +438,7 @@ impl<W: Worker> Runner<W> {
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.tick(st)));
         own.in_handler.set(0);
         own.ticks.add(1);
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.shared.emit(EventKind::TickFailed {
-                error: e.to_string(),
-            }),
-            Err(p) => {
-                self.shared.emit(EventKind::Panicked {
-                    seq: None,
-                    message: panic_message(p),
-                });
-                self.restart();
-            }
-        }
+        self.hook_outcome(result, |error| EventKind::TickFailed { error });
     }
 
     /// Discards the state after a panic and runs `init` again, if the policy

@@ -144,6 +144,38 @@ impl<S> Conns<S> {
     }
 }
 
+/// A connection whose reads can pause while its owner is backlogged.
+pub(crate) trait Pausable {
+    fn owner(&self) -> Owner;
+    fn set_paused(&mut self, paused: bool);
+}
+
+/// Takes out of `paused` the connections whose owners have drained to half
+/// the backlog limit (their reads resume); the rest stay paused.
+pub(crate) fn resumable<S: Pausable>(
+    paused: &mut Vec<u32>,
+    conns: &mut Conns<S>,
+    owners: &mut Owners,
+    inbox: &mut Inbox<NetRequest, NetEvent>,
+    max_backlog: usize,
+) -> Vec<u32> {
+    let mut resume = Vec::new();
+    for slot in std::mem::take(paused) {
+        let Some(c) = conns.slot_mut(slot) else {
+            continue;
+        };
+        if owners.backlog(inbox, c.owner()) * 2 < max_backlog {
+            if let Some(c) = conns.slot_mut(slot) {
+                c.set_paused(false);
+            }
+            resume.push(slot);
+        } else {
+            paused.push(slot);
+        }
+    }
+    resume
+}
+
 pub(crate) fn not_open(conn: ConnId) -> IoError {
     IoError::NotOpen {
         what: "connection",

@@ -2,7 +2,7 @@
 //! `mio`. Same requests, same events, same ordering guarantees as the
 //! io_uring backend; the system calls happen on the worker's thread.
 
-use super::conn::{Conns, Owner, Owners, stale};
+use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
 use super::uring::set_nodelay;
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
@@ -276,19 +276,15 @@ impl PollNet {
         if self.paused.is_empty() {
             return;
         }
-        for slot in std::mem::take(&mut self.paused) {
-            let Some(c) = self.conns.slot_mut(slot) else {
-                continue;
-            };
-            let owner = c.owner;
-            if self.owners.backlog(&mut self.inbox, owner) * 2 < self.max_backlog {
-                if let Some(c) = self.conns.slot_mut(slot) {
-                    c.paused = false;
-                }
-                self.read(slot);
-            } else {
-                self.paused.push(slot);
-            }
+        let resume = resumable(
+            &mut self.paused,
+            &mut self.conns,
+            &mut self.owners,
+            &mut self.inbox,
+            self.max_backlog,
+        );
+        for slot in resume {
+            self.read(slot);
         }
     }
 
@@ -464,5 +460,14 @@ impl PollNet {
                 },
             );
         }
+    }
+}
+
+impl Pausable for PConn {
+    fn owner(&self) -> Owner {
+        self.owner
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 }

@@ -7,7 +7,7 @@
 //! belongs to, and a connection's slot is freed only when nothing of it is
 //! in flight.
 
-use super::conn::{Conns, Owner, Owners, stale};
+use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
@@ -314,20 +314,15 @@ impl UringNet {
         if self.paused.is_empty() {
             return;
         }
-        let paused = std::mem::take(&mut self.paused);
-        for slot in paused {
-            let Some(c) = self.conns.slot_mut(slot) else {
-                continue;
-            };
-            let owner = c.owner;
-            if self.owners.backlog(&mut self.inbox, owner) * 2 < self.max_backlog {
-                if let Some(c) = self.conns.slot_mut(slot) {
-                    c.paused = false;
-                }
-                self.arm_recv(slot);
-            } else {
-                self.paused.push(slot);
-            }
+        let resume = resumable(
+            &mut self.paused,
+            &mut self.conns,
+            &mut self.owners,
+            &mut self.inbox,
+            self.max_backlog,
+        );
+        for slot in resume {
+            self.arm_recv(slot);
         }
     }
 
@@ -694,4 +689,13 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+impl Pausable for UConn {
+    fn owner(&self) -> Owner {
+        self.owner
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
 }
