@@ -5,7 +5,7 @@
 //! in one round shares one `fdatasync` per file.
 
 use super::StorageShared;
-use super::files::{FileEntry, FileTable, check_direct, direct_einval};
+use super::files::{FileEntry, FileTable, check_direct, os_or_misaligned, pwrite_all};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::inbox::Inbox;
 use crate::io::wake::EventFd;
@@ -232,35 +232,7 @@ impl BlockingStorage {
     ) -> Result<usize, IoError> {
         let f = self.files.get(file)?;
         check_direct(op, f, data.as_ptr(), data.len(), offset)?;
-        let mut done = 0;
-        while done < data.len() {
-            let src = &data[done..];
-            // SAFETY: `src` is a valid readable slice.
-            let n = unsafe {
-                libc::pwrite(
-                    f.fd,
-                    src.as_ptr().cast(),
-                    src.len(),
-                    (offset + done as u64) as i64,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(os_or_misaligned(op, f, e));
-            }
-            if n == 0 {
-                return Err(IoError::ShortWrite {
-                    op,
-                    written: done,
-                    len: data.len(),
-                });
-            }
-            done += n as usize;
-        }
-        Ok(done)
+        pwrite_all(op, f, data, offset)
     }
 
     fn writev(&self, file: FileId, offset: u64, bufs: &[IoBuf]) -> Result<StorageOutput, IoError> {
@@ -332,14 +304,6 @@ impl BlockingStorage {
             };
             self.inbox.deliver(w.client, c);
         }
-    }
-}
-
-fn os_or_misaligned(op: &'static str, f: &FileEntry, e: std::io::Error) -> IoError {
-    if f.direct && e.raw_os_error() == Some(libc::EINVAL) {
-        direct_einval(op)
-    } else {
-        IoError::from_io(op, e)
     }
 }
 

@@ -100,3 +100,53 @@ pub(crate) fn direct_einval(op: &'static str) -> IoError {
         align: crate::io::buf::DIRECT_ALIGN,
     }
 }
+
+/// An OS error on `f`, with `O_DIRECT`'s `EINVAL` read as misalignment.
+pub(crate) fn os_or_misaligned(op: &'static str, f: &FileEntry, e: std::io::Error) -> IoError {
+    if f.direct && e.raw_os_error() == Some(libc::EINVAL) {
+        direct_einval(op)
+    } else {
+        IoError::from_io(op, e)
+    }
+}
+
+/// Writes all of `data` at `offset` with blocking `pwrite`s (retrying
+/// after signals and short writes); a write that makes no progress is
+/// `ShortWrite`.
+pub(crate) fn pwrite_all(
+    op: &'static str,
+    f: &FileEntry,
+    data: &[u8],
+    offset: u64,
+) -> Result<usize, IoError> {
+    let mut done = 0;
+    while done < data.len() {
+        let src = &data[done..];
+        // SAFETY: `src` is a valid readable slice; `f.fd` is an open
+        // descriptor from the file table.
+        let n = unsafe {
+            libc::pwrite(
+                f.fd,
+                src.as_ptr().cast(),
+                src.len(),
+                (offset + done as u64) as i64,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(os_or_misaligned(op, f, e));
+        }
+        if n == 0 {
+            return Err(IoError::ShortWrite {
+                op,
+                written: done,
+                len: data.len(),
+            });
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}

@@ -15,7 +15,7 @@
 use super::StorageConfig;
 use super::StorageShared;
 use super::blocking::clone_error;
-use super::files::{FileEntry, FileTable, check_direct, direct_einval};
+use super::files::{FileEntry, FileTable, check_direct, direct_einval, pwrite_all};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
@@ -372,7 +372,7 @@ impl UringStorage {
                     );
                 }
                 if !f.direct && durability != Durability::Linked && buf.len() <= INLINE_WRITE_MAX {
-                    return self.write_inline(client, token, file, f.fd, offset, buf, durability);
+                    return self.write_inline(client, token, file, &f, offset, buf, durability);
                 }
                 let (ptr, len) = (buf.ptr(), buf.len());
                 let fixed_index = self.fixed_index(&buf);
@@ -535,6 +535,11 @@ impl UringStorage {
         }
     }
 
+    /// Queues a written durable write for its file's next group sync.
+    fn await_group_sync(&mut self, file: FileId, w: Waiting) {
+        self.groups.entry(file.raw()).or_default().ready.push(w);
+    }
+
     /// A small buffered write, done now (see [`INLINE_WRITE_MAX`]).
     #[allow(clippy::too_many_arguments)]
     fn write_inline(
@@ -542,56 +547,23 @@ impl UringStorage {
         client: u32,
         token: u64,
         file: FileId,
-        fd: std::os::fd::RawFd,
+        f: &FileEntry,
         offset: u64,
         buf: IoBuf,
         durability: Durability,
     ) {
-        let data = buf.as_slice();
-        let mut done = 0;
-        let result = loop {
-            if done == data.len() {
-                break Ok(done);
-            }
-            let rest = &data[done..];
-            // SAFETY: `rest` is a live, readable slice; `fd` is open (checked
-            // against the file table just now).
-            let n = unsafe {
-                libc::pwrite(
-                    fd,
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    (offset + done as u64) as i64,
-                )
-            };
-            if n > 0 {
-                done += n as usize;
-                continue;
-            }
-            if n == 0 {
-                break Err(IoError::ShortWrite {
-                    op: "write",
-                    written: done,
-                    len: data.len(),
-                });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                break Err(IoError::from_io("write", e));
-            }
-        };
+        let result = pwrite_all("write", f, buf.as_slice(), offset);
         match result {
             Ok(n) if durability == Durability::GroupCommit => {
-                self.groups
-                    .entry(file.raw())
-                    .or_default()
-                    .ready
-                    .push(Waiting {
+                self.await_group_sync(
+                    file,
+                    Waiting {
                         client,
                         token,
                         buf,
                         written: n,
-                    });
+                    },
+                );
             }
             Ok(n) => self.inbox.deliver(
                 client,
@@ -824,16 +796,15 @@ impl UringStorage {
                             Vec::new(),
                         )
                     } else if durability == Durability::GroupCommit {
-                        self.groups
-                            .entry(file.raw())
-                            .or_default()
-                            .ready
-                            .push(Waiting {
+                        self.await_group_sync(
+                            file,
+                            Waiting {
                                 client,
                                 token,
                                 buf,
                                 written: done,
-                            });
+                            },
+                        );
                         return;
                     } else {
                         (Ok(StorageOutput::Written(done)), Some(buf), Vec::new())
