@@ -12,18 +12,25 @@
 //!   state a push touches only the producer's line and the slot.
 //! - Publishing is one Release store per push or per batch.
 //! - Closing is lossless, and costs a push nothing extra: after publishing,
-//!   the producer checks `closed` (behind the light barrier). A push that
-//!   sees it open has been seen by any later close, and is consumed. A push
-//!   that sees it closed *settles*: it waits until the consumer is gone and
-//!   compares its index with the final `head`. Consumed: `Ok`. Not consumed:
-//!   it takes its value back out of the slot and reports `Closed(value)`.
-//!   Either way the caller learns the truth, and nothing is lost silently.
-//!   [`Consumer::close`] sets `closed`, runs the heavy barrier and reloads
-//!   `tail`: every push that returned `Ok` without settling is visible then
-//!   (see `sync::barrier` for why the producer side costs only a compiler
-//!   fence).
+//!   the producer checks the consumer's signal (behind the light barrier,
+//!   one load with the sleeping flag). A push that sees it open has been
+//!   seen by any later close, and is consumed. A push that sees it closed
+//!   *settles*, without waiting for anyone: if its own ring's `closed` flag
+//!   is still clear (a sibling ring sharing the signal was closed), the
+//!   ring's own close will still see the push (the same barrier pairing),
+//!   so it is delivered. Otherwise the ring's *cut* decides: the first index
+//!   the consumer will never read. Whichever side sets it first (one
+//!   compare-exchange, on the cold path only) decides it: a closing consumer
+//!   proposes the tail it reloaded after the heavy barrier, a settling
+//!   producer proposes `max(first, head)`, where `head` (published by the
+//!   consumer before it set `closed`) covers everything it has read. The
+//!   producer takes back `[max(cut, first), tail)` and reports
+//!   `Closed(value)` for those; the consumer reads nothing at or past the
+//!   cut. Either way the caller learns the truth at once, and nothing is
+//!   lost or read twice. (See `sync::barrier` for why the producer side of
+//!   the pairing costs only a compiler fence.)
 //!
-//! Invariants (referred to as R1..R4 below):
+//! Invariants (referred to as R1..R6 below):
 //! - R1: `head <= tail <= head + capacity` at all times.
 //! - R2: slots in `[head, tail)` are initialised; all others are not.
 //! - R3: only the producer writes `tail` and slots in `[tail, head+capacity)`;
@@ -31,6 +38,13 @@
 //! - R4: a slot is written before the Release store of `tail` that covers it,
 //!   and read after the Acquire load of `tail` that covers it (and the mirror
 //!   for `head` and slot reuse).
+//! - R5: once the cut is decided, the consumer reads no slot at or past it,
+//!   and the producer reads back (takes) only slots at or past it; after a
+//!   settle, `tail <= cut`.
+//! - R6: the consumer publishes its local `head` (everything it has read,
+//!   including items taken by a leaked [`Drain`]) before it sets `closed`
+//!   and before it is dropped, so `Ring::drop` and a settling producer never
+//!   treat a slot that was read as still initialised.
 
 use crate::sync::{Arc, AtomicBool, AtomicUsize, UnsafeCell, barrier, signal::Signal};
 use crossbeam_utils::CachePadded;
@@ -46,15 +60,19 @@ pub enum PushError<T> {
     Closed(T),
 }
 
+/// `Flags::cut` before either side has decided it.
+const UNDECIDED: usize = usize::MAX;
+
 #[derive(Debug)]
 struct Flags {
-    /// Set by the consumer (close or drop); producers then fail with `Closed`.
+    /// Set by the consumer (close or drop), after publishing its `head`
+    /// (R6); producers then fail with `Closed`.
     closed: AtomicBool,
     /// Set by the producer on drop, after its last `tail` store.
     producer_gone: AtomicBool,
-    /// Set by the consumer on drop, after its last `head` store: from then
-    /// on `head` is final, and settling producers may take values back.
-    consumer_gone: AtomicBool,
+    /// The first index the consumer will never read, once closed; decided
+    /// once by whichever side swaps it from `UNDECIDED` first (R5).
+    cut: AtomicUsize,
 }
 
 /// The shared part of the ring. Users hold it through [`Producer`] and
@@ -106,7 +124,7 @@ pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, C
         flags: CachePadded::new(Flags {
             closed: AtomicBool::new(false),
             producer_gone: AtomicBool::new(false),
-            consumer_gone: AtomicBool::new(false),
+            cut: AtomicUsize::new(UNDECIDED),
         }),
         consumer_signal,
         producer_signal: Signal::new(),
@@ -124,6 +142,7 @@ pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, C
             ring,
             head: 0,
             cached_tail: 0,
+            cut: None,
         },
     )
 }
@@ -145,17 +164,40 @@ impl<T> Ring<T> {
 
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
-        // Both handles are gone, so the indices are final (R3) and the items
-        // in [head, tail) are still initialised (R2): drop them.
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Relaxed);
-        for i in head..tail {
-            self.slot(i).with_mut(|p| {
-                // SAFETY: R2: slots in [head, tail) hold initialised values
-                // that no handle can reach any more.
-                unsafe { (*p).assume_init_drop() }
-            });
+        // Both handles are gone, so the indices are final (R3, R6) and the
+        // items in [head, tail) are still initialised (R2): drop them. If one
+        // destructor panics, the guard drops the rest while unwinding (a
+        // second panic aborts, as for a `Vec`).
+        struct Rest<'a, T> {
+            ring: &'a Ring<T>,
+            next: usize,
+            end: usize,
         }
+        impl<T> Rest<'_, T> {
+            fn drop_all(&mut self) {
+                while self.next != self.end {
+                    let i = self.next;
+                    self.next = i.wrapping_add(1);
+                    self.ring.slot(i).with_mut(|p| {
+                        // SAFETY: R2: slots in [head, tail) hold initialised
+                        // values that no handle can reach any more, and
+                        // `next` moved past `i` first, so none drops twice.
+                        unsafe { (*p).assume_init_drop() }
+                    });
+                }
+            }
+        }
+        impl<T> Drop for Rest<'_, T> {
+            fn drop(&mut self) {
+                self.drop_all();
+            }
+        }
+        let mut rest = Rest {
+            ring: self,
+            next: self.head.load(Ordering::Relaxed),
+            end: self.tail.load(Ordering::Relaxed),
+        };
+        rest.drop_all();
     }
 }
 
@@ -222,27 +264,41 @@ impl<T> Producer<T> {
         ring.consumer_signal.notify_after_barrier()
     }
 
-    /// Decides the fate of items `[first, self.tail)` published into a ring
-    /// that was closed meanwhile: waits until the consumer is gone, then
-    /// takes back the ones it did not consume (returned, in order) and
-    /// rolls `tail` back over them.
+    /// Decides the fate of items `[first, self.tail)` published while the
+    /// consumer's signal was closed, without waiting: returns (in order) the
+    /// ones the consumer will never read, after rolling `tail` back over
+    /// them (R5).
     #[cold]
     #[inline(never)]
     fn settle(&mut self, first: usize) -> Vec<T> {
         let ring = &*self.ring;
-        while !ring.flags.consumer_gone.load(Ordering::Acquire) {
-            ring.producer_signal
-                .wait_unless(|| ring.flags.consumer_gone.load(Ordering::Acquire), None);
+        // A sibling ring sharing the signal was closed, not ours: our own
+        // close (flag store, heavy barrier, tail reload) is still to come
+        // and will see this push, which pairs with the light barrier in
+        // `publish` as for the signal. Delivered.
+        if !ring.flags.closed.load(Ordering::Acquire) {
+            return Vec::new();
         }
-        // Acquire (via `consumer_gone`): `head` is final and every read of
-        // the slots below it happened before this point.
+        // Acquire (via `closed`): the consumer published its head before it
+        // set `closed` (R6), so `head` covers every slot it has read.
         let head = ring.head.load(Ordering::Acquire);
-        let keep = head.max(first);
+        let proposal = head.max(first);
+        let cut = match ring.flags.cut.compare_exchange(
+            UNDECIDED,
+            proposal,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => proposal,
+            Err(decided) => decided,
+        };
+        let keep = cut.max(first);
         let back: Vec<T> = (keep..self.tail)
             .map(|i| {
                 ring.slot(i).with_mut(|p| {
-                    // SAFETY: `i` is in [head, tail) (R2): published, never
-                    // read by the consumer, which is gone for good.
+                    // SAFETY: `i` is in [cut, tail): published by us (R2),
+                    // and the consumer reads nothing at or past the cut (R5),
+                    // so the value is ours to take, exactly once.
                     unsafe { (*p).assume_init_read() }
                 })
             })
@@ -390,8 +446,11 @@ pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     /// Local copy of `ring.head` (we are its only writer).
     head: usize,
-    /// Last seen value of the producer's tail; may lag behind.
+    /// Last seen value of the producer's tail; may lag behind. Once closed,
+    /// the cut (R5).
     cached_tail: usize,
+    /// The decided cut, once [`Consumer::close`] ran: never read past it.
+    cut: Option<usize>,
 }
 
 impl<T> Consumer<T> {
@@ -406,11 +465,20 @@ impl<T> Consumer<T> {
     pub fn available(&mut self) -> usize {
         let mut ready = self.cached_tail.wrapping_sub(self.head);
         if ready == 0 {
-            // Acquire pairs with the producer's Release store of `tail` (R4).
-            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+            self.reload_tail();
             ready = self.cached_tail.wrapping_sub(self.head);
         }
         ready
+    }
+
+    /// Refreshes the cached tail: the producer's published tail while open,
+    /// the cut once closed (R5).
+    #[inline(always)]
+    fn reload_tail(&mut self) {
+        if self.cut.is_none() {
+            // Acquire pairs with the producer's Release store of `tail` (R4).
+            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+        }
     }
 
     /// Items in the ring, as seen now.
@@ -434,16 +502,17 @@ impl<T> Consumer<T> {
         self.ring.flags.producer_gone.load(Ordering::Acquire)
     }
 
-    /// Whether the ring is drained for good: producer gone and nothing left.
+    /// Whether the ring is drained for good: producer gone (or the ring
+    /// closed) and nothing left.
     pub fn is_finished(&mut self) -> bool {
         // Check `gone` first: its Acquire makes the final tail visible to the
         // `available()` reload that follows.
-        self.is_producer_gone() && self.available() == 0
+        (self.cut.is_some() || self.is_producer_gone()) && self.available() == 0
     }
 
     /// Whether this consumer has closed its ring.
     pub fn is_closed(&self) -> bool {
-        self.ring.flags.closed.load(Ordering::Relaxed)
+        self.cut.is_some()
     }
 
     /// Pops one value without blocking (always inlined, as `try_push`).
@@ -479,13 +548,15 @@ impl<T> Consumer<T> {
         // Refresh the cached tail when it promises less than asked for: a
         // full batch costs one line transfer, many partial ones cost many.
         if self.cached_tail.wrapping_sub(start) < max {
-            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+            self.reload_tail();
         }
         let end = start.wrapping_add(self.cached_tail.wrapping_sub(start).min(max));
         let (base, mask) = (self.ring.slots.as_ptr(), self.ring.mask);
         // Claim the whole range up front; drop gives back what was not taken.
         // A leaked drain thus leaks its untaken items instead of letting them
-        // be read twice (the `Vec::drain` trade-off).
+        // be read twice (the `Vec::drain` trade-off), and the local head
+        // covers the items it did take: close and drop publish it (R6), so
+        // they are never dropped again.
         self.head = end;
         Drain {
             consumer: self,
@@ -498,21 +569,39 @@ impl<T> Consumer<T> {
     }
 
     /// Closes the ring without losing anything: after `close` returns, every
-    /// push that has returned `Ok` is visible to this consumer (drain it);
-    /// later pushes fail with `Closed`, and pushes racing with the close
-    /// settle when this consumer is dropped (delivered if it consumed them,
-    /// handed back otherwise).
+    /// push that has returned `Ok` is visible to this consumer (drain it),
+    /// and every other push, racing or later, hands its value back with
+    /// `Closed` at once. A worker's rings share one signal, so closing one
+    /// makes pushes to all of them fail fast (a stopping worker closes them
+    /// all anyway); pushes already in flight to a sibling ring are still
+    /// delivered there. Idempotent.
     pub fn close(&mut self) {
+        if self.cut.is_some() {
+            return;
+        }
         let ring = &self.ring;
-        ring.flags.closed.store(true, Ordering::Relaxed);
-        // Producers check the signal's bit (one load with the sleeping flag).
-        // A worker's rings share one signal: closing one closes all, which
-        // is what a stopping worker does anyway.
+        // R6: everything read so far (a leaked drain included) is covered by
+        // the published head before `closed` is seen.
+        ring.head.store(self.head, Ordering::Release);
+        ring.flags.closed.store(true, Ordering::Release);
         ring.consumer_signal.close();
         // Pairs with `barrier::light` in `Producer::publish`: a push whose
         // tail this reload misses sees `closed` and settles.
         barrier::heavy();
-        self.cached_tail = ring.tail.load(Ordering::Acquire);
+        let seen = ring.tail.load(Ordering::Acquire);
+        let cut = match ring.flags.cut.compare_exchange(
+            UNDECIDED,
+            seen,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => seen,
+            // A settling producer decided first; its Release (AcqRel swap)
+            // made the slots below its proposal visible to this Acquire.
+            Err(decided) => decided,
+        };
+        self.cut = Some(cut);
+        self.cached_tail = cut;
         // A producer blocked on a full ring must learn it is closed.
         ring.producer_signal.notify_now();
     }
@@ -534,19 +623,22 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        let flags = &self.ring.flags;
+        let ring = &self.ring;
+        // R6: the final head, covering a leaked drain's items, before
+        // `closed`: `Ring::drop` and settling producers read it.
+        ring.head.store(self.head, Ordering::Release);
+        let flags = &ring.flags;
         flags.closed.store(true, Ordering::Release);
         // A live producer must learn of the drop through the signal. With no
         // producer left (a worker dropping a drained ring of a departed
         // sender) the shared signal must stay open for the other rings.
-        if !flags.producer_gone.load(Ordering::Acquire) {
-            self.ring.consumer_signal.close();
+        if self.cut.is_none() && !flags.producer_gone.load(Ordering::Acquire) {
+            ring.consumer_signal.close();
         }
-        // Release: a settling producer that sees this also sees our final
-        // `head` (published by every pop and drain) and is done with the
-        // slots below it.
-        flags.consumer_gone.store(true, Ordering::Release);
-        self.ring.producer_signal.notify_now();
+        // No cut is proposed here: this consumer reads nothing more, so a
+        // settling producer's `max(first, head)` is exact, and a push that
+        // saw the ring open stays in it and drops with it.
+        ring.producer_signal.notify_now();
     }
 }
 
@@ -607,3 +699,7 @@ impl<T> Drop for Drain<'_, T> {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+#[path = "ring_tests.rs"]
+mod tests;
