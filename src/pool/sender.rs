@@ -208,7 +208,7 @@ impl<M: Send + 'static> PoolSender<M> {
         index: usize,
         msg: M,
     ) -> Result<Pending<R>, SendError<M>> {
-        let (reply_to, pending) = crate::worker::reply_pair();
+        let (reply_to, pending) = self.outbox.reply_pair(index);
         let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;
         Ok(pending)
@@ -224,11 +224,10 @@ impl<M: Send + 'static> PoolSender<M> {
         msg: M,
     ) -> Result<Pending<R>, SendError<M>> {
         let key = hash_key(key);
-        let (reply_to, pending) = crate::worker::reply_pair();
+        let index = self.route(key);
+        let (reply_to, pending) = self.outbox.reply_pair(index);
         let env = self.outbox.wire(msg, Some(key)).with_reply(reply_to);
-        self.outbox
-            .send_until(self.route(key), env, None)
-            .map_err(unwrap)?;
+        self.outbox.send_until(index, env, None).map_err(unwrap)?;
         Ok(pending)
     }
 }

@@ -5,7 +5,7 @@ use super::envelope::Wire;
 use super::error::SendError;
 use super::event::WorkerEvent;
 use super::outbox::Outbox;
-use super::reply::{self, Pending};
+use super::reply::Pending;
 use super::shared::{Control, WorkerShared};
 use super::stats::{WorkerState, WorkerStats};
 use crate::Result;
@@ -123,7 +123,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// # Errors
     /// `Stopped` with the message if the worker is gone.
     pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
-        let (reply_to, pending) = reply::pair();
+        let (reply_to, pending) = self.outbox.reply_pair(0);
         let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox
             .send_until(0, env, None)

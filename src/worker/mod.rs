@@ -32,7 +32,6 @@ pub use envelope::Envelope;
 pub use error::SendError;
 pub use event::{EventKind, WorkerEvent};
 pub use handle::{EventStream, WorkerHandle, WorkerSender};
-pub(crate) use reply::pair as reply_pair;
 pub use reply::{Pending, ReplyError, ReplyTo};
 pub use sink::{ResultQueue, ResultSink};
 pub use stats::{WorkerState, WorkerStats};

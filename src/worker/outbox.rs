@@ -8,6 +8,7 @@
 
 use super::envelope::Wire;
 use super::error::SendError;
+use super::reply::{Pending, ReplyTo};
 use super::shared::{Control, WorkerShared};
 use crate::channel::ring::{self, Producer, PushError};
 use crate::channel::wait::{Step, Waiter};
@@ -82,6 +83,11 @@ impl<M: Send + 'static> Outbox<M> {
 
     pub(crate) fn len(&self) -> usize {
         self.rings.len()
+    }
+
+    /// A reply slot for a request to worker `index`, tied to its life.
+    pub(crate) fn reply_pair<R>(&self, index: usize) -> (ReplyTo, Pending<R>) {
+        super::reply::pair(self.workers.get(index).map(|w| w.life.clone()))
     }
 
     #[inline]

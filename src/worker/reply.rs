@@ -2,6 +2,7 @@
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::any::Any;
+use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -80,6 +81,9 @@ impl ReplyTo {
 /// ```
 pub struct Pending<R> {
     rx: Receiver<Boxed>,
+    /// The answering worker's life; `None` only for a request that was
+    /// never queued (it fails with the send).
+    life: Option<Life>,
     _reply: PhantomData<fn() -> R>,
 }
 
@@ -89,12 +93,29 @@ impl<R> fmt::Debug for Pending<R> {
     }
 }
 
-pub(crate) fn pair<R>() -> (ReplyTo, Pending<R>) {
+/// Disconnects when a worker's thread has exited, after its state (and any
+/// [`ReplyTo`] the handler kept there) was dropped: a [`Pending`] watches it
+/// so that a reply slot that was leaked (`mem::forget`), or kept past the
+/// worker's end, still resolves as [`ReplyError::Dropped`].
+#[derive(Clone, Debug)]
+pub(crate) struct Life(Receiver<Infallible>);
+
+/// Held by the worker's thread for its whole life (restarts included).
+#[derive(Debug)]
+pub(crate) struct Alive(#[allow(dead_code)] Sender<Infallible>);
+
+pub(crate) fn life() -> (Alive, Life) {
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    (Alive(tx), Life(rx))
+}
+
+pub(crate) fn pair<R>(life: Option<Life>) -> (ReplyTo, Pending<R>) {
     let (tx, rx) = crossbeam_channel::bounded(1);
     (
         ReplyTo { tx },
         Pending {
             rx,
+            life,
             _reply: PhantomData,
         },
     )
@@ -109,39 +130,65 @@ impl<R: 'static> Pending<R> {
             })
     }
 
+    /// The reply, once the worker's life has ended: a reply sent before it
+    /// ended is still in the slot; otherwise there will be none.
+    fn after_exit(&self) -> Result<R, ReplyError> {
+        match self.rx.try_recv() {
+            Ok(v) => Self::unpack(v),
+            Err(_) => Err(ReplyError::Dropped),
+        }
+    }
+
     /// Blocks until the reply arrives.
     ///
     /// # Errors
-    /// `Dropped` if the worker will never answer, `WrongType` on a type
-    /// mismatch.
+    /// `Dropped` if the worker will never answer: its handler dropped the
+    /// request (returned, failed or panicked without replying), the worker
+    /// gave up or stopped with the request queued, or the worker's thread
+    /// has exited while the reply slot was kept or leaked. `WrongType` on a
+    /// type mismatch.
     pub fn wait(self) -> Result<R, ReplyError> {
-        self.rx
-            .recv()
-            .map_err(|_| ReplyError::Dropped)
-            .and_then(Self::unpack)
+        let Some(life) = &self.life else {
+            return self
+                .rx
+                .recv()
+                .map_err(|_| ReplyError::Dropped)
+                .and_then(Self::unpack);
+        };
+        crossbeam_channel::select! {
+            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped).and_then(Self::unpack),
+            recv(life.0) -> _ => self.after_exit(),
+        }
     }
 
     /// Blocks at most `timeout` for the reply.
     ///
     /// # Errors
-    /// `Timeout`, `Dropped` or `WrongType`.
+    /// `Timeout`, or as [`Pending::wait`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<R, ReplyError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(v) => Self::unpack(v),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(ReplyError::Timeout),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ReplyError::Dropped),
+        let never = crossbeam_channel::never();
+        let life = self.life.as_ref().map_or(&never, |l| &l.0);
+        crossbeam_channel::select! {
+            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped).and_then(Self::unpack),
+            recv(life) -> _ => self.after_exit(),
+            default(timeout) => Err(ReplyError::Timeout),
         }
     }
 
     /// The reply if it has arrived, `Ok(None)` if not yet.
     ///
     /// # Errors
-    /// `Dropped` or `WrongType`.
+    /// As [`Pending::wait`].
     pub fn try_get(&self) -> Result<Option<R>, ReplyError> {
         match self.rx.try_recv() {
             Ok(v) => Self::unpack(v).map(Some),
-            Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Disconnected) => Err(ReplyError::Dropped),
+            Err(TryRecvError::Empty) => match &self.life {
+                Some(l) if matches!(l.0.try_recv(), Err(TryRecvError::Disconnected)) => {
+                    self.after_exit().map(Some)
+                }
+                _ => Ok(None),
+            },
         }
     }
 }

@@ -79,11 +79,13 @@ pub(crate) fn launch<W: Worker>(
         .clone()
         .unwrap_or_else(|| format!("worker-{index}"))
         .into();
+    let (alive, life) = super::reply::life();
     let shared = Arc::new(WorkerShared::new(
         index,
         name.clone(),
         config.stall_threshold,
         events,
+        life,
     ));
     let (producers, consumers): (Vec<_>, Vec<_>) = (0..rings)
         .map(|_| ring::ring(config.queue_capacity(), shared.signal.clone()))
@@ -93,7 +95,12 @@ pub(crate) fn launch<W: Worker>(
     let thread_config = config.clone();
     let join = std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(move || thread_main(worker, thread_config, thread_shared, consumers, ready_tx))
+        .spawn(move || {
+            // Dropped when the thread ends, after the worker's state: every
+            // reply still pending then resolves as `Dropped`.
+            let _alive = alive;
+            thread_main(worker, thread_config, thread_shared, consumers, ready_tx)
+        })
         .map_err(|source| Error::Spawn {
             worker: name.to_string(),
             source,
@@ -628,10 +635,19 @@ impl<W: Worker> Runner<W> {
                 }
             }
         }
+        // Close every ring, then drop what was queued: the senders keep the
+        // rings alive, so messages left in them (reply slots included) would
+        // otherwise live, unanswered, as long as the senders do. A message
+        // whose destructor panics is counted and the rest still drop.
         let mut abandoned = 0u64;
         for r in &mut self.rings {
             r.close();
-            abandoned += r.available() as u64;
+        }
+        for r in &mut self.rings {
+            while let Some(wire) = r.try_pop() {
+                abandoned += 1;
+                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(wire)));
+            }
         }
         self.rings.clear();
         self.state = None;

@@ -4,6 +4,7 @@
 
 use super::envelope::Wire;
 use super::event::{EventKind, EventSink, WorkerEvent};
+use super::reply::Life;
 use super::stats::StatsBlock;
 use crate::channel::ring::Consumer;
 use crate::sync::Arc as SyncArc;
@@ -31,6 +32,11 @@ pub(crate) struct WorkerShared<M> {
     pub(crate) stats: StatsBlock,
     pub(crate) signal: SyncArc<Signal>,
     pub(crate) stall_threshold: Option<Duration>,
+    /// Ends when the worker's thread exits; every [`Pending`] to this
+    /// worker watches it (see `reply::Life`).
+    ///
+    /// [`Pending`]: super::Pending
+    pub(crate) life: Life,
     events: EventSink,
     /// `None` once the worker has exited: nothing sent here can be lost,
     /// because the worker takes this lock to close it (see `runtime.rs`).
@@ -53,8 +59,10 @@ impl<M> WorkerShared<M> {
         name: Arc<str>,
         stall_threshold: Option<Duration>,
         events: EventSink,
+        life: Life,
     ) -> Self {
         Self {
+            life,
             index,
             name,
             stats: StatsBlock::default(),

@@ -537,3 +537,78 @@ fn after_round_runs_once_per_round_that_handled_messages() {
     let r = rounds.load(Ordering::Relaxed);
     assert!((1..=300).contains(&r), "{r} rounds");
 }
+
+/// A request queued behind a message that makes the worker give up
+/// resolves as `Dropped` while the handle still lives (it used to hang
+/// until the group was dropped: the abandoned request stayed in a ring the
+/// sender kept alive).
+#[test]
+fn request_queued_behind_a_give_up_resolves_as_dropped() {
+    let mut h = spawn(
+        Scripted::new(),
+        WorkerConfig::new().with_restart_policy(RestartPolicy::Never),
+    )
+    .unwrap();
+    h.send(Cmd::Sleep(Duration::from_millis(100))).unwrap();
+    h.send(Cmd::Panic).unwrap();
+    let queued = h.request::<u64>(Cmd::Echo(1)).unwrap();
+    assert_eq!(queued.wait_timeout(LONG), Err(ReplyError::Dropped));
+    assert!(eventually(|| h.state() == WorkerState::Failed));
+    // Later requests fail at once, handing the message back.
+    assert!(h.request::<u64>(Cmd::Echo(2)).unwrap_err().is_stopped());
+    assert!(h.join().is_err());
+}
+
+/// What a `Keeper` does with a request's reply slot.
+enum Slot {
+    /// Leaks it (`mem::forget`): it can never be answered or dropped.
+    Forget,
+    /// Keeps it in the worker's state, unanswered.
+    Keep,
+    /// Answers with the value.
+    Answer(u32),
+}
+
+struct Keeper;
+
+impl Worker for Keeper {
+    type State = Vec<ReplyTo>;
+    type Message = Slot;
+    fn init(&mut self) -> Result<Vec<ReplyTo>> {
+        Ok(Vec::new())
+    }
+    fn handle_message(&mut self, kept: &mut Vec<ReplyTo>, mut m: Envelope<Slot>) -> Result<()> {
+        match m.payload {
+            Slot::Forget => std::mem::forget(m.take_reply()),
+            Slot::Keep => kept.extend(m.take_reply()),
+            Slot::Answer(v) => m.reply(v)?,
+        }
+        Ok(())
+    }
+}
+
+/// A reply slot that was leaked, or kept unanswered in the worker's state,
+/// resolves as `Dropped` once the worker has exited, through `wait`,
+/// `wait_timeout` and `try_get`; a reply sent before the exit still
+/// arrives. (The leaked one used to hang `wait` forever.)
+#[test]
+fn leaked_or_kept_reply_slots_resolve_when_the_worker_exits() {
+    let mut h = spawn(Keeper, WorkerConfig::new()).unwrap();
+    let leaked = h.request::<u32>(Slot::Forget).unwrap();
+    let kept = h.request::<u32>(Slot::Keep).unwrap();
+    let answered = h.request::<u32>(Slot::Answer(7)).unwrap();
+    let blocking = h.request::<u32>(Slot::Forget).unwrap();
+    // While the worker lives, a kept slot may still be answered.
+    assert_eq!(
+        kept.wait_timeout(Duration::from_millis(20)),
+        Err(ReplyError::Timeout)
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || tx.send(blocking.wait()).unwrap());
+    h.stop().unwrap();
+    assert_eq!(leaked.wait_timeout(LONG), Err(ReplyError::Dropped));
+    assert_eq!(kept.try_get(), Err(ReplyError::Dropped));
+    assert_eq!(answered.wait(), Ok(7));
+    assert_eq!(rx.recv_timeout(LONG), Ok(Err(ReplyError::Dropped)));
+    waiter.join().unwrap();
+}
