@@ -24,6 +24,12 @@ pub enum Error {
     /// A non-blocking send found the queue full.
     #[error("queue full")]
     Full,
+    /// A non-blocking receive found nothing queued.
+    #[error("nothing to receive yet")]
+    Empty,
+    /// The worker stopped (or gave up) and takes no more messages.
+    #[error("the worker stopped and takes no more messages")]
+    Stopped,
     /// An operation did not complete before its deadline.
     #[error("timed out")]
     Timeout,
@@ -68,6 +74,10 @@ pub enum Error {
         /// What happened.
         message: String,
     },
+    /// `WorkerSender::current` was called off a worker thread, or with the
+    /// wrong message type.
+    #[error(transparent)]
+    CurrentWorker(#[from] crate::worker::CurrentWorkerError),
     /// A request's reply could not be delivered.
     #[error(transparent)]
     Reply(#[from] crate::worker::ReplyError),
@@ -154,7 +164,7 @@ impl From<RecvError> for Error {
 impl From<TryRecvError> for Error {
     fn from(e: TryRecvError) -> Self {
         match e {
-            TryRecvError::Empty => Self::Timeout,
+            TryRecvError::Empty => Self::Empty,
             _ => Self::Disconnected,
         }
     }

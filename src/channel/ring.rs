@@ -496,6 +496,17 @@ impl<T> Consumer<T> {
         self.head
     }
 
+    /// The producer's published tail, as seen now (Acquire): every push
+    /// that returned before this load is below it.
+    pub fn tail_now(&self) -> usize {
+        self.ring.tail.load(Ordering::Acquire)
+    }
+
+    /// Identifies the ring (stable while this consumer lives).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.ring) as *const () as usize
+    }
+
     /// Whether the producer has been dropped. Once true, an empty ring stays
     /// empty forever.
     pub fn is_producer_gone(&self) -> bool {

@@ -7,8 +7,8 @@ use crate::worker::outbox::Outbox;
 use crate::worker::runtime::{self, Launch};
 use crate::worker::shared::{Control, WorkerShared};
 use crate::worker::{
-    EventSink, EventStream, Pending, SendError, Worker, WorkerConfig, WorkerSender, WorkerState,
-    WorkerStats,
+    EventSink, EventStream, FlushError, GatherError, Pending, SendError, Worker, WorkerConfig,
+    WorkerSender, WorkerState, WorkerStats,
 };
 use crate::{Error, Result};
 use std::hash::Hash;
@@ -327,6 +327,23 @@ impl<W: Worker> WorkerGroup<W> {
         self.sender.request_partitioned(key, msg)
     }
 
+    /// Waits until every worker has handled every message sent to it before
+    /// this call, by any sender. See [`PoolSender::flush`].
+    ///
+    /// # Errors
+    /// [`FlushError::Stopped`] if a worker exits first.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.sender.flush()
+    }
+
+    /// [`flush`](Self::flush) with one deadline for all workers.
+    ///
+    /// # Errors
+    /// As `flush`, and [`FlushError::Timeout`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.sender.flush_timeout(timeout)
+    }
+
     fn control_all(&self, make: impl Fn() -> Control<W::Message>) -> Result<()> {
         self.workers.iter().try_for_each(|w| w.control(make()))
     }
@@ -421,6 +438,31 @@ where
     /// `Stopped` with the message if a worker is gone.
     pub fn broadcast(&mut self, msg: W::Message) -> Result<(), SendError<W::Message>> {
         self.sender.broadcast(msg)
+    }
+
+    /// Sends a copy of the request `msg` to every worker. See
+    /// [`PoolSender::request_all`].
+    ///
+    /// # Errors
+    /// As [`PoolSender::request_all`].
+    pub fn request_all<R: Send + 'static>(
+        &mut self,
+        msg: W::Message,
+    ) -> Result<Vec<Pending<R>>, SendError<W::Message>> {
+        self.sender.request_all(msg)
+    }
+
+    /// Scatter-gather: every worker's reply, in index order. See
+    /// [`PoolSender::request_all_timeout`].
+    ///
+    /// # Errors
+    /// As [`PoolSender::request_all_timeout`].
+    pub fn request_all_timeout<R: Send + 'static>(
+        &mut self,
+        msg: W::Message,
+        timeout: Duration,
+    ) -> Result<Vec<R>, GatherError> {
+        self.sender.request_all_timeout(msg, timeout)
     }
 }
 

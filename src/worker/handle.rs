@@ -2,7 +2,7 @@
 //! [`WorkerSender`]s.
 
 use super::envelope::Wire;
-use super::error::SendError;
+use super::error::{FlushError, SendError};
 use super::event::WorkerEvent;
 use super::outbox::Outbox;
 use super::reply::Pending;
@@ -130,6 +130,27 @@ impl<M: Send + 'static> WorkerSender<M> {
             .map_err(|e| e.map(Wire::into_payload))?;
         Ok(pending)
     }
+
+    /// Waits until the worker has handled every message sent to it before
+    /// this call, from this sender and from every other: a barrier across
+    /// senders (order alone holds only per sender). Messages sent while it
+    /// waits may or may not be included. A paused worker completes the flush
+    /// once resumed.
+    ///
+    /// # Errors
+    /// [`FlushError::Stopped`] if the worker exits first (a graceful stop
+    /// handles everything, so it completes the flush instead).
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.outbox.flush(None)
+    }
+
+    /// [`flush`](Self::flush) with a deadline.
+    ///
+    /// # Errors
+    /// As `flush`, and [`FlushError::Timeout`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.outbox.flush(Some(timeout))
+    }
 }
 
 /// The owner's handle to a worker started with [`spawn`](super::spawn):
@@ -198,6 +219,23 @@ impl<M: Send + 'static> WorkerHandle<M> {
     /// `Stopped` with the message if the worker is gone.
     pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
         self.sender.request(msg)
+    }
+
+    /// Waits until the worker has handled everything sent to it before
+    /// this call, by any sender. See [`WorkerSender::flush`].
+    ///
+    /// # Errors
+    /// As [`WorkerSender::flush`].
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.sender.flush()
+    }
+
+    /// [`flush`](Self::flush) with a deadline.
+    ///
+    /// # Errors
+    /// As [`WorkerSender::flush_timeout`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.sender.flush_timeout(timeout)
     }
 
     /// A new cloneable sender with its own ring into the worker.

@@ -28,8 +28,9 @@ mod traits;
 mod watchdog;
 
 pub use config::{IdleStrategy, RestartPolicy, WorkerConfig};
+pub use current::CurrentWorkerError;
 pub use envelope::Envelope;
-pub use error::SendError;
+pub use error::{FlushError, GatherError, SendError};
 pub use event::{EventKind, WorkerEvent};
 pub use handle::{EventStream, WorkerHandle, WorkerSender};
 pub use reply::{Pending, ReplyError, ReplyTo};

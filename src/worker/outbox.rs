@@ -7,13 +7,13 @@
 //! the workers through the control queue.
 
 use super::envelope::Wire;
-use super::error::SendError;
+use super::error::{FlushError, SendError};
 use super::reply::{Pending, ReplyTo};
 use super::shared::{Control, WorkerShared};
 use crate::channel::ring::{self, Producer, PushError};
 use crate::channel::wait::{Step, Waiter};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One producer's rings into every worker of a group.
 pub(crate) struct Outbox<M> {
@@ -83,6 +83,29 @@ impl<M: Send + 'static> Outbox<M> {
 
     pub(crate) fn len(&self) -> usize {
         self.rings.len()
+    }
+
+    /// Waits until every worker this outbox reaches has handled everything
+    /// sent to it, by any sender, before the call: a barrier across senders.
+    /// All workers are asked first, then awaited against one deadline.
+    pub(crate) fn flush(&self, timeout: Option<Duration>) -> Result<(), FlushError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let waits = self
+            .workers
+            .iter()
+            .map(|w| w.start_flush().map(|rx| (w, rx)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (w, rx) in waits {
+            let answer = match deadline {
+                None => rx.recv().map_err(|_| w.flush_stopped()),
+                Some(d) => rx.recv_deadline(d).map_err(|e| match e {
+                    crossbeam_channel::RecvTimeoutError::Timeout => FlushError::Timeout,
+                    crossbeam_channel::RecvTimeoutError::Disconnected => w.flush_stopped(),
+                }),
+            };
+            answer?;
+        }
+        Ok(())
     }
 
     /// A reply slot for a request to worker `index`, tied to its life.

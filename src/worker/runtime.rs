@@ -138,6 +138,7 @@ fn thread_main<W: Worker>(
         next_tick: None,
         cursor: 0,
         control: VecDeque::new(),
+        flushes: Vec::new(),
     };
     if let Err(e) = runner.start() {
         let _ = ready.send(Err(e));
@@ -164,6 +165,16 @@ struct Runner<W: Worker> {
     next_tick: Option<Instant>,
     cursor: usize,
     control: VecDeque<Control<W::Message>>,
+    /// Flushes waiting for the rings to reach their snapshots.
+    flushes: Vec<PendingFlush>,
+}
+
+/// A flush in progress: answered once each ring's read index has reached
+/// the tail it had when the flush arrived (a ring that finished and was
+/// dropped has reached it).
+struct PendingFlush {
+    targets: Vec<(usize, usize)>,
+    done: crossbeam_channel::Sender<()>,
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
@@ -239,6 +250,9 @@ impl<W: Worker> Runner<W> {
                 break;
             }
             if worked {
+                self.check_flushes();
+            }
+            if worked {
                 self.after_round();
                 if self.gave_up.is_some() {
                     break;
@@ -282,9 +296,41 @@ impl<W: Worker> Runner<W> {
                 Control::Ping(tx) => {
                     let _ = tx.send(());
                 }
+                Control::Flush(done) => self.start_flush(done),
                 Control::Stop => self.stopping = true,
             }
         }
+        self.check_flushes();
+    }
+
+    /// Snapshots every ring's published tail. A send that returned before
+    /// the flush was asked for published its tail before the control queue's
+    /// lock was taken, and this runs after the worker took that lock, so
+    /// the snapshot covers it; rings attached before the flush arrived are
+    /// already in `rings` (the control queue is FIFO).
+    fn start_flush(&mut self, done: crossbeam_channel::Sender<()>) {
+        let targets = self.rings.iter().map(|r| (r.id(), r.tail_now())).collect();
+        self.flushes.push(PendingFlush { targets, done });
+    }
+
+    /// Answers the flushes whose snapshots every ring has reached.
+    fn check_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let rings = &self.rings;
+        self.flushes.retain(|f| {
+            let reached = f.targets.iter().all(|&(id, target)| {
+                rings
+                    .iter()
+                    .find(|r| r.id() == id)
+                    .is_none_or(|r| r.popped() >= target)
+            });
+            if reached {
+                let _ = f.done.send(());
+            }
+            !reached
+        });
     }
 
     /// One pass over every ring, a batch from each. Returns whether any
@@ -563,6 +609,7 @@ impl<W: Worker> Runner<W> {
                     Control::Ping(tx) => {
                         let _ = tx.send(());
                     }
+                    Control::Flush(done) => self.start_flush(done),
                     Control::Pause | Control::Resume | Control::Stop => {}
                 }
             }
@@ -592,6 +639,10 @@ impl<W: Worker> Runner<W> {
             if self.shared.close_control_if_empty(&mut pending) {
                 break;
             }
+        }
+        // Everything queued has been handled: every flush is complete.
+        for f in self.flushes.drain(..) {
+            let _ = f.done.send(());
         }
         self.rings.clear();
     }
@@ -650,6 +701,8 @@ impl<W: Worker> Runner<W> {
             }
         }
         self.rings.clear();
+        // Dropping the answer channels reports `FlushError::Stopped`.
+        self.flushes.clear();
         self.state = None;
         self.shared.stats.set_state(WorkerState::Failed);
         self.shared.emit(EventKind::GaveUp {

@@ -22,6 +22,9 @@ pub(crate) enum Control<M> {
     Pause,
     Resume,
     Ping(crossbeam_channel::Sender<()>),
+    /// Answer once everything queued before this command, in every ring,
+    /// has been handled (see `Runner::check_flushes`).
+    Flush(crossbeam_channel::Sender<()>),
     Stop,
 }
 
@@ -143,6 +146,21 @@ impl<M> WorkerShared<M> {
             Ok(()) => Ok(t0.elapsed()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(crate::Error::Timeout),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
+        }
+    }
+
+    /// Asks for a flush; the answer arrives on the returned channel (or it
+    /// disconnects if the worker exits first).
+    pub(crate) fn start_flush(&self) -> Result<crossbeam_channel::Receiver<()>, super::FlushError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send_control(Control::Flush(tx))
+            .map_err(|_| self.flush_stopped())?;
+        Ok(rx)
+    }
+
+    pub(crate) fn flush_stopped(&self) -> super::FlushError {
+        super::FlushError::Stopped {
+            worker: self.name.to_string(),
         }
     }
 

@@ -10,9 +10,9 @@
 
 use super::error::SendError;
 use super::handle::WorkerSender;
-use crate::channel::Channel;
+use crate::Result;
 use crate::channel::spsc;
-use crate::{Error, Result};
+use crate::channel::{Channel, RecvError, RecvTimeoutError};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -190,17 +190,18 @@ impl<T: Send + 'static> ResultQueue<T> {
     /// Waits for the next result.
     ///
     /// # Errors
-    /// `Disconnected` once the sink is gone and the queue is empty.
-    pub fn recv(&mut self) -> Result<T> {
-        self.rx.recv().map_err(|_| Error::Disconnected)
+    /// [`RecvError`] once the sink is gone and the queue is empty.
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        self.rx.recv()
     }
 
     /// Waits at most `timeout` for the next result.
     ///
     /// # Errors
-    /// `Timeout`, or `Disconnected` once the sink is gone.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
-        self.rx.recv_timeout(timeout).map_err(Error::from)
+    /// [`RecvTimeoutError::Timeout`], or `Disconnected` once the sink is
+    /// gone and the queue is empty.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
     }
 
     /// The next result if one is ready.
@@ -275,6 +276,6 @@ mod tests {
         sink.deliver(1u8);
         drop(sink);
         assert_eq!(q.recv().unwrap(), 1);
-        assert!(matches!(q.recv(), Err(Error::Disconnected)));
+        assert_eq!(q.recv(), Err(RecvError));
     }
 }

@@ -612,3 +612,27 @@ fn leaked_or_kept_reply_slots_resolve_when_the_worker_exits() {
     assert_eq!(rx.recv_timeout(LONG), Ok(Err(ReplyError::Dropped)));
     waiter.join().unwrap();
 }
+
+/// Errors a user can act on: `Debug` names the variant, `Stopped` stays
+/// `Stopped` in the umbrella error, and an empty non-blocking receive is not
+/// a timeout.
+#[test]
+fn errors_keep_their_meaning_through_conversions() {
+    assert_eq!(format!("{:?}", SendError::Stopped(5u8)), "Stopped(..)");
+    assert_eq!(format!("{:?}", SendError::Full(5u8)), "Full(..)");
+    let e = SendError::NoSuchWorker {
+        index: 3,
+        len: 2,
+        message: (),
+    };
+    assert_eq!(format!("{e:?}"), "NoSuchWorker { index: 3, len: 2, .. }");
+    assert!(matches!(Error::from(SendError::Stopped(1)), Error::Stopped));
+    assert!(matches!(
+        Error::from(crate::channel::TryRecvError::Empty),
+        Error::Empty
+    ));
+    let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
+    h.stop().unwrap();
+    let e: Error = h.send(Cmd::Add(1)).unwrap_err().into();
+    assert!(matches!(e, Error::Stopped), "{e}");
+}
