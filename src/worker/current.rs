@@ -20,6 +20,14 @@ thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
+/// Whether the calling thread runs a worker (safe to call from a panic
+/// hook: it never panics, also while the thread's locals are torn down).
+pub(crate) fn on_worker_thread() -> bool {
+    CURRENT
+        .try_with(|c| c.try_borrow().map(|c| c.is_some()).unwrap_or(true))
+        .unwrap_or(false)
+}
+
 /// Records the worker this thread runs (set once, at thread start).
 pub(crate) fn enter<M: Send + 'static>(
     shared: Arc<WorkerShared<M>>,

@@ -1,17 +1,19 @@
 //! Reports a worker makes about itself: failures, panics, restarts, stalls.
 //!
-//! Events go to a bounded channel that the owner of the worker (its handle or
-//! pool) can read with `events()`. If nobody reads and the channel fills up,
-//! further events are counted in `WorkerStats::events_dropped` rather than
-//! blocking the worker: a report must never stall the data path.
+//! Events go to a bounded channel of [`EVENT_CAPACITY`] events per handle or
+//! pool, which its owner reads with `events()`. If nobody reads and the
+//! channel fills up, further events are dropped and counted in
+//! `WorkerStats::events_dropped` rather than blocking the worker (a report
+//! must never stall the data path); once there is room again, an
+//! [`EventKind::EventsDropped`] event reports the gap before the next event.
 
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Events kept before new ones are dropped and counted.
-pub(crate) const EVENT_CAPACITY: usize = 4096;
+/// Events kept unread before new ones are dropped and counted.
+pub const EVENT_CAPACITY: usize = 4096;
 
 /// Something a worker reports.
 #[derive(Debug, Clone)]
@@ -88,6 +90,13 @@ pub enum EventKind {
     },
     /// The worker stopped after draining its queues.
     Stopped,
+    /// `count` events of this worker were dropped because the event queue
+    /// was full ([`EVENT_CAPACITY`] unread); reported before the next event
+    /// that fits.
+    EventsDropped {
+        /// Events dropped since the last such report.
+        count: u64,
+    },
 }
 
 /// Where workers send their events.
@@ -107,7 +116,23 @@ impl EventSink {
         self.rx.clone()
     }
 
-    pub(crate) fn emit(&self, event: WorkerEvent, dropped: &AtomicU64) {
+    /// Queues `event`, first reporting any gap left by dropped events, so a
+    /// reader can tell a quiet worker from a lost report.
+    pub(crate) fn emit(&self, event: WorkerEvent, dropped: &AtomicU64, reported: &AtomicU64) {
+        let lost = dropped.load(Ordering::Relaxed);
+        let told = reported.load(Ordering::Relaxed);
+        if lost > told {
+            let gap = WorkerEvent {
+                worker: event.worker,
+                name: event.name.clone(),
+                kind: EventKind::EventsDropped { count: lost - told },
+            };
+            if self.tx.try_send(gap).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            reported.fetch_max(lost, Ordering::Relaxed);
+        }
         if self.tx.try_send(event).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -384,6 +384,13 @@ impl<W: Worker> Runner<W> {
             return 0;
         }
         let own = &shared.stats.own;
+        // Work found: an idle period ends before the handler runs, so the
+        // handler's time counts as busy (one local load per batch).
+        let idle_since = own.idle_since.get();
+        if idle_since != 0 {
+            own.idle_ns.add(now_nanos().saturating_sub(idle_since));
+            own.idle_since.set(0);
+        }
         let mut batch = Batch::new(ring.drain(config.batch_size()), *next_seq);
         own.handler_calls.add(1);
         own.in_handler.set(1);

@@ -185,6 +185,7 @@ impl<M> WorkerShared<M> {
                 kind,
             },
             &self.stats.foreign.events_dropped,
+            &self.stats.foreign.events_reported,
         );
     }
 

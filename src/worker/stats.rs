@@ -67,9 +67,9 @@ pub struct WorkerStats {
     /// Messages queued, as last observed by the worker.
     pub queue_depth: u64,
     /// Time the worker was not idle (handling, ticking, or polling its
-    /// queues between messages), since it started. Idle periods count from
-    /// when the worker stops spinning and starts yielding or parking, so the
-    /// hot path reads no clock.
+    /// queues between messages), from its start until it stopped (or now).
+    /// Idle periods count from when the worker stops spinning and starts
+    /// yielding or parking, so the hot path reads no clock.
     pub busy: Duration,
     /// Handlers reported as stalled.
     pub stalls: u64,
@@ -99,6 +99,8 @@ pub(crate) struct OwnCounters {
     pub(crate) idle_ns: LocalCounter,
     /// `now_nanos` when the current idle period began; 0 when not idle.
     pub(crate) idle_since: LocalCounter,
+    /// `now_nanos` when the worker stopped or failed; 0 while it runs.
+    pub(crate) ended_ns: LocalCounter,
 }
 
 /// Counters written by other threads (watchdog, event emitters).
@@ -106,6 +108,8 @@ pub(crate) struct OwnCounters {
 pub(crate) struct ForeignCounters {
     pub(crate) stalls: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
+    /// `events_dropped` as last reported by an `EventsDropped` event.
+    pub(crate) events_reported: AtomicU64,
 }
 
 /// A worker's statistics, shared between its thread and its handles.
@@ -137,6 +141,10 @@ impl StatsBlock {
     }
 
     pub(crate) fn set_state(&self, s: WorkerState) {
+        if matches!(s, WorkerState::Stopped | WorkerState::Failed) {
+            // `busy` stops counting here.
+            self.own.ended_ns.set(now_nanos());
+        }
         self.state.store(s.to_u8(), Ordering::Release);
     }
 }
@@ -147,7 +155,10 @@ fn busy_ns(o: &OwnCounters) -> u64 {
     if started == 0 {
         return 0;
     }
-    let now = now_nanos();
+    let now = match o.ended_ns.get() {
+        0 => now_nanos(),
+        ended => ended,
+    };
     let idle_since = o.idle_since.get();
     let current_idle = if idle_since == 0 {
         0

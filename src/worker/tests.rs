@@ -636,3 +636,45 @@ fn errors_keep_their_meaning_through_conversions() {
     let e: Error = h.send(Cmd::Add(1)).unwrap_err().into();
     assert!(matches!(e, Error::Stopped), "{e}");
 }
+
+/// `busy` stops growing once the worker has stopped.
+#[test]
+fn busy_stops_counting_at_stop() {
+    let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
+    h.send(Cmd::Sleep(Duration::from_millis(20))).unwrap();
+    h.stop().unwrap();
+    let first = h.stats().busy;
+    assert!(first >= Duration::from_millis(20), "{first:?}");
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(h.stats().busy, first);
+}
+
+/// Events beyond the queue's capacity are dropped and counted, and the gap
+/// is reported by an `EventsDropped` event once there is room again.
+#[test]
+fn dropped_events_are_counted_and_reported() {
+    let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
+    let events = h.events();
+    let extra = 10;
+    for _ in 0..EVENT_CAPACITY + extra {
+        h.send(Cmd::Fail).unwrap();
+    }
+    h.flush().unwrap();
+    assert_eq!(h.stats().events_dropped, extra as u64);
+    let first = events.drain();
+    assert_eq!(first.len(), EVENT_CAPACITY);
+    h.send(Cmd::Fail).unwrap();
+    h.flush().unwrap();
+    let kinds: Vec<EventKind> = events.drain().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds.first(),
+        Some(&EventKind::EventsDropped {
+            count: extra as u64
+        })
+    );
+    assert!(matches!(
+        kinds.get(1),
+        Some(EventKind::HandlerFailed { .. })
+    ));
+    h.stop().unwrap();
+}
