@@ -6,7 +6,8 @@
 //! picks, which then receives [`NetEvent`]s for it (accepted, data, closed,
 //! error) through its [`ResultSink`]. Replies go back through a
 //! [`NetClient`]: `send` takes the buffer by ownership, and the network
-//! worker recycles it as a receive buffer once it is sent.
+//! worker may recycle it as a receive buffer once it is sent (a bounded
+//! pool: what exceeds it is freed).
 
 mod conn;
 mod poll;

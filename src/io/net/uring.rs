@@ -757,13 +757,20 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-/// Buffers that finished sending, kept to become receive buffers (up to
-/// 1,024 of them). Every buffer here is owned by the pool alone: nothing
-/// in flight points to it.
+/// Buffers that finished sending, kept to become receive buffers.
+///
+/// Only buffers at least as large as a receive buffer and at most twice as
+/// large are kept, and at most [`SPARE_BYTES`] of them in all (counting
+/// capacity); the rest are freed, so a burst of large sends does not pin
+/// their memory for good. Every buffer here is owned by the pool alone:
+/// nothing in flight points to it.
 struct SparePool {
     bufs: Vec<Vec<u8>>,
     bytes: usize,
 }
+
+/// How many bytes of capacity the spare pool keeps at most.
+const SPARE_BYTES: usize = 4 << 20;
 
 impl SparePool {
     fn new() -> Self {
@@ -776,7 +783,7 @@ impl SparePool {
     /// Keeps `buf` for a later receive of `recv_size` bytes, or frees it.
     fn put(&mut self, mut buf: Vec<u8>, recv_size: usize) {
         let cap = buf.capacity();
-        if cap < recv_size || self.bufs.len() >= 1024 {
+        if cap < recv_size || cap > 2 * recv_size || self.bytes + cap > SPARE_BYTES {
             return;
         }
         buf.clear();
@@ -842,6 +849,30 @@ mod tests {
             net.reap();
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn the_spare_pool_is_bounded_in_bytes_and_frees_oversized_buffers() {
+        let recv = 64 * 1024;
+        let mut pool = SparePool::new();
+        for _ in 0..2000 {
+            pool.put(Vec::with_capacity(recv), recv);
+        }
+        for _ in 0..100 {
+            pool.put(Vec::with_capacity(1 << 20), recv);
+        }
+        let held: usize = pool.bufs.iter().map(Vec::capacity).sum();
+        assert_eq!(held, pool.bytes, "the byte count is exact");
+        assert!(held <= SPARE_BYTES, "the pool holds {held} bytes");
+        assert!(
+            pool.bufs.iter().all(|b| b.capacity() <= 2 * recv),
+            "a large sent buffer is freed, not kept as a receive buffer"
+        );
+        assert!(pool.take().is_some(), "buffers that fit are kept");
+        assert_eq!(
+            pool.bytes,
+            pool.bufs.iter().map(Vec::capacity).sum::<usize>()
+        );
     }
 
     #[test]
