@@ -209,6 +209,14 @@ impl UringNet {
         ok
     }
 
+    /// Why a push found no room: a broken ring, or a full one.
+    fn push_error(&self, op: &'static str) -> IoError {
+        match self.ring.broken() {
+            Some(errno) => IoError::not_submitted(errno),
+            None => IoError::os(op, libc::EBUSY),
+        }
+    }
+
     fn take_listeners(&mut self) {
         let new: Vec<_> = std::mem::take(&mut *self.control.listeners.lock());
         for l in new {
@@ -239,7 +247,11 @@ impl UringNet {
     }
 
     fn take_requests(&mut self) -> usize {
-        let budget = self.ring.sq_free() / 2;
+        // A broken ring still takes requests, to fail them.
+        let budget = match self.ring.broken() {
+            Some(_) => 64,
+            None => self.ring.sq_free() / 2,
+        };
         let mut batch = std::mem::take(&mut self.requests);
         let n = self.inbox.drain(budget, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
@@ -304,7 +316,8 @@ impl UringNet {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.send_inflight = false;
             }
-            self.fail_conn(slot, IoError::os("send", libc::EBUSY));
+            let e = self.push_error("send");
+            self.fail_conn(slot, e);
         }
     }
 
@@ -339,7 +352,8 @@ impl UringNet {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.recv_inflight = false;
             }
-            self.fail_conn(slot, IoError::os("recv", libc::EBUSY));
+            let e = self.push_error("recv");
+            self.fail_conn(slot, e);
         }
     }
 
