@@ -165,6 +165,7 @@ impl UringStorage {
         let (count, size) = config.fixed_buffers;
         let fixed = (count > 0 && size > 0)
             .then(|| FixedRegion::new(index, count, size))
+            .flatten()
             .filter(|region| {
                 let iov = region.iovecs();
                 // SAFETY: the region's memory lives as long as the Arc, which
