@@ -195,7 +195,10 @@ impl UringStorage {
         self.fixed.clone()
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs until stopped; then finishes everything in flight, closes the
+    /// files and delivers every completion (see
+    /// [`Inbox::finish_delivering`]).
+    pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
             self.ring.arm_wake();
             self.inbox.accept_joining();
@@ -214,6 +217,7 @@ impl UringStorage {
                 .idle(took + reaped > 0, &shared.signal, || inbox.has_requests());
         }
         self.shut_down();
+        self.inbox.finish_delivering(&drained);
     }
 
     /// Answers queued requests with `Stopped`, lets everything in flight
@@ -235,12 +239,6 @@ impl UringStorage {
             self.ring.submit(true);
             self.reap();
             self.inbox.flush();
-        }
-        // Completions for workers that are slow to take them: keep trying
-        // briefly, they are acknowledged results.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.inbox.flush() > 0 && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
         }
         for f in self.files.drain() {
             // SAFETY: the table owned this descriptor; nothing is in flight.
