@@ -172,7 +172,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `with_alignment` with this layout.
+        // SAFETY: `ptr` was allocated in `try_with_alignment` with exactly
+        // this layout, and is freed only here, once.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
