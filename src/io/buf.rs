@@ -2,6 +2,7 @@
 //! fallback's system call) works on them in place, and they come back in the
 //! completion. No copy on either side.
 
+use super::IoError;
 use parking_lot::Mutex;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fmt;
@@ -35,25 +36,72 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// An empty buffer of `capacity` bytes aligned to [`DIRECT_ALIGN`].
+    ///
+    /// # Panics
+    /// If no such allocation can be described (see
+    /// [`try_with_alignment`](Self::try_with_alignment)).
     pub fn new(capacity: usize) -> Self {
         Self::with_alignment(capacity, DIRECT_ALIGN)
     }
 
     /// An empty buffer of `capacity` bytes aligned to `align` (a power of
     /// two; anything else is rounded up to one).
+    ///
+    /// # Panics
+    /// If no such allocation can be described (see
+    /// [`try_with_alignment`](Self::try_with_alignment)): it never returns
+    /// a buffer with a weaker alignment than asked.
     pub fn with_alignment(capacity: usize, align: usize) -> Self {
-        let align = align.max(1).next_power_of_two();
+        Self::try_with_alignment(capacity, align).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An empty buffer of `capacity` bytes aligned to [`DIRECT_ALIGN`], or
+    /// an error.
+    ///
+    /// # Errors
+    /// As [`try_with_alignment`](Self::try_with_alignment).
+    pub fn try_new(capacity: usize) -> Result<Self, IoError> {
+        Self::try_with_alignment(capacity, DIRECT_ALIGN)
+    }
+
+    /// An empty buffer of `capacity` bytes aligned to `align` (rounded up
+    /// to a power of two), or an error: never a buffer aligned less than
+    /// asked.
+    ///
+    /// ```
+    /// use shared_nothing::io::{AlignedBuf, IoError};
+    /// assert!(matches!(AlignedBuf::try_with_alignment(usize::MAX, 4096), Err(IoError::Invalid(_))));
+    /// assert_eq!(AlignedBuf::try_with_alignment(10, 512).unwrap().alignment(), 512);
+    /// ```
+    ///
+    /// # Errors
+    /// [`IoError::Invalid`] if the size rounded up to the alignment (or the
+    /// alignment rounded up to a power of two) overflows, or exceeds
+    /// `isize::MAX`; [`IoError::Os`] with `ENOMEM` if the allocator refuses.
+    pub fn try_with_alignment(capacity: usize, align: usize) -> Result<Self, IoError> {
+        let invalid = |why: &str| {
+            IoError::Invalid(format!(
+                "an AlignedBuf of {capacity} bytes aligned to {align}: {why}"
+            ))
+        };
+        let align = align
+            .max(1)
+            .checked_next_power_of_two()
+            .ok_or_else(|| invalid("no such power of two"))?;
         // Zero-sized allocations are not allowed; one aligned block is cheap.
-        let size = capacity.max(1).next_multiple_of(align);
-        let layout = Layout::from_size_align(size, align).unwrap_or_else(|_| Layout::new::<u8>());
-        // SAFETY: the layout has a non-zero size.
+        let size = capacity
+            .max(1)
+            .checked_next_multiple_of(align)
+            .ok_or_else(|| invalid("the size overflows"))?;
+        let layout = Layout::from_size_align(size, align).map_err(|e| invalid(&e.to_string()))?;
+        // SAFETY: the layout has a non-zero size (at least one byte).
         let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self {
+        let ptr = NonNull::new(raw).ok_or_else(|| IoError::os("alloc", libc::ENOMEM))?;
+        Ok(Self {
             ptr,
             len: 0,
             layout,
-        }
+        })
     }
 
     /// Bytes in use.
@@ -124,7 +172,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `with_alignment` with this layout.
+        // SAFETY: `ptr` was allocated in `try_with_alignment` with exactly
+        // this layout, and is freed only here, once.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
@@ -162,18 +211,20 @@ impl fmt::Debug for FixedRegion {
 }
 
 impl FixedRegion {
-    pub(crate) fn new(owner: usize, slots: usize, slot_size: usize) -> Arc<Self> {
+    /// `slots` aligned slots of `slot_size` bytes (rounded up to
+    /// [`DIRECT_ALIGN`]); `None` if that much cannot be allocated aligned.
+    pub(crate) fn new(owner: usize, slots: usize, slot_size: usize) -> Option<Arc<Self>> {
         let slots = slots.min(usize::from(u16::MAX));
-        let slot_size = slot_size.next_multiple_of(DIRECT_ALIGN);
-        let mut base = AlignedBuf::new(slots * slot_size);
+        let slot_size = slot_size.checked_next_multiple_of(DIRECT_ALIGN)?;
+        let mut base = AlignedBuf::try_new(slots.checked_mul(slot_size)?).ok()?;
         base.set_len(base.capacity());
-        Arc::new(Self {
+        Some(Arc::new(Self {
             base,
             slot_size,
             slots,
             free: Mutex::new((0..slots as u16).rev().collect()),
             owner,
-        })
+        }))
     }
 
     /// The iovecs to register, one per slot.
@@ -434,8 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn an_impossible_layout_is_an_error_never_a_misaligned_buffer() {
+        let huge = isize::MAX as usize;
+        let made = std::panic::catch_unwind(|| AlignedBuf::with_alignment(huge, DIRECT_ALIGN));
+        if let Ok(b) = made {
+            assert!(
+                b.alignment() >= DIRECT_ALIGN && b.capacity() >= huge,
+                "asked for {huge} bytes aligned to {DIRECT_ALIGN}, got {} aligned to {}",
+                b.capacity(),
+                b.alignment()
+            );
+        }
+        for (cap, align) in [(huge, DIRECT_ALIGN), (usize::MAX, 1), (16, usize::MAX)] {
+            assert!(
+                matches!(
+                    AlignedBuf::try_with_alignment(cap, align),
+                    Err(IoError::Invalid(_))
+                ),
+                "{cap} aligned to {align}"
+            );
+        }
+        let b = AlignedBuf::try_new(100).unwrap();
+        assert_eq!((b.capacity(), b.alignment()), (DIRECT_ALIGN, DIRECT_ALIGN));
+    }
+
+    #[test]
     fn fixed_bufs_return_to_the_pool() {
-        let r = FixedRegion::new(0, 2, 100);
+        let r = FixedRegion::new(0, 2, 100).unwrap();
         let a = r.take().unwrap();
         let mut b = r.take().unwrap();
         assert!(r.take().is_none());

@@ -53,12 +53,36 @@ pub enum IoError {
     /// The I/O worker stopped before the request ran.
     #[error("the I/O worker stopped before the request ran")]
     Stopped,
+    /// The worker's io_uring refused to submit the request
+    /// (`io_uring_enter` failed with an error other than the transient
+    /// `EBUSY`/`EAGAIN`, which are retried): the request never ran. The
+    /// worker's ring takes no more requests after this.
+    #[error("the request was never submitted: io_uring_enter failed: {source}")]
+    NotSubmitted {
+        /// The submit's error, with its errno.
+        source: io::Error,
+    },
+    /// A write asked to be durable with
+    /// [`Durability::Linked`](crate::io::Durability::Linked) was written,
+    /// but the ring could not keep its `fdatasync` linked after it, so it
+    /// is not known to be durable (sync the file to make it so).
+    #[error("{written} bytes written, but the linked fdatasync was not ordered after the write")]
+    NotDurable {
+        /// Bytes written.
+        written: usize,
+    },
 }
 
 impl IoError {
     pub(crate) fn os(op: &'static str, errno: i32) -> Self {
         IoError::Os {
             op,
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    pub(crate) fn not_submitted(errno: i32) -> Self {
+        IoError::NotSubmitted {
             source: io::Error::from_raw_os_error(errno),
         }
     }
@@ -84,11 +108,12 @@ impl IoError {
     /// The [`io::ErrorKind`] (`Other` for errors that are not the kernel's).
     pub fn kind(&self) -> io::ErrorKind {
         match self {
-            IoError::Os { source, .. } => source.kind(),
+            IoError::Os { source, .. } | IoError::NotSubmitted { source } => source.kind(),
             IoError::Misaligned { .. } | IoError::Invalid(_) => io::ErrorKind::InvalidInput,
             IoError::NotOpen { .. } => io::ErrorKind::NotFound,
             IoError::ShortWrite { .. } => io::ErrorKind::WriteZero,
             IoError::Stopped => io::ErrorKind::BrokenPipe,
+            IoError::NotDurable { .. } => io::ErrorKind::Other,
         }
     }
 }

@@ -178,6 +178,21 @@ impl<R: Send, C: Send + 'static> Inbox<R, C> {
         backlog
     }
 
+    /// The last thing a stopping worker does, once every request it took
+    /// has its completion: reports through `drained` how many completions
+    /// still wait in the backlogs of targets that are full (so `stop` can
+    /// return without waiting on a target that may be the very worker
+    /// calling it), then keeps delivering them until each is taken or its
+    /// target is gone. Nothing is dropped for being slow.
+    pub(crate) fn finish_delivering(&mut self, drained: &crossbeam_channel::Sender<usize>) {
+        let _ = drained.send(self.flush());
+        let mut pause = std::time::Duration::from_micros(10);
+        while self.flush() > 0 {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Closes every ring (clients then fail with `Stopped`) and returns the
     /// requests left in them, to be answered with `IoError::Stopped`.
     pub(crate) fn close_all(&mut self) -> Vec<(u32, R)> {

@@ -5,6 +5,7 @@
 use super::wake::EventFd;
 use crate::sync::signal::Signal;
 use io_uring::{IoUring, Submitter, opcode, squeue, types};
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,27 @@ use std::time::{Duration, Instant};
 /// `user_data` of the eventfd read; workers use other values.
 pub(crate) const WAKE: u64 = u64::MAX;
 
+/// Set in the flags of a completion [`KernelRing::reap`] makes up for an
+/// SQE the kernel never took, because the ring broke (a submit failed for
+/// good) before it was submitted; its result is the failed submit's
+/// `-errno`. The kernel's own flags use the low bits.
+pub(crate) const NOT_SUBMITTED: u32 = 1 << 31;
+
+/// `IORING_ENTER_GETEVENTS`.
+const ENTER_GETEVENTS: u32 = 1;
+
 /// A worker's io_uring plus its wake-up read.
+///
+/// It tracks every SQE pushed but not yet taken by the kernel, so a failed
+/// submit is handled, not ignored: `EBUSY`/`EAGAIN` (a full completion
+/// queue, short kernel memory) and `EINTR` leave them queued for the next
+/// submit, after the worker has reaped; any other error breaks the ring:
+/// it takes no more SQEs and never enters the kernel to submit again, and
+/// every SQE still queued gets a made-up completion flagged
+/// [`NOT_SUBMITTED`], so its operation fails (and its memory is released)
+/// knowing the kernel never saw it. A linked pair is pushed whole or not
+/// at all ([`push_linked`](Self::push_linked)); if a partial submit still
+/// splits one, [`take_split`](Self::take_split) names its second half.
 pub(crate) struct KernelRing {
     ring: IoUring,
     waker: Arc<EventFd>,
@@ -23,6 +44,27 @@ pub(crate) struct KernelRing {
     wake_armed: bool,
     spin: Duration,
     idle_since: Option<Instant>,
+    /// SQEs pushed and not yet taken by the kernel, in queue order: their
+    /// `user_data`, and whether each is linked to the next.
+    pending: VecDeque<(u64, bool)>,
+    /// Second halves of linked pairs whose first half a partial submit
+    /// took alone.
+    split: Vec<u64>,
+    /// The errno of the submit that broke the ring.
+    broken: Option<i32>,
+    /// Made-up completions of the SQEs the kernel never took.
+    refused: Vec<(u64, i32, u32)>,
+    /// Test seam: the next submit fails with this errno without entering
+    /// the kernel.
+    #[cfg(test)]
+    pub(crate) fail_next_submit: Option<i32>,
+    /// Test seam: submits take at most this many SQEs (a partial submit).
+    #[cfg(test)]
+    pub(crate) submit_at_most: Option<u32>,
+    /// Test log: `Some(user_data)` per push, `None` per submit that
+    /// entered the kernel.
+    #[cfg(test)]
+    pub(crate) log: Vec<Option<u64>>,
 }
 
 impl KernelRing {
@@ -45,6 +87,16 @@ impl KernelRing {
             wake_armed: false,
             spin,
             idle_since: None,
+            pending: VecDeque::new(),
+            split: Vec::new(),
+            broken: None,
+            refused: Vec::new(),
+            #[cfg(test)]
+            fail_next_submit: None,
+            #[cfg(test)]
+            submit_at_most: None,
+            #[cfg(test)]
+            log: Vec::new(),
         })
     }
 
@@ -53,10 +105,18 @@ impl KernelRing {
         self.ring.submitter()
     }
 
-    /// Free submission queue entries.
+    /// Free submission queue entries (none once the ring is broken).
     pub(crate) fn sq_free(&mut self) -> usize {
+        if self.broken.is_some() {
+            return 0;
+        }
         let sq = self.ring.submission();
         sq.capacity() - sq.len()
+    }
+
+    /// The errno of the submit that broke the ring, if one did.
+    pub(crate) fn broken(&self) -> Option<i32> {
+        self.broken
     }
 
     /// Keeps a read on the eventfd in flight, so a client's push wakes the
@@ -72,8 +132,9 @@ impl KernelRing {
         )
         .build()
         .user_data(WAKE);
-        // SAFETY: `wake_buf` lives as long as this ring, and is leaked
-        // rather than freed if its read never completes (`leak_wake_buf`).
+        // SAFETY: the read writes 8 bytes into `wake_buf`, a heap u64 that
+        // lives as long as this ring and is leaked rather than freed if its
+        // read never completes (`leak_wake_buf`).
         if unsafe { self.push(&sqe) } {
             self.wake_armed = true;
         }
@@ -96,15 +157,19 @@ impl KernelRing {
     }
 
     /// Pushes one SQE, submitting first if the queue is full; `false` if it
-    /// still does not fit.
+    /// still does not fit or the ring is broken (then nothing was pushed).
     ///
     /// # Safety
-    /// Every pointer in `sqe` must stay valid until its completion is
-    /// reaped.
+    /// Every pointer in `sqe` must stay valid, and what it points to
+    /// unmoved, until its completion is reaped.
     pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
         for _ in 0..2 {
+            if self.broken.is_some() {
+                return false;
+            }
             // SAFETY: the caller keeps what `sqe` points to alive.
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.pushed(sqe.get_user_data(), false);
                 return true;
             }
             self.submit(false);
@@ -112,42 +177,156 @@ impl KernelRing {
         false
     }
 
+    /// Pushes `first` linked (`IO_LINK`) to `second`, both or neither:
+    /// submits first if fewer than two entries are free; `false` if they
+    /// still do not fit or the ring is broken (then nothing was pushed).
+    ///
+    /// # Safety
+    /// As [`push`](Self::push), for both SQEs.
+    pub(crate) unsafe fn push_linked(
+        &mut self,
+        first: &squeue::Entry,
+        second: &squeue::Entry,
+    ) -> bool {
+        if self.sq_free() < 2 {
+            self.submit(false);
+        }
+        if self.sq_free() < 2 {
+            return false;
+        }
+        let pair = [first.clone().flags(squeue::Flags::IO_LINK), second.clone()];
+        // SAFETY: the caller keeps what both SQEs point to alive.
+        if unsafe { self.ring.submission().push_multiple(&pair) }.is_err() {
+            return false;
+        }
+        self.pushed(first.get_user_data(), true);
+        self.pushed(second.get_user_data(), false);
+        true
+    }
+
+    fn pushed(&mut self, user_data: u64, linked: bool) {
+        self.pending.push_back((user_data, linked));
+        #[cfg(test)]
+        self.log.push(Some(user_data));
+    }
+
+    /// The second halves of linked pairs that a partial submit split since
+    /// the last call (their first halves ran unlinked).
+    pub(crate) fn take_split(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.split)
+    }
+
     /// Submits what is queued; with `wait`, also waits for one completion.
     /// Enters the kernel with nothing to submit only when the ring flags
     /// completions that need task work (with cooperative task running they
-    /// appear only after an enter).
+    /// appear only after an enter). A broken ring only waits.
     pub(crate) fn submit(&mut self, wait: bool) {
-        let r = if wait {
-            self.ring.submit_and_wait(1)
-        } else if self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
+        if self.broken.is_some() {
+            if wait {
+                self.wait_only();
+            }
             return;
+        }
+        if !wait && self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
+            return;
+        }
+        let r = self.enter(wait);
+        self.account(r);
+    }
+
+    fn enter(&mut self, wait: bool) -> std::io::Result<usize> {
+        #[cfg(test)]
+        {
+            if let Some(errno) = self.fail_next_submit.take() {
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+            self.log.push(None);
+            if let Some(most) = self.submit_at_most {
+                let len = self.ring.submission().len() as u32;
+                let want = u32::from(wait);
+                // SAFETY: submits at most the SQEs already queued (each
+                // pushed under `push`'s contract); no argument pointer.
+                return unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        len.min(most),
+                        want,
+                        ENTER_GETEVENTS,
+                        None,
+                    )
+                };
+            }
+        }
+        if wait {
+            self.ring.submit_and_wait(1)
         } else {
             self.ring.submit()
-        };
-        if let Err(e) = r {
-            // EBUSY/EAGAIN: the completion queue is full; reaping makes room.
-            // EINTR: retried on the next round.
-            debug_assert!(
-                matches!(
+        }
+    }
+
+    /// Books the outcome of an enter: the SQEs it took leave `pending`.
+    fn account(&mut self, r: std::io::Result<usize>) {
+        match r {
+            Ok(n) => {
+                debug_assert!(n <= self.pending.len(), "the kernel took unknown SQEs");
+                let mut last_linked = false;
+                for _ in 0..n.min(self.pending.len()) {
+                    last_linked = self.pending.pop_front().is_some_and(|(_, l)| l);
+                }
+                if last_linked && let Some(&(second, _)) = self.pending.front() {
+                    self.split.push(second);
+                }
+            }
+            // Nothing was taken; reaping makes room (a full completion
+            // queue) and the next round retries.
+            Err(e)
+                if matches!(
                     e.raw_os_error(),
                     Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                ),
-                "io_uring_enter: {e}"
-            );
+                ) => {}
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.broken = Some(errno);
+                for (user_data, _) in self.pending.drain(..) {
+                    self.refused.push((user_data, -errno, NOT_SUBMITTED));
+                }
+            }
+        }
+    }
+
+    /// Waits for a completion without submitting anything (a broken ring
+    /// must never hand the kernel the SQEs left in it).
+    fn wait_only(&mut self) {
+        if !self.refused.is_empty() {
+            return;
+        }
+        // SAFETY: submits nothing (`to_submit` 0); no argument pointer.
+        let r = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 1, ENTER_GETEVENTS, None)
+        };
+        if r.is_err() {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     /// Moves the ready completions (`user_data`, result, flags) into `out`,
-    /// except the wake read's, which only re-arms; returns how many there
-    /// were, the wake read's included (a wake means work arrived).
+    /// the made-up ones of SQEs never submitted first, except the wake
+    /// read's, which only re-arms; returns how many there were, the wake
+    /// read's included (a wake means work arrived).
     pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) -> usize {
         let mut n = 0;
-        for c in self.ring.completion() {
+        let refused = std::mem::take(&mut self.refused);
+        let real = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()));
+        for (user_data, res, flags) in refused.into_iter().chain(real) {
             n += 1;
-            if c.user_data() == WAKE {
+            if user_data == WAKE {
                 self.wake_armed = false;
             } else {
-                out.push((c.user_data(), c.result(), c.flags()));
+                out.push((user_data, res, flags));
             }
         }
         n
@@ -157,7 +336,8 @@ impl KernelRing {
     /// `spin` has passed since the last work (a request or completion that
     /// comes within it costs no wake-up), then sleep in the kernel until a
     /// completion, unless `ready()` reports requests after the sleeping
-    /// flag is published (see [`Signal::sleep_unless`]).
+    /// flag is published (see [`Signal::sleep_unless`]). A broken ring has
+    /// no wake read in flight, so it naps instead.
     pub(crate) fn idle(&mut self, worked: bool, signal: &Signal, ready: impl FnOnce() -> bool) {
         if worked {
             self.idle_since = None;
@@ -169,10 +349,14 @@ impl KernelRing {
             return;
         }
         self.idle_since = None;
-        let ring = &self.ring;
+        if self.broken.is_some() {
+            std::thread::sleep(Duration::from_millis(1));
+            return;
+        }
         signal.sleep_unless(ready, || {
             // Completions already waiting make the enter return at once.
-            let _ = ring.submit_and_wait(1);
+            let r = self.enter(true);
+            self.account(r);
         });
     }
 }

@@ -6,7 +6,8 @@
 //! picks, which then receives [`NetEvent`]s for it (accepted, data, closed,
 //! error) through its [`ResultSink`]. Replies go back through a
 //! [`NetClient`]: `send` takes the buffer by ownership, and the network
-//! worker recycles it as a receive buffer once it is sent.
+//! worker may recycle it as a receive buffer once it is sent (a bounded
+//! pool: what exceeds it is freed).
 
 mod conn;
 mod poll;
@@ -310,9 +311,16 @@ impl NetworkWorker {
     /// connection (a round-robin partitioner spreads them evenly). Returns
     /// the bound address (port 0 picks a free port).
     ///
+    /// The socket is bound with `SO_REUSEADDR` (so connections of an
+    /// earlier listener left in `TIME_WAIT` do not block it), and a port
+    /// still in use is retried for up to [`BIND_RETRY`]: a listener that
+    /// is going away (a killed process's, whose ring the kernel is still
+    /// tearing down) holds its port for a few milliseconds.
+    ///
     /// # Errors
-    /// `Io` for a bind failure (`EADDRINUSE`, `EACCES`); `InvalidConfig`
-    /// for no targets; `WorkerStopped` if the worker has stopped.
+    /// `Io` for a bind failure (`EADDRINUSE` after the retries, `EACCES`),
+    /// its message naming the address and the cause; `InvalidConfig` for
+    /// no targets; `WorkerStopped` if the worker has stopped.
     pub fn listen(
         &self,
         addr: SocketAddr,
@@ -327,7 +335,7 @@ impl NetworkWorker {
         if self.shared.stop.load(std::sync::atomic::Ordering::Acquire) {
             return Err(self.stopped());
         }
-        let listener = TcpListener::bind(addr)?;
+        let listener = bind_listener(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         self.control.listeners.lock().push(NewListener {
@@ -363,6 +371,42 @@ impl NetworkWorker {
         self.shared.request_stop();
         if let Some(j) = self.join.take() {
             let _ = j.join();
+        }
+    }
+}
+
+/// How long [`NetworkWorker::listen`] retries a port that is in use.
+pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Binds a listening socket, retrying `EADDRINUSE` for [`BIND_RETRY`].
+/// The standard library's bind sets `SO_REUSEADDR` on Unix before binding.
+fn bind_listener(addr: SocketAddr) -> Result<TcpListener> {
+    use std::io::ErrorKind::AddrInUse;
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == AddrInUse && start.elapsed() < BIND_RETRY => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == AddrInUse => {
+                return Err(Error::Io(std::io::Error::new(
+                    AddrInUse,
+                    format!(
+                        "binding {addr}: {e}, still after retrying for {:?} (another socket \
+                         listens on it, with SO_REUSEADDR set on ours)",
+                        start.elapsed()
+                    ),
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("binding {addr}: {e}"),
+                )));
+            }
         }
     }
 }

@@ -258,7 +258,10 @@ fn listening_on_a_taken_port_is_an_error() {
         .listen(taken.local_addr().unwrap(), vec![s], rr())
         .unwrap_err();
     match e {
-        Error::Io(io) => assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse),
+        Error::Io(io) => {
+            assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+            assert!(io.to_string().contains("after retrying"), "{io}");
+        }
         other => panic!("{other}"),
     }
     assert!(matches!(
@@ -322,5 +325,49 @@ fn a_half_closed_peer_still_gets_the_replies() {
             matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
             "{name}"
         );
+    }
+}
+
+#[test]
+fn a_port_is_bound_again_right_after_its_listener_goes() {
+    for (backend, name) in [
+        (BackendChoice::Fallback, "fallback"),
+        (BackendChoice::Auto, "auto"),
+    ] {
+        // A worker listening with a live connection stops; another binds
+        // the same port at once (the old connection is in TIME_WAIT).
+        let mut first = NetworkWorker::start(0, NetConfig::new().backend(backend)).unwrap();
+        let (s, mut q) = ResultSink::queue();
+        let addr = first.listen(loopback(), vec![s], rr()).unwrap();
+        let _peer = TcpStream::connect(addr).unwrap();
+        let mut data = Vec::new();
+        assert!(matches!(
+            next_event(&mut q, &mut data).kind,
+            NetEventKind::Accepted { .. }
+        ));
+        first.stop();
+        drop(first);
+        let second = NetworkWorker::start(1, NetConfig::new().backend(backend)).unwrap();
+        let (s, _q) = ResultSink::queue();
+        let again = second
+            .listen(addr, vec![s], rr())
+            .unwrap_or_else(|e| panic!("{name}: rebinding {addr}: {e}"));
+        assert_eq!(again, addr, "{name}");
+        drop(second);
+        // A port still in LISTEN for a moment (a killed process's listener
+        // being torn down) is bound once it is free.
+        let held = std::net::TcpListener::bind(loopback()).unwrap();
+        let addr = held.local_addr().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        let net = NetworkWorker::start(2, NetConfig::new().backend(backend)).unwrap();
+        let (s, _q) = ResultSink::queue();
+        let got = net
+            .listen(addr, vec![s], rr())
+            .unwrap_or_else(|e| panic!("{name}: binding {addr} as it frees: {e}"));
+        assert_eq!(got, addr, "{name}");
+        release.join().unwrap();
     }
 }

@@ -2,10 +2,19 @@
 //!
 //! Per connection: one receive always in flight (unless its owner is
 //! backlogged), and at most one send, so bytes go out in the order they
-//! were queued. Listeners use multishot accept. Every buffer and address a
-//! submitted SQE points to is owned by the connection (or listener) it
-//! belongs to, and a connection's slot is freed only when nothing of it is
-//! in flight.
+//! were queued. Listeners use multishot accept.
+//!
+//! Ownership of what the kernel touches: each connection's slab entry
+//! ([`UConn`]) holds the memory of its operations in flight: the receive
+//! buffer while `recv_inflight`, the [`Sending`] buffer while
+//! `send_inflight`, the address while `connecting`. Those are replaced,
+//! recycled or freed only after the operation's completion is reaped
+//! (failing or shutting a connection down never takes them), and the slot
+//! (with its socket) is freed only when nothing of it is in flight. Every
+//! path that ends an operation re-checks whether the connection can now be
+//! finished ([`UringNet::settle`]), so a connection that fails while
+//! operations are in flight is still closed and reported `Closed` once
+//! the last of them completes.
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
@@ -30,14 +39,25 @@ fn ud(tag: u64, slot: u32) -> u64 {
     (tag << 56) | u64::from(slot)
 }
 
+/// The buffer being sent, and how much of it has gone out.
+struct Sending {
+    buf: Vec<u8>,
+    off: usize,
+}
+
 struct UConn {
     fd: RawFd,
     owner: Owner,
+    /// Where the receive lands; the kernel may write its spare capacity
+    /// while `recv_inflight`.
     recv_buf: Vec<u8>,
     recv_inflight: bool,
     paused: bool,
+    /// Queued buffers, none of them handed to the kernel yet.
     sends: VecDeque<Vec<u8>>,
-    send_off: usize,
+    /// The buffer being sent; the kernel may read it while
+    /// `send_inflight`.
+    sending: Option<Sending>,
     send_inflight: bool,
     /// Close requested: finish sends, then close.
     closing: bool,
@@ -66,7 +86,7 @@ pub(super) struct UringNet {
     in_flight: usize,
     recv_size: usize,
     max_backlog: usize,
-    spare: Vec<Vec<u8>>,
+    spare: SparePool,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
     cqes: Vec<(u64, i32, u32)>,
@@ -91,7 +111,7 @@ impl UringNet {
             in_flight: 0,
             recv_size: config.recv_buffer.max(512),
             max_backlog: config.max_backlog.max(1),
-            spare: Vec::new(),
+            spare: SparePool::new(),
             paused: Vec::new(),
             requests: Vec::new(),
             cqes: Vec::new(),
@@ -136,21 +156,20 @@ impl UringNet {
                 self.inbox.deliver(client, ev);
             }
         }
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if l.armed {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].armed {
                 let sqe = opcode::AsyncCancel::new(ud(TAG_ACCEPT, i as u32))
                     .build()
                     .user_data(ud(TAG_CANCEL, 0));
-                // SAFETY: the cancel SQE points to no memory.
-                if unsafe { self.ring.push(&sqe) } {
-                    self.in_flight += 1;
-                }
+                // SAFETY: an AsyncCancel SQE points to no memory.
+                unsafe { self.push_counted(&sqe) };
             }
-            l.closed = true;
+            self.listeners[i].closed = true;
         }
         for slot in self.conns.slots() {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.dead = true;
+                // Only the queued buffers: a send in flight keeps its own.
                 c.sends.clear();
             }
             self.shutdown_conn(slot);
@@ -175,19 +194,27 @@ impl UringNet {
         self.inbox.flush();
     }
 
-    fn push(&mut self, sqe: &squeue::Entry) -> bool {
-        // SAFETY: every pointer in `sqe` refers to memory owned by a
-        // connection or listener, which lives until the CQE is reaped (see
-        // the module docs).
-        unsafe { self.ring.push(sqe) }
-    }
-
-    fn push_counted(&mut self, sqe: &squeue::Entry) -> bool {
-        let ok = self.push(sqe);
+    /// Pushes one SQE and counts it in flight; `false` if the ring has no
+    /// room (nothing was pushed).
+    ///
+    /// # Safety
+    /// As [`KernelRing::push`]: everything `sqe` points to must stay valid,
+    /// and unmoved, until its completion is reaped.
+    unsafe fn push_counted(&mut self, sqe: &squeue::Entry) -> bool {
+        // SAFETY: forwarded to the caller.
+        let ok = unsafe { self.ring.push(sqe) };
         if ok {
             self.in_flight += 1;
         }
         ok
+    }
+
+    /// Why a push found no room: a broken ring, or a full one.
+    fn push_error(&self, op: &'static str) -> IoError {
+        match self.ring.broken() {
+            Some(errno) => IoError::not_submitted(errno),
+            None => IoError::os(op, libc::EBUSY),
+        }
     }
 
     fn take_listeners(&mut self) {
@@ -212,13 +239,19 @@ impl UringNet {
         let sqe = opcode::AcceptMulti::new(types::Fd(l.socket.as_raw_fd()))
             .build()
             .user_data(ud(TAG_ACCEPT, index as u32));
-        if self.push_counted(&sqe) {
+        // SAFETY: a multishot accept without an address points to no
+        // memory; its socket stays open in `listeners` for the ring's life.
+        if unsafe { self.push_counted(&sqe) } {
             self.listeners[index].armed = true;
         }
     }
 
     fn take_requests(&mut self) -> usize {
-        let budget = self.ring.sq_free() / 2;
+        // A broken ring still takes requests, to fail them.
+        let budget = match self.ring.broken() {
+            Some(_) => 64,
+            None => self.ring.sq_free() / 2,
+        };
         let mut batch = std::mem::take(&mut self.requests);
         let n = self.inbox.drain(budget, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
@@ -232,11 +265,8 @@ impl UringNet {
         n
     }
 
-    fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.spare.len() < 1024 && buf.capacity() >= self.recv_size {
-            buf.clear();
-            self.spare.push(buf);
-        }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare.put(buf, self.recv_size);
     }
 
     fn queue_send(&mut self, client: u32, conn: ConnId, buf: Vec<u8>) {
@@ -255,34 +285,44 @@ impl UringNet {
         }
     }
 
+    /// Starts the next send unless one is in flight: the front queued
+    /// buffer moves into the connection's `sending`, where it stays until
+    /// its completions are reaped.
     fn pump_send(&mut self, slot: u32) {
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if c.send_inflight || c.dead || c.connecting.is_some() {
+        if c.send_inflight || c.dead || c.shut || c.connecting.is_some() {
             return;
         }
-        let Some(front) = c.sends.front() else { return };
-        let (ptr, len) = (
-            front[c.send_off..].as_ptr(),
-            (front.len() - c.send_off) as u32,
-        );
+        if c.sending.is_none() {
+            c.sending = c.sends.pop_front().map(|buf| Sending { buf, off: 0 });
+        }
+        let Some(s) = &c.sending else { return };
+        let rest = &s.buf[s.off..];
+        let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
         let sqe = opcode::Send::new(types::Fd(c.fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(TAG_SEND, slot));
         c.send_inflight = true;
-        if !self.push_counted(&sqe) {
+        // SAFETY: the Send reads `len` bytes of `sending.buf`, owned by
+        // this connection's slab entry. While `send_inflight` is set,
+        // nothing takes, resizes or frees `sending` (only `complete_send`,
+        // after the CQE is reaped, clears the flag), and the slot is not
+        // freed (`finish_if_done` checks the flag); the heap buffer does
+        // not move when the entry does.
+        if !unsafe { self.push_counted(&sqe) } {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.send_inflight = false;
             }
-            self.fail_conn(slot, IoError::os("send", libc::EBUSY));
+            let e = self.push_error("send");
+            self.fail_conn(slot, e);
         }
     }
 
     fn arm_recv(&mut self, slot: u32) {
         let size = self.recv_size;
-        let spare = self.spare.pop();
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
@@ -290,11 +330,11 @@ impl UringNet {
             return;
         }
         if c.recv_buf.capacity() < size {
-            c.recv_buf = spare.unwrap_or_else(|| Vec::with_capacity(size));
-        } else if let Some(s) = spare {
-            self.spare.push(s);
+            c.recv_buf = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(size));
         }
-        let c = self.conns.slot_mut(slot).expect("checked above");
         c.recv_buf.clear();
         let ptr = c.recv_buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
         let cap = c.recv_buf.capacity().min(u32::MAX as usize) as u32;
@@ -302,11 +342,18 @@ impl UringNet {
             .build()
             .user_data(ud(TAG_RECV, slot));
         c.recv_inflight = true;
-        if !self.push_counted(&sqe) {
+        // SAFETY: the Recv writes at most `cap` bytes into the spare
+        // capacity of `recv_buf`, owned by this connection's slab entry.
+        // While `recv_inflight` is set nothing replaces, resizes or frees
+        // `recv_buf` (only `complete_recv`, after the CQE is reaped, clears
+        // the flag), and the slot is not freed (`finish_if_done` checks the
+        // flag); the heap buffer does not move when the entry does.
+        if !unsafe { self.push_counted(&sqe) } {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.recv_inflight = false;
             }
-            self.fail_conn(slot, IoError::os("recv", libc::EBUSY));
+            let e = self.push_error("recv");
+            self.fail_conn(slot, e);
         }
     }
 
@@ -331,8 +378,20 @@ impl UringNet {
             return self.inbox.deliver(client, stale(conn));
         };
         c.closing = true;
-        if c.sends.is_empty() && !c.send_inflight {
-            self.shutdown_conn(conn.slot());
+        self.settle(conn.slot());
+    }
+
+    /// After anything that may end a connection's last operation: a dead
+    /// connection, or a closing one with nothing left to send, is shut
+    /// down, and a shut one is finished once nothing of it is in flight.
+    fn settle(&mut self, slot: u32) {
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        if c.dead || c.closing && c.sends.is_empty() && c.sending.is_none() {
+            self.shutdown_conn(slot);
+        } else if c.shut {
+            self.finish_if_done(slot);
         }
     }
 
@@ -349,28 +408,35 @@ impl UringNet {
         self.finish_if_done(slot);
     }
 
+    /// Ends a connection on an error: the owner hears of the first one;
+    /// queued sends are dropped; operations in flight keep their buffers
+    /// until they complete. Called again (another operation failing
+    /// later), it still finishes the connection once nothing is in flight.
     fn fail_conn(&mut self, slot: u32, e: IoError) {
+        let conn = self.conns.id(slot);
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if c.dead {
-            return;
-        }
+        let first = !c.dead;
         c.dead = true;
         let owner = c.owner;
-        let sends: Vec<_> = c.sends.drain(..).collect();
-        for b in sends {
+        let mut drop_bufs: Vec<Vec<u8>> = c.sends.drain(..).collect();
+        if !c.send_inflight {
+            drop_bufs.extend(c.sending.take().map(|s| s.buf));
+        }
+        for b in drop_bufs {
             self.recycle(b);
         }
-        let conn = self.conns.id(slot);
-        self.owners.deliver(
-            &mut self.inbox,
-            owner,
-            NetEvent {
-                conn,
-                kind: NetEventKind::Error(e),
-            },
-        );
+        if first {
+            self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::Error(e),
+                },
+            );
+        }
         self.shutdown_conn(slot);
     }
 
@@ -385,9 +451,13 @@ impl UringNet {
         let Some(c) = self.conns.remove(slot) else {
             return;
         };
-        // SAFETY: nothing of this socket is in flight any more.
+        // SAFETY: closes the socket this entry owned; nothing of it is in
+        // flight any more, and the entry is gone, so nothing uses the fd.
         unsafe { libc::close(c.fd) };
         self.recycle(c.recv_buf);
+        if let Some(s) = c.sending {
+            self.recycle(s.buf);
+        }
         for b in c.sends {
             self.recycle(b);
         }
@@ -409,7 +479,7 @@ impl UringNet {
             recv_inflight: false,
             paused: false,
             sends: VecDeque::new(),
-            send_off: 0,
+            sending: None,
             send_inflight: false,
             closing: false,
             read_done: false,
@@ -445,7 +515,12 @@ impl UringNet {
         let sqe = opcode::Connect::new(types::Fd(fd), ptr, len)
             .build()
             .user_data(ud(TAG_CONNECT, slot));
-        if !self.push_counted(&sqe) {
+        // SAFETY: the Connect reads `len` bytes of the boxed address in
+        // this connection's `connecting`, which only `complete_connect`
+        // takes, after the CQE is reaped; the slot is not freed before
+        // (`finish_if_done` checks `connecting`), and the box's heap memory
+        // does not move when the entry does.
+        if !unsafe { self.push_counted(&sqe) } {
             self.complete_connect(slot, -libc::EBUSY);
         }
     }
@@ -461,7 +536,9 @@ impl UringNet {
         let owner = c.owner;
         if res < 0 {
             let c = self.conns.remove(slot).expect("present");
-            // SAFETY: the connect is over; nothing else uses the socket.
+            // SAFETY: closes the socket the removed entry owned; a
+            // connecting socket has nothing else in flight (receives and
+            // sends start only once it is connected).
             unsafe { libc::close(c.fd) };
             let error = IoError::os("connect", -res);
             return self.owners.deliver(
@@ -483,6 +560,8 @@ impl UringNet {
         );
         self.arm_recv(slot);
         self.pump_send(slot);
+        // Closed while connecting: finish now that the connect is over.
+        self.settle(slot);
     }
 
     fn reap(&mut self) -> usize {
@@ -524,7 +603,8 @@ impl UringNet {
         if res >= 0 {
             let fd = res;
             if self.listeners.get(index).is_none_or(|l| l.closed) {
-                // SAFETY: a fresh socket nobody else owns.
+                // SAFETY: closes a fresh socket the accept just returned,
+                // which nothing else owns.
                 unsafe { libc::close(fd) };
             } else {
                 set_nodelay(fd);
@@ -558,9 +638,12 @@ impl UringNet {
         c.recv_inflight = false;
         let owner = c.owner;
         if res > 0 && !c.dead {
-            // SAFETY: the kernel initialised `res` bytes of spare capacity.
+            // SAFETY: the receive is reaped, and the kernel initialised
+            // `res` bytes (at most the capacity it was given) of the spare
+            // capacity.
             unsafe { c.recv_buf.set_len(res as usize) };
             let data = std::mem::take(&mut c.recv_buf);
+            let shut = c.shut;
             let conn = self.conns.id(slot);
             self.owners.deliver(
                 &mut self.inbox,
@@ -570,6 +653,10 @@ impl UringNet {
                     kind: NetEventKind::Data(data),
                 },
             );
+            if shut {
+                // Data that raced our own shutdown: no more receives.
+                return self.settle(slot);
+            }
             if self.owners.backlog(&mut self.inbox, owner) >= max_backlog {
                 if let Some(c) = self.conns.slot_mut(slot) {
                     c.paused = true;
@@ -599,12 +686,10 @@ impl UringNet {
             );
             return;
         }
-        // Our own shutdown or a failure: finish.
-        if c.sends.is_empty() && !c.send_inflight || c.dead {
-            self.shutdown_conn(slot);
-        } else {
-            self.finish_if_done(slot);
-        }
+        // Our own shutdown or a failure ended the receiving side: finish
+        // after what is queued is sent (or at once, if dead).
+        c.closing = true;
+        self.settle(slot);
     }
 
     fn complete_send(&mut self, slot: u32, res: i32) {
@@ -615,21 +700,16 @@ impl UringNet {
         if res < 0 {
             return self.fail_conn(slot, IoError::os("send", -res));
         }
-        c.send_off += res as usize;
-        let done = c.sends.front().is_some_and(|b| c.send_off >= b.len());
-        if done {
-            c.send_off = 0;
-            let b = c.sends.pop_front().expect("front exists");
-            self.recycle(b);
-        }
-        let Some(c) = self.conns.slot_mut(slot) else {
-            return;
-        };
-        if c.dead || c.sends.is_empty() && c.closing {
-            return self.shutdown_conn(slot);
+        let sent = c.sending.as_mut().map(|s| {
+            s.off += res as usize;
+            s.off >= s.buf.len()
+        });
+        if sent == Some(true) {
+            let s = c.sending.take().expect("checked");
+            self.recycle(s.buf);
         }
         self.pump_send(slot);
-        self.finish_if_done(slot);
+        self.settle(slot);
     }
 }
 
@@ -691,11 +771,158 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// Buffers that finished sending, kept to become receive buffers.
+///
+/// Only buffers at least as large as a receive buffer and at most twice as
+/// large are kept, and at most [`SPARE_BYTES`] of them in all (counting
+/// capacity); the rest are freed, so a burst of large sends does not pin
+/// their memory for good. Every buffer here is owned by the pool alone:
+/// nothing in flight points to it.
+struct SparePool {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// How many bytes of capacity the spare pool keeps at most.
+const SPARE_BYTES: usize = 4 << 20;
+
+impl SparePool {
+    fn new() -> Self {
+        Self {
+            bufs: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `buf` for a later receive of `recv_size` bytes, or frees it.
+    fn put(&mut self, mut buf: Vec<u8>, recv_size: usize) {
+        let cap = buf.capacity();
+        if cap < recv_size || cap > 2 * recv_size || self.bytes + cap > SPARE_BYTES {
+            return;
+        }
+        buf.clear();
+        self.bytes += cap;
+        self.bufs.push(buf);
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let b = self.bufs.pop()?;
+        self.bytes -= b.capacity();
+        Some(b)
+    }
+}
+
 impl Pausable for UConn {
     fn owner(&self) -> Owner {
         self.owner
     }
     fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! White-box tests of buffer ownership: they drive a `UringNet` on the
+    //! test thread and look at which buffers the ring may touch.
+
+    use super::*;
+    use crate::io::inbox::Shared;
+    use parking_lot::Mutex;
+
+    /// A worker driven by hand; `None` where io_uring is unavailable.
+    fn uring_net(config: &NetConfig) -> Option<UringNet> {
+        let waker = Arc::new(EventFd::new().ok()?);
+        let w = waker.clone();
+        let shared = Shared::new(Arc::new(move || w.notify()), 64);
+        let control = Arc::new(Control {
+            listeners: Mutex::new(Vec::new()),
+        });
+        UringNet::new(0, config, shared, control, waker).ok()
+    }
+
+    fn socketpair() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: writes two descriptors into a local array; checked.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        (fds[0], fds[1])
+    }
+
+    /// Submits and reaps for a while.
+    fn settle(net: &mut UringNet) {
+        for _ in 0..20 {
+            net.ring.submit(false);
+            net.reap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_spare_pool_is_bounded_in_bytes_and_frees_oversized_buffers() {
+        let recv = 64 * 1024;
+        let mut pool = SparePool::new();
+        for _ in 0..2000 {
+            pool.put(Vec::with_capacity(recv), recv);
+        }
+        for _ in 0..100 {
+            pool.put(Vec::with_capacity(1 << 20), recv);
+        }
+        let held: usize = pool.bufs.iter().map(Vec::capacity).sum();
+        assert_eq!(held, pool.bytes, "the byte count is exact");
+        assert!(held <= SPARE_BYTES, "the pool holds {held} bytes");
+        assert!(
+            pool.bufs.iter().all(|b| b.capacity() <= 2 * recv),
+            "a large sent buffer is freed, not kept as a receive buffer"
+        );
+        assert!(pool.take().is_some(), "buffers that fit are kept");
+        assert_eq!(
+            pool.bytes,
+            pool.bufs.iter().map(Vec::capacity).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn a_failed_connection_keeps_its_in_flight_send_buffer_from_other_receives() {
+        let Some(mut net) = uring_net(&NetConfig::new()) else {
+            return; // no io_uring here: nothing to test
+        };
+        let (a, a_peer) = socketpair();
+        let (b, b_peer) = socketpair();
+        let ca = net.new_conn(a, Owner::Client(0));
+        let cb = net.new_conn(b, Owner::Client(0));
+        // Far more than the socket buffers hold, and the peer never reads:
+        // the send stays in flight.
+        let big = vec![7u8; 8 << 20];
+        let sending = big.as_ptr();
+        net.queue_send(0, ca, big);
+        settle(&mut net);
+        // The connection fails (as on a receive error) while its send is
+        // in flight, then another connection arms a receive.
+        net.fail_conn(ca.slot(), IoError::os("recv", libc::ECONNRESET));
+        net.arm_recv(cb.slot());
+        let receiving = net
+            .conns
+            .slot_mut(cb.slot())
+            .expect("open")
+            .recv_buf
+            .as_ptr();
+        assert_ne!(
+            receiving, sending,
+            "a receive was handed the buffer an in-flight send still reads"
+        );
+        // SAFETY: closes the test's own peer descriptors.
+        unsafe {
+            libc::close(a_peer);
+            libc::close(b_peer);
+        }
+        net.shut_down();
     }
 }

@@ -45,7 +45,9 @@ impl BlockingStorage {
         }
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs until stopped; then answers what is queued, closes the files
+    /// and delivers every completion (see `Inbox::finish_delivering`).
+    pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
             self.inbox.accept_joining();
             let mut batch = std::mem::take(&mut self.scratch);
@@ -77,11 +79,12 @@ impl BlockingStorage {
             let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
             self.inbox.deliver(client, c);
         }
-        self.inbox.flush();
         for f in self.files.drain() {
-            // SAFETY: the table owned this descriptor; nothing uses it now.
+            // SAFETY: closes a descriptor the file table owned; the table
+            // no longer has it and no request is running, so nothing uses it.
             unsafe { libc::close(f.fd) };
         }
+        self.inbox.finish_delivering(&drained);
     }
 
     fn execute(

@@ -133,6 +133,8 @@ pub struct StorageWorker {
     backend: IoBackendKind,
     fixed: Option<Arc<FixedRegion>>,
     join: Option<JoinHandle<()>>,
+    /// Once stopping, how many completions still wait for full targets.
+    drained: crossbeam_channel::Receiver<usize>,
 }
 
 impl std::fmt::Debug for StorageShared {
@@ -153,19 +155,20 @@ impl StorageWorker {
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
         let (s, w, cfg) = (shared.clone(), waker.clone(), config.clone());
+        let (drained_tx, drained) = crossbeam_channel::bounded(1);
         let (join, (backend, fixed)) = spawn_worker(&config.name, config.cpu, move || {
             let setup = || uring::UringStorage::new(index, &cfg, s.clone(), w.clone());
             let started: Started<(IoBackendKind, Option<Arc<FixedRegion>>)> =
                 match choose(cfg.backend, setup)? {
                     Chosen::Uring(u) => Ok((
                         (IoBackendKind::IoUring, u.fixed_region()),
-                        Box::new(move || u.run()),
+                        Box::new(move || u.run(drained_tx)),
                     )),
                     Chosen::Fallback(reason) => {
                         let b = blocking::BlockingStorage::new(index, s, w);
                         Ok((
                             (IoBackendKind::Fallback { reason }, None),
-                            Box::new(move || b.run()),
+                            Box::new(move || b.run(drained_tx)),
                         ))
                     }
                 };
@@ -178,6 +181,7 @@ impl StorageWorker {
             backend,
             fixed,
             join: Some(join),
+            drained,
         })
     }
 
@@ -219,12 +223,30 @@ impl StorageWorker {
         })
     }
 
-    /// Finishes the requests in flight, answers queued ones with
-    /// [`IoError::Stopped`], closes every file and joins the thread.
+    /// Stops the worker. What it guarantees: every request the worker
+    /// accepted gets exactly one completion, delivered to its client's
+    /// sink; none is dropped, however long its target takes to make room
+    /// (only a target that is gone for good, its worker stopped or its
+    /// queue dropped, loses what was still on its way to it).
+    ///
+    /// Requests in flight finish (their results are real: a write that ran
+    /// is reported as written), requests still queued are answered with
+    /// [`IoError::Stopped`], and every file is closed before this returns.
+    /// If some completions still wait for room in a full target, this
+    /// returns anyway (the target may be the very worker calling `stop`)
+    /// and the worker's thread stays on, delivering them, until each is
+    /// taken or its target is gone; otherwise the thread is joined.
     pub fn stop(&mut self) {
         self.shared.request_stop();
         if let Some(j) = self.join.take() {
-            let _ = j.join();
+            match self.drained.recv() {
+                // Completions still wait for room: the thread delivers
+                // them and then exits on its own.
+                Ok(waiting) if waiting > 0 => {}
+                _ => {
+                    let _ = j.join();
+                }
+            }
         }
     }
 }

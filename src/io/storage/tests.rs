@@ -432,3 +432,70 @@ fn stopping_with_durable_writes_in_flight_answers_each_one() {
         assert!(len >= 4 * written as u64 || written == 0, "{name}");
     }
 }
+
+#[test]
+fn stop_delivers_every_completion_even_to_a_backlogged_target() {
+    use crate::prelude::*;
+    use crate::worker::{ResultSink, spawn};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Takes one completion, then waits for the gate before taking more:
+    /// its small queue fills, and the storage worker's sink backlogs.
+    struct Gate {
+        open: crossbeam_channel::Receiver<()>,
+        waited: bool,
+        got: Arc<AtomicUsize>,
+    }
+    impl Worker for Gate {
+        type State = ();
+        type Message = StorageCompletion;
+        fn init(&mut self) -> crate::Result<()> {
+            Ok(())
+        }
+        fn handle_message(
+            &mut self,
+            _: &mut (),
+            _: Envelope<StorageCompletion>,
+        ) -> crate::Result<()> {
+            if !self.waited {
+                self.waited = true;
+                let _ = self.open.recv();
+            }
+            self.got.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    const N: usize = 200;
+    for (mut w, name) in workers() {
+        let (open, gate) = crossbeam_channel::bounded(1);
+        let got = Arc::new(AtomicUsize::new(0));
+        let mut target = spawn(
+            Gate {
+                open: gate,
+                waited: false,
+                got: got.clone(),
+            },
+            WorkerConfig::new().with_queue_capacity(4),
+        )
+        .unwrap();
+        let mut c = w
+            .client(ResultSink::to_worker(target.sender(), |c| c))
+            .unwrap();
+        for i in 0..N as u64 {
+            // Each fails at once (no such file): one completion apiece.
+            c.sync(i, FileId(u64::MAX), true).unwrap();
+        }
+        // Let the worker take them all, then stop it with the target
+        // still full, for longer than any grace period would wait.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let stopper = std::thread::spawn(move || w.stop());
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        open.send(()).unwrap();
+        stopper.join().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while got.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got.load(Ordering::SeqCst), N, "{name}: completions lost");
+        target.stop().unwrap();
+    }
+}

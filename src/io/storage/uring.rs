@@ -9,8 +9,15 @@
 //!
 //! Every buffer, iovec array and path a submitted SQE points to is owned by
 //! that request's [`Op`] in the in-flight slab until its completion is
-//! reaped, and the worker does not exit while any is in flight: the kernel
-//! never sees freed memory.
+//! reaped: an op goes into the slab first, and its SQE is built from the
+//! op's own memory there ([`UringStorage::push_op`]). The worker does not
+//! exit while any is in flight: the kernel never sees freed memory.
+//!
+//! A linked write+`fdatasync` goes into the ring as one pair or not at all
+//! (a request that does not fit waits for the next round); a write is
+//! reported durable only if its sync ran linked after it. A submit that
+//! fails for good fails the requests it did not take with
+//! [`IoError::NotSubmitted`] (see [`KernelRing`]).
 
 use super::StorageConfig;
 use super::StorageShared;
@@ -19,11 +26,11 @@ use super::files::{FileEntry, FileTable, check_direct, direct_einval, pwrite_all
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
-use crate::io::kernel::KernelRing;
+use crate::io::kernel::{KernelRing, NOT_SUBMITTED};
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
 use io_uring::{opcode, squeue, types};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -49,7 +56,7 @@ struct Waiting {
 
 enum Kind {
     Open {
-        _path: CString,
+        path: CString,
         direct: bool,
     },
     Read {
@@ -69,16 +76,22 @@ enum Kind {
     LinkedWrite {
         sync: usize,
     },
+    /// Each half's result once its CQE is in, and whether that CQE was
+    /// made up for an SQE never submitted.
     LinkedSync {
         buf: IoBuf,
         len: usize,
-        write: Option<i32>,
-        sync: Option<i32>,
+        write: Option<(i32, bool)>,
+        sync: Option<(i32, bool)>,
         direct: bool,
+        /// A partial submit took the write without its sync: they were
+        /// not linked.
+        split: bool,
     },
     Writev {
         bufs: Vec<IoBuf>,
-        _iov: Vec<libc::iovec>,
+        /// Points into `bufs`.
+        iov: Vec<libc::iovec>,
         total: usize,
         direct: bool,
     },
@@ -115,6 +128,9 @@ pub(super) struct UringStorage {
     in_flight: usize,
     max_in_flight: usize,
     groups: HashMap<u64, Group>,
+    /// Requests taken that found no room in the ring; started first next
+    /// round.
+    deferred: VecDeque<(u32, StorageRequest)>,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
     requests: Vec<(u32, StorageRequest)>,
@@ -149,6 +165,7 @@ impl UringStorage {
         let (count, size) = config.fixed_buffers;
         let fixed = (count > 0 && size > 0)
             .then(|| FixedRegion::new(index, count, size))
+            .flatten()
             .filter(|region| {
                 let iov = region.iovecs();
                 // SAFETY: the region's memory lives as long as the Arc, which
@@ -166,6 +183,7 @@ impl UringStorage {
             free: Vec::new(),
             in_flight: 0,
             groups: HashMap::new(),
+            deferred: VecDeque::new(),
             fixed,
             fixed_files,
             requests: Vec::new(),
@@ -177,7 +195,10 @@ impl UringStorage {
         self.fixed.clone()
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs until stopped; then finishes everything in flight, closes the
+    /// files and delivers every completion (see
+    /// [`Inbox::finish_delivering`]).
+    pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
             self.ring.arm_wake();
             self.inbox.accept_joining();
@@ -196,12 +217,14 @@ impl UringStorage {
                 .idle(took + reaped > 0, &shared.signal, || inbox.has_requests());
         }
         self.shut_down();
+        self.inbox.finish_delivering(&drained);
     }
 
     /// Answers queued requests with `Stopped`, lets everything in flight
     /// finish (the kernel may still write to those buffers), closes files.
     fn shut_down(&mut self) {
-        for (client, req) in self.inbox.close_all() {
+        let deferred: Vec<_> = self.deferred.drain(..).collect();
+        for (client, req) in deferred.into_iter().chain(self.inbox.close_all()) {
             let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
             self.inbox.deliver(client, c);
         }
@@ -217,37 +240,72 @@ impl UringStorage {
             self.reap();
             self.inbox.flush();
         }
-        // Completions for workers that are slow to take them: keep trying
-        // briefly, they are acknowledged results.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.inbox.flush() > 0 && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
-        }
         for f in self.files.drain() {
             // SAFETY: the table owned this descriptor; nothing is in flight.
             unsafe { libc::close(f.fd) };
         }
     }
 
-    /// Pushes one SQE.
-    fn push(&mut self, sqe: &squeue::Entry) -> bool {
-        // SAFETY: every pointer in `sqe` refers to memory owned by an
-        // in-flight `Op`, which lives until its CQE is reaped (see the
-        // module docs).
-        unsafe { self.ring.push(sqe) }
+    /// Pushes the SQE `build` makes from the op now in `slot` (its
+    /// `user_data` is set here); if the ring has no room or is broken,
+    /// takes the op back out and fails it.
+    ///
+    /// # Safety
+    /// Every pointer in the SQE `build` returns must point into memory
+    /// owned by the `Kind` it is given (the op's buffer, iovec array or
+    /// path), or into a registered region that outlives the ring. That
+    /// memory is heap memory that neither moves nor is freed while the op
+    /// is in the slab, and the op leaves the slab only once its CQE is
+    /// reaped (`complete`), or here if nothing was pushed.
+    unsafe fn push_op(&mut self, slot: usize, build: impl FnOnce(&mut Kind) -> squeue::Entry) {
+        let Some(Some(op)) = self.ops.get_mut(slot) else {
+            return;
+        };
+        let sqe = build(&mut op.kind).user_data(slot as u64);
+        // SAFETY: the caller guarantees what `sqe` points to is the op's
+        // own memory, which stays in the slab until the CQE is reaped.
+        if !unsafe { self.ring.push(&sqe) } {
+            let e = self.push_error();
+            self.abandon_with(slot, e);
+        }
+    }
+
+    /// Why a push found no room: a broken ring, or a full one.
+    fn push_error(&self) -> IoError {
+        match self.ring.broken() {
+            Some(errno) => IoError::not_submitted(errno),
+            None => IoError::os("submit", libc::EBUSY),
+        }
     }
 
     fn take_requests(&mut self) -> usize {
-        let sq_free = self.ring.sq_free();
-        // Up to two SQEs per request (linked write + sync).
-        let budget = (sq_free / 2).min(self.max_in_flight.saturating_sub(self.in_flight));
+        let mut n = 0;
+        if !self.deferred.is_empty() {
+            let deferred = std::mem::take(&mut self.deferred);
+            for (client, req) in deferred {
+                n += 1;
+                self.start(client, req);
+            }
+            if !self.deferred.is_empty() {
+                // Still no room: take nothing new.
+                return n;
+            }
+        }
+        // Up to two SQEs per request (linked write + sync). A broken ring
+        // still takes requests, to fail them.
+        let budget = match self.ring.broken() {
+            Some(_) => 64,
+            None => {
+                (self.ring.sq_free() / 2).min(self.max_in_flight.saturating_sub(self.in_flight))
+            }
+        };
         let mut batch = std::mem::take(&mut self.requests);
-        let n = self.inbox.drain(budget, |c, r| batch.push((c, r)));
+        let taken = self.inbox.drain(budget, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
             self.start(client, req);
         }
         self.requests = batch;
-        n
+        n + taken
     }
 
     fn slot(&mut self, op: Op) -> usize {
@@ -270,6 +328,22 @@ impl UringStorage {
     }
 
     fn start(&mut self, client: u32, req: StorageRequest) {
+        // Room for every SQE of the request first (two for a linked pair,
+        // which must go in together), or it waits for the next round.
+        let needs = match &req.op {
+            StorageOp::WriteAt {
+                durability: Durability::Linked,
+                ..
+            } => 2,
+            _ => 1,
+        };
+        if self.ring.sq_free() < needs && self.ring.broken().is_none() {
+            self.ring.submit(false);
+            if self.ring.sq_free() < needs && self.ring.broken().is_none() {
+                self.deferred.push_back((client, req));
+                return;
+            }
+        }
         let StorageRequest { token, op } = req;
         let name = op.name();
         // Validate against the file table first: errors never reach the ring.
@@ -292,21 +366,27 @@ impl UringStorage {
                     let e = IoError::Invalid("path contains a NUL byte".into());
                     return self.fail(client, token, StorageOp::Open { path, options }, e);
                 };
-                let ptr = cpath.as_ptr();
                 let slot = self.slot(Op {
                     client,
                     token,
                     kind: Kind::Open {
-                        _path: cpath,
+                        path: cpath,
                         direct: options.direct,
                     },
                 });
-                let sqe = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), ptr)
-                    .flags(options.flags())
-                    .mode(options.mode)
-                    .build()
-                    .user_data(slot as u64);
-                self.push_or_fail(slot, &sqe);
+                let (flags, mode) = (options.flags(), options.mode);
+                let build = |kind: &mut Kind| {
+                    let Kind::Open { path, .. } = kind else {
+                        unreachable!("an open")
+                    };
+                    opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                        .flags(flags)
+                        .mode(mode)
+                        .build()
+                };
+                // SAFETY: the OpenAt reads the NUL-terminated path owned by
+                // this op's `Kind::Open` (a CString's heap bytes).
+                unsafe { self.push_op(slot, build) };
             }
             StorageOp::ReadAt {
                 file,
@@ -331,7 +411,6 @@ impl UringStorage {
                         e,
                     );
                 }
-                let ptr = buf.mut_ptr();
                 let fixed_index = self.fixed_index(&buf);
                 let slot = self.slot(Op {
                     client,
@@ -341,15 +420,24 @@ impl UringStorage {
                         direct: f.direct,
                     },
                 });
-                let sqe = match fixed_index {
-                    Some(bi) => on_file!(f, |fd| opcode::ReadFixed::new(fd, ptr, len as u32, bi)
-                        .offset(offset)
-                        .build()),
-                    None => on_file!(f, |fd| opcode::Read::new(fd, ptr, len as u32)
-                        .offset(offset)
-                        .build()),
+                let build = |kind: &mut Kind| {
+                    let ptr = kind.buf_mut().expect("a read").mut_ptr();
+                    match fixed_index {
+                        Some(bi) => {
+                            on_file!(f, |fd| opcode::ReadFixed::new(fd, ptr, len as u32, bi)
+                                .offset(offset)
+                                .build())
+                        }
+                        None => on_file!(f, |fd| opcode::Read::new(fd, ptr, len as u32)
+                            .offset(offset)
+                            .build()),
+                    }
                 };
-                self.push_or_fail(slot, &sqe.user_data(slot as u64));
+                // SAFETY: the read writes at most `len` bytes, which
+                // `prepare_read` checked the buffer holds, into the buffer
+                // owned by this op's `Kind::Read` (heap memory, or a slot of
+                // the registered region, which outlives the ring).
+                unsafe { self.push_op(slot, build) };
             }
             StorageOp::WriteAt {
                 file,
@@ -374,20 +462,15 @@ impl UringStorage {
                 if !f.direct && durability != Durability::Linked && buf.len() <= INLINE_WRITE_MAX {
                     return self.write_inline(client, token, file, &f, offset, buf, durability);
                 }
-                let (ptr, len) = (buf.ptr(), buf.len());
+                let len = buf.len();
                 let fixed_index = self.fixed_index(&buf);
-                let write = |user_data: u64| {
-                    let e = match fixed_index {
-                        Some(bi) => {
-                            on_file!(f, |fd| opcode::WriteFixed::new(fd, ptr, len as u32, bi)
-                                .offset(offset)
-                                .build())
-                        }
-                        None => on_file!(f, |fd| opcode::Write::new(fd, ptr, len as u32)
-                            .offset(offset)
-                            .build()),
-                    };
-                    e.user_data(user_data)
+                let write = move |ptr: *const u8| match fixed_index {
+                    Some(bi) => on_file!(f, |fd| opcode::WriteFixed::new(fd, ptr, len as u32, bi)
+                        .offset(offset)
+                        .build()),
+                    None => on_file!(f, |fd| opcode::Write::new(fd, ptr, len as u32)
+                        .offset(offset)
+                        .build()),
                 };
                 if durability == Durability::Linked {
                     let sync = self.slot(Op {
@@ -399,6 +482,7 @@ impl UringStorage {
                             write: None,
                             sync: None,
                             direct: f.direct,
+                            split: false,
                         },
                     });
                     let w = self.slot(Op {
@@ -406,31 +490,26 @@ impl UringStorage {
                         token,
                         kind: Kind::LinkedWrite { sync },
                     });
+                    let ptr = self.ops[sync]
+                        .as_mut()
+                        .and_then(|op| op.kind.buf_mut())
+                        .expect("the linked sync half holds the buffer")
+                        .ptr();
+                    let write = write(ptr).user_data(w as u64);
                     let fsync = on_file!(f, |fd| opcode::Fsync::new(fd)
                         .flags(types::FsyncFlags::DATASYNC)
                         .build()
                         .user_data(sync as u64));
-                    // Both SQEs must go in together: the link covers
-                    // consecutive entries of one submission.
-                    if self.ring.sq_free() < 2 {
-                        self.ring.submit(false);
-                    }
-                    let linked = write(w as u64).flags(squeue::Flags::IO_LINK);
-                    if !self.push(&linked) {
+                    // Both SQEs go in together, or neither (`start` made
+                    // room; only a broken ring refuses).
+                    // SAFETY: the write reads `len` bytes of the buffer owned
+                    // by the `Kind::LinkedSync` op in slot `sync`, which stays
+                    // in the slab until both halves' CQEs are reaped
+                    // (`finish_linked`); the fsync points to no memory.
+                    if !unsafe { self.ring.push_linked(&write, &fsync) } {
+                        let e = self.push_error();
                         self.abandon(w);
-                        return self.abandon_with(sync, IoError::os("write", libc::EBUSY));
-                    }
-                    if !self.push(&fsync) {
-                        // The write went in alone, unlinked in effect: no
-                        // sync CQE will come, so report the sync as failed.
-                        if let Some(Some(Op {
-                            kind: Kind::LinkedSync { sync: s, .. },
-                            ..
-                        })) = self.ops.get_mut(sync)
-                        {
-                            *s = Some(-libc::EBUSY);
-                        }
-                        self.in_flight -= 1;
+                        self.abandon_with(sync, e);
                     }
                 } else {
                     let slot = self.slot(Op {
@@ -445,7 +524,12 @@ impl UringStorage {
                             direct: f.direct,
                         },
                     });
-                    self.push_or_fail(slot, &write(slot as u64));
+                    let build = |kind: &mut Kind| write(kind.buf_mut().expect("a write").ptr());
+                    // SAFETY: the write reads `len` bytes of the buffer
+                    // owned by this op's `Kind::Write` (heap memory, or a
+                    // slot of the registered region, which outlives the
+                    // ring).
+                    unsafe { self.push_op(slot, build) };
                 }
             }
             StorageOp::WritevAt { file, offset, bufs } => {
@@ -459,29 +543,42 @@ impl UringStorage {
                 if let Err(e) = check {
                     return self.fail(client, token, StorageOp::WritevAt { file, offset, bufs }, e);
                 }
-                let iov: Vec<libc::iovec> = bufs
-                    .iter()
-                    .map(|b| libc::iovec {
-                        iov_base: b.ptr() as *mut _,
-                        iov_len: b.len(),
-                    })
-                    .collect();
                 let total = bufs.iter().map(IoBuf::len).sum();
-                let (ptr, n) = (iov.as_ptr(), iov.len() as u32);
                 let slot = self.slot(Op {
                     client,
                     token,
                     kind: Kind::Writev {
                         bufs,
-                        _iov: iov,
+                        iov: Vec::new(),
                         total,
                         direct: f.direct,
                     },
                 });
-                let sqe = on_file!(f, |fd| opcode::Writev::new(fd, ptr, n)
+                let build = |kind: &mut Kind| {
+                    let Kind::Writev { bufs, iov, .. } = kind else {
+                        unreachable!("a writev")
+                    };
+                    *iov = bufs
+                        .iter()
+                        .map(|b| libc::iovec {
+                            iov_base: b.ptr() as *mut _,
+                            iov_len: b.len(),
+                        })
+                        .collect();
+                    on_file!(f, |fd| opcode::Writev::new(
+                        fd,
+                        iov.as_ptr(),
+                        iov.len() as u32
+                    )
                     .offset(offset)
-                    .build());
-                self.push_or_fail(slot, &sqe.user_data(slot as u64));
+                    .build())
+                };
+                // SAFETY: the writev reads the iovec array owned by this
+                // op's `Kind::Writev`, and each iovec points at one of the
+                // op's own `bufs` (heap memory, or registered-region slots,
+                // which outlive the ring); neither is touched until the
+                // CQE is reaped.
+                unsafe { self.push_op(slot, build) };
             }
             StorageOp::Sync { data_only, .. } => {
                 let f = file_entry.expect("validated");
@@ -495,8 +592,10 @@ impl UringStorage {
                     token,
                     kind: Kind::Sync { data_only },
                 });
-                let sqe = on_file!(f, |fd| opcode::Fsync::new(fd).flags(flags).build());
-                self.push_or_fail(slot, &sqe.user_data(slot as u64));
+                let build =
+                    |_: &mut Kind| on_file!(f, |fd| opcode::Fsync::new(fd).flags(flags).build());
+                // SAFETY: an Fsync points to no memory.
+                unsafe { self.push_op(slot, build) };
             }
             StorageOp::Allocate { offset, len, .. } => {
                 let f = file_entry.expect("validated");
@@ -505,10 +604,13 @@ impl UringStorage {
                     token,
                     kind: Kind::Allocate,
                 });
-                let sqe = on_file!(f, |fd| opcode::Fallocate::new(fd, len)
-                    .offset(offset)
-                    .build());
-                self.push_or_fail(slot, &sqe.user_data(slot as u64));
+                let build = |_: &mut Kind| {
+                    on_file!(f, |fd| opcode::Fallocate::new(fd, len)
+                        .offset(offset)
+                        .build())
+                };
+                // SAFETY: a Fallocate points to no memory.
+                unsafe { self.push_op(slot, build) };
             }
             StorageOp::Close { file } => {
                 let f = match self.files.remove(file) {
@@ -527,10 +629,10 @@ impl UringStorage {
                     token,
                     kind: Kind::Close,
                 });
-                let sqe = opcode::Close::new(types::Fd(f.fd))
-                    .build()
-                    .user_data(slot as u64);
-                self.push_or_fail(slot, &sqe);
+                let build = |_: &mut Kind| opcode::Close::new(types::Fd(f.fd)).build();
+                // SAFETY: a Close points to no memory; the descriptor left
+                // the file table above, so nothing else uses it.
+                unsafe { self.push_op(slot, build) };
             }
         }
     }
@@ -591,12 +693,6 @@ impl UringStorage {
         match buf {
             IoBuf::Fixed(f) if self.fixed.is_some() && f.owner() == self.index => Some(f.index()),
             _ => None,
-        }
-    }
-
-    fn push_or_fail(&mut self, slot: usize, sqe: &squeue::Entry) {
-        if !self.push(sqe) {
-            self.abandon_with(slot, IoError::os("submit", libc::EBUSY));
         }
     }
 
@@ -668,8 +764,15 @@ impl UringStorage {
                     let sqe = on_file!(f, |fd| opcode::Fsync::new(fd)
                         .flags(types::FsyncFlags::DATASYNC)
                         .build());
-                    if !self.push(&sqe.user_data(slot as u64)) {
-                        self.complete(slot, -libc::EBUSY);
+                    // SAFETY: an Fsync points to no memory.
+                    if !unsafe { self.ring.push(&sqe.user_data(slot as u64)) } {
+                        // Not pushed: the waiters get the error through
+                        // the op's completion.
+                        let (res, flags) = match self.ring.broken() {
+                            Some(errno) => (-errno, NOT_SUBMITTED),
+                            None => (-libc::EBUSY, 0),
+                        };
+                        self.complete(slot, res, flags);
                     }
                 }
             }
@@ -679,14 +782,25 @@ impl UringStorage {
     fn reap(&mut self) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
         let n = self.ring.reap(&mut cqes);
-        for (user_data, res, _) in cqes.drain(..) {
-            self.complete(user_data as usize, res);
+        // Linked pairs a partial submit split: their writes ran unlinked.
+        for second in self.ring.take_split() {
+            if let Some(Some(Op {
+                kind: Kind::LinkedSync { split, .. },
+                ..
+            })) = self.ops.get_mut(second as usize)
+            {
+                *split = true;
+            }
+        }
+        for (user_data, res, flags) in cqes.drain(..) {
+            self.complete(user_data as usize, res, flags);
         }
         self.cqes = cqes;
         n
     }
 
-    fn complete(&mut self, slot: usize, res: i32) {
+    fn complete(&mut self, slot: usize, res: i32, flags: u32) {
+        let refused = flags & NOT_SUBMITTED != 0;
         // The halves of a linked write+sync: the op stays in the sync half's
         // slot until both CQEs are in.
         match self.ops.get_mut(slot) {
@@ -702,7 +816,7 @@ impl UringStorage {
                     ..
                 })) = self.ops.get_mut(sync)
                 {
-                    *write = Some(res);
+                    *write = Some((res, refused));
                 }
                 return self.finish_linked(sync);
             }
@@ -710,7 +824,7 @@ impl UringStorage {
                 kind: Kind::LinkedSync { sync, .. },
                 ..
             })) => {
-                *sync = Some(res);
+                *sync = Some((res, refused));
                 self.in_flight -= 1;
                 return self.finish_linked(slot);
             }
@@ -727,7 +841,9 @@ impl UringStorage {
             kind,
         } = op;
         let err = |op: &'static str, direct: bool| {
-            if direct && res == -libc::EINVAL {
+            if refused {
+                IoError::not_submitted(-res)
+            } else if direct && res == -libc::EINVAL {
                 direct_einval(op)
             } else {
                 IoError::os(op, -res)
@@ -852,7 +968,7 @@ impl UringStorage {
                 }
                 for w in waiters {
                     let result = if res < 0 {
-                        Err(IoError::os("fdatasync", -res))
+                        Err(err("fdatasync", false))
                     } else {
                         Ok(StorageOutput::Written(w.written))
                     };
@@ -928,8 +1044,6 @@ impl UringStorage {
                 );
             }
         };
-        // SAFETY: `done < buf.len()`, so the pointer stays inside the buffer.
-        let ptr = unsafe { buf.ptr().add(done) };
         let len = (buf.len() - done) as u32;
         let slot = self.slot(Op {
             client,
@@ -943,10 +1057,18 @@ impl UringStorage {
                 direct,
             },
         });
-        let sqe = on_file!(f, |fd| opcode::Write::new(fd, ptr, len)
-            .offset(offset + done as u64)
-            .build());
-        self.push_or_fail(slot, &sqe.user_data(slot as u64));
+        let build = |kind: &mut Kind| {
+            let buf = kind.buf_mut().expect("a write");
+            // In bounds: `done < buf.len()`.
+            let ptr = buf.ptr().wrapping_add(done);
+            on_file!(f, |fd| opcode::Write::new(fd, ptr, len)
+                .offset(offset + done as u64)
+                .build())
+        };
+        // SAFETY: the write reads the `len` bytes after the first `done`
+        // of the buffer owned by this op's `Kind::Write` (heap memory, or a
+        // slot of the registered region, which outlives the ring).
+        unsafe { self.push_op(slot, build) };
     }
 
     /// Delivers a linked write+sync once both CQEs are in.
@@ -972,16 +1094,21 @@ impl UringStorage {
                 Kind::LinkedSync {
                     buf,
                     len,
-                    write: Some(w),
-                    sync: Some(s),
+                    write: Some((w, w_refused)),
+                    sync: Some((s, s_refused)),
                     direct,
+                    split,
                 },
         }) = self.release(slot)
         else {
             return;
         };
+        // Durable only if the write was whole and its sync ran linked
+        // after it.
         let result = if w < 0 {
-            Err(if direct && w == -libc::EINVAL {
+            Err(if w_refused {
+                IoError::not_submitted(-w)
+            } else if direct && w == -libc::EINVAL {
                 direct_einval("write")
             } else {
                 IoError::os("write", -w)
@@ -992,6 +1119,8 @@ impl UringStorage {
                 written: w as usize,
                 len,
             })
+        } else if s_refused || split {
+            Err(IoError::NotDurable { written: len })
         } else if s < 0 {
             Err(IoError::os("fdatasync", -s))
         } else {
@@ -1010,6 +1139,16 @@ impl UringStorage {
 }
 
 impl Kind {
+    /// The single buffer of a read or write.
+    fn buf_mut(&mut self) -> Option<&mut IoBuf> {
+        match self {
+            Kind::Read { buf, .. } | Kind::Write { buf, .. } | Kind::LinkedSync { buf, .. } => {
+                Some(buf)
+            }
+            _ => None,
+        }
+    }
+
     fn into_bufs(self) -> (Option<IoBuf>, Vec<IoBuf>) {
         match self {
             Kind::Read { buf, .. } | Kind::Write { buf, .. } | Kind::LinkedSync { buf, .. } => {
@@ -1018,5 +1157,187 @@ impl Kind {
             Kind::Writev { bufs, .. } => (None, bufs),
             _ => (None, Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! White-box tests that drive a `UringStorage` on the test thread and
+    //! inject failed submits through the ring's test seam.
+
+    use super::*;
+    use crate::io::inbox::{self, Shared};
+    use crate::worker::{ResultQueue, ResultSink};
+    use std::os::fd::IntoRawFd;
+
+    struct Rig {
+        st: UringStorage,
+        client: crate::channel::ring::Producer<StorageRequest>,
+        done: ResultQueue<StorageCompletion>,
+        file: FileId,
+        path: std::path::PathBuf,
+    }
+
+    /// A storage worker with an 8-entry ring, one client and one open
+    /// file; `None` where io_uring is unavailable.
+    fn rig(tag: &str) -> Option<Rig> {
+        let waker = Arc::new(EventFd::new().ok()?);
+        let w = waker.clone();
+        let shared = Shared::new(Arc::new(move || w.notify()), 64);
+        let config = StorageConfig::new().ring_entries(8).fixed_buffers(0, 0);
+        let mut st = UringStorage::new(0, &config, shared.clone(), waker).ok()?;
+        let (sink, done) = ResultSink::queue();
+        let client = shared.join(sink).ok()?;
+        st.inbox.accept_joining();
+        let path = std::env::temp_dir().join(format!(
+            "sn-uring-{}-{tag}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let fd = std::fs::File::create(&path).ok()?.into_raw_fd();
+        let file = st.files.insert(FileEntry {
+            fd,
+            fixed: None,
+            direct: false,
+        });
+        Some(Rig {
+            st,
+            client,
+            done,
+            file,
+            path,
+        })
+    }
+
+    impl Rig {
+        fn linked_write(&mut self, token: u64) {
+            let op = StorageOp::WriteAt {
+                file: self.file,
+                offset: 0,
+                buf: IoBuf::from(vec![5u8; 4096]),
+                durability: Durability::Linked,
+            };
+            inbox::submit(&mut self.client, StorageRequest { token, op }).unwrap();
+        }
+
+        /// Fills the submission queue but for `free` entries with no-ops.
+        fn fill_sq(&mut self, free: usize) {
+            while self.st.ring.sq_free() > free {
+                let nop = opcode::Nop::new().build().user_data(u64::from(u32::MAX));
+                // SAFETY: a no-op points to no memory.
+                assert!(unsafe { self.st.ring.push(&nop) });
+            }
+        }
+
+        /// Runs worker rounds until a completion arrives.
+        fn complete(&mut self) -> StorageCompletion {
+            for _ in 0..1000 {
+                self.st.take_requests();
+                self.st.ring.submit(false);
+                self.st.reap();
+                self.st.inbox.flush();
+                if let Some(c) = self.done.try_recv() {
+                    return c;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            panic!("no completion");
+        }
+
+        /// Whether the write and sync SQEs of the op now in slots `w` and
+        /// `s` were pushed back to back and submitted together.
+        fn linked_in_one_submit(&self, w: u64, s: u64) -> bool {
+            let log = &self.st.ring.log;
+            log.windows(2).any(|p| p == [Some(w), Some(s)])
+        }
+
+        fn finish(mut self) {
+            self.st.shut_down();
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    #[test]
+    fn a_linked_write_whose_pair_cannot_be_pushed_together_is_not_reported_durable_unlinked() {
+        let Some(mut r) = rig("split") else {
+            return; // no io_uring here
+        };
+        // One free entry, and the submit that would make room fails
+        // transiently: the pair must not go in one half at a time.
+        r.fill_sq(1);
+        r.st.ring.fail_next_submit = Some(libc::EBUSY);
+        r.linked_write(1);
+        let req = r.st.inbox.clients[0]
+            .as_mut()
+            .unwrap()
+            .ring
+            .try_pop()
+            .unwrap();
+        // The sync half takes the first free slot, the write the next.
+        let (s, w) = (r.st.ops.len() as u64, r.st.ops.len() as u64 + 1);
+        r.st.start(0, req);
+        let c = r.complete();
+        match c.result {
+            Ok(StorageOutput::Written(n)) => assert!(
+                r.linked_in_one_submit(w, s),
+                "a write of {n} bytes was reported durable, but its sync was not linked after it \
+                 (log {:?})",
+                r.st.ring.log
+            ),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => {} // failing is allowed; a false durability promise is not
+        }
+        r.finish();
+    }
+    #[test]
+    fn a_submit_that_fails_for_good_fails_what_it_did_not_take_and_nothing_later_runs() {
+        let Some(mut r) = rig("broken") else {
+            return;
+        };
+        r.linked_write(1);
+        r.st.take_requests();
+        r.st.ring.fail_next_submit = Some(libc::EINVAL);
+        let c = r.complete();
+        match c.result {
+            Err(IoError::NotSubmitted { source }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EINVAL));
+            }
+            other => panic!("expected NotSubmitted, got {other:?}"),
+        }
+        assert!(c.buf.is_some(), "the buffer comes back");
+        assert_eq!(r.st.in_flight, 0);
+        // The ring is broken: a later request fails at once, unsubmitted.
+        r.linked_write(2);
+        let c = r.complete();
+        assert!(
+            matches!(c.result, Err(IoError::NotSubmitted { .. })),
+            "{:?}",
+            c.result
+        );
+        // Nothing was written: the pair never reached the kernel.
+        assert_eq!(std::fs::metadata(&r.path).unwrap().len(), 0);
+        r.finish();
+    }
+
+    #[test]
+    fn a_linked_pair_split_by_a_partial_submit_is_not_reported_durable() {
+        let Some(mut r) = rig("partial") else {
+            return;
+        };
+        let nop = opcode::Nop::new().build().user_data(u64::from(u32::MAX));
+        // SAFETY: a no-op points to no memory.
+        assert!(unsafe { r.st.ring.push(&nop) });
+        r.linked_write(1);
+        r.st.take_requests();
+        // The next submit takes the no-op and the write, not its sync.
+        r.st.ring.submit_at_most = Some(2);
+        r.st.ring.submit(false);
+        r.st.ring.submit_at_most = None;
+        let c = r.complete();
+        match c.result {
+            Err(IoError::NotDurable { written }) => assert_eq!(written, 4096),
+            other => panic!("expected NotDurable, got {other:?}"),
+        }
+        r.finish();
     }
 }
