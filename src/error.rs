@@ -8,7 +8,7 @@
 use crate::channel::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use std::fmt::Display;
+use std::fmt::{self, Display};
 
 /// Shorthand for `std::result::Result<T, shared_nothing::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,6 +101,10 @@ pub enum Error {
     #[cfg(not(loom))]
     #[error(transparent)]
     IoRequest(#[from] crate::io::IoError),
+    /// An I/O worker's backend could not be chosen.
+    #[cfg(not(loom))]
+    #[error(transparent)]
+    IoBackend(#[from] crate::io::BackendError),
     /// An accelerator job failed or could not be submitted.
     #[error(transparent)]
     Accel(#[from] crate::accel::AccelError),
@@ -175,6 +179,70 @@ impl From<RecvTimeoutError> for Error {
         match e {
             RecvTimeoutError::Timeout => Self::Timeout,
             _ => Self::Disconnected,
+        }
+    }
+}
+
+/// A request was not accepted by a service worker (an I/O worker, an
+/// accelerator); it is handed back, so nothing is lost. `Full` is
+/// backpressure: take some completions and try again.
+///
+/// ```
+/// use shared_nothing::{Error, SubmitError};
+/// let e = SubmitError::Full("request");
+/// assert!(e.is_full());
+/// assert_eq!(format!("{e:?}"), "Full(..)");
+/// assert!(matches!(Error::from(SubmitError::Stopped(())), Error::Stopped));
+/// assert_eq!(e.into_inner(), "request");
+/// ```
+#[derive(PartialEq, Eq)]
+pub enum SubmitError<T> {
+    /// The worker's queue from this client is full.
+    Full(T),
+    /// The worker has stopped.
+    Stopped(T),
+}
+
+impl<T> SubmitError<T> {
+    /// The request that was not accepted.
+    pub fn into_inner(self) -> T {
+        match self {
+            SubmitError::Full(t) | SubmitError::Stopped(t) => t,
+        }
+    }
+
+    /// Whether the queue was full (retry later).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SubmitError::Full(_))
+    }
+}
+
+/// Names the variant; the request is shown as `..` (it need not be `Debug`).
+impl<T> fmt::Debug for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("Full(..)"),
+            SubmitError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => f.write_str("worker queue full (backpressure)"),
+            SubmitError::Stopped(_) => f.write_str("worker stopped"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SubmitError<T> {}
+
+impl<T> From<SubmitError<T>> for Error {
+    fn from(e: SubmitError<T>) -> Self {
+        match e {
+            SubmitError::Full(_) => Self::Full,
+            SubmitError::Stopped(_) => Self::Stopped,
         }
     }
 }

@@ -57,7 +57,7 @@ mod sync;
 pub mod topology;
 pub mod worker;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SubmitError};
 
 /// The README's code samples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

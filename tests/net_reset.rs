@@ -116,6 +116,6 @@ fn peers_resetting_during_a_send_are_all_closed_without_leaking_descriptors() {
             after <= before + ROUNDS,
             "{name}: {before} descriptors before, {after} after"
         );
-        net.stop();
+        net.stop().unwrap();
     }
 }

@@ -87,39 +87,7 @@ pub enum AccelError {
 /// use shared_nothing::accel::{Job, SubmitError};
 /// let e = SubmitError::Full(Job::reduce(vec![1, 2, 3]));
 /// assert!(e.is_full());
-/// let job = e.into_job();
+/// let job = e.into_inner();
 /// # let _ = job;
 /// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SubmitError {
-    /// The accelerator's queue is full (only from `try_submit`).
-    #[error("accelerator queue full")]
-    Full(Job),
-    /// The accelerator has stopped.
-    #[error("the accelerator has stopped")]
-    Stopped(Job),
-}
-
-impl SubmitError {
-    /// The job that was not submitted.
-    pub fn into_job(self) -> Job {
-        match self {
-            Self::Full(j) | Self::Stopped(j) => j,
-        }
-    }
-
-    /// Whether the queue was full (try again later).
-    pub fn is_full(&self) -> bool {
-        matches!(self, Self::Full(_))
-    }
-}
-
-impl From<SubmitError> for crate::Error {
-    fn from(e: SubmitError) -> Self {
-        match e {
-            SubmitError::Full(_) => Self::Full,
-            SubmitError::Stopped(_) => Self::Accel(AccelError::Stopped),
-        }
-    }
-}
+pub type SubmitError = crate::error::SubmitError<Job>;

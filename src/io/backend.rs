@@ -40,14 +40,38 @@ impl BackendChoice {
     /// This choice, unless [`BACKEND_ENV`] names another.
     ///
     /// # Errors
-    /// A message naming the variable when its value is not a backend.
-    pub fn resolve(self) -> Result<Self, String> {
+    /// [`BackendError::BadEnv`], naming the variable and its value, when the
+    /// value is not a backend.
+    pub fn resolve(self) -> Result<Self, BackendError> {
         match std::env::var(BACKEND_ENV) {
-            Ok(v) => Self::parse(&v)
-                .ok_or_else(|| format!("{BACKEND_ENV}={v:?}: expected auto, uring or fallback")),
+            Ok(v) => Self::parse(&v).ok_or(BackendError::BadEnv {
+                var: BACKEND_ENV,
+                value: v,
+            }),
             Err(_) => Ok(self),
         }
     }
+}
+
+/// An I/O worker's backend could not be chosen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The environment variable names no backend.
+    #[error("{var}={value:?}: expected auto, uring or fallback")]
+    BadEnv {
+        /// The variable ([`BACKEND_ENV`]).
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// io_uring was required ([`BackendChoice::Uring`]) and could not be
+    /// set up.
+    #[error("io_uring required but unavailable: io_uring setup failed: {source}")]
+    UringRequired {
+        /// What the kernel said.
+        source: std::io::Error,
+    },
 }
 
 /// The backend an I/O worker actually runs.
@@ -91,21 +115,21 @@ pub(crate) enum Chosen<U> {
 /// an error when io_uring was required.
 ///
 /// # Errors
-/// `InvalidConfig` for a malformed [`BACKEND_ENV`] or a required io_uring
+/// [`BackendError`] for a malformed [`BACKEND_ENV`] or a required io_uring
 /// that cannot be set up.
 pub(crate) fn choose<U>(
     choice: BackendChoice,
     setup: impl FnOnce() -> std::io::Result<U>,
 ) -> crate::Result<Chosen<U>> {
-    let choice = choice.resolve().map_err(crate::Error::InvalidConfig)?;
+    let choice = choice.resolve()?;
     if choice == BackendChoice::Fallback {
         return Ok(Chosen::Fallback("forced by configuration".to_owned()));
     }
     match setup() {
         Ok(u) => Ok(Chosen::Uring(u)),
-        Err(e) if choice == BackendChoice::Uring => Err(crate::Error::InvalidConfig(format!(
-            "io_uring required but unavailable: io_uring setup failed: {e}"
-        ))),
+        Err(source) if choice == BackendChoice::Uring => {
+            Err(BackendError::UringRequired { source }.into())
+        }
         Err(e) => Ok(Chosen::Fallback(format!("io_uring setup failed: {e}"))),
     }
 }
@@ -122,6 +146,24 @@ pub(crate) type Started<T> = crate::Result<(T, Box<dyn FnOnce()>)>;
 /// # Errors
 /// `Spawn` if the thread cannot be created; `start`'s error, once the
 /// thread has exited.
+/// Joins an I/O worker's thread; a panic on it (a bug: the worker's loop
+/// catches nothing, so it is reported, never swallowed) becomes
+/// [`crate::Error::WorkerFailed`] with the panic's message.
+pub(crate) fn join_worker(join: std::thread::JoinHandle<()>) -> crate::Result<()> {
+    let worker = join.thread().name().unwrap_or("io-worker").to_owned();
+    join.join().map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        crate::Error::WorkerFailed {
+            worker,
+            message: format!("the I/O worker's thread panicked: {message}"),
+        }
+    })
+}
+
 pub(crate) fn spawn_worker<T, F>(
     name: &str,
     cpu: Option<usize>,
@@ -152,14 +194,45 @@ where
             worker: name.to_owned(),
             source,
         })?;
-    let started = rx
-        .recv()
-        .unwrap_or_else(|_| Err(crate::Error::InvalidConfig(format!("{name} died at start"))));
-    match started {
-        Ok(v) => Ok((join, v)),
-        Err(e) => {
+    match rx.recv() {
+        Ok(Ok(v)) => Ok((join, v)),
+        Ok(Err(e)) => {
             let _ = join.join();
             Err(e)
         }
+        // The thread ended without a word: its start-up panicked.
+        Err(_) => Err(join_worker(join)
+            .err()
+            .unwrap_or(crate::Error::WorkerFailed {
+                worker: name.to_owned(),
+                message: "the I/O worker's thread exited during start-up".to_owned(),
+            })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A required io_uring that cannot be set up is a typed error carrying
+    /// the kernel's answer, not an `InvalidConfig` string.
+    #[test]
+    fn a_required_uring_that_fails_is_a_typed_error() {
+        if std::env::var_os(BACKEND_ENV).is_some() {
+            eprintln!("skipped: {BACKEND_ENV} is set and wins over the choice");
+            return;
+        }
+        let refused = || Err::<(), _>(std::io::Error::from_raw_os_error(libc::ENOSYS));
+        match choose(BackendChoice::Uring, refused) {
+            Err(crate::Error::IoBackend(BackendError::UringRequired { source })) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSYS));
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a refused setup cannot choose io_uring"),
+        }
+        assert!(matches!(
+            choose(BackendChoice::Auto, refused),
+            Ok(Chosen::Fallback(reason)) if reason.contains("setup failed")
+        ));
     }
 }

@@ -1,6 +1,5 @@
 //! The errors of I/O requests: typed, carrying the operation and the errno.
 
-use std::fmt;
 use std::io;
 
 /// Why an I/O request failed.
@@ -118,43 +117,6 @@ impl IoError {
     }
 }
 
-/// A request was not accepted; it is handed back.
-#[derive(PartialEq, Eq)]
-pub enum SubmitError<T> {
-    /// The I/O worker's queue from this client is full: backpressure, try
-    /// again after taking some completions.
-    Full(T),
-    /// The I/O worker has stopped.
-    Stopped(T),
-}
-
-impl<T> SubmitError<T> {
-    /// The request that was not accepted.
-    pub fn into_inner(self) -> T {
-        match self {
-            SubmitError::Full(t) | SubmitError::Stopped(t) => t,
-        }
-    }
-
-    /// Whether the queue was full (retry later).
-    pub fn is_full(&self) -> bool {
-        matches!(self, SubmitError::Full(_))
-    }
-}
-
-impl<T> fmt::Debug for SubmitError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl<T> fmt::Display for SubmitError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full(_) => f.write_str("I/O worker queue full"),
-            SubmitError::Stopped(_) => f.write_str("I/O worker stopped"),
-        }
-    }
-}
-
-impl<T> std::error::Error for SubmitError<T> {}
+/// A request was not accepted by an I/O worker; it is handed back (the
+/// one shape every service worker uses, see [`crate::SubmitError`]).
+pub use crate::error::SubmitError;

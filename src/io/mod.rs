@@ -35,7 +35,7 @@ mod slots;
 pub mod storage;
 mod wake;
 
-pub use backend::{BACKEND_ENV, BackendChoice, IoBackendKind};
+pub use backend::{BACKEND_ENV, BackendChoice, BackendError, IoBackendKind};
 pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
 pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};

@@ -367,10 +367,15 @@ impl NetworkWorker {
     }
 
     /// Closes every connection and listener and joins the thread.
-    pub fn stop(&mut self) {
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::WorkerFailed`] if the worker's thread panicked.
+    pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
+        match self.join.take() {
+            Some(j) => crate::io::backend::join_worker(j),
+            None => Ok(()),
         }
     }
 }
@@ -413,7 +418,7 @@ fn bind_listener(addr: SocketAddr) -> Result<TcpListener> {
 
 impl Drop for NetworkWorker {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 

@@ -281,7 +281,7 @@ fn stopping_closes_every_connection() {
             next_event(&mut q, &mut data).kind,
             NetEventKind::Accepted { .. }
         ));
-        net.stop();
+        net.stop().unwrap();
         assert!(
             matches!(next_event(&mut q, &mut data).kind, NetEventKind::Closed),
             "{name}"
@@ -345,7 +345,7 @@ fn a_port_is_bound_again_right_after_its_listener_goes() {
             next_event(&mut q, &mut data).kind,
             NetEventKind::Accepted { .. }
         ));
-        first.stop();
+        first.stop().unwrap();
         drop(first);
         let second = NetworkWorker::start(1, NetConfig::new().backend(backend)).unwrap();
         let (s, _q) = ResultSink::queue();

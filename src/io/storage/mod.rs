@@ -236,24 +236,27 @@ impl StorageWorker {
     /// returns anyway (the target may be the very worker calling `stop`)
     /// and the worker's thread stays on, delivering them, until each is
     /// taken or its target is gone; otherwise the thread is joined.
-    pub fn stop(&mut self) {
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// [`crate::Error::WorkerFailed`] if the worker's thread panicked.
+    pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
-        if let Some(j) = self.join.take() {
-            match self.drained.recv() {
-                // Completions still wait for room: the thread delivers
-                // them and then exits on its own.
-                Ok(waiting) if waiting > 0 => {}
-                _ => {
-                    let _ = j.join();
-                }
-            }
+        let Some(j) = self.join.take() else {
+            return Ok(());
+        };
+        match self.drained.recv() {
+            // Completions still wait for room: the thread delivers them
+            // and then exits on its own.
+            Ok(waiting) if waiting > 0 => Ok(()),
+            _ => crate::io::backend::join_worker(j),
         }
     }
 }
 
 impl Drop for StorageWorker {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 

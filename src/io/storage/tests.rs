@@ -308,7 +308,7 @@ fn stopping_answers_everything() {
             sent += 1;
         }
     }
-    w.stop();
+    w.stop().unwrap();
     // Every accepted request is answered: done, or `Stopped`.
     for _ in 0..sent {
         match q.recv().unwrap().result {
@@ -414,7 +414,7 @@ fn stopping_with_durable_writes_in_flight_answers_each_one() {
                 sent += 1;
             }
         }
-        w.stop();
+        w.stop().unwrap();
         let mut written = 0;
         for _ in 0..sent {
             match q
@@ -490,7 +490,7 @@ fn stop_delivers_every_completion_even_to_a_backlogged_target() {
         let stopper = std::thread::spawn(move || w.stop());
         std::thread::sleep(std::time::Duration::from_secs(6));
         open.send(()).unwrap();
-        stopper.join().unwrap();
+        stopper.join().unwrap().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while got.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
