@@ -4,7 +4,7 @@ use super::builder::{NoFactory, PoolBuilder};
 use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
-use super::plan::{Plan, plan};
+use super::plan::{Plan, Roles, plan_roles};
 use super::profile::{PlanOverrides, Profile};
 use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
@@ -111,10 +111,22 @@ impl WorkerPool {
     /// # Errors
     /// As [`WorkerPool::new`].
     pub fn from_config(config: PoolConfig) -> Result<Self> {
+        Self::from_config_for(config, Roles::ALL)
+    }
+
+    /// [`from_config`](Self::from_config) for a pool on which only `roles`
+    /// will ever start (besides application workers).
+    pub(crate) fn from_config_for(config: PoolConfig, roles: Roles) -> Result<Self> {
         let topology = Topology::detect()?;
         let capabilities = Capabilities::detect();
         let env = PlanOverrides::from_env()?;
-        Self::from_parts(topology, capabilities, config, env)
+        Self::from_parts_for(topology, capabilities, config, env, roles)
+    }
+
+    /// A pool private to one group of application workers: nobody can
+    /// start I/O or GPU workers on it, so the plan keeps no core for them.
+    pub(crate) fn for_application_only(config: PoolConfig) -> Result<Self> {
+        Self::from_config_for(config, Roles::APPLICATION_ONLY)
     }
 
     /// Plans on a given topology and capabilities (for tests and for callers
@@ -128,8 +140,18 @@ impl WorkerPool {
         config: PoolConfig,
         env: PlanOverrides,
     ) -> Result<Self> {
+        Self::from_parts_for(topology, capabilities, config, env, Roles::ALL)
+    }
+
+    fn from_parts_for(
+        topology: Topology,
+        capabilities: Capabilities,
+        config: PoolConfig,
+        env: PlanOverrides,
+        roles: Roles,
+    ) -> Result<Self> {
         let overrides = layer(env, config.overrides());
-        let plan = plan(&topology, &capabilities, config.profile, &overrides)?;
+        let plan = plan_roles(&topology, &capabilities, config.profile, &overrides, roles)?;
         Ok(Self {
             topology,
             capabilities,
@@ -156,6 +178,14 @@ impl WorkerPool {
 
     /// Starts one typed worker per planned application worker, placed and
     /// configured as the plan says, hash-partitioned.
+    ///
+    /// This pool's plan keeps cores for the storage, network and GPU workers
+    /// that [`start_io`](Self::start_io) and
+    /// [`start_accelerators`](Self::start_accelerators) may start on it. A
+    /// group whose pool nobody else can reach ([`builder`](Self::builder)'s
+    /// `build`, [`with_config`](Self::with_config),
+    /// [`with_partitioner`](Self::with_partitioner)) is planned without them,
+    /// so its workers may use every core.
     ///
     /// # Errors
     /// `Spawn`/`Init` if a worker fails to start (none is left running).
@@ -275,7 +305,7 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        Self::from_config(config)?.spawn(factory)
+        Self::for_application_only(config)?.spawn(factory)
     }
 
     /// A typed worker group from a configuration and a partitioner.
@@ -291,6 +321,55 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        Self::from_config(config)?.spawn_with(factory, partitioner)
+        Self::for_application_only(config)?.spawn_with(factory, partitioner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{Envelope, Worker};
+
+    struct Idle;
+    impl Worker for Idle {
+        type State = ();
+        type Message = ();
+        fn init(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn handle_message(&mut self, _: &mut (), _: Envelope<()>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_built_group_is_placed_without_io_workers_that_never_start() {
+        // Issue 10 on this machine: `builder().workers(2).build()` can never
+        // start I/O or GPU workers (the pool is private to the group), so
+        // its workers are placed as if there were none. On two CPUs they
+        // pinned both to CPU 0.
+        let topology = Topology::detect().unwrap();
+        let caps = Capabilities::detect();
+        let env = PlanOverrides::from_env().unwrap();
+        let config = PoolConfig::new().with_num_workers(2);
+        let overrides = layer(env, config.overrides());
+        let want = super::super::plan::plan_roles(
+            &topology,
+            &caps,
+            config.profile,
+            &overrides,
+            super::super::plan::Roles::APPLICATION_ONLY,
+        )
+        .unwrap();
+        let mut group = WorkerPool::builder()
+            .factory(|| Idle)
+            .workers(2)
+            .build()
+            .unwrap();
+        let placed: Vec<Option<usize>> = group.placements().iter().map(|p| p.cpu).collect();
+        let planned: Vec<Option<usize>> = want.app_workers.iter().map(|p| p.cpu).collect();
+        assert_eq!(placed, planned, "{}", group.plan());
+        assert!(group.plan().storage_workers.is_empty(), "{}", group.plan());
+        group.stop_all().unwrap();
     }
 }
