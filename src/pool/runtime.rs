@@ -10,7 +10,7 @@ use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::topology::{Capabilities, Topology};
 use crate::worker::{Worker, WorkerConfig};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The machine-wide runtime: what the hardware offers, and the [`Plan`] that
 /// says how many workers of each kind run where. Typed application workers
@@ -71,7 +71,52 @@ fn layer(env: PlanOverrides, code: PlanOverrides) -> PlanOverrides {
     }
 }
 
+/// What detection found: read once per process and shared by every pool.
+#[derive(Debug)]
+struct Machine {
+    topology: Topology,
+    capabilities: Capabilities,
+}
+
+/// How many times the machine was detected (tests count them).
+#[cfg(test)]
+static DETECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The machine as first detected, until [`WorkerPool::detect_again`].
+static MACHINE: Mutex<Option<Arc<Machine>>> = Mutex::new(None);
+
+/// The cached machine, detecting it if nothing is cached. The lock is held
+/// while detecting, so pools built at once detect once. A failed detection
+/// is not cached.
+fn detected() -> Result<Arc<Machine>> {
+    let mut cached = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(m) = &*cached {
+        return Ok(m.clone());
+    }
+    #[cfg(test)]
+    DETECTIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let m = Arc::new(Machine {
+        topology: Topology::detect()?,
+        capabilities: Capabilities::detect(),
+    });
+    *cached = Some(m.clone());
+    Ok(m)
+}
+
 impl WorkerPool {
+    /// Forgets the machine detected so far: the next pool reads the
+    /// topology and probes the capabilities (io_uring, GPU adapters) again.
+    ///
+    /// Pools detect once per process and share the result, so building one
+    /// costs no probe after the first. Call this after something detection
+    /// depends on changed: the process's CPU affinity or cgroup, a device.
+    /// Like the first detection, the next one must not run on a pinned
+    /// thread, which would see only its own CPU. Pools already built keep
+    /// their plan.
+    pub fn detect_again() {
+        *MACHINE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Detects the machine and plans with the production profile.
     ///
     /// # Errors
@@ -105,8 +150,9 @@ impl WorkerPool {
         Self::from_config(PoolConfig::new().with_profile(Profile::Performance))
     }
 
-    /// Detects the machine and plans with `config`; environment overrides
-    /// win over it.
+    /// Detects the machine (once per process: see
+    /// [`detect_again`](Self::detect_again)) and plans with `config`;
+    /// environment overrides win over it.
     ///
     /// # Errors
     /// As [`WorkerPool::new`].
@@ -117,10 +163,15 @@ impl WorkerPool {
     /// [`from_config`](Self::from_config) for a pool on which only `roles`
     /// will ever start (besides application workers).
     pub(crate) fn from_config_for(config: PoolConfig, roles: Roles) -> Result<Self> {
-        let topology = Topology::detect()?;
-        let capabilities = Capabilities::detect();
+        let machine = detected()?;
         let env = PlanOverrides::from_env()?;
-        Self::from_parts_for(topology, capabilities, config, env, roles)
+        Self::from_parts_for(
+            machine.topology.clone(),
+            machine.capabilities.clone(),
+            config,
+            env,
+            roles,
+        )
     }
 
     /// A pool private to one group of application workers: nobody can
@@ -340,6 +391,33 @@ mod tests {
         fn handle_message(&mut self, _: &mut (), _: Envelope<()>) -> Result<()> {
             Ok(())
         }
+    }
+
+    fn detections() -> usize {
+        DETECTIONS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_machine_is_detected_once_until_detect_again() {
+        // Issue 10: every build re-probed io_uring (and enumerated GPU
+        // adapters). Only this test forgets the cache, so whichever thread
+        // builds first after `detect_again` detects, and nobody after it.
+        WorkerPool::detect_again();
+        let before = detections();
+        for _ in 0..2 {
+            let mut group = WorkerPool::builder()
+                .factory(|| Idle)
+                .workers(1)
+                .build()
+                .unwrap();
+            group.stop_all().unwrap();
+        }
+        WorkerPool::new().unwrap();
+        assert_eq!(detections(), before + 1);
+        WorkerPool::detect_again();
+        WorkerPool::production().unwrap();
+        WorkerPool::new().unwrap();
+        assert_eq!(detections(), before + 2);
     }
 
     #[test]
