@@ -168,6 +168,11 @@ pub struct Plan {
     pub batch_size: usize,
     /// Why each choice was made, one sentence each.
     pub reasons: Vec<String>,
+    /// What looked wrong but did not stop the plan, one sentence each (a
+    /// misspelt `SHARED_NOTHING_*` variable, which is ignored). [`plan`]
+    /// itself leaves it empty; the pool adds what it found in the
+    /// environment.
+    pub warnings: Vec<String>,
     /// What was detected.
     pub detected: Detected,
 }
@@ -818,6 +823,7 @@ pub(crate) fn plan_roles(
         queue_capacity,
         batch_size,
         reasons,
+        warnings: Vec::new(),
         detected: Detected {
             source: topology.source(),
             cpus: cpus.clone(),
@@ -1033,6 +1039,12 @@ impl fmt::Display for Plan {
         writeln!(f, "why:")?;
         for r in &self.reasons {
             writeln!(f, "  - {r}")?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(f, "warnings:")?;
+            for w in &self.warnings {
+                writeln!(f, "  - {w}")?;
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
 use super::plan::{Plan, Roles, plan_roles};
-use super::profile::{PlanOverrides, Profile};
+use super::profile::{EnvOverrides, PlanOverrides, Profile};
 use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::topology::{Capabilities, Topology};
@@ -121,7 +121,9 @@ impl WorkerPool {
     ///
     /// # Errors
     /// `Topology` if the machine cannot be read, `Env` for a malformed
-    /// `SHARED_NOTHING_*` variable, `Plan` for an impossible override.
+    /// `SHARED_NOTHING_*` variable or one no plan can honour (the error
+    /// names the variable and its value), `Plan` for an impossible value
+    /// set in code.
     pub fn new() -> Result<Self> {
         Self::from_config(PoolConfig::new())
     }
@@ -164,7 +166,7 @@ impl WorkerPool {
     /// will ever start (besides application workers).
     pub(crate) fn from_config_for(config: PoolConfig, roles: Roles) -> Result<Self> {
         let machine = detected()?;
-        let env = PlanOverrides::from_env()?;
+        let env = EnvOverrides::from_env()?;
         Self::from_parts_for(
             machine.topology.clone(),
             machine.capabilities.clone(),
@@ -180,29 +182,38 @@ impl WorkerPool {
         Self::from_config_for(config, Roles::APPLICATION_ONLY)
     }
 
-    /// Plans on a given topology and capabilities (for tests and for callers
-    /// that detect once and plan several pools); `env` wins over `config`.
+    /// Plans on a given topology and capabilities (for tests and for
+    /// machines described rather than detected); `env` (a [`PlanOverrides`]
+    /// or the [`EnvOverrides`] read from variables) wins over `config`, and
+    /// its warnings go into the plan's [`warnings`](Plan::warnings).
     ///
     /// # Errors
-    /// `Plan` for an impossible override.
+    /// `Env` ([`EnvError::Rejected`](super::EnvError::Rejected), naming the
+    /// variable and its value) when a value from `env` is impossible on this
+    /// machine; `Plan` for an impossible value from `config`.
     pub fn from_parts(
         topology: Topology,
         capabilities: Capabilities,
         config: PoolConfig,
-        env: PlanOverrides,
+        env: impl Into<EnvOverrides>,
     ) -> Result<Self> {
-        Self::from_parts_for(topology, capabilities, config, env, Roles::ALL)
+        Self::from_parts_for(topology, capabilities, config, env.into(), Roles::ALL)
     }
 
     fn from_parts_for(
         topology: Topology,
         capabilities: Capabilities,
         config: PoolConfig,
-        env: PlanOverrides,
+        env: EnvOverrides,
         roles: Roles,
     ) -> Result<Self> {
-        let overrides = layer(env, config.overrides());
-        let plan = plan_roles(&topology, &capabilities, config.profile, &overrides, roles)?;
+        let overrides = layer(env.overrides.clone(), config.overrides());
+        let mut plan = plan_roles(&topology, &capabilities, config.profile, &overrides, roles)
+            .map_err(|e| match env.rejected(&e) {
+                Some(rejected) => crate::Error::Env(rejected),
+                None => crate::Error::Plan(e),
+            })?;
+        plan.warnings.extend(env.warnings);
         Ok(Self {
             topology,
             capabilities,
@@ -391,6 +402,119 @@ mod tests {
         fn handle_message(&mut self, _: &mut (), _: Envelope<()>) -> Result<()> {
             Ok(())
         }
+    }
+
+    /// A two-CPU machine, as in issue 10.
+    fn two_cpus() -> Topology {
+        Topology::synthetic().cores_per_node(2).build().unwrap()
+    }
+
+    #[test]
+    fn a_rejected_variable_is_named_with_its_value() {
+        // Issue 10: values that parse but that the plan refuses came back as
+        // plan errors ("CPU 5 is not allowed"), naming neither the variable
+        // nor its value.
+        for (var, value, code) in [
+            ("SHARED_NOTHING_CPUS", "5", PoolConfig::new()),
+            ("SHARED_NOTHING_CPUS", " 0,7 ", PoolConfig::new()),
+            ("SHARED_NOTHING_APP_WORKERS", "0", PoolConfig::new()),
+            ("SHARED_NOTHING_APP_WORKERS", "1000", PoolConfig::new()),
+            ("SHARED_NOTHING_QUEUE_CAPACITY", "0", PoolConfig::new()),
+            ("SHARED_NOTHING_BATCH_SIZE", "0", PoolConfig::new()),
+            (
+                "SHARED_NOTHING_BATCH_SIZE",
+                "64",
+                PoolConfig::new().with_worker_config(WorkerConfig::new().with_queue_capacity(16)),
+            ),
+            (
+                "SHARED_NOTHING_QUEUE_CAPACITY",
+                "16",
+                PoolConfig::new().with_worker_config(WorkerConfig::new().with_batch_size(64)),
+            ),
+            ("SHARED_NOTHING_GPU_WORKERS", "1", PoolConfig::new()),
+            (
+                "SHARED_NOTHING_IDLE",
+                "spin",
+                PoolConfig::new().with_cpus(vec![0]).with_num_workers(2),
+            ),
+            (
+                "SHARED_NOTHING_PIN",
+                "0",
+                PoolConfig::new().with_worker_config(
+                    WorkerConfig::new().with_idle_strategy(crate::worker::IdleStrategy::Spin),
+                ),
+            ),
+        ] {
+            let env = EnvOverrides::from_env_pairs([(var, value)]).unwrap();
+            let e =
+                WorkerPool::from_parts(two_cpus(), Capabilities::none(), code, env).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(var) && text.contains(&format!("{value:?}")),
+                "{var}={value:?}: {text}"
+            );
+            match e {
+                crate::Error::Env(super::super::EnvError::Rejected {
+                    var: v, value: got, ..
+                }) => assert_eq!((v.as_str(), got.as_str()), (var, value)),
+                other => panic!("{var}={value:?}: {other:?}"),
+            }
+        }
+        // Overrides passed as a `PlanOverrides` are named by the variable
+        // that would set them, with the value written out.
+        let env = PlanOverrides::from_env_pairs([("SHARED_NOTHING_CPUS", "1, 5")]).unwrap();
+        let e = WorkerPool::from_parts(two_cpus(), Capabilities::none(), PoolConfig::new(), env)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(r#"SHARED_NOTHING_CPUS="1,5""#),
+            "{e}"
+        );
+        // The same mistake made in code is a plan error, not blamed on a
+        // variable.
+        let e = WorkerPool::from_parts(
+            two_cpus(),
+            Capabilities::none(),
+            PoolConfig::new().with_cpus(vec![5]),
+            PlanOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, crate::Error::Plan(_)), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_a_plan_warning() {
+        // Issue 10: SHARED_NOTHING_WORKES=4 was silently ignored.
+        let env = EnvOverrides::from_env_pairs([
+            ("SHARED_NOTHING_WORKES", "4"),
+            ("SHARED_NOTHING_PROFILE", "performance"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        let pool = WorkerPool::from_parts(two_cpus(), Capabilities::none(), PoolConfig::new(), env)
+            .unwrap();
+        let plan = pool.plan();
+        assert_eq!(plan.profile, Profile::Performance);
+        assert_eq!(plan.warnings.len(), 1, "{plan}");
+        let w = &plan.warnings[0];
+        assert!(
+            w.contains("SHARED_NOTHING_WORKES") && w.contains("SHARED_NOTHING_APP_WORKERS"),
+            "{w}"
+        );
+        let text = plan.to_string();
+        assert!(
+            text.contains("warnings:\n") && text.contains(w.as_str()),
+            "{text}"
+        );
+        // No warning, no section.
+        let pool = WorkerPool::from_parts(
+            two_cpus(),
+            Capabilities::none(),
+            PoolConfig::new(),
+            PlanOverrides::default(),
+        )
+        .unwrap();
+        assert!(pool.plan().warnings.is_empty());
+        assert!(!pool.plan().to_string().contains("warnings:"));
     }
 
     fn detections() -> usize {
