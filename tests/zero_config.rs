@@ -114,6 +114,17 @@ fn child(mode: &str) -> std::result::Result<(), String> {
             }
         }
         "env-bad" => return Err("unreachable: a malformed variable must fail first".into()),
+        "env-typo" => {
+            let w = plan.warnings.join("\n");
+            if !(w.contains("SHARED_NOTHING_WORKES") && w.contains("SHARED_NOTHING_APP_WORKERS")) {
+                return Err(format!("no warning about the misspelt name:\n{plan_text}"));
+            }
+            if !plan_text.contains(&w) {
+                return Err(format!(
+                    "the report does not print the warning:\n{plan_text}"
+                ));
+            }
+        }
         other => return Err(format!("unknown mode {other}")),
     }
     Ok(())
@@ -227,6 +238,18 @@ fn main() {
             Err(e) => Err(format!("unexpected failure: {e}")),
             Ok(()) => Err("a malformed variable was accepted".into()),
         },
+    ));
+    results.push((
+        "refused override names the variable and its value",
+        match run_child("env-bad", &[], &[("SHARED_NOTHING_CPUS", "100000")]) {
+            Err(e) if e.contains(r#"SHARED_NOTHING_CPUS="100000""#) => Ok(()),
+            Err(e) => Err(format!("unexpected failure: {e}")),
+            Ok(()) => Err("a CPU the process may not use was accepted".into()),
+        },
+    ));
+    results.push((
+        "misspelt variable is a plan warning",
+        run_child("env-typo", &[], &[("SHARED_NOTHING_WORKES", "4")]),
     ));
     match QuotaGroup::create() {
         Ok(group) => {

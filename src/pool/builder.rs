@@ -178,7 +178,11 @@ impl PoolBuilder<NoFactory> {
 }
 
 impl<F, Args> PoolBuilder<F, Args> {
-    /// Starts the workers.
+    /// Starts the workers. The runtime behind them is private to the group,
+    /// so no I/O or GPU worker can start on it: the plan keeps no core for
+    /// one (use [`build_pool`](PoolBuilder::build_pool) and
+    /// [`WorkerPool::spawn`](super::WorkerPool::spawn) to run them beside
+    /// the group).
     ///
     /// # Errors
     /// `Plan` for an impossible placement (zero workers, a CPU this process
@@ -193,7 +197,9 @@ impl<F, Args> PoolBuilder<F, Args> {
         let partitioner = self
             .partitioner
             .unwrap_or_else(|| Arc::new(HashPartitioner::new()));
-        let pool = super::WorkerPool::from_config(self.config)?;
+        // The pool is private to this group: no I/O or GPU worker can ever
+        // start on it, so the application workers may use every core.
+        let pool = super::WorkerPool::for_application_only(self.config)?;
         pool.spawn_with(self.factory, partitioner)
     }
 }

@@ -27,7 +27,7 @@ pub use plan::{
     Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,
     PlanError, WorkerRole, plan,
 };
-pub use profile::{ENV_VARS, EnvError, PlanOverrides, Profile};
+pub use profile::{ENV_VARS, EnvError, EnvOverrides, PlanOverrides, Profile};
 pub use runtime::WorkerPool;
 pub use sender::PoolSender;
 

@@ -168,6 +168,11 @@ pub struct Plan {
     pub batch_size: usize,
     /// Why each choice was made, one sentence each.
     pub reasons: Vec<String>,
+    /// What looked wrong but did not stop the plan, one sentence each (a
+    /// misspelt `SHARED_NOTHING_*` variable, which is ignored). [`plan`]
+    /// itself leaves it empty; the pool adds what it found in the
+    /// environment.
+    pub warnings: Vec<String>,
     /// What was detected.
     pub detected: Detected,
 }
@@ -332,6 +337,46 @@ pub fn plan(
     profile: Profile,
     overrides: &PlanOverrides,
 ) -> Result<Plan, PlanError> {
+    plan_roles(topology, caps, profile, overrides, Roles::ALL)
+}
+
+/// Which roles besides the application workers will run. Application
+/// workers are placed knowing it, so no core is kept for a worker that is
+/// never started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Roles {
+    /// Storage and network workers start.
+    pub io: bool,
+    /// GPU workers start.
+    pub gpu: bool,
+}
+
+impl Roles {
+    /// Every role the plan has (what [`plan`] places).
+    pub const ALL: Roles = Roles {
+        io: true,
+        gpu: true,
+    };
+    /// Application workers only (a pool private to one group, which nobody
+    /// can start I/O or GPU workers on).
+    pub const APPLICATION_ONLY: Roles = Roles {
+        io: false,
+        gpu: false,
+    };
+}
+
+/// [`plan`] for the roles that will run: the others get no worker, and
+/// application workers may use the cores they would have taken.
+///
+/// # Errors
+/// As [`plan`].
+pub(crate) fn plan_roles(
+    topology: &Topology,
+    caps: &Capabilities,
+    profile: Profile,
+    overrides: &PlanOverrides,
+    roles: Roles,
+) -> Result<Plan, PlanError> {
     let mut reasons = Vec::new();
     let requested_profile = profile;
     let profile = overrides.profile.unwrap_or(profile);
@@ -445,6 +490,12 @@ pub fn plan(
     let network_per_node = overrides
         .network_workers_per_node
         .unwrap_or(d.network_per_node);
+    // Storage and network workers that will not start get no core.
+    let (storage_per_node, network_per_node) = if roles.io {
+        (storage_per_node, network_per_node)
+    } else {
+        (0, 0)
+    };
     let io_per_node = storage_per_node.saturating_add(network_per_node);
     let io_total = io_per_node.saturating_mul(nodes.len());
     // Hardware adapters first; software ones (llvmpipe: `device_type` "Cpu")
@@ -463,6 +514,9 @@ pub fn plan(
         Some(n) => n,
         None => hardware.len(),
     };
+    // GPU workers that will not start get no core either.
+    let gpu_not_started = !roles.gpu && gpu_n > 0;
+    let gpu_n = if roles.gpu { gpu_n } else { 0 };
     let app_n = match overrides.app_workers {
         Some(0) => {
             return Err(PlanError::InvalidOverride {
@@ -516,17 +570,26 @@ pub fn plan(
             limit,
         });
     }
-    reasons.push(format!(
-        "{} ({io_per_node} per NUMA node: {storage_per_node} storage + {network_per_node} network on {})",
-        plural(io_total, "I/O worker", "I/O workers"),
-        if nodes.len() == 1 {
-            "1 node".to_owned()
-        } else {
-            format!("each of {} nodes", nodes.len())
-        }
-    ));
+    if roles.io {
+        reasons.push(format!(
+            "{} ({io_per_node} per NUMA node: {storage_per_node} storage + {network_per_node} network on {})",
+            plural(io_total, "I/O worker", "I/O workers"),
+            if nodes.len() == 1 {
+                "1 node".to_owned()
+            } else {
+                format!("each of {} nodes", nodes.len())
+            }
+        ));
+    } else {
+        reasons.push(
+            "0 I/O workers (storage and network workers are not started with these application workers, so their cores are free)"
+                .to_owned(),
+        );
+    }
     let gpu_fallback = if gpu_n == 0 {
-        let why = if caps.gpus.is_empty() {
+        let why = if gpu_not_started {
+            "GPU workers are not started with these application workers: GPU work runs on the CPU workers".to_owned()
+        } else if caps.gpus.is_empty() {
             "no GPU detected: GPU work runs on the CPU workers".to_owned()
         } else if overrides.gpu_workers.is_none() {
             format!(
@@ -760,6 +823,7 @@ pub fn plan(
         queue_capacity,
         batch_size,
         reasons,
+        warnings: Vec::new(),
         detected: Detected {
             source: topology.source(),
             cpus: cpus.clone(),
@@ -975,6 +1039,12 @@ impl fmt::Display for Plan {
         writeln!(f, "why:")?;
         for r in &self.reasons {
             writeln!(f, "  - {r}")?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(f, "warnings:")?;
+            for w in &self.warnings {
+                writeln!(f, "  - {w}")?;
+            }
         }
         Ok(())
     }

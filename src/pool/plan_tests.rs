@@ -730,6 +730,16 @@ fn invariants_hold_across_many_shapes() {
                         for caps in [Capabilities::none(), Capabilities::all(gpus(2))] {
                             for p in PROFILES {
                                 let plan = default_run(&t, &caps, p);
+                                let only = plan_roles(
+                                    &t,
+                                    &caps,
+                                    p,
+                                    &PlanOverrides::default(),
+                                    Roles::APPLICATION_ONLY,
+                                )
+                                .unwrap();
+                                check_invariants(&only, &t, &caps);
+                                assert_eq!(only.total_workers(), only.app_workers.len());
                                 // Whenever the counts fit on the cores (and each
                                 // node has a core per I/O worker), nobody shares.
                                 let cores = t.physical_cores();
@@ -804,4 +814,86 @@ fn software_adapters_are_used_only_when_asked_for() {
     let p = plan(&t, &caps, Profile::Production, &two).unwrap();
     let names: Vec<&str> = p.gpu_workers.iter().map(|g| g.gpu_name.as_str()).collect();
     assert_eq!(names, vec!["gpu0", "llvmpipe"]);
+}
+
+#[test]
+fn application_workers_take_the_cores_of_roles_that_never_start() {
+    // Issue 10: `workers(2)` on two CPUs without `start_io()` pinned both
+    // application workers to CPU 0, keeping CPU 1 for I/O workers that
+    // never started.
+    let t = machine(1, 2, 1);
+    let caps = Capabilities::none();
+    let two = PlanOverrides {
+        app_workers: Some(2),
+        ..Default::default()
+    };
+    for p in PROFILES {
+        let only = plan_roles(&t, &caps, p, &two, Roles::APPLICATION_ONLY).unwrap();
+        check_invariants(&only, &t, &caps);
+        assert_eq!(cpus_of(&only.app_workers), vec![0, 1], "{only}");
+        assert!(only.storage_workers.is_empty(), "{only}");
+        assert!(only.network_workers.is_empty(), "{only}");
+        assert!(only.reasons.iter().any(|r| r.contains("not started")));
+        // With the I/O workers started, the plan is unchanged: they keep
+        // CPU 1 and the application workers share CPU 0.
+        let all = plan_roles(&t, &caps, p, &two, Roles::ALL).unwrap();
+        assert_eq!(all, plan(&t, &caps, p, &two).unwrap());
+        assert_eq!(cpus_of(&all.app_workers), vec![0, 0], "{all}");
+        assert_eq!(cpus_of(&all.storage_workers), vec![1]);
+        assert_eq!(cpus_of(&all.network_workers), vec![1]);
+    }
+}
+
+#[test]
+fn roles_that_never_start_leave_their_cores_to_application_workers() {
+    let t = machine(1, 8, 1);
+    let caps = Capabilities::all(gpus(1));
+    // Production takes 70% of the cores either way, on the same CPUs (I/O
+    // and GPU workers take the last cores, application workers the first).
+    let full = default_run(&t, &caps, Profile::Production);
+    for roles in [
+        Roles::APPLICATION_ONLY,
+        Roles {
+            io: true,
+            gpu: false,
+        },
+        Roles {
+            io: false,
+            gpu: true,
+        },
+    ] {
+        let p = plan_roles(
+            &t,
+            &caps,
+            Profile::Production,
+            &PlanOverrides::default(),
+            roles,
+        )
+        .unwrap();
+        check_invariants(&p, &t, &caps);
+        assert_eq!(p.app_workers, full.app_workers, "{p}");
+        assert_eq!(p.storage_workers.is_empty(), !roles.io, "{p}");
+        assert_eq!(p.network_workers.is_empty(), !roles.io, "{p}");
+        assert_eq!(p.gpu_workers.is_empty(), !roles.gpu, "{p}");
+        if !roles.gpu {
+            assert!(p.gpu_fallback.as_deref().unwrap().contains("not started"));
+        }
+        if roles.io {
+            assert_eq!(p.storage_workers, full.storage_workers);
+        }
+    }
+    // Performance gives application workers every core nobody else takes.
+    let full = default_run(&t, &caps, Profile::Performance);
+    assert_eq!(cpus_of(&full.app_workers), (0..5).collect::<Vec<_>>());
+    let only = plan_roles(
+        &t,
+        &caps,
+        Profile::Performance,
+        &PlanOverrides::default(),
+        Roles::APPLICATION_ONLY,
+    )
+    .unwrap();
+    check_invariants(&only, &t, &caps);
+    assert_eq!(cpus_of(&only.app_workers), (0..8).collect::<Vec<_>>());
+    assert!(distinct_cores(&only, &t), "{only}");
 }

@@ -4,13 +4,13 @@ use super::builder::{NoFactory, PoolBuilder};
 use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
-use super::plan::{Plan, plan};
-use super::profile::{PlanOverrides, Profile};
+use super::plan::{Plan, Roles, plan_roles};
+use super::profile::{EnvOverrides, PlanOverrides, Profile};
 use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::topology::{Capabilities, Topology};
 use crate::worker::{Worker, WorkerConfig};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The machine-wide runtime: what the hardware offers, and the [`Plan`] that
 /// says how many workers of each kind run where. Typed application workers
@@ -71,12 +71,59 @@ fn layer(env: PlanOverrides, code: PlanOverrides) -> PlanOverrides {
     }
 }
 
+/// What detection found: read once per process and shared by every pool.
+#[derive(Debug)]
+struct Machine {
+    topology: Topology,
+    capabilities: Capabilities,
+}
+
+/// How many times the machine was detected (tests count them).
+#[cfg(test)]
+static DETECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The machine as first detected, until [`WorkerPool::detect_again`].
+static MACHINE: Mutex<Option<Arc<Machine>>> = Mutex::new(None);
+
+/// The cached machine, detecting it if nothing is cached. The lock is held
+/// while detecting, so pools built at once detect once. A failed detection
+/// is not cached.
+fn detected() -> Result<Arc<Machine>> {
+    let mut cached = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(m) = &*cached {
+        return Ok(m.clone());
+    }
+    #[cfg(test)]
+    DETECTIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let m = Arc::new(Machine {
+        topology: Topology::detect()?,
+        capabilities: Capabilities::detect(),
+    });
+    *cached = Some(m.clone());
+    Ok(m)
+}
+
 impl WorkerPool {
+    /// Forgets the machine detected so far: the next pool reads the
+    /// topology and probes the capabilities (io_uring, GPU adapters) again.
+    ///
+    /// Pools detect once per process and share the result, so building one
+    /// costs no probe after the first. Call this after something detection
+    /// depends on changed: the process's CPU affinity or cgroup, a device.
+    /// Like the first detection, the next one must not run on a pinned
+    /// thread, which would see only its own CPU. Pools already built keep
+    /// their plan.
+    pub fn detect_again() {
+        *MACHINE.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Detects the machine and plans with the production profile.
     ///
     /// # Errors
     /// `Topology` if the machine cannot be read, `Env` for a malformed
-    /// `SHARED_NOTHING_*` variable, `Plan` for an impossible override.
+    /// `SHARED_NOTHING_*` variable or one no plan can honour (the error
+    /// names the variable and its value), `Plan` for an impossible value
+    /// set in code.
     pub fn new() -> Result<Self> {
         Self::from_config(PoolConfig::new())
     }
@@ -105,31 +152,68 @@ impl WorkerPool {
         Self::from_config(PoolConfig::new().with_profile(Profile::Performance))
     }
 
-    /// Detects the machine and plans with `config`; environment overrides
-    /// win over it.
+    /// Detects the machine (once per process: see
+    /// [`detect_again`](Self::detect_again)) and plans with `config`;
+    /// environment overrides win over it.
     ///
     /// # Errors
     /// As [`WorkerPool::new`].
     pub fn from_config(config: PoolConfig) -> Result<Self> {
-        let topology = Topology::detect()?;
-        let capabilities = Capabilities::detect();
-        let env = PlanOverrides::from_env()?;
-        Self::from_parts(topology, capabilities, config, env)
+        Self::from_config_for(config, Roles::ALL)
     }
 
-    /// Plans on a given topology and capabilities (for tests and for callers
-    /// that detect once and plan several pools); `env` wins over `config`.
+    /// [`from_config`](Self::from_config) for a pool on which only `roles`
+    /// will ever start (besides application workers).
+    pub(crate) fn from_config_for(config: PoolConfig, roles: Roles) -> Result<Self> {
+        let machine = detected()?;
+        let env = EnvOverrides::from_env()?;
+        Self::from_parts_for(
+            machine.topology.clone(),
+            machine.capabilities.clone(),
+            config,
+            env,
+            roles,
+        )
+    }
+
+    /// A pool private to one group of application workers: nobody can
+    /// start I/O or GPU workers on it, so the plan keeps no core for them.
+    pub(crate) fn for_application_only(config: PoolConfig) -> Result<Self> {
+        Self::from_config_for(config, Roles::APPLICATION_ONLY)
+    }
+
+    /// Plans on a given topology and capabilities (for tests and for
+    /// machines described rather than detected); `env` (a [`PlanOverrides`]
+    /// or the [`EnvOverrides`] read from variables) wins over `config`, and
+    /// its warnings go into the plan's [`warnings`](Plan::warnings).
     ///
     /// # Errors
-    /// `Plan` for an impossible override.
+    /// `Env` ([`EnvError::Rejected`](super::EnvError::Rejected), naming the
+    /// variable and its value) when a value from `env` is impossible on this
+    /// machine; `Plan` for an impossible value from `config`.
     pub fn from_parts(
         topology: Topology,
         capabilities: Capabilities,
         config: PoolConfig,
-        env: PlanOverrides,
+        env: impl Into<EnvOverrides>,
     ) -> Result<Self> {
-        let overrides = layer(env, config.overrides());
-        let plan = plan(&topology, &capabilities, config.profile, &overrides)?;
+        Self::from_parts_for(topology, capabilities, config, env.into(), Roles::ALL)
+    }
+
+    fn from_parts_for(
+        topology: Topology,
+        capabilities: Capabilities,
+        config: PoolConfig,
+        env: EnvOverrides,
+        roles: Roles,
+    ) -> Result<Self> {
+        let overrides = layer(env.overrides.clone(), config.overrides());
+        let mut plan = plan_roles(&topology, &capabilities, config.profile, &overrides, roles)
+            .map_err(|e| match env.rejected(&e) {
+                Some(rejected) => crate::Error::Env(rejected),
+                None => crate::Error::Plan(e),
+            })?;
+        plan.warnings.extend(env.warnings);
         Ok(Self {
             topology,
             capabilities,
@@ -156,6 +240,14 @@ impl WorkerPool {
 
     /// Starts one typed worker per planned application worker, placed and
     /// configured as the plan says, hash-partitioned.
+    ///
+    /// This pool's plan keeps cores for the storage, network and GPU workers
+    /// that [`start_io`](Self::start_io) and
+    /// [`start_accelerators`](Self::start_accelerators) may start on it. A
+    /// group whose pool nobody else can reach ([`builder`](Self::builder)'s
+    /// `build`, [`with_config`](Self::with_config),
+    /// [`with_partitioner`](Self::with_partitioner)) is planned without them,
+    /// so its workers may use every core.
     ///
     /// # Errors
     /// `Spawn`/`Init` if a worker fails to start (none is left running).
@@ -275,7 +367,7 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        Self::from_config(config)?.spawn(factory)
+        Self::for_application_only(config)?.spawn(factory)
     }
 
     /// A typed worker group from a configuration and a partitioner.
@@ -291,6 +383,195 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
-        Self::from_config(config)?.spawn_with(factory, partitioner)
+        Self::for_application_only(config)?.spawn_with(factory, partitioner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{Envelope, Worker};
+
+    struct Idle;
+    impl Worker for Idle {
+        type State = ();
+        type Message = ();
+        fn init(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn handle_message(&mut self, _: &mut (), _: Envelope<()>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A two-CPU machine, as in issue 10.
+    fn two_cpus() -> Topology {
+        Topology::synthetic().cores_per_node(2).build().unwrap()
+    }
+
+    #[test]
+    fn a_rejected_variable_is_named_with_its_value() {
+        // Issue 10: values that parse but that the plan refuses came back as
+        // plan errors ("CPU 5 is not allowed"), naming neither the variable
+        // nor its value.
+        for (var, value, code) in [
+            ("SHARED_NOTHING_CPUS", "5", PoolConfig::new()),
+            ("SHARED_NOTHING_CPUS", " 0,7 ", PoolConfig::new()),
+            ("SHARED_NOTHING_APP_WORKERS", "0", PoolConfig::new()),
+            ("SHARED_NOTHING_APP_WORKERS", "1000", PoolConfig::new()),
+            ("SHARED_NOTHING_QUEUE_CAPACITY", "0", PoolConfig::new()),
+            ("SHARED_NOTHING_BATCH_SIZE", "0", PoolConfig::new()),
+            (
+                "SHARED_NOTHING_BATCH_SIZE",
+                "64",
+                PoolConfig::new().with_worker_config(WorkerConfig::new().with_queue_capacity(16)),
+            ),
+            (
+                "SHARED_NOTHING_QUEUE_CAPACITY",
+                "16",
+                PoolConfig::new().with_worker_config(WorkerConfig::new().with_batch_size(64)),
+            ),
+            ("SHARED_NOTHING_GPU_WORKERS", "1", PoolConfig::new()),
+            (
+                "SHARED_NOTHING_IDLE",
+                "spin",
+                PoolConfig::new().with_cpus(vec![0]).with_num_workers(2),
+            ),
+            (
+                "SHARED_NOTHING_PIN",
+                "0",
+                PoolConfig::new().with_worker_config(
+                    WorkerConfig::new().with_idle_strategy(crate::worker::IdleStrategy::Spin),
+                ),
+            ),
+        ] {
+            let env = EnvOverrides::from_env_pairs([(var, value)]).unwrap();
+            let e =
+                WorkerPool::from_parts(two_cpus(), Capabilities::none(), code, env).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(var) && text.contains(&format!("{value:?}")),
+                "{var}={value:?}: {text}"
+            );
+            match e {
+                crate::Error::Env(super::super::EnvError::Rejected {
+                    var: v, value: got, ..
+                }) => assert_eq!((v.as_str(), got.as_str()), (var, value)),
+                other => panic!("{var}={value:?}: {other:?}"),
+            }
+        }
+        // Overrides passed as a `PlanOverrides` are named by the variable
+        // that would set them, with the value written out.
+        let env = PlanOverrides::from_env_pairs([("SHARED_NOTHING_CPUS", "1, 5")]).unwrap();
+        let e = WorkerPool::from_parts(two_cpus(), Capabilities::none(), PoolConfig::new(), env)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(r#"SHARED_NOTHING_CPUS="1,5""#),
+            "{e}"
+        );
+        // The same mistake made in code is a plan error, not blamed on a
+        // variable.
+        let e = WorkerPool::from_parts(
+            two_cpus(),
+            Capabilities::none(),
+            PoolConfig::new().with_cpus(vec![5]),
+            PlanOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, crate::Error::Plan(_)), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_a_plan_warning() {
+        // Issue 10: SHARED_NOTHING_WORKES=4 was silently ignored.
+        let env = EnvOverrides::from_env_pairs([
+            ("SHARED_NOTHING_WORKES", "4"),
+            ("SHARED_NOTHING_PROFILE", "performance"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        let pool = WorkerPool::from_parts(two_cpus(), Capabilities::none(), PoolConfig::new(), env)
+            .unwrap();
+        let plan = pool.plan();
+        assert_eq!(plan.profile, Profile::Performance);
+        assert_eq!(plan.warnings.len(), 1, "{plan}");
+        let w = &plan.warnings[0];
+        assert!(
+            w.contains("SHARED_NOTHING_WORKES") && w.contains("SHARED_NOTHING_APP_WORKERS"),
+            "{w}"
+        );
+        let text = plan.to_string();
+        assert!(
+            text.contains("warnings:\n") && text.contains(w.as_str()),
+            "{text}"
+        );
+        // No warning, no section.
+        let pool = WorkerPool::from_parts(
+            two_cpus(),
+            Capabilities::none(),
+            PoolConfig::new(),
+            PlanOverrides::default(),
+        )
+        .unwrap();
+        assert!(pool.plan().warnings.is_empty());
+        assert!(!pool.plan().to_string().contains("warnings:"));
+    }
+
+    fn detections() -> usize {
+        DETECTIONS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_machine_is_detected_once_until_detect_again() {
+        // Issue 10: every build re-probed io_uring (and enumerated GPU
+        // adapters). Only this test forgets the cache, so whichever thread
+        // builds first after `detect_again` detects, and nobody after it.
+        WorkerPool::detect_again();
+        let before = detections();
+        for _ in 0..2 {
+            let mut group = WorkerPool::builder()
+                .factory(|| Idle)
+                .workers(1)
+                .build()
+                .unwrap();
+            group.stop_all().unwrap();
+        }
+        WorkerPool::new().unwrap();
+        assert_eq!(detections(), before + 1);
+        WorkerPool::detect_again();
+        WorkerPool::production().unwrap();
+        WorkerPool::new().unwrap();
+        assert_eq!(detections(), before + 2);
+    }
+
+    #[test]
+    fn a_built_group_is_placed_without_io_workers_that_never_start() {
+        // Issue 10 on this machine: `builder().workers(2).build()` can never
+        // start I/O or GPU workers (the pool is private to the group), so
+        // its workers are placed as if there were none. On two CPUs they
+        // pinned both to CPU 0.
+        let topology = Topology::detect().unwrap();
+        let caps = Capabilities::detect();
+        let env = PlanOverrides::from_env().unwrap();
+        let config = PoolConfig::new().with_num_workers(2);
+        let overrides = layer(env, config.overrides());
+        let want = super::super::plan::plan_roles(
+            &topology,
+            &caps,
+            config.profile,
+            &overrides,
+            super::super::plan::Roles::APPLICATION_ONLY,
+        )
+        .unwrap();
+        let mut group = WorkerPool::builder()
+            .factory(|| Idle)
+            .workers(2)
+            .build()
+            .unwrap();
+        let placed: Vec<Option<usize>> = group.placements().iter().map(|p| p.cpu).collect();
+        let planned: Vec<Option<usize>> = want.app_workers.iter().map(|p| p.cpu).collect();
+        assert_eq!(placed, planned, "{}", group.plan());
+        assert!(group.plan().storage_workers.is_empty(), "{}", group.plan());
+        group.stop_all().unwrap();
     }
 }

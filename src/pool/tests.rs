@@ -214,17 +214,18 @@ fn impossible_configurations_are_typed_errors() {
         .build()
         .unwrap_err();
     assert!(matches!(e, Error::Plan(_)), "{e}");
-    let n = crate::topology::Topology::detect()
+    // Two workers on one CPU share it, so neither can busy-wait (on any
+    // machine: more workers than CPUs would leave some alone on a core).
+    let cpu = crate::topology::Topology::detect()
         .unwrap()
-        .available_cpus()
-        .len();
+        .available_cpus()[0];
     let e = WorkerPool::builder()
         .factory(|i| Recorder {
             index: i,
             log: Arc::default(),
         })
-        .workers(n + 1)
-        .cpu_affinity(true)
+        .workers(2)
+        .cpus(vec![cpu])
         .idle_strategy(crate::worker::IdleStrategy::Spin)
         .build()
         .unwrap_err();
