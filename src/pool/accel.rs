@@ -35,6 +35,7 @@ impl WorkerPool {
     /// accels.stop_all().unwrap();
     /// ```
     pub fn start_accelerators(&self) -> Result<Accelerators> {
+        self.mark_gpu_started();
         let plan = self.plan();
         if plan.gpu_workers.is_empty() {
             let reason = plan

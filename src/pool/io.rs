@@ -63,6 +63,7 @@ impl WorkerPool {
     /// `Spawn`/`Io` if a worker cannot start; `InvalidConfig` for a
     /// malformed backend variable. Workers already started are stopped.
     pub fn start_io(&self) -> Result<IoWorkers> {
+        self.mark_io_started();
         let plan = self.plan();
         let backend = match &plan.io_backend {
             IoBackend::IoUring => BackendChoice::Auto,

@@ -10,6 +10,7 @@ use crate::Result;
 use crate::partition::{HashPartitioner, Partitioner};
 use crate::topology::{Capabilities, Topology};
 use crate::worker::{Worker, WorkerConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The machine-wide runtime: what the hardware offers, and the [`Plan`] that
@@ -49,6 +50,19 @@ pub struct WorkerPool {
     capabilities: Capabilities,
     plan: Arc<Plan>,
     config: PoolConfig,
+    /// The overrides the plan was made with (environment over code).
+    overrides: PlanOverrides,
+    /// The roles the plan keeps cores for.
+    roles: Roles,
+    /// Which of them have been started on this pool (shared by clones).
+    started: Arc<Started>,
+}
+
+/// Roles started on a pool so far.
+#[derive(Debug, Default)]
+struct Started {
+    io: AtomicBool,
+    gpu: AtomicBool,
 }
 
 /// `env` wins over `code`, field by field.
@@ -219,7 +233,52 @@ impl WorkerPool {
             capabilities,
             plan: Arc::new(plan),
             config,
+            overrides,
+            roles,
+            started: Arc::default(),
         })
+    }
+
+    /// Records that I/O workers were started on this pool (see
+    /// [`app_plan`](Self::app_plan)).
+    pub(crate) fn mark_io_started(&self) {
+        self.started.io.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that accelerator workers were started on this pool.
+    pub(crate) fn mark_gpu_started(&self) {
+        self.started.gpu.store(true, Ordering::Relaxed);
+    }
+
+    /// The plan application workers spawned now are placed by: this pool's
+    /// [`plan`](Self::plan) without the storage, network and GPU workers
+    /// that have not been started on it (by [`start_io`](Self::start_io),
+    /// [`start_accelerators`](Self::start_accelerators)), so no core is kept
+    /// idle for a worker that never runs. Start those first if they will
+    /// run: application workers spawned before them may share their cores.
+    pub fn app_plan(&self) -> Arc<Plan> {
+        let running = Roles {
+            io: self.roles.io && self.started.io.load(Ordering::Relaxed),
+            gpu: self.roles.gpu && self.started.gpu.load(Ordering::Relaxed),
+        };
+        if running == self.roles {
+            return self.plan.clone();
+        }
+        match plan_roles(
+            &self.topology,
+            &self.capabilities,
+            self.config.profile,
+            &self.overrides,
+            running,
+        ) {
+            Ok(mut plan) => {
+                plan.warnings = self.plan.warnings.clone();
+                Arc::new(plan)
+            }
+            // Fewer roles never make a plan impossible; if one did, the
+            // full plan still places the workers correctly.
+            Err(_) => self.plan.clone(),
+        }
     }
 
     /// The plan: what was detected, what was chosen and why. Its `Display`
@@ -241,13 +300,14 @@ impl WorkerPool {
     /// Starts one typed worker per planned application worker, placed and
     /// configured as the plan says, hash-partitioned.
     ///
-    /// This pool's plan keeps cores for the storage, network and GPU workers
-    /// that [`start_io`](Self::start_io) and
-    /// [`start_accelerators`](Self::start_accelerators) may start on it. A
-    /// group whose pool nobody else can reach ([`builder`](Self::builder)'s
+    /// Workers are placed by [`app_plan`](Self::app_plan): the cores the
+    /// plan keeps for storage, network and GPU workers go to application
+    /// workers unless [`start_io`](Self::start_io) and
+    /// [`start_accelerators`](Self::start_accelerators) started them first.
+    /// A group whose pool nobody else can reach ([`builder`](Self::builder)'s
     /// `build`, [`with_config`](Self::with_config),
-    /// [`with_partitioner`](Self::with_partitioner)) is planned without them,
-    /// so its workers may use every core.
+    /// [`with_partitioner`](Self::with_partitioner)) is planned without them
+    /// from the start.
     ///
     /// # Errors
     /// `Spawn`/`Init` if a worker fails to start (none is left running).
@@ -273,11 +333,12 @@ impl WorkerPool {
         W: Worker,
         F: WorkerFactory<W, Args>,
     {
+        let plan = self.app_plan();
         WorkerGroup::start(
             |i| factory.make(i),
-            self.app_worker_configs(),
+            self.app_worker_configs(&plan),
             partitioner,
-            self.plan.clone(),
+            plan,
         )
     }
 
@@ -314,7 +375,8 @@ impl WorkerPool {
                 "spawn_workers needs at least one worker".into(),
             ));
         }
-        let planned = self.app_worker_configs();
+        let plan = self.app_plan();
+        let planned = self.app_worker_configs(&plan);
         if planned.is_empty() {
             return Err(crate::Error::InvalidConfig(
                 "the plan has no application worker to place them like".into(),
@@ -331,13 +393,13 @@ impl WorkerPool {
             |i| factory.make(i),
             configs,
             Arc::new(HashPartitioner::new()),
-            self.plan.clone(),
+            plan,
         )
     }
 
-    /// One configuration per planned application worker.
-    fn app_worker_configs(&self) -> Vec<WorkerConfig> {
-        let (plan, cfg) = (&self.plan, &self.config);
+    /// One configuration per application worker of `plan`.
+    fn app_worker_configs(&self, plan: &Plan) -> Vec<WorkerConfig> {
+        let cfg = &self.config;
         plan.app_workers
             .iter()
             .map(|p| {
@@ -573,5 +635,42 @@ mod tests {
         assert_eq!(placed, planned, "{}", group.plan());
         assert!(group.plan().storage_workers.is_empty(), "{}", group.plan());
         group.stop_all().unwrap();
+    }
+
+    #[test]
+    fn a_held_pool_places_application_workers_on_the_cores_of_roles_not_started() {
+        // Issue 10: `WorkerPool::new()?.spawn(..)` with no `start_io()` kept
+        // a core for I/O workers that never ran. On a synthetic 2-CPU
+        // machine with two application workers asked for, they shared CPU
+        // 0 while CPU 1 waited for the I/O workers.
+        let topology = Topology::synthetic()
+            .packages(1)
+            .numa_nodes(1)
+            .cores_per_node(2)
+            .threads_per_core(1)
+            .build()
+            .unwrap();
+        let overrides = PlanOverrides {
+            app_workers: Some(2),
+            ..PlanOverrides::default()
+        };
+        let pool = WorkerPool::from_parts(
+            topology,
+            Capabilities::all(vec![]),
+            PoolConfig::new(),
+            overrides,
+        )
+        .unwrap();
+        let full: Vec<Option<usize>> = pool.plan().app_workers.iter().map(|p| p.cpu).collect();
+        assert_eq!(full, vec![Some(0), Some(0)], "{}", pool.plan());
+        assert!(!pool.plan().storage_workers.is_empty());
+        let now: Vec<Option<usize>> = pool.app_plan().app_workers.iter().map(|p| p.cpu).collect();
+        assert_eq!(now, vec![Some(0), Some(1)], "{}", pool.app_plan());
+        assert!(pool.app_plan().storage_workers.is_empty());
+        // Once the I/O workers run, application workers are placed beside
+        // them as the full plan says; clones of the pool agree.
+        let clone = pool.clone();
+        pool.mark_io_started();
+        assert_eq!(clone.app_plan(), pool.plan);
     }
 }
