@@ -234,6 +234,7 @@ struct Echo {
 impl Worker for Echo {
     type State = shared_nothing::io::NetClient;
     type Message = NetEvent;
+    type Reply = ();
     fn init(&mut self) -> Result<Self::State> {
         self.net.client(ResultSink::to_current_worker(|e| e)?)
     }

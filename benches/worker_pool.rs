@@ -27,11 +27,12 @@ struct Summer;
 impl Worker for Summer {
     type State = u64;
     type Message = u64;
+    type Reply = u64;
     fn init(&mut self) -> Result<u64> {
         Ok(0)
     }
     #[inline]
-    fn handle_message(&mut self, sum: &mut u64, mut m: Envelope<u64>) -> Result<()> {
+    fn handle_message(&mut self, sum: &mut u64, mut m: Envelope<u64, u64>) -> Result<()> {
         if m.payload == FLUSH {
             m.reply(*sum)?;
         } else {

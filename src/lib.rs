@@ -24,6 +24,7 @@
 //! impl Worker for Counter {
 //!     type State = u64;
 //!     type Message = u64;
+//!     type Reply = ();
 //!     fn init(&mut self) -> Result<u64> { Ok(0) }
 //!     fn handle_message(&mut self, total: &mut u64, msg: Envelope<u64>) -> Result<()> {
 //!         *total += msg.payload;

@@ -302,6 +302,7 @@ struct ReqState {
 impl Worker for Requester {
     type State = ReqState;
     type Message = Msg;
+    type Reply = Vec<(u64, u64, bool)>;
     fn init(&mut self) -> Result<ReqState> {
         let sink = ResultSink::to_current_worker(|r: JobResult| Msg::Result(Box::new(r)))?;
         let mut client = self.connector.client(sink)?;
@@ -313,7 +314,11 @@ impl Worker for Requester {
             got: Vec::new(),
         })
     }
-    fn handle_message(&mut self, s: &mut ReqState, mut m: Envelope<Msg>) -> Result<()> {
+    fn handle_message(
+        &mut self,
+        s: &mut ReqState,
+        mut m: Envelope<Msg, Vec<(u64, u64, bool)>>,
+    ) -> Result<()> {
         match std::mem::replace(&mut m.payload, Msg::Report) {
             Msg::Result(r) => s.got.push(*r),
             Msg::Report => {

@@ -12,6 +12,7 @@ struct Panicky;
 impl Worker for Panicky {
     type State = ();
     type Message = ();
+    type Reply = ();
     fn init(&mut self) -> Result<()> {
         Ok(())
     }

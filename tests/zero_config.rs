@@ -18,10 +18,11 @@ struct Count;
 impl Worker for Count {
     type State = u64;
     type Message = u64;
+    type Reply = u64;
     fn init(&mut self) -> Result<u64> {
         Ok(0)
     }
-    fn handle_message(&mut self, n: &mut u64, mut m: Envelope<u64>) -> Result<()> {
+    fn handle_message(&mut self, n: &mut u64, mut m: Envelope<u64, u64>) -> Result<()> {
         if m.is_request() {
             m.reply(*n)?;
         } else {
@@ -50,7 +51,7 @@ fn exercise_pool() -> std::result::Result<String, String> {
     let mut total = 0;
     for w in 0..group.len() {
         total += group
-            .request::<u64>(w, 0)
+            .request(w, 0)
             .map_err(|e| format!("request: {e}"))?
             .wait_timeout(Duration::from_secs(10))
             .map_err(|e| format!("reply: {e}"))?;

@@ -16,12 +16,13 @@ enum Msg {
 impl Worker for CounterWorker {
     type State = u64;
     type Message = Msg;
+    type Reply = u64;
 
     fn init(&mut self) -> Result<Self::State> {
         Ok(0)
     }
 
-    fn handle_message(&mut self, total: &mut u64, mut msg: Envelope<Msg>) -> Result<()> {
+    fn handle_message(&mut self, total: &mut u64, mut msg: Envelope<Msg, u64>) -> Result<()> {
         match msg.payload {
             Msg::Add(v) => *total += v,
             Msg::Total => msg.reply(*total)?,

@@ -49,12 +49,17 @@ enum Answer {
 impl Worker for SessionCounter {
     type State = HashMap<u64, u64>;
     type Message = Event;
+    type Reply = Answer;
 
     fn init(&mut self) -> Result<Self::State> {
         Ok(HashMap::new())
     }
 
-    fn handle_message(&mut self, counts: &mut Self::State, mut msg: Envelope<Event>) -> Result<()> {
+    fn handle_message(
+        &mut self,
+        counts: &mut Self::State,
+        mut msg: Envelope<Event, Answer>,
+    ) -> Result<()> {
         match msg.payload {
             Event::Click { user } => *counts.entry(user).or_default() += 1,
             Event::Lookup { user } => {

@@ -35,12 +35,13 @@ fn count_primes(start: u64, end: u64) -> u64 {
 impl Worker for PrimeCounter {
     type State = u64; // chunks done by this worker
     type Message = Chunk;
+    type Reply = u64;
 
     fn init(&mut self) -> Result<u64> {
         Ok(0)
     }
 
-    fn handle_message(&mut self, done: &mut u64, mut msg: Envelope<Chunk>) -> Result<()> {
+    fn handle_message(&mut self, done: &mut u64, mut msg: Envelope<Chunk, u64>) -> Result<()> {
         let found = count_primes(msg.payload.start, msg.payload.end);
         *done += 1;
         msg.reply(found)?;
@@ -67,7 +68,7 @@ fn main() -> Result<()> {
             start,
             end: (start + CHUNK).min(LIMIT),
         };
-        pending.push(workers.request::<u64>(i % workers.len(), chunk)?);
+        pending.push(workers.request(i % workers.len(), chunk)?);
     }
     let mut parallel = 0;
     for p in pending {

@@ -26,6 +26,7 @@ struct Clients(Vec<NetClient>);
 impl Worker for Echo {
     type State = Clients;
     type Message = NetEvent;
+    type Reply = ();
 
     fn init(&mut self) -> Result<Clients> {
         // One client per network worker; replies go to the worker that owns

@@ -61,6 +61,7 @@ struct AppState {
 impl Worker for App {
     type State = AppState;
     type Message = Msg;
+    type Reply = Option<Partial>;
 
     fn init(&mut self) -> Result<AppState> {
         // Results come back as `Msg::Result` in this worker's own loop.
@@ -72,7 +73,11 @@ impl Worker for App {
         })
     }
 
-    fn handle_message(&mut self, s: &mut AppState, mut m: Envelope<Msg>) -> Result<()> {
+    fn handle_message(
+        &mut self,
+        s: &mut AppState,
+        mut m: Envelope<Msg, Option<Partial>>,
+    ) -> Result<()> {
         match std::mem::replace(&mut m.payload, Msg::Report) {
             Msg::Partition { id, data } => {
                 let bytes: Arc<[u8]> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -126,7 +131,7 @@ impl Worker for App {
                 if s.partial.pending == 0 {
                     m.reply(Some(std::mem::take(&mut s.partial)))?;
                 } else {
-                    m.reply(None::<Partial>)?;
+                    m.reply(None)?;
                 }
             }
         }
@@ -194,7 +199,7 @@ fn main() -> Result<()> {
     let mut mismatches = Vec::new();
     for w in 0..group.len() {
         let p = loop {
-            if let Some(p) = group.request::<Option<Partial>>(w, Msg::Report)?.wait()? {
+            if let Some(p) = group.request(w, Msg::Report)?.wait()? {
                 break p;
             }
             std::thread::sleep(Duration::from_millis(2));

@@ -33,7 +33,7 @@ impl Appender {
 
 pub struct State {
     client: StorageClient,
-    job: Option<(Job, ReplyTo)>,
+    job: Option<(Job, ReplyTo<Result<()>>)>,
     next: u64,
     done: u64,
 }
@@ -80,6 +80,7 @@ impl State {
 impl Worker for Appender {
     type State = State;
     type Message = Msg;
+    type Reply = Result<()>;
 
     fn init(&mut self) -> Result<State> {
         // The file was opened on storage worker 0: its id is valid there.
@@ -95,7 +96,7 @@ impl Worker for Appender {
         })
     }
 
-    fn handle_message(&mut self, st: &mut State, mut msg: Envelope<Msg>) -> Result<()> {
+    fn handle_message(&mut self, st: &mut State, mut msg: Envelope<Msg, Result<()>>) -> Result<()> {
         let reply = msg.take_reply();
         match msg.payload {
             Msg::Start(job) => {
@@ -113,7 +114,7 @@ impl Worker for Appender {
                     Err(e) => {
                         // Report the failure to whoever started the job.
                         if let Some((_, r)) = st.job.take() {
-                            r.send::<Result<()>>(Err(e.into()))?;
+                            r.send(Err(e.into()))?;
                         }
                         return Ok(());
                     }
@@ -122,7 +123,7 @@ impl Worker for Appender {
                 let finished = st.job.as_ref().is_some_and(|(j, _)| st.done == j.records);
                 if finished {
                     if let Some((_, r)) = st.job.take() {
-                        r.send::<Result<()>>(Ok(()))?;
+                        r.send(Ok(()))?;
                     }
                 }
             }

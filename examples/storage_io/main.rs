@@ -48,9 +48,7 @@ fn run(dir: &std::path::Path) -> Result<()> {
                 record_size: RECORD,
                 depth: DEPTH,
             };
-            group
-                .request::<Result<()>>(w, Msg::Start(job))
-                .map_err(Error::from)
+            group.request(w, Msg::Start(job)).map_err(Error::from)
         })
         .collect::<Result<_>>()?;
     for p in pending {

@@ -23,6 +23,7 @@ pub struct NoFactory;
 /// impl Worker for W {
 ///     type State = ();
 ///     type Message = u32;
+///     type Reply = ();
 ///     fn init(&mut self) -> Result<()> { Ok(()) }
 ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u32>) -> Result<()> { Ok(()) }
 /// }

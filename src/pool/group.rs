@@ -11,6 +11,9 @@ use crate::worker::{
     WorkerSender, WorkerState, WorkerStats,
 };
 use crate::{Error, Result};
+
+/// What a worker of type `W` shares with its handles.
+type SharedOf<W> = Arc<WorkerShared<<W as Worker>::Message, <W as Worker>::Reply>>;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -62,8 +65,8 @@ pub struct WorkerPlacement {
 /// [`sender`](Self::sender) for more, one per producer thread. Dropping the
 /// group stops every worker gracefully.
 pub struct WorkerGroup<W: Worker> {
-    sender: PoolSender<W::Message>,
-    workers: Arc<[Arc<WorkerShared<W::Message>>]>,
+    sender: PoolSender<W::Message, W::Reply>,
+    workers: Arc<[SharedOf<W>]>,
     joins: Vec<Option<JoinHandle<Result<()>>>>,
     placements: Vec<WorkerPlacement>,
     events: EventSink,
@@ -102,7 +105,7 @@ impl<W: Worker> WorkerGroup<W> {
             }
         }
         let events = EventSink::new();
-        let mut launches: Vec<Launch<W::Message>> = Vec::with_capacity(configs.len());
+        let mut launches: Vec<Launch<W::Message, W::Reply>> = Vec::with_capacity(configs.len());
         let mut failure = None;
         // Start every thread first so their `init`s run in parallel.
         for (i, cfg) in configs.iter().enumerate() {
@@ -190,7 +193,7 @@ impl<W: Worker> WorkerGroup<W> {
     }
 
     /// A new sending handle with its own rings (one per producer thread).
-    pub fn sender(&self) -> PoolSender<W::Message> {
+    pub fn sender(&self) -> PoolSender<W::Message, W::Reply> {
         self.sender.clone()
     }
 
@@ -307,11 +310,11 @@ impl<W: Worker> WorkerGroup<W> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request<R: Send + 'static>(
+    pub fn request(
         &mut self,
         index: usize,
         msg: W::Message,
-    ) -> Result<Pending<R>, SendError<W::Message>> {
+    ) -> Result<Pending<W::Reply>, SendError<W::Message>> {
         self.sender.request(index, msg)
     }
 
@@ -319,11 +322,11 @@ impl<W: Worker> WorkerGroup<W> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request_partitioned<K: Hash + ?Sized, R: Send + 'static>(
+    pub fn request_partitioned<K: Hash + ?Sized>(
         &mut self,
         key: &K,
         msg: W::Message,
-    ) -> Result<Pending<R>, SendError<W::Message>> {
+    ) -> Result<Pending<W::Reply>, SendError<W::Message>> {
         self.sender.request_partitioned(key, msg)
     }
 
@@ -344,7 +347,7 @@ impl<W: Worker> WorkerGroup<W> {
         self.sender.flush_timeout(timeout)
     }
 
-    fn control_all(&self, make: impl Fn() -> Control<W::Message>) -> Result<()> {
+    fn control_all(&self, make: impl Fn() -> Control<W::Message, W::Reply>) -> Result<()> {
         self.workers.iter().try_for_each(|w| w.control(make()))
     }
 
@@ -445,10 +448,10 @@ where
     ///
     /// # Errors
     /// As [`PoolSender::request_all`].
-    pub fn request_all<R: Send + 'static>(
+    pub fn request_all(
         &mut self,
         msg: W::Message,
-    ) -> Result<Vec<Pending<R>>, SendError<W::Message>> {
+    ) -> Result<Vec<Pending<W::Reply>>, SendError<W::Message>> {
         self.sender.request_all(msg)
     }
 
@@ -457,11 +460,11 @@ where
     ///
     /// # Errors
     /// As [`PoolSender::request_all_timeout`].
-    pub fn request_all_timeout<R: Send + 'static>(
+    pub fn request_all_timeout(
         &mut self,
         msg: W::Message,
         timeout: Duration,
-    ) -> Result<Vec<R>, GatherError> {
+    ) -> Result<Vec<W::Reply>, GatherError> {
         self.sender.request_all_timeout(msg, timeout)
     }
 }

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// impl Worker for W {
 ///     type State = ();
 ///     type Message = u8;
+///     type Reply = ();
 ///     fn init(&mut self) -> Result<()> { Ok(()) }
 ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u8>) -> Result<()> { Ok(()) }
 /// }
@@ -357,6 +358,7 @@ impl WorkerPool {
     /// impl Worker for Owner {
     ///     type State = ();
     ///     type Message = u8;
+    ///     type Reply = ();
     ///     fn init(&mut self) -> Result<()> { Ok(()) }
     ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u8>) -> Result<()> { Ok(()) }
     /// }
@@ -458,6 +460,7 @@ mod tests {
     impl Worker for Idle {
         type State = ();
         type Message = ();
+        type Reply = ();
         fn init(&mut self) -> Result<()> {
             Ok(())
         }

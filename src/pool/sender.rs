@@ -28,6 +28,7 @@ use std::time::Duration;
 /// impl Worker for Sink {
 ///     type State = u64;
 ///     type Message = u64;
+///     type Reply = ();
 ///     fn init(&mut self) -> Result<u64> { Ok(0) }
 ///     fn handle_message(&mut self, s: &mut u64, _: Envelope<u64>) -> Result<()> { *s += 1; Ok(()) }
 /// }
@@ -40,12 +41,12 @@ use std::time::Duration;
 /// pool.stop_all().unwrap();
 /// assert_eq!(pool.stats().handled(), 3000);
 /// ```
-pub struct PoolSender<M: Send + 'static> {
-    outbox: Outbox<M>,
+pub struct PoolSender<M: Send + 'static, R: Send + 'static = ()> {
+    outbox: Outbox<M, R>,
     partitioner: Arc<dyn Partitioner>,
 }
 
-impl<M: Send + 'static> std::fmt::Debug for PoolSender<M> {
+impl<M: Send + 'static, R: Send + 'static> std::fmt::Debug for PoolSender<M, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolSender")
             .field("workers", &self.outbox.len())
@@ -54,7 +55,7 @@ impl<M: Send + 'static> std::fmt::Debug for PoolSender<M> {
     }
 }
 
-impl<M: Send + 'static> Clone for PoolSender<M> {
+impl<M: Send + 'static, R: Send + 'static> Clone for PoolSender<M, R> {
     fn clone(&self) -> Self {
         Self {
             outbox: self.outbox.clone(),
@@ -63,19 +64,19 @@ impl<M: Send + 'static> Clone for PoolSender<M> {
     }
 }
 
-fn unwrap<M>(e: SendError<Wire<M>>) -> SendError<M> {
+fn unwrap<M, R>(e: SendError<Wire<M, R>>) -> SendError<M> {
     e.map(Wire::into_payload)
 }
 
-impl<M: Send + 'static> PoolSender<M> {
-    pub(crate) fn new(outbox: Outbox<M>, partitioner: Arc<dyn Partitioner>) -> Self {
+impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
+    pub(crate) fn new(outbox: Outbox<M, R>, partitioner: Arc<dyn Partitioner>) -> Self {
         Self {
             outbox,
             partitioner,
         }
     }
 
-    pub(crate) fn outbox(&self) -> &Outbox<M> {
+    pub(crate) fn outbox(&self) -> &Outbox<M, R> {
         &self.outbox
     }
 
@@ -204,11 +205,7 @@ impl<M: Send + 'static> PoolSender<M> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request<R: Send + 'static>(
-        &mut self,
-        index: usize,
-        msg: M,
-    ) -> Result<Pending<R>, SendError<M>> {
+    pub fn request(&mut self, index: usize, msg: M) -> Result<Pending<R>, SendError<M>> {
         let (reply_to, pending) = self.outbox.reply_pair(index);
         let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;
@@ -219,7 +216,7 @@ impl<M: Send + 'static> PoolSender<M> {
     ///
     /// # Errors
     /// `NoSuchWorker` or `Stopped`, with the message.
-    pub fn request_partitioned<K: Hash + ?Sized, R: Send + 'static>(
+    pub fn request_partitioned<K: Hash + ?Sized>(
         &mut self,
         key: &K,
         msg: M,
@@ -233,7 +230,7 @@ impl<M: Send + 'static> PoolSender<M> {
     }
 }
 
-impl<M: Send + 'static> PoolSender<M> {
+impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
     /// Waits until every worker of the group has handled every message sent
     /// to it before this call, from this sender and from every other: a
     /// barrier across senders (order alone holds only per sender). All
@@ -248,6 +245,7 @@ impl<M: Send + 'static> PoolSender<M> {
     /// impl Worker for Count {
     ///     type State = ();
     ///     type Message = u64;
+    ///     type Reply = ();
     ///     fn init(&mut self) -> Result<()> { Ok(()) }
     ///     fn handle_message(&mut self, _: &mut (), m: Envelope<u64>) -> Result<()> {
     ///         self.0.fetch_add(m.payload, Ordering::Relaxed);
@@ -290,17 +288,14 @@ impl<M: Send + 'static> PoolSender<M> {
     }
 }
 
-impl<M: Send + Clone + 'static> PoolSender<M> {
+impl<M: Send + Clone + 'static, R: Send + 'static> PoolSender<M, R> {
     /// Scatter: sends a copy of the request `msg` to every worker, in index
     /// order; gather the replies from the returned handles (index order).
     ///
     /// # Errors
     /// The first worker that does not take its copy, with that copy; the
     /// requests sent before it stay queued (their handles are dropped).
-    pub fn request_all<R: Send + 'static>(
-        &mut self,
-        msg: M,
-    ) -> Result<Vec<Pending<R>>, SendError<M>> {
+    pub fn request_all(&mut self, msg: M) -> Result<Vec<Pending<R>>, SendError<M>> {
         (0..self.outbox.len())
             .map(|i| self.request(i, msg.clone()))
             .collect()
@@ -314,7 +309,7 @@ impl<M: Send + Clone + 'static> PoolSender<M> {
     /// [`GatherError::Send`] for a worker that did not take the request,
     /// [`GatherError::Reply`] for the first one that did not answer in time
     /// (or will never answer).
-    pub fn request_all_timeout<R: Send + 'static>(
+    pub fn request_all_timeout(
         &mut self,
         msg: M,
         timeout: Duration,
@@ -323,7 +318,7 @@ impl<M: Send + Clone + 'static> PoolSender<M> {
         let mut pending = Vec::with_capacity(self.outbox.len());
         for index in 0..self.outbox.len() {
             let p = self
-                .request::<R>(index, msg.clone())
+                .request(index, msg.clone())
                 .map_err(|e| GatherError::Send {
                     index,
                     error: e.map(|_| ()),

@@ -22,12 +22,16 @@ struct Recorder {
 impl Worker for Recorder {
     type State = ();
     type Message = u64;
+    type Reply = usize;
     fn init(&mut self) -> Result<()> {
         Ok(())
     }
-    fn handle_message(&mut self, _: &mut (), mut m: Envelope<u64>) -> Result<()> {
+    fn handle_message(&mut self, _: &mut (), mut m: Envelope<u64, usize>) -> Result<()> {
         if m.is_request() {
-            m.reply(self.index)?;
+            // A request for u64::MAX is dropped unanswered.
+            if m.payload != u64::MAX {
+                m.reply(self.index)?;
+            }
             return Ok(());
         }
         self.log
@@ -110,7 +114,7 @@ fn broadcast_send_to_worker_and_requests() {
     pool.broadcast(7).unwrap();
     for w in 0..4 {
         assert_eq!(
-            pool.request::<usize>(w, 0)
+            pool.request(w, 0)
                 .unwrap()
                 .wait_timeout(Duration::from_secs(10)),
             Ok(w)
@@ -127,12 +131,7 @@ fn broadcast_send_to_worker_and_requests() {
     ));
     // Round-robin ignores the key: consecutive requests visit every worker.
     let mut owners: Vec<usize> = (0..4)
-        .map(|_| {
-            pool.request_partitioned::<_, usize>("k", 0)
-                .unwrap()
-                .wait()
-                .unwrap()
-        })
+        .map(|_| pool.request_partitioned("k", 0).unwrap().wait().unwrap())
         .collect();
     owners.sort_unstable();
     assert_eq!(owners, vec![0, 1, 2, 3]);
@@ -252,6 +251,7 @@ fn a_failing_init_stops_the_whole_group_cleanly() {
     impl Worker for Picky {
         type State = ();
         type Message = ();
+        type Reply = ();
         fn init(&mut self) -> Result<()> {
             if self.0 == 1 {
                 Err(Error::msg("worker 1 refuses"))
@@ -277,6 +277,7 @@ fn a_panicking_worker_does_not_disturb_the_others() {
     impl Worker for Fragile {
         type State = u64;
         type Message = u64;
+        type Reply = ();
         fn init(&mut self) -> Result<u64> {
             Ok(0)
         }
@@ -390,23 +391,26 @@ fn request_all_gathers_every_workers_reply_in_order() {
         .request_all_timeout(0, Duration::from_secs(10))
         .unwrap();
     assert_eq!(got, vec![0, 1, 2]);
-    let pending = pool.request_all::<usize>(0).unwrap();
+    let pending = pool.request_all(0).unwrap();
     let got: Vec<usize> = pending
         .into_iter()
         .map(|p| p.wait_timeout(Duration::from_secs(10)).unwrap())
         .collect();
     assert_eq!(got, vec![0, 1, 2]);
-    // A wrong reply type is reported against the first worker.
+    // A request dropped unanswered is reported against the first worker.
     let e = pool
-        .request_all_timeout::<String>(0, Duration::from_secs(10))
+        .request_all_timeout(u64::MAX, Duration::from_secs(10))
         .unwrap_err();
     assert!(matches!(
         e,
-        crate::worker::GatherError::Reply { index: 0, .. }
+        crate::worker::GatherError::Reply {
+            index: 0,
+            error: crate::worker::ReplyError::Dropped
+        }
     ));
     pool.stop_all().unwrap();
     let e = pool
-        .request_all_timeout::<usize>(0, Duration::from_secs(10))
+        .request_all_timeout(0, Duration::from_secs(10))
         .unwrap_err();
     assert!(matches!(
         e,

@@ -10,10 +10,48 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 struct Current {
-    /// An `Arc<WorkerShared<M>>` for the worker's message type `M`.
+    /// An `Arc<WorkerShared<M, R>>` for the worker's message and reply types.
     shared: Arc<dyn Any + Send + Sync>,
     capacity: usize,
     tracing: bool,
+    /// Builds a `Box<dyn MessagePort<M>>` (boxed as `Any`) into this
+    /// worker: a sender for code that knows the message type only.
+    port: fn(&Current) -> Option<Box<dyn Any>>,
+}
+
+/// Sends messages of type `M` into one worker, whatever its reply type
+/// (what a [`ResultSink`](super::ResultSink) needs).
+pub(crate) trait MessagePort<M>: Send {
+    /// As [`WorkerSender::try_send`].
+    fn try_send(&mut self, msg: M) -> Result<(), super::SendError<M>>;
+}
+
+impl<M: Send + 'static, R: Send + 'static> MessagePort<M> for WorkerSender<M, R> {
+    fn try_send(&mut self, msg: M) -> Result<(), super::SendError<M>> {
+        WorkerSender::try_send(self, msg)
+    }
+}
+
+fn port_for<M: Send + 'static, R: Send + 'static>(cur: &Current) -> Option<Box<dyn Any>> {
+    let sender = WorkerSender::<M, R>::connect_current(cur).ok()?;
+    let port: Box<dyn MessagePort<M>> = Box::new(sender);
+    Some(Box::new(port))
+}
+
+/// A port into the worker running on the calling thread, for its message
+/// type `M` whatever its reply type.
+pub(crate) fn current_port<M: Send + 'static>()
+-> Result<Box<dyn MessagePort<M>>, CurrentWorkerError> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let cur = c.as_ref().ok_or(CurrentWorkerError::NotAWorker)?;
+        (cur.port)(cur)
+            .and_then(|p| p.downcast::<Box<dyn MessagePort<M>>>().ok())
+            .map(|p| *p)
+            .ok_or(CurrentWorkerError::WrongMessageType {
+                asked: std::any::type_name::<M>(),
+            })
+    })
 }
 
 thread_local! {
@@ -29,8 +67,8 @@ pub(crate) fn on_worker_thread() -> bool {
 }
 
 /// Records the worker this thread runs (set once, at thread start).
-pub(crate) fn enter<M: Send + 'static>(
-    shared: Arc<WorkerShared<M>>,
+pub(crate) fn enter<M: Send + 'static, R: Send + 'static>(
+    shared: Arc<WorkerShared<M, R>>,
     capacity: usize,
     tracing: bool,
 ) {
@@ -39,6 +77,7 @@ pub(crate) fn enter<M: Send + 'static>(
             shared,
             capacity,
             tracing,
+            port: port_for::<M, R>,
         })
     });
 }
@@ -58,7 +97,7 @@ pub enum CurrentWorkerError {
     },
 }
 
-impl<M: Send + 'static> WorkerSender<M> {
+impl<M: Send + 'static, R: Send + 'static> WorkerSender<M, R> {
     /// A sender into the worker running on the calling thread, with its own
     /// ring. Call it from [`Worker::init`](super::Worker::init) (or any
     /// handler) to give an I/O or accelerator worker a way to deliver
@@ -76,6 +115,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     /// impl Worker for SelfSend {
     ///     type State = WorkerSender<u32>;
     ///     type Message = u32;
+    ///     type Reply = ();
     ///     fn init(&mut self) -> Result<WorkerSender<u32>> { Ok(WorkerSender::current()?) }
     ///     fn handle_message(&mut self, me: &mut WorkerSender<u32>, m: Envelope<u32>) -> Result<()> {
     ///         if m.payload > 0 { me.try_send(m.payload - 1).map_err(|_| Error::Full)?; }
@@ -96,19 +136,23 @@ impl<M: Send + 'static> WorkerSender<M> {
         CURRENT.with(|c| {
             let c = c.borrow();
             let cur = c.as_ref().ok_or(CurrentWorkerError::NotAWorker)?;
-            let shared = cur
-                .shared
-                .clone()
-                .downcast::<WorkerShared<M>>()
-                .map_err(|_| CurrentWorkerError::WrongMessageType {
-                    asked: std::any::type_name::<M>(),
-                })?;
-            let workers: Arc<[_]> = vec![shared].into();
-            Ok(WorkerSender::from_outbox(Outbox::connect(
-                workers,
-                cur.capacity,
-                cur.tracing,
-            )))
+            Self::connect_current(cur)
         })
+    }
+
+    fn connect_current(cur: &Current) -> Result<Self, CurrentWorkerError> {
+        let shared = cur
+            .shared
+            .clone()
+            .downcast::<WorkerShared<M, R>>()
+            .map_err(|_| CurrentWorkerError::WrongMessageType {
+                asked: std::any::type_name::<(M, R)>(),
+            })?;
+        let workers: Arc<[_]> = vec![shared].into();
+        Ok(WorkerSender::from_outbox(Outbox::connect(
+            workers,
+            cur.capacity,
+            cur.tracing,
+        )))
     }
 }

@@ -16,23 +16,35 @@ use std::time::Instant;
 /// assert!(!e.is_request());
 /// assert_eq!(e.key_hash(), None);
 /// ```
+///
+/// `R` is the worker's [`Reply`](super::Worker::Reply) type: the only type
+/// [`reply`](Self::reply) accepts.
 #[derive(Debug)]
-pub struct Envelope<M> {
+pub struct Envelope<M, R = ()> {
     /// The message itself.
     pub payload: M,
     seq: u64,
     key: Option<u64>,
-    extras: Option<Box<Extras>>,
+    extras: Option<Box<Extras<R>>>,
 }
 
-#[derive(Debug, Default)]
-struct Extras {
+#[derive(Debug)]
+struct Extras<R> {
     sent_at: Option<Instant>,
-    reply: Option<ReplyTo>,
+    reply: Option<ReplyTo<R>>,
+}
+
+impl<R> Default for Extras<R> {
+    fn default() -> Self {
+        Self {
+            sent_at: None,
+            reply: None,
+        }
+    }
 }
 
 impl<M> Envelope<M> {
-    /// Wraps a payload with no metadata.
+    /// Wraps a payload with no metadata (and no reply slot).
     pub fn new(payload: M) -> Self {
         Self {
             payload,
@@ -41,7 +53,9 @@ impl<M> Envelope<M> {
             extras: None,
         }
     }
+}
 
+impl<M, R> Envelope<M, R> {
     /// This message's position in the worker's receive order (0, 1, 2, ...),
     /// restarting from 0 only when the worker thread starts, not on restart.
     pub fn seq(&self) -> u64 {
@@ -69,7 +83,7 @@ impl<M> Envelope<M> {
     /// # Errors
     /// `NoReplySlot` if this is not a request or it was already answered;
     /// `CallerGone` if the caller stopped waiting.
-    pub fn reply<R: Send + 'static>(&mut self, value: R) -> Result<(), ReplyError> {
+    pub fn reply(&mut self, value: R) -> Result<(), ReplyError> {
         self.take_reply()
             .ok_or(ReplyError::NoReplySlot)?
             .send(value)
@@ -77,7 +91,7 @@ impl<M> Envelope<M> {
 
     /// Takes the reply slot, to answer later (for example after an I/O
     /// completion).
-    pub fn take_reply(&mut self) -> Option<ReplyTo> {
+    pub fn take_reply(&mut self) -> Option<ReplyTo<R>> {
         self.extras.as_mut().and_then(|e| e.reply.take())
     }
 
@@ -90,13 +104,13 @@ impl<M> Envelope<M> {
 /// What a ring slot carries: an envelope without its sequence number, which
 /// the worker assigns on receipt. Every byte here crosses between cores.
 #[derive(Debug)]
-pub(crate) struct Wire<M> {
+pub(crate) struct Wire<M, R = ()> {
     payload: M,
     key: Option<u64>,
-    extras: Option<Box<Extras>>,
+    extras: Option<Box<Extras<R>>>,
 }
 
-impl<M> Wire<M> {
+impl<M, R> Wire<M, R> {
     #[inline]
     pub(crate) fn new(payload: M, key: Option<u64>) -> Self {
         Self {
@@ -128,7 +142,7 @@ impl<M> Wire<M> {
         }
     }
 
-    pub(crate) fn with_reply(mut self, reply: ReplyTo) -> Self {
+    pub(crate) fn with_reply(mut self, reply: ReplyTo<R>) -> Self {
         self.extras.get_or_insert_with(Default::default).reply = Some(reply);
         self
     }
@@ -138,7 +152,7 @@ impl<M> Wire<M> {
     }
 
     #[inline]
-    pub(crate) fn into_envelope(self, seq: u64) -> Envelope<M> {
+    pub(crate) fn into_envelope(self, seq: u64) -> Envelope<M, R> {
         Envelope {
             payload: self.payload,
             seq,

@@ -50,6 +50,7 @@ impl EventStream {
 /// impl Worker for Sum {
 ///     type State = u64;
 ///     type Message = u64;
+///     type Reply = ();
 ///     fn init(&mut self) -> Result<u64> { Ok(0) }
 ///     fn handle_message(&mut self, s: &mut u64, m: Envelope<u64>) -> Result<()> { *s += m.payload; Ok(()) }
 /// }
@@ -63,11 +64,11 @@ impl EventStream {
 /// assert_eq!(w.stats().handled, 400);
 /// ```
 #[derive(Debug)]
-pub struct WorkerSender<M: Send + 'static> {
-    outbox: Outbox<M>,
+pub struct WorkerSender<M: Send + 'static, R: Send + 'static = ()> {
+    outbox: Outbox<M, R>,
 }
 
-impl<M: Send + 'static> Clone for WorkerSender<M> {
+impl<M: Send + 'static, R: Send + 'static> Clone for WorkerSender<M, R> {
     fn clone(&self) -> Self {
         Self {
             outbox: self.outbox.clone(),
@@ -75,8 +76,8 @@ impl<M: Send + 'static> Clone for WorkerSender<M> {
     }
 }
 
-impl<M: Send + 'static> WorkerSender<M> {
-    pub(crate) fn from_outbox(outbox: Outbox<M>) -> Self {
+impl<M: Send + 'static, R: Send + 'static> WorkerSender<M, R> {
+    pub(crate) fn from_outbox(outbox: Outbox<M, R>) -> Self {
         Self { outbox }
     }
 
@@ -122,7 +123,7 @@ impl<M: Send + 'static> WorkerSender<M> {
     ///
     /// # Errors
     /// `Stopped` with the message if the worker is gone.
-    pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
+    pub fn request(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
         let (reply_to, pending) = self.outbox.reply_pair(0);
         let env = self.outbox.wire(msg, None).with_reply(reply_to);
         self.outbox
@@ -157,16 +158,16 @@ impl<M: Send + 'static> WorkerSender<M> {
 /// sends messages and controls the worker's life. Dropping it stops the
 /// worker gracefully.
 #[derive(Debug)]
-pub struct WorkerHandle<M: Send + 'static> {
-    sender: WorkerSender<M>,
-    shared: Arc<WorkerShared<M>>,
+pub struct WorkerHandle<M: Send + 'static, R: Send + 'static = ()> {
+    sender: WorkerSender<M, R>,
+    shared: Arc<WorkerShared<M, R>>,
     join: Option<JoinHandle<Result<()>>>,
 }
 
-impl<M: Send + 'static> WorkerHandle<M> {
+impl<M: Send + 'static, R: Send + 'static> WorkerHandle<M, R> {
     pub(crate) fn new(
-        outbox: Outbox<M>,
-        shared: Arc<WorkerShared<M>>,
+        outbox: Outbox<M, R>,
+        shared: Arc<WorkerShared<M, R>>,
         join: JoinHandle<Result<()>>,
     ) -> Self {
         Self {
@@ -217,7 +218,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     ///
     /// # Errors
     /// `Stopped` with the message if the worker is gone.
-    pub fn request<R: Send + 'static>(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
+    pub fn request(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
         self.sender.request(msg)
     }
 
@@ -239,7 +240,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     }
 
     /// A new cloneable sender with its own ring into the worker.
-    pub fn sender(&self) -> WorkerSender<M> {
+    pub fn sender(&self) -> WorkerSender<M, R> {
         self.sender.clone()
     }
 
@@ -315,7 +316,7 @@ impl<M: Send + 'static> WorkerHandle<M> {
     }
 }
 
-impl<M: Send + 'static> Drop for WorkerHandle<M> {
+impl<M: Send + 'static, R: Send + 'static> Drop for WorkerHandle<M, R> {
     fn drop(&mut self) {
         let _ = self.stop();
     }

@@ -56,18 +56,22 @@ use crate::Result;
 /// impl Worker for Echo {
 ///     type State = ();
 ///     type Message = String;
+///     type Reply = String;
 ///     fn init(&mut self) -> Result<()> { Ok(()) }
-///     fn handle_message(&mut self, _: &mut (), mut m: Envelope<String>) -> Result<()> {
+///     fn handle_message(&mut self, _: &mut (), mut m: Envelope<String, String>) -> Result<()> {
 ///         let p = m.payload.clone();
 ///         m.reply(p)?;
 ///         Ok(())
 ///     }
 /// }
 /// let mut w = shared_nothing::worker::spawn(Echo, WorkerConfig::new().with_name("echo")).unwrap();
-/// let answer = w.request::<String>("hi".into()).unwrap().wait().unwrap();
+/// let answer = w.request("hi".into()).unwrap().wait().unwrap();
 /// assert_eq!(answer, "hi");
 /// ```
-pub fn spawn<W: Worker>(worker: W, config: WorkerConfig) -> Result<WorkerHandle<W::Message>> {
+pub fn spawn<W: Worker>(
+    worker: W,
+    config: WorkerConfig,
+) -> Result<WorkerHandle<W::Message, W::Reply>> {
     let launch = runtime::launch(worker, &config, 0, 1, EventSink::new())?;
     if let Err(e) = launch.wait_ready() {
         let _ = launch.join.join();

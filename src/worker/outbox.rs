@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One producer's rings into every worker of a group.
-pub(crate) struct Outbox<M> {
-    workers: Arc<[Arc<WorkerShared<M>>]>,
-    rings: Vec<Producer<Wire<M>>>,
+pub(crate) struct Outbox<M, R = ()> {
+    workers: Arc<[Arc<WorkerShared<M, R>>]>,
+    rings: Vec<Producer<Wire<M, R>>>,
     capacity: usize,
     pub(crate) tracing: bool,
 }
 
-impl<M> std::fmt::Debug for Outbox<M> {
+impl<M, R> std::fmt::Debug for Outbox<M, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("workers", &self.workers.len())
@@ -32,12 +32,12 @@ impl<M> std::fmt::Debug for Outbox<M> {
     }
 }
 
-impl<M: Send + 'static> Outbox<M> {
+impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
     /// An outbox over rings whose consumers were handed to the workers at
     /// spawn time.
     pub(crate) fn from_rings(
-        workers: Arc<[Arc<WorkerShared<M>>]>,
-        rings: Vec<Producer<Wire<M>>>,
+        workers: Arc<[Arc<WorkerShared<M, R>>]>,
+        rings: Vec<Producer<Wire<M, R>>>,
         capacity: usize,
         tracing: bool,
     ) -> Self {
@@ -52,7 +52,7 @@ impl<M: Send + 'static> Outbox<M> {
 
     /// A new outbox with fresh rings attached to every worker.
     pub(crate) fn connect(
-        workers: Arc<[Arc<WorkerShared<M>>]>,
+        workers: Arc<[Arc<WorkerShared<M, R>>]>,
         capacity: usize,
         tracing: bool,
     ) -> Self {
@@ -109,12 +109,12 @@ impl<M: Send + 'static> Outbox<M> {
     }
 
     /// A reply slot for a request to worker `index`, tied to its life.
-    pub(crate) fn reply_pair<R>(&self, index: usize) -> (ReplyTo, Pending<R>) {
+    pub(crate) fn reply_pair(&self, index: usize) -> (ReplyTo<R>, Pending<R>) {
         super::reply::pair(self.workers.get(index).map(|w| w.life.clone()))
     }
 
     #[inline]
-    pub(crate) fn wire(&self, msg: M, key: Option<u64>) -> Wire<M> {
+    pub(crate) fn wire(&self, msg: M, key: Option<u64>) -> Wire<M, R> {
         Wire::build(msg, key, self.tracing)
     }
 
@@ -195,8 +195,8 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn try_send(
         &mut self,
         index: usize,
-        env: Wire<M>,
-    ) -> Result<(), SendError<Wire<M>>> {
+        env: Wire<M, R>,
+    ) -> Result<(), SendError<Wire<M, R>>> {
         let env = self.in_range(index, env)?;
         self.rings[index].try_push(env).map_err(|e| match e {
             PushError::Full(v) => SendError::Full(v),
@@ -208,9 +208,9 @@ impl<M: Send + 'static> Outbox<M> {
     pub(crate) fn send_until(
         &mut self,
         index: usize,
-        env: Wire<M>,
+        env: Wire<M, R>,
         deadline: Option<Instant>,
-    ) -> Result<(), SendError<Wire<M>>> {
+    ) -> Result<(), SendError<Wire<M, R>>> {
         self.retry_until(index, env, deadline, |o, e| o.try_send(index, e))
     }
 
@@ -243,9 +243,9 @@ impl<M: Send + 'static> Outbox<M> {
     }
 }
 
-fn push_all<M, I>(ring: &mut Producer<Wire<M>>, items: I) -> Result<(), SendError<Vec<M>>>
+fn push_all<M, R, I>(ring: &mut Producer<Wire<M, R>>, items: I) -> Result<(), SendError<Vec<M>>>
 where
-    I: Iterator<Item = Wire<M>>,
+    I: Iterator<Item = Wire<M, R>>,
 {
     let mut items = items.peekable();
     let mut waiter = Waiter::new(None);
@@ -270,7 +270,7 @@ where
     Ok(())
 }
 
-impl<M: Send + 'static> Clone for Outbox<M> {
+impl<M: Send + 'static, R: Send + 'static> Clone for Outbox<M, R> {
     fn clone(&self) -> Self {
         Self::connect(self.workers.clone(), self.capacity, self.tracing)
     }

@@ -1,13 +1,13 @@
 //! Request/reply: a one-shot slot carried by an [`Envelope`](super::Envelope).
+//!
+//! The reply's type is the worker's [`Worker::Reply`](super::Worker::Reply):
+//! a handler cannot answer with another type, and a caller cannot wait for
+//! one, so a mismatch is a compile error and the value travels unboxed.
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
-use std::marker::PhantomData;
 use std::time::Duration;
-
-type Boxed = Box<dyn Any + Send>;
 
 /// Why a reply could not be sent or received.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,12 +20,6 @@ pub enum ReplyError {
     /// No reply arrived before the deadline.
     #[error("timed out waiting for the reply")]
     Timeout,
-    /// The worker answered with another type than the caller expects.
-    #[error("the reply was not of the expected type {expected}")]
-    WrongType {
-        /// The type the caller asked for.
-        expected: &'static str,
-    },
     /// `reply` was called on a message that is not a request, or twice.
     #[error("this message has no reply slot (not a request, or already answered)")]
     NoReplySlot,
@@ -35,25 +29,23 @@ pub enum ReplyError {
 }
 
 /// The worker's side of a request: answer it once with [`ReplyTo::send`].
-pub struct ReplyTo {
-    tx: Sender<Boxed>,
+pub struct ReplyTo<R> {
+    tx: Sender<R>,
 }
 
-impl fmt::Debug for ReplyTo {
+impl<R> fmt::Debug for ReplyTo<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ReplyTo")
     }
 }
 
-impl ReplyTo {
+impl<R> ReplyTo<R> {
     /// Answers the request.
     ///
     /// # Errors
     /// [`ReplyError::CallerGone`] if the caller dropped its [`Pending`].
-    pub fn send<R: Send + 'static>(self, value: R) -> Result<(), ReplyError> {
-        self.tx
-            .send(Box::new(value))
-            .map_err(|_| ReplyError::CallerGone)
+    pub fn send(self, value: R) -> Result<(), ReplyError> {
+        self.tx.send(value).map_err(|_| ReplyError::CallerGone)
     }
 }
 
@@ -66,8 +58,9 @@ impl ReplyTo {
 /// impl Worker for Doubler {
 ///     type State = ();
 ///     type Message = u32;
+///     type Reply = u32;
 ///     fn init(&mut self) -> Result<()> { Ok(()) }
-///     fn handle_message(&mut self, _: &mut (), mut msg: Envelope<u32>) -> Result<()> {
+///     fn handle_message(&mut self, _: &mut (), mut msg: Envelope<u32, u32>) -> Result<()> {
 ///         let v = msg.payload * 2;
 ///         msg.reply(v)?;
 ///         Ok(())
@@ -75,16 +68,15 @@ impl ReplyTo {
 /// }
 ///
 /// let mut w = shared_nothing::worker::spawn(Doubler, WorkerConfig::new()).unwrap();
-/// let pending = w.request::<u32>(21).unwrap();
+/// let pending = w.request(21).unwrap();
 /// assert_eq!(pending.wait_timeout(std::time::Duration::from_secs(5)), Ok(42));
 /// w.stop().unwrap();
 /// ```
 pub struct Pending<R> {
-    rx: Receiver<Boxed>,
+    rx: Receiver<R>,
     /// The answering worker's life; `None` only for a request that was
     /// never queued (it fails with the send).
     life: Option<Life>,
-    _reply: PhantomData<fn() -> R>,
 }
 
 impl<R> fmt::Debug for Pending<R> {
@@ -109,34 +101,16 @@ pub(crate) fn life() -> (Alive, Life) {
     (Alive(tx), Life(rx))
 }
 
-pub(crate) fn pair<R>(life: Option<Life>) -> (ReplyTo, Pending<R>) {
+pub(crate) fn pair<R>(life: Option<Life>) -> (ReplyTo<R>, Pending<R>) {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    (
-        ReplyTo { tx },
-        Pending {
-            rx,
-            life,
-            _reply: PhantomData,
-        },
-    )
+    (ReplyTo { tx }, Pending { rx, life })
 }
 
-impl<R: 'static> Pending<R> {
-    fn unpack(v: Boxed) -> Result<R, ReplyError> {
-        v.downcast::<R>()
-            .map(|b| *b)
-            .map_err(|_| ReplyError::WrongType {
-                expected: std::any::type_name::<R>(),
-            })
-    }
-
+impl<R> Pending<R> {
     /// The reply, once the worker's life has ended: a reply sent before it
     /// ended is still in the slot; otherwise there will be none.
     fn after_exit(&self) -> Result<R, ReplyError> {
-        match self.rx.try_recv() {
-            Ok(v) => Self::unpack(v),
-            Err(_) => Err(ReplyError::Dropped),
-        }
+        self.rx.try_recv().map_err(|_| ReplyError::Dropped)
     }
 
     /// Blocks until the reply arrives.
@@ -145,18 +119,13 @@ impl<R: 'static> Pending<R> {
     /// `Dropped` if the worker will never answer: its handler dropped the
     /// request (returned, failed or panicked without replying), the worker
     /// gave up or stopped with the request queued, or the worker's thread
-    /// has exited while the reply slot was kept or leaked. `WrongType` on a
-    /// type mismatch.
+    /// has exited while the reply slot was kept or leaked.
     pub fn wait(self) -> Result<R, ReplyError> {
         let Some(life) = &self.life else {
-            return self
-                .rx
-                .recv()
-                .map_err(|_| ReplyError::Dropped)
-                .and_then(Self::unpack);
+            return self.rx.recv().map_err(|_| ReplyError::Dropped);
         };
         crossbeam_channel::select! {
-            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped).and_then(Self::unpack),
+            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped),
             recv(life.0) -> _ => self.after_exit(),
         }
     }
@@ -169,7 +138,7 @@ impl<R: 'static> Pending<R> {
         let never = crossbeam_channel::never();
         let life = self.life.as_ref().map_or(&never, |l| &l.0);
         crossbeam_channel::select! {
-            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped).and_then(Self::unpack),
+            recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped),
             recv(life) -> _ => self.after_exit(),
             default(timeout) => Err(ReplyError::Timeout),
         }
@@ -181,7 +150,7 @@ impl<R: 'static> Pending<R> {
     /// As [`Pending::wait`].
     pub fn try_get(&self) -> Result<Option<R>, ReplyError> {
         match self.rx.try_recv() {
-            Ok(v) => Self::unpack(v).map(Some),
+            Ok(v) => Ok(Some(v)),
             Err(TryRecvError::Disconnected) => Err(ReplyError::Dropped),
             Err(TryRecvError::Empty) => match &self.life {
                 Some(l) if matches!(l.0.try_recv(), Err(TryRecvError::Disconnected)) => {

@@ -25,15 +25,15 @@ const IDLE_AFTER_POLLS: u32 = 64;
 const YIELDS_BEFORE_PARK: u32 = 64;
 
 /// A worker thread that has been started but may still be in `init`.
-pub(crate) struct Launch<M> {
-    pub(crate) shared: Arc<WorkerShared<M>>,
+pub(crate) struct Launch<M, R = ()> {
+    pub(crate) shared: Arc<WorkerShared<M, R>>,
     /// Producer ends of the rings the worker was started with.
-    pub(crate) producers: Vec<Producer<Wire<M>>>,
+    pub(crate) producers: Vec<Producer<Wire<M, R>>>,
     pub(crate) join: JoinHandle<Result<()>>,
     ready: crossbeam_channel::Receiver<Result<()>>,
 }
 
-impl<M> Launch<M> {
+impl<M, R> Launch<M, R> {
     /// Waits for `init` to finish.
     pub(crate) fn wait_ready(&self) -> Result<()> {
         match self.ready.recv() {
@@ -48,7 +48,7 @@ impl<M> Launch<M> {
     }
 }
 
-impl<M: Send + 'static> Watched for WorkerShared<M> {
+impl<M: Send + 'static, R: Send + 'static> Watched for WorkerShared<M, R> {
     fn handler_progress(&self) -> (bool, u64) {
         let o = &self.stats.own;
         (o.in_handler.get() != 0, o.handler_calls.get())
@@ -73,7 +73,7 @@ pub(crate) fn launch<W: Worker>(
     index: usize,
     rings: usize,
     events: EventSink,
-) -> Result<Launch<W::Message>> {
+) -> Result<Launch<W::Message, W::Reply>> {
     let name: Arc<str> = config
         .name
         .clone()
@@ -116,8 +116,8 @@ pub(crate) fn launch<W: Worker>(
 fn thread_main<W: Worker>(
     worker: W,
     config: WorkerConfig,
-    shared: Arc<WorkerShared<W::Message>>,
-    rings: Vec<Consumer<Wire<W::Message>>>,
+    shared: Arc<WorkerShared<W::Message, W::Reply>>,
+    rings: Vec<Consumer<Wire<W::Message, W::Reply>>>,
     ready: crossbeam_channel::Sender<Result<()>>,
 ) -> Result<()> {
     shared.stats.set_state(WorkerState::Starting);
@@ -153,8 +153,8 @@ fn thread_main<W: Worker>(
 struct Runner<W: Worker> {
     worker: W,
     state: Option<W::State>,
-    rings: Vec<Consumer<Wire<W::Message>>>,
-    shared: Arc<WorkerShared<W::Message>>,
+    rings: Vec<Consumer<Wire<W::Message, W::Reply>>>,
+    shared: Arc<WorkerShared<W::Message, W::Reply>>,
     config: WorkerConfig,
     next_seq: u64,
     paused: bool,
@@ -164,7 +164,7 @@ struct Runner<W: Worker> {
     idle_polls: u32,
     next_tick: Option<Instant>,
     cursor: usize,
-    control: VecDeque<Control<W::Message>>,
+    control: VecDeque<Control<W::Message, W::Reply>>,
     /// Flushes waiting for the rings to reach their snapshots.
     flushes: Vec<PendingFlush>,
 }

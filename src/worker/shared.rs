@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Commands to a worker, outside the message path.
-pub(crate) enum Control<M> {
+pub(crate) enum Control<M, R = ()> {
     /// A new sender's ring.
-    Attach(Consumer<Wire<M>>),
+    Attach(Consumer<Wire<M, R>>),
     Pause,
     Resume,
     Ping(crossbeam_channel::Sender<()>),
@@ -29,7 +29,7 @@ pub(crate) enum Control<M> {
 }
 
 /// State shared by a worker thread and everything that talks to it.
-pub(crate) struct WorkerShared<M> {
+pub(crate) struct WorkerShared<M, R = ()> {
     pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     pub(crate) stats: StatsBlock,
@@ -43,11 +43,11 @@ pub(crate) struct WorkerShared<M> {
     events: EventSink,
     /// `None` once the worker has exited: nothing sent here can be lost,
     /// because the worker takes this lock to close it (see `runtime.rs`).
-    control: Mutex<Option<VecDeque<Control<M>>>>,
+    control: Mutex<Option<VecDeque<Control<M, R>>>>,
     control_pending: AtomicBool,
 }
 
-impl<M> std::fmt::Debug for WorkerShared<M> {
+impl<M, R> std::fmt::Debug for WorkerShared<M, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerShared")
             .field("index", &self.index)
@@ -56,7 +56,7 @@ impl<M> std::fmt::Debug for WorkerShared<M> {
     }
 }
 
-impl<M> WorkerShared<M> {
+impl<M, R> WorkerShared<M, R> {
     pub(crate) fn new(
         index: usize,
         name: Arc<str>,
@@ -79,7 +79,7 @@ impl<M> WorkerShared<M> {
 
     /// Queues a command and wakes the worker. Hands it back if the worker has
     /// exited.
-    pub(crate) fn send_control(&self, c: Control<M>) -> Result<(), Control<M>> {
+    pub(crate) fn send_control(&self, c: Control<M, R>) -> Result<(), Control<M, R>> {
         {
             let mut q = self.control.lock();
             match q.as_mut() {
@@ -99,7 +99,7 @@ impl<M> WorkerShared<M> {
     }
 
     /// Takes every queued command.
-    pub(crate) fn take_control(&self, into: &mut VecDeque<Control<M>>) {
+    pub(crate) fn take_control(&self, into: &mut VecDeque<Control<M, R>>) {
         let mut q = self.control.lock();
         if let Some(q) = q.as_mut() {
             into.append(q);
@@ -110,7 +110,7 @@ impl<M> WorkerShared<M> {
     /// Closes the control queue if it is empty; otherwise moves what is
     /// queued into `into` and returns `false` (the caller handles it and
     /// tries again). After `true`, `send_control` fails.
-    pub(crate) fn close_control_if_empty(&self, into: &mut VecDeque<Control<M>>) -> bool {
+    pub(crate) fn close_control_if_empty(&self, into: &mut VecDeque<Control<M, R>>) -> bool {
         let mut q = self.control.lock();
         match q.as_mut() {
             Some(pending) if !pending.is_empty() => {
@@ -127,7 +127,7 @@ impl<M> WorkerShared<M> {
 
     /// [`WorkerShared::send_control`] for callers that report a stopped
     /// worker as an error.
-    pub(crate) fn control(&self, c: Control<M>) -> crate::Result<()> {
+    pub(crate) fn control(&self, c: Control<M, R>) -> crate::Result<()> {
         self.send_control(c).map_err(|_| self.stopped())
     }
 

@@ -8,6 +8,7 @@
 //! never a drop. The delivering worker bounds the backlog by bounding the
 //! requests it has in flight.
 
+use super::current::MessagePort;
 use super::error::SendError;
 use super::handle::WorkerSender;
 use crate::Result;
@@ -44,7 +45,9 @@ trait Deliver<T>: Send {
 }
 
 struct ToWorker<M: Send + 'static, F> {
-    sender: WorkerSender<M>,
+    /// The worker's sender, its reply type erased (one indirect call per
+    /// delivered result, on the completion path only).
+    sender: Box<dyn MessagePort<M>>,
     map: F,
     backlog: VecDeque<M>,
     closed: bool,
@@ -122,8 +125,15 @@ impl<T: Send + 'static> Deliver<T> for ToQueue<T> {
 
 impl<T: Send + 'static> ResultSink<T> {
     /// Results become messages `map(result)` sent into a worker.
-    pub fn to_worker<M: Send + 'static>(
-        sender: WorkerSender<M>,
+    pub fn to_worker<M: Send + 'static, R: Send + 'static>(
+        sender: WorkerSender<M, R>,
+        map: impl FnMut(T) -> M + Send + 'static,
+    ) -> Self {
+        Self::to_port(Box::new(sender), map)
+    }
+
+    fn to_port<M: Send + 'static>(
+        sender: Box<dyn MessagePort<M>>,
         map: impl FnMut(T) -> M + Send + 'static,
     ) -> Self {
         Self {
@@ -144,7 +154,7 @@ impl<T: Send + 'static> ResultSink<T> {
     pub fn to_current_worker<M: Send + 'static>(
         map: impl FnMut(T) -> M + Send + 'static,
     ) -> Result<Self> {
-        Ok(Self::to_worker(WorkerSender::current()?, map))
+        Ok(Self::to_port(super::current::current_port()?, map))
     }
 
     /// Results go onto an unbounded queue that a plain thread reads.
@@ -229,6 +239,7 @@ mod tests {
     impl Worker for Collect {
         type State = Vec<u64>;
         type Message = u64;
+        type Reply = ();
         fn init(&mut self) -> Result<Vec<u64>> {
             Ok(Vec::new())
         }

@@ -62,11 +62,12 @@ impl Scripted {
 impl Worker for Scripted {
     type State = u64;
     type Message = Cmd;
+    type Reply = u64;
     fn init(&mut self) -> Result<u64> {
         self.inits.fetch_add(1, Ordering::SeqCst);
         Ok(0)
     }
-    fn handle_message(&mut self, total: &mut u64, mut m: Envelope<Cmd>) -> Result<()> {
+    fn handle_message(&mut self, total: &mut u64, mut m: Envelope<Cmd, u64>) -> Result<()> {
         self.seen.lock().unwrap().push(m.seq());
         match m.payload {
             Cmd::Add(v) => *total += v,
@@ -109,22 +110,12 @@ fn stop_drains_everything_queued_and_runs_shutdown() {
 fn request_reply_timeout_and_errors() {
     let mut h = spawn(Scripted::new(), WorkerConfig::new()).unwrap();
     h.send(Cmd::Add(5)).unwrap();
-    assert_eq!(
-        h.request::<u64>(Cmd::Echo(1)).unwrap().wait_timeout(LONG),
-        Ok(6)
-    );
-    let p = h.request::<u64>(Cmd::NoReply).unwrap();
+    assert_eq!(h.request(Cmd::Echo(1)).unwrap().wait_timeout(LONG), Ok(6));
+    let p = h.request(Cmd::NoReply).unwrap();
     assert_eq!(p.wait_timeout(LONG), Err(ReplyError::Dropped));
-    let p = h.request::<String>(Cmd::Echo(1)).unwrap();
-    assert!(matches!(
-        p.wait_timeout(LONG),
-        Err(ReplyError::WrongType { .. })
-    ));
     // Replying to a plain message is a typed error counted as a failure.
     h.send(Cmd::Echo(0)).unwrap();
-    let p = h
-        .request::<u64>(Cmd::Sleep(Duration::from_millis(200)))
-        .unwrap();
+    let p = h.request(Cmd::Sleep(Duration::from_millis(200))).unwrap();
     assert_eq!(p.try_get(), Ok(None));
     assert_eq!(
         p.wait_timeout(Duration::from_millis(1)),
@@ -351,6 +342,7 @@ fn init_failure_and_bad_cpu_are_typed_errors() {
     impl Worker for Broken {
         type State = ();
         type Message = ();
+        type Reply = ();
         fn init(&mut self) -> Result<()> {
             Err(Error::msg("no disk"))
         }
@@ -391,7 +383,7 @@ fn every_idle_strategy_delivers_and_pinning_works() {
             }
         }
         assert_eq!(
-            h.request::<u64>(Cmd::Echo(0)).unwrap().wait_timeout(LONG),
+            h.request(Cmd::Echo(0)).unwrap().wait_timeout(LONG),
             Ok(2_000)
         );
         h.stop().unwrap();
@@ -406,6 +398,7 @@ fn custom_batches_keep_untaken_messages_and_survive_a_panic() {
     impl Worker for TakeTwo {
         type State = ();
         type Message = u64;
+        type Reply = ();
         fn init(&mut self) -> Result<()> {
             Ok(())
         }
@@ -445,17 +438,18 @@ fn tracing_stamps_send_time_and_keys_are_absent_for_direct_sends() {
     impl Worker for Check {
         type State = ();
         type Message = ();
+        type Reply = bool;
         fn init(&mut self) -> Result<()> {
             Ok(())
         }
-        fn handle_message(&mut self, _: &mut (), mut m: Envelope<()>) -> Result<()> {
+        fn handle_message(&mut self, _: &mut (), mut m: Envelope<(), bool>) -> Result<()> {
             let ok = m.sent_at().is_some() && m.key_hash().is_none();
             m.reply(ok)?;
             Ok(())
         }
     }
     let mut h = spawn(Check, WorkerConfig::new().with_tracing(true)).unwrap();
-    assert_eq!(h.request::<bool>(()).unwrap().wait_timeout(LONG), Ok(true));
+    assert_eq!(h.request(()).unwrap().wait_timeout(LONG), Ok(true));
 }
 
 #[test]
@@ -501,6 +495,7 @@ fn after_round_runs_once_per_round_that_handled_messages() {
     impl Worker for Rounds {
         type State = Vec<u64>;
         type Message = u64;
+        type Reply = ();
         fn init(&mut self) -> Result<Vec<u64>> {
             Ok(Vec::new())
         }
@@ -551,11 +546,11 @@ fn request_queued_behind_a_give_up_resolves_as_dropped() {
     .unwrap();
     h.send(Cmd::Sleep(Duration::from_millis(100))).unwrap();
     h.send(Cmd::Panic).unwrap();
-    let queued = h.request::<u64>(Cmd::Echo(1)).unwrap();
+    let queued = h.request(Cmd::Echo(1)).unwrap();
     assert_eq!(queued.wait_timeout(LONG), Err(ReplyError::Dropped));
     assert!(eventually(|| h.state() == WorkerState::Failed));
     // Later requests fail at once, handing the message back.
-    assert!(h.request::<u64>(Cmd::Echo(2)).unwrap_err().is_stopped());
+    assert!(h.request(Cmd::Echo(2)).unwrap_err().is_stopped());
     assert!(h.join().is_err());
 }
 
@@ -572,12 +567,17 @@ enum Slot {
 struct Keeper;
 
 impl Worker for Keeper {
-    type State = Vec<ReplyTo>;
+    type State = Vec<ReplyTo<u32>>;
     type Message = Slot;
-    fn init(&mut self) -> Result<Vec<ReplyTo>> {
+    type Reply = u32;
+    fn init(&mut self) -> Result<Vec<ReplyTo<u32>>> {
         Ok(Vec::new())
     }
-    fn handle_message(&mut self, kept: &mut Vec<ReplyTo>, mut m: Envelope<Slot>) -> Result<()> {
+    fn handle_message(
+        &mut self,
+        kept: &mut Vec<ReplyTo<u32>>,
+        mut m: Envelope<Slot, u32>,
+    ) -> Result<()> {
         match m.payload {
             Slot::Forget => std::mem::forget(m.take_reply()),
             Slot::Keep => kept.extend(m.take_reply()),
@@ -594,10 +594,10 @@ impl Worker for Keeper {
 #[test]
 fn leaked_or_kept_reply_slots_resolve_when_the_worker_exits() {
     let mut h = spawn(Keeper, WorkerConfig::new()).unwrap();
-    let leaked = h.request::<u32>(Slot::Forget).unwrap();
-    let kept = h.request::<u32>(Slot::Keep).unwrap();
-    let answered = h.request::<u32>(Slot::Answer(7)).unwrap();
-    let blocking = h.request::<u32>(Slot::Forget).unwrap();
+    let leaked = h.request(Slot::Forget).unwrap();
+    let kept = h.request(Slot::Keep).unwrap();
+    let answered = h.request(Slot::Answer(7)).unwrap();
+    let blocking = h.request(Slot::Forget).unwrap();
     // While the worker lives, a kept slot may still be answered.
     assert_eq!(
         kept.wait_timeout(Duration::from_millis(20)),

@@ -19,6 +19,7 @@ use crate::{Error, Result};
 /// impl Worker for Counter {
 ///     type State = u64;
 ///     type Message = u64;
+///     type Reply = ();
 ///     fn init(&mut self) -> Result<u64> { Ok(0) }
 ///     fn handle_message(&mut self, total: &mut u64, msg: Envelope<u64>) -> Result<()> {
 ///         *total += msg.payload;
@@ -37,6 +38,29 @@ pub trait Worker: Send + 'static {
     type State: 'static;
     /// The messages it handles.
     type Message: Send + 'static;
+    /// What it answers requests with (`()` for a worker that takes no
+    /// requests): [`Envelope::reply`] takes only this type and
+    /// `request` returns a [`Pending`](super::Pending) of it, so a
+    /// mismatch does not compile:
+    ///
+    /// ```compile_fail
+    /// use shared_nothing::prelude::*;
+    /// struct Len;
+    /// impl Worker for Len {
+    ///     type State = ();
+    ///     type Message = String;
+    ///     type Reply = usize;
+    ///     fn init(&mut self) -> Result<()> { Ok(()) }
+    ///     fn handle_message(&mut self, _: &mut (), mut m: Envelope<String, usize>) -> Result<()> {
+    ///         let n = m.payload.len();
+    ///         m.reply(n)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut w = shared_nothing::worker::spawn(Len, WorkerConfig::new()).unwrap();
+    /// let answer: String = w.request("four".into()).unwrap().wait().unwrap(); // usize, not String
+    /// ```
+    type Reply: Send + 'static;
 
     /// Creates the state. Runs on the worker thread after pinning, and again
     /// after every restart.
@@ -53,7 +77,7 @@ pub trait Worker: Send + 'static {
     fn handle_message(
         &mut self,
         state: &mut Self::State,
-        message: Envelope<Self::Message>,
+        message: Envelope<Self::Message, Self::Reply>,
     ) -> Result<()>;
 
     /// Handles a batch drained from one queue at once. The default hands each
@@ -69,7 +93,7 @@ pub trait Worker: Send + 'static {
     fn handle_batch(
         &mut self,
         state: &mut Self::State,
-        batch: &mut Batch<'_, Self::Message>,
+        batch: &mut Batch<'_, Self::Message, Self::Reply>,
     ) -> Result<()> {
         while let Some(msg) = batch.next() {
             if let Err(e) = self.handle_message(state, msg) {
@@ -100,6 +124,7 @@ pub trait Worker: Send + 'static {
     /// impl Worker for Batcher {
     ///     type State = (Vec<u64>, u64);
     ///     type Message = u64;
+    ///     type Reply = ();
     ///     fn init(&mut self) -> Result<(Vec<u64>, u64)> { Ok((Vec::new(), 0)) }
     ///     fn handle_message(&mut self, s: &mut (Vec<u64>, u64), m: Envelope<u64>) -> Result<()> {
     ///         s.0.push(m.payload); // collect...
@@ -133,15 +158,15 @@ pub trait Worker: Send + 'static {
 /// Taking a message moves it out of the queue; when the batch ends (also by
 /// a panic), the queue's read index is published once for all messages
 /// taken, and messages not taken stay queued.
-pub struct Batch<'a, M> {
-    drain: Drain<'a, Wire<M>>,
+pub struct Batch<'a, M, R = ()> {
+    drain: Drain<'a, Wire<M, R>>,
     next_seq: u64,
     pub(crate) taken: u64,
     pub(crate) last_failed: bool,
     pub(crate) failures: Vec<(u64, Error)>,
 }
 
-impl<M> std::fmt::Debug for Batch<'_, M> {
+impl<M, R> std::fmt::Debug for Batch<'_, M, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("remaining", &self.remaining())
@@ -150,8 +175,8 @@ impl<M> std::fmt::Debug for Batch<'_, M> {
     }
 }
 
-impl<'a, M> Batch<'a, M> {
-    pub(crate) fn new(drain: Drain<'a, Wire<M>>, next_seq: u64) -> Self {
+impl<'a, M, R> Batch<'a, M, R> {
+    pub(crate) fn new(drain: Drain<'a, Wire<M, R>>, next_seq: u64) -> Self {
         Self {
             drain,
             next_seq,
@@ -173,7 +198,7 @@ impl<'a, M> Batch<'a, M> {
 
     /// Takes the next message.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<Envelope<M>> {
+    pub fn next(&mut self) -> Option<Envelope<M, R>> {
         let env = self.drain.next()?.into_envelope(self.next_seq);
         self.next_seq += 1;
         self.taken += 1;

@@ -117,6 +117,7 @@ impl NodeState {
 impl Worker for Node {
     type State = NodeState;
     type Message = Msg;
+    type Reply = ();
 
     fn init(&mut self) -> Result<NodeState> {
         let clients = (0..self.io.network_count())
@@ -242,7 +243,7 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
     for i in 0..group.len() {
         let sinks = group.result_sinks(|m: Msg| m);
         let pending = group
-            .request::<()>(i, Msg::Wire(sinks))
+            .request(i, Msg::Wire(sinks))
             .map_err(|e| ServeError::Wire(i, e.to_string()))?;
         pending
             .wait_timeout(Duration::from_secs(10))

@@ -333,18 +333,19 @@ fn completions_arrive_in_a_workers_own_loop() {
     }
     struct App {
         storage: Arc<StorageWorker>,
-        done: Option<crate::worker::ReplyTo>,
+        done: Option<crate::worker::ReplyTo<usize>>,
     }
     impl Worker for App {
         type State = StorageClient;
         type Message = Msg;
+        type Reply = usize;
         fn init(&mut self) -> crate::Result<StorageClient> {
             self.storage.client(ResultSink::to_current_worker(Msg::Io)?)
         }
         fn handle_message(
             &mut self,
             io: &mut StorageClient,
-            mut m: Envelope<Msg>,
+            mut m: Envelope<Msg, usize>,
         ) -> crate::Result<()> {
             match std::mem::replace(&mut m.payload, Msg::Start(PathBuf::new())) {
                 Msg::Start(p) => {
@@ -448,6 +449,7 @@ fn stop_delivers_every_completion_even_to_a_backlogged_target() {
     impl Worker for Gate {
         type State = ();
         type Message = StorageCompletion;
+        type Reply = ();
         fn init(&mut self) -> crate::Result<()> {
             Ok(())
         }
