@@ -52,10 +52,20 @@ impl HashPartitioner {
 impl Partitioner for HashPartitioner {
     #[inline]
     fn partition(&self, key: u64, num_workers: usize) -> usize {
-        reduce(mix(key), num_workers.max(1))
+        route(key, num_workers)
     }
 
     fn name(&self) -> &'static str {
         "hash"
     }
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin::Hash)
+    }
+}
+
+/// The hash rule itself (shared with the senders' inline route).
+#[inline(always)]
+pub(crate) fn route(key: u64, num_workers: usize) -> usize {
+    reduce(mix(key), num_workers.max(1))
 }

@@ -56,6 +56,60 @@ pub trait Partitioner: Send + Sync + 'static {
     fn name(&self) -> &'static str {
         "custom"
     }
+
+    /// Which built-in rule this is, so a sender can route without a
+    /// virtual call (and keep a round-robin cursor of its own). Only the
+    /// crate's own partitioners return `Some`.
+    #[doc(hidden)]
+    fn builtin(&self) -> Option<Builtin> {
+        None
+    }
+}
+
+/// The built-in rules a sender applies inline (see [`Partitioner::builtin`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Builtin {
+    /// [`HashPartitioner`].
+    Hash,
+    /// [`RoundRobinPartitioner`].
+    RoundRobin,
+}
+
+/// A sender's routing rule: the built-in ones inline, anything else
+/// through the trait object. Round robin keeps its cursor per sender, so
+/// senders never share a counter.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    Hash,
+    RoundRobin { next: usize },
+    Dyn,
+}
+
+impl Route {
+    pub(crate) fn of(p: &dyn Partitioner) -> Self {
+        match p.builtin() {
+            Some(Builtin::Hash) => Route::Hash,
+            Some(Builtin::RoundRobin) => Route::RoundRobin { next: 0 },
+            None => Route::Dyn,
+        }
+    }
+
+    /// The worker for `key` among `n` (at least 1): `p` is consulted only
+    /// for `Dyn`.
+    #[inline(always)]
+    pub(crate) fn pick(&mut self, p: &dyn Partitioner, key: u64, n: usize) -> usize {
+        match self {
+            Route::Hash => hash::route(key, n),
+            Route::RoundRobin { next } => {
+                let i = *next % n.max(1);
+                *next = i + 1;
+                i
+            }
+            Route::Dyn => p.partition(key, n),
+        }
+    }
 }
 
 /// Maps a well-mixed 64-bit value onto `0..n` without division (Lemire's

@@ -3,9 +3,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Spreads messages evenly regardless of key.
 ///
-/// One shared counter: threads that share the partitioner contend on it. The
-/// pool gives each sending handle its own cursor instead when it sees a
-/// round-robin partitioner, so this counter only serves direct callers.
+/// One shared counter: threads that share the partitioner contend on it. A
+/// pool's sending handles (`PoolSender`) each keep their own cursor instead,
+/// so this counter only serves direct callers and `PoolSender::route`.
 ///
 /// ```
 /// use shared_nothing::partition::{RoundRobinPartitioner, Partitioner};
@@ -32,5 +32,9 @@ impl Partitioner for RoundRobinPartitioner {
 
     fn name(&self) -> &'static str {
         "round-robin"
+    }
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin::RoundRobin)
     }
 }

@@ -1,6 +1,6 @@
 //! Cloneable routing handles into a worker group.
 
-use crate::partition::{Partitioner, hash_key};
+use crate::partition::{Partitioner, Route, hash_key};
 use crate::worker::envelope::Wire;
 use crate::worker::outbox::Outbox;
 use crate::worker::{FlushError, GatherError, Pending, SendError};
@@ -44,6 +44,8 @@ use std::time::Duration;
 pub struct PoolSender<M: Send + 'static, R: Send + 'static = ()> {
     outbox: Outbox<M, R>,
     partitioner: Arc<dyn Partitioner>,
+    /// The partitioner's rule, inline for the built-in ones.
+    rule: Route,
 }
 
 impl<M: Send + 'static, R: Send + 'static> std::fmt::Debug for PoolSender<M, R> {
@@ -60,6 +62,8 @@ impl<M: Send + 'static, R: Send + 'static> Clone for PoolSender<M, R> {
         Self {
             outbox: self.outbox.clone(),
             partitioner: self.partitioner.clone(),
+            // A clone starts its own round-robin cursor.
+            rule: Route::of(&*self.partitioner),
         }
     }
 }
@@ -72,6 +76,7 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
     pub(crate) fn new(outbox: Outbox<M, R>, partitioner: Arc<dyn Partitioner>) -> Self {
         Self {
             outbox,
+            rule: Route::of(&*partitioner),
             partitioner,
         }
     }
@@ -90,10 +95,19 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
         self.outbox.len() == 0
     }
 
-    /// The worker the partitioner picks for routing key `key`.
+    /// The worker the partitioner picks for routing key `key` (for a
+    /// round-robin partitioner, its shared counter's next pick; the sends
+    /// use this sender's own cursor).
     #[inline]
     pub fn route(&self, key: u64) -> usize {
         self.partitioner.partition(key, self.outbox.len())
+    }
+
+    /// The worker this sender's sends to `key` go to, advancing its own
+    /// round-robin cursor.
+    #[inline(always)]
+    fn pick(&mut self, key: u64) -> usize {
+        self.rule.pick(&*self.partitioner, key, self.outbox.len())
     }
 
     /// Sends to worker `index`, waiting while its queue is full.
@@ -153,7 +167,8 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
         msg: M,
     ) -> Result<(), SendError<M>> {
         let key = hash_key(key);
-        self.outbox.try_send_msg(self.route(key), msg, Some(key))
+        let index = self.pick(key);
+        self.outbox.try_send_msg(index, msg, Some(key))
     }
 
     /// Sends to the worker the partitioner picks for the raw routing value
@@ -164,8 +179,8 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
     /// `Stopped`, or `NoSuchWorker` if the partitioner maps out of range.
     #[inline]
     pub fn send_by_value(&mut self, value: u64, msg: M) -> Result<(), SendError<M>> {
-        self.outbox
-            .send_msg_until(self.route(value), msg, Some(value), None)
+        let index = self.pick(value);
+        self.outbox.send_msg_until(index, msg, Some(value), None)
     }
 
     /// Sends a batch of messages for one key's worker, publishing many at once.
@@ -182,7 +197,8 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
         I: IntoIterator<Item = M>,
     {
         let key = hash_key(key);
-        self.outbox.send_batch(self.route(key), Some(key), msgs)
+        let index = self.pick(key);
+        self.outbox.send_batch(index, Some(key), msgs)
     }
 
     /// Sends a batch of messages to worker `index`, publishing many at once.
@@ -222,7 +238,7 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
         msg: M,
     ) -> Result<Pending<R>, SendError<M>> {
         let key = hash_key(key);
-        let index = self.route(key);
+        let index = self.pick(key);
         let (reply_to, pending) = self.outbox.reply_pair(index);
         let env = self.outbox.wire(msg, Some(key)).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;

@@ -417,3 +417,38 @@ fn request_all_gathers_every_workers_reply_in_order() {
         crate::worker::GatherError::Send { index: 0, .. }
     ));
 }
+
+/// Round robin keeps one cursor per sender: senders never share (or
+/// contend on) a counter, and each spreads its own messages evenly.
+#[test]
+fn round_robin_cursor_is_per_sender() {
+    let (mut pool, log) = recorder_pool(2, RoundRobinPartitioner::new());
+    let mut a = pool.sender();
+    let mut b = pool.sender();
+    a.send_partitioned("x", 100).unwrap();
+    b.send_partitioned("x", 200).unwrap();
+    b.send_partitioned("x", 201).unwrap();
+    pool.flush().unwrap();
+    let mut got: Vec<(u64, usize)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(w, _, p)| (p, w))
+        .collect();
+    got.sort_unstable();
+    // A shared counter would have sent 200 to worker 1 and 201 to worker 0.
+    assert_eq!(got, vec![(100, 0), (200, 0), (201, 1)]);
+    pool.stop_all().unwrap();
+}
+
+/// The inline hash route is the partitioner's own rule.
+#[test]
+fn inline_hash_route_matches_the_partitioner() {
+    let p = HashPartitioner::new();
+    let mut rule = crate::partition::Route::of(&p);
+    for key in (0..10_000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+        for n in [1, 2, 3, 7, 64] {
+            assert_eq!(rule.pick(&p, key, n), p.partition(key, n));
+        }
+    }
+}
