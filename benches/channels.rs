@@ -198,6 +198,25 @@ fn single<Q: Queue>(n: u64) -> f64 {
     )
 }
 
+/// The API users call: `send` and `recv` with default settings (spin,
+/// then yield, then park), one message at a time.
+fn ours_default(n: u64) -> f64 {
+    let (tx, rx) = Channel::spsc::<u64>(CAP);
+    pipe(
+        n,
+        tx,
+        rx,
+        |tx, v, _| {
+            tx.send(v).unwrap();
+            1
+        },
+        |rx, sum| {
+            *sum += rx.recv().unwrap();
+            1
+        },
+    )
+}
+
 fn ours_batched(n: u64) -> f64 {
     let (tx, rx) = Channel::spsc::<u64>(CAP);
     pipe(
@@ -480,8 +499,12 @@ fn tables() {
         "SPSC throughput, one message at a time (u64, cap 1024, busy-spin, pinned)",
         vec![
             Throughput {
-                name: "shared-nothing spsc",
+                name: "shared-nothing spsc (try_send/try_recv, busy-spin)",
                 run: Box::new(|| single::<Ours>(N)),
+            },
+            Throughput {
+                name: "shared-nothing spsc (default send/recv)",
+                run: Box::new(|| ours_default(N)),
             },
             Throughput {
                 name: "rtrb",

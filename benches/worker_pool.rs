@@ -87,6 +87,31 @@ fn pool_run(n: u64, batched: bool) -> f64 {
     rate(n, d)
 }
 
+/// The default plan and profile, as `WorkerPool::new()` places it (its
+/// worker spins, then parks), with the producer pinned to a CPU the plan
+/// did not give the worker.
+fn default_plan_run(n: u64) -> f64 {
+    let pool = WorkerPool::new().expect("pool");
+    let mut group = pool.spawn(|_| Summer).expect("group");
+    let taken = group.placements()[0].cpu;
+    let (a, b) = cpu_pair();
+    let producer_cpu = if taken == Some(a) { b } else { a };
+    let mut tx = group.sender();
+    let producer = thread::spawn(move || {
+        pin(producer_cpu);
+        let t0 = Instant::now();
+        for i in 0..n {
+            tx.send_partitioned(&i, i).unwrap();
+        }
+        let sum: u64 = tx.request(0, FLUSH).unwrap().wait().unwrap();
+        assert_eq!(sum, n * (n - 1) / 2, "lost or corrupted messages");
+        t0.elapsed()
+    });
+    let d = producer.join().unwrap();
+    group.stop_all().unwrap();
+    rate(n, d)
+}
+
 fn rtrb_run(n: u64, batched: bool) -> f64 {
     let (a, b) = cpu_pair();
     let (mut p, mut c) = rtrb::RingBuffer::<u64>::new(CAP);
@@ -192,8 +217,12 @@ fn tables() {
         "Pool send_partitioned, one message at a time (1 producer, 1 pinned busy-polling worker)",
         vec![
             Throughput {
-                name: "shared-nothing pool send_partitioned",
+                name: "shared-nothing pool send_partitioned (busy-polling worker)",
                 run: Box::new(|| pool_run(N, false)),
+            },
+            Throughput {
+                name: "shared-nothing pool send_partitioned (default plan, WorkerPool::new)",
+                run: Box::new(|| default_plan_run(N)),
             },
             Throughput {
                 name: "raw rtrb ring, same two pinned threads",
