@@ -160,7 +160,21 @@ impl<T> Sender<T> {
     /// t.join().unwrap();
     /// assert_eq!(got, (0..100).collect::<Vec<_>>());
     /// ```
+    // The first attempt is inlined into the caller, the wait is not: as a
+    // call per message, the ring's local tail lives in memory and every
+    // send costs one more store (see `Producer::try_push`).
+    #[inline(always)]
     pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
+        match self.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(v)) => Err(SendError(v)),
+            Err(TrySendError::Full(v)) => self.send_blocked(v),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_blocked(&mut self, msg: T) -> Result<(), SendError<T>> {
         self.send_until(msg, None)
             .map_err(|e| SendError(e.into_inner()))
     }
@@ -335,7 +349,18 @@ impl<T> Receiver<T> {
     ///
     /// # Errors
     /// `RecvError` once the sender is gone and the channel is drained.
+    // First attempt inlined, the wait out of line (as `Sender::send`).
+    #[inline(always)]
     pub fn recv(&mut self) -> Result<T, RecvError> {
+        if let Some(v) = self.ring.try_pop() {
+            return Ok(v);
+        }
+        self.recv_blocked()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recv_blocked(&mut self) -> Result<T, RecvError> {
         self.recv_until(None).map_err(|_| RecvError)
     }
 

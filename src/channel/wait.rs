@@ -1,7 +1,20 @@
-//! How a blocking channel operation waits: spin briefly, yield, then park.
+//! How a blocking channel operation waits: poll at full speed for a while,
+//! yield a few times, then park.
+//!
+//! Polling runs without exponential backoff: the other side of an SPSC ring
+//! usually answers within a few hundred nanoseconds, and a backoff that
+//! doubles its pause (crossbeam's `Backoff`) parks after a handful of
+//! misses, so each message paid a futex wake (measured: default `send`/
+//! `recv` at 0.13x rtrb with it).
 
-use crossbeam_utils::Backoff;
 use std::time::{Duration, Instant};
+
+/// Polls before yielding (each one `spin_loop` hint: from about 10 ns on
+/// AMD Zen to about 40 ns on recent Intel cores, so a few to a few tens of
+/// microseconds in all).
+const SPINS: u32 = 1 << 10;
+/// Yields before parking.
+const YIELDS: u32 = 16;
 
 /// What a blocked operation should do next.
 pub(crate) enum Step {
@@ -15,33 +28,41 @@ pub(crate) enum Step {
 
 /// Escalating wait for one blocking operation.
 pub(crate) struct Waiter {
-    backoff: Backoff,
+    polls: u32,
     deadline: Option<Instant>,
 }
 
 impl Waiter {
+    #[inline]
     pub(crate) fn new(deadline: Option<Instant>) -> Self {
-        Self {
-            backoff: Backoff::new(),
-            deadline,
-        }
+        Self { polls: 0, deadline }
     }
 
     pub(crate) fn step(&mut self) -> Step {
-        let remaining = match self.deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => return Step::TimedOut,
-            },
-            None => None,
-        };
         // Under loom, spinning only multiplies the states to explore: park.
-        if cfg!(loom) || self.backoff.is_completed() {
-            Step::Park(remaining)
-        } else {
-            self.backoff.snooze();
-            Step::Retry
+        let park = cfg!(loom) || self.polls >= SPINS + YIELDS;
+        // The clock is read when parking and every 64 polls, not per poll.
+        if let Some(d) = self.deadline {
+            if park || self.polls % 64 == 0 {
+                match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => {
+                        if park {
+                            return Step::Park(Some(r));
+                        }
+                    }
+                    _ => return Step::TimedOut,
+                }
+            }
+        } else if park {
+            return Step::Park(None);
         }
+        if self.polls < SPINS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        self.polls += 1;
+        Step::Retry
     }
 }
 
