@@ -31,6 +31,7 @@ mod error;
 mod inbox;
 mod kernel;
 pub mod net;
+mod options;
 mod slots;
 pub mod storage;
 mod wake;
@@ -39,6 +40,7 @@ pub use backend::{BACKEND_ENV, BackendChoice, BackendError, IoBackendKind};
 pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
 pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
+pub use options::IoOptions;
 pub use storage::{
     BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
     StorageConfig, StorageOp, StorageOutput, StorageWorker,
