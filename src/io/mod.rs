@@ -14,7 +14,9 @@
 //! completion, which goes to the client's
 //! [`ResultSink`](crate::worker::ResultSink): into a worker's loop as a
 //! message, or onto a queue a plain thread waits on. A full ring or inbox is
-//! backpressure ([`SubmitError::Full`]), never a drop.
+//! backpressure, never a drop: a [`StorageClient`] keeps what does not fit
+//! in its own bounded queue, in order ([`IoOptions`] sets the bound), and
+//! hands a request back ([`SubmitError::Full`]) only past it.
 //!
 //! Where io_uring is unavailable (disabled by sysctl, refused by seccomp or
 //! the memlock limit, an old kernel) the same API runs on a portable
