@@ -14,7 +14,9 @@
 //! completion, which goes to the client's
 //! [`ResultSink`](crate::worker::ResultSink): into a worker's loop as a
 //! message, or onto a queue a plain thread waits on. A full ring or inbox is
-//! backpressure ([`SubmitError::Full`]), never a drop.
+//! backpressure, never a drop: a [`StorageClient`] keeps what does not fit
+//! in its own bounded queue, in order ([`IoOptions`] sets the bound), and
+//! hands a request back ([`SubmitError::Full`]) only past it.
 //!
 //! Where io_uring is unavailable (disabled by sysctl, refused by seccomp or
 //! the memlock limit, an old kernel) the same API runs on a portable
@@ -31,6 +33,7 @@ mod error;
 mod inbox;
 mod kernel;
 pub mod net;
+mod options;
 mod slots;
 pub mod storage;
 mod wake;
@@ -39,6 +42,7 @@ pub use backend::{BACKEND_ENV, BackendChoice, BackendError, IoBackendKind};
 pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
 pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
+pub use options::IoOptions;
 pub use storage::{
     BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
     StorageConfig, StorageOp, StorageOutput, StorageWorker,

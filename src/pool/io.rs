@@ -3,7 +3,7 @@
 use super::plan::IoBackend;
 use super::runtime::WorkerPool;
 use crate::Result;
-use crate::io::{BackendChoice, NetConfig, NetworkWorker, StorageConfig, StorageWorker};
+use crate::io::{BackendChoice, IoOptions, NetConfig, NetworkWorker, StorageConfig, StorageWorker};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +63,25 @@ impl WorkerPool {
     /// `Spawn`/`Io` if a worker cannot start; `InvalidConfig` for a
     /// malformed backend variable. Workers already started are stopped.
     pub fn start_io(&self) -> Result<IoWorkers> {
+        self.start_io_with(IoOptions::new())
+    }
+
+    /// Like [`start_io`](Self::start_io), with `options` for the workers'
+    /// clients (how many requests a storage client keeps on its own side
+    /// when its ring is full, how large the ring is).
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// use shared_nothing::io::IoOptions;
+    /// let pool = WorkerPool::new().unwrap();
+    /// let io = pool.start_io_with(IoOptions::new().storage_submit_queue(4)).unwrap();
+    /// let (sink, _completions) = ResultSink::queue();
+    /// assert_eq!(io.storage(0).client(sink).unwrap().queue_limit(), 4);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`start_io`](Self::start_io).
+    pub fn start_io_with(&self, options: IoOptions) -> Result<IoWorkers> {
         self.mark_io_started();
         let plan = self.plan();
         let backend = match &plan.io_backend {
@@ -97,6 +116,8 @@ impl WorkerPool {
             .map(|(i, (cpu, spin))| {
                 let cfg = StorageConfig {
                     spin,
+                    client_queue: options.storage_ring,
+                    submit_queue: options.storage_submit_queue,
                     ..StorageConfig::new()
                         .backend(backend)
                         .cpu(cpu)

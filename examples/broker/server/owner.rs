@@ -704,6 +704,9 @@ impl Owner {
     }
 
     fn flush_retry(&mut self) {
+        // Requests the client queued when its ring was full go first (the
+        // client keeps them in order); then this owner's own retries.
+        self.disk.flush_queued();
         while let Some((token, op)) = self.retry.pop_front() {
             match self.disk.submit(token, op) {
                 Ok(()) => {}

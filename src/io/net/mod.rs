@@ -18,7 +18,6 @@ use super::error::{IoError, SubmitError};
 use super::inbox::{self, Shared};
 use super::slots;
 use super::wake::EventFd;
-use crate::channel::ring::Producer;
 use crate::partition::Partitioner;
 use crate::worker::ResultSink;
 use crate::{Error, Result};
@@ -359,7 +358,7 @@ impl NetworkWorker {
     /// # Errors
     /// `WorkerStopped` if the worker has stopped.
     pub fn client(&self, sink: ResultSink<NetEvent>) -> Result<NetClient> {
-        let ring = self.shared.join(sink).map_err(|_| self.stopped())?;
+        let ring = self.shared.join(sink, 0).map_err(|_| self.stopped())?;
         Ok(NetClient {
             worker: self.index,
             ring,
@@ -426,7 +425,7 @@ impl Drop for NetworkWorker {
 #[derive(Debug)]
 pub struct NetClient {
     worker: usize,
-    ring: Producer<NetRequest>,
+    ring: inbox::Queued<NetRequest>,
 }
 
 fn unwrap_send(e: SubmitError<NetRequest>) -> SubmitError<Vec<u8>> {
@@ -454,7 +453,9 @@ impl NetClient {
         conn: ConnId,
         buf: Vec<u8>,
     ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
-        inbox::submit(&mut self.ring, NetRequest::Send { conn, buf }).map_err(unwrap_send)
+        self.ring
+            .submit(NetRequest::Send { conn, buf })
+            .map_err(unwrap_send)
     }
 
     /// Closes `conn` after its queued sends; [`NetEventKind::Closed`]
@@ -463,10 +464,12 @@ impl NetClient {
     /// # Errors
     /// `Full` or `Stopped`.
     pub fn close(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
-        inbox::submit(&mut self.ring, NetRequest::Close { conn }).map_err(|e| match e {
-            SubmitError::Full(_) => SubmitError::Full(conn),
-            SubmitError::Stopped(_) => SubmitError::Stopped(conn),
-        })
+        self.ring
+            .submit(NetRequest::Close { conn })
+            .map_err(|e| match e {
+                SubmitError::Full(_) => SubmitError::Full(conn),
+                SubmitError::Stopped(_) => SubmitError::Stopped(conn),
+            })
     }
 
     /// Connects to `addr`; the outcome arrives on this client's sink as
@@ -480,10 +483,12 @@ impl NetClient {
         addr: SocketAddr,
         token: u64,
     ) -> std::result::Result<(), SubmitError<SocketAddr>> {
-        inbox::submit(&mut self.ring, NetRequest::Connect { addr, token }).map_err(|e| match e {
-            SubmitError::Full(_) => SubmitError::Full(addr),
-            SubmitError::Stopped(_) => SubmitError::Stopped(addr),
-        })
+        self.ring
+            .submit(NetRequest::Connect { addr, token })
+            .map_err(|e| match e {
+                SubmitError::Full(_) => SubmitError::Full(addr),
+                SubmitError::Stopped(_) => SubmitError::Stopped(addr),
+            })
     }
 
     /// Whether the worker has stopped.

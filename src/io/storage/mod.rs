@@ -19,7 +19,7 @@ use super::error::{IoError, SubmitError};
 use super::inbox::{self, Shared};
 use super::wake::EventFd;
 use super::{IoBuf, OpenOptions as Open};
-use crate::channel::ring::Producer;
+use crate::channel::RecvTimeoutError;
 use crate::worker::{ResultQueue, ResultSink};
 use crate::{Error, Result};
 use op::StorageRequest;
@@ -41,8 +41,12 @@ pub struct StorageConfig {
     pub backend: BackendChoice,
     /// Submission queue entries (requests in flight at most).
     pub ring_entries: u32,
-    /// Requests each client may queue before `submit` reports `Full`.
+    /// Requests each client's ring into the worker holds.
     pub client_queue: usize,
+    /// Requests each client keeps on its own side, in order, when its ring
+    /// is full (see [`StorageClient`]); past that `submit` reports `Full`.
+    /// 0 turns the client-side queue off: a full ring is reported at once.
+    pub submit_queue: usize,
     /// Registered buffers: how many, and how large each is (0 for none).
     /// Registration counts against `RLIMIT_MEMLOCK` (8 MiB for a normal
     /// user here); if it fails the worker runs without them.
@@ -69,6 +73,7 @@ impl StorageConfig {
             backend: BackendChoice::Auto,
             ring_entries: 256,
             client_queue: 1024,
+            submit_queue: DEFAULT_SUBMIT_QUEUE,
             fixed_buffers: (64, 64 * 1024),
             cpu: None,
             spin: std::time::Duration::from_micros(50),
@@ -85,6 +90,13 @@ impl StorageConfig {
     /// Sets the registered buffers.
     pub fn fixed_buffers(mut self, count: usize, size: usize) -> Self {
         self.fixed_buffers = (count, size);
+        self
+    }
+
+    /// Sets how many requests each client keeps on its own side when its
+    /// ring is full (0: none).
+    pub fn submit_queue(mut self, n: usize) -> Self {
+        self.submit_queue = n;
         self
     }
 
@@ -108,6 +120,9 @@ impl StorageConfig {
 }
 
 type StorageShared = Shared<StorageRequest, StorageCompletion>;
+
+/// The default bound of a client's own queue ([`StorageConfig::submit_queue`]).
+pub const DEFAULT_SUBMIT_QUEUE: usize = 64 * 1024;
 
 /// A running storage worker. Clients come from [`client`](Self::client);
 /// dropping the worker (or [`stop`](Self::stop)) finishes every request in
@@ -133,6 +148,7 @@ pub struct StorageWorker {
     backend: IoBackendKind,
     fixed: Option<Arc<FixedRegion>>,
     join: Option<JoinHandle<()>>,
+    submit_queue: usize,
     /// Once stopping, how many completions still wait for full targets.
     drained: crossbeam_channel::Receiver<usize>,
 }
@@ -181,6 +197,7 @@ impl StorageWorker {
             backend,
             fixed,
             join: Some(join),
+            submit_queue: config.submit_queue,
             drained,
         })
     }
@@ -195,14 +212,32 @@ impl StorageWorker {
         &self.backend
     }
 
-    /// A client whose completions go to `sink`.
+    /// A client whose completions go to `sink`, keeping up to
+    /// [`StorageConfig::submit_queue`] requests on its own side when its
+    /// ring is full.
     ///
     /// # Errors
     /// `WorkerStopped` if the worker has stopped.
     pub fn client(&self, sink: ResultSink<StorageCompletion>) -> Result<StorageClient> {
-        let ring = self.shared.join(sink).map_err(|_| Error::WorkerStopped {
-            worker: format!("storage-{}", self.index),
-        })?;
+        self.client_with_queue(sink, self.submit_queue)
+    }
+
+    /// A client whose own queue holds at most `limit` requests (0: a full
+    /// ring is reported at once, as [`SubmitError::Full`]).
+    ///
+    /// # Errors
+    /// `WorkerStopped` if the worker has stopped.
+    pub fn client_with_queue(
+        &self,
+        sink: ResultSink<StorageCompletion>,
+        limit: usize,
+    ) -> Result<StorageClient> {
+        let ring = self
+            .shared
+            .join(sink, limit)
+            .map_err(|_| Error::WorkerStopped {
+                worker: format!("storage-{}", self.index),
+            })?;
         Ok(StorageClient {
             ring,
             fixed: self.fixed.clone(),
@@ -261,26 +296,88 @@ impl Drop for StorageWorker {
 }
 
 /// Submits storage requests to one worker. Each method takes a `token`
-/// that comes back in the [`StorageCompletion`]; a full queue hands the
-/// request back ([`SubmitError::Full`]): take some completions, then retry.
+/// that comes back in the [`StorageCompletion`].
+///
+/// # The client's own queue
+///
+/// Requests that do not fit in the ring into the worker wait on the
+/// client's side, in order, up to a bound ([`StorageConfig::submit_queue`],
+/// [`StorageWorker::client_with_queue`], [`set_queue_limit`](Self::set_queue_limit));
+/// only past it does a submit hand the request back
+/// ([`SubmitError::Full`]). What waits is pushed into the ring on the next
+/// submit and by [`flush_queued`](Self::flush_queued), which the owning
+/// worker calls when room may have appeared: from
+/// [`Worker::after_round`](crate::worker::Worker::after_round) (a
+/// completion arriving ends a round) or `tick`. Requests from one client
+/// reach the worker in the order they were submitted.
+///
+/// Nothing queued is lost:
+/// - **the client is dropped**: the worker runs what was queued after
+///   everything in the ring, as if it had been submitted, and delivers the
+///   completions to the sink as usual;
+/// - **the worker stops**: what was queued is answered with
+///   [`IoError::Stopped`] completions, like the requests left in the ring;
+///   a submit after that hands the request back ([`SubmitError::Stopped`]);
+/// - [`take_queued`](Self::take_queued) hands everything that waits back.
 #[derive(Debug)]
 pub struct StorageClient {
-    ring: Producer<StorageRequest>,
+    ring: inbox::Queued<StorageRequest>,
     fixed: Option<Arc<FixedRegion>>,
     _waker: Arc<EventFd>,
 }
 
 impl StorageClient {
-    /// Submits any operation.
+    /// Submits any operation: into the ring, or, when the ring is full or
+    /// requests already wait, behind them in the client's own queue (see
+    /// the [type docs](Self)). Queued requests are pushed first.
     ///
     /// # Errors
-    /// `Full` (backpressure) or `Stopped`, with the operation.
+    /// `Full` when the ring is full and the client's queue holds its bound
+    /// (backpressure: take some completions, [`flush_queued`](Self::flush_queued),
+    /// retry), or `Stopped`; either hands the operation back.
     #[inline]
     pub fn submit(&mut self, token: u64, op: StorageOp) -> Result<(), SubmitError<StorageOp>> {
-        inbox::submit(&mut self.ring, StorageRequest { token, op }).map_err(|e| match e {
-            SubmitError::Full(r) => SubmitError::Full(r.op),
-            SubmitError::Stopped(r) => SubmitError::Stopped(r.op),
-        })
+        self.ring
+            .submit(StorageRequest { token, op })
+            .map_err(|e| match e {
+                SubmitError::Full(r) => SubmitError::Full(r.op),
+                SubmitError::Stopped(r) => SubmitError::Stopped(r.op),
+            })
+    }
+
+    /// Pushes requests waiting in the client's queue into the ring, as far
+    /// as it has room; returns how many still wait. Call it when room may
+    /// have appeared (from `after_round`, or when a completion arrives).
+    /// Once the worker has stopped, nothing waits: what did is answered
+    /// with [`IoError::Stopped`] completions.
+    pub fn flush_queued(&mut self) -> usize {
+        self.ring.flush()
+    }
+
+    /// Requests waiting in the client's queue (not yet in the ring).
+    pub fn queued(&self) -> usize {
+        self.ring.queued()
+    }
+
+    /// The bound of the client's queue.
+    pub fn queue_limit(&self) -> usize {
+        self.ring.limit()
+    }
+
+    /// Sets the bound of the client's queue (0: none; requests already
+    /// waiting stay queued).
+    pub fn set_queue_limit(&mut self, limit: usize) {
+        self.ring.set_limit(limit);
+    }
+
+    /// Hands back every request still waiting in the client's queue, in
+    /// order, as `(token, op)`; they will not run (and get no completion).
+    pub fn take_queued(&mut self) -> Vec<(u64, StorageOp)> {
+        self.ring
+            .take_queued()
+            .into_iter()
+            .map(|r| (r.token, r.op))
+            .collect()
     }
 
     /// Opens a file.
@@ -420,8 +517,12 @@ pub struct BlockingStorageClient {
 /// How long a blocking call waits before reporting the worker as stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How often a blocking call pushes requests waiting in its client's queue.
+const QUEUED_POLL: Duration = Duration::from_micros(200);
+
 impl BlockingStorageClient {
-    /// Submits `op` and waits for its completion.
+    /// Submits `op` and waits for its completion (pushing what waits in
+    /// the client's queue meanwhile).
     ///
     /// # Errors
     /// The request's [`IoError`]; `Stopped` if the worker is gone.
@@ -439,13 +540,19 @@ impl BlockingStorageClient {
                 Err(SubmitError::Stopped(_)) => return Err(IoError::Stopped),
             }
         }
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         loop {
-            let c = self
-                .queue
-                .recv_timeout(CALL_TIMEOUT)
-                .map_err(|_| IoError::Stopped)?;
-            if c.token == token {
-                return Ok(c);
+            // While requests wait on this side, wake now and then to push
+            // them (nothing else would).
+            let wait = match self.client.flush_queued() {
+                0 => deadline.saturating_duration_since(std::time::Instant::now()),
+                _ => QUEUED_POLL,
+            };
+            match self.queue.recv_timeout(wait) {
+                Ok(c) if c.token == token => return Ok(c),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
+                Err(_) => return Err(IoError::Stopped),
             }
         }
     }

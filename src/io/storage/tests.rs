@@ -272,7 +272,8 @@ fn full_queue_is_backpressure_with_the_request_handed_back() {
     )
     .unwrap();
     let (sink, mut q) = crate::worker::ResultSink::queue();
-    let mut c = w.client(sink).unwrap();
+    // No client-side queue: the ring's own backpressure.
+    let mut c = w.client_with_queue(sink, 0).unwrap();
     let dir = TempDir::new("bp");
     let path = dir.0.join("x");
     let mut full = 0;
@@ -499,5 +500,248 @@ fn stop_delivers_every_completion_even_to_a_backlogged_target() {
         }
         assert_eq!(got.load(Ordering::SeqCst), N, "{name}: completions lost");
         target.stop().unwrap();
+    }
+}
+
+/// Workers on both backends whose client rings hold 2 requests, so that a
+/// client's own queue fills at once.
+fn small_ring_workers() -> Vec<(StorageWorker, &'static str)> {
+    [
+        (BackendChoice::Fallback, "fallback"),
+        (BackendChoice::Auto, "auto"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (b, name))| {
+        let cfg = StorageConfig {
+            client_queue: 2,
+            ..StorageConfig::new().backend(b)
+        };
+        (StorageWorker::start(i, cfg).unwrap(), name)
+    })
+    .collect()
+}
+
+fn record(i: u64) -> Vec<u8> {
+    format!("{i:08}\n").into_bytes()
+}
+
+/// Takes completions until `n` arrived, pushing what waits meanwhile.
+fn collect(
+    c: &mut StorageClient,
+    q: &mut crate::worker::ResultQueue<StorageCompletion>,
+    n: usize,
+) -> Vec<StorageCompletion> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        c.flush_queued();
+        if let Ok(x) = q.recv_timeout(Duration::from_millis(1)) {
+            got.push(x);
+        }
+    }
+    got
+}
+
+#[test]
+fn a_full_ring_queues_on_the_client_side_and_every_write_lands_in_order() {
+    for (w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("log");
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(&path, OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        assert_eq!(c.queue_limit(), DEFAULT_SUBMIT_QUEUE);
+        let mut most_queued = 0;
+        for i in 0..10_000u64 {
+            c.write_at(i, f, i * 9, record(i), Durability::Buffered)
+                .unwrap_or_else(|e| panic!("{name}: write {i}: {e}"));
+            most_queued = most_queued.max(c.queued());
+        }
+        assert!(most_queued > 0, "{name}: a 2-entry ring never filled");
+        let done = collect(&mut c, &mut q, 10_000);
+        let mut tokens: Vec<u64> = done
+            .iter()
+            .map(|x| {
+                assert_eq!(x.result.as_ref().unwrap(), &StorageOutput::Written(9));
+                x.token
+            })
+            .collect();
+        if name == "fallback" {
+            // One request at a time, in the order the worker got them.
+            assert_eq!(tokens, (0..10_000).collect::<Vec<_>>(), "{name}");
+        }
+        tokens.sort_unstable();
+        assert_eq!(tokens, (0..10_000).collect::<Vec<_>>(), "{name}");
+        let data = std::fs::read(&path).unwrap();
+        let want: Vec<u8> = (0..10_000).flat_map(record).collect();
+        assert!(data == want, "{name}: the file is not the records in order");
+    }
+}
+
+#[test]
+fn past_the_client_queue_bound_the_request_comes_back_whole() {
+    for (w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("x");
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(&path, OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client_with_queue(sink, 3).unwrap();
+        let mut accepted = 0;
+        let mut full = false;
+        for i in 0..1_000_000u64 {
+            match c.write_at(i, f, 0, vec![7u8; 64], Durability::Buffered) {
+                Ok(()) => accepted += 1,
+                Err(SubmitError::Full(StorageOp::WriteAt { buf, offset, .. })) => {
+                    assert_eq!((buf.len(), offset), (64, 0), "{name}: handed back whole");
+                    assert_eq!(c.queued(), 3, "{name}: full only at the bound");
+                    full = true;
+                    break;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        assert!(full, "{name}: never full");
+        let done = collect(&mut c, &mut q, accepted);
+        assert!(done.iter().all(|x| x.result.is_ok()), "{name}");
+        assert_eq!(c.queued(), 0);
+        // Raising the bound takes effect at once.
+        c.set_queue_limit(10);
+        assert_eq!(c.queue_limit(), 10);
+    }
+}
+
+#[test]
+fn stopping_answers_what_waits_in_the_client_queue_and_refuses_later_submits() {
+    for (mut w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(dir.0.join("x"), OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        for i in 0..2_000u64 {
+            c.write_at(i, f, i * 9, record(i), Durability::GroupCommit)
+                .unwrap();
+        }
+        assert!(c.queued() > 0, "{name}");
+        w.stop().unwrap();
+        // Exactly one completion each: written, or stopped before it ran.
+        let mut seen = vec![0u8; 2_000];
+        let mut stopped = 0;
+        for _ in 0..2_000 {
+            let x = q.recv_timeout(Duration::from_secs(30)).unwrap();
+            seen[x.token as usize] += 1;
+            match x.result {
+                Ok(StorageOutput::Written(9)) => {}
+                Err(IoError::Stopped) => {
+                    assert_eq!(x.buf.map(|b| b.len()), Some(9), "{name}: buffer back");
+                    stopped += 1;
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{name}");
+        assert!(
+            stopped > 0,
+            "{name}: queued requests were answered as stopped"
+        );
+        assert_eq!(c.flush_queued(), 0, "{name}");
+        assert!(c.is_stopped());
+        assert!(matches!(
+            c.write_at(9_999, f, 0, record(0), Durability::Buffered),
+            Err(SubmitError::Stopped(StorageOp::WriteAt { .. }))
+        ));
+        assert!(q.try_recv().is_none(), "{name}: nothing more");
+    }
+}
+
+#[test]
+fn a_dropped_client_still_runs_what_it_queued() {
+    for (w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("log");
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(&path, OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        for i in 0..3_000u64 {
+            c.write_at(i, f, i * 9, record(i), Durability::Buffered)
+                .unwrap();
+        }
+        assert!(c.queued() > 0, "{name}");
+        drop(c);
+        let mut tokens: Vec<u64> = (0..3_000)
+            .map(|_| {
+                let x = q.recv_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!(x.result.unwrap(), StorageOutput::Written(9), "{name}");
+                x.token
+            })
+            .collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, (0..3_000).collect::<Vec<_>>(), "{name}");
+        let want: Vec<u8> = (0..3_000).flat_map(record).collect();
+        assert!(std::fs::read(&path).unwrap() == want, "{name}");
+    }
+}
+
+#[test]
+fn take_queued_hands_back_the_tail_in_order_and_it_never_runs() {
+    for (w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let f = w
+            .blocking_client()
+            .unwrap()
+            .open(dir.0.join("x"), OpenOptions::read_write_create())
+            .unwrap();
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        for i in 0..1_000u64 {
+            c.write_at(i, f, 0, record(i), Durability::Buffered)
+                .unwrap();
+        }
+        let back = c.take_queued();
+        assert!(!back.is_empty(), "{name}");
+        let tokens: Vec<u64> = back.iter().map(|(t, _)| *t).collect();
+        let first = 1_000 - back.len() as u64;
+        assert_eq!(tokens, (first..1_000).collect::<Vec<_>>(), "{name}");
+        assert_eq!(c.queued(), 0);
+        let done = collect(&mut c, &mut q, first as usize);
+        assert!(done.iter().all(|x| x.token < first), "{name}");
+        drop(c);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(q.try_recv().is_none(), "{name}: taken back, never run");
+    }
+}
+
+#[test]
+fn a_blocking_call_pushes_what_waits_in_its_clients_queue() {
+    for (w, name) in small_ring_workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let f = io
+            .open(dir.0.join("x"), OpenOptions::read_write_create())
+            .unwrap();
+        for i in 0..500u64 {
+            io.client()
+                .write_at(1_000 + i, f, i * 9, record(i), Durability::Buffered)
+                .unwrap();
+        }
+        // The sync is queued behind the writes; the call must push them.
+        io.fdatasync(f).unwrap();
+        assert_eq!(io.client().queued(), 0, "{name}");
+        assert_eq!(io.read_at(f, 499 * 9, 9).unwrap(), record(499), "{name}");
     }
 }

@@ -1166,13 +1166,13 @@ mod tests {
     //! inject failed submits through the ring's test seam.
 
     use super::*;
-    use crate::io::inbox::{self, Shared};
+    use crate::io::inbox::Shared;
     use crate::worker::{ResultQueue, ResultSink};
     use std::os::fd::IntoRawFd;
 
     struct Rig {
         st: UringStorage,
-        client: crate::channel::ring::Producer<StorageRequest>,
+        client: crate::io::inbox::Queued<StorageRequest>,
         done: ResultQueue<StorageCompletion>,
         file: FileId,
         path: std::path::PathBuf,
@@ -1187,7 +1187,7 @@ mod tests {
         let config = StorageConfig::new().ring_entries(8).fixed_buffers(0, 0);
         let mut st = UringStorage::new(0, &config, shared.clone(), waker).ok()?;
         let (sink, done) = ResultSink::queue();
-        let client = shared.join(sink).ok()?;
+        let client = shared.join(sink, 0).ok()?;
         st.inbox.accept_joining();
         let path = std::env::temp_dir().join(format!(
             "sn-uring-{}-{tag}-{:?}",
@@ -1217,7 +1217,7 @@ mod tests {
                 buf: IoBuf::from(vec![5u8; 4096]),
                 durability: Durability::Linked,
             };
-            inbox::submit(&mut self.client, StorageRequest { token, op }).unwrap();
+            self.client.submit(StorageRequest { token, op }).unwrap();
         }
 
         /// Fills the submission queue but for `free` entries with no-ops.
