@@ -61,10 +61,28 @@ fn summer_pool(consumer_cpu: usize) -> WorkerGroup<Summer> {
 
 fn pool_run(n: u64, batched: bool) -> f64 {
     let (a, b) = cpu_pair();
-    let mut pool = summer_pool(b);
-    let mut tx = pool.sender();
+    drive(summer_pool(b), a, n, batched)
+}
+
+/// The default plan and profile, as `WorkerPool::new()` places it (its
+/// worker spins, then parks), with the producer pinned to a CPU the plan
+/// did not give the worker.
+fn default_plan_run(n: u64) -> f64 {
+    let pool = WorkerPool::new().expect("pool");
+    let group = pool.spawn(|_| Summer).expect("group");
+    let taken = group.placements()[0].cpu;
+    let (a, b) = cpu_pair();
+    let producer_cpu = if taken == Some(a) { b } else { a };
+    drive(group, producer_cpu, n, false)
+}
+
+/// Sends `0..n` into `group` from a thread pinned to `producer_cpu` (one
+/// at a time, or in batches of `CHUNK`), then a flush request through the
+/// same sender; the rate covers everything up to its answer.
+fn drive(mut group: WorkerGroup<Summer>, producer_cpu: usize, n: u64, batched: bool) -> f64 {
+    let mut tx = group.sender();
     let producer = thread::spawn(move || {
-        pin(a);
+        pin(producer_cpu);
         let t0 = Instant::now();
         if batched {
             let mut next = 0;
@@ -77,31 +95,6 @@ fn pool_run(n: u64, batched: bool) -> f64 {
             for i in 0..n {
                 tx.send_partitioned(&i, i).unwrap();
             }
-        }
-        let sum: u64 = tx.request(0, FLUSH).unwrap().wait().unwrap();
-        assert_eq!(sum, n * (n - 1) / 2, "lost or corrupted messages");
-        t0.elapsed()
-    });
-    let d = producer.join().unwrap();
-    pool.stop_all().unwrap();
-    rate(n, d)
-}
-
-/// The default plan and profile, as `WorkerPool::new()` places it (its
-/// worker spins, then parks), with the producer pinned to a CPU the plan
-/// did not give the worker.
-fn default_plan_run(n: u64) -> f64 {
-    let pool = WorkerPool::new().expect("pool");
-    let mut group = pool.spawn(|_| Summer).expect("group");
-    let taken = group.placements()[0].cpu;
-    let (a, b) = cpu_pair();
-    let producer_cpu = if taken == Some(a) { b } else { a };
-    let mut tx = group.sender();
-    let producer = thread::spawn(move || {
-        pin(producer_cpu);
-        let t0 = Instant::now();
-        for i in 0..n {
-            tx.send_partitioned(&i, i).unwrap();
         }
         let sum: u64 = tx.request(0, FLUSH).unwrap().wait().unwrap();
         assert_eq!(sum, n * (n - 1) / 2, "lost or corrupted messages");

@@ -312,8 +312,14 @@ impl<M: Send + Clone + 'static, R: Send + 'static> PoolSender<M, R> {
     /// The first worker that does not take its copy, with that copy; the
     /// requests sent before it stay queued (their handles are dropped).
     pub fn request_all(&mut self, msg: M) -> Result<Vec<Pending<R>>, SendError<M>> {
+        self.scatter(msg).map_err(|(_, e)| e)
+    }
+
+    /// One request per worker, in index order; `Err` names the worker that
+    /// did not take its copy.
+    fn scatter(&mut self, msg: M) -> Result<Vec<Pending<R>>, (usize, SendError<M>)> {
         (0..self.outbox.len())
-            .map(|i| self.request(i, msg.clone()))
+            .map(|i| self.request(i, msg.clone()).map_err(|e| (i, e)))
             .collect()
     }
 
@@ -331,16 +337,10 @@ impl<M: Send + Clone + 'static, R: Send + 'static> PoolSender<M, R> {
         timeout: Duration,
     ) -> Result<Vec<R>, GatherError> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut pending = Vec::with_capacity(self.outbox.len());
-        for index in 0..self.outbox.len() {
-            let p = self
-                .request(index, msg.clone())
-                .map_err(|e| GatherError::Send {
-                    index,
-                    error: e.map(|_| ()),
-                })?;
-            pending.push(p);
-        }
+        let pending = self.scatter(msg).map_err(|(index, e)| GatherError::Send {
+            index,
+            error: e.map(|_| ()),
+        })?;
         pending
             .into_iter()
             .enumerate()

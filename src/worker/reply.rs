@@ -121,13 +121,16 @@ impl<R> Pending<R> {
     /// gave up or stopped with the request queued, or the worker's thread
     /// has exited while the reply slot was kept or leaked.
     pub fn wait(self) -> Result<R, ReplyError> {
-        let Some(life) = &self.life else {
-            return self.rx.recv().map_err(|_| ReplyError::Dropped);
-        };
+        let never = crossbeam_channel::never();
         crossbeam_channel::select! {
             recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped),
-            recv(life.0) -> _ => self.after_exit(),
+            recv(self.life_or(&never)) -> _ => self.after_exit(),
         }
+    }
+
+    /// The life channel to watch, or one that never fires.
+    fn life_or<'a>(&'a self, never: &'a Receiver<Infallible>) -> &'a Receiver<Infallible> {
+        self.life.as_ref().map_or(never, |l| &l.0)
     }
 
     /// Blocks at most `timeout` for the reply.
@@ -136,10 +139,9 @@ impl<R> Pending<R> {
     /// `Timeout`, or as [`Pending::wait`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<R, ReplyError> {
         let never = crossbeam_channel::never();
-        let life = self.life.as_ref().map_or(&never, |l| &l.0);
         crossbeam_channel::select! {
             recv(self.rx) -> v => v.map_err(|_| ReplyError::Dropped),
-            recv(life) -> _ => self.after_exit(),
+            recv(self.life_or(&never)) -> _ => self.after_exit(),
             default(timeout) => Err(ReplyError::Timeout),
         }
     }
