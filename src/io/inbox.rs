@@ -278,11 +278,17 @@ impl<R: Send, C: Send + 'static> Inbox<R, C> {
     /// still wait in the backlogs of targets that are full (so `stop` can
     /// return without waiting on a target that may be the very worker
     /// calling it), then keeps delivering them until each is taken or its
-    /// target is gone. Nothing is dropped for being slow.
-    pub(crate) fn finish_delivering(&mut self, drained: &crossbeam_channel::Sender<usize>) {
-        let _ = drained.send(self.flush());
+    /// target is gone. Nothing is dropped for being slow. `also` retries
+    /// the worker's other sinks (a network worker's listener targets) and
+    /// returns their backlog.
+    pub(crate) fn finish_delivering(
+        &mut self,
+        drained: &crossbeam_channel::Sender<usize>,
+        mut also: impl FnMut() -> usize,
+    ) {
+        let _ = drained.send(self.flush() + also());
         let mut pause = std::time::Duration::from_micros(10);
-        while self.flush() > 0 {
+        while self.flush() + also() > 0 {
             std::thread::sleep(pause);
             pause = (pause * 2).min(std::time::Duration::from_millis(1));
         }

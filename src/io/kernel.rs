@@ -336,9 +336,16 @@ impl KernelRing {
     /// `spin` has passed since the last work (a request or completion that
     /// comes within it costs no wake-up), then sleep in the kernel until a
     /// completion, unless `ready()` reports requests after the sleeping
-    /// flag is published (see [`Signal::sleep_unless`]). A broken ring has
-    /// no wake read in flight, so it naps instead.
-    pub(crate) fn idle(&mut self, worked: bool, signal: &Signal, ready: impl FnOnce() -> bool) {
+    /// flag is published (see [`Signal::sleep_unless`]). `most` bounds the
+    /// sleep (results waiting for room in a full target, see `nap.rs`). A
+    /// broken ring has no wake read in flight, so it naps instead.
+    pub(crate) fn idle(
+        &mut self,
+        worked: bool,
+        signal: &Signal,
+        most: Option<Duration>,
+        ready: impl FnOnce() -> bool,
+    ) {
         if worked {
             self.idle_since = None;
             return;
@@ -350,13 +357,33 @@ impl KernelRing {
         }
         self.idle_since = None;
         if self.broken.is_some() {
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(most.unwrap_or(Duration::from_millis(1)));
             return;
         }
         signal.sleep_unless(ready, || {
             // Completions already waiting make the enter return at once.
-            let r = self.enter(true);
+            let r = match most {
+                None => self.enter(true),
+                Some(t) => self.enter_at_most(t),
+            };
             self.account(r);
         });
+    }
+
+    /// Submits what is queued and waits for a completion, at most `t`
+    /// (a timeout is no error). Kernels without `IORING_FEAT_EXT_ARG`
+    /// (before 5.11) cannot bound the wait: they submit and nap instead.
+    fn enter_at_most(&mut self, t: Duration) -> std::io::Result<usize> {
+        if !self.ring.params().is_feature_ext_arg() {
+            let r = self.ring.submit();
+            std::thread::sleep(t);
+            return r;
+        }
+        let ts = io_uring::types::Timespec::from(t);
+        let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            r => r,
+        }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) mod buf;
 mod error;
 mod inbox;
 mod kernel;
+mod nap;
 pub mod net;
 mod options;
 mod slots;

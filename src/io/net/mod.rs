@@ -239,6 +239,8 @@ pub struct NetworkWorker {
     waker: Arc<EventFd>,
     backend: IoBackendKind,
     join: Option<JoinHandle<()>>,
+    /// Once stopping, how many events still wait for full targets.
+    drained: crossbeam_channel::Receiver<usize>,
 }
 
 impl fmt::Debug for NetworkWorker {
@@ -271,15 +273,18 @@ impl NetworkWorker {
             waker.clone(),
             config.clone(),
         );
+        let (drained_tx, drained) = crossbeam_channel::bounded(1);
         let (join, backend) = spawn_worker(&config.name, config.cpu, move || {
             let setup = || uring::UringNet::new(index, &cfg, s.clone(), c.clone(), wk.clone());
             let started: Started<IoBackendKind> = match choose(cfg.backend, setup)? {
-                Chosen::Uring(u) => Ok((IoBackendKind::IoUring, Box::new(move || u.run()))),
+                Chosen::Uring(u) => {
+                    Ok((IoBackendKind::IoUring, Box::new(move || u.run(drained_tx))))
+                }
                 Chosen::Fallback(reason) => {
                     let p = poll::PollNet::new(index, &cfg, s, c, wk)?;
                     Ok((
                         IoBackendKind::Fallback { reason },
-                        Box::new(move || p.run()),
+                        Box::new(move || p.run(drained_tx)),
                     ))
                 }
             };
@@ -292,6 +297,7 @@ impl NetworkWorker {
             waker,
             backend,
             join: Some(join),
+            drained,
         })
     }
 
@@ -365,16 +371,26 @@ impl NetworkWorker {
         })
     }
 
-    /// Closes every connection and listener and joins the thread.
-    /// Idempotent.
+    /// Closes every connection and listener, delivers every event (each
+    /// connection's `Closed` included) and joins the thread. Idempotent.
+    ///
+    /// If a target is still full once everything else is done, `stop`
+    /// returns without joining and the thread keeps delivering until each
+    /// event is taken or its target is gone (the target may be the worker
+    /// calling `stop`).
     ///
     /// # Errors
     /// [`Error::WorkerFailed`] if the worker's thread panicked.
     pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
-        match self.join.take() {
-            Some(j) => crate::io::backend::join_worker(j),
-            None => Ok(()),
+        let Some(j) = self.join.take() else {
+            return Ok(());
+        };
+        match self.drained.recv() {
+            // Events still wait for room: the thread delivers them and
+            // then exits on its own.
+            Ok(waiting) if waiting > 0 => Ok(()),
+            _ => crate::io::backend::join_worker(j),
         }
     }
 }

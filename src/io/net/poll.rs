@@ -7,6 +7,7 @@ use super::uring::set_nodelay;
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
+use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -36,6 +37,8 @@ struct PConn {
 pub(super) struct PollNet {
     poll: Poll,
     inbox: Inbox<NetRequest, NetEvent>,
+    /// How long to sleep while results wait for room (see `nap.rs`).
+    nap: BacklogNap,
     control: Arc<Control>,
     owners: Owners,
     listeners: Vec<TcpListener>,
@@ -61,6 +64,7 @@ impl PollNet {
         Ok(Self {
             poll,
             inbox: Inbox::new(shared),
+            nap: BacklogNap::default(),
             control,
             owners: Owners::new(),
             listeners: Vec::new(),
@@ -73,7 +77,9 @@ impl PollNet {
         })
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs until stopped; then closes every connection and delivers every
+    /// event (see `Inbox::finish_delivering`).
+    pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         let mut events = Events::with_capacity(256);
         loop {
             self.inbox.accept_joining();
@@ -84,8 +90,8 @@ impl PollNet {
             let _ = self.poll.poll(&mut events, Some(std::time::Duration::ZERO));
             let got = !events.is_empty();
             self.handle(&events);
-            self.owners.flush();
-            self.inbox.flush();
+            let backlog = self.owners.flush() + self.inbox.flush();
+            let most = self.nap.limit(backlog);
             if stopping {
                 break;
             }
@@ -99,7 +105,7 @@ impl PollNet {
             shared.signal.sleep_unless(
                 || inbox.has_requests() || !control.listeners.lock().is_empty(),
                 || {
-                    let _ = poll.poll(&mut events, None);
+                    let _ = poll.poll(&mut events, most);
                 },
             );
             self.handle(&events);
@@ -119,8 +125,8 @@ impl PollNet {
         for slot in self.conns.slots() {
             self.finish(slot);
         }
-        self.owners.flush();
-        self.inbox.flush();
+        let owners = &mut self.owners;
+        self.inbox.finish_delivering(&drained, || owners.flush());
     }
 
     fn handle(&mut self, events: &Events) {

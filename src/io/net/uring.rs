@@ -21,6 +21,7 @@ use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetS
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
 use crate::io::kernel::KernelRing;
+use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use io_uring::{cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
@@ -79,6 +80,8 @@ struct UListener {
 pub(super) struct UringNet {
     ring: KernelRing,
     inbox: Inbox<NetRequest, NetEvent>,
+    /// How long to sleep while results wait for room (see `nap.rs`).
+    nap: BacklogNap,
     control: Arc<Control>,
     owners: Owners,
     listeners: Vec<UListener>,
@@ -104,6 +107,7 @@ impl UringNet {
         Ok(Self {
             ring,
             inbox: Inbox::new(shared),
+            nap: BacklogNap::default(),
             control,
             owners: Owners::new(),
             listeners: Vec::new(),
@@ -118,7 +122,9 @@ impl UringNet {
         })
     }
 
-    pub(super) fn run(mut self) {
+    /// Runs until stopped; then closes every connection and delivers every
+    /// event (see `Inbox::finish_delivering`).
+    pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
             self.ring.arm_wake();
             self.inbox.accept_joining();
@@ -128,19 +134,21 @@ impl UringNet {
             self.resume_paused();
             self.ring.submit(false);
             let reaped = self.reap();
-            self.owners.flush();
-            self.inbox.flush();
+            let backlog = self.owners.flush() + self.inbox.flush();
+            let most = self.nap.limit(backlog);
             if stopping {
                 break;
             }
             let shared = self.inbox.shared.clone();
             let control = self.control.clone();
             let inbox = &mut self.inbox;
-            self.ring.idle(took + reaped > 0, &shared.signal, || {
+            self.ring.idle(took + reaped > 0, &shared.signal, most, || {
                 inbox.has_requests() || !control.listeners.lock().is_empty()
             });
         }
         self.shut_down();
+        let owners = &mut self.owners;
+        self.inbox.finish_delivering(&drained, || owners.flush());
     }
 
     fn shut_down(&mut self) {
@@ -190,8 +198,6 @@ impl UringNet {
             std::mem::forget(std::mem::replace(&mut self.conns, Conns::new(0)));
             self.ring.leak_wake_buf();
         }
-        self.owners.flush();
-        self.inbox.flush();
     }
 
     /// Pushes one SQE and counts it in flight; `false` if the ring has no

@@ -8,6 +8,7 @@ use super::StorageShared;
 use super::files::{FileEntry, FileTable, check_direct, os_or_misaligned, pwrite_all};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::inbox::Inbox;
+use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
 use std::collections::HashMap;
@@ -16,12 +17,15 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Requests taken per round (the group-commit window).
 const ROUND: usize = 256;
 
 pub(super) struct BlockingStorage {
     inbox: Inbox<StorageRequest, StorageCompletion>,
+    /// How long to sleep while results wait for room (see `nap.rs`).
+    nap: BacklogNap,
     files: FileTable,
     waker: Arc<EventFd>,
     scratch: Vec<(u32, StorageRequest)>,
@@ -39,6 +43,7 @@ impl BlockingStorage {
     pub(super) fn new(index: usize, shared: Arc<StorageShared>, waker: Arc<EventFd>) -> Self {
         Self {
             inbox: Inbox::new(shared),
+            nap: BacklogNap::default(),
             files: FileTable::new(index),
             waker,
             scratch: Vec::new(),
@@ -61,7 +66,7 @@ impl BlockingStorage {
             for (file, waiting) in durable {
                 self.commit(FileId(file), waiting);
             }
-            self.inbox.flush();
+            let most = self.nap.limit(self.inbox.flush());
             if self.inbox.shared.stop.load(Ordering::Acquire) {
                 break;
             }
@@ -70,7 +75,7 @@ impl BlockingStorage {
                 let waker = self.waker.clone();
                 shared.signal.sleep_unless(
                     || self.inbox.has_requests(),
-                    || wait_readable(waker.as_raw_fd()),
+                    || wait_readable(waker.as_raw_fd(), most),
                 );
                 self.waker.drain();
             }
@@ -84,7 +89,7 @@ impl BlockingStorage {
             // no longer has it and no request is running, so nothing uses it.
             unsafe { libc::close(f.fd) };
         }
-        self.inbox.finish_delivering(&drained);
+        self.inbox.finish_delivering(&drained, || 0);
     }
 
     fn execute(
@@ -325,12 +330,18 @@ pub(crate) fn clone_error(e: &IoError) -> IoError {
 }
 
 /// Sleeps until the eventfd is readable.
-fn wait_readable(fd: i32) {
+fn wait_readable(fd: i32, most: Option<Duration>) {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd; -1 waits until readable (or a signal).
-    unsafe { libc::poll(&mut p, 1, -1) };
+    let ts = most.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+    // SAFETY: one valid pollfd; `ts_ptr` is null (wait until readable or a
+    // signal) or points at `ts`, alive for the call; no signal mask.
+    unsafe { libc::ppoll(&mut p, 1, ts_ptr, std::ptr::null()) };
 }

@@ -503,6 +503,75 @@ fn stop_delivers_every_completion_even_to_a_backlogged_target() {
     }
 }
 
+#[test]
+fn a_backlogged_target_gets_every_completion_while_the_worker_idles() {
+    use crate::prelude::*;
+    use crate::worker::{ResultSink, spawn};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Holds its first completion until the gate opens: its queue of 4
+    /// fills and the storage worker's sink backlogs the rest.
+    struct Gate {
+        open: crossbeam_channel::Receiver<()>,
+        waited: bool,
+        got: Arc<AtomicUsize>,
+    }
+    impl Worker for Gate {
+        type State = ();
+        type Message = StorageCompletion;
+        type Reply = ();
+        fn init(&mut self) -> crate::Result<()> {
+            Ok(())
+        }
+        fn handle_message(
+            &mut self,
+            _: &mut (),
+            _: Envelope<StorageCompletion>,
+        ) -> crate::Result<()> {
+            if !self.waited {
+                self.waited = true;
+                let _ = self.open.recv();
+            }
+            self.got.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    const N: usize = 64;
+    for (mut w, name) in workers() {
+        let (open, gate) = crossbeam_channel::bounded(1);
+        let got = Arc::new(AtomicUsize::new(0));
+        let mut target = spawn(
+            Gate {
+                open: gate,
+                waited: false,
+                got: got.clone(),
+            },
+            WorkerConfig::new().with_queue_capacity(4),
+        )
+        .unwrap();
+        let mut c = w
+            .client(ResultSink::to_worker(target.sender(), |c| c))
+            .unwrap();
+        for i in 0..N as u64 {
+            c.sync(i, FileId(u64::MAX), true).unwrap();
+        }
+        // Long past the worker's spin: it has nothing to do but the
+        // backlog, and must not sleep on it for good.
+        std::thread::sleep(Duration::from_millis(300));
+        open.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            got.load(Ordering::SeqCst),
+            N,
+            "{name}: backlogged completions never delivered"
+        );
+        w.stop().unwrap();
+        target.stop().unwrap();
+    }
+}
+
 /// Workers on both backends whose client rings hold 2 requests, so that a
 /// client's own queue fills at once.
 fn small_ring_workers() -> Vec<(StorageWorker, &'static str)> {

@@ -27,6 +27,7 @@ use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput,
 use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
 use crate::io::kernel::{KernelRing, NOT_SUBMITTED};
+use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
 use io_uring::{opcode, squeue, types};
@@ -122,6 +123,8 @@ pub(super) struct UringStorage {
     index: usize,
     ring: KernelRing,
     inbox: Inbox<StorageRequest, StorageCompletion>,
+    /// How long to sleep while results wait for room (see `nap.rs`).
+    nap: BacklogNap,
     files: FileTable,
     ops: Vec<Option<Op>>,
     free: Vec<usize>,
@@ -178,6 +181,7 @@ impl UringStorage {
             max_in_flight: 2 * entries as usize,
             ring,
             inbox: Inbox::new(shared),
+            nap: BacklogNap::default(),
             files: FileTable::new(index),
             ops: Vec::new(),
             free: Vec::new(),
@@ -207,17 +211,18 @@ impl UringStorage {
             self.issue_group_syncs();
             self.ring.submit(false);
             let reaped = self.reap();
-            self.inbox.flush();
+            let most = self.nap.limit(self.inbox.flush());
             if stopping {
                 break;
             }
             let shared = self.inbox.shared.clone();
             let inbox = &mut self.inbox;
-            self.ring
-                .idle(took + reaped > 0, &shared.signal, || inbox.has_requests());
+            self.ring.idle(took + reaped > 0, &shared.signal, most, || {
+                inbox.has_requests()
+            });
         }
         self.shut_down();
-        self.inbox.finish_delivering(&drained);
+        self.inbox.finish_delivering(&drained, || 0);
     }
 
     /// Answers queued requests with `Stopped`, lets everything in flight
