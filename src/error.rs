@@ -246,3 +246,13 @@ impl<T> From<SubmitError<T>> for Error {
         }
     }
 }
+
+/// A panic's payload as text (`panic!` with a literal or a format string);
+/// other payloads are named as such.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

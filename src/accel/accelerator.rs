@@ -453,6 +453,7 @@ impl Accelerator {
         let (tx, rx) = Channel::mpsc(config.queue_capacity);
         let (mut ready_tx, mut ready_rx) = Channel::spsc(1);
         let name = config.name.clone();
+        let gpu_wanted = matches!(config.device, DeviceChoice::Gpu { .. });
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
             .name(name.clone())
@@ -473,6 +474,7 @@ impl Accelerator {
             worker: name.clone(),
             message: "the accelerator thread died while opening its device".into(),
         })?;
+        trace_started(&name, &path, adapter.as_ref(), gpu_wanted);
         Ok(Self {
             connector: AccelConnector { tx, shared },
             path,
@@ -613,7 +615,7 @@ impl Engine {
                     Err(p) => Self::Cpu {
                         reason: format!(
                             "wgpu panicked while opening the adapter: {}",
-                            panic_message(&p)
+                            crate::error::panic_message(&*p)
                         ),
                         counters,
                     },
@@ -696,6 +698,7 @@ impl Engine {
                     #[cfg(feature = "gpu")]
                     Some(super::gpu::GpuOutcome::Retry(e)) => {
                         self.counters().retried.add(1);
+                        tracing::warn!(tag, error = %e, "GPU job failed: rerun on the CPU path");
                         result.path = ExecPath::Cpu {
                             reason: format!("rerun after a GPU failure: {e}"),
                         };
@@ -752,7 +755,7 @@ impl Engine {
             }
             Err(p) => {
                 let e = AccelError::Device {
-                    message: format!("wgpu panicked: {}", panic_message(&p)),
+                    message: format!("wgpu panicked: {}", crate::error::panic_message(&*p)),
                 };
                 g.counters().device_errors.add(1);
                 for i in idx {
@@ -781,6 +784,7 @@ impl Engine {
             && let Some(reason) = g.lost()
         {
             let counters = g.counters_arc();
+            tracing::error!(reason = %reason, "GPU lost: every later job runs on the CPU path");
             *self = Self::Cpu {
                 reason: format!("the GPU was lost ({reason})"),
                 counters,
@@ -789,12 +793,24 @@ impl Engine {
     }
 }
 
-#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
+/// Reports an accelerator's start and its path to `tracing`: `INFO` with
+/// the adapter, or the CPU path chosen in the configuration; `WARN` when a
+/// GPU was asked for and the CPU path runs instead, with why.
+fn trace_started(name: &str, path: &ExecPath, adapter: Option<&AdapterInfo>, gpu_wanted: bool) {
+    match (path, adapter) {
+        (ExecPath::Gpu { .. }, Some(a)) => tracing::info!(
+            name,
+            adapter = %a.name,
+            backend = %a.backend,
+            device_type = %a.device_type,
+            driver = %a.driver,
+            "accelerator started on the GPU"
+        ),
+        (ExecPath::Cpu { reason }, _) if gpu_wanted => {
+            tracing::warn!(name, reason = %reason, "accelerator fell back to the CPU path");
+        }
+        (path, _) => tracing::info!(name, path = %path, "accelerator started"),
+    }
 }
 
 /// The accelerator thread's loop.

@@ -134,8 +134,50 @@ pub(crate) fn choose<U>(
     }
 }
 
+/// Reports an I/O worker's start and the backend it runs to `tracing`:
+/// `INFO` for io_uring or a forced fallback, `WARN` for a fallback because
+/// io_uring could not be set up.
+pub(crate) fn trace_started(
+    role: &'static str,
+    index: usize,
+    cpu: Option<usize>,
+    backend: &IoBackendKind,
+) {
+    match backend {
+        IoBackendKind::IoUring => {
+            tracing::info!(
+                role,
+                worker = index,
+                cpu,
+                backend = "io_uring",
+                "I/O worker started"
+            );
+        }
+        IoBackendKind::Fallback { reason } if reason.starts_with("forced") => {
+            tracing::info!(role, worker = index, cpu, backend = "fallback", reason = %reason, "I/O worker started");
+        }
+        IoBackendKind::Fallback { reason } => {
+            tracing::warn!(role, worker = index, cpu, backend = "fallback", reason = %reason, "I/O worker started on the fallback");
+        }
+    }
+}
+
 /// A worker thread's start-up result and the loop it then runs.
 pub(crate) type Started<T> = crate::Result<(T, Box<dyn FnOnce()>)>;
+
+/// Joins an I/O worker's thread; a panic on it (a bug: the worker's loop
+/// catches nothing, so it is reported, never swallowed) becomes
+/// [`crate::Error::WorkerFailed`] with the panic's message.
+pub(crate) fn join_worker(join: std::thread::JoinHandle<()>) -> crate::Result<()> {
+    let worker = join.thread().name().unwrap_or("io-worker").to_owned();
+    join.join().map_err(|payload| {
+        let message = crate::error::panic_message(&*payload);
+        crate::Error::WorkerFailed {
+            worker,
+            message: format!("the I/O worker's thread panicked: {message}"),
+        }
+    })
+}
 
 /// Spawns an I/O worker thread named `name`, pinned to `cpu` (pinning is
 /// an optimisation: a CPU that cannot be pinned is not fatal), which runs
@@ -146,24 +188,6 @@ pub(crate) type Started<T> = crate::Result<(T, Box<dyn FnOnce()>)>;
 /// # Errors
 /// `Spawn` if the thread cannot be created; `start`'s error, once the
 /// thread has exited.
-/// Joins an I/O worker's thread; a panic on it (a bug: the worker's loop
-/// catches nothing, so it is reported, never swallowed) becomes
-/// [`crate::Error::WorkerFailed`] with the panic's message.
-pub(crate) fn join_worker(join: std::thread::JoinHandle<()>) -> crate::Result<()> {
-    let worker = join.thread().name().unwrap_or("io-worker").to_owned();
-    join.join().map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        crate::Error::WorkerFailed {
-            worker,
-            message: format!("the I/O worker's thread panicked: {message}"),
-        }
-    })
-}
-
 pub(crate) fn spawn_worker<T, F>(
     name: &str,
     cpu: Option<usize>,

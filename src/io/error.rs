@@ -120,3 +120,17 @@ impl IoError {
 /// A request was not accepted by an I/O worker; it is handed back (the
 /// one shape every service worker uses, see [`crate::SubmitError`]).
 pub use crate::error::SubmitError;
+
+/// A completion or event that can report the error it carries to
+/// `tracing`, once, as the worker delivers it: storage errors at `WARN`
+/// (a full disk, an I/O error, a file that is gone are worth seeing),
+/// network errors at `DEBUG` (peers reset and refuse all the time; the
+/// owner gets each as an event).
+pub(crate) trait TraceError {
+    fn trace_error(&self);
+}
+
+#[cfg(test)]
+impl TraceError for u32 {
+    fn trace_error(&self) {}
+}

@@ -15,7 +15,7 @@
 //! rings. The worker touches an overflow only then (the client is gone, or
 //! the worker is stopping), so the lock is uncontended in normal running.
 
-use super::error::SubmitError;
+use super::error::{SubmitError, TraceError};
 use crate::channel::ring::{self, Consumer, Producer, PushError};
 use crate::sync::signal::{Signal, Waker};
 use crate::worker::ResultSink;
@@ -251,7 +251,11 @@ impl<R: Send, C: Send + 'static> Inbox<R, C> {
     }
 
     /// Delivers to a client (dropped only if the client's sink is gone).
-    pub(crate) fn deliver(&mut self, client: u32, item: C) {
+    pub(crate) fn deliver(&mut self, client: u32, item: C)
+    where
+        C: TraceError,
+    {
+        item.trace_error();
         if let Some(s) = self.sink(client) {
             s.deliver(item);
         }

@@ -285,6 +285,12 @@ impl KernelRing {
                 ) => {}
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                tracing::error!(
+                    errno,
+                    error = %e,
+                    refused = self.pending.len(),
+                    "io_uring submit failed: the ring is broken, its requests fail"
+                );
                 self.broken = Some(errno);
                 for (user_data, _) in self.pending.drain(..) {
                     self.refused.push((user_data, -errno, NOT_SUBMITTED));

@@ -229,6 +229,7 @@ impl WorkerPool {
                 None => crate::Error::Plan(e),
             })?;
         plan.warnings.extend(env.warnings);
+        trace_plan(&plan);
         Ok(Self {
             topology,
             capabilities,
@@ -448,6 +449,31 @@ impl WorkerPool {
         F: WorkerFactory<W, Args>,
     {
         Self::for_application_only(config)?.spawn_with(factory, partitioner)
+    }
+}
+
+/// Reports the plan chosen, and why, to `tracing` (one `INFO` event, one
+/// `WARN` per warning).
+fn trace_plan(plan: &Plan) {
+    let cpus = |p: &[super::Placement]| p.iter().map(|p| p.cpu).collect::<Vec<_>>();
+    tracing::info!(
+        profile = ?plan.profile,
+        pin = plan.pin,
+        app_workers = plan.app_workers.len(),
+        app_cpus = ?cpus(&plan.app_workers),
+        storage_workers = plan.storage_workers.len(),
+        network_workers = plan.network_workers.len(),
+        gpu_workers = plan.gpu_workers.len(),
+        io_backend = ?plan.io_backend,
+        gpu_fallback = plan.gpu_fallback.as_deref(),
+        idle = ?plan.idle,
+        queue_capacity = plan.queue_capacity,
+        batch_size = plan.batch_size,
+        reasons = ?plan.reasons,
+        "pool planned"
+    );
+    for w in &plan.warnings {
+        tracing::warn!(warning = %w, "pool plan warning");
     }
 }
 

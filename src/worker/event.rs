@@ -6,6 +6,11 @@
 //! `WorkerStats::events_dropped` rather than blocking the worker (a report
 //! must never stall the data path); once there is room again, an
 //! [`EventKind::EventsDropped`] event reports the gap before the next event.
+//!
+//! Every event is also a `tracing` event (target `shared_nothing::worker`)
+//! with the worker's index and name and the kind's fields, whether or not
+//! anyone reads the channel: panics, give-ups and failed restarts at
+//! `ERROR`, failures, restarts and stalls at `WARN`, a stop at `INFO`.
 
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
@@ -135,6 +140,49 @@ impl EventSink {
         }
         if self.tx.try_send(event).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reports `event` to `tracing` (see the module docs for the levels);
+/// `restarts` is the worker's restart count so far.
+pub(crate) fn trace(event: &WorkerEvent, restarts: u64) {
+    let (worker, name) = (event.worker, &*event.name);
+    match &event.kind {
+        EventKind::HandlerFailed { seq, error } => {
+            tracing::warn!(worker, name, seq, error = %error, "handler failed");
+        }
+        EventKind::Panicked { seq, message } => {
+            tracing::error!(worker, name, seq, panic = %message, restarts, "worker panicked");
+        }
+        EventKind::Restarted { restarts } => {
+            tracing::warn!(worker, name, restarts, "worker restarted");
+        }
+        EventKind::GaveUp { reason, abandoned } => {
+            tracing::error!(worker, name, reason = %reason, abandoned, restarts, "worker gave up");
+        }
+        EventKind::TickFailed { error } => {
+            tracing::warn!(worker, name, error = %error, "tick failed");
+        }
+        EventKind::AfterRoundFailed { error } => {
+            tracing::warn!(worker, name, error = %error, "after_round failed");
+        }
+        EventKind::ShutdownFailed { error } => {
+            tracing::warn!(worker, name, error = %error, "shutdown failed");
+        }
+        EventKind::Stalled { busy_for } => {
+            let busy_ms = busy_for.as_secs_f64() * 1e3;
+            tracing::warn!(worker, name, busy_ms, "handler stalled");
+        }
+        EventKind::PriorityNotRaised { error } => {
+            tracing::warn!(worker, name, error = %error, "priority not raised");
+        }
+        EventKind::MemoryNotBound { error } => {
+            tracing::warn!(worker, name, error = %error, "memory not bound to the node");
+        }
+        EventKind::Stopped => tracing::info!(worker, name, "worker stopped"),
+        EventKind::EventsDropped { count } => {
+            tracing::warn!(worker, name, count, "worker events dropped (channel full)");
         }
     }
 }

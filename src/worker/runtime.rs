@@ -9,8 +9,8 @@ use super::stats::{WorkerState, now_nanos};
 use super::traits::{Batch, Worker};
 use super::watchdog::{self, Watched};
 use crate::channel::ring::{self, Consumer, Producer};
+use crate::error::panic_message;
 use crate::{Error, Result};
-use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -141,6 +141,12 @@ fn thread_main<W: Worker>(
         flushes: Vec::new(),
     };
     if let Err(e) = runner.start() {
+        tracing::error!(
+            worker = runner.shared.index,
+            name = &*runner.shared.name,
+            error = %e,
+            "worker failed to start"
+        );
         let _ = ready.send(Err(e));
         runner.exit_failed("init failed");
         return Ok(());
@@ -175,16 +181,6 @@ struct Runner<W: Worker> {
 struct PendingFlush {
     targets: Vec<(usize, usize)>,
     done: crossbeam_channel::Sender<()>,
-}
-
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
 }
 
 impl<W: Worker> Runner<W> {
@@ -224,6 +220,14 @@ impl<W: Worker> Runner<W> {
                 self.state = Some(state);
                 self.shared.stats.set_state(WorkerState::Running);
                 self.next_tick = self.config.tick_interval.map(|t| Instant::now() + t);
+                tracing::info!(
+                    worker = self.shared.index,
+                    name = &*self.shared.name,
+                    cpu = self.config.cpu,
+                    node = self.config.numa_node,
+                    high_priority = self.config.high_priority,
+                    "worker started"
+                );
                 Ok(())
             }
             Ok(Err(e)) => Err(Error::Init {
@@ -232,7 +236,7 @@ impl<W: Worker> Runner<W> {
             }),
             Err(p) => Err(Error::Init {
                 worker: self.name(),
-                message: format!("init panicked: {}", panic_message(p)),
+                message: format!("init panicked: {}", panic_message(&*p)),
             }),
         }
     }
@@ -417,7 +421,7 @@ impl<W: Worker> Runner<W> {
                     error: e.to_string(),
                 }),
             },
-            Err(p) => panicked = Some(panic_message(p)),
+            Err(p) => panicked = Some(panic_message(&*p)),
         }
         let mut failed = failures.len() as u64;
         for (seq, e) in failures {
@@ -472,7 +476,7 @@ impl<W: Worker> Runner<W> {
             Err(p) => {
                 self.shared.emit(EventKind::Panicked {
                     seq: None,
-                    message: panic_message(p),
+                    message: panic_message(&*p),
                 });
                 self.restart();
             }
@@ -545,7 +549,7 @@ impl<W: Worker> Runner<W> {
             }
             Ok(Err(e)) => self.gave_up = Some(format!("init failed on restart: {e}")),
             Err(p) => {
-                self.gave_up = Some(format!("init panicked on restart: {}", panic_message(p)))
+                self.gave_up = Some(format!("init panicked on restart: {}", panic_message(&*p)))
             }
         }
     }
@@ -663,7 +667,7 @@ impl<W: Worker> Runner<W> {
                 Ok(r) => r,
                 Err(p) => Err(Error::msg(format!(
                     "shutdown panicked: {}",
-                    panic_message(p)
+                    panic_message(&*p)
                 ))),
             };
             if let Err(e) = outcome {

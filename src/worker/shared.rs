@@ -178,12 +178,14 @@ impl<M, R> WorkerShared<M, R> {
     }
 
     pub(crate) fn emit(&self, kind: EventKind) {
+        let event = WorkerEvent {
+            worker: self.index,
+            name: self.name.clone(),
+            kind,
+        };
+        super::event::trace(&event, self.stats.own.restarts.get());
         self.events.emit(
-            WorkerEvent {
-                worker: self.index,
-                name: self.name.clone(),
-                kind,
-            },
+            event,
             &self.stats.foreign.events_dropped,
             &self.stats.foreign.events_reported,
         );

@@ -290,6 +290,7 @@ impl NetworkWorker {
             };
             started
         })?;
+        super::backend::trace_started("network", index, config.cpu, &backend);
         Ok(Self {
             index,
             shared,
@@ -386,6 +387,7 @@ impl NetworkWorker {
         let Some(j) = self.join.take() else {
             return Ok(());
         };
+        tracing::info!(role = "network", worker = self.index, "I/O worker stopping");
         match self.drained.recv() {
             // Events still wait for room: the thread delivers them and
             // then exits on its own.
@@ -515,3 +517,17 @@ impl NetClient {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::io::error::TraceError for NetEvent {
+    fn trace_error(&self) {
+        match &self.kind {
+            NetEventKind::Error(e) => {
+                tracing::debug!(conn = self.conn.0, errno = e.errno(), error = %e, "connection failed");
+            }
+            NetEventKind::ConnectFailed { token, error } => {
+                tracing::debug!(token, errno = error.errno(), error = %error, "connect failed");
+            }
+            _ => {}
+        }
+    }
+}

@@ -190,6 +190,7 @@ impl StorageWorker {
                 };
             started
         })?;
+        super::backend::trace_started("storage", index, config.cpu, &backend);
         Ok(Self {
             index,
             shared,
@@ -280,6 +281,7 @@ impl StorageWorker {
         let Some(j) = self.join.take() else {
             return Ok(());
         };
+        tracing::info!(role = "storage", worker = self.index, "I/O worker stopping");
         match self.drained.recv() {
             // Completions still wait for room: the thread delivers them
             // and then exits on its own.

@@ -305,3 +305,11 @@ impl StorageCompletion {
         }
     }
 }
+
+impl crate::io::error::TraceError for StorageCompletion {
+    fn trace_error(&self) {
+        if let Err(e) = &self.result {
+            tracing::warn!(token = self.token, errno = e.errno(), error = %e, "storage request failed");
+        }
+    }
+}
