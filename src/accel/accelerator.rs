@@ -6,7 +6,7 @@
 use super::error::{AccelError, SubmitError};
 use super::job::{ExecPath, Job, JobResult, Timing};
 use crate::channel::{Channel, mpsc};
-use crate::metrics::LocalCounter;
+use crate::metrics::{HistogramSnapshot, LocalCounter, LocalHistogram};
 use crate::worker::ResultSink;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -178,6 +178,29 @@ pub(crate) struct Counters {
     pub pool_hits: LocalCounter,
     pub pool_misses: LocalCounter,
     pub device_errors: LocalCounter,
+    /// Per job: time queued, moving data, executing (every job; the
+    /// accelerator's thread is the only writer).
+    pub queued_ns: LocalHistogram,
+    pub transfer_ns: LocalHistogram,
+    pub execute_ns: LocalHistogram,
+}
+
+impl Counters {
+    fn snapshot(&self) -> AccelStats {
+        AccelStats {
+            jobs_gpu: self.jobs_gpu.get(),
+            jobs_cpu: self.jobs_cpu.get(),
+            retried_on_cpu: self.retried.get(),
+            failed: self.failed.get(),
+            batches: self.batches.get(),
+            submits: self.submits.get(),
+            pipelines_compiled: self.compiles.get(),
+            pipeline_cache_hits: self.cache_hits.get(),
+            buffer_pool_hits: self.pool_hits.get(),
+            buffer_pool_misses: self.pool_misses.get(),
+            device_errors: self.device_errors.get(),
+        }
+    }
 }
 
 /// A snapshot of an accelerator's counters.
@@ -207,6 +230,21 @@ pub struct AccelStats {
     /// Device errors seen.
     pub device_errors: u64,
 }
+
+/// What the pool's metrics read from one accelerator at a scrape.
+#[derive(Debug, Clone)]
+pub(crate) struct AccelSample {
+    pub(crate) name: String,
+    /// Whether it started on the GPU path.
+    pub(crate) gpu: bool,
+    pub(crate) stats: AccelStats,
+    pub(crate) queued: HistogramSnapshot,
+    pub(crate) transfer: HistogramSnapshot,
+    pub(crate) execute: HistogramSnapshot,
+}
+
+/// Samples an accelerator while it exists.
+pub(crate) type AccelSource = Box<dyn Fn() -> Option<AccelSample> + Send + Sync>;
 
 /// What the accelerator's clients and handle share with its thread.
 #[derive(Debug)]
@@ -515,20 +553,26 @@ impl Accelerator {
 
     /// The counters (updated by the accelerator thread as it goes).
     pub fn stats(&self) -> AccelStats {
-        let c = &self.connector.shared.counters;
-        AccelStats {
-            jobs_gpu: c.jobs_gpu.get(),
-            jobs_cpu: c.jobs_cpu.get(),
-            retried_on_cpu: c.retried.get(),
-            failed: c.failed.get(),
-            batches: c.batches.get(),
-            submits: c.submits.get(),
-            pipelines_compiled: c.compiles.get(),
-            pipeline_cache_hits: c.cache_hits.get(),
-            buffer_pool_hits: c.pool_hits.get(),
-            buffer_pool_misses: c.pool_misses.get(),
-            device_errors: c.device_errors.get(),
-        }
+        self.connector.shared.counters.snapshot()
+    }
+
+    /// Samples this accelerator for the pool's metrics while its counters
+    /// exist (`None` once the accelerator is gone).
+    pub(crate) fn sample_source(&self) -> AccelSource {
+        let weak = Arc::downgrade(&self.connector.shared.counters);
+        let name = self.name.clone();
+        let gpu = self.path.is_gpu();
+        Box::new(move || {
+            let c = weak.upgrade()?;
+            Some(AccelSample {
+                name: name.clone(),
+                gpu,
+                stats: c.snapshot(),
+                queued: c.queued_ns.snapshot(),
+                transfer: c.transfer_ns.snapshot(),
+                execute: c.execute_ns.snapshot(),
+            })
+        })
     }
 
     /// Destroys the device as an adapter loss would, to exercise the
@@ -723,6 +767,10 @@ impl Engine {
                 }
             }
             let c = self.counters();
+            let t = &result.timing;
+            c.queued_ns.record(t.queued.as_nanos() as u64);
+            c.transfer_ns.record(t.transfer.as_nanos() as u64);
+            c.execute_ns.record(t.execute.as_nanos() as u64);
             if result.output.is_err() {
                 c.failed.add(1);
             } else if result.path.is_gpu() {

@@ -55,6 +55,7 @@ mod set;
 pub use accelerator::{
     AccelClient, AccelConnector, AccelStats, Accelerator, AcceleratorConfig, AdapterInfo,
 };
+pub(crate) use accelerator::{AccelSample, AccelSource};
 pub use cpu::{crc32c, crc32c_blocks, reduce_u32, saxpy};
 pub use error::{AccelError, SubmitError};
 pub use job::{

@@ -22,6 +22,14 @@ pub struct Accelerators {
 }
 
 impl Accelerators {
+    /// One sampler per accelerator, for the pool's metrics.
+    pub(crate) fn sample_sources(&self) -> Vec<super::AccelSource> {
+        self.workers
+            .iter()
+            .map(super::Accelerator::sample_source)
+            .collect()
+    }
+
     /// Starts one accelerator per configuration; `fallback` is why the set
     /// runs on the CPU path, if it does.
     ///

@@ -121,16 +121,17 @@ impl IoError {
 /// one shape every service worker uses, see [`crate::SubmitError`]).
 pub use crate::error::SubmitError;
 
-/// A completion or event that can report the error it carries to
-/// `tracing`, once, as the worker delivers it: storage errors at `WARN`
-/// (a full disk, an I/O error, a file that is gone are worth seeing),
-/// network errors at `DEBUG` (peers reset and refuse all the time; the
-/// owner gets each as an event).
-pub(crate) trait TraceError {
-    fn trace_error(&self);
+/// A completion or event as its I/O worker delivers it: counted in the
+/// worker's [`IoCounters`](super::stats::IoCounters), and an error it
+/// carries reported to `tracing`: storage errors at `WARN` (a full disk,
+/// an I/O error, a file that is gone are worth seeing), network errors at
+/// `DEBUG` (peers reset and refuse all the time; the owner gets each as an
+/// event).
+pub(crate) trait Completion {
+    fn report(&self, stats: &super::stats::IoCounters);
 }
 
 #[cfg(test)]
-impl TraceError for u32 {
-    fn trace_error(&self) {}
+impl Completion for u32 {
+    fn report(&self, _: &super::stats::IoCounters) {}
 }

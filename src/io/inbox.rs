@@ -15,8 +15,10 @@
 //! rings. The worker touches an overflow only then (the client is gone, or
 //! the worker is stopping), so the lock is uncontended in normal running.
 
-use super::error::{SubmitError, TraceError};
+use super::error::{Completion, SubmitError};
+use super::stats::IoCounters;
 use crate::channel::ring::{self, Consumer, Producer, PushError};
+use crate::metrics::CachePadded;
 use crate::sync::signal::{Signal, Waker};
 use crate::worker::ResultSink;
 use parking_lot::Mutex;
@@ -69,6 +71,8 @@ pub(crate) struct Shared<R, C: Send + 'static> {
     pub(crate) stop: AtomicBool,
     /// Requests per client ring.
     capacity: usize,
+    /// The worker's counters (its thread writes them).
+    pub(crate) stats: CachePadded<IoCounters>,
 }
 
 struct Joining<R, C: Send + 'static> {
@@ -85,6 +89,7 @@ impl<R: Send, C: Send + 'static> Shared<R, C> {
             has_joining: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             capacity: capacity.max(2),
+            stats: CachePadded::default(),
         })
     }
 
@@ -235,11 +240,13 @@ impl<R: Send, C: Send + 'static> Inbox<R, C> {
                     idle_round = false;
                     if budget == 0 {
                         self.cursor = (i + 1) % n;
+                        self.shared.stats.requests.add(taken as u64);
                         return taken;
                     }
                 }
             }
         }
+        self.shared.stats.requests.add(taken as u64);
         taken
     }
 
@@ -253,9 +260,9 @@ impl<R: Send, C: Send + 'static> Inbox<R, C> {
     /// Delivers to a client (dropped only if the client's sink is gone).
     pub(crate) fn deliver(&mut self, client: u32, item: C)
     where
-        C: TraceError,
+        C: Completion,
     {
-        item.trace_error();
+        item.report(&self.shared.stats);
         if let Some(s) = self.sink(client) {
             s.deliver(item);
         }

@@ -36,6 +36,7 @@ mod nap;
 pub mod net;
 mod options;
 mod slots;
+mod stats;
 pub mod storage;
 mod wake;
 
@@ -44,6 +45,8 @@ pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
 pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
 pub use options::IoOptions;
+pub use stats::IoStats;
+pub(crate) use stats::StatsSource;
 pub use storage::{
     BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
     StorageConfig, StorageOp, StorageOutput, StorageWorker,

@@ -5,8 +5,42 @@
 //! writer to race with, and a plain store costs the hot path nothing. Groups
 //! of counters written by the same thread share one cache-padded block, kept
 //! away from lines other threads write.
+//!
+//! # Prometheus
+//!
+//! [`WorkerPool::metrics`](crate::pool::WorkerPool::metrics) renders these
+//! counters as OpenMetrics text at scrape time (nothing extra is counted on
+//! the message path), and
+//! [`WorkerPool::serve_metrics`](crate::pool::WorkerPool::serve_metrics)
+//! serves it as `GET /metrics`.
+//!
+//! Series (all prefixed `shared_nothing_`):
+//! - per application worker (labels `group`, `worker`, `name`): counters
+//!   `worker_received`, `worker_handled`, `worker_failed`,
+//!   `worker_restarts`, `worker_stalls`, `worker_events_dropped`,
+//!   `worker_busy_seconds`; gauges `worker_queue_depth`,
+//!   `worker_busy_ratio` (busy time over the worker's uptime),
+//!   `worker_running`; histogram `worker_handler_seconds` (time per
+//!   message, sampled: one handler call in 32 is timed and its duration
+//!   divided by the messages it took);
+//! - per I/O worker (labels `role` = `storage` | `network`, `worker`):
+//!   counters `io_requests`, `io_completions`, `io_errors`, `io_bytes_in`,
+//!   `io_bytes_out`; gauges `io_in_flight`, `io_backlog`;
+//! - per accelerator (label `name`): counters `accel_jobs` (label `path` =
+//!   `gpu` | `cpu`), `accel_failed`, `accel_retried_on_cpu`,
+//!   `accel_device_errors`; gauge `accel_gpu` (1 if it started on the
+//!   GPU path); histograms `accel_queued_seconds`,
+//!   `accel_transfer_seconds`, `accel_execute_seconds` (every job).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod histogram;
+pub use histogram::{HistogramSnapshot, LocalHistogram};
+/// The `prometheus-client` version behind
+/// [`WorkerPool::metrics`](crate::pool::WorkerPool::metrics), for
+/// registering the application's own series in
+/// [`WorkerPool::metrics_registry`](crate::pool::WorkerPool::metrics_registry).
+pub use prometheus_client as prometheus;
 
 /// A counter with exactly one writing thread and any number of readers.
 ///

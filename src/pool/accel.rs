@@ -42,10 +42,12 @@ impl WorkerPool {
                 .gpu_fallback
                 .clone()
                 .unwrap_or_else(|| "no GPU worker planned".to_owned());
-            return Accelerators::start(
+            let accels = Accelerators::start(
                 vec![AcceleratorConfig::cpu(reason.clone()).with_name("accel-cpu")],
                 Some(reason),
-            );
+            )?;
+            self.add_accel_metrics(&accels);
+            return Ok(accels);
         }
         let configs = plan
             .gpu_workers
@@ -57,6 +59,8 @@ impl WorkerPool {
                     .with_name(format!("gpu-{}", g.index))
             })
             .collect();
-        Accelerators::start(configs, None)
+        let accels = Accelerators::start(configs, None)?;
+        self.add_accel_metrics(&accels);
+        Ok(accels)
     }
 }

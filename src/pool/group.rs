@@ -410,6 +410,18 @@ impl<W: Worker> WorkerGroup<W> {
         }
     }
 
+    /// One sampler per worker for the pool's metrics; each holds its worker
+    /// weakly, so a dropped group leaves the metrics.
+    pub(crate) fn sample_sources(&self) -> Vec<crate::worker::SampleSource> {
+        self.workers
+            .iter()
+            .map(|w| {
+                let weak = Arc::downgrade(w);
+                Box::new(move || weak.upgrade().map(|w| w.sample())) as crate::worker::SampleSource
+            })
+            .collect()
+    }
+
     /// Lifecycle state of worker `index`.
     pub fn state(&self, index: usize) -> Option<WorkerState> {
         self.workers.get(index).map(|w| w.stats.state())

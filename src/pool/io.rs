@@ -33,6 +33,19 @@ pub struct IoWorkers {
 }
 
 impl IoWorkers {
+    /// `(role, index, sampler)` per I/O worker, for the pool's metrics.
+    pub(crate) fn stats_sources(&self) -> Vec<(&'static str, usize, crate::io::StatsSource)> {
+        let storage = self
+            .storage
+            .iter()
+            .map(|w| ("storage", w.index(), w.stats_source()));
+        let network = self
+            .network
+            .iter()
+            .map(|w| ("network", w.index(), w.stats_source()));
+        storage.chain(network).collect()
+    }
+
     /// Storage worker `i` (modulo the count, so any key can pick one).
     pub fn storage(&self, i: usize) -> &StorageWorker {
         &self.storage[i % self.storage.len()]
@@ -140,9 +153,11 @@ impl WorkerPool {
                 NetworkWorker::start(i, cfg)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(IoWorkers {
+        let io = IoWorkers {
             storage: storage.into(),
             network: network.into(),
-        })
+        };
+        self.add_io_metrics(&io);
+        Ok(io)
     }
 }

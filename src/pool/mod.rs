@@ -12,6 +12,8 @@ mod factory;
 mod group;
 #[cfg(not(loom))]
 mod io;
+mod metrics;
+mod metrics_http;
 mod plan;
 mod profile;
 mod runtime;
@@ -23,6 +25,7 @@ pub use factory::WorkerFactory;
 pub use group::{PoolStats, WorkerGroup, WorkerPlacement};
 #[cfg(not(loom))]
 pub use io::IoWorkers;
+pub use metrics_http::{MAX_HEAD, MetricsServer};
 pub use plan::{
     Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,
     PlanError, WorkerRole, plan,

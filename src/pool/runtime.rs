@@ -4,6 +4,7 @@ use super::builder::{NoFactory, PoolBuilder};
 use super::config::PoolConfig;
 use super::factory::WorkerFactory;
 use super::group::WorkerGroup;
+use super::metrics::PoolMetrics;
 use super::plan::{Plan, Roles, plan_roles};
 use super::profile::{EnvOverrides, PlanOverrides, Profile};
 use crate::Result;
@@ -57,6 +58,9 @@ pub struct WorkerPool {
     roles: Roles,
     /// Which of them have been started on this pool (shared by clones).
     started: Arc<Started>,
+    /// The registry and the samplers of everything started on the pool
+    /// (shared by clones).
+    metrics: Arc<PoolMetrics>,
 }
 
 /// Roles started on a pool so far.
@@ -238,7 +242,104 @@ impl WorkerPool {
             overrides,
             roles,
             started: Arc::default(),
+            metrics: Arc::new(PoolMetrics::new()),
         })
+    }
+
+    /// The Prometheus text exposition (OpenMetrics) of this pool's metrics:
+    /// every worker group, I/O worker and accelerator started on it, and
+    /// whatever the application registered in
+    /// [`metrics_registry`](Self::metrics_registry). The series and their
+    /// labels are listed in the [`metrics`](crate::metrics) module docs.
+    /// Each value is read from the workers' own counters now; nothing is
+    /// counted on the message path for it.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// struct W;
+    /// impl Worker for W {
+    ///     type State = ();
+    ///     type Message = u8;
+    ///     type Reply = ();
+    ///     fn init(&mut self) -> Result<()> { Ok(()) }
+    ///     fn handle_message(&mut self, _: &mut (), _: Envelope<u8>) -> Result<()> { Ok(()) }
+    /// }
+    /// let pool = WorkerPool::new().unwrap();
+    /// let mut group = pool.spawn(|_| W).unwrap();
+    /// group.send_to_worker(0, 1).unwrap();
+    /// group.flush().unwrap();
+    /// let text = pool.metrics();
+    /// assert!(text.contains("shared_nothing_worker_handled_total{group=\"0\",worker=\"0\""));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// group.stop_all().unwrap();
+    /// ```
+    pub fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// The registry behind [`metrics`](Self::metrics), for the
+    /// application's own series (a `prometheus-client` [`Registry`], the
+    /// version re-exported as [`crate::metrics::prometheus`]). Hold the
+    /// guard only to register: a scrape waits for it.
+    ///
+    /// ```
+    /// use shared_nothing::metrics::prometheus::metrics::counter::Counter;
+    /// use shared_nothing::prelude::*;
+    /// let pool = WorkerPool::new().unwrap();
+    /// let requests: Counter = Counter::default();
+    /// pool.metrics_registry()
+    ///     .register("app_requests", "Requests served", requests.clone());
+    /// requests.inc();
+    /// assert!(pool.metrics().contains("app_requests_total 1"));
+    /// ```
+    ///
+    /// [`Registry`]: prometheus_client::registry::Registry
+    pub fn metrics_registry(
+        &self,
+    ) -> std::sync::MutexGuard<'_, prometheus_client::registry::Registry> {
+        self.metrics.registry()
+    }
+
+    /// Serves [`metrics`](Self::metrics) as `GET /metrics` over HTTP/1.1 on
+    /// `addr` (port 0 picks one: see
+    /// [`MetricsServer::local_addr`](super::MetricsServer::local_addr)),
+    /// through network worker 0 of `io` and one unpinned worker of its own.
+    /// Other paths are 404, other methods 405, malformed requests 400,
+    /// oversized heads 431.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// use std::io::{Read, Write};
+    /// let pool = WorkerPool::new().unwrap();
+    /// let io = pool.start_io().unwrap();
+    /// let server = pool.serve_metrics(&io, "127.0.0.1:0".parse().unwrap()).unwrap();
+    /// let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    /// s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    /// let mut answer = String::new();
+    /// s.read_to_string(&mut answer).unwrap();
+    /// assert!(answer.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(answer.contains("shared_nothing_io_requests_total"));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`NetworkWorker::listen`](crate::io::NetworkWorker::listen) (the
+    /// address is taken, say), or the worker's start.
+    pub fn serve_metrics(
+        &self,
+        io: &super::IoWorkers,
+        addr: std::net::SocketAddr,
+    ) -> Result<super::MetricsServer> {
+        super::metrics_http::serve(self.metrics.clone(), io.clone(), addr)
+    }
+
+    /// Registers I/O workers' samplers (see [`metrics`](Self::metrics)).
+    pub(crate) fn add_io_metrics(&self, io: &super::IoWorkers) {
+        self.metrics.add_io(io.stats_sources());
+    }
+
+    /// Registers accelerators' samplers.
+    pub(crate) fn add_accel_metrics(&self, accels: &crate::accel::Accelerators) {
+        self.metrics.add_accel(accels.sample_sources());
     }
 
     /// Records that I/O workers were started on this pool (see
@@ -336,12 +437,14 @@ impl WorkerPool {
         F: WorkerFactory<W, Args>,
     {
         let plan = self.app_plan();
-        WorkerGroup::start(
+        let group = WorkerGroup::start(
             |i| factory.make(i),
             self.app_worker_configs(&plan),
             partitioner,
             plan,
-        )
+        )?;
+        self.metrics.add_group(group.sample_sources());
+        Ok(group)
     }
 
     /// Starts a group of exactly `count` typed workers (a single owner of
@@ -392,12 +495,14 @@ impl WorkerPool {
                     .with_name(format!("{}-x{i}", self.config.name))
             })
             .collect();
-        WorkerGroup::start(
+        let group = WorkerGroup::start(
             |i| factory.make(i),
             configs,
             Arc::new(HashPartitioner::new()),
             plan,
-        )
+        )?;
+        self.metrics.add_group(group.sample_sources());
+        Ok(group)
     }
 
     /// One configuration per application worker of `plan`.

@@ -41,6 +41,7 @@ pub use stats::{WorkerState, WorkerStats};
 pub use traits::{Batch, Worker};
 
 pub(crate) use event::EventSink;
+pub(crate) use stats::{SampleSource, WorkerSample};
 
 use crate::Result;
 

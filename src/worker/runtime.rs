@@ -5,7 +5,7 @@ use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
 use super::envelope::Wire;
 use super::event::{EventKind, EventSink};
 use super::shared::{Control, WorkerShared};
-use super::stats::{WorkerState, now_nanos};
+use super::stats::{HANDLER_SAMPLE, WorkerState, now_nanos};
 use super::traits::{Batch, Worker};
 use super::watchdog::{self, Watched};
 use crate::channel::ring::{self, Consumer, Producer};
@@ -396,11 +396,18 @@ impl<W: Worker> Runner<W> {
             own.idle_since.set(0);
         }
         let mut batch = Batch::new(ring.drain(config.batch_size()), *next_seq);
-        own.handler_calls.add(1);
+        let calls = own.handler_calls.get();
+        own.handler_calls.set(calls.wrapping_add(1));
+        let timed = (calls % HANDLER_SAMPLE == 0).then(Instant::now);
         own.in_handler.set(1);
         let result = panic::catch_unwind(AssertUnwindSafe(|| worker.handle_batch(st, &mut batch)));
         own.in_handler.set(0);
         let taken = batch.taken;
+        if let Some(t) = timed
+            && taken > 0
+        {
+            own.handler_ns.record(t.elapsed().as_nanos() as u64 / taken);
+        }
         let last_seq = batch.last_seq();
         let last_failed = batch.last_failed;
         let mut failures = std::mem::take(&mut batch.failures);

@@ -191,6 +191,18 @@ impl<M, R> WorkerShared<M, R> {
         );
     }
 
+    /// The worker's counters, state and handler histogram now.
+    pub(crate) fn sample(&self) -> super::stats::WorkerSample {
+        super::stats::WorkerSample {
+            index: self.index,
+            name: self.name.clone(),
+            stats: self.stats.snapshot(),
+            state: self.stats.state(),
+            uptime: self.stats.uptime(),
+            handler: self.stats.own.handler_ns.snapshot(),
+        }
+    }
+
     pub(crate) fn events(&self) -> &EventSink {
         &self.events
     }

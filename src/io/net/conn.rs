@@ -81,7 +81,7 @@ impl Owners {
             Owner::Client(c) => inbox.deliver(c, ev),
             Owner::Target(t) => {
                 if let Some(s) = self.targets.get_mut(t) {
-                    crate::io::error::TraceError::trace_error(&ev);
+                    crate::io::error::Completion::report(&ev, &inbox.shared.stats);
                     s.deliver(ev);
                 }
             }

@@ -302,6 +302,18 @@ impl NetworkWorker {
         })
     }
 
+    /// What the worker has done so far.
+    pub fn stats(&self) -> crate::io::IoStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Reads [`stats`](Self::stats) for as long as the worker's state
+    /// lives, without keeping it alive (for the pool's metrics).
+    pub(crate) fn stats_source(&self) -> crate::io::stats::StatsSource {
+        let weak = Arc::downgrade(&self.shared);
+        Arc::new(move || weak.upgrade().map(|s| s.stats.snapshot()))
+    }
+
     /// The worker's index.
     pub fn index(&self) -> usize {
         self.index
@@ -518,13 +530,17 @@ impl NetClient {
 #[cfg(test)]
 mod tests;
 
-impl crate::io::error::TraceError for NetEvent {
-    fn trace_error(&self) {
+impl crate::io::error::Completion for NetEvent {
+    fn report(&self, stats: &crate::io::stats::IoCounters) {
+        stats.completions.add(1);
         match &self.kind {
+            NetEventKind::Data(d) => stats.bytes_in.add(d.len() as u64),
             NetEventKind::Error(e) => {
+                stats.errors.add(1);
                 tracing::debug!(conn = self.conn.0, errno = e.errno(), error = %e, "connection failed");
             }
             NetEventKind::ConnectFailed { token, error } => {
+                stats.errors.add(1);
                 tracing::debug!(token, errno = error.errno(), error = %error, "connect failed");
             }
             _ => {}

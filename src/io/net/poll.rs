@@ -91,6 +91,7 @@ impl PollNet {
             let got = !events.is_empty();
             self.handle(&events);
             let backlog = self.owners.flush() + self.inbox.flush();
+            self.inbox.shared.stats.backlog.set(backlog as u64);
             let most = self.nap.limit(backlog);
             if stopping {
                 break;
@@ -416,6 +417,7 @@ impl PollNet {
                 )
             };
             if n >= 0 {
+                self.inbox.shared.stats.bytes_out.add(n as u64);
                 c.send_off += n as usize;
                 if c.send_off >= front.len() {
                     c.send_off = 0;

@@ -135,6 +135,9 @@ impl UringNet {
             self.ring.submit(false);
             let reaped = self.reap();
             let backlog = self.owners.flush() + self.inbox.flush();
+            let stats = &self.inbox.shared.stats;
+            stats.backlog.set(backlog as u64);
+            stats.in_flight.set(self.in_flight as u64);
             let most = self.nap.limit(backlog);
             if stopping {
                 break;
@@ -706,6 +709,7 @@ impl UringNet {
         if res < 0 {
             return self.fail_conn(slot, IoError::os("send", -res));
         }
+        self.inbox.shared.stats.bytes_out.add(res as u64);
         let sent = c.sending.as_mut().map(|s| {
             s.off += res as usize;
             s.off >= s.buf.len()

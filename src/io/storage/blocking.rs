@@ -66,7 +66,9 @@ impl BlockingStorage {
             for (file, waiting) in durable {
                 self.commit(FileId(file), waiting);
             }
-            let most = self.nap.limit(self.inbox.flush());
+            let backlog = self.inbox.flush();
+            self.inbox.shared.stats.backlog.set(backlog as u64);
+            let most = self.nap.limit(backlog);
             if self.inbox.shared.stop.load(Ordering::Acquire) {
                 break;
             }

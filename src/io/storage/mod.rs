@@ -203,6 +203,18 @@ impl StorageWorker {
         })
     }
 
+    /// What the worker has done so far.
+    pub fn stats(&self) -> crate::io::IoStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Reads [`stats`](Self::stats) for as long as the worker's state
+    /// lives, without keeping it alive (for the pool's metrics).
+    pub(crate) fn stats_source(&self) -> crate::io::stats::StatsSource {
+        let weak = Arc::downgrade(&self.shared);
+        Arc::new(move || weak.upgrade().map(|s| s.stats.snapshot()))
+    }
+
     /// The worker's index.
     pub fn index(&self) -> usize {
         self.index

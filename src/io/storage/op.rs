@@ -306,10 +306,17 @@ impl StorageCompletion {
     }
 }
 
-impl crate::io::error::TraceError for StorageCompletion {
-    fn trace_error(&self) {
-        if let Err(e) = &self.result {
-            tracing::warn!(token = self.token, errno = e.errno(), error = %e, "storage request failed");
+impl crate::io::error::Completion for StorageCompletion {
+    fn report(&self, stats: &crate::io::stats::IoCounters) {
+        stats.completions.add(1);
+        match &self.result {
+            Ok(StorageOutput::Read(n)) => stats.bytes_in.add(*n as u64),
+            Ok(StorageOutput::Written(n)) => stats.bytes_out.add(*n as u64),
+            Ok(_) => {}
+            Err(e) => {
+                stats.errors.add(1);
+                tracing::warn!(token = self.token, errno = e.errno(), error = %e, "storage request failed");
+            }
         }
     }
 }

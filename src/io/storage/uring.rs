@@ -211,7 +211,11 @@ impl UringStorage {
             self.issue_group_syncs();
             self.ring.submit(false);
             let reaped = self.reap();
-            let most = self.nap.limit(self.inbox.flush());
+            let backlog = self.inbox.flush();
+            let stats = &self.inbox.shared.stats;
+            stats.backlog.set(backlog as u64);
+            stats.in_flight.set(self.in_flight as u64);
+            let most = self.nap.limit(backlog);
             if stopping {
                 break;
             }
