@@ -43,7 +43,9 @@ mod wake;
 pub use backend::{BACKEND_ENV, BackendChoice, BackendError, IoBackendKind};
 pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
-pub use net::{ConnId, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker};
+pub use net::{
+    ConnId, DEFAULT_SEND_QUEUE_LIMIT, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker,
+};
 pub use options::IoOptions;
 pub use stats::IoStats;
 pub(crate) use stats::StatsSource;

@@ -20,6 +20,9 @@ pub struct IoOptions {
     /// Requests each storage client's ring holds
     /// ([`StorageConfig::client_queue`]).
     pub storage_ring: usize,
+    /// Unsent bytes each network connection may hold before a send is
+    /// refused ([`NetConfig::send_queue_limit`](super::NetConfig::send_queue_limit)).
+    pub network_send_queue_limit: usize,
 }
 
 impl Default for IoOptions {
@@ -35,12 +38,19 @@ impl IoOptions {
         Self {
             storage_submit_queue: s.submit_queue,
             storage_ring: s.client_queue,
+            network_send_queue_limit: super::net::DEFAULT_SEND_QUEUE_LIMIT,
         }
     }
 
     /// Sets the bound of each storage client's own queue (0: none).
     pub fn storage_submit_queue(mut self, n: usize) -> Self {
         self.storage_submit_queue = n;
+        self
+    }
+
+    /// Sets the bound on each network connection's unsent bytes.
+    pub fn network_send_queue_limit(mut self, bytes: usize) -> Self {
+        self.network_send_queue_limit = bytes;
         self
     }
 

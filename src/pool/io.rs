@@ -149,6 +149,7 @@ impl WorkerPool {
                         .backend(backend)
                         .cpu(cpu)
                         .name(format!("network-{i}"))
+                        .send_queue_limit(options.network_send_queue_limit)
                 };
                 NetworkWorker::start(i, cfg)
             })

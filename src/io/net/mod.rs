@@ -11,6 +11,7 @@
 
 mod conn;
 mod poll;
+mod sendq;
 mod uring;
 
 use super::backend::{BackendChoice, Chosen, IoBackendKind, Started, choose, spawn_worker};
@@ -99,6 +100,28 @@ pub enum NetEventKind {
     /// The connection is closed (by [`NetClient::close`], after an error,
     /// or because the worker stopped); its id is invalid from now on.
     Closed,
+    /// The socket has taken every byte of the buffer sent with
+    /// [`NetClient::send_tracked`] and this `tag` (to the client that sent
+    /// it). `queued` is what the connection still holds unsent, in bytes:
+    /// a slow reader shows as a queue that does not drain.
+    Sent {
+        /// The tag given to `send_tracked`.
+        tag: u64,
+        /// Bytes still queued on the connection.
+        queued: usize,
+    },
+    /// A send did not fit the connection's queue
+    /// ([`NetConfig::send_queue_limit`]): the buffer comes back, unsent,
+    /// to the client that sent it. Send it again once `Sent` events show
+    /// the queue draining, or close a peer that does not read.
+    SendRefused {
+        /// The buffer, untouched.
+        buf: Vec<u8>,
+        /// Its tag, if it was sent with `send_tracked`.
+        tag: Option<u64>,
+        /// Bytes queued on the connection when it was refused.
+        queued: usize,
+    },
 }
 
 /// One event for one connection.
@@ -113,9 +136,18 @@ pub struct NetEvent {
 /// A request to a network worker.
 #[derive(Debug)]
 pub(crate) enum NetRequest {
-    Send { conn: ConnId, buf: Vec<u8> },
-    Close { conn: ConnId },
-    Connect { addr: SocketAddr, token: u64 },
+    Send {
+        conn: ConnId,
+        buf: Vec<u8>,
+        tag: Option<u64>,
+    },
+    Close {
+        conn: ConnId,
+    },
+    Connect {
+        addr: SocketAddr,
+        token: u64,
+    },
 }
 
 /// A listening socket on its way to the worker.
@@ -145,6 +177,10 @@ pub struct NetConfig {
     /// Events a connection's owner may have waiting before the worker
     /// stops reading from that connection (receive backpressure).
     pub max_backlog: usize,
+    /// Bytes a connection may hold unsent before a send is refused
+    /// ([`NetEventKind::SendRefused`], send backpressure; a send into an
+    /// empty queue is always taken, however large).
+    pub send_queue_limit: usize,
     /// The CPU to pin to.
     pub cpu: Option<usize>,
     /// How long to keep polling with nothing to do before sleeping in the
@@ -169,6 +205,7 @@ impl NetConfig {
             client_queue: 1024,
             recv_buffer: 64 * 1024,
             max_backlog: 64,
+            send_queue_limit: DEFAULT_SEND_QUEUE_LIMIT,
             cpu: None,
             spin: std::time::Duration::from_micros(50),
             name: "network-0".into(),
@@ -192,7 +229,17 @@ impl NetConfig {
         self.name = name.into();
         self
     }
+
+    /// Bounds each connection's unsent bytes (see
+    /// [`send_queue_limit`](Self#structfield.send_queue_limit)).
+    pub fn send_queue_limit(mut self, bytes: usize) -> Self {
+        self.send_queue_limit = bytes;
+        self
+    }
 }
+
+/// The default bound on a connection's unsent bytes: 16 MiB.
+pub const DEFAULT_SEND_QUEUE_LIMIT: usize = 16 << 20;
 
 pub(crate) type NetShared = Shared<NetRequest, NetEvent>;
 
@@ -474,7 +521,9 @@ impl NetClient {
     }
 
     /// Queues `buf` to be sent on `conn`, in order after earlier sends.
-    /// Failures arrive as [`NetEventKind::Error`] on the connection.
+    /// Failures arrive as [`NetEventKind::Error`] on the connection; a
+    /// buffer past the connection's queue bound comes back as
+    /// [`NetEventKind::SendRefused`] to this client's sink.
     ///
     /// # Errors
     /// `Full` (backpressure) or `Stopped`, with the buffer.
@@ -484,7 +533,34 @@ impl NetClient {
         buf: Vec<u8>,
     ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
         self.ring
-            .submit(NetRequest::Send { conn, buf })
+            .submit(NetRequest::Send {
+                conn,
+                buf,
+                tag: None,
+            })
+            .map_err(unwrap_send)
+    }
+
+    /// As [`send`](Self::send), and once the socket has taken all of
+    /// `buf`, [`NetEventKind::Sent`] with `tag` and the bytes still queued
+    /// comes to this client's sink: the sender can tell queued from sent,
+    /// and pace itself on a slow reader. A connection that fails first
+    /// reports `Error` and `Closed` instead (the buffer was not all sent).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_tracked(
+        &mut self,
+        conn: ConnId,
+        buf: Vec<u8>,
+        tag: u64,
+    ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
+        self.ring
+            .submit(NetRequest::Send {
+                conn,
+                buf,
+                tag: Some(tag),
+            })
             .map_err(unwrap_send)
     }
 

@@ -3,6 +3,7 @@
 //! io_uring backend; the system calls happen on the worker's thread.
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
+use super::sendq::{Outgoing, SendQueue, admits};
 use super::uring::set_nodelay;
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
@@ -12,7 +13,6 @@ use crate::io::wake::EventFd;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 struct PConn {
     stream: TcpStream,
     owner: Owner,
-    sends: VecDeque<Vec<u8>>,
+    sends: SendQueue,
     send_off: usize,
     closing: bool,
     /// The peer sent EOF: no more reads.
@@ -46,6 +46,8 @@ pub(super) struct PollNet {
     waker: Arc<EventFd>,
     recv_size: usize,
     max_backlog: usize,
+    /// Unsent bytes a connection may hold (`NetConfig::send_queue_limit`).
+    send_limit: usize,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
 }
@@ -72,6 +74,7 @@ impl PollNet {
             waker,
             recv_size: config.recv_buffer.max(512),
             max_backlog: config.max_backlog.max(1),
+            send_limit: config.send_queue_limit,
             paused: Vec::new(),
             requests: Vec::new(),
         })
@@ -207,7 +210,7 @@ impl PollNet {
         let conn = self.conns.insert(PConn {
             stream,
             owner,
-            sends: VecDeque::new(),
+            sends: SendQueue::default(),
             send_off: 0,
             closing: false,
             read_done: false,
@@ -233,10 +236,19 @@ impl PollNet {
         let n = self.inbox.drain(256, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
             match req {
-                NetRequest::Send { conn, buf } => match self.conns.get_mut(conn) {
+                NetRequest::Send { conn, buf, tag } => match self.conns.get_mut(conn) {
                     Some(c) if !c.closing => {
-                        c.sends.push_back(buf);
-                        self.writable(conn.slot());
+                        let queued = c.sends.bytes() - c.send_off;
+                        if admits(queued, buf.len(), self.send_limit) {
+                            c.sends.push_back(Outgoing {
+                                buf,
+                                notify: tag.map(|t| (client, t)),
+                            });
+                            self.writable(conn.slot());
+                        } else {
+                            let kind = NetEventKind::SendRefused { buf, tag, queued };
+                            self.inbox.deliver(client, NetEvent { conn, kind });
+                        }
                     }
                     _ => self.inbox.deliver(client, stale(conn)),
                 },
@@ -406,7 +418,7 @@ impl PollNet {
                 }
                 return;
             };
-            let rest = &front[c.send_off..];
+            let rest = &front.buf[c.send_off..];
             // SAFETY: sends from a live slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
             let n = unsafe {
                 libc::send(
@@ -419,9 +431,14 @@ impl PollNet {
             if n >= 0 {
                 self.inbox.shared.stats.bytes_out.add(n as u64);
                 c.send_off += n as usize;
-                if c.send_off >= front.len() {
+                if c.send_off >= front.buf.len() {
                     c.send_off = 0;
-                    c.sends.pop_front();
+                    let done = c.sends.pop_front().expect("the front");
+                    if let Some((client, tag)) = done.notify {
+                        let queued = c.sends.bytes();
+                        let kind = NetEventKind::Sent { tag, queued };
+                        self.inbox.deliver(client, NetEvent { conn, kind });
+                    }
                 }
                 continue;
             }

@@ -511,3 +511,112 @@ fn stop_delivers_every_closed_even_to_a_backlogged_owner() {
         target.stop().unwrap();
     }
 }
+
+/// Sends to a peer that does not read: the connection's queue stops at its
+/// bound (the rest come back unsent, intact), `Sent` events report what
+/// the socket took and what is still queued; once the peer reads, every
+/// accepted buffer arrives, in order, each with its `Sent`.
+#[test]
+fn a_peer_that_does_not_read_meets_the_send_bound_and_sent_events_track_the_rest() {
+    const CHUNK: usize = 64 << 10;
+    const CHUNKS: u64 = 256;
+    const LIMIT: usize = 256 << 10;
+    for backend in [BackendChoice::Fallback, BackendChoice::Auto] {
+        let name = format!("{backend:?}");
+        let net =
+            NetworkWorker::start(0, NetConfig::new().backend(backend).send_queue_limit(LIMIT))
+                .unwrap();
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, mut cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let conn = match q.recv_timeout(WAIT).unwrap() {
+            NetEvent {
+                conn,
+                kind: NetEventKind::Accepted { .. },
+            } => conn,
+            other => panic!("{name}: {other:?}"),
+        };
+        for i in 0..CHUNKS {
+            let mut buf = vec![i as u8; CHUNK];
+            loop {
+                match client.send_tracked(conn, buf, i) {
+                    Ok(()) => break,
+                    Err(SubmitError::Full(b)) => {
+                        buf = b;
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // Until the worker has answered every send it could: quiet for
+        // 300 ms (bounded by WAIT).
+        let (mut sent, mut refused) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match cq.recv_timeout(Duration::from_millis(300)) {
+                Ok(NetEvent {
+                    kind: NetEventKind::Sent { tag, queued },
+                    ..
+                }) => {
+                    assert!(queued <= LIMIT, "{name}: {queued} queued");
+                    sent.push(tag);
+                }
+                Ok(NetEvent {
+                    kind: NetEventKind::SendRefused { buf, tag, queued },
+                    ..
+                }) => {
+                    let tag = tag.expect("tracked");
+                    assert!(
+                        buf.len() == CHUNK && buf.iter().all(|&b| b == tag as u8),
+                        "{name}"
+                    );
+                    assert!(
+                        queued + CHUNK > LIMIT && queued <= LIMIT + CHUNK,
+                        "{name}: {queued}"
+                    );
+                    refused.push(tag);
+                }
+                Ok(other) => panic!("{name}: {other:?}"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            !refused.is_empty(),
+            "{name}: a peer that never reads fills the bound"
+        );
+        let pending = CHUNKS as usize - sent.len() - refused.len();
+        assert!(
+            pending * CHUNK <= LIMIT + CHUNK,
+            "{name}: {pending} chunks held past the bound"
+        );
+        // The peer reads: every accepted chunk, in order.
+        let accepted: Vec<u64> = (0..CHUNKS).filter(|i| !refused.contains(i)).collect();
+        let mut got = vec![0u8; accepted.len() * CHUNK];
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        peer.read_exact(&mut got).unwrap();
+        for (k, i) in accepted.iter().enumerate() {
+            let chunk = &got[k * CHUNK..(k + 1) * CHUNK];
+            assert!(
+                chunk.iter().all(|&b| b == *i as u8),
+                "{name}: chunk {i} out of order"
+            );
+        }
+        while sent.len() < accepted.len() {
+            match cq
+                .recv_timeout(WAIT)
+                .expect("the rest of the Sent events")
+                .kind
+            {
+                NetEventKind::Sent { tag, .. } => sent.push(tag),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            sent, accepted,
+            "{name}: one Sent per accepted buffer, in order"
+        );
+    }
+}

@@ -17,6 +17,7 @@
 //! the last of them completes.
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
+use super::sendq::{Outgoing, SendQueue, admits};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
 use crate::io::inbox::Inbox;
@@ -24,7 +25,6 @@ use crate::io::kernel::KernelRing;
 use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use io_uring::{cqueue, opcode, squeue, types};
-use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ fn ud(tag: u64, slot: u32) -> u64 {
 struct Sending {
     buf: Vec<u8>,
     off: usize,
+    notify: Option<(u32, u64)>,
 }
 
 struct UConn {
@@ -55,7 +56,7 @@ struct UConn {
     recv_inflight: bool,
     paused: bool,
     /// Queued buffers, none of them handed to the kernel yet.
-    sends: VecDeque<Vec<u8>>,
+    sends: SendQueue,
     /// The buffer being sent; the kernel may read it while
     /// `send_inflight`.
     sending: Option<Sending>,
@@ -89,6 +90,8 @@ pub(super) struct UringNet {
     in_flight: usize,
     recv_size: usize,
     max_backlog: usize,
+    /// Unsent bytes a connection may hold (`NetConfig::send_queue_limit`).
+    send_limit: usize,
     spare: SparePool,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
@@ -115,6 +118,7 @@ impl UringNet {
             in_flight: 0,
             recv_size: config.recv_buffer.max(512),
             max_backlog: config.max_backlog.max(1),
+            send_limit: config.send_queue_limit,
             spare: SparePool::new(),
             paused: Vec::new(),
             requests: Vec::new(),
@@ -181,7 +185,7 @@ impl UringNet {
             if let Some(c) = self.conns.slot_mut(slot) {
                 c.dead = true;
                 // Only the queued buffers: a send in flight keeps its own.
-                c.sends.clear();
+                drop(c.sends.take_all());
             }
             self.shutdown_conn(slot);
         }
@@ -265,7 +269,7 @@ impl UringNet {
         let n = self.inbox.drain(budget, |c, r| batch.push((c, r)));
         for (client, req) in batch.drain(..) {
             match req {
-                NetRequest::Send { conn, buf } => self.queue_send(client, conn, buf),
+                NetRequest::Send { conn, buf, tag } => self.queue_send(client, conn, buf, tag),
                 NetRequest::Close { conn } => self.close(client, conn),
                 NetRequest::Connect { addr, token } => self.connect(client, addr, token),
             }
@@ -278,13 +282,22 @@ impl UringNet {
         self.spare.put(buf, self.recv_size);
     }
 
-    fn queue_send(&mut self, client: u32, conn: ConnId, buf: Vec<u8>) {
+    fn queue_send(&mut self, client: u32, conn: ConnId, buf: Vec<u8>, tag: Option<u64>) {
         match self.conns.get_mut(conn) {
             Some(c) if !c.dead && !c.shut => {
-                if buf.is_empty() {
+                let queued =
+                    c.sends.bytes() + c.sending.as_ref().map_or(0, |s| s.buf.len() - s.off);
+                if !admits(queued, buf.len(), self.send_limit) {
+                    let kind = NetEventKind::SendRefused { buf, tag, queued };
+                    return self.inbox.deliver(client, NetEvent { conn, kind });
+                }
+                if buf.is_empty() && tag.is_none() {
                     return self.recycle(buf);
                 }
-                c.sends.push_back(buf);
+                c.sends.push_back(Outgoing {
+                    buf,
+                    notify: tag.map(|t| (client, t)),
+                });
                 self.pump_send(conn.slot());
             }
             _ => {
@@ -305,7 +318,11 @@ impl UringNet {
             return;
         }
         if c.sending.is_none() {
-            c.sending = c.sends.pop_front().map(|buf| Sending { buf, off: 0 });
+            c.sending = c.sends.pop_front().map(|o| Sending {
+                buf: o.buf,
+                off: 0,
+                notify: o.notify,
+            });
         }
         let Some(s) = &c.sending else { return };
         let rest = &s.buf[s.off..];
@@ -429,7 +446,7 @@ impl UringNet {
         let first = !c.dead;
         c.dead = true;
         let owner = c.owner;
-        let mut drop_bufs: Vec<Vec<u8>> = c.sends.drain(..).collect();
+        let mut drop_bufs: Vec<Vec<u8>> = c.sends.take_all().map(|o| o.buf).collect();
         if !c.send_inflight {
             drop_bufs.extend(c.sending.take().map(|s| s.buf));
         }
@@ -457,7 +474,7 @@ impl UringNet {
             return;
         }
         let conn = self.conns.id(slot);
-        let Some(c) = self.conns.remove(slot) else {
+        let Some(mut c) = self.conns.remove(slot) else {
             return;
         };
         // SAFETY: closes the socket this entry owned; nothing of it is in
@@ -467,8 +484,8 @@ impl UringNet {
         if let Some(s) = c.sending {
             self.recycle(s.buf);
         }
-        for b in c.sends {
-            self.recycle(b);
+        for o in c.sends.take_all() {
+            self.recycle(o.buf);
         }
         self.owners.deliver(
             &mut self.inbox,
@@ -487,7 +504,7 @@ impl UringNet {
             recv_buf: Vec::new(),
             recv_inflight: false,
             paused: false,
-            sends: VecDeque::new(),
+            sends: SendQueue::default(),
             sending: None,
             send_inflight: false,
             closing: false,
@@ -716,7 +733,13 @@ impl UringNet {
         });
         if sent == Some(true) {
             let s = c.sending.take().expect("checked");
+            let queued = c.sends.bytes();
             self.recycle(s.buf);
+            if let Some((client, tag)) = s.notify {
+                let conn = self.conns.id(slot);
+                let kind = NetEventKind::Sent { tag, queued };
+                self.inbox.deliver(client, NetEvent { conn, kind });
+            }
         }
         self.pump_send(slot);
         self.settle(slot);
@@ -912,7 +935,7 @@ mod tests {
         // the send stays in flight.
         let big = vec![7u8; 8 << 20];
         let sending = big.as_ptr();
-        net.queue_send(0, ca, big);
+        net.queue_send(0, ca, big, None);
         settle(&mut net);
         // The connection fails (as on a receive error) while its send is
         // in flight, then another connection arms a receive.
