@@ -302,7 +302,7 @@ fn metrics_are_served_over_http_with_a_status_for_every_wrong_request() {
     let mut group = pool.spawn(|_| Count).unwrap();
     group.send_to_worker(0, 1).unwrap();
     group.flush().unwrap();
-    let server = pool
+    let mut server = pool
         .serve_metrics(&io, "127.0.0.1:0".parse().unwrap())
         .unwrap();
     let addr = server.local_addr();
@@ -394,5 +394,8 @@ fn metrics_are_served_over_http_with_a_status_for_every_wrong_request() {
             eprintln!("curl not installed ({e}): the raw HTTP client above covered the endpoint")
         }
     }
+    // Stopped, the endpoint gives its port back.
+    server.stop().unwrap();
+    drop(std::net::TcpListener::bind(addr).expect("the port is free again"));
     group.stop_all().unwrap();
 }

@@ -28,13 +28,14 @@ pub const MAX_HEAD: usize = 8 * 1024;
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The endpoint [`WorkerPool::serve_metrics`](super::WorkerPool::serve_metrics)
-/// started. It serves until the network worker stops; dropping this stops
-/// the HTTP worker (the port stays bound until then: listeners cannot be
-/// closed on their own yet).
+/// started. It serves until [`stop`](Self::stop), a drop, or the network
+/// worker's stop.
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
+    io: IoWorkers,
     worker: WorkerHandle<NetEvent>,
+    stopped: bool,
 }
 
 impl MetricsServer {
@@ -43,12 +44,29 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops the HTTP worker; connections open on it are closed.
+    /// Closes the listener (the port is free when this returns), then
+    /// stops the HTTP worker. Idempotent.
     ///
     /// # Errors
-    /// As [`WorkerHandle::stop`].
+    /// As [`NetworkWorker::close_listener`](crate::io::NetworkWorker::close_listener)
+    /// (except for a network worker that stopped, which closed it already)
+    /// and [`WorkerHandle::stop`].
     pub fn stop(&mut self) -> Result<()> {
-        self.worker.stop()
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        let closed = match self.io.network(0).close_listener(self.addr) {
+            Err(crate::Error::WorkerStopped { .. }) => Ok(()),
+            other => other,
+        };
+        let stopped = self.worker.stop();
+        closed.and(stopped)
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }
 
@@ -74,7 +92,12 @@ pub(crate) fn serve(
         .network(0)
         .listen(addr, vec![sink], Arc::new(RoundRobinPartitioner::new()))?;
     tracing::info!(%addr, "metrics served over HTTP");
-    Ok(MetricsServer { addr, worker })
+    Ok(MetricsServer {
+        addr,
+        io,
+        worker,
+        stopped: false,
+    })
 }
 
 struct Http {

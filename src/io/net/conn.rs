@@ -42,6 +42,11 @@ impl Owners {
         }
     }
 
+    /// The listener bound at `local` (its index).
+    pub(crate) fn listener_at(&self, local: SocketAddr) -> Option<usize> {
+        self.listeners.iter().position(|l| l.local == local)
+    }
+
     /// Records a listener's targets; returns the listener's index and the
     /// socket.
     pub(crate) fn add_listener(&mut self, l: NewListener) -> (usize, std::net::TcpListener) {

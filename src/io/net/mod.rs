@@ -246,6 +246,26 @@ pub(crate) type NetShared = Shared<NetRequest, NetEvent>;
 /// What the handle and the thread share besides the inbox.
 pub(crate) struct Control {
     pub(crate) listeners: Mutex<Vec<NewListener>>,
+    /// Listeners to close (by the address `listen` returned), each with
+    /// the channel to answer once its socket is closed.
+    pub(crate) closing: Mutex<Vec<(SocketAddr, crossbeam_channel::Sender<()>)>>,
+    /// Addresses listened on and not closed (for `close_listener`'s error).
+    pub(crate) bound: Mutex<Vec<SocketAddr>>,
+}
+
+impl Control {
+    pub(crate) fn new() -> Self {
+        Self {
+            listeners: Mutex::new(Vec::new()),
+            closing: Mutex::new(Vec::new()),
+            bound: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a listener waits to be added or closed (the sleep re-check).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.listeners.lock().is_empty() || !self.closing.lock().is_empty()
+    }
 }
 
 /// A running network worker.
@@ -311,9 +331,7 @@ impl NetworkWorker {
         let waker = Arc::new(EventFd::new()?);
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
-        let control = Arc::new(Control {
-            listeners: Mutex::new(Vec::new()),
-        });
+        let control = Arc::new(Control::new());
         let (s, c, wk, cfg) = (
             shared.clone(),
             control.clone(),
@@ -403,6 +421,7 @@ impl NetworkWorker {
         let listener = bind_listener(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        self.control.bound.lock().push(local);
         self.control.listeners.lock().push(NewListener {
             listener,
             targets,
@@ -410,6 +429,40 @@ impl NetworkWorker {
         });
         self.waker.notify();
         Ok(local)
+    }
+
+    /// Stops accepting on the listener `listen` bound at `local` (the
+    /// address it returned) and closes its socket, so the port is free
+    /// again when this returns. Connections it accepted stay open, owned
+    /// as before.
+    ///
+    /// # Errors
+    /// `InvalidConfig` if this worker has no listener at `local`;
+    /// `WorkerStopped` if the worker has stopped (its listeners are closed
+    /// already); `Timeout` if the worker did not close it within 10 s.
+    pub fn close_listener(&self, local: SocketAddr) -> Result<()> {
+        {
+            let mut bound = self.control.bound.lock();
+            let Some(i) = bound.iter().position(|a| *a == local) else {
+                return Err(Error::InvalidConfig(format!(
+                    "network-{}: no listener on {local}",
+                    self.index
+                )));
+            };
+            bound.swap_remove(i);
+        }
+        if self.shared.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(self.stopped());
+        }
+        let (done, closed) = crossbeam_channel::bounded(1);
+        self.control.closing.lock().push((local, done));
+        self.waker.notify();
+        match closed.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(()) => Ok(()),
+            // The worker stopped meanwhile: it closed every listener.
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+        }
     }
 
     fn stopped(&self) -> Error {

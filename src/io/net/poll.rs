@@ -41,7 +41,8 @@ pub(super) struct PollNet {
     nap: BacklogNap,
     control: Arc<Control>,
     owners: Owners,
-    listeners: Vec<TcpListener>,
+    /// `None` once closed (or if it could not be registered).
+    listeners: Vec<Option<TcpListener>>,
     conns: Conns<PConn>,
     waker: Arc<EventFd>,
     recv_size: usize,
@@ -107,7 +108,7 @@ impl PollNet {
             let poll = &mut self.poll;
             let inbox = &mut self.inbox;
             shared.signal.sleep_unless(
-                || inbox.has_requests() || !control.listeners.lock().is_empty(),
+                || inbox.has_requests() || control.has_work(),
                 || {
                     let _ = poll.poll(&mut events, most);
                 },
@@ -128,6 +129,12 @@ impl PollNet {
         }
         for slot in self.conns.slots() {
             self.finish(slot);
+        }
+        for i in 0..self.listeners.len() {
+            self.close_listener(i);
+        }
+        for (_, done) in std::mem::take(&mut *self.control.closing.lock()) {
+            let _ = done.send(());
         }
         let owners = &mut self.owners;
         self.inbox.finish_delivering(&drained, || owners.flush());
@@ -157,22 +164,40 @@ impl PollNet {
             let (index, socket) = self.owners.add_listener(l);
             let mut socket = TcpListener::from_std(socket);
             let token = Token(LISTENER_BASE + index);
+            // Indexed like `owners.listeners`: a socket that cannot be
+            // registered keeps its place, closed.
             if self
                 .poll
                 .registry()
                 .register(&mut socket, token, Interest::READABLE)
                 .is_ok()
             {
-                self.listeners.push(socket);
+                self.listeners.push(Some(socket));
                 // Connections may already be waiting.
                 self.accept(index);
+            } else {
+                self.listeners.push(None);
             }
+        }
+        let closing: Vec<_> = std::mem::take(&mut *self.control.closing.lock());
+        for (local, done) in closing {
+            if let Some(i) = self.owners.listener_at(local) {
+                self.close_listener(i);
+            }
+            let _ = done.send(());
+        }
+    }
+
+    /// Deregisters and closes listener `index`.
+    fn close_listener(&mut self, index: usize) {
+        if let Some(mut socket) = self.listeners.get_mut(index).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut socket);
         }
     }
 
     fn accept(&mut self, index: usize) {
         loop {
-            let Some(l) = self.listeners.get(index) else {
+            let Some(Some(l)) = self.listeners.get(index) else {
                 return;
             };
             match l.accept() {

@@ -620,3 +620,50 @@ fn a_peer_that_does_not_read_meets_the_send_bound_and_sent_events_track_the_rest
         );
     }
 }
+
+#[test]
+fn a_closed_listener_frees_its_port_and_keeps_its_connections() {
+    for (mut net, name) in workers() {
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, _cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut kept = TcpStream::connect(addr).unwrap();
+        let conn = match q.recv_timeout(WAIT).unwrap() {
+            NetEvent {
+                conn,
+                kind: NetEventKind::Accepted { .. },
+            } => conn,
+            other => panic!("{name}: {other:?}"),
+        };
+        net.close_listener(addr).unwrap();
+        // The port is free: a plain listener binds it at once.
+        let again = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("{name}: port still bound after close: {e}"));
+        drop(again);
+        // The accepted connection still works both ways.
+        client.send(conn, b"still here".to_vec()).unwrap();
+        let mut got = [0u8; 10];
+        kept.set_read_timeout(Some(WAIT)).unwrap();
+        kept.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"still here", "{name}");
+        kept.write_all(b"ok").unwrap();
+        let mut data = Vec::new();
+        while data.len() < 2 {
+            match q.recv_timeout(WAIT).unwrap().kind {
+                NetEventKind::Data(d) => data.extend(d),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(data, b"ok");
+        // Twice, or an address never listened on: a clear error.
+        assert!(
+            matches!(
+                net.close_listener(addr),
+                Err(crate::Error::InvalidConfig(_))
+            ),
+            "{name}"
+        );
+        net.stop().unwrap();
+    }
+}

@@ -73,9 +73,12 @@ struct UConn {
 }
 
 struct UListener {
-    socket: TcpListener,
+    /// `None` once closed (after its accept is reaped).
+    socket: Option<TcpListener>,
     armed: bool,
     closed: bool,
+    /// Told once the socket is closed.
+    on_close: Option<crossbeam_channel::Sender<()>>,
 }
 
 pub(super) struct UringNet {
@@ -150,7 +153,7 @@ impl UringNet {
             let control = self.control.clone();
             let inbox = &mut self.inbox;
             self.ring.idle(took + reaped > 0, &shared.signal, most, || {
-                inbox.has_requests() || !control.listeners.lock().is_empty()
+                inbox.has_requests() || control.has_work()
             });
         }
         self.shut_down();
@@ -172,14 +175,13 @@ impl UringNet {
             }
         }
         for i in 0..self.listeners.len() {
-            if self.listeners[i].armed {
-                let sqe = opcode::AsyncCancel::new(ud(TAG_ACCEPT, i as u32))
-                    .build()
-                    .user_data(ud(TAG_CANCEL, 0));
-                // SAFETY: an AsyncCancel SQE points to no memory.
-                unsafe { self.push_counted(&sqe) };
+            if !self.listeners[i].closed {
+                self.close_listener(i);
             }
-            self.listeners[i].closed = true;
+        }
+        // Closes asked for meanwhile: every listener is closing now.
+        for (_, done) in std::mem::take(&mut *self.control.closing.lock()) {
+            let _ = done.send(());
         }
         for slot in self.conns.slots() {
             if let Some(c) = self.conns.slot_mut(slot) {
@@ -236,11 +238,52 @@ impl UringNet {
             let (index, socket) = self.owners.add_listener(l);
             debug_assert_eq!(index, self.listeners.len());
             self.listeners.push(UListener {
-                socket,
+                socket: Some(socket),
                 armed: false,
                 closed: false,
+                on_close: None,
             });
             self.arm_accept(index);
+        }
+        let closing: Vec<_> = std::mem::take(&mut *self.control.closing.lock());
+        for (local, done) in closing {
+            // The address was checked against `bound`; a listener not
+            // found was never added (its bind raced the stop): nothing to do.
+            match self.owners.listener_at(local) {
+                Some(i) => {
+                    self.listeners[i].on_close = Some(done);
+                    self.close_listener(i);
+                }
+                None => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Stops accepting on listener `index`: cancels its accept, and closes
+    /// the socket once no accept is in flight.
+    fn close_listener(&mut self, index: usize) {
+        let l = &mut self.listeners[index];
+        l.closed = true;
+        if l.armed {
+            let sqe = opcode::AsyncCancel::new(ud(TAG_ACCEPT, index as u32))
+                .build()
+                .user_data(ud(TAG_CANCEL, 0));
+            // SAFETY: an AsyncCancel SQE points to no memory.
+            unsafe { self.push_counted(&sqe) };
+        } else {
+            self.release_listener(index);
+        }
+    }
+
+    /// Closes a closed listener's socket (its accept is reaped) and tells
+    /// whoever asked.
+    fn release_listener(&mut self, index: usize) {
+        let l = &mut self.listeners[index];
+        drop(l.socket.take());
+        if let Some(done) = l.on_close.take() {
+            let _ = done.send(());
         }
     }
 
@@ -249,11 +292,13 @@ impl UringNet {
         if l.armed || l.closed {
             return;
         }
-        let sqe = opcode::AcceptMulti::new(types::Fd(l.socket.as_raw_fd()))
+        let Some(socket) = &l.socket else { return };
+        let sqe = opcode::AcceptMulti::new(types::Fd(socket.as_raw_fd()))
             .build()
             .user_data(ud(TAG_ACCEPT, index as u32));
         // SAFETY: a multishot accept without an address points to no
-        // memory; its socket stays open in `listeners` for the ring's life.
+        // memory; its socket stays open in `listeners` until the accept's
+        // last completion is reaped (`release_listener` runs only then).
         if unsafe { self.push_counted(&sqe) } {
             self.listeners[index].armed = true;
         }
@@ -624,6 +669,9 @@ impl UringNet {
             self.in_flight -= 1;
             if let Some(l) = self.listeners.get_mut(index) {
                 l.armed = false;
+                if l.closed {
+                    self.release_listener(index);
+                }
             }
         }
         if res >= 0 {
@@ -861,16 +909,13 @@ mod tests {
 
     use super::*;
     use crate::io::inbox::Shared;
-    use parking_lot::Mutex;
 
     /// A worker driven by hand; `None` where io_uring is unavailable.
     fn uring_net(config: &NetConfig) -> Option<UringNet> {
         let waker = Arc::new(EventFd::new().ok()?);
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), 64);
-        let control = Arc::new(Control {
-            listeners: Mutex::new(Vec::new()),
-        });
+        let control = Arc::new(Control::new());
         UringNet::new(0, config, shared, control, waker).ok()
     }
 
