@@ -65,6 +65,7 @@ impl<T> Slots<T> {
     }
 
     /// The value for `raw`, if the id is current.
+    #[cfg(test)]
     pub(crate) fn get(&self, raw: u64) -> Option<&T> {
         let slot = self.check(raw)?;
         self.slots[slot].1.as_ref()
@@ -94,6 +95,7 @@ impl<T> Slots<T> {
     }
 
     /// Removes the value for `raw`, if the id is current.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, raw: u64) -> Option<T> {
         let slot = self.check(raw)?;
         self.remove_slot(slot as u32)
@@ -110,6 +112,7 @@ impl<T> Slots<T> {
     }
 
     /// Takes every value out.
+    #[cfg(test)]
     pub(crate) fn drain(&mut self) -> Vec<T> {
         self.free.clear();
         self.slots.drain(..).filter_map(|(_, v)| v).collect()

@@ -5,7 +5,7 @@
 //! in one round shares one `fdatasync` per file.
 
 use super::StorageShared;
-use super::files::{FileEntry, FileTable, check_direct, os_or_misaligned, pwrite_all};
+use super::files::{FileEntry, FileIds, FileTable, check_direct, os_or_misaligned, pwrite_all};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::inbox::Inbox;
 use crate::io::nap::BacklogNap;
@@ -40,11 +40,11 @@ struct Waiting {
 }
 
 impl BlockingStorage {
-    pub(super) fn new(index: usize, shared: Arc<StorageShared>, waker: Arc<EventFd>) -> Self {
+    pub(super) fn new(shared: Arc<StorageShared>, waker: Arc<EventFd>, ids: Arc<FileIds>) -> Self {
         Self {
             inbox: Inbox::new(shared),
             nap: BacklogNap::default(),
-            files: FileTable::new(index),
+            files: FileTable::new(ids),
             waker,
             scratch: Vec::new(),
         }
@@ -86,7 +86,7 @@ impl BlockingStorage {
             let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
             self.inbox.deliver(client, c);
         }
-        for f in self.files.drain() {
+        for f in self.files.drain().0 {
             // SAFETY: closes a descriptor the file table owned; the table
             // no longer has it and no request is running, so nothing uses it.
             unsafe { libc::close(f.fd) };
@@ -100,7 +100,11 @@ impl BlockingStorage {
         req: StorageRequest,
         durable: &mut HashMap<u64, Vec<Waiting>>,
     ) {
-        let StorageRequest { token, op } = req;
+        let StorageRequest {
+            token,
+            op,
+            reserved,
+        } = req;
         let name = op.name();
         let done = |result, buf, bufs| StorageCompletion {
             token,
@@ -118,13 +122,24 @@ impl BlockingStorage {
                         if fd < 0 {
                             Err(IoError::from_io(name, std::io::Error::last_os_error()))
                         } else {
-                            Ok(StorageOutput::Opened(self.files.insert(FileEntry {
+                            // Requests run one at a time here, so nothing
+                            // waits for this open.
+                            let id = self.files.begin_open(reserved);
+                            let entry = FileEntry {
                                 fd,
                                 direct: options.direct,
                                 fixed: None,
-                            })))
+                            };
+                            self.files.opened(id, entry);
+                            Ok(StorageOutput::Opened(id))
                         }
                     });
+                if result.is_err()
+                    && let Some(id) = reserved
+                {
+                    // The id was reserved but never entered the table.
+                    self.files.release_reserved(id);
+                }
                 done(result, None, Vec::new())
             }
             StorageOp::ReadAt {

@@ -1,10 +1,13 @@
-//! A storage worker's open files: slots with generations, so a stale
-//! `FileId` is an error, not an access to whatever reused the slot.
+//! A storage worker's files: ids with generations, so a stale `FileId` is
+//! an error, not an access to whatever reused the slot; ids reserved at
+//! submit time, so requests can follow an open before it completes.
 
-use super::op::FileId;
+use super::op::{FileId, StorageRequest};
 use crate::io::IoError;
-use crate::io::slots::Slots;
+use crate::io::slots;
+use parking_lot::Mutex;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub(crate) struct FileEntry {
@@ -14,40 +17,234 @@ pub(crate) struct FileEntry {
     pub(crate) fixed: Option<u32>,
 }
 
-/// Open files, by [`FileId`].
+/// File ids, shared by a storage worker and its clients: a client takes
+/// one when it submits an open ([`StorageClient::open`](super::StorageClient::open)),
+/// so requests on the file can follow the open at once. A slot's
+/// generation moves on each time its id is released, so a stale id never
+/// names whatever reused the slot.
+#[derive(Debug)]
+pub(crate) struct FileIds {
+    worker: usize,
+    inner: Mutex<Ids>,
+}
+
+#[derive(Debug, Default)]
+struct Ids {
+    generations: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl FileIds {
+    pub(crate) fn new(worker: usize) -> Arc<Self> {
+        Arc::new(Self {
+            worker,
+            inner: Mutex::new(Ids::default()),
+        })
+    }
+
+    /// A fresh id (its slot unused by any other live id).
+    pub(crate) fn reserve(&self) -> FileId {
+        let mut ids = self.inner.lock();
+        let slot = ids.free.pop().unwrap_or_else(|| {
+            ids.generations.push(0);
+            (ids.generations.len() - 1) as u32
+        });
+        FileId(slots::pack(
+            self.worker,
+            slot,
+            ids.generations[slot as usize],
+        ))
+    }
+
+    /// Gives `id`'s slot back (once per reserved id).
+    pub(crate) fn release(&self, id: FileId) {
+        let mut ids = self.inner.lock();
+        let slot = id.slot();
+        if let Some(g) = ids.generations.get_mut(slot as usize) {
+            *g = g.wrapping_add(1) & 0xff_ffff;
+            ids.free.push(slot);
+        }
+    }
+}
+
+/// A request waiting for its file's open, with the client it came from.
+pub(crate) type Parked = (u32, StorageRequest);
+
+#[derive(Debug)]
+enum State {
+    /// The open is in flight; requests on the file wait here, in order.
+    Opening(Vec<Parked>),
+    /// Open; with the `(client, token)` of a close that waits for the
+    /// file's requests in flight to finish (new requests are refused).
+    Open(FileEntry, Option<(u32, u64)>),
+}
+
+/// The worker's files, by [`FileId`]: open, or opening with the requests
+/// that wait for it.
 #[derive(Debug)]
 pub(crate) struct FileTable {
-    slots: Slots<FileEntry>,
+    ids: Arc<FileIds>,
+    entries: Vec<Option<(FileId, State)>>,
 }
 
 impl FileTable {
-    pub(crate) fn new(worker: usize) -> Self {
+    pub(crate) fn new(ids: Arc<FileIds>) -> Self {
         Self {
-            slots: Slots::new(worker),
+            ids,
+            entries: Vec::new(),
         }
     }
 
+    fn entry(&self, id: FileId) -> Option<&State> {
+        match self.entries.get(id.slot() as usize) {
+            Some(Some((current, state))) if *current == id => Some(state),
+            _ => None,
+        }
+    }
+
+    fn entry_mut(&mut self, id: FileId) -> Option<&mut State> {
+        match self.entries.get_mut(id.slot() as usize) {
+            Some(Some((current, state))) if *current == id => Some(state),
+            _ => None,
+        }
+    }
+
+    /// An open starts: under the id its client reserved, or a fresh one.
+    pub(crate) fn begin_open(&mut self, reserved: Option<FileId>) -> FileId {
+        let id = reserved.unwrap_or_else(|| self.ids.reserve());
+        let slot = id.slot() as usize;
+        if self.entries.len() <= slot {
+            self.entries.resize_with(slot + 1, || None);
+        }
+        self.entries[slot] = Some((id, State::Opening(Vec::new())));
+        id
+    }
+
+    /// The open succeeded: the file is open, and the requests that waited
+    /// for it come back, in order, to be started.
+    pub(crate) fn opened(&mut self, id: FileId, entry: FileEntry) -> Vec<Parked> {
+        match self.entry_mut(id) {
+            Some(state) => match std::mem::replace(state, State::Open(entry, None)) {
+                State::Opening(parked) => parked,
+                State::Open(..) => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// The open failed: the id is released, and the requests that waited
+    /// come back, to be failed.
+    pub(crate) fn open_failed(&mut self, id: FileId) -> Vec<Parked> {
+        if self.entry(id).is_none() {
+            return Vec::new();
+        }
+        let (_, state) = self.entries[id.slot() as usize].take().expect("checked");
+        self.ids.release(id);
+        match state {
+            State::Opening(parked) => parked,
+            State::Open(..) => Vec::new(),
+        }
+    }
+
+    /// Gives back an id reserved for an open that failed before it began.
+    pub(crate) fn release_reserved(&self, id: FileId) {
+        self.ids.release(id);
+    }
+
+    /// An open file, as the tests make them.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, entry: FileEntry) -> FileId {
-        FileId(self.slots.insert(entry))
+        let id = self.begin_open(None);
+        self.opened(id, entry);
+        id
     }
 
+    /// Whether `id`'s open is in flight (a request on it must wait).
+    pub(crate) fn is_opening(&self, id: FileId) -> bool {
+        matches!(self.entry(id), Some(State::Opening(_)))
+    }
+
+    /// Keeps a request on a file still opening until the open completes.
+    pub(crate) fn park(&mut self, id: FileId, client: u32, req: StorageRequest) {
+        if let Some(State::Opening(parked)) = self.entry_mut(id) {
+            parked.push((client, req));
+        }
+    }
+
+    /// The open file `id`, for a new request (a file whose close is
+    /// pending is closed to those).
     pub(crate) fn get(&self, id: FileId) -> Result<&FileEntry, IoError> {
-        self.slots.get(id.0).ok_or_else(|| not_open(id))
+        match self.entry(id) {
+            Some(State::Open(e, None)) => Ok(e),
+            _ => Err(not_open(id)),
+        }
     }
 
-    /// Removes the entry; the slot's generation moves on.
+    /// The open file `id`, its close pending or not (for work accepted
+    /// before the close: a group sync, the rest of a short write).
+    pub(crate) fn get_even_closing(&self, id: FileId) -> Result<&FileEntry, IoError> {
+        match self.entry(id) {
+            Some(State::Open(e, _)) => Ok(e),
+            _ => Err(not_open(id)),
+        }
+    }
+
+    /// Records a close that must wait for the file's requests in flight;
+    /// a second close, or one on a file not open, is answered by
+    /// [`remove`](Self::remove)'s error when it runs.
+    pub(crate) fn close_later(&mut self, id: FileId, client: u32, token: u64) {
+        if let Some(State::Open(_, pending @ None)) = self.entry_mut(id) {
+            *pending = Some((client, token));
+        }
+    }
+
+    /// The closes waiting, as `(file, client, token)`.
+    pub(crate) fn pending_closes(&self) -> Vec<(FileId, u32, u64)> {
+        self.entries
+            .iter()
+            .flatten()
+            .filter_map(|(id, s)| match s {
+                State::Open(_, Some((c, t))) => Some((*id, *c, *t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Clears `id`'s pending close (it is being issued).
+    pub(crate) fn take_pending_close(&mut self, id: FileId) {
+        if let Some(State::Open(_, pending)) = self.entry_mut(id) {
+            *pending = None;
+        }
+    }
+
+    /// Removes the open file `id`; its id is released.
     pub(crate) fn remove(&mut self, id: FileId) -> Result<FileEntry, IoError> {
-        self.slots.remove(id.0).ok_or_else(|| not_open(id))
+        let Some(State::Open(..)) = self.entry(id) else {
+            return Err(not_open(id));
+        };
+        let Some((_, State::Open(e, _))) = self.entries[id.slot() as usize].take() else {
+            unreachable!("checked");
+        };
+        self.ids.release(id);
+        Ok(e)
     }
 
-    /// Every open descriptor (for closing on exit).
-    pub(crate) fn drain(&mut self) -> Vec<FileEntry> {
-        self.slots.drain()
+    /// Every open descriptor (for closing on exit), and the requests still
+    /// waiting for opens (to be answered).
+    pub(crate) fn drain(&mut self) -> (Vec<FileEntry>, Vec<Parked>) {
+        let (mut open, mut parked) = (Vec::new(), Vec::new());
+        for (_, state) in self.entries.drain(..).flatten() {
+            match state {
+                State::Open(e, _) => open.push(e),
+                State::Opening(p) => parked.extend(p),
+            }
+        }
+        (open, parked)
     }
 
     /// Records that the file is in the ring's registered-file table.
     pub(crate) fn set_fixed(&mut self, id: FileId, slot: u32) {
-        if let Some(e) = self.slots.get_mut(id.0) {
+        if let Some(State::Open(e, _)) = self.entry_mut(id) {
             e.fixed = Some(slot);
         }
     }

@@ -22,6 +22,7 @@ use super::{IoBuf, OpenOptions as Open};
 use crate::channel::RecvTimeoutError;
 use crate::worker::{ResultQueue, ResultSink};
 use crate::{Error, Result};
+use files::FileIds;
 use op::StorageRequest;
 use std::path::Path;
 use std::sync::Arc;
@@ -147,6 +148,8 @@ pub struct StorageWorker {
     waker: Arc<EventFd>,
     backend: IoBackendKind,
     fixed: Option<Arc<FixedRegion>>,
+    /// File ids, reserved by clients' opens and used by the worker.
+    ids: Arc<FileIds>,
     join: Option<JoinHandle<()>>,
     submit_queue: usize,
     /// Once stopping, how many completions still wait for full targets.
@@ -172,8 +175,11 @@ impl StorageWorker {
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
         let (s, w, cfg) = (shared.clone(), waker.clone(), config.clone());
         let (drained_tx, drained) = crossbeam_channel::bounded(1);
+        let ids = FileIds::new(index);
+        let worker_ids = ids.clone();
         let (join, (backend, fixed)) = spawn_worker(&config.name, config.cpu, move || {
-            let setup = || uring::UringStorage::new(index, &cfg, s.clone(), w.clone());
+            let setup =
+                || uring::UringStorage::new(index, &cfg, s.clone(), w.clone(), worker_ids.clone());
             let started: Started<(IoBackendKind, Option<Arc<FixedRegion>>)> =
                 match choose(cfg.backend, setup)? {
                     Chosen::Uring(u) => Ok((
@@ -181,7 +187,7 @@ impl StorageWorker {
                         Box::new(move || u.run(drained_tx)),
                     )),
                     Chosen::Fallback(reason) => {
-                        let b = blocking::BlockingStorage::new(index, s, w);
+                        let b = blocking::BlockingStorage::new(s, w, worker_ids);
                         Ok((
                             (IoBackendKind::Fallback { reason }, None),
                             Box::new(move || b.run(drained_tx)),
@@ -197,6 +203,7 @@ impl StorageWorker {
             waker,
             backend,
             fixed,
+            ids,
             join: Some(join),
             submit_queue: config.submit_queue,
             drained,
@@ -254,6 +261,7 @@ impl StorageWorker {
         Ok(StorageClient {
             ring,
             fixed: self.fixed.clone(),
+            ids: self.ids.clone(),
             _waker: self.waker.clone(),
         })
     }
@@ -337,6 +345,7 @@ impl Drop for StorageWorker {
 pub struct StorageClient {
     ring: inbox::Queued<StorageRequest>,
     fixed: Option<Arc<FixedRegion>>,
+    ids: Arc<FileIds>,
     _waker: Arc<EventFd>,
 }
 
@@ -352,7 +361,11 @@ impl StorageClient {
     #[inline]
     pub fn submit(&mut self, token: u64, op: StorageOp) -> Result<(), SubmitError<StorageOp>> {
         self.ring
-            .submit(StorageRequest { token, op })
+            .submit(StorageRequest {
+                token,
+                op,
+                reserved: None,
+            })
             .map_err(|e| match e {
                 SubmitError::Full(r) => SubmitError::Full(r.op),
                 SubmitError::Stopped(r) => SubmitError::Stopped(r.op),
@@ -390,22 +403,63 @@ impl StorageClient {
         self.ring
             .take_queued()
             .into_iter()
-            .map(|r| (r.token, r.op))
+            .map(|r| {
+                // An open that will not run gives its reserved id back.
+                if let Some(id) = r.reserved {
+                    self.ids.release(id);
+                }
+                (r.token, r.op)
+            })
             .collect()
     }
 
-    /// Opens a file.
+    /// Opens a file, and returns its id at once: requests on it may follow
+    /// right away (reads, writes, syncs, a close), from this client; the
+    /// worker holds them until the open completes and runs them in order
+    /// then, or fails them with [`IoError::NotOpen`] if the open fails.
+    /// The open's own completion (`Opened(id)`, or the error) comes as
+    /// usual.
+    ///
+    /// ```
+    /// use shared_nothing::io::{Durability, OpenOptions, StorageConfig, StorageOutput, StorageWorker};
+    /// use shared_nothing::worker::ResultSink;
+    /// let w = StorageWorker::start(0, StorageConfig::new()).unwrap();
+    /// let (sink, mut done) = ResultSink::queue();
+    /// let mut io = w.client(sink).unwrap();
+    /// let path = std::env::temp_dir().join(format!("sn-open-doc-{}", std::process::id()));
+    /// let f = io.open(1, &path, OpenOptions::read_write_create()).unwrap();
+    /// io.write_at(2, f, 0, b"at once".to_vec(), Durability::Linked).unwrap();
+    /// assert_eq!(done.recv().unwrap().result.unwrap(), StorageOutput::Opened(f));
+    /// assert_eq!(done.recv().unwrap().result.unwrap(), StorageOutput::Written(7));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     ///
     /// # Errors
-    /// As [`submit`](Self::submit).
+    /// As [`submit`](Self::submit) (the operation comes back; the id is
+    /// not used).
     pub fn open(
         &mut self,
         token: u64,
         path: impl AsRef<Path>,
         options: Open,
-    ) -> Result<(), SubmitError<StorageOp>> {
+    ) -> Result<FileId, SubmitError<StorageOp>> {
         let path = path.as_ref().to_path_buf();
-        self.submit(token, StorageOp::Open { path, options })
+        let id = self.ids.reserve();
+        let req = StorageRequest {
+            token,
+            op: StorageOp::Open { path, options },
+            reserved: Some(id),
+        };
+        match self.ring.submit(req) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.ids.release(id);
+                Err(match e {
+                    SubmitError::Full(r) => SubmitError::Full(r.op),
+                    SubmitError::Stopped(r) => SubmitError::Stopped(r.op),
+                })
+            }
+        }
     }
 
     /// Reads `len` bytes at `offset` into `buf`.

@@ -228,6 +228,19 @@ pub enum StorageOp {
 }
 
 impl StorageOp {
+    /// The file the operation works on (`None` for an open).
+    pub(crate) fn file(&self) -> Option<FileId> {
+        match self {
+            StorageOp::Open { .. } => None,
+            StorageOp::ReadAt { file, .. }
+            | StorageOp::WriteAt { file, .. }
+            | StorageOp::WritevAt { file, .. }
+            | StorageOp::Sync { file, .. }
+            | StorageOp::Allocate { file, .. }
+            | StorageOp::Close { file } => Some(*file),
+        }
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         match self {
             StorageOp::Open { .. } => "open",
@@ -260,6 +273,10 @@ impl StorageOp {
 pub(crate) struct StorageRequest {
     pub(crate) token: u64,
     pub(crate) op: StorageOp,
+    /// For an open through [`StorageClient::open`](super::StorageClient::open):
+    /// the id its client reserved (and returned), so requests can follow
+    /// the open at once.
+    pub(crate) reserved: Option<FileId>,
 }
 
 /// What a storage request produced.

@@ -280,7 +280,7 @@ fn full_queue_is_backpressure_with_the_request_handed_back() {
     let mut sent = 0;
     for i in 0..10_000u64 {
         match c.open(i, &path, OpenOptions::read_write_create()) {
-            Ok(()) => sent += 1,
+            Ok(_) => sent += 1,
             Err(SubmitError::Full(StorageOp::Open { path: p, .. })) => {
                 assert_eq!(p, path, "the request comes back whole");
                 full += 1;
@@ -812,5 +812,71 @@ fn a_blocking_call_pushes_what_waits_in_its_clients_queue() {
         io.fdatasync(f).unwrap();
         assert_eq!(io.client().queued(), 0, "{name}");
         assert_eq!(io.read_at(f, 499 * 9, 9).unwrap(), record(499), "{name}");
+    }
+}
+
+/// Requests may follow an open at once, on the id `open` returns: they
+/// wait for the open and run in order; after a failed open they fail.
+#[test]
+fn requests_follow_an_open_at_once_and_fail_with_it() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let (sink, mut q) = crate::worker::ResultSink::queue();
+        let mut c = w.client(sink).unwrap();
+        let f = c
+            .open(0, dir.0.join("log"), OpenOptions::read_write_create())
+            .unwrap();
+        for i in 0..100u64 {
+            c.write_at(1 + i, f, i * 9, record(i), Durability::Buffered)
+                .unwrap();
+        }
+        c.sync(101, f, true).unwrap();
+        c.close(102, f).unwrap();
+        let got = collect(&mut c, &mut q, 103);
+        assert_eq!(got[0].token, 0, "{name}: the open's completion comes first");
+        assert_eq!(
+            got[0].result.as_ref().unwrap(),
+            &StorageOutput::Opened(f),
+            "{name}"
+        );
+        for g in &got {
+            assert!(g.result.is_ok(), "{name}: {} {:?}", g.token, g.result);
+        }
+        let want: Vec<u8> = (0..100).flat_map(record).collect();
+        assert_eq!(std::fs::read(dir.0.join("log")).unwrap(), want, "{name}");
+
+        // An open that fails takes what waited for it down with it.
+        let bad = c
+            .open(200, dir.0.join("no/such/dir/x"), OpenOptions::new())
+            .unwrap();
+        c.write_at(201, bad, 0, record(0), Durability::Buffered)
+            .unwrap();
+        let got = collect(&mut c, &mut q, 2);
+        let open = got.iter().find(|g| g.token == 200).unwrap();
+        assert_eq!(
+            open.result.as_ref().unwrap_err().errno(),
+            Some(libc::ENOENT),
+            "{name}"
+        );
+        let write = got.iter().find(|g| g.token == 201).unwrap();
+        assert!(
+            matches!(write.result, Err(IoError::NotOpen { .. })),
+            "{name}: {:?}",
+            write.result
+        );
+        // Its buffer comes back.
+        assert_eq!(write.buf.as_ref().map(|b| b.len()), Some(9), "{name}");
+        // Ids are not reused while stale: the closed file's id stays dead.
+        let again = c
+            .open(300, dir.0.join("log"), OpenOptions::read_write_create())
+            .unwrap();
+        assert_ne!(again, f, "{name}");
+        c.read_at(301, f, 0, 9, vec![0u8; 9]).unwrap();
+        let got = collect(&mut c, &mut q, 2);
+        let stale = got.iter().find(|g| g.token == 301).unwrap();
+        assert!(
+            matches!(stale.result, Err(IoError::NotOpen { .. })),
+            "{name}"
+        );
     }
 }

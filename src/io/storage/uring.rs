@@ -22,7 +22,9 @@
 use super::StorageConfig;
 use super::StorageShared;
 use super::blocking::clone_error;
-use super::files::{FileEntry, FileTable, check_direct, direct_einval, pwrite_all};
+use super::files::{
+    FileEntry, FileIds, FileTable, Parked, check_direct, direct_einval, pwrite_all,
+};
 use super::op::{Durability, FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
@@ -59,6 +61,8 @@ enum Kind {
     Open {
         path: CString,
         direct: bool,
+        /// The id the file will have (requests on it wait meanwhile).
+        id: FileId,
     },
     Read {
         buf: IoBuf,
@@ -110,6 +114,9 @@ enum Kind {
 struct Op {
     client: u32,
     token: u64,
+    /// The file it works on, counted in `file_ops` while the op is in the
+    /// slab (a close waits for the count to reach 0).
+    file: Option<FileId>,
     kind: Kind,
 }
 
@@ -134,6 +141,10 @@ pub(super) struct UringStorage {
     /// Requests taken that found no room in the ring; started first next
     /// round.
     deferred: VecDeque<(u32, StorageRequest)>,
+    /// Requests whose file has just opened, to start before new ones.
+    unparked: Vec<Parked>,
+    /// Ops in the slab per file (by raw id); absent means none.
+    file_ops: HashMap<u64, u32>,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
     requests: Vec<(u32, StorageRequest)>,
@@ -161,6 +172,7 @@ impl UringStorage {
         config: &StorageConfig,
         shared: Arc<StorageShared>,
         waker: Arc<EventFd>,
+        ids: Arc<FileIds>,
     ) -> std::io::Result<Self> {
         let ring = KernelRing::new(config.ring_entries, waker, config.spin)?;
         let entries = config.ring_entries.clamp(8, 32768);
@@ -182,12 +194,14 @@ impl UringStorage {
             ring,
             inbox: Inbox::new(shared),
             nap: BacklogNap::default(),
-            files: FileTable::new(index),
+            files: FileTable::new(ids),
             ops: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
             groups: HashMap::new(),
             deferred: VecDeque::new(),
+            unparked: Vec::new(),
+            file_ops: HashMap::new(),
             fixed,
             fixed_files,
             requests: Vec::new(),
@@ -211,6 +225,7 @@ impl UringStorage {
             self.issue_group_syncs();
             self.ring.submit(false);
             let reaped = self.reap();
+            self.run_pending_closes();
             let backlog = self.inbox.flush();
             let stats = &self.inbox.shared.stats;
             stats.backlog.set(backlog as u64);
@@ -247,11 +262,29 @@ impl UringStorage {
             }
             self.ring.submit(true);
             self.reap();
+            self.run_pending_closes();
             self.inbox.flush();
         }
-        for f in self.files.drain() {
+        // A close still waiting is done by the drain below: answer it.
+        for (_, client, token) in self.files.pending_closes() {
+            let c = StorageCompletion {
+                token,
+                result: Ok(StorageOutput::Closed),
+                buf: None,
+                bufs: Vec::new(),
+            };
+            self.inbox.deliver(client, c);
+        }
+        let (open, parked) = self.files.drain();
+        for f in open {
             // SAFETY: the table owned this descriptor; nothing is in flight.
             unsafe { libc::close(f.fd) };
+        }
+        // Nothing is opening once nothing is in flight; answer what could
+        // still wait all the same.
+        for (client, req) in parked {
+            let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
+            self.inbox.deliver(client, c);
         }
     }
 
@@ -319,6 +352,9 @@ impl UringStorage {
 
     fn slot(&mut self, op: Op) -> usize {
         self.in_flight += 1;
+        if let Some(f) = op.file {
+            *self.file_ops.entry(f.raw()).or_default() += 1;
+        }
         match self.free.pop() {
             Some(i) => {
                 self.ops[i] = Some(op);
@@ -353,7 +389,18 @@ impl UringStorage {
                 return;
             }
         }
-        let StorageRequest { token, op } = req;
+        // A request on a file still opening waits for the open.
+        if let Some(file) = req.op.file()
+            && self.files.is_opening(file)
+        {
+            return self.files.park(file, client, req);
+        }
+        let StorageRequest {
+            token,
+            op,
+            reserved,
+        } = req;
+        let on_file = op.file();
         let name = op.name();
         // Validate against the file table first: errors never reach the ring.
         let entry = match &op {
@@ -372,15 +419,21 @@ impl UringStorage {
         match op {
             StorageOp::Open { path, options } => {
                 let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+                    if let Some(id) = reserved {
+                        self.files.release_reserved(id);
+                    }
                     let e = IoError::Invalid("path contains a NUL byte".into());
                     return self.fail(client, token, StorageOp::Open { path, options }, e);
                 };
+                let id = self.files.begin_open(reserved);
                 let slot = self.slot(Op {
                     client,
                     token,
+                    file: on_file,
                     kind: Kind::Open {
                         path: cpath,
                         direct: options.direct,
+                        id,
                     },
                 });
                 let (flags, mode) = (options.flags(), options.mode);
@@ -424,6 +477,7 @@ impl UringStorage {
                 let slot = self.slot(Op {
                     client,
                     token,
+                    file: on_file,
                     kind: Kind::Read {
                         buf,
                         direct: f.direct,
@@ -485,6 +539,7 @@ impl UringStorage {
                     let sync = self.slot(Op {
                         client,
                         token,
+                        file: on_file,
                         kind: Kind::LinkedSync {
                             buf,
                             len,
@@ -497,6 +552,7 @@ impl UringStorage {
                     let w = self.slot(Op {
                         client,
                         token,
+                        file: on_file,
                         kind: Kind::LinkedWrite { sync },
                     });
                     let ptr = self.ops[sync]
@@ -524,6 +580,7 @@ impl UringStorage {
                     let slot = self.slot(Op {
                         client,
                         token,
+                        file: on_file,
                         kind: Kind::Write {
                             file,
                             offset,
@@ -556,6 +613,7 @@ impl UringStorage {
                 let slot = self.slot(Op {
                     client,
                     token,
+                    file: on_file,
                     kind: Kind::Writev {
                         bufs,
                         iov: Vec::new(),
@@ -599,6 +657,7 @@ impl UringStorage {
                 let slot = self.slot(Op {
                     client,
                     token,
+                    file: on_file,
                     kind: Kind::Sync { data_only },
                 });
                 let build =
@@ -611,6 +670,7 @@ impl UringStorage {
                 let slot = self.slot(Op {
                     client,
                     token,
+                    file: on_file,
                     kind: Kind::Allocate,
                 });
                 let build = |_: &mut Kind| {
@@ -622,28 +682,41 @@ impl UringStorage {
                 unsafe { self.push_op(slot, build) };
             }
             StorageOp::Close { file } => {
-                let f = match self.files.remove(file) {
-                    Ok(f) => f,
-                    Err(e) => return self.fail(client, token, StorageOp::Close { file }, e),
-                };
-                if f.fixed.is_some() {
-                    // Requests already submitted hold their own reference.
-                    let _ = self
-                        .ring
-                        .submitter()
-                        .register_files_update(file.slot(), &[-1]);
+                if self.file_busy(file) {
+                    // Requests on it still run (an io-wq request looks its
+                    // file up when it runs): close once they are done.
+                    self.files.close_later(file, client, token);
+                } else {
+                    self.issue_close(client, token, file);
                 }
-                let slot = self.slot(Op {
-                    client,
-                    token,
-                    kind: Kind::Close,
-                });
-                let build = |_: &mut Kind| opcode::Close::new(types::Fd(f.fd)).build();
-                // SAFETY: a Close points to no memory; the descriptor left
-                // the file table above, so nothing else uses it.
-                unsafe { self.push_op(slot, build) };
             }
         }
+    }
+
+    /// Closes `file` now: it leaves the table (its id is released), then
+    /// a Close SQE takes the descriptor.
+    fn issue_close(&mut self, client: u32, token: u64, file: FileId) {
+        let f = match self.files.remove(file) {
+            Ok(f) => f,
+            Err(e) => return self.fail(client, token, StorageOp::Close { file }, e),
+        };
+        if f.fixed.is_some() {
+            // Requests already submitted hold their own reference.
+            let _ = self
+                .ring
+                .submitter()
+                .register_files_update(file.slot(), &[-1]);
+        }
+        let slot = self.slot(Op {
+            client,
+            token,
+            file: None,
+            kind: Kind::Close,
+        });
+        let build = |_: &mut Kind| opcode::Close::new(types::Fd(f.fd)).build();
+        // SAFETY: a Close points to no memory; the descriptor left the file
+        // table above and nothing of it is in flight, so nothing uses it.
+        unsafe { self.push_op(slot, build) };
     }
 
     /// Queues a written durable write for its file's next group sync.
@@ -709,7 +782,35 @@ impl UringStorage {
     fn release(&mut self, slot: usize) -> Option<Op> {
         let op = self.ops.get_mut(slot)?.take()?;
         self.free.push(slot);
+        if let Some(f) = op.file
+            && let Some(n) = self.file_ops.get_mut(&f.raw())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.file_ops.remove(&f.raw());
+            }
+        }
         Some(op)
+    }
+
+    /// Whether anything still runs on `file`: an op in the slab, or a group
+    /// sync waiting or running (a close waits for both).
+    fn file_busy(&self, file: FileId) -> bool {
+        self.file_ops.contains_key(&file.raw())
+            || self
+                .groups
+                .get(&file.raw())
+                .is_some_and(|g| g.syncing || !g.ready.is_empty())
+    }
+
+    /// Starts the closes that waited for their files to go idle.
+    fn run_pending_closes(&mut self) {
+        for (file, client, token) in self.files.pending_closes() {
+            if !self.file_busy(file) {
+                self.files.take_pending_close(file);
+                self.issue_close(client, token, file);
+            }
+        }
     }
 
     /// Removes an op that never reached the ring.
@@ -719,8 +820,23 @@ impl UringStorage {
         Some(op)
     }
 
+    /// Fails the requests that waited for an open that failed.
+    fn fail_parked(&mut self, id: FileId, parked: Vec<Parked>) {
+        for (client, req) in parked {
+            let e = IoError::NotOpen {
+                what: "file",
+                id: id.raw(),
+            };
+            self.fail(client, req.token, req.op, e);
+        }
+    }
+
     fn abandon_with(&mut self, slot: usize, e: IoError) {
         if let Some(op) = self.abandon(slot) {
+            if let Kind::Open { id, .. } = &op.kind {
+                let parked = self.files.open_failed(*id);
+                self.fail_parked(*id, parked);
+            }
             let (buf, bufs) = op.kind.into_bufs();
             self.inbox.deliver(
                 op.client,
@@ -746,11 +862,14 @@ impl UringStorage {
                 continue;
             };
             let waiters = std::mem::take(&mut g.ready);
-            let entry = self.files.get(FileId(file)).map(|e| FileEntry {
-                fd: e.fd,
-                fixed: e.fixed,
-                direct: e.direct,
-            });
+            let entry = self
+                .files
+                .get_even_closing(FileId(file))
+                .map(|e| FileEntry {
+                    fd: e.fd,
+                    fixed: e.fixed,
+                    direct: e.direct,
+                });
             match entry {
                 Err(e) => {
                     for w in waiters {
@@ -768,6 +887,7 @@ impl UringStorage {
                     let slot = self.slot(Op {
                         client: u32::MAX,
                         token: 0,
+                        file: Some(FileId(file)),
                         kind: Kind::GroupSync { file, waiters },
                     });
                     let sqe = on_file!(f, |fd| opcode::Fsync::new(fd)
@@ -805,7 +925,12 @@ impl UringStorage {
             self.complete(user_data as usize, res, flags);
         }
         self.cqes = cqes;
-        n
+        let unparked = std::mem::take(&mut self.unparked);
+        let started = unparked.len();
+        for (client, req) in unparked {
+            self.start(client, req);
+        }
+        n + started
     }
 
     fn complete(&mut self, slot: usize, res: i32, flags: u32) {
@@ -839,15 +964,15 @@ impl UringStorage {
             }
             _ => {}
         }
-        let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
+        let Some(op) = self.release(slot) else {
             return;
         };
-        self.free.push(slot);
         self.in_flight -= 1;
         let Op {
             client,
             token,
             kind,
+            ..
         } = op;
         let err = |op: &'static str, direct: bool| {
             if refused {
@@ -859,15 +984,20 @@ impl UringStorage {
             }
         };
         let (result, buf, bufs) = match kind {
-            Kind::Open { direct, .. } => {
+            Kind::Open { direct, id, .. } => {
                 if res < 0 {
+                    let parked = self.files.open_failed(id);
+                    self.fail_parked(id, parked);
                     (Err(err("open", false)), None, Vec::new())
                 } else {
-                    let id = self.files.insert(FileEntry {
-                        fd: res,
-                        direct,
-                        fixed: None,
-                    });
+                    let parked = self.files.opened(
+                        id,
+                        FileEntry {
+                            fd: res,
+                            direct,
+                            fixed: None,
+                        },
+                    );
                     let fixed = (self.fixed_files
                         && id.slot() < FIXED_FILES
                         && self
@@ -879,6 +1009,9 @@ impl UringStorage {
                     if let Some(slot) = fixed {
                         self.files.set_fixed(id, slot);
                     }
+                    // What waited for the open runs now, in order (after
+                    // the open's own completion, delivered below).
+                    self.unparked.extend(parked);
                     (Ok(StorageOutput::Opened(id)), None, Vec::new())
                 }
             }
@@ -1035,7 +1168,7 @@ impl UringStorage {
         durability: Durability,
         direct: bool,
     ) {
-        let f = match self.files.get(file) {
+        let f = match self.files.get_even_closing(file) {
             Ok(e) => FileEntry {
                 fd: e.fd,
                 fixed: e.fixed,
@@ -1057,6 +1190,7 @@ impl UringStorage {
         let slot = self.slot(Op {
             client,
             token,
+            file: Some(file),
             kind: Kind::Write {
                 file,
                 offset,
@@ -1099,6 +1233,7 @@ impl UringStorage {
         let Some(Op {
             client,
             token,
+            file: _,
             kind:
                 Kind::LinkedSync {
                     buf,
@@ -1194,7 +1329,7 @@ mod tests {
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), 64);
         let config = StorageConfig::new().ring_entries(8).fixed_buffers(0, 0);
-        let mut st = UringStorage::new(0, &config, shared.clone(), waker).ok()?;
+        let mut st = UringStorage::new(0, &config, shared.clone(), waker, FileIds::new(0)).ok()?;
         let (sink, done) = ResultSink::queue();
         let client = shared.join(sink, 0).ok()?;
         st.inbox.accept_joining();
@@ -1226,7 +1361,13 @@ mod tests {
                 buf: IoBuf::from(vec![5u8; 4096]),
                 durability: Durability::Linked,
             };
-            self.client.submit(StorageRequest { token, op }).unwrap();
+            self.client
+                .submit(StorageRequest {
+                    token,
+                    op,
+                    reserved: None,
+                })
+                .unwrap();
         }
 
         /// Fills the submission queue but for `free` entries with no-ops.
