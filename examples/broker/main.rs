@@ -25,7 +25,7 @@ mod stats;
 #[cfg(test)]
 mod test_dir;
 
-use config::{Config, ConfigError, Mode};
+use config::{Config, Mode};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -53,10 +53,8 @@ enum MainError {
 }
 
 fn main() -> ExitCode {
-    let cfg = match config::parse(std::env::args().skip(1)) {
-        Ok(cfg) => cfg,
-        Err(e) => return usage_error(&e),
-    };
+    // clap prints the help (exit 0) or the usage error (exit 2).
+    let cfg = config::parse(std::env::args().skip(1)).unwrap_or_else(|e| e.exit());
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,17 +64,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage_error(e: &ConfigError) -> ExitCode {
-    eprintln!("broker: {e}\n\n{}", config::USAGE);
-    ExitCode::from(2)
-}
-
 fn run(cfg: Config) -> Result<(), MainError> {
     match cfg.mode {
-        Mode::Help => {
-            println!("{}", config::USAGE);
-            Ok(())
-        }
         Mode::Server => serve(&cfg),
         Mode::Producer => {
             let acks = client::produce(&cfg.addr, io::stdin().lock(), io::stdout())?;
