@@ -18,6 +18,7 @@ use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::prelude::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -84,7 +85,7 @@ impl Worker for Echo {
                 let n = clients.0.len();
                 let _ = clients.0[ev.conn.worker() % n].close(ev.conn);
             }
-            NetEventKind::Error(e) => eprintln!("connection {:?}: {e}", ev.conn),
+            NetEventKind::Error(e) => tracing::warn!(conn = ?ev.conn, "connection error: {e}"),
             _ => {}
         }
         Ok(())
@@ -92,6 +93,7 @@ impl Worker for Echo {
 }
 
 fn main() -> Result<()> {
+    init_logging();
     // A bad command line exits with status 2 and clap's message.
     let serve = Cli::parse().serve;
     let pool = WorkerPool::new()?;
@@ -119,4 +121,20 @@ fn main() -> Result<()> {
     println!("{report}");
     group.stop_all()?;
     Ok(())
+}
+
+/// Sends logs (the library's `tracing` events and this example's own) to
+/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
+/// them, replacing the default: the library's warnings and errors (`warn`)
+/// and this example's notes (`echo_server=info`). `RUST_LOG=shared_nothing=debug`
+/// shows every lifecycle event of the library.
+fn init_logging() {
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::from_default_env(),
+        None => EnvFilter::new("warn,echo_server=info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
