@@ -11,6 +11,7 @@
 
 use crate::protocol::DEFAULT_MAX_RECORD;
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -183,9 +184,9 @@ pub struct Config {
 pub fn parse<I, S>(args: I) -> Result<Config, clap::Error>
 where
     I: IntoIterator<Item = S>,
-    S: Into<String>,
+    S: Into<OsString>,
 {
-    let argv = std::iter::once("broker".to_owned()).chain(args.into_iter().map(Into::into));
+    let argv = std::iter::once(OsString::from("broker")).chain(args.into_iter().map(Into::into));
     let cli = Cli::try_parse_from(argv)?;
     let mut cfg = cli.config;
     cfg.mode = match cli.mode {

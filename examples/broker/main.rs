@@ -56,7 +56,7 @@ enum MainError {
 fn main() -> ExitCode {
     init_logging();
     // clap prints the help (exit 0) or the usage error (exit 2).
-    let cfg = config::parse(std::env::args().skip(1)).unwrap_or_else(|e| e.exit());
+    let cfg = config::parse(std::env::args_os().skip(1)).unwrap_or_else(|e| e.exit());
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
