@@ -548,3 +548,82 @@ fn producer_mode_half_closes_and_gets_every_ack() {
         .count();
     assert_eq!(acks, 500);
 }
+
+/// Runs the broker binary with `args` and no stdin; killed if it is still
+/// running after 30 s (a command line that should be refused but starts a
+/// server would otherwise hang the test).
+fn run_broker(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(broker_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("broker output")
+}
+
+/// `--help` exits 0 and names every flag with its default; a bad flag, a bad
+/// value and a bad mode exit 2 with clap's message on stderr.
+#[test]
+fn command_line_help_and_usage_errors() {
+    let help = run_broker(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "--help: {:?}", help.status);
+    for (flag, default) in [
+        ("--addr", "127.0.0.1:12000"),
+        ("--dir", "broker-data"),
+        ("--fsync", "always"),
+        ("--max-record", "8MiB"),
+        ("--segment-bytes", "64MiB"),
+        ("--retention-bytes", "0"),
+        ("--stats-interval", "5s"),
+        ("--connections", "4"),
+        ("--depth", "64"),
+        ("--size", "100"),
+        ("--count", "100000"),
+        ("--duration", "10s"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("{flag} missing from --help:\n{text}"));
+        assert!(
+            line.contains(&format!("[default: {default}]")),
+            "{flag} without its default: {line}"
+        );
+    }
+    for mode in ["server", "producer", "consumer", "bench"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(mode)),
+            "mode {mode} missing from --help:\n{text}"
+        );
+    }
+
+    for (args, message) in [
+        (&["--bogus", "1"][..], "unexpected argument '--bogus'"),
+        (
+            &["server", "--fsync", "sometimes"][..],
+            "invalid value 'sometimes' for '--fsync <POLICY>'",
+        ),
+        (
+            &["server", "--segment-bytes=100"][..],
+            "invalid value '100' for '--segment-bytes <BYTES>': must be 4 KiB .. 1 GiB",
+        ),
+        (&["serve"][..], "unrecognized subcommand 'serve'"),
+    ] {
+        let out = run_broker(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: stderr:\n{stderr}");
+        assert!(stderr.contains(message), "{args:?}: stderr:\n{stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}

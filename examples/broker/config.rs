@@ -1,40 +1,76 @@
-//! Command line: `broker [MODE] [ARGS] [--flag value | --flag=value]...`.
+//! Command line: `broker [MODE] [ARGS] [--flag value | --flag=value]...`,
+//! parsed by clap's derive API into a [`Config`].
 //!
-//! Hand-rolled on `std::env` to keep the example free of a CLI dependency.
-//! Parsing is a pure function of the argument list so it is unit tested.
+//! Every flag is global, so it may come before or after the mode and every
+//! mode accepts every flag; a flag given twice keeps its last value. Values
+//! go through the parsing functions below (sizes with binary suffixes,
+//! durations in ms or s, the fsync policy), which also enforce the log
+//! format's limits, so a bad flag or value is refused with clap's message
+//! and exit status 2. Parsing is a pure function of the argument list
+//! ([`parse`]) so it is unit tested.
 
 use crate::protocol::DEFAULT_MAX_RECORD;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-use thiserror::Error;
 
 /// Largest record the log format accepts (its index stores 32-bit segment
 /// positions, and one record must fit a segment).
 pub const MAX_RECORD_LIMIT: u32 = 1 << 30;
 /// Largest segment: segment positions are 32-bit in the index.
 pub const MAX_SEGMENT_BYTES: u64 = crate::log::MAX_SEGMENT_BYTES;
+/// Smallest segment `--segment-bytes` accepts.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
-/// Usage text printed by `--help` and after a usage error.
-pub const USAGE: &str = "\
-usage: broker [server | producer | consumer [OFFSET] | bench] [FLAGS]
-       (no mode: self-contained demo)
+// The defaults, as the user would type them: clap parses them with the same
+// functions as typed values and prints them in `--help`.
+const DEFAULT_ADDR: &str = "127.0.0.1:12000";
+const DEFAULT_DIR: &str = "broker-data";
+const DEFAULT_MAX_RECORD_TEXT: &str = "8MiB";
+const _: () = assert!(
+    DEFAULT_MAX_RECORD == 8 << 20,
+    "DEFAULT_MAX_RECORD_TEXT must spell DEFAULT_MAX_RECORD"
+);
 
-flags:
-  --addr HOST:PORT          listen or connect address   [127.0.0.1:12000]
-  --dir PATH                data directory (server)     [broker-data]
-  --fsync always|interval:MS|never
-                            when appends reach the disk [always]
-  --max-record BYTES        largest accepted record     [8MiB]
-  --segment-bytes BYTES     roll segments at this size  [64MiB]
-  --retention-bytes BYTES   keep about this much log    [unlimited]
-  --stats-interval DUR      stats line period, 0 = off  [5s]
-bench:
-  --connections N           producer connections        [4]
-  --depth N                 records in flight per conn  [64]
-  --size BYTES              payload size                [100]
-  --count N                 total records (0 = no cap)  [100000]
-  --duration DUR            time cap (0 = no cap)       [10s]
-sizes take K/M/G or KiB/MiB/GiB suffixes (binary); durations ms or s.";
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "broker",
+    about = "A thread-per-core commit-log broker, wire-compatible with RingLog.\n\
+             With no mode it runs a self-contained demo: a server, a producer and \
+             a consumer in one process.",
+    after_help = "Sizes take K/M/G or KiB/MiB/GiB suffixes (binary); durations take \
+                  ms or s (a bare number is seconds).",
+    // `broker help` stays an unknown mode, as before clap; `--help` and `-h`
+    // print the help.
+    disable_help_subcommand = true,
+    // A flag given twice keeps its last value (propagated to the modes).
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<ModeArg>,
+    #[command(flatten)]
+    config: Config,
+}
+
+/// The modes as typed; [`Mode`] adds the demo (no mode).
+#[derive(Debug, Subcommand)]
+enum ModeArg {
+    /// Serve the protocol on --addr with the log under --dir.
+    Server,
+    /// Send stdin lines as records, print their acks.
+    Producer,
+    /// Print records from OFFSET on, then tail.
+    Consumer {
+        /// Byte offset of the first record.
+        #[arg(default_value_t = 0, allow_negative_numbers = true)]
+        offset: u64,
+    },
+    /// Load generator: producer connections with records in flight.
+    Bench,
+}
 
 /// What the program should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +88,6 @@ pub enum Mode {
     },
     /// Load generator.
     Bench,
-    /// Print usage and exit successfully.
-    Help,
 }
 
 /// When appended records are made durable, and so when they are acked.
@@ -68,233 +102,163 @@ pub enum FsyncPolicy {
     Never,
 }
 
+// The flags below are global (accepted before or after the mode) and take
+// a value even when it starts with `-`, so `--depth -1` is refused as a
+// bad value of --depth rather than as an unknown flag `-1`. Fields typed
+// `std::option::Option` hold what their value parser returns (`None` for
+// 0, meaning "off"); clap's derive treats only a bare `Option` as "flag
+// may be absent".
+
 /// Bench client settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Bench")]
 pub struct BenchConfig {
     /// Producer connections, each with a writer and a reader thread.
+    #[arg(long, global = true, value_name = "N", default_value = "4",
+          value_parser = parse_positive, allow_hyphen_values = true)]
     pub connections: usize,
     /// Records in flight per connection.
+    #[arg(long, global = true, value_name = "N", default_value = "64",
+          value_parser = parse_positive, allow_hyphen_values = true)]
     pub depth: usize,
     /// Payload bytes per record.
+    #[arg(long, global = true, value_name = "BYTES", default_value = "100",
+          value_parser = parse_payload_size, allow_hyphen_values = true)]
     pub size: usize,
-    /// Total records over all connections; `None` means only time bounds.
-    pub count: Option<u64>,
-    /// Wall-clock bound; `None` means only the count bounds.
-    pub duration: Option<Duration>,
+    /// Total records over all connections, 0 = no cap.
+    #[arg(long, global = true, value_name = "N", default_value = "100000",
+          value_parser = parse_count, allow_hyphen_values = true)]
+    pub count: std::option::Option<u64>,
+    /// Wall-clock bound, 0 = no cap.
+    #[arg(long, global = true, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, allow_hyphen_values = true)]
+    pub duration: std::option::Option<Duration>,
 }
 
 /// Everything the command line can set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct Config {
     /// Selected mode.
+    #[arg(skip = Mode::Demo)]
     pub mode: Mode,
-    /// Listen (server) or connect (clients) address, kept as text so host
-    /// names resolve at connect time.
+    /// Listen (server) or connect (clients) address.
+    // Kept as text so host names resolve at connect time.
+    #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_ADDR,
+          value_parser = parse_addr, allow_hyphen_values = true)]
     pub addr: String,
-    /// Data directory.
+    /// Data directory (server).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DIR,
+          value_parser = parse_dir, allow_hyphen_values = true)]
     pub dir: PathBuf,
-    /// Durability policy.
+    /// When appends reach the disk and are acked: always, interval:MS, never.
+    #[arg(long, global = true, value_name = "POLICY", default_value = "always",
+          value_parser = parse_fsync, allow_hyphen_values = true)]
     pub fsync: FsyncPolicy,
     /// Largest record a producer may send.
+    #[arg(long, global = true, value_name = "BYTES", default_value = DEFAULT_MAX_RECORD_TEXT,
+          value_parser = parse_max_record, allow_hyphen_values = true)]
     pub max_record: u32,
-    /// Segment roll size.
+    /// Roll segments at this size.
+    #[arg(long, global = true, value_name = "BYTES", default_value = "64MiB",
+          value_parser = parse_segment_bytes, allow_hyphen_values = true)]
     pub segment_bytes: u64,
-    /// Size retention; `None` keeps everything.
-    pub retention_bytes: Option<u64>,
-    /// Stats line period; `None` disables it.
-    pub stats_interval: Option<Duration>,
+    /// Keep about this much log, 0 = unlimited.
+    #[arg(long, global = true, value_name = "BYTES", default_value = "0",
+          value_parser = parse_retention, allow_hyphen_values = true)]
+    pub retention_bytes: std::option::Option<u64>,
+    /// Stats line period, 0 = off.
+    #[arg(long, global = true, value_name = "DUR", default_value = "5s",
+          value_parser = parse_duration, allow_hyphen_values = true)]
+    pub stats_interval: std::option::Option<Duration>,
     /// Bench settings.
+    #[command(flatten)]
     pub bench: BenchConfig,
-}
-
-impl Config {
-    /// The defaults documented in [`USAGE`].
-    pub fn defaults(mode: Mode) -> Self {
-        Config {
-            mode,
-            addr: "127.0.0.1:12000".to_owned(),
-            dir: PathBuf::from("broker-data"),
-            fsync: FsyncPolicy::Always,
-            max_record: DEFAULT_MAX_RECORD,
-            segment_bytes: 64 << 20,
-            retention_bytes: None,
-            stats_interval: Some(Duration::from_secs(5)),
-            bench: BenchConfig {
-                connections: 4,
-                depth: 64,
-                size: 100,
-                count: Some(100_000),
-                duration: Some(Duration::from_secs(10)),
-            },
-        }
-    }
-}
-
-/// A command line that cannot be run. The message is meant for the user.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigError {
-    /// Not a known mode.
-    #[error("unknown mode `{0}`")]
-    UnknownMode(String),
-    /// Not a known flag.
-    #[error("unknown flag `{0}`")]
-    UnknownFlag(String),
-    /// A flag at the end of the line without its value.
-    #[error("flag `{0}` needs a value")]
-    MissingValue(String),
-    /// A value that does not parse or is out of range.
-    #[error("invalid value `{value}` for `{flag}`: {reason}")]
-    InvalidValue {
-        /// The flag.
-        flag: String,
-        /// What was given.
-        value: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A positional argument the mode does not take.
-    #[error("unexpected argument `{0}`")]
-    UnexpectedArgument(String),
-}
-
-fn invalid(flag: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::InvalidValue {
-        flag: flag.to_owned(),
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
 }
 
 /// Parses the arguments after the program name.
 ///
 /// # Errors
-/// A [`ConfigError`] naming the offending argument.
-pub fn parse<I, S>(args: I) -> Result<Config, ConfigError>
+/// clap's error naming the offending argument; `--help` is an error too
+/// (of kind `DisplayHelp`). `Error::exit` prints it and exits with status 2
+/// (0 for the help).
+pub fn parse<I, S>(args: I) -> Result<Config, clap::Error>
 where
     I: IntoIterator<Item = S>,
-    S: Into<String>,
+    S: Into<OsString>,
 {
-    let mut positional = Vec::new();
-    let mut flags = Vec::new();
-    let mut it = args.into_iter().map(Into::into);
-    while let Some(arg) = it.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Config::defaults(Mode::Help));
-        }
-        if let Some(body) = arg.strip_prefix("--") {
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n.to_owned(), v.to_owned()),
-                None => {
-                    let v = it
-                        .next()
-                        .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?;
-                    (body.to_owned(), v)
-                }
-            };
-            flags.push((name, value));
-        } else {
-            positional.push(arg);
-        }
-    }
-
-    let mut pos = positional.into_iter();
-    let mode = match pos.next().as_deref() {
+    let argv = std::iter::once(OsString::from("broker")).chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv)?;
+    let mut cfg = cli.config;
+    cfg.mode = match cli.mode {
         None => Mode::Demo,
-        Some("server") => Mode::Server,
-        Some("producer") => Mode::Producer,
-        Some("bench") => Mode::Bench,
-        Some("consumer") => {
-            let offset = match pos.next() {
-                None => 0,
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| invalid("OFFSET", &v, "expected an unsigned integer"))?,
-            };
-            Mode::Consumer { offset }
-        }
-        Some(other) => return Err(ConfigError::UnknownMode(other.to_owned())),
+        Some(ModeArg::Server) => Mode::Server,
+        Some(ModeArg::Producer) => Mode::Producer,
+        Some(ModeArg::Consumer { offset }) => Mode::Consumer { offset },
+        Some(ModeArg::Bench) => Mode::Bench,
     };
-    if let Some(extra) = pos.next() {
-        return Err(ConfigError::UnexpectedArgument(extra));
-    }
-
-    let mut cfg = Config::defaults(mode);
-    for (name, value) in flags {
-        apply_flag(&mut cfg, &name, &value)?;
-    }
     Ok(cfg)
 }
 
-fn apply_flag(cfg: &mut Config, name: &str, value: &str) -> Result<(), ConfigError> {
-    let flag = format!("--{name}");
-    let flag = flag.as_str();
-    match name {
-        "addr" => {
-            if value
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                return Err(invalid(flag, value, "expected HOST:PORT"));
-            }
-            cfg.addr = value.to_owned();
+/// `HOST:PORT` with a non-empty host and a port that fits 16 bits; kept as
+/// text (the host resolves at connect time).
+fn parse_addr(value: &str) -> Result<String, String> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_owned())
         }
-        "dir" => {
-            if value.is_empty() {
-                return Err(invalid(flag, value, "empty path"));
-            }
-            cfg.dir = PathBuf::from(value);
-        }
-        "fsync" => cfg.fsync = parse_fsync(value).map_err(|r| invalid(flag, value, r))?,
-        "max-record" => {
-            let n = parse_size(value).map_err(|r| invalid(flag, value, r))?;
-            cfg.max_record = u32::try_from(n)
-                .ok()
-                .filter(|n| (1..=MAX_RECORD_LIMIT).contains(n))
-                .ok_or_else(|| invalid(flag, value, "must be 1 byte .. 1 GiB"))?;
-        }
-        "segment-bytes" => {
-            let n = parse_size(value).map_err(|r| invalid(flag, value, r))?;
-            if !(4096..=MAX_SEGMENT_BYTES).contains(&n) {
-                return Err(invalid(flag, value, "must be 4 KiB .. 1 GiB"));
-            }
-            cfg.segment_bytes = n;
-        }
-        "retention-bytes" => {
-            let n = parse_size(value).map_err(|r| invalid(flag, value, r))?;
-            cfg.retention_bytes = (n > 0).then_some(n);
-        }
-        "stats-interval" => {
-            cfg.stats_interval = parse_duration(value).map_err(|r| invalid(flag, value, r))?;
-        }
-        "connections" => cfg.bench.connections = parse_positive(flag, value)?,
-        "depth" => cfg.bench.depth = parse_positive(flag, value)?,
-        "size" => {
-            let n = parse_size(value).map_err(|r| invalid(flag, value, r))?;
-            cfg.bench.size = usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= MAX_RECORD_LIMIT as usize)
-                .ok_or_else(|| invalid(flag, value, "must be at most 1 GiB"))?;
-        }
-        "count" => {
-            let n: u64 = value
-                .parse()
-                .map_err(|_| invalid(flag, value, "expected an unsigned integer"))?;
-            cfg.bench.count = (n > 0).then_some(n);
-        }
-        "duration" => {
-            cfg.bench.duration = parse_duration(value).map_err(|r| invalid(flag, value, r))?;
-        }
-        _ => return Err(ConfigError::UnknownFlag(flag.to_owned())),
+        _ => Err("expected HOST:PORT".to_owned()),
     }
-    Ok(())
 }
 
-fn parse_positive(flag: &str, value: &str) -> Result<usize, ConfigError> {
+fn parse_dir(value: &str) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err("empty path".to_owned());
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_max_record(value: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(value)?)
+        .ok()
+        .filter(|n| (1..=MAX_RECORD_LIMIT).contains(n))
+        .ok_or_else(|| "must be 1 byte .. 1 GiB".to_owned())
+}
+
+fn parse_segment_bytes(value: &str) -> Result<u64, String> {
+    let n = parse_size(value)?;
+    if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&n) {
+        return Err("must be 4 KiB .. 1 GiB".to_owned());
+    }
+    Ok(n)
+}
+
+/// A size; 0 means unlimited and comes back as `None`.
+fn parse_retention(value: &str) -> Result<Option<u64>, String> {
+    let n = parse_size(value)?;
+    Ok((n > 0).then_some(n))
+}
+
+fn parse_payload_size(value: &str) -> Result<usize, String> {
+    usize::try_from(parse_size(value)?)
+        .ok()
+        .filter(|&n| n <= MAX_RECORD_LIMIT as usize)
+        .ok_or_else(|| "must be at most 1 GiB".to_owned())
+}
+
+/// An unsigned integer; 0 means no cap and comes back as `None`.
+fn parse_count(value: &str) -> Result<Option<u64>, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| "expected an unsigned integer".to_owned())?;
+    Ok((n > 0).then_some(n))
+}
+
+fn parse_positive(value: &str) -> Result<usize, String> {
     value
         .parse::<usize>()
         .ok()
         .filter(|&n| n > 0)
-        .ok_or_else(|| invalid(flag, value, "expected a positive integer"))
+        .ok_or_else(|| "expected a positive integer".to_owned())
 }
 
 /// `always`, `never` or `interval:MS` (MS > 0).
@@ -356,34 +320,74 @@ pub fn parse_duration(value: &str) -> Result<Option<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
 
-    fn p(args: &[&str]) -> Result<Config, ConfigError> {
+    fn p(args: &[&str]) -> Result<Config, clap::Error> {
         parse(args.iter().copied())
+    }
+
+    /// The parse error's kind, or `None` if the line parsed.
+    fn kind(args: &[&str]) -> Option<ErrorKind> {
+        p(args).err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn no_arguments_is_the_demo_with_defaults() {
         let cfg = p(&[]).expect("parses");
-        assert_eq!(cfg, Config::defaults(Mode::Demo));
-        assert_eq!(cfg.addr, "127.0.0.1:12000");
+        assert_eq!(
+            cfg,
+            Config {
+                mode: Mode::Demo,
+                addr: "127.0.0.1:12000".to_owned(),
+                dir: PathBuf::from("broker-data"),
+                fsync: FsyncPolicy::Always,
+                max_record: DEFAULT_MAX_RECORD,
+                segment_bytes: 64 << 20,
+                retention_bytes: None,
+                stats_interval: Some(Duration::from_secs(5)),
+                bench: BenchConfig {
+                    connections: 4,
+                    depth: 64,
+                    size: 100,
+                    count: Some(100_000),
+                    duration: Some(Duration::from_secs(10)),
+                },
+            }
+        );
         assert_eq!(cfg.max_record, 8 << 20);
-        assert_eq!(cfg.fsync, FsyncPolicy::Always);
+        // A mode does not change the defaults.
+        let server = p(&["server"]).expect("parses");
+        assert_eq!(
+            Config {
+                mode: Mode::Demo,
+                ..server
+            },
+            cfg
+        );
     }
 
     #[test]
     fn modes() {
-        assert_eq!(p(&["server"]).map(|c| c.mode), Ok(Mode::Server));
-        assert_eq!(p(&["producer"]).map(|c| c.mode), Ok(Mode::Producer));
-        assert_eq!(p(&["bench"]).map(|c| c.mode), Ok(Mode::Bench));
+        assert_eq!(p(&["server"]).map(|c| c.mode).ok(), Some(Mode::Server));
+        assert_eq!(p(&["producer"]).map(|c| c.mode).ok(), Some(Mode::Producer));
+        assert_eq!(p(&["bench"]).map(|c| c.mode).ok(), Some(Mode::Bench));
         assert_eq!(
-            p(&["consumer"]).map(|c| c.mode),
-            Ok(Mode::Consumer { offset: 0 })
+            p(&["consumer"]).map(|c| c.mode).ok(),
+            Some(Mode::Consumer { offset: 0 })
         );
         assert_eq!(
-            p(&["consumer", "4096"]).map(|c| c.mode),
-            Ok(Mode::Consumer { offset: 4096 })
+            p(&["consumer", "4096"]).map(|c| c.mode).ok(),
+            Some(Mode::Consumer { offset: 4096 })
         );
-        assert_eq!(p(&["--help"]).map(|c| c.mode), Ok(Mode::Help));
+        assert_eq!(kind(&["--help"]), Some(ErrorKind::DisplayHelp));
+        assert_eq!(kind(&["-h"]), Some(ErrorKind::DisplayHelp));
+        assert_eq!(kind(&["consumer", "--help"]), Some(ErrorKind::DisplayHelp));
     }
 
     #[test]
@@ -412,6 +416,29 @@ mod tests {
         assert_eq!(cfg.segment_bytes, 16 << 20);
         assert_eq!(cfg.retention_bytes, Some(1 << 30));
         assert_eq!(cfg.stats_interval, Some(Duration::from_millis(500)));
+
+        // Flags around the consumer's offset, and bench flags in any mode.
+        let cfg = p(&[
+            "--depth=3",
+            "consumer",
+            "--addr",
+            "h:1",
+            "7",
+            "--size",
+            "1k",
+        ])
+        .expect("parses");
+        assert_eq!(cfg.mode, Mode::Consumer { offset: 7 });
+        assert_eq!(cfg.addr, "h:1");
+        assert_eq!((cfg.bench.depth, cfg.bench.size), (3, 1024));
+    }
+
+    #[test]
+    fn a_repeated_flag_keeps_its_last_value() {
+        let last = |args: &[&str]| p(args).map(|c| c.addr).expect("parses");
+        assert_eq!(last(&["--addr", "a:1", "--addr=b:2"]), "b:2");
+        assert_eq!(last(&["server", "--addr", "a:1", "--addr", "b:2"]), "b:2");
+        assert_eq!(last(&["--addr", "a:1", "server", "--addr", "b:2"]), "b:2");
     }
 
     #[test]
@@ -440,18 +467,36 @@ mod tests {
                 duration: Some(Duration::from_secs(3)),
             }
         );
-        assert_eq!(p(&["--duration", "0"]).map(|c| c.bench.duration), Ok(None));
         assert_eq!(
-            p(&["--stats-interval=0"]).map(|c| c.stats_interval),
-            Ok(None)
+            p(&["--duration", "0"]).map(|c| c.bench.duration).ok(),
+            Some(None)
         );
+        assert_eq!(
+            p(&["--stats-interval=0"]).map(|c| c.stats_interval).ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let cfg = p(&["--max-record=1", "--segment-bytes=4KiB", "--size=0"]).expect("parses");
+        assert_eq!(
+            (cfg.max_record, cfg.segment_bytes, cfg.bench.size),
+            (1, 4096, 0)
+        );
+        let cfg = p(&["--max-record=1GiB", "--segment-bytes=1G", "--size=1G"]).expect("parses");
+        assert_eq!(cfg.max_record, MAX_RECORD_LIMIT);
+        assert_eq!(cfg.segment_bytes, MAX_SEGMENT_BYTES);
+        assert_eq!(cfg.bench.size, MAX_RECORD_LIMIT as usize);
     }
 
     #[test]
     fn bad_command_lines_are_errors_not_panics() {
         let cases: &[&[&str]] = &[
             &["serve"],
+            &["help"],
             &["server", "extra"],
+            &["consumer", "1", "2"],
             &["consumer", "-1"],
             &["consumer", "abc"],
             &["--bogus", "1"],
@@ -479,26 +524,74 @@ mod tests {
             &["--size", "18446744073709551615G"],
         ];
         for case in cases {
-            assert!(p(case).is_err(), "{case:?} should be refused");
+            let err = p(case).expect_err(&format!("{case:?} should be refused"));
+            // Exit status 2: a usage error, not help.
+            assert_eq!(err.exit_code(), 2, "{case:?}: {err}");
         }
     }
 
     #[test]
     fn error_messages_name_the_problem() {
         let err = p(&["--fsync", "sometimes"]).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
         let msg = err.to_string();
         assert!(
-            msg.contains("--fsync") && msg.contains("sometimes"),
+            msg.contains("--fsync") && msg.contains("sometimes") && msg.contains("interval:MS"),
             "{msg}"
         );
-        assert_eq!(
-            p(&["--nope=1"]),
-            Err(ConfigError::UnknownFlag("--nope".to_owned()))
-        );
-        assert_eq!(
-            p(&["--dir"]),
-            Err(ConfigError::MissingValue("--dir".to_owned()))
-        );
+        let msg = p(&["--depth", "-1"]).expect_err("refused").to_string();
+        assert!(msg.contains("--depth") && msg.contains("positive"), "{msg}");
+
+        let err = p(&["--nope=1"]).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("--nope"), "{err}");
+        assert_eq!(kind(&["serve"]), Some(ErrorKind::InvalidSubcommand));
+        assert_eq!(kind(&["server", "extra"]), Some(ErrorKind::UnknownArgument));
+
+        let err = p(&["--dir"]).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        assert!(err.to_string().contains("--dir"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        let help = Cli::command().render_help().to_string();
+        for (flag, default) in [
+            ("--addr", "127.0.0.1:12000"),
+            ("--dir", "broker-data"),
+            ("--fsync", "always"),
+            ("--max-record", "8MiB"),
+            ("--segment-bytes", "64MiB"),
+            ("--retention-bytes", "0"),
+            ("--stats-interval", "5s"),
+            ("--connections", "4"),
+            ("--depth", "64"),
+            ("--size", "100"),
+            ("--count", "100000"),
+            ("--duration", "10s"),
+        ] {
+            let line = help
+                .lines()
+                .position(|l| l.trim_start().starts_with(flag))
+                .unwrap_or_else(|| panic!("{flag} missing from:\n{help}"));
+            // The default is on the flag's line or the next (long help).
+            let text = help
+                .lines()
+                .skip(line)
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                text.contains(&format!("[default: {default}]")),
+                "{flag}: {text}"
+            );
+        }
+        for mode in ["server", "producer", "consumer", "bench"] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(mode)),
+                "{mode}"
+            );
+        }
     }
 
     #[test]
@@ -507,6 +600,7 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("2KiB"), Ok(2048));
         assert_eq!(parse_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert!(parse_size("").is_err());
         assert!(parse_size("K").is_err());
         assert_eq!(

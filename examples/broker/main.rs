@@ -25,7 +25,7 @@ mod stats;
 #[cfg(test)]
 mod test_dir;
 
-use config::{Config, ConfigError, Mode};
+use config::{Config, Mode};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -33,6 +33,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tracing_subscriber::EnvFilter;
 
 /// Why the program stopped.
 #[derive(Debug, Error)]
@@ -53,10 +54,9 @@ enum MainError {
 }
 
 fn main() -> ExitCode {
-    let cfg = match config::parse(std::env::args().skip(1)) {
-        Ok(cfg) => cfg,
-        Err(e) => return usage_error(&e),
-    };
+    init_logging();
+    // clap prints the help (exit 0) or the usage error (exit 2).
+    let cfg = config::parse(std::env::args_os().skip(1)).unwrap_or_else(|e| e.exit());
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,17 +66,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage_error(e: &ConfigError) -> ExitCode {
-    eprintln!("broker: {e}\n\n{}", config::USAGE);
-    ExitCode::from(2)
-}
-
 fn run(cfg: Config) -> Result<(), MainError> {
     match cfg.mode {
-        Mode::Help => {
-            println!("{}", config::USAGE);
-            Ok(())
-        }
         Mode::Server => serve(&cfg),
         Mode::Producer => {
             let acks = client::produce(&cfg.addr, io::stdin().lock(), io::stdout())?;
@@ -152,4 +143,20 @@ fn demo(mut cfg: Config) -> Result<(), MainError> {
     println!("demo: done (the server stops with the process)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Sends logs (the library's `tracing` events and this example's own) to
+/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
+/// them, replacing the default: the library's warnings and errors (`warn`)
+/// and this example's notes (`broker=info`). `RUST_LOG=shared_nothing=debug`
+/// shows every lifecycle event of the library.
+fn init_logging() {
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::from_default_env(),
+        None => EnvFilter::new("warn,broker=info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -7,6 +7,7 @@
 //! each stage took.
 //!
 //! `cargo run --release --example gpu_pipeline --features gpu [-- MIB]`
+//! (`-- --help` for the command line)
 //!
 //! With Mesa's software Vulkan driver (lavapipe) the "GPU" is llvmpipe, a
 //! rasteriser on the CPU: expect it to be slower than the CPU path. With
@@ -14,6 +15,7 @@
 
 mod stages;
 
+use clap::Parser;
 use shared_nothing::accel::{
     AccelClient, AccelConnector, Job, JobResult, Output, Reduction, reduce_u32,
 };
@@ -23,9 +25,28 @@ use shared_nothing::worker::ResultSink;
 use stages::Stages;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
 
 const BLOCK: u32 = 64 << 10;
 const PARTITIONS: usize = 8;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpu_pipeline",
+    about = "Application workers partition a dataset, the GPU worker computes, \
+             every result is checked against the CPU reference. \
+             With SHARED_NOTHING_REQUIRE_GPU=1 it fails unless the wgpu path ran."
+)]
+struct Cli {
+    /// Size of the dataset in MiB of u32 values.
+    #[arg(
+        value_name = "MIB",
+        default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    mib: usize,
+}
 
 enum Msg {
     /// A partition of the dataset to process.
@@ -140,10 +161,9 @@ impl Worker for App {
 }
 
 fn main() -> Result<()> {
-    let mib: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(32);
+    init_logging();
+    // A bad command line exits with status 2 and clap's message.
+    let mib = Cli::parse().mib;
     let require_gpu = std::env::var("SHARED_NOTHING_REQUIRE_GPU").as_deref() == Ok("1");
 
     // Ask for a GPU worker when there is an adapter: the plan leaves
@@ -257,4 +277,20 @@ fn accel_stats_line(accels: &shared_nothing::accel::Accelerators) -> String {
         "accelerator: {} batches, {} submissions, {} pipelines compiled, buffer pool {} hits / {} misses",
         s.batches, s.submits, s.pipelines_compiled, s.buffer_pool_hits, s.buffer_pool_misses
     )
+}
+
+/// Sends logs (the library's `tracing` events and this example's own) to
+/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
+/// them, replacing the default: the library's warnings and errors (`warn`)
+/// and this example's notes (`gpu_pipeline=info`). `RUST_LOG=shared_nothing=debug`
+/// shows every lifecycle event of the library.
+fn init_logging() {
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::from_default_env(),
+        None => EnvFilter::new("warn,gpu_pipeline=info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -51,7 +51,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
         NetEventKind::Data(buf) => on_data(st, conn, &buf),
         NetEventKind::Error(e) => {
             if let Some(c) = st.conns.get(&conn) {
-                eprintln!("broker: connection {}: {e}", c.peer);
+                tracing::warn!(peer = %c.peer, "connection error: {e}");
             }
         }
         NetEventKind::PeerClosed => on_peer_closed(st, conn),
@@ -231,15 +231,12 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
             ..
         } => {
             if let Err(e) = decoder.finish() {
-                eprintln!(
-                    "broker: producer {}: {e}; {sent} complete records kept",
-                    c.peer
-                );
+                tracing::warn!(peer = %c.peer, "producer: {e}; {sent} complete records kept");
             } else if acked < sent {
                 // Its records are stored; the acks have nowhere to go.
-                eprintln!(
-                    "broker: producer {} left mid-stream, {} acks undelivered",
-                    c.peer,
+                tracing::info!(
+                    peer = %c.peer,
+                    "producer left mid-stream, {} acks undelivered",
                     sent - acked
                 );
             }
@@ -248,7 +245,7 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
             if subscribed {
                 st.deliver(OWNER, Msg::Unsubscribe { conn });
             } else {
-                eprintln!("broker: consumer {} left before its start offset", c.peer);
+                tracing::info!(peer = %c.peer, "consumer left before its start offset");
             }
         }
         RoleState::Handshake | RoleState::Closing => {}
@@ -270,8 +267,9 @@ fn drain_then_close(st: &mut NodeState, conn: ConnId, reason: &str) {
     }) = st.conns.get_mut(&conn)
     {
         if *acked < *sent {
-            eprintln!(
-                "broker: closing producer {peer} after {} pending acks: {reason}",
+            tracing::warn!(
+                peer = %peer,
+                "closing producer after {} pending acks: {reason}",
                 *sent - *acked
             );
             *draining = true;
@@ -300,7 +298,7 @@ pub fn refuse(st: &mut NodeState, conn: ConnId, reason: &str) {
         }
         RoleState::Closing => return,
     };
-    eprintln!("broker: closing {what} {}: {reason}", c.peer);
+    tracing::warn!(peer = %c.peer, "closing {what}: {reason}");
     close(st, conn);
 }
 

@@ -109,7 +109,7 @@ impl NodeState {
         match self.peers.get_mut(to) {
             Some(sink) => sink.deliver(msg),
             // Only possible before wiring, and `serve` listens after it.
-            None => eprintln!("broker: worker {} not wired, dropped a message", self.index),
+            None => tracing::warn!(worker = self.index, "not wired yet, dropped a message"),
         }
     }
 }
@@ -202,11 +202,14 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
         Msg::Refuse { conn, reason } => conn::refuse(st, conn, &reason),
         Msg::Disk(c) => match st.owner.as_mut() {
             Some(owner) => owner.on_disk(c, &mut st.peers),
-            None => eprintln!("broker: worker {} got a storage completion", st.index),
+            None => tracing::warn!(
+                worker = st.index,
+                "not the log owner, got a storage completion"
+            ),
         },
         owner_msg => match st.owner.as_mut() {
             Some(owner) => owner.on_message(owner_msg, &mut st.peers),
-            None => eprintln!("broker: worker {} got a log message", st.index),
+            None => tracing::warn!(worker = st.index, "not the log owner, got a log message"),
         },
     }
 }

@@ -189,10 +189,11 @@ impl Owner {
         let (mut log, recovery) =
             Log::open(dir, log_cfg).map_err(|e| format!("open log in {shown}: {e}"))?;
         if recovery != Default::default() {
-            eprintln!("broker: recovered the log: {recovery:?}");
+            tracing::info!(dir = %shown, "recovered the log: {recovery:?}");
         }
-        eprintln!(
-            "broker: log {shown}: offsets {}..{}",
+        tracing::info!(
+            dir = %shown,
+            "log offsets {}..{}",
             log.start_offset(),
             log.end_offset()
         );
@@ -268,7 +269,7 @@ impl Owner {
             Msg::Unsubscribe { conn } => {
                 self.consumers.remove(&conn);
             }
-            other => eprintln!("broker: log owner ignored {other:?}"),
+            other => tracing::warn!("log owner ignored {other:?}"),
         }
     }
 
@@ -333,7 +334,7 @@ impl Owner {
             // rebuilds a bad one), and a closed file needs nothing more:
             // neither failure puts acked records at risk.
             Err(e) if matches!(op, Op::IndexWrite | Op::Close) => {
-                eprintln!("broker: {}: {e}", self.describe(op));
+                tracing::warn!("{}: {e}", self.describe(op));
             }
             Err(e) => self.poison(format!("{}: {e}", self.describe(op))),
             Ok(out) => match op {
@@ -503,7 +504,7 @@ impl Owner {
                     self.close_file(FileKey::Index(base));
                 }
             }
-            Err(e) => eprintln!("broker: retention failed: {e}"),
+            Err(e) => tracing::warn!("retention failed: {e}"),
         }
         let idle: Vec<ConnId> = self
             .consumers
@@ -580,7 +581,7 @@ impl Owner {
     /// the next [`settle`](Self::settle).
     fn poison(&mut self, why: String) {
         if self.failed.is_none() {
-            eprintln!("broker: log write failed, refusing writes: {why}");
+            tracing::error!("log write failed, refusing writes: {why}");
             self.log.poison(why.clone());
             self.failed = Some(why);
         }
@@ -591,7 +592,7 @@ impl Owner {
     /// stopping). Records still in the log's buffer are not written.
     pub fn close(mut self) {
         if !self.batches.is_empty() || self.log.end_offset() > self.cut_end {
-            eprintln!("broker: stopping with log writes in flight");
+            tracing::warn!("stopping with log writes in flight");
         }
         let open: Vec<FileKey> = self
             .files
