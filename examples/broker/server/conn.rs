@@ -56,6 +56,28 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
         }
         NetEventKind::PeerClosed => on_peer_closed(st, conn),
         NetEventKind::Closed => on_closed(st, conn),
+        // A consumer chunk has left for the socket: its credit goes back,
+        // so a consumer that stops reading holds one chunk, not a queue.
+        NetEventKind::Sent {
+            tag: CONSUMER_CHUNK,
+            ..
+        } => {
+            if let Some(Conn {
+                role: RoleState::Consumer { .. },
+                ..
+            }) = st.conns.get(&conn)
+            {
+                st.deliver(OWNER, Msg::Credit { conn });
+            }
+        }
+        // Past the connection's send bound (it cannot be: one chunk in
+        // flight per consumer, acks are small): nothing lost silently.
+        NetEventKind::SendRefused { queued, .. } => {
+            if let Some(c) = st.conns.get(&conn) {
+                tracing::error!(peer = %c.peer, queued, "send refused; closing the connection");
+            }
+            close(st, conn);
+        }
         _ => {}
     }
 }
@@ -323,8 +345,12 @@ fn close(st: &mut NodeState, conn: ConnId) {
     }
 }
 
+/// The tag of a consumer chunk's send: its `Sent` returns the credit.
+const CONSUMER_CHUNK: u64 = 1;
+
 /// Writes owner output (acks or consumer frames) to the connection, if it
-/// is still open; consumer frames also return a credit to the owner.
+/// is still open; a consumer frame's credit goes back to the owner once
+/// the socket has taken it (`Sent`).
 pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
     let (credit, drained) = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
         Some(RoleState::Producer {
@@ -344,7 +370,12 @@ pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
     let client = &mut st.clients[conn.worker() % n];
     let mut buf = bytes;
     loop {
-        match client.send(conn, buf) {
+        let sent = if credit {
+            client.send_tracked(conn, buf, CONSUMER_CHUNK)
+        } else {
+            client.send(conn, buf)
+        };
+        match sent {
             Ok(()) => break,
             Err(e) if e.is_full() => {
                 buf = e.into_inner();
@@ -352,9 +383,6 @@ pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
             }
             Err(_) => return,
         }
-    }
-    if credit {
-        st.deliver(OWNER, Msg::Credit { conn });
     }
     if drained {
         // Already logged when the bad input arrived; `close` keeps the
