@@ -680,3 +680,38 @@ fn stalled_consumers_take_bounded_memory_and_then_get_every_record() {
         }
     }
 }
+
+/// Replaying the log again and again gives memory back: the server's
+/// resident size after ten replays stays near what one replay needs
+/// (issue 16: it grew by about the bytes replayed, up to ~286 MB).
+#[test]
+fn ten_replays_keep_the_servers_memory_bounded() {
+    const RECORDS: usize = 10_000;
+    let dir = TempDir::new("replays");
+    let server = Server::start(&dir.0, &["--fsync", "never"]);
+    let all: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| {
+            let mut p = format!("{i:08}").into_bytes();
+            p.resize(4096, b'r');
+            p
+        })
+        .collect();
+    for part in all.chunks(2_500) {
+        produce(&server.addr, part);
+    }
+    let got = consume(&server.addr, 0, RECORDS);
+    assert!(got == all, "the first replay reads every record");
+    let after_one = rss_bytes(server.child.id());
+    for _ in 0..9 {
+        assert_eq!(consume(&server.addr, 0, RECORDS).len(), RECORDS);
+    }
+    thread::sleep(Duration::from_millis(200));
+    let after_ten = rss_bytes(server.child.id());
+    assert!(
+        after_ten < after_one + (24 << 20),
+        "ten replays of {} MiB grew the server from {} to {} MiB",
+        (RECORDS * 4104) >> 20,
+        after_one >> 20,
+        after_ten >> 20
+    );
+}

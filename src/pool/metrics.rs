@@ -11,6 +11,7 @@
 //! The series are listed in the public [`crate::metrics`] module docs.
 
 use crate::accel::{AccelSample, AccelSource};
+#[cfg(not(loom))]
 use crate::io::{IoStats, StatsSource};
 use crate::metrics::HistogramSnapshot;
 use crate::worker::{SampleSource, WorkerSample, WorkerState};
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[derive(Default)]
 struct Sources {
     groups: Vec<(usize, Vec<SampleSource>)>,
+    #[cfg(not(loom))]
     io: Vec<(&'static str, usize, StatsSource)>,
     accel: Vec<AccelSource>,
 }
@@ -69,6 +71,7 @@ impl PoolMetrics {
         s.groups.push((id, workers));
     }
 
+    #[cfg(not(loom))]
     pub(crate) fn add_io(&self, io: Vec<(&'static str, usize, StatsSource)>) {
         let mut s = lock(&self.sources);
         s.io.retain(|(_, _, w)| w().is_some());
@@ -252,6 +255,7 @@ fn worker_series(
     )
 }
 
+#[cfg(not(loom))]
 fn io_series(enc: &mut DescriptorEncoder<'_>, io: &[(Labels, IoStats)]) -> std::fmt::Result {
     let rows = |f: &dyn Fn(&IoStats) -> u64| -> Vec<(Labels, f64)> {
         io.iter().map(|(l, s)| (l.clone(), f(s) as f64)).collect()
@@ -409,6 +413,9 @@ impl Collector for PoolCollector {
                     (labels, w)
                 })
                 .collect();
+            #[cfg(loom)]
+            let io = ();
+            #[cfg(not(loom))]
             let io: Vec<(Labels, IoStats)> =
                 s.io.iter()
                     .filter_map(|(role, i, w)| {
@@ -429,7 +436,10 @@ impl Collector for PoolCollector {
             (workers, io, accel)
         };
         worker_series(&mut enc, &workers)?;
+        #[cfg(not(loom))]
         io_series(&mut enc, &io)?;
+        #[cfg(loom)]
+        let () = io;
         accel_series(&mut enc, &accel)
     }
 }

@@ -13,6 +13,7 @@ mod group;
 #[cfg(not(loom))]
 mod io;
 mod metrics;
+#[cfg(not(loom))]
 mod metrics_http;
 mod plan;
 mod profile;
@@ -25,6 +26,7 @@ pub use factory::WorkerFactory;
 pub use group::{PoolStats, WorkerGroup, WorkerPlacement};
 #[cfg(not(loom))]
 pub use io::IoWorkers;
+#[cfg(not(loom))]
 pub use metrics_http::{MAX_HEAD, MetricsServer};
 pub use plan::{
     Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,

@@ -324,6 +324,7 @@ impl WorkerPool {
     /// # Errors
     /// As [`NetworkWorker::listen`](crate::io::NetworkWorker::listen) (the
     /// address is taken, say), or the worker's start.
+    #[cfg(not(loom))]
     pub fn serve_metrics(
         &self,
         io: &super::IoWorkers,
@@ -333,6 +334,7 @@ impl WorkerPool {
     }
 
     /// Registers I/O workers' samplers (see [`metrics`](Self::metrics)).
+    #[cfg(not(loom))]
     pub(crate) fn add_io_metrics(&self, io: &super::IoWorkers) {
         self.metrics.add_io(io.stats_sources());
     }
@@ -344,6 +346,7 @@ impl WorkerPool {
 
     /// Records that I/O workers were started on this pool (see
     /// [`app_plan`](Self::app_plan)).
+    #[cfg(not(loom))]
     pub(crate) fn mark_io_started(&self) {
         self.started.io.store(true, Ordering::Relaxed);
     }
