@@ -276,6 +276,9 @@ impl<R> Drop for ReplyTo<R> {
 /// let mut w = shared_nothing::worker::spawn(Doubler, WorkerConfig::new()).unwrap();
 /// let pending = w.request(21).unwrap();
 /// assert_eq!(block_on(pending), Ok(42));
+/// // Or await room in the queue too (see `WorkerSender::request_async`).
+/// let doubled = block_on(async { w.request_async(4).await.unwrap().await });
+/// assert_eq!(doubled, Ok(8));
 /// w.stop().unwrap();
 /// ```
 pub struct Pending<R> {
