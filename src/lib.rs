@@ -71,7 +71,10 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::channel::ring::{Consumer, Producer, PushError, ring};
+    pub use crate::sync::block_on;
     pub use crate::sync::signal::Signal;
+    pub use crate::worker::reply::LoomLife;
+    pub use crate::worker::{Pending, ReplyError, ReplyTo};
 }
 
 /// The names most programs need.

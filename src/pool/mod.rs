@@ -36,3 +36,6 @@ pub use sender::PoolSender;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod async_tests;

@@ -280,15 +280,28 @@ impl Signal {
             // and its flags cleared. Flags left set with no waker (a waker
             // taken just before the waiter set them) cost later notifiers
             // this cold path until the task, which was woken, polls again.
+            //
+            // `state` may be stale: the task may have withdrawn since, and
+            // the waiter now sleep as a thread. Clearing its SLEEPING flag
+            // and waking no thread lost that wake-up (found by the loom
+            // model `task_wait_then_a_parked_wait_are_both_woken`). So look
+            // again under the lock (TASK is cleared only under it) and leave
+            // a thread's flag alone, and with no task to wake, fall through
+            // and wake the thread (spurious at worst). Either alone closes
+            // the gap; both keep it closed if one is edited away.
             let task = {
                 let mut slot = self.task.lock();
-                self.state.fetch_and(!(SLEEPING | TASK), Ordering::Relaxed);
-                slot.take()
+                if self.state.load(Ordering::Relaxed) & TASK != 0 {
+                    self.state.fetch_and(!(SLEEPING | TASK), Ordering::Relaxed);
+                    slot.take()
+                } else {
+                    None
+                }
             };
             if let Some(w) = task {
                 w.wake();
+                return;
             }
-            return;
         }
         #[cfg(not(loom))]
         if let Some(w) = &self.waker {

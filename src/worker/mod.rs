@@ -27,7 +27,7 @@ mod event;
 mod handle;
 pub(crate) mod outbox;
 mod quiet;
-mod reply;
+pub(crate) mod reply;
 pub(crate) mod runtime;
 pub(crate) mod shared;
 mod sink;
@@ -100,3 +100,6 @@ pub fn spawn<W: Worker>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod async_tests;

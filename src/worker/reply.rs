@@ -588,11 +588,11 @@ impl<R> Pending<R> {
         })
     }
 
-    /// Loom model of `block`: loom's executor parks instead of the thread
+    /// Loom model of `block`: the same polls, parked on loom's primitives
     /// (loom has no clock, so the deadline is ignored).
     #[cfg(loom)]
     fn block(&self, _deadline: Option<std::time::Instant>) -> Result<R, ReplyError> {
-        loom::future::block_on(std::future::poll_fn(|cx| self.poll_with(cx.waker())))
+        crate::sync::block_on(std::future::poll_fn(|cx| self.poll_with(cx.waker())))
     }
 }
 
@@ -647,6 +647,37 @@ mod thread_waker {
             Ok(w) => f(&w),
             Err(_) => f(&new()),
         }
+    }
+}
+
+/// A worker's life and its requests, for the loom models (`tests/loom.rs`).
+#[cfg(loom)]
+#[derive(Debug)]
+pub struct LoomLife {
+    alive: Option<Alive>,
+    life: Life,
+}
+
+#[cfg(loom)]
+impl LoomLife {
+    /// A live worker's life.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let (alive, life) = life();
+        Self {
+            alive: Some(alive),
+            life,
+        }
+    }
+
+    /// A reply slot tied to this life.
+    pub fn request<R>(&self) -> (ReplyTo<R>, Pending<R>) {
+        pair(Some(self.life.clone()))
+    }
+
+    /// Splits off the worker thread's side, to end the life by dropping it.
+    pub fn alive(&mut self) -> impl Send + 'static {
+        self.alive.take().expect("taken once")
     }
 }
 
