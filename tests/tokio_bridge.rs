@@ -139,6 +139,10 @@ fn every_wrong_input_gets_its_status() {
     let service = Service::start(2);
     let mut c = service.client();
     assert_eq!(count(&c.request("POST", "/counter/k", "7").unwrap()), 7);
+    let longest = format!("/counter/{}", "k".repeat(service::MAX_KEY));
+    assert_eq!(count(&c.request("GET", &longest, "").unwrap()), 0);
+    let varied = "/counter/a.b_c~d-9";
+    assert_eq!(count(&c.request("POST", varied, "").unwrap()), 1);
     let long_key = format!("/counter/{}", "k".repeat(service::MAX_KEY + 1));
     let cases: [(&str, &str, &str, u16); 16] = [
         ("GET", "/", "", 404),

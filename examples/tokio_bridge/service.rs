@@ -294,20 +294,3 @@ pub async fn serve(listener: TcpListener, backend: Backend) {
         });
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_checked() {
-        assert_eq!(key_of("/counter/a.b_c~d-9"), Ok(Some("a.b_c~d-9")));
-        assert_eq!(key_of("/counter"), Ok(None));
-        assert_eq!(key_of("/counter/a/b"), Ok(None));
-        assert_eq!(key_of("/other/a"), Ok(None));
-        assert!(key_of("/counter/").is_err());
-        assert!(key_of("/counter/a%20b").is_err());
-        assert!(key_of(&format!("/counter/{}", "k".repeat(MAX_KEY))).is_ok());
-        assert!(key_of(&format!("/counter/{}", "k".repeat(MAX_KEY + 1))).is_err());
-    }
-}
