@@ -90,7 +90,11 @@ impl Rig {
 
 /// Request `i` of a stream: three increments for every read.
 fn request(i: u64, key: u64) -> Request<Full<Bytes>> {
-    let method = if i % 4 == 3 { Method::GET } else { Method::POST };
+    let method = if i % 4 == 3 {
+        Method::GET
+    } else {
+        Method::POST
+    };
     Request::builder()
         .method(method)
         .uri(format!("/counter/key-{key}"))
@@ -175,7 +179,8 @@ fn http_run(addr: SocketAddr, hist: &mut Histogram<u64>) -> f64 {
 
 fn tables() {
     let rig = Rig::new();
-    let title = format!("Handler, {TASKS} tokio tasks on 2 runtime threads, 2 workers, {KEYS} keys");
+    let title =
+        format!("Handler, {TASKS} tokio tasks on 2 runtime threads, 2 workers, {KEYS} keys");
     compare_throughput(
         &format!("{title}: requests/s"),
         vec![

@@ -98,7 +98,11 @@ fn many_keys_over_concurrent_connections_count_exactly() {
                         continue;
                     }
                     let by = c + 1 + i % 3;
-                    let body = if by == 1 { String::new() } else { by.to_string() };
+                    let body = if by == 1 {
+                        String::new()
+                    } else {
+                        by.to_string()
+                    };
                     let n = count(&client.request("POST", &path, &body).unwrap());
                     let before = last_seen.get(&key).copied().unwrap_or(0);
                     assert!(n >= before + by, "{key}: {n} after {before} + {by}");
@@ -118,10 +122,18 @@ fn many_keys_over_concurrent_connections_count_exactly() {
     let mut reader = service.client();
     for k in 0..KEYS {
         let key = format!("key-{k}");
-        let got = count(&reader.request("GET", &format!("/counter/{key}"), "").unwrap());
+        let got = count(
+            &reader
+                .request("GET", &format!("/counter/{key}"), "")
+                .unwrap(),
+        );
         assert_eq!(got, expected.get(&key).copied().unwrap_or(0), "{key}");
     }
-    assert!(t0.elapsed() < Duration::from_secs(60), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t0.elapsed()
+    );
     // One message per request reached the workers (counted just after each
     // handler returns, so possibly just after its reply).
     let want = CONNECTIONS * REQUESTS + KEYS;
@@ -159,7 +171,12 @@ fn every_wrong_input_gets_its_status() {
         ("POST", "/counter/k", "-1", 400),
         ("POST", "/counter/k", "1.5", 400),
         ("POST", "/counter/k", "18446744073709551616", 400),
-        ("POST", "/counter/k", &"9".repeat(service::MAX_BODY + 1), 413),
+        (
+            "POST",
+            "/counter/k",
+            &"9".repeat(service::MAX_BODY + 1),
+            413,
+        ),
         ("POST", "/counter/k", "18446744073709551615", 409),
     ];
     for (method, path, body, status) in cases {
@@ -185,7 +202,10 @@ fn every_wrong_input_gets_its_status() {
     // A malformed request is answered 400 by hyper, on that connection only.
     let mut bad = service.client();
     assert_eq!(bad.raw(b"NOT HTTP AT ALL\r\n\r\n").unwrap().status, 400);
-    assert_eq!(count(&service.client().request("GET", "/counter/k", "").unwrap()), 7);
+    assert_eq!(
+        count(&service.client().request("GET", "/counter/k", "").unwrap()),
+        7
+    );
 }
 
 /// The example binary, built into the same target directory and profile.
@@ -197,9 +217,15 @@ fn example_bin() -> PathBuf {
         .expect("target/<profile>");
     let target_dir = profile_dir.parent().expect("target dir");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--example", "tokio_bridge", "--target-dir"])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "--example",
+        "tokio_bridge",
+        "--target-dir",
+    ])
+    .arg(target_dir)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }

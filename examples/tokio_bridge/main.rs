@@ -97,7 +97,11 @@ fn demo(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
                 let mut client = Client::connect(addr)?;
                 for (k, key) in KEYS.iter().enumerate() {
                     for _ in 0..=k {
-                        let a = client.request("POST", &format!("/counter/{key}"), &(c + 1).to_string())?;
+                        let a = client.request(
+                            "POST",
+                            &format!("/counter/{key}"),
+                            &(c + 1).to_string(),
+                        )?;
                         if a.status != 200 {
                             return Err(std::io::Error::other(format!("POST {key}: {a:?}")));
                         }
@@ -117,7 +121,10 @@ fn demo(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
         let a = client.request("GET", &format!("/counter/{key}"), "")?;
         let expect = (k + 1) * per_round;
         let got = a.body.trim();
-        println!("GET /counter/{key:<8} -> {} {got:>4} (expected {expect})", a.status);
+        println!(
+            "GET /counter/{key:<8} -> {} {got:>4} (expected {expect})",
+            a.status
+        );
         if a.status != 200 || got != expect.to_string() {
             wrong += 1;
         }
@@ -156,7 +163,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let backends = [service::Backend::workers(&group), service::Backend::inline()];
+        let backends = [
+            service::Backend::workers(&group),
+            service::Backend::inline(),
+        ];
         let answers: Vec<Vec<(u16, String)>> = backends
             .iter()
             .map(|b| {

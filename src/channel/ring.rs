@@ -437,7 +437,10 @@ impl<T> Producer<T> {
     /// (the consumer's notify is the same one load of the signal word).
     /// A task that stops polling before `Ready` (a dropped future) calls
     /// [`Producer::cancel_reserve`].
-    pub fn poll_reserve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ()>> {
+    pub fn poll_reserve(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ()>> {
         use std::task::Poll;
         loop {
             match self.reserve() {

@@ -155,7 +155,10 @@ fn send_async_waits_for_room_and_the_worker_wakes_it() {
     assert!(poll_once(&mut f, &w).is_pending(), "polling again is fine");
     assert_eq!(wakes(&c), 0);
     h.resume().unwrap();
-    assert!(eventually(|| wakes(&c) >= 1), "the worker's pop wakes the task");
+    assert!(
+        eventually(|| wakes(&c) >= 1),
+        "the worker's pop wakes the task"
+    );
     assert!(matches!(poll_once(&mut f, &w), Poll::Ready(Ok(()))));
     drop(f);
     let total = block_on(async { tx.request_async(Op::Add(0)).await.unwrap().await });
@@ -244,9 +247,15 @@ fn an_awaited_leaked_reply_resolves_when_the_worker_exits() {
     let (c, w) = counting();
     assert!(poll_once(&mut pending, &w).is_pending());
     h.flush_timeout(LONG).unwrap();
-    assert!(poll_once(&mut pending, &w).is_pending(), "leaked, not answered");
+    assert!(
+        poll_once(&mut pending, &w).is_pending(),
+        "leaked, not answered"
+    );
     h.stop().unwrap();
-    assert!(eventually(|| wakes(&c) >= 1), "the worker's exit wakes the task");
+    assert!(
+        eventually(|| wakes(&c) >= 1),
+        "the worker's exit wakes the task"
+    );
     assert_eq!(
         poll_once(&mut pending, &w),
         Poll::Ready(Err(ReplyError::Dropped))

@@ -12,7 +12,7 @@
 //! `init` per the [`RestartPolicy`], and queued messages are handled after
 //! the restart. Handler errors are counted and reported, never swallowed.
 //!
-//! **Async callers.** A request's [`Pending`] is a [`Future`](std::future::Future)
+//! **Async callers.** A request's [`Pending`] is a [`Future`]
 //! of its reply, and `send_async` / `request_async` / `reserve_async` await
 //! room in a full queue instead of parking the thread ([`SendAsync`],
 //! [`RequestAsync`], [`Reserve`]), so tasks on any executor can talk to

@@ -780,10 +780,7 @@ mod tests {
         drop(rx);
         assert!(tx.is_caller_gone());
         assert_eq!(table_len(&life), 0, "the dropped future left the table");
-        assert_eq!(
-            tx.send(Counted(drops.clone())),
-            Err(ReplyError::CallerGone)
-        );
+        assert_eq!(tx.send(Counted(drops.clone())), Err(ReplyError::CallerGone));
         assert_eq!(drops.load(Ordering::SeqCst), 1, "the refused value dropped");
         assert!(slot.upgrade().is_none(), "the slot is freed");
     }
@@ -821,7 +818,10 @@ mod tests {
         drop(alive);
         assert!(wakes(&c1) >= 1 && wakes(&c2) == 1);
         assert_eq!(poll(&mut answered, &w1), Poll::Ready(Ok(3)));
-        assert_eq!(poll(&mut leaked, &w2), Poll::Ready(Err(ReplyError::Dropped)));
+        assert_eq!(
+            poll(&mut leaked, &w2),
+            Poll::Ready(Err(ReplyError::Dropped))
+        );
         // A request made after the end resolves at its first poll.
         let (late_tx, mut late) = pair::<u32>(Some(life));
         assert_eq!(poll(&mut late, &w1), Poll::Ready(Err(ReplyError::Dropped)));
