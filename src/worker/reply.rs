@@ -566,26 +566,34 @@ impl<R> Pending<R> {
         }
     }
 
-    /// Polls on this thread, parking between polls, until the outcome or
-    /// `deadline`.
+    /// Waits on this thread until the outcome or `deadline`, as the
+    /// crate's blocking sends wait (`channel::wait`): checks at full speed
+    /// for a while (a load each, registering nothing), yields a few times,
+    /// then registers this thread's waker and parks between polls.
     #[cfg(not(loom))]
     fn block(&self, deadline: Option<std::time::Instant>) -> Result<R, ReplyError> {
-        thread_waker::with(|waker| {
-            loop {
-                if let Poll::Ready(r) = self.poll_with(waker) {
-                    return r;
-                }
-                match deadline {
-                    None => std::thread::park(),
-                    Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
-                        Some(left) if !left.is_zero() => std::thread::park_timeout(left),
-                        // The waker stays registered: a late answer unparks
-                        // this thread once, which parking tolerates.
-                        _ => return Err(ReplyError::Timeout),
-                    },
-                }
+        use crate::channel::wait::{Step, Waiter};
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            if let Some(outcome) = self.try_get().transpose() {
+                return outcome;
             }
-        })
+            let park = match waiter.step() {
+                Step::Retry => continue,
+                // The waker stays registered after a timeout: a late answer
+                // unparks this thread once, which parking tolerates.
+                Step::TimedOut => return Err(ReplyError::Timeout),
+                Step::Park(t) => t,
+            };
+            let polled = thread_waker::with(|waker| self.poll_with(waker));
+            if let Poll::Ready(outcome) = polled {
+                return outcome;
+            }
+            match park {
+                None => std::thread::park(),
+                Some(t) => std::thread::park_timeout(t),
+            }
+        }
     }
 
     /// Loom model of `block`: the same polls, parked on loom's primitives
