@@ -4,7 +4,8 @@
 //! state and talk only by messages.
 //!
 //! - [`worker`]: the [`Worker`](worker::Worker) trait, typed envelopes,
-//!   request/reply, pause/resume/ping, panic isolation and restart.
+//!   request/reply (blocking or awaited: replies and sends are futures any
+//!   executor can drive), pause/resume/ping, panic isolation and restart.
 //! - [`channel`]: SPSC (this crate's lock-free ring), MPSC and MPMC channels,
 //!   bounded and unbounded, with timeouts and batching.
 //! - [`partition`]: hash, consistent-hash, range, round-robin and custom
@@ -71,7 +72,10 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::channel::ring::{Consumer, Producer, PushError, ring};
+    pub use crate::sync::block_on;
     pub use crate::sync::signal::Signal;
+    pub use crate::worker::reply::LoomLife;
+    pub use crate::worker::{Pending, ReplyError, ReplyTo};
 }
 
 /// The names most programs need.

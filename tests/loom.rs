@@ -312,3 +312,252 @@ fn consumer_drop_racing_pushes_drops_each_value_once() {
         assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
     });
 }
+
+// Async waiting: a task's waker registered with the producer signal (the
+// ring's `poll_reserve`) and with a reply slot (`Pending` as a future).
+// Each model drives the future with the crate's loom `block_on` (a flag
+// under a loom mutex and a loom condition variable), so a lost wake-up is
+// a deadlock loom reports.
+
+use shared_nothing::__loom::{LoomLife, Pending, ReplyError, block_on};
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
+
+/// One poll with a waker that does nothing (registers, never wakes).
+fn poll_once<R>(p: &mut Pending<R>) -> Poll<Result<R, ReplyError>> {
+    std::pin::Pin::new(p).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+use std::future::Future;
+
+/// A task waiting for room in a full ring is woken by the consumer's pop.
+#[test]
+fn task_waiting_for_room_is_woken_by_a_pop() {
+    model(|| {
+        let (mut p, mut c) = ring::<u32>(1, Arc::new(Signal::new()));
+        p.try_push(1).unwrap();
+        let t = thread::spawn(move || {
+            block_on(poll_fn(|cx| p.poll_reserve(cx))).unwrap();
+            p.push_reserved(2).unwrap();
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match c.try_pop() {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![1, 2]);
+    });
+}
+
+/// A task waiting for room learns of a close without any pop.
+#[test]
+fn task_waiting_for_room_is_woken_by_a_close() {
+    model(|| {
+        let (mut p, mut c) = ring::<u32>(1, Arc::new(Signal::new()));
+        p.try_push(1).unwrap();
+        let t = thread::spawn(move || block_on(poll_fn(|cx| p.poll_reserve(cx))));
+        c.close();
+        assert_eq!(t.join().unwrap(), Err(()));
+        assert_eq!(c.try_pop(), Some(1));
+    });
+}
+
+/// A task that registered and gave up (a dropped future), then waits by
+/// parking: the withdrawn registration neither eats the wake-up nor leaves
+/// the signal believing a task waits.
+#[test]
+fn cancelled_task_wait_then_a_parked_wait_is_woken() {
+    model(|| {
+        let (mut p, mut c) = ring::<u32>(1, Arc::new(Signal::new()));
+        p.try_push(1).unwrap();
+        let t = thread::spawn(move || {
+            let mut cx = Context::from_waker(Waker::noop());
+            if p.poll_reserve(&mut cx).is_pending() {
+                p.cancel_reserve();
+            }
+            loop {
+                match p.try_push(2) {
+                    Ok(()) => break,
+                    Err(PushError::Full(_)) => p.wait_for_space(None),
+                    Err(PushError::Closed(_)) => panic!("closed"),
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match c.try_pop() {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![1, 2]);
+    });
+}
+
+/// One producer waits as a task, then by parking: whichever way the task's
+/// wait ended (woken, or room seen at registration), the parked wait that
+/// follows is woken by the consumer (no registration is left behind to
+/// take its wake-up).
+#[test]
+fn task_wait_then_a_parked_wait_are_both_woken() {
+    model(|| {
+        let (mut p, mut c) = ring::<u32>(1, Arc::new(Signal::new()));
+        p.try_push(1).unwrap();
+        let t = thread::spawn(move || {
+            block_on(poll_fn(|cx| p.poll_reserve(cx))).unwrap();
+            p.push_reserved(2).unwrap();
+            loop {
+                match p.try_push(3) {
+                    Ok(()) => break,
+                    Err(PushError::Full(_)) => p.wait_for_space(None),
+                    Err(PushError::Closed(_)) => panic!("closed"),
+                }
+            }
+        });
+        let mut got = Vec::new();
+        // The consumer sleeps too (a spin would exceed loom's branch bound).
+        while got.len() < 3 {
+            match c.try_pop() {
+                Some(v) => got.push(v),
+                None => c.wait_for_data(None),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![1, 2, 3]);
+    });
+}
+
+/// A reply racing the awaiting task's poll is delivered and wakes it.
+#[test]
+fn reply_racing_poll_wakes_the_task() {
+    model(|| {
+        let life = LoomLife::new();
+        let (tx, rx) = life.request::<u32>();
+        let t = thread::spawn(move || tx.send(7));
+        assert_eq!(block_on(rx), Ok(7));
+        assert_eq!(t.join().unwrap(), Ok(()));
+    });
+}
+
+/// A reply racing a poll that replaces the registered waker (the task
+/// moved): the new waker is woken, the old one never read while written.
+#[test]
+fn reply_racing_a_waker_change() {
+    model(|| {
+        let life = LoomLife::new();
+        let (tx, mut rx) = life.request::<u32>();
+        let t = thread::spawn(move || tx.send(3));
+        let first = poll_once(&mut rx);
+        let got = match first {
+            Poll::Ready(v) => v,
+            Poll::Pending => block_on(rx),
+        };
+        assert_eq!(got, Ok(3));
+        t.join().unwrap().unwrap();
+    });
+}
+
+/// Counts destructors (std atomics: checked after every thread joined).
+struct Drops(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Drops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A reply racing the drop of the awaiting future (cancellation): the send
+/// succeeds or reports `CallerGone`, and the value drops exactly once,
+/// whichever side drops the slot last.
+#[test]
+fn reply_racing_the_drop_of_the_future() {
+    model(|| {
+        let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let life = LoomLife::new();
+        let (tx, mut rx) = life.request::<Drops>();
+        let d = drops.clone();
+        let t = thread::spawn(move || tx.send(Drops(d)));
+        let polled = poll_once(&mut rx);
+        drop(rx);
+        let sent = t.join().unwrap();
+        match polled {
+            // Taken by the poll: the send went through.
+            Poll::Ready(v) => {
+                assert!(v.is_ok() && sent.is_ok());
+                drop(v);
+            }
+            Poll::Pending => assert!(matches!(sent, Ok(()) | Err(ReplyError::CallerGone))),
+        }
+        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
+
+/// The worker's exit racing the poll of a request whose slot the worker
+/// kept (never answered, never dropped): the task is woken and resolves as
+/// `Dropped`.
+#[test]
+fn worker_exit_racing_poll_resolves_a_kept_slot() {
+    model(|| {
+        let mut life = LoomLife::new();
+        let (kept, rx) = life.request::<u32>();
+        let alive = life.alive();
+        let t = thread::spawn(move || drop(alive));
+        assert_eq!(block_on(rx), Err(ReplyError::Dropped));
+        t.join().unwrap();
+        drop(kept);
+    });
+}
+
+/// A reply sent before the worker exits is delivered, whichever of the two
+/// wake-ups (the reply's, the exit's) the task sees first.
+#[test]
+fn reply_then_worker_exit_racing_poll_delivers_the_reply() {
+    model(|| {
+        let mut life = LoomLife::new();
+        let (tx, rx) = life.request::<u32>();
+        let alive = life.alive();
+        let t = thread::spawn(move || {
+            tx.send(5).unwrap();
+            drop(alive);
+        });
+        assert_eq!(block_on(rx), Ok(5));
+        t.join().unwrap();
+    });
+}
+
+/// A `ReplyTo` dropped unanswered racing the poll: woken, `Dropped`.
+#[test]
+fn unanswered_reply_to_dropped_racing_poll() {
+    model(|| {
+        let life = LoomLife::new();
+        let (tx, rx) = life.request::<u32>();
+        let t = thread::spawn(move || drop(tx));
+        assert_eq!(block_on(rx), Err(ReplyError::Dropped));
+        t.join().unwrap();
+    });
+}
+
+/// Two requests to one worker, awaited in turn while the worker answers
+/// one and exits holding the other: the life's table wakes the waiter it
+/// holds, and each resolves as it must.
+#[test]
+fn worker_exit_racing_two_waiters() {
+    model(|| {
+        let mut life = LoomLife::new();
+        let (answered, a) = life.request::<u32>();
+        let (kept, b) = life.request::<u32>();
+        let alive = life.alive();
+        let t = thread::spawn(move || {
+            answered.send(1).unwrap();
+            drop(alive);
+            kept
+        });
+        assert_eq!(block_on(b), Err(ReplyError::Dropped));
+        assert_eq!(block_on(a), Ok(1));
+        drop(t.join().unwrap());
+    });
+}

@@ -137,6 +137,7 @@ pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, C
             ring: ring.clone(),
             tail: 0,
             cached_head: 0,
+            task_waiting: false,
         },
         Consumer {
             ring,
@@ -153,6 +154,14 @@ impl<T> Ring<T> {
         // SAFETY: `mask` is `slots.len() - 1` and `slots.len()` is a power of
         // two, so `index & mask` is always in bounds.
         unsafe { self.slots.get_unchecked(index & self.mask) }
+    }
+
+    /// What a producer at `tail` waits for: a free slot, or the ring
+    /// closed. Acquire on `head` pairs with the consumer's Release store
+    /// (R4); on the flags, with the close.
+    fn room_or_closed(&self, tail: usize) -> bool {
+        (self.flags.closed.load(Ordering::Acquire) || self.consumer_signal.is_closed())
+            || tail.wrapping_sub(self.head.load(Ordering::Acquire)) < self.capacity
     }
 
     fn len(&self) -> usize {
@@ -209,6 +218,10 @@ pub struct Producer<T> {
     tail: usize,
     /// Last seen value of `ring.head`; may lag behind.
     cached_head: usize,
+    /// Whether a task's waker is registered with the producer signal
+    /// ([`Producer::poll_reserve`] returned `Pending`), so that finishing or
+    /// cancelling the wait withdraws it.
+    task_waiting: bool,
 }
 
 impl<T> Producer<T> {
@@ -416,23 +429,69 @@ impl<T> Producer<T> {
         Ok(pushed)
     }
 
+    /// [`Producer::reserve`] for a task: `Ready(Ok(()))` once a slot is free
+    /// (then [`Producer::push_reserved`] cannot fail for lack of space),
+    /// `Ready(Err(()))` once the ring is closed. `Pending` registers the
+    /// task's waker with the producer signal, which the consumer wakes when
+    /// it frees a slot, closes or leaves; the hot path pays nothing for it
+    /// (the consumer's notify is the same one load of the signal word).
+    /// A task that stops polling before `Ready` (a dropped future) calls
+    /// [`Producer::cancel_reserve`].
+    pub fn poll_reserve(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ()>> {
+        use std::task::Poll;
+        loop {
+            match self.reserve() {
+                Ok(()) => {
+                    self.cancel_reserve();
+                    return Poll::Ready(Ok(()));
+                }
+                Err(true) => {
+                    self.cancel_reserve();
+                    return Poll::Ready(Err(()));
+                }
+                Err(false) => {}
+            }
+            let ring = &*self.ring;
+            let tail = self.tail;
+            let ready = ring
+                .producer_signal
+                .register_task(|| ring.room_or_closed(tail), cx.waker());
+            if !ready {
+                self.task_waiting = true;
+                return Poll::Pending;
+            }
+            // Room (or a close) appeared after `reserve` looked: look again.
+            self.task_waiting = false;
+        }
+    }
+
+    /// Withdraws the waker [`Producer::poll_reserve`] registered, if any.
+    /// Cheap when none is: a future calls it on drop.
+    #[inline]
+    pub fn cancel_reserve(&mut self) {
+        if self.task_waiting {
+            self.task_waiting = false;
+            self.ring.producer_signal.cancel_task();
+        }
+    }
+
     /// Parks until `ready()` holds, space frees up or the consumer leaves, or
     /// the timeout passes (spurious returns are possible: re-check).
     pub fn wait_for_space(&self, timeout: Option<std::time::Duration>) {
         let ring = &self.ring;
         let tail = self.tail;
-        ring.producer_signal.wait_unless(
-            || {
-                (ring.flags.closed.load(Ordering::Acquire) || ring.consumer_signal.is_closed())
-                    || tail.wrapping_sub(ring.head.load(Ordering::Acquire)) < ring.capacity
-            },
-            timeout,
-        );
+        ring.producer_signal
+            .wait_unless(|| ring.room_or_closed(tail), timeout);
     }
 }
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        // A forgotten future's waker stays with the ring otherwise.
+        self.cancel_reserve();
         // Release: a consumer that sees `producer_gone` also sees every tail
         // store we made before, so "gone and empty" really means drained.
         self.ring.flags.producer_gone.store(true, Ordering::Release);

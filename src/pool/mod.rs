@@ -38,3 +38,6 @@ pub use sender::PoolSender;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod async_tests;

@@ -3,7 +3,9 @@
 use crate::partition::{Partitioner, Route, hash_key};
 use crate::worker::envelope::Wire;
 use crate::worker::outbox::Outbox;
-use crate::worker::{FlushError, GatherError, Pending, SendError};
+use crate::worker::{
+    FlushError, GatherError, Pending, RequestAsync, Reserve, SendAsync, SendError,
+};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,6 +245,123 @@ impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
         let env = self.outbox.wire(msg, Some(key)).with_reply(reply_to);
         self.outbox.send_until(index, env, None).map_err(unwrap)?;
         Ok(pending)
+    }
+}
+
+/// Async sends: each awaits room in the target worker's queue without
+/// blocking the thread (see [`crate::worker::SendAsync`]); the worker is
+/// picked when the method is called.
+impl<M: Send + 'static, R: Send + 'static> PoolSender<M, R> {
+    /// Sends to worker `index`, awaiting room while its queue is full. The
+    /// future holds the message until it is sent: dropping it drops the
+    /// message, unsent.
+    ///
+    /// # Errors
+    /// The future resolves to `NoSuchWorker` or `Stopped`, with the message.
+    pub fn send_to_worker_async(&mut self, index: usize, msg: M) -> SendAsync<'_, M, R> {
+        SendAsync::new(Reserve::new(&mut self.outbox, index, None), msg)
+    }
+
+    /// Sends to the worker that owns `key`, awaiting room while its queue
+    /// is full (as [`send_partitioned`](Self::send_partitioned) without
+    /// parking the thread).
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped`, or `NoSuchWorker` if the
+    /// partitioner maps out of range, with the message.
+    pub fn send_partitioned_async<K: Hash + ?Sized>(
+        &mut self,
+        key: &K,
+        msg: M,
+    ) -> SendAsync<'_, M, R> {
+        SendAsync::new(self.reserve_partitioned_async(key), msg)
+    }
+
+    /// Sends a request to worker `index`, awaiting room; resolves to the
+    /// [`Pending`] reply, itself a future.
+    ///
+    /// # Errors
+    /// The future resolves to `NoSuchWorker` or `Stopped`, with the message.
+    pub fn request_async(&mut self, index: usize, msg: M) -> RequestAsync<'_, M, R> {
+        RequestAsync::new(Reserve::new(&mut self.outbox, index, None), msg)
+    }
+
+    /// Sends a request to the worker that owns `key`, awaiting room;
+    /// resolves to the [`Pending`] reply, itself a future.
+    ///
+    /// ```
+    /// use shared_nothing::prelude::*;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct U(std::thread::Thread);
+    /// #     impl std::task::Wake for U { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let w = std::task::Waker::from(std::sync::Arc::new(U(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut std::task::Context::from_waker(&w)) { return v }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    ///
+    /// /// Counts per key; each worker owns the keys routed to it.
+    /// struct Counter;
+    /// impl Worker for Counter {
+    ///     type State = std::collections::HashMap<String, u64>;
+    ///     type Message = String;
+    ///     type Reply = u64;
+    ///     fn init(&mut self) -> Result<Self::State> { Ok(Default::default()) }
+    ///     fn handle_message(&mut self, counts: &mut Self::State, mut m: Envelope<String, u64>) -> Result<()> {
+    ///         let n = counts.entry(m.payload.clone()).or_default();
+    ///         *n += 1;
+    ///         let n = *n;
+    ///         m.reply(n)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let pool = WorkerPool::builder().factory(|| Counter).workers(2).build().unwrap();
+    /// let mut tx = pool.sender();
+    /// let counts = block_on(async {
+    ///     let mut seen = Vec::new();
+    ///     for key in ["a", "b", "a"] {
+    ///         let reply = tx.request_partitioned_async(key, key.to_string()).await.unwrap();
+    ///         seen.push(reply.await.unwrap());
+    ///     }
+    ///     seen
+    /// });
+    /// assert_eq!(counts, [1, 1, 2]);
+    /// ```
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped`, or `NoSuchWorker` if the
+    /// partitioner maps out of range, with the message.
+    pub fn request_partitioned_async<K: Hash + ?Sized>(
+        &mut self,
+        key: &K,
+        msg: M,
+    ) -> RequestAsync<'_, M, R> {
+        RequestAsync::new(self.reserve_partitioned_async(key), msg)
+    }
+
+    /// Awaits a free slot in the queue to worker `index`; the
+    /// [`Permit`](crate::worker::Permit) sends or requests without finding
+    /// it full.
+    ///
+    /// # Errors
+    /// The future resolves to `NoSuchWorker` or `Stopped(())`.
+    pub fn reserve_to_worker_async(&mut self, index: usize) -> Reserve<'_, M, R> {
+        Reserve::new(&mut self.outbox, index, None)
+    }
+
+    /// Awaits a free slot in the queue to the worker that owns `key`; the
+    /// [`Permit`](crate::worker::Permit)'s envelope carries the key's hash.
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped(())`, or `NoSuchWorker` if the
+    /// partitioner maps out of range.
+    pub fn reserve_partitioned_async<K: Hash + ?Sized>(&mut self, key: &K) -> Reserve<'_, M, R> {
+        let key = hash_key(key);
+        let index = self.pick(key);
+        Reserve::new(&mut self.outbox, index, Some(key))
     }
 }
 

@@ -8,6 +8,16 @@
 //! path is one relaxed load of a line that is written only when the waiter
 //! sleeps.
 //!
+//! An async waiter (a task that must not block its executor's thread) runs
+//! the same protocol without sleeping: [`Signal::register_task`] stores the
+//! task's [`std::task::Waker`], publishes the sleeping flag with the `TASK`
+//! bit beside it, issues the heavy barrier and re-checks; `Pending` is then
+//! safe to return, because a notifier that publishes after the flag takes
+//! the waker and wakes it. The flags stay set until a notifier (or the task,
+//! done or cancelled, with [`Signal::cancel_task`]) clears them, so the
+//! notifier's hot path is the same single load whether the waiter is a
+//! thread, a task or nobody.
+//!
 //! Production code parks with `std::thread::park` (unpark tokens are sticky,
 //! which covers the window between the re-check and the park). Under loom the
 //! same flag protocol sleeps on a loom `Condvar` instead: loom models an
@@ -22,8 +32,7 @@ use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[cfg(not(loom))]
-use parking_lot::Mutex;
+use super::Mutex;
 
 /// How a notifier wakes a waiter that does not sleep in `park`.
 #[cfg(not(loom))]
@@ -31,6 +40,9 @@ pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 const SLEEPING: u8 = 1;
 const CLOSED: u8 = 2;
+/// Set with `SLEEPING` by an async waiter: a notifier takes the task waker
+/// from `task` instead of unparking a thread.
+const TASK: u8 = 4;
 #[cfg(not(loom))]
 use std::thread::{self, Thread};
 
@@ -50,6 +62,10 @@ pub struct Signal {
     /// `epoll_wait`); see [`Signal::with_waker`].
     #[cfg(not(loom))]
     waker: Option<Waker>,
+    /// The async waiter's waker (see [`Signal::register_task`]); locked only
+    /// by the waiter registering or cancelling and by a notifier that saw
+    /// `TASK`, never on the hot path.
+    task: Mutex<Option<std::task::Waker>>,
     #[cfg(loom)]
     lock: loom::sync::Mutex<()>,
     #[cfg(loom)]
@@ -80,6 +96,7 @@ impl Signal {
             thread: Mutex::new(None),
             #[cfg(not(loom))]
             waker: None,
+            task: Mutex::new(None),
             #[cfg(loom)]
             lock: loom::sync::Mutex::new(()),
             #[cfg(loom)]
@@ -181,7 +198,7 @@ impl Signal {
     pub fn notify_after_barrier(&self) -> bool {
         let state = self.state.load(Ordering::Acquire);
         if state & SLEEPING != 0 {
-            self.wake();
+            self.wake(state);
         }
         state & CLOSED != 0
     }
@@ -201,13 +218,91 @@ impl Signal {
     /// drop) that run outside the light/heavy pairing.
     pub fn notify_now(&self) {
         barrier::full();
-        if self.state.load(Ordering::Acquire) & SLEEPING != 0 {
-            self.wake();
+        let state = self.state.load(Ordering::Acquire);
+        if state & SLEEPING != 0 {
+            self.wake(state);
         }
     }
 
+    /// The async form of [`Signal::wait_unless`], for the one waiter this
+    /// signal has: stores `waker` (replacing the previous one unless it
+    /// would wake the same task), publishes the sleeping and `TASK` flags,
+    /// issues the heavy barrier and checks `ready()`. Returns `true` if
+    /// `ready()` held (the registration is withdrawn again: retry the
+    /// operation at once); otherwise the task may return `Pending`: a
+    /// notifier that publishes after the flags wakes `waker`, or the one
+    /// that replaced it.
+    ///
+    /// Call [`Signal::cancel_task`] once the task stops waiting (done or
+    /// dropped), so notifiers stop taking the cold path for it.
+    pub fn register_task(&self, ready: impl FnOnce() -> bool, waker: &std::task::Waker) -> bool {
+        {
+            let mut slot = self.task.lock();
+            match &*slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        // After the waker is stored (and its lock released): a notifier that
+        // reads TASK (Acquire) and then locks `task` finds it. Release pairs
+        // with that load.
+        self.state.fetch_or(SLEEPING | TASK, Ordering::Release);
+        // Pairs with the notifier's light barrier, as in `wait_unless`:
+        // either `ready()` below sees its data, or it sees the flags.
+        barrier::heavy();
+        if ready() {
+            self.cancel_task();
+            return true;
+        }
+        false
+    }
+
+    /// Withdraws the async waiter's registration: drops its waker and
+    /// clears the flags. Only the waiter calls it (it is the only one), so
+    /// no other registration is lost; a notifier racing it finds no waker,
+    /// or wakes the task once more (a spurious wake-up, which a future
+    /// tolerates).
+    pub fn cancel_task(&self) {
+        let old = {
+            let mut slot = self.task.lock();
+            self.state.fetch_and(!(SLEEPING | TASK), Ordering::Relaxed);
+            slot.take()
+        };
+        drop(old);
+    }
+
     #[cold]
-    fn wake(&self) {
+    fn wake(&self, state: u8) {
+        if state & TASK != 0 {
+            // Take the waker and clear the flags in one critical section: a
+            // waiter stores its waker before setting the flags (outside the
+            // lock), so a registration is never left with its waker present
+            // and its flags cleared. Flags left set with no waker (a waker
+            // taken just before the waiter set them) cost later notifiers
+            // this cold path until the task, which was woken, polls again.
+            //
+            // `state` may be stale: the task may have withdrawn since, and
+            // the waiter now sleep as a thread. Clearing its SLEEPING flag
+            // and waking no thread lost that wake-up (found by the loom
+            // model `task_wait_then_a_parked_wait_are_both_woken`). So look
+            // again under the lock (TASK is cleared only under it) and leave
+            // a thread's flag alone, and with no task to wake, fall through
+            // and wake the thread (spurious at worst). Either alone closes
+            // the gap; both keep it closed if one is edited away.
+            let task = {
+                let mut slot = self.task.lock();
+                if self.state.load(Ordering::Relaxed) & TASK != 0 {
+                    self.state.fetch_and(!(SLEEPING | TASK), Ordering::Relaxed);
+                    slot.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(w) = task {
+                w.wake();
+                return;
+            }
+        }
         #[cfg(not(loom))]
         if let Some(w) = &self.waker {
             w();

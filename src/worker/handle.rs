@@ -1,6 +1,7 @@
 //! Handles to a running worker: the owning [`WorkerHandle`] and cloneable
 //! [`WorkerSender`]s.
 
+use super::async_send::{RequestAsync, Reserve, SendAsync};
 use super::envelope::Wire;
 use super::error::{FlushError, SendError};
 use super::event::WorkerEvent;
@@ -132,6 +133,72 @@ impl<M: Send + 'static, R: Send + 'static> WorkerSender<M, R> {
         Ok(pending)
     }
 
+    /// Sends, awaiting room while this sender's queue is full, without
+    /// blocking the thread: the task's waker is registered with the ring
+    /// and woken when the worker frees a slot or exits.
+    ///
+    /// The future holds `msg` until it is sent; dropping it before then
+    /// drops the message, unsent (see [`reserve_async`](Self::reserve_async)
+    /// to build the message only once there is room).
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped` with the message if the worker is
+    /// gone.
+    ///
+    /// ```
+    /// # use shared_nothing::prelude::*;
+    /// # struct Sum;
+    /// # impl Worker for Sum {
+    /// #     type State = u64;
+    /// #     type Message = u64;
+    /// #     type Reply = ();
+    /// #     fn init(&mut self) -> Result<u64> { Ok(0) }
+    /// #     fn handle_message(&mut self, s: &mut u64, m: Envelope<u64>) -> Result<()> { *s += m.payload; Ok(()) }
+    /// # }
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct U(std::thread::Thread);
+    /// #     impl std::task::Wake for U { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let w = std::task::Waker::from(std::sync::Arc::new(U(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut std::task::Context::from_waker(&w)) { return v }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// let mut w = shared_nothing::worker::spawn(Sum, WorkerConfig::new().with_queue_capacity(4)).unwrap();
+    /// let mut tx = w.sender();
+    /// block_on(async {
+    ///     for i in 0..100 {
+    ///         tx.send_async(i).await.unwrap(); // waits for room, never parks a thread
+    ///     }
+    /// });
+    /// w.stop().unwrap();
+    /// assert_eq!(w.stats().handled, 100);
+    /// ```
+    pub fn send_async(&mut self, msg: M) -> SendAsync<'_, M, R> {
+        SendAsync::new(self.reserve_async(), msg)
+    }
+
+    /// Sends a request, awaiting room as [`send_async`](Self::send_async);
+    /// the future resolves to the [`Pending`] reply, itself a future.
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped` with the message if the worker is
+    /// gone.
+    pub fn request_async(&mut self, msg: M) -> RequestAsync<'_, M, R> {
+        RequestAsync::new(self.reserve_async(), msg)
+    }
+
+    /// Awaits a free slot in this sender's queue; the [`Permit`](super::Permit)
+    /// it resolves to sends (or requests) without finding the queue full.
+    /// Dropping the future, or the permit unused, sends nothing.
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped(())` if the worker is gone.
+    pub fn reserve_async(&mut self) -> Reserve<'_, M, R> {
+        Reserve::new(&mut self.outbox, 0, None)
+    }
+
     /// Waits until the worker has handled every message sent to it before
     /// this call, from this sender and from every other: a barrier across
     /// senders (order alone holds only per sender). Messages sent while it
@@ -220,6 +287,33 @@ impl<M: Send + 'static, R: Send + 'static> WorkerHandle<M, R> {
     /// `Stopped` with the message if the worker is gone.
     pub fn request(&mut self, msg: M) -> Result<Pending<R>, SendError<M>> {
         self.sender.request(msg)
+    }
+
+    /// Sends, awaiting room without blocking the thread. See
+    /// [`WorkerSender::send_async`].
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped` with the message if the worker is
+    /// gone.
+    pub fn send_async(&mut self, msg: M) -> SendAsync<'_, M, R> {
+        self.sender.send_async(msg)
+    }
+
+    /// Sends a request, awaiting room. See [`WorkerSender::request_async`].
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped` with the message if the worker is
+    /// gone.
+    pub fn request_async(&mut self, msg: M) -> RequestAsync<'_, M, R> {
+        self.sender.request_async(msg)
+    }
+
+    /// Awaits a free slot. See [`WorkerSender::reserve_async`].
+    ///
+    /// # Errors
+    /// The future resolves to `Stopped(())` if the worker is gone.
+    pub fn reserve_async(&mut self) -> Reserve<'_, M, R> {
+        self.sender.reserve_async()
     }
 
     /// Waits until the worker has handled everything sent to it before

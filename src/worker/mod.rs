@@ -11,7 +11,14 @@
 //! is counted failed and reported as an event, the state is rebuilt by
 //! `init` per the [`RestartPolicy`], and queued messages are handled after
 //! the restart. Handler errors are counted and reported, never swallowed.
+//!
+//! **Async callers.** A request's [`Pending`] is a [`Future`]
+//! of its reply, and `send_async` / `request_async` / `reserve_async` await
+//! room in a full queue instead of parking the thread ([`SendAsync`],
+//! [`RequestAsync`], [`Reserve`]), so tasks on any executor can talk to
+//! workers; the crate itself has no executor and depends on none.
 
+mod async_send;
 mod config;
 mod current;
 pub(crate) mod envelope;
@@ -20,7 +27,7 @@ mod event;
 mod handle;
 pub(crate) mod outbox;
 mod quiet;
-mod reply;
+pub(crate) mod reply;
 pub(crate) mod runtime;
 pub(crate) mod shared;
 mod sink;
@@ -28,6 +35,7 @@ mod stats;
 mod traits;
 mod watchdog;
 
+pub use async_send::{Permit, RequestAsync, Reserve, SendAsync};
 pub use config::{IdleStrategy, RestartPolicy, WorkerConfig};
 pub use current::CurrentWorkerError;
 pub use envelope::Envelope;
@@ -92,3 +100,6 @@ pub fn spawn<W: Worker>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod async_tests;

@@ -190,6 +190,52 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         }
     }
 
+    /// Ring `index`'s half of the async sends (see `super::async_send`):
+    /// `Ready(Ok(()))` once it has a free slot, `Pending` with the task's
+    /// waker registered with the ring while it is full.
+    pub(crate) fn poll_reserve(
+        &mut self,
+        index: usize,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SendError<()>>> {
+        let ring = match self.in_range(index, ()) {
+            Ok(()) => &mut self.rings[index],
+            Err(e) => return std::task::Poll::Ready(Err(e)),
+        };
+        ring.poll_reserve(cx)
+            .map(|r| r.map_err(|()| SendError::Stopped(())))
+    }
+
+    /// Withdraws the waker `poll_reserve` registered on ring `index`, if any.
+    pub(crate) fn cancel_reserve(&mut self, index: usize) {
+        if let Some(ring) = self.rings.get_mut(index) {
+            ring.cancel_reserve();
+        }
+    }
+
+    /// Builds and pushes `msg` into the slot `poll_reserve` found.
+    pub(crate) fn push_reserved_msg(
+        &mut self,
+        index: usize,
+        msg: M,
+        key: Option<u64>,
+    ) -> Result<(), SendError<M>> {
+        let wire = Wire::build(msg, key, self.tracing);
+        self.push_reserved(index, wire)
+            .map_err(|e| e.map(Wire::into_payload))
+    }
+
+    /// Pushes `wire` into the slot `poll_reserve` found.
+    pub(crate) fn push_reserved(
+        &mut self,
+        index: usize,
+        wire: Wire<M, R>,
+    ) -> Result<(), SendError<Wire<M, R>>> {
+        self.rings[index]
+            .push_reserved(wire)
+            .map_err(SendError::Stopped)
+    }
+
     /// Pushes without blocking.
     #[inline]
     pub(crate) fn try_send(
