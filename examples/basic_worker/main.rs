@@ -2,9 +2,10 @@
 //!
 //! `cargo run --example basic_worker`
 
+#[path = "../common/logging.rs"]
+mod logging;
 use shared_nothing::prelude::*;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 /// Adds up what it is sent; answers "what is the total?" requests.
 struct CounterWorker;
@@ -38,7 +39,7 @@ impl Worker for CounterWorker {
 }
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("basic_worker");
     let config = WorkerConfig::new().with_name("counter");
     let mut worker = shared_nothing::worker::spawn(CounterWorker, config)?;
 
@@ -60,20 +61,4 @@ fn main() -> Result<()> {
         s.received, s.handled, s.failed, s.busy
     );
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`basic_worker=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,basic_worker=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -16,6 +16,8 @@
 mod client;
 mod commit;
 mod config;
+#[path = "../common/logging.rs"]
+mod logging;
 // Parts of the log API (segment listing, sizes) serve only its unit tests.
 #[allow(dead_code, unused_imports)]
 mod log;
@@ -33,7 +35,6 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tracing_subscriber::EnvFilter;
 
 /// Why the program stopped.
 #[derive(Debug, Error)]
@@ -54,7 +55,7 @@ enum MainError {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    logging::init("broker");
     // clap prints the help (exit 0) or the usage error (exit 2).
     let cfg = config::parse(std::env::args_os().skip(1)).unwrap_or_else(|e| e.exit());
     match run(cfg) {
@@ -143,20 +144,4 @@ fn demo(mut cfg: Config) -> Result<(), MainError> {
     println!("demo: done (the server stops with the process)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`broker=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,broker=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -7,11 +7,12 @@
 //!
 //! `cargo run --release --example data_processing`
 
+#[path = "../common/logging.rs"]
+mod logging;
 use hdrhistogram::Histogram;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
 
 const PRODUCERS: u64 = 4;
 const EVENTS_PER_PRODUCER: u64 = 250_000;
@@ -78,7 +79,7 @@ impl Worker for SessionCounter {
 }
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("data_processing");
     // Zero-config: detect the machine, plan the pool.
     let pool = WorkerPool::new()?;
     print_plan(pool.plan());
@@ -182,20 +183,4 @@ fn print_plan(plan: &shared_nothing::pool::Plan) {
     for reason in &plan.reasons {
         println!("  why: {reason}");
     }
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`data_processing=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,data_processing=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

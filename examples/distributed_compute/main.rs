@@ -3,9 +3,10 @@
 //!
 //! `cargo run --example distributed_compute`
 
+#[path = "../common/logging.rs"]
+mod logging;
 use shared_nothing::prelude::*;
 use std::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
 
 /// Counts primes in a range; keeps a per-worker tally as its state.
 struct PrimeCounter;
@@ -51,7 +52,7 @@ impl Worker for PrimeCounter {
 }
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("distributed_compute");
     const LIMIT: u64 = 2_000_000;
     const CHUNK: u64 = 50_000;
 
@@ -93,20 +94,4 @@ fn main() -> Result<()> {
         "scatter/gather must match the sequential answer"
     );
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`distributed_compute=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,distributed_compute=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

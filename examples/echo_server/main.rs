@@ -11,6 +11,8 @@
 //! events in its own loop and echoes through its own `NetClient`.
 
 mod load;
+#[path = "../common/logging.rs"]
+mod logging;
 
 use clap::Parser;
 use shared_nothing::io::{NetClient, NetEvent, NetEventKind};
@@ -18,7 +20,6 @@ use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::prelude::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tracing_subscriber::EnvFilter;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -93,7 +94,7 @@ impl Worker for Echo {
 }
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("echo_server");
     // A bad command line exits with status 2 and clap's message.
     let serve = Cli::parse().serve;
     let pool = WorkerPool::new()?;
@@ -121,20 +122,4 @@ fn main() -> Result<()> {
     println!("{report}");
     group.stop_all()?;
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`echo_server=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,echo_server=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

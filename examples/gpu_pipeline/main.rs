@@ -13,6 +13,8 @@
 //! rasteriser on the CPU: expect it to be slower than the CPU path. With
 //! `SHARED_NOTHING_REQUIRE_GPU=1` the example fails unless the wgpu path ran.
 
+#[path = "../common/logging.rs"]
+mod logging;
 mod stages;
 
 use clap::Parser;
@@ -25,7 +27,6 @@ use shared_nothing::worker::ResultSink;
 use stages::Stages;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
 
 const BLOCK: u32 = 64 << 10;
 const PARTITIONS: usize = 8;
@@ -161,7 +162,7 @@ impl Worker for App {
 }
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("gpu_pipeline");
     // A bad command line exits with status 2 and clap's message.
     let mib = Cli::parse().mib;
     let require_gpu = std::env::var("SHARED_NOTHING_REQUIRE_GPU").as_deref() == Ok("1");
@@ -277,20 +278,4 @@ fn accel_stats_line(accels: &shared_nothing::accel::Accelerators) -> String {
         "accelerator: {} batches, {} submissions, {} pipelines compiled, buffer pool {} hits / {} misses",
         s.batches, s.submits, s.pipelines_compiled, s.buffer_pool_hits, s.buffer_pool_misses
     )
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`gpu_pipeline=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,gpu_pipeline=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -7,19 +7,20 @@
 //! checks every record, and prints the throughput of each phase.
 
 mod appender;
+#[path = "../common/logging.rs"]
+mod logging;
 
 use appender::{Appender, Job, Msg};
 use shared_nothing::io::{OpenOptions, StorageOutput};
 use shared_nothing::prelude::*;
 use std::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
 
 const RECORD: usize = 4096;
 const RECORDS_PER_WORKER: u64 = 2_000;
 const DEPTH: u64 = 32;
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("storage_io");
     let dir =
         std::env::temp_dir().join(format!("shared-nothing-storage-io-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -101,20 +102,4 @@ fn run(dir: &std::path::Path) -> Result<()> {
     files.close(file)?;
     group.stop_all()?;
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`storage_io=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,storage_io=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

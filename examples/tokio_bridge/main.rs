@@ -17,6 +17,8 @@
 
 mod client;
 mod counter;
+#[path = "../common/logging.rs"]
+mod logging;
 mod service;
 
 use clap::Parser;
@@ -47,6 +49,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    logging::init("tokio_bridge");
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

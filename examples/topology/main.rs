@@ -4,11 +4,12 @@
 //! `cargo run --example topology`
 //! `SHARED_NOTHING_APP_WORKERS=1 taskset -c 0 cargo run --example topology`
 
+#[path = "../common/logging.rs"]
+mod logging;
 use shared_nothing::prelude::*;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
-    init_logging();
+    logging::init("topology");
     let pool = WorkerPool::new()?;
     println!("{}", pool.plan());
     for (name, pool) in [
@@ -38,20 +39,4 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Sends logs (the library's `tracing` events and this example's own) to
-/// stderr, so stdout carries only the example's output. `RUST_LOG` filters
-/// them, replacing the default: the library's warnings and errors (`warn`)
-/// and this example's notes (`topology=info`). `RUST_LOG=shared_nothing=debug`
-/// shows every lifecycle event of the library.
-fn init_logging() {
-    let filter = match std::env::var_os("RUST_LOG") {
-        Some(_) => EnvFilter::from_default_env(),
-        None => EnvFilter::new("warn,topology=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
