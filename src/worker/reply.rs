@@ -193,13 +193,24 @@ impl<R> ReplyTo<R> {
 }
 
 impl<R> Drop for ReplyTo<R> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            // Unanswered: the `Pending` resolves as `Dropped`.
-            let prev = slot.state.fetch_or(TX_CLOSED, Ordering::AcqRel);
-            slot.wake_after(prev);
+            close_unanswered(slot);
         }
     }
+}
+
+/// An unanswered `ReplyTo` goes: its `Pending` resolves as `Dropped`. Out
+/// of line and cold, so the drop glue of every envelope (most carry no
+/// reply slot) stays a null check the worker's loop inlines (measured:
+/// with this inlined, the envelope's drop became a call per message and
+/// batched pool sends fell from 0.38x to 0.25x a raw ring).
+#[cold]
+#[inline(never)]
+fn close_unanswered<R>(slot: Arc<Slot<R>>) {
+    let prev = slot.state.fetch_or(TX_CLOSED, Ordering::AcqRel);
+    slot.wake_after(prev);
 }
 
 /// The caller's side of a request: wait for the answer, poll it, or
