@@ -38,6 +38,8 @@ mod options;
 mod slots;
 mod stats;
 pub mod storage;
+#[cfg(test)]
+mod test_gate;
 mod wake;
 
 pub use backend::{BACKEND_ENV, BackendChoice, BackendError, IoBackendKind};

@@ -7,6 +7,14 @@ use std::sync::Arc;
 /// Reads a worker's stats while it exists (`None` once it is gone).
 pub(crate) type StatsSource = Arc<dyn Fn() -> Option<IoStats> + Send + Sync>;
 
+/// A sampler of a worker's counters that does not keep its state alive.
+pub(crate) fn source<R: Send + 'static, C: Send + 'static>(
+    shared: &Arc<crate::io::inbox::Shared<R, C>>,
+) -> StatsSource {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move || weak.upgrade().map(|s| s.stats.snapshot()))
+}
+
 /// The counters, in one padded block of the worker's shared state.
 #[derive(Debug, Default)]
 pub(crate) struct IoCounters {

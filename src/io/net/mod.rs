@@ -375,8 +375,7 @@ impl NetworkWorker {
     /// Reads [`stats`](Self::stats) for as long as the worker's state
     /// lives, without keeping it alive (for the pool's metrics).
     pub(crate) fn stats_source(&self) -> crate::io::stats::StatsSource {
-        let weak = Arc::downgrade(&self.shared);
-        Arc::new(move || weak.upgrade().map(|s| s.stats.snapshot()))
+        crate::io::stats::source(&self.shared)
     }
 
     /// The worker's index.

@@ -374,48 +374,14 @@ fn a_port_is_bound_again_right_after_its_listener_goes() {
 
 #[test]
 fn a_backlogged_owner_gets_every_event_while_the_worker_idles() {
-    use crate::prelude::*;
-    use crate::worker::spawn;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    /// Holds its first event until the gate opens: its queue of 4 fills
-    /// and the network worker backlogs the rest of the connection's data.
-    struct Gate {
-        open: crossbeam_channel::Receiver<()>,
-        waited: bool,
-        bytes: Arc<AtomicUsize>,
-    }
-    impl Worker for Gate {
-        type State = ();
-        type Message = NetEvent;
-        type Reply = ();
-        fn init(&mut self) -> crate::Result<()> {
-            Ok(())
-        }
-        fn handle_message(&mut self, _: &mut (), m: Envelope<NetEvent>) -> crate::Result<()> {
-            if !self.waited {
-                self.waited = true;
-                let _ = self.open.recv();
-            }
-            if let NetEventKind::Data(d) = m.payload.kind {
-                self.bytes.fetch_add(d.len(), Ordering::SeqCst);
-            }
-            Ok(())
-        }
-    }
+    use crate::io::test_gate::{spawn_gate, wait_for};
     const CHUNKS: usize = 64;
     const CHUNK: usize = 512;
     for (mut net, name) in workers() {
-        let (open, gate) = crossbeam_channel::bounded(1);
-        let bytes = Arc::new(AtomicUsize::new(0));
-        let mut target = spawn(
-            Gate {
-                open: gate,
-                waited: false,
-                bytes: bytes.clone(),
-            },
-            WorkerConfig::new().with_queue_capacity(4),
-        )
-        .unwrap();
+        let (mut target, open, bytes) = spawn_gate(|e: &NetEvent| match &e.kind {
+            NetEventKind::Data(d) => d.len(),
+            _ => 0,
+        });
         let sink = ResultSink::to_worker(target.sender(), |e| e);
         let addr = net.listen(loopback(), vec![sink], rr()).unwrap();
         let mut peer = TcpStream::connect(addr).unwrap();
@@ -429,12 +395,8 @@ fn a_backlogged_owner_gets_every_event_while_the_worker_idles() {
         // backlog, and must not sleep on it for good.
         std::thread::sleep(Duration::from_millis(300));
         open.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bytes.load(Ordering::SeqCst) < CHUNKS * CHUNK && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert_eq!(
-            bytes.load(Ordering::SeqCst),
+            wait_for(&bytes, CHUNKS * CHUNK),
             CHUNKS * CHUNK,
             "{name}: backlogged data never delivered"
         );
@@ -446,46 +408,11 @@ fn a_backlogged_owner_gets_every_event_while_the_worker_idles() {
 
 #[test]
 fn stop_delivers_every_closed_even_to_a_backlogged_owner() {
-    use crate::prelude::*;
-    use crate::worker::spawn;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    /// Holds its first event until the gate opens, counting `Closed`s.
-    struct Gate {
-        open: crossbeam_channel::Receiver<()>,
-        waited: bool,
-        closed: Arc<AtomicUsize>,
-    }
-    impl Worker for Gate {
-        type State = ();
-        type Message = NetEvent;
-        type Reply = ();
-        fn init(&mut self) -> crate::Result<()> {
-            Ok(())
-        }
-        fn handle_message(&mut self, _: &mut (), m: Envelope<NetEvent>) -> crate::Result<()> {
-            if !self.waited {
-                self.waited = true;
-                let _ = self.open.recv();
-            }
-            if let NetEventKind::Closed = m.payload.kind {
-                self.closed.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(())
-        }
-    }
+    use crate::io::test_gate::{spawn_gate, wait_for};
     const CONNS: usize = 16;
     for (net, name) in workers() {
-        let (open, gate) = crossbeam_channel::bounded(1);
-        let closed = Arc::new(AtomicUsize::new(0));
-        let mut target = spawn(
-            Gate {
-                open: gate,
-                waited: false,
-                closed: closed.clone(),
-            },
-            WorkerConfig::new().with_queue_capacity(4),
-        )
-        .unwrap();
+        let (mut target, open, closed) =
+            spawn_gate(|e: &NetEvent| usize::from(matches!(e.kind, NetEventKind::Closed)));
         let sink = ResultSink::to_worker(target.sender(), |e| e);
         let addr = net.listen(loopback(), vec![sink], rr()).unwrap();
         let peers: Vec<TcpStream> = (0..CONNS)
@@ -498,12 +425,8 @@ fn stop_delivers_every_closed_even_to_a_backlogged_owner() {
         std::thread::sleep(Duration::from_millis(300));
         open.send(()).unwrap();
         stopper.join().unwrap().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while closed.load(Ordering::SeqCst) < CONNS && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert_eq!(
-            closed.load(Ordering::SeqCst),
+            wait_for(&closed, CONNS),
             CONNS,
             "{name}: Closed events lost at stop"
         );

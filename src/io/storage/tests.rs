@@ -437,49 +437,11 @@ fn stopping_with_durable_writes_in_flight_answers_each_one() {
 
 #[test]
 fn stop_delivers_every_completion_even_to_a_backlogged_target() {
-    use crate::prelude::*;
-    use crate::worker::{ResultSink, spawn};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    /// Takes one completion, then waits for the gate before taking more:
-    /// its small queue fills, and the storage worker's sink backlogs.
-    struct Gate {
-        open: crossbeam_channel::Receiver<()>,
-        waited: bool,
-        got: Arc<AtomicUsize>,
-    }
-    impl Worker for Gate {
-        type State = ();
-        type Message = StorageCompletion;
-        type Reply = ();
-        fn init(&mut self) -> crate::Result<()> {
-            Ok(())
-        }
-        fn handle_message(
-            &mut self,
-            _: &mut (),
-            _: Envelope<StorageCompletion>,
-        ) -> crate::Result<()> {
-            if !self.waited {
-                self.waited = true;
-                let _ = self.open.recv();
-            }
-            self.got.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
+    use crate::io::test_gate::{spawn_gate, wait_for};
+    use crate::worker::ResultSink;
     const N: usize = 200;
     for (mut w, name) in workers() {
-        let (open, gate) = crossbeam_channel::bounded(1);
-        let got = Arc::new(AtomicUsize::new(0));
-        let mut target = spawn(
-            Gate {
-                open: gate,
-                waited: false,
-                got: got.clone(),
-            },
-            WorkerConfig::new().with_queue_capacity(4),
-        )
-        .unwrap();
+        let (mut target, open, got) = spawn_gate(|_: &StorageCompletion| 1);
         let mut c = w
             .client(ResultSink::to_worker(target.sender(), |c| c))
             .unwrap();
@@ -494,60 +456,18 @@ fn stop_delivers_every_completion_even_to_a_backlogged_target() {
         std::thread::sleep(std::time::Duration::from_secs(6));
         open.send(()).unwrap();
         stopper.join().unwrap().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while got.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(got.load(Ordering::SeqCst), N, "{name}: completions lost");
+        assert_eq!(wait_for(&got, N), N, "{name}: completions lost");
         target.stop().unwrap();
     }
 }
 
 #[test]
 fn a_backlogged_target_gets_every_completion_while_the_worker_idles() {
-    use crate::prelude::*;
-    use crate::worker::{ResultSink, spawn};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    /// Holds its first completion until the gate opens: its queue of 4
-    /// fills and the storage worker's sink backlogs the rest.
-    struct Gate {
-        open: crossbeam_channel::Receiver<()>,
-        waited: bool,
-        got: Arc<AtomicUsize>,
-    }
-    impl Worker for Gate {
-        type State = ();
-        type Message = StorageCompletion;
-        type Reply = ();
-        fn init(&mut self) -> crate::Result<()> {
-            Ok(())
-        }
-        fn handle_message(
-            &mut self,
-            _: &mut (),
-            _: Envelope<StorageCompletion>,
-        ) -> crate::Result<()> {
-            if !self.waited {
-                self.waited = true;
-                let _ = self.open.recv();
-            }
-            self.got.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
+    use crate::io::test_gate::{spawn_gate, wait_for};
+    use crate::worker::ResultSink;
     const N: usize = 64;
     for (mut w, name) in workers() {
-        let (open, gate) = crossbeam_channel::bounded(1);
-        let got = Arc::new(AtomicUsize::new(0));
-        let mut target = spawn(
-            Gate {
-                open: gate,
-                waited: false,
-                got: got.clone(),
-            },
-            WorkerConfig::new().with_queue_capacity(4),
-        )
-        .unwrap();
+        let (mut target, open, got) = spawn_gate(|_: &StorageCompletion| 1);
         let mut c = w
             .client(ResultSink::to_worker(target.sender(), |c| c))
             .unwrap();
@@ -558,12 +478,8 @@ fn a_backlogged_target_gets_every_completion_while_the_worker_idles() {
         // backlog, and must not sleep on it for good.
         std::thread::sleep(Duration::from_millis(300));
         open.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while got.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
         assert_eq!(
-            got.load(Ordering::SeqCst),
+            wait_for(&got, N),
             N,
             "{name}: backlogged completions never delivered"
         );
