@@ -74,6 +74,8 @@ impl Drop for TempDir {
 struct Server {
     child: Child,
     addr: String,
+    /// The `GET /metrics` URL, with `--metrics-addr`.
+    metrics: Option<String>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -102,14 +104,18 @@ impl Server {
         let out = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
+            let mut metrics = None;
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("metrics on ").nth(1) {
+                    metrics = Some(rest.trim().to_owned());
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, metrics.take()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let (addr, metrics) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -123,6 +129,7 @@ impl Server {
         Server {
             child,
             addr,
+            metrics,
             stderr,
         }
     }
@@ -718,4 +725,49 @@ fn ten_replays_keep_the_servers_memory_bounded() {
         after_one >> 20,
         after_ten >> 20
     );
+}
+
+/// `--metrics-addr` serves the pool's series and the broker's own in one
+/// exposition, over HTTP, counting what the producers were acked.
+#[test]
+fn metrics_over_http_count_the_acked_records() {
+    let dir = TempDir::new("metrics");
+    let server = Server::start(
+        &dir.0,
+        &["--fsync", "never", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let url = server.metrics.clone().expect("the metrics line");
+    let hostport = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .expect("http://HOST:PORT/metrics")
+        .to_owned();
+    let records = payloads("m", 500);
+    produce(&server.addr, &records);
+    let scrape = || {
+        let mut s = TcpStream::connect(&hostport).expect("metrics connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("answer");
+        text
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(value("broker_records_acked_total "), 500.0);
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    assert_eq!(value("broker_bytes_acked_total "), bytes as f64);
+    assert_eq!(value("broker_ack_latency_seconds_count "), 500.0);
+    assert!(value("broker_log_end_offset ") > 0.0);
+    assert!(
+        text.contains("shared_nothing_worker_handled_total{"),
+        "the pool's series too"
+    );
+    assert!(text.contains("shared_nothing_io_bytes_in_total{role=\"network\""));
 }

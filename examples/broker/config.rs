@@ -166,6 +166,10 @@ pub struct Config {
     #[arg(long, global = true, value_name = "BYTES", default_value = "0",
           value_parser = parse_retention, allow_hyphen_values = true)]
     pub retention_bytes: std::option::Option<u64>,
+    /// Serve the pool's and the broker's metrics as GET /metrics here
+    /// (server; off by default).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Stats line period, 0 = off.
     #[arg(long, global = true, value_name = "DUR", default_value = "5s",
           value_parser = parse_duration, allow_hyphen_values = true)]
@@ -350,6 +354,7 @@ mod tests {
                 max_record: DEFAULT_MAX_RECORD,
                 segment_bytes: 64 << 20,
                 retention_bytes: None,
+                metrics_addr: None,
                 stats_interval: Some(Duration::from_secs(5)),
                 bench: BenchConfig {
                     connections: 4,

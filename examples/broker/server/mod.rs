@@ -14,6 +14,7 @@
 //! Consumers never wait for it: commits push their frames.
 
 mod conn;
+mod metrics;
 mod owner;
 
 use crate::config::Config;
@@ -86,6 +87,7 @@ pub struct Node {
     index: usize,
     cfg: Config,
     io: IoWorkers,
+    metrics: metrics::BrokerMetrics,
 }
 
 /// A worker's state, built on its own thread.
@@ -132,7 +134,8 @@ impl Worker for Node {
                 .io
                 .storage(0)
                 .client(ResultSink::to_current_worker(Msg::Disk)?)?;
-            Some(owner::Owner::open(&self.cfg, disk).map_err(Error::InvalidConfig)?)
+            let owner = owner::Owner::open(&self.cfg, disk).map_err(Error::InvalidConfig)?;
+            Some(owner.with_metrics(self.metrics.clone()))
         } else {
             None
         };
@@ -234,11 +237,14 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
         })?;
     let pool = WorkerPool::new()?;
     let io = pool.start_io()?;
-    let (io2, cfg2) = (io.clone(), cfg.clone());
+    let broker_metrics = metrics::BrokerMetrics::default();
+    broker_metrics.register(&mut pool.metrics_registry());
+    let (io2, cfg2, m2) = (io.clone(), cfg.clone(), broker_metrics.clone());
     let mut group = pool.spawn(move |index| Node {
         index,
         cfg: cfg2.clone(),
         io: io2.clone(),
+        metrics: m2.clone(),
     })?;
 
     // Wire every worker to every worker, and wait until all have their
@@ -258,6 +264,15 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
         group.result_sinks(Msg::Net),
         Arc::new(RoundRobinPartitioner::new()),
     )?;
+    // Kept alive for the server's life: dropping it closes the endpoint.
+    let _metrics_server = match cfg.metrics_addr {
+        Some(addr) => {
+            let server = pool.serve_metrics(&io, addr)?;
+            println!("broker: metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     println!(
         "broker: listening on {local} ({} workers, log owner worker {OWNER}, data in {}, fsync {:?})",
         group.len(),

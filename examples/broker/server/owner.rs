@@ -162,6 +162,8 @@ pub struct Owner {
     pushed_at: u64,
     /// A disk error: no more appends or acks.
     failed: Option<String>,
+    /// The broker's series in the pool's registry (standalone in tests).
+    metrics: super::metrics::BrokerMetrics,
     unacked: Vec<Unacked>,
     consumers: HashMap<ConnId, Consumer>,
     stats: Stats,
@@ -170,6 +172,13 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// Counts into `metrics` (the pool's registry holds the same series).
+    pub fn with_metrics(mut self, metrics: super::metrics::BrokerMetrics) -> Self {
+        self.metrics = metrics;
+        self.metrics.log_end.set(self.log.end_offset() as i64);
+        self
+    }
+
     /// Opens (and recovers, synchronously: this runs before serving) the
     /// log under `cfg.dir`; from then on its writes go through `disk`.
     ///
@@ -224,6 +233,7 @@ impl Owner {
             interval_target: 0,
             pushed_at: end,
             failed: None,
+            metrics: super::metrics::BrokerMetrics::default(),
             unacked: Vec::new(),
             consumers: HashMap::new(),
             stats: Stats::new().map_err(|e| e.to_string())?,
@@ -256,6 +266,7 @@ impl Owner {
                             in_flight: false,
                         },
                     );
+                    self.metrics.consumers.set(self.consumers.len() as i64);
                     self.push(conn, peers);
                 }
                 Err(e) => refuse(peers, from, conn, e.to_string()),
@@ -268,6 +279,7 @@ impl Owner {
             }
             Msg::Unsubscribe { conn } => {
                 self.consumers.remove(&conn);
+                self.metrics.consumers.set(self.consumers.len() as i64);
             }
             other => tracing::warn!("log owner ignored {other:?}"),
         }
@@ -479,6 +491,7 @@ impl Owner {
             return;
         }
         self.pushed_at = line;
+        self.metrics.log_end.set(line as i64);
         let now = Instant::now();
         let (ready, waiting): (Vec<_>, Vec<_>) =
             self.unacked.drain(..).partition(|u| u.last < line);
@@ -488,6 +501,12 @@ impl Owner {
             self.stats.record_ack(u.bytes, latency);
             for _ in 1..u.count {
                 self.stats.record_ack(0, latency);
+            }
+            let m = &self.metrics;
+            m.records_acked.inc_by(u.count as u64);
+            m.bytes_acked.inc_by(u.bytes as u64);
+            for _ in 0..u.count {
+                m.ack_latency.observe(latency.as_secs_f64());
             }
             if let Some(sink) = peers.get_mut(u.from) {
                 sink.deliver(Msg::Acks {
@@ -538,6 +557,7 @@ impl Owner {
             Err(e) => {
                 let from = c.from;
                 self.consumers.remove(&conn);
+                self.metrics.consumers.set(self.consumers.len() as i64);
                 refuse(peers, from, conn, e.to_string());
             }
         }
@@ -583,6 +603,7 @@ impl Owner {
         if self.failed.is_none() {
             tracing::error!("log write failed, refusing writes: {why}");
             self.log.poison(why.clone());
+            self.metrics.log_failed.set(1);
             self.failed = Some(why);
         }
     }
