@@ -123,7 +123,7 @@ pub(crate) fn choose<U>(
 ) -> crate::Result<Chosen<U>> {
     let choice = choice.resolve()?;
     if choice == BackendChoice::Fallback {
-        return Ok(Chosen::Fallback("forced by configuration".to_owned()));
+        return Ok(Chosen::Fallback(FORCED.to_owned()));
     }
     match setup() {
         Ok(u) => Ok(Chosen::Uring(u)),
@@ -153,7 +153,7 @@ pub(crate) fn trace_started(
                 "I/O worker started"
             );
         }
-        IoBackendKind::Fallback { reason } if reason.starts_with("forced") => {
+        IoBackendKind::Fallback { reason } if reason == FORCED => {
             tracing::info!(role, worker = index, cpu, backend = "fallback", reason = %reason, "I/O worker started");
         }
         IoBackendKind::Fallback { reason } => {
@@ -161,6 +161,9 @@ pub(crate) fn trace_started(
         }
     }
 }
+
+/// The fallback's reason when it was asked for rather than chosen.
+const FORCED: &str = "forced by configuration";
 
 /// A worker thread's start-up result and the loop it then runs.
 pub(crate) type Started<T> = crate::Result<(T, Box<dyn FnOnce()>)>;

@@ -197,17 +197,6 @@ fn answer_all(c: &mut Conn, metrics: &PoolMetrics) -> Vec<Answer> {
     let mut out = Vec::new();
     while !c.closing {
         match answer_one(&c.buf, metrics) {
-            Parsed::Partial if c.buf.len() > MAX_HEAD => {
-                c.closing = true;
-                out.push(Answer::SendAndClose(response(
-                    431,
-                    "Request Header Fields Too Large",
-                    "",
-                    b"",
-                    true,
-                    false,
-                )));
-            }
             Parsed::Partial => break,
             Parsed::Done { used, answer } => {
                 c.buf.drain(..used);
@@ -229,39 +218,36 @@ enum Parsed {
     Done { used: usize, answer: Answer },
 }
 
+/// A refusal: `code` with a plain-text `body`, then the connection closes
+/// (whatever else is buffered is dropped with it).
+fn refuse(code: u16, reason: &str, body: &str) -> Parsed {
+    let content_type = if body.is_empty() { "" } else { "text/plain" };
+    Parsed::Done {
+        used: 0,
+        answer: Answer::SendAndClose(response(
+            code,
+            reason,
+            content_type,
+            body.as_bytes(),
+            true,
+            false,
+        )),
+    }
+}
+
 fn answer_one(buf: &[u8], metrics: &PoolMetrics) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return refuse(431, "Request Header Fields Too Large", "");
+        }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Ok(httparse::Status::Complete(n)) => n,
-        Err(e) => {
-            let body = format!("bad request: {e}\n");
-            return Parsed::Done {
-                used: buf.len(),
-                answer: Answer::SendAndClose(response(
-                    400,
-                    "Bad Request",
-                    "text/plain",
-                    body.as_bytes(),
-                    true,
-                    false,
-                )),
-            };
-        }
+        Err(e) => return refuse(400, "Bad Request", &format!("bad request: {e}\n")),
     };
     if used > MAX_HEAD {
-        return Parsed::Done {
-            used: buf.len(),
-            answer: Answer::SendAndClose(response(
-                431,
-                "Request Header Fields Too Large",
-                "",
-                b"",
-                true,
-                false,
-            )),
-        };
+        return refuse(431, "Request Header Fields Too Large", "");
     }
     let header = |name: &str| {
         req.headers
@@ -279,25 +265,14 @@ fn answer_one(buf: &[u8], metrics: &PoolMetrics) -> Parsed {
     };
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
     let method = req.method.unwrap_or("");
-    let error = |code, reason: &str, body: &str| Parsed::Done {
-        used: buf.len(),
-        answer: Answer::SendAndClose(response(
-            code,
-            reason,
-            "text/plain",
-            body.as_bytes(),
-            true,
-            false,
-        )),
-    };
     if has_body {
-        return error(400, "Bad Request", "a metrics request has no body\n");
+        return refuse(400, "Bad Request", "a metrics request has no body\n");
     }
     if method != "GET" && method != "HEAD" {
-        return error(405, "Method Not Allowed", "only GET and HEAD\n");
+        return refuse(405, "Method Not Allowed", "only GET and HEAD\n");
     }
     if path != "/metrics" {
-        return error(404, "Not Found", "try /metrics\n");
+        return refuse(404, "Not Found", "try /metrics\n");
     }
     let body = metrics.encode();
     let head_only = method == "HEAD";

@@ -190,8 +190,8 @@ impl FileTable {
     }
 
     /// Records a close that must wait for the file's requests in flight;
-    /// a second close, or one on a file not open, is answered by
-    /// [`remove`](Self::remove)'s error when it runs.
+    /// a second close never gets here: [`get`](Self::get) refuses a file
+    /// whose close is pending, so the request fails `NotOpen` first.
     pub(crate) fn close_later(&mut self, id: FileId, client: u32, token: u64) {
         if let Some(State::Open(_, pending @ None)) = self.entry_mut(id) {
             *pending = Some((client, token));
