@@ -74,9 +74,14 @@ pub(crate) type Parked = (u32, StorageRequest);
 enum State {
     /// The open is in flight; requests on the file wait here, in order.
     Opening(Vec<Parked>),
-    /// Open; with the `(client, token)` of a close that waits for the
-    /// file's requests in flight to finish (new requests are refused).
-    Open(FileEntry, Option<(u32, u64)>),
+    /// Open: `ops` of the file's requests are in flight, and `close` is
+    /// the `(client, token)` of a close that waits for them to finish (new
+    /// requests are refused meanwhile).
+    Open {
+        file: FileEntry,
+        ops: u32,
+        close: Option<(u32, u64)>,
+    },
 }
 
 /// The worker's files, by [`FileId`]: open, or opening with the requests
@@ -124,9 +129,16 @@ impl FileTable {
     /// for it come back, in order, to be started.
     pub(crate) fn opened(&mut self, id: FileId, entry: FileEntry) -> Vec<Parked> {
         match self.entry_mut(id) {
-            Some(state) => match std::mem::replace(state, State::Open(entry, None)) {
+            Some(state) => match std::mem::replace(
+                state,
+                State::Open {
+                    file: entry,
+                    ops: 0,
+                    close: None,
+                },
+            ) {
                 State::Opening(parked) => parked,
-                State::Open(..) => Vec::new(),
+                State::Open { .. } => Vec::new(),
             },
             None => Vec::new(),
         }
@@ -142,7 +154,7 @@ impl FileTable {
         self.ids.release(id);
         match state {
             State::Opening(parked) => parked,
-            State::Open(..) => Vec::new(),
+            State::Open { .. } => Vec::new(),
         }
     }
 
@@ -175,7 +187,9 @@ impl FileTable {
     /// pending is closed to those).
     pub(crate) fn get(&self, id: FileId) -> Result<&FileEntry, IoError> {
         match self.entry(id) {
-            Some(State::Open(e, None)) => Ok(e),
+            Some(State::Open {
+                file, close: None, ..
+            }) => Ok(file),
             _ => Err(not_open(id)),
         }
     }
@@ -184,16 +198,39 @@ impl FileTable {
     /// before the close: a group sync, the rest of a short write).
     pub(crate) fn get_even_closing(&self, id: FileId) -> Result<&FileEntry, IoError> {
         match self.entry(id) {
-            Some(State::Open(e, _)) => Ok(e),
+            Some(State::Open { file, .. }) => Ok(file),
             _ => Err(not_open(id)),
         }
+    }
+
+    /// One more of `id`'s requests is in flight.
+    pub(crate) fn op_started(&mut self, id: FileId) {
+        if let Some(State::Open { ops, .. }) = self.entry_mut(id) {
+            *ops += 1;
+        }
+    }
+
+    /// One of `id`'s requests in flight is done.
+    pub(crate) fn op_done(&mut self, id: FileId) {
+        if let Some(State::Open { ops, .. }) = self.entry_mut(id) {
+            *ops = ops.saturating_sub(1);
+        }
+    }
+
+    /// Whether any of `id`'s requests is in flight.
+    pub(crate) fn ops_in_flight(&self, id: FileId) -> bool {
+        matches!(self.entry(id), Some(State::Open { ops, .. }) if *ops > 0)
     }
 
     /// Records a close that must wait for the file's requests in flight;
     /// a second close never gets here: [`get`](Self::get) refuses a file
     /// whose close is pending, so the request fails `NotOpen` first.
     pub(crate) fn close_later(&mut self, id: FileId, client: u32, token: u64) {
-        if let Some(State::Open(_, pending @ None)) = self.entry_mut(id) {
+        if let Some(State::Open {
+            close: pending @ None,
+            ..
+        }) = self.entry_mut(id)
+        {
             *pending = Some((client, token));
         }
     }
@@ -204,7 +241,10 @@ impl FileTable {
             .iter()
             .flatten()
             .filter_map(|(id, s)| match s {
-                State::Open(_, Some((c, t))) => Some((*id, *c, *t)),
+                State::Open {
+                    close: Some((c, t)),
+                    ..
+                } => Some((*id, *c, *t)),
                 _ => None,
             })
             .collect()
@@ -212,21 +252,21 @@ impl FileTable {
 
     /// Clears `id`'s pending close (it is being issued).
     pub(crate) fn take_pending_close(&mut self, id: FileId) {
-        if let Some(State::Open(_, pending)) = self.entry_mut(id) {
-            *pending = None;
+        if let Some(State::Open { close, .. }) = self.entry_mut(id) {
+            *close = None;
         }
     }
 
     /// Removes the open file `id`; its id is released.
     pub(crate) fn remove(&mut self, id: FileId) -> Result<FileEntry, IoError> {
-        let Some(State::Open(..)) = self.entry(id) else {
+        let Some(State::Open { .. }) = self.entry(id) else {
             return Err(not_open(id));
         };
-        let Some((_, State::Open(e, _))) = self.entries[id.slot() as usize].take() else {
+        let Some((_, State::Open { file, .. })) = self.entries[id.slot() as usize].take() else {
             unreachable!("checked");
         };
         self.ids.release(id);
-        Ok(e)
+        Ok(file)
     }
 
     /// Every open descriptor (for closing on exit), and the requests still
@@ -235,7 +275,7 @@ impl FileTable {
         let (mut open, mut parked) = (Vec::new(), Vec::new());
         for (_, state) in self.entries.drain(..).flatten() {
             match state {
-                State::Open(e, _) => open.push(e),
+                State::Open { file, .. } => open.push(file),
                 State::Opening(p) => parked.extend(p),
             }
         }
@@ -244,8 +284,8 @@ impl FileTable {
 
     /// Records that the file is in the ring's registered-file table.
     pub(crate) fn set_fixed(&mut self, id: FileId, slot: u32) {
-        if let Some(State::Open(e, _)) = self.entry_mut(id) {
-            e.fixed = Some(slot);
+        if let Some(State::Open { file, .. }) = self.entry_mut(id) {
+            file.fixed = Some(slot);
         }
     }
 }

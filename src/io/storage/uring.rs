@@ -114,8 +114,8 @@ enum Kind {
 struct Op {
     client: u32,
     token: u64,
-    /// The file it works on, counted in `file_ops` while the op is in the
-    /// slab (a close waits for the count to reach 0).
+    /// The file it works on, counted in the file table while the op is in
+    /// the slab (a close waits for the count to reach 0).
     file: Option<FileId>,
     kind: Kind,
 }
@@ -143,8 +143,6 @@ pub(super) struct UringStorage {
     deferred: VecDeque<(u32, StorageRequest)>,
     /// Requests whose file has just opened, to start before new ones.
     unparked: Vec<Parked>,
-    /// Ops in the slab per file (by raw id); absent means none.
-    file_ops: HashMap<u64, u32>,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
     requests: Vec<(u32, StorageRequest)>,
@@ -201,7 +199,6 @@ impl UringStorage {
             groups: HashMap::new(),
             deferred: VecDeque::new(),
             unparked: Vec::new(),
-            file_ops: HashMap::new(),
             fixed,
             fixed_files,
             requests: Vec::new(),
@@ -353,7 +350,7 @@ impl UringStorage {
     fn slot(&mut self, op: Op) -> usize {
         self.in_flight += 1;
         if let Some(f) = op.file {
-            *self.file_ops.entry(f.raw()).or_default() += 1;
+            self.files.op_started(f);
         }
         match self.free.pop() {
             Some(i) => {
@@ -782,13 +779,8 @@ impl UringStorage {
     fn release(&mut self, slot: usize) -> Option<Op> {
         let op = self.ops.get_mut(slot)?.take()?;
         self.free.push(slot);
-        if let Some(f) = op.file
-            && let Some(n) = self.file_ops.get_mut(&f.raw())
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.file_ops.remove(&f.raw());
-            }
+        if let Some(f) = op.file {
+            self.files.op_done(f);
         }
         Some(op)
     }
@@ -796,7 +788,7 @@ impl UringStorage {
     /// Whether anything still runs on `file`: an op in the slab, or a group
     /// sync waiting or running (a close waits for both).
     fn file_busy(&self, file: FileId) -> bool {
-        self.file_ops.contains_key(&file.raw())
+        self.files.ops_in_flight(file)
             || self
                 .groups
                 .get(&file.raw())
