@@ -19,6 +19,40 @@ pub(crate) const WAKE: u64 = u64::MAX;
 /// `-errno`. The kernel's own flags use the low bits.
 pub(crate) const NOT_SUBMITTED: u32 = 1 << 31;
 
+/// One completion, as [`KernelRing::reap`] hands it out: the kernel's, or
+/// one made up for an SQE it never took ([`NOT_SUBMITTED`]). Only this
+/// module makes them, so a [`Cqe`] in hand proves the operation it names
+/// has completed (see `inflight.rs`, which frees an operation's memory only
+/// on its last one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cqe {
+    user_data: u64,
+    res: i32,
+    flags: u32,
+}
+
+impl Cqe {
+    /// The `user_data` of the SQE it completes.
+    pub(crate) fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    /// The result: a count or an fd, or `-errno`.
+    pub(crate) fn res(&self) -> i32 {
+        self.res
+    }
+
+    /// Whether more completions of the same (multishot) SQE follow.
+    pub(crate) fn more(&self) -> bool {
+        io_uring::cqueue::more(self.flags)
+    }
+
+    /// Whether it was made up for an SQE the kernel never took.
+    pub(crate) fn refused(&self) -> bool {
+        self.flags & NOT_SUBMITTED != 0
+    }
+}
+
 /// `IORING_ENTER_GETEVENTS`.
 const ENTER_GETEVENTS: u32 = 1;
 
@@ -53,7 +87,7 @@ pub(crate) struct KernelRing {
     /// The errno of the submit that broke the ring.
     broken: Option<i32>,
     /// Made-up completions of the SQEs the kernel never took.
-    refused: Vec<(u64, i32, u32)>,
+    refused: Vec<Cqe>,
     /// Test seam: the next submit fails with this errno without entering
     /// the kernel.
     #[cfg(test)]
@@ -293,7 +327,11 @@ impl KernelRing {
                 );
                 self.broken = Some(errno);
                 for (user_data, _) in self.pending.drain(..) {
-                    self.refused.push((user_data, -errno, NOT_SUBMITTED));
+                    self.refused.push(Cqe {
+                        user_data,
+                        res: -errno,
+                        flags: NOT_SUBMITTED,
+                    });
                 }
             }
         }
@@ -316,23 +354,24 @@ impl KernelRing {
         }
     }
 
-    /// Moves the ready completions (`user_data`, result, flags) into `out`,
-    /// the made-up ones of SQEs never submitted first, except the wake
-    /// read's, which only re-arms; returns how many there were, the wake
-    /// read's included (a wake means work arrived).
-    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) -> usize {
+    /// Moves the ready completions into `out`, the made-up ones of SQEs
+    /// never submitted first, except the wake read's, which only re-arms;
+    /// returns how many there were, the wake read's included (a wake means
+    /// work arrived).
+    pub(crate) fn reap(&mut self, out: &mut Vec<Cqe>) -> usize {
         let mut n = 0;
         let refused = std::mem::take(&mut self.refused);
-        let real = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()));
-        for (user_data, res, flags) in refused.into_iter().chain(real) {
+        let real = self.ring.completion().map(|c| Cqe {
+            user_data: c.user_data(),
+            res: c.result(),
+            flags: c.flags(),
+        });
+        for cqe in refused.into_iter().chain(real) {
             n += 1;
-            if user_data == WAKE {
+            if cqe.user_data == WAKE {
                 self.wake_armed = false;
             } else {
-                out.push((user_data, res, flags));
+                out.push(cqe);
             }
         }
         n

@@ -31,6 +31,7 @@ mod backend;
 pub(crate) mod buf;
 mod error;
 mod inbox;
+mod inflight;
 mod kernel;
 mod nap;
 pub mod net;

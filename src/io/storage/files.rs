@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct FileEntry {
     pub(crate) fd: RawFd,
     pub(crate) direct: bool,

@@ -1,0 +1,238 @@
+//! The network worker's completions: each op comes back from the slab
+//! with its last completion (a multishot accept also shows each earlier
+//! one), and the connection it belongs to moves on.
+
+use super::ops::{ConnectOp, NetOp, RecvOp, SendOp};
+use super::sys::{peer_addr, set_nodelay};
+use super::{NetEvent, NetEventKind, UringNet};
+use crate::io::IoError;
+use crate::io::inflight::Reaped;
+use crate::io::kernel::Cqe;
+use std::net::SocketAddr;
+
+/// The error a failed completion stands for: the kernel's, or the broken
+/// ring's for an SQE it never took.
+fn error(cqe: &Cqe, op: &'static str) -> IoError {
+    if cqe.refused() {
+        IoError::not_submitted(-cqe.res())
+    } else {
+        IoError::os(op, -cqe.res())
+    }
+}
+
+/// What to do with one completion, once the slab has booked it.
+enum Step {
+    Accepted { listener: usize, last: bool },
+    Op(NetOp),
+    Nothing,
+}
+
+impl UringNet {
+    pub(super) fn reap(&mut self) -> usize {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        let n = self.ring.reap(&mut cqes);
+        for cqe in cqes.drain(..) {
+            let step = match self.ops.reaped(&cqe) {
+                Reaped::More(NetOp::Accept(a)) => Step::Accepted {
+                    listener: a.listener,
+                    last: false,
+                },
+                Reaped::Last(NetOp::Accept(a)) => Step::Accepted {
+                    listener: a.listener,
+                    last: true,
+                },
+                Reaped::Last(op) => Step::Op(op),
+                Reaped::More(_) | Reaped::Unknown => Step::Nothing,
+            };
+            match step {
+                Step::Accepted { listener, last } => self.complete_accept(listener, &cqe, last),
+                Step::Op(NetOp::Recv(op)) => self.complete_recv(op, &cqe),
+                Step::Op(NetOp::Send(op)) => self.complete_send(op, &cqe),
+                Step::Op(NetOp::Connect(op)) => {
+                    self.complete_connect(op, cqe.res().min(0), || error(&cqe, "connect"))
+                }
+                Step::Op(NetOp::Cancel(_) | NetOp::Accept(_)) | Step::Nothing => {}
+            }
+        }
+        self.cqes = cqes;
+        n
+    }
+
+    fn complete_accept(&mut self, index: usize, cqe: &Cqe, last: bool) {
+        let res = cqe.res();
+        if last && let Some(l) = self.listeners.get_mut(index) {
+            l.accept = None;
+            if l.closed {
+                self.release_listener(index);
+            }
+        }
+        if res >= 0 {
+            let fd = res;
+            if self.listeners.get(index).is_none_or(|l| l.closed) {
+                // SAFETY: closes a fresh socket the accept just returned,
+                // which nothing else owns.
+                unsafe { libc::close(fd) };
+            } else {
+                set_nodelay(fd);
+                let peer = peer_addr(fd).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let local = self.owners.listeners[index].local;
+                let owner = self.owners.pick(index);
+                let conn = self.new_conn(fd, owner);
+                self.owners.deliver(
+                    &mut self.inbox,
+                    owner,
+                    NetEvent {
+                        conn,
+                        kind: NetEventKind::Accepted { peer, local },
+                    },
+                );
+                self.arm_recv(conn.slot());
+            }
+        }
+        // Errors such as EMFILE or ECONNABORTED end one accept, not the
+        // listener: re-arm (a cancelled or closed listener stays down).
+        if last && res != -libc::ECANCELED {
+            self.arm_accept(index);
+        }
+    }
+
+    fn complete_recv(&mut self, op: RecvOp, cqe: &Cqe) {
+        let res = cqe.res();
+        let (slot, max_backlog) = (op.slot, self.max_backlog);
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return self.recycle(op.buf);
+        };
+        c.recv_inflight = false;
+        let owner = c.owner;
+        if res > 0 && !c.dead {
+            let data = op.received(res as usize);
+            let shut = c.shut;
+            let conn = self.conns.id(slot);
+            self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::Data(data),
+                },
+            );
+            if shut {
+                // Data that raced our own shutdown: no more receives.
+                return self.settle(slot);
+            }
+            if self.owners.backlog(&mut self.inbox, owner) >= max_backlog {
+                if let Some(c) = self.conns.slot_mut(slot) {
+                    c.paused = true;
+                }
+                self.paused.push(slot);
+            } else {
+                self.arm_recv(slot);
+            }
+            return;
+        }
+        // The buffer is the connection's again, for its next receive.
+        c.recv_buf = op.buf;
+        if res < 0 && !c.shut && res != -libc::ECANCELED {
+            return self.fail_conn(slot, error(cqe, "recv"));
+        }
+        if res == 0 && !c.shut && !c.dead {
+            // The peer finished sending (EOF, possibly a half-close): tell
+            // the owner, stop reading, and keep the connection open for
+            // replies until the owner closes it.
+            c.read_done = true;
+            let conn = self.conns.id(slot);
+            self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::PeerClosed,
+                },
+            );
+            return;
+        }
+        // Our own shutdown or a failure ended the receiving side: finish
+        // after what is queued is sent (or at once, if dead).
+        c.closing = true;
+        self.settle(slot);
+    }
+
+    fn complete_send(&mut self, mut op: SendOp, cqe: &Cqe) {
+        let res = cqe.res();
+        let slot = op.slot;
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return self.recycle(op.buf);
+        };
+        c.sending = None;
+        if res < 0 {
+            self.recycle(op.buf);
+            return self.fail_conn(slot, error(cqe, "send"));
+        }
+        self.inbox.shared.stats.bytes_out.add(res as u64);
+        op.off += res as usize;
+        if op.rest() > 0 {
+            if c.dead || c.shut {
+                self.recycle(op.buf);
+            } else {
+                // A short send: the rest goes next, before anything queued.
+                self.start_send(op);
+            }
+        } else {
+            let queued = c.sends.bytes();
+            let conn = self.conns.id(slot);
+            let notify = op.notify;
+            self.recycle(op.buf);
+            if let Some((client, tag)) = notify {
+                let kind = NetEventKind::Sent { tag, queued };
+                self.inbox.deliver(client, NetEvent { conn, kind });
+            }
+        }
+        self.pump_send(slot);
+        self.settle(slot);
+    }
+
+    /// `res` is the connect's result, `-errno` or 0; `error` makes its
+    /// error.
+    pub(super) fn complete_connect(
+        &mut self,
+        op: ConnectOp,
+        res: i32,
+        error: impl FnOnce() -> IoError,
+    ) {
+        let (slot, token) = (op.slot, op.token);
+        let conn = self.conns.id(slot);
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        c.connecting = false;
+        let owner = c.owner;
+        if res < 0 {
+            let c = self.conns.remove(slot).expect("present");
+            // SAFETY: closes the socket the removed entry owned; a
+            // connecting socket has nothing else in flight (receives and
+            // sends start only once it is connected).
+            unsafe { libc::close(c.fd) };
+            let error = error();
+            return self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::ConnectFailed { token, error },
+                },
+            );
+        }
+        self.owners.deliver(
+            &mut self.inbox,
+            owner,
+            NetEvent {
+                conn,
+                kind: NetEventKind::Connected { token },
+            },
+        );
+        self.arm_recv(slot);
+        self.pump_send(slot);
+        // Closed while connecting: finish now that the connect is over.
+        self.settle(slot);
+    }
+}
