@@ -401,6 +401,19 @@ impl KernelRing {
             return;
         }
         self.idle_since = None;
+        self.sleep(signal, most, ready);
+    }
+
+    /// Sleeps in the kernel until a completion (or the wake read), at most
+    /// `most`, unless `ready()` reports requests after the sleeping flag is
+    /// published (see [`Signal::sleep_unless`]). A broken ring has no wake
+    /// read in flight, so it naps instead.
+    pub(crate) fn sleep(
+        &mut self,
+        signal: &Signal,
+        most: Option<Duration>,
+        ready: impl FnOnce() -> bool,
+    ) {
         if self.broken.is_some() {
             std::thread::sleep(most.unwrap_or(Duration::from_millis(1)));
             return;

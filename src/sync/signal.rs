@@ -59,9 +59,10 @@ pub struct Signal {
     #[cfg(not(loom))]
     thread: Mutex<Option<Thread>>,
     /// Wakes a waiter that sleeps outside `park` (in `io_uring_enter`, in
-    /// `epoll_wait`); see [`Signal::with_waker`].
+    /// `epoll_wait`); see [`Signal::with_waker`] and [`Signal::set_waker`].
+    /// Locked only on the cold wake path and by the waiter changing it.
     #[cfg(not(loom))]
-    waker: Option<Waker>,
+    waker: Mutex<Option<Waker>>,
     /// The async waiter's waker (see [`Signal::register_task`]); locked only
     /// by the waiter registering or cancelling and by a notifier that saw
     /// `TASK`, never on the hot path.
@@ -95,7 +96,7 @@ impl Signal {
             #[cfg(not(loom))]
             thread: Mutex::new(None),
             #[cfg(not(loom))]
-            waker: None,
+            waker: Mutex::new(None),
             task: Mutex::new(None),
             #[cfg(loom)]
             lock: loom::sync::Mutex::new(()),
@@ -111,9 +112,20 @@ impl Signal {
     #[cfg(not(loom))]
     pub fn with_waker(waker: Waker) -> Self {
         Self {
-            waker: Some(waker),
+            waker: Mutex::new(Some(waker)),
             ..Self::new()
         }
+    }
+
+    /// Replaces the waker (`None`: unpark the waiting thread again). Only
+    /// the waiter calls it, between sleeps: a waiter that starts sleeping
+    /// in a ring polled on its own thread (see `worker::local`) installs
+    /// the ring's eventfd here first, and removes it before it parks with
+    /// [`Signal::wait_unless`] again.
+    #[cfg(not(loom))]
+    pub fn set_waker(&self, waker: Option<Waker>) {
+        let old = std::mem::replace(&mut *self.waker.lock(), waker);
+        drop(old);
     }
 
     /// The flag protocol of [`Signal::wait_unless`] around a caller-supplied
@@ -304,9 +316,12 @@ impl Signal {
             }
         }
         #[cfg(not(loom))]
-        if let Some(w) = &self.waker {
-            w();
-            return;
+        {
+            let waker = self.waker.lock().clone();
+            if let Some(w) = waker {
+                w();
+                return;
+            }
         }
         #[cfg(not(loom))]
         if let Some(t) = self.thread.lock().as_ref() {

@@ -5,6 +5,8 @@ use super::handle::WorkerSender;
 use super::outbox::Outbox;
 use super::shared::WorkerShared;
 use crate::Result;
+use crate::sync::Arc as SyncArc;
+use crate::sync::signal::Signal;
 use std::any::Any;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -17,6 +19,16 @@ struct Current {
     /// Builds a `Box<dyn MessagePort<M>>` (boxed as `Any`) into this
     /// worker: a sender for code that knows the message type only.
     port: fn(&Current) -> Option<Box<dyn Any>>,
+    /// The worker's wake-up signal (a local driver installs its waker).
+    signal: SyncArc<Signal>,
+}
+
+/// The wake-up signal of the worker running on the calling thread.
+pub(crate) fn signal() -> Option<SyncArc<Signal>> {
+    CURRENT
+        .try_with(|c| c.try_borrow().ok()?.as_ref().map(|c| c.signal.clone()))
+        .ok()
+        .flatten()
 }
 
 /// Sends messages of type `M` into one worker, whatever its reply type
@@ -74,6 +86,7 @@ pub(crate) fn enter<M: Send + 'static, R: Send + 'static>(
 ) {
     CURRENT.with(|c| {
         *c.borrow_mut() = Some(Current {
+            signal: shared.signal.clone(),
             shared,
             capacity,
             tracing,
@@ -95,6 +108,10 @@ pub enum CurrentWorkerError {
         /// The message type asked for.
         asked: &'static str,
     },
+    /// The worker on this thread polls a local I/O driver already (it
+    /// sleeps in one kernel wait, so it runs one).
+    #[error("this worker runs a local I/O driver already (one per worker thread)")]
+    DriverInstalled,
 }
 
 impl<M: Send + 'static, R: Send + 'static> WorkerSender<M, R> {

@@ -25,6 +25,8 @@ pub(crate) mod envelope;
 mod error;
 mod event;
 mod handle;
+#[cfg(not(loom))]
+pub(crate) mod local;
 pub(crate) mod outbox;
 mod quiet;
 pub(crate) mod reply;

@@ -253,6 +253,9 @@ impl<W: Worker> Runner<W> {
             if self.gave_up.is_some() {
                 break;
             }
+            // A local I/O driver runs after the batches, so what their
+            // handlers queued goes out in this round's one submit.
+            let worked = self.poll_local() || worked;
             if worked {
                 self.check_flushes();
             }
@@ -520,6 +523,9 @@ impl<W: Worker> Runner<W> {
             // panic too, which must not take the thread down.
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(old)));
         }
+        // The state's local I/O (its sockets) goes with it; a restarted
+        // `init` starts its own.
+        self.shut_down_local();
         let now = Instant::now();
         let allowed = match self.config.restart {
             RestartPolicy::Never => false,
@@ -605,13 +611,29 @@ impl<W: Worker> Runner<W> {
         let shared = &self.shared;
         let rings = &self.rings;
         let paused = self.paused;
-        shared.signal.wait_unless(
-            || {
-                shared.has_control()
-                    || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone()))
-            },
-            Some(timeout),
-        );
+        let ready = || {
+            shared.has_control()
+                || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone()))
+        };
+        #[cfg(not(loom))]
+        if super::local::sleep(&shared.signal, ready, Some(timeout)) {
+            return;
+        }
+        shared.signal.wait_unless(ready, Some(timeout));
+    }
+
+    /// One round of the local I/O driver, if `init` installed one.
+    fn poll_local(&mut self) -> bool {
+        #[cfg(not(loom))]
+        return super::local::poll(&self.shared.signal);
+        #[cfg(loom)]
+        false
+    }
+
+    /// Ends the local I/O driver (the worker is exiting).
+    fn shut_down_local(&self) {
+        #[cfg(not(loom))]
+        super::local::shut_down(&self.shared.signal);
     }
 
     /// Closes every ring losslessly, handles everything queued, then closes
@@ -687,6 +709,7 @@ impl<W: Worker> Runner<W> {
                 });
             }
         }
+        self.shut_down_local();
         self.shared.stats.set_state(WorkerState::Stopped);
         self.shared.emit(EventKind::Stopped);
         result
@@ -722,6 +745,7 @@ impl<W: Worker> Runner<W> {
         // Dropping the answer channels reports `FlushError::Stopped`.
         self.flushes.clear();
         self.state = None;
+        self.shut_down_local();
         self.shared.stats.set_state(WorkerState::Failed);
         self.shared.emit(EventKind::GaveUp {
             reason: reason.to_string(),

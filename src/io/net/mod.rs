@@ -10,6 +10,7 @@
 //! pool: what exceeds it is freed).
 
 mod conn;
+mod local;
 mod poll;
 mod sendq;
 mod uring;
@@ -188,6 +189,10 @@ pub struct NetConfig {
     pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
+    /// Bind listeners with `SO_REUSEPORT`, so that several workers (each
+    /// with its own network backend, as in thread-per-core mode) listen on
+    /// one port and the kernel spreads connections over them.
+    pub reuse_port: bool,
 }
 
 impl Default for NetConfig {
@@ -209,7 +214,15 @@ impl NetConfig {
             cpu: None,
             spin: std::time::Duration::from_micros(50),
             name: "network-0".into(),
+            reuse_port: false,
         }
+    }
+
+    /// Binds listeners with `SO_REUSEPORT` (see
+    /// [`reuse_port`](Self#structfield.reuse_port)).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
     }
 
     /// Chooses the backend.
@@ -305,6 +318,9 @@ pub struct NetworkWorker {
     control: Arc<Control>,
     waker: Arc<EventFd>,
     backend: IoBackendKind,
+    reuse_port: bool,
+    /// Runs on an application worker's thread (`start_local`).
+    local: bool,
     join: Option<JoinHandle<()>>,
     /// Once stopping, how many events still wait for full targets.
     drained: crossbeam_channel::Receiver<usize>,
@@ -362,7 +378,76 @@ impl NetworkWorker {
             control,
             waker,
             backend,
+            reuse_port: config.reuse_port,
+            local: false,
             join: Some(join),
+            drained,
+        })
+    }
+
+    /// Starts network worker `index` on the calling application worker's
+    /// own thread (thread-per-core mode): no thread of its own; the worker
+    /// polls its ring once per loop round, after its message batches, and
+    /// sleeps in it when idle (a message sent to the worker wakes it out of
+    /// the kernel). Call it from [`Worker::init`](crate::worker::Worker::init)
+    /// and keep the handle in the worker's state. Everything else is as
+    /// with [`start`](Self::start): `listen` (with
+    /// [`NetConfig::reuse_port`], every worker can listen on the same
+    /// port), `client`, and events through sinks (usually into this same
+    /// worker, [`ResultSink::to_current_worker`]), without leaving the core.
+    /// `config.cpu` and `config.spin` are ignored (the worker is pinned and
+    /// spins by its own configuration).
+    ///
+    /// The worker ends it when it exits or restarts; `stop` ends it sooner.
+    ///
+    /// # Errors
+    /// `InvalidConfig` off a worker thread, or on a worker that runs one
+    /// already; otherwise as [`start`](Self::start).
+    pub fn start_local(index: usize, config: NetConfig) -> Result<Self> {
+        let waker = Arc::new(EventFd::new()?);
+        let w = waker.clone();
+        let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
+        let control = Arc::new(Control::new());
+        let setup = || {
+            uring::UringNet::new(
+                index,
+                &config,
+                shared.clone(),
+                control.clone(),
+                waker.clone(),
+            )
+        };
+        let (backend, driver): (IoBackendKind, Box<dyn local::Backend>) =
+            match choose(config.backend, setup)? {
+                Chosen::Uring(u) => (IoBackendKind::IoUring, Box::new(u)),
+                Chosen::Fallback(reason) => {
+                    let p = poll::PollNet::new(
+                        index,
+                        &config,
+                        shared.clone(),
+                        control.clone(),
+                        waker.clone(),
+                    )?;
+                    (IoBackendKind::Fallback { reason }, Box::new(p))
+                }
+            };
+        let driver = local::LocalNet::new(driver, shared.clone(), waker.clone());
+        if let Err((e, _)) = crate::worker::local::install(Box::new(driver)) {
+            return Err(Error::InvalidConfig(format!(
+                "NetworkWorker::start_local({index}): {e}"
+            )));
+        }
+        let (_, drained) = crossbeam_channel::bounded(1);
+        super::backend::trace_started("network (local)", index, None, &backend);
+        Ok(Self {
+            index,
+            shared,
+            control,
+            waker,
+            backend,
+            reuse_port: config.reuse_port,
+            local: true,
+            join: None,
             drained,
         })
     }
@@ -417,7 +502,7 @@ impl NetworkWorker {
         if self.shared.stop.load(std::sync::atomic::Ordering::Acquire) {
             return Err(self.stopped());
         }
-        let listener = bind_listener(addr)?;
+        let listener = bind_listener(addr, self.reuse_port)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         self.control.bound.lock().push(local);
@@ -456,6 +541,22 @@ impl NetworkWorker {
         let (done, closed) = crossbeam_channel::bounded(1);
         self.control.closing.lock().push((local, done));
         self.waker.notify();
+        if self.local {
+            // On the worker that polls it, nothing else would run the
+            // backend while this waits: run it here.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                let polled = crate::worker::local::with(|d| d.poll());
+                match closed.try_recv() {
+                    Ok(()) => return Ok(()),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return Err(self.stopped());
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) if polled.is_none() => break,
+                    Err(crossbeam_channel::TryRecvError::Empty) => std::thread::yield_now(),
+                }
+            }
+        }
         match closed.recv_timeout(std::time::Duration::from_secs(10)) {
             Ok(()) => Ok(()),
             // The worker stopped meanwhile: it closed every listener.
@@ -480,6 +581,7 @@ impl NetworkWorker {
         Ok(NetClient {
             worker: self.index,
             ring,
+            local: self.local.then(|| std::thread::current().id()),
         })
     }
 
@@ -495,6 +597,12 @@ impl NetworkWorker {
     /// [`Error::WorkerFailed`] if the worker's thread panicked.
     pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
+        if self.local {
+            // The worker's loop ends it on its next round (at once, when
+            // called on that worker: the wake-up makes the round come).
+            self.waker.notify();
+            return Ok(());
+        }
         let Some(j) = self.join.take() else {
             return Ok(());
         };
@@ -511,14 +619,27 @@ impl NetworkWorker {
 /// How long [`NetworkWorker::listen`] retries a port that is in use.
 pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Binds a listening socket with `SO_REUSEADDR` (and `SO_REUSEPORT` with
+/// `reuse_port`), backlog 1024.
+fn bind_once(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Binds a listening socket, retrying `EADDRINUSE` for [`BIND_RETRY`].
-/// The standard library's bind sets `SO_REUSEADDR` on Unix before binding.
-fn bind_listener(addr: SocketAddr) -> Result<TcpListener> {
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
     use std::io::ErrorKind::AddrInUse;
     let start = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);
     loop {
-        match TcpListener::bind(addr) {
+        match bind_once(addr, reuse_port) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == AddrInUse && start.elapsed() < BIND_RETRY => {
                 std::thread::sleep(pause);
@@ -555,6 +676,8 @@ impl Drop for NetworkWorker {
 pub struct NetClient {
     worker: usize,
     ring: inbox::Queued<NetRequest>,
+    /// The thread that polls the worker, in thread-per-core mode.
+    local: Option<std::thread::ThreadId>,
 }
 
 fn unwrap_send(e: SubmitError<NetRequest>) -> SubmitError<Vec<u8>> {
@@ -567,6 +690,19 @@ fn unwrap_send(e: SubmitError<NetRequest>) -> SubmitError<Vec<u8>> {
 }
 
 impl NetClient {
+    /// Submits `req`. On the thread that polls a local (thread-per-core)
+    /// worker, a full ring lets the worker take what it holds first, once:
+    /// nothing else would run it while the caller's handler waits.
+    fn submit(&mut self, req: NetRequest) -> std::result::Result<(), SubmitError<NetRequest>> {
+        match self.ring.submit(req) {
+            Err(SubmitError::Full(req)) if self.local == Some(std::thread::current().id()) => {
+                let _ = crate::worker::local::with(|d| d.poll());
+                self.ring.submit(req)
+            }
+            r => r,
+        }
+    }
+
     /// The network worker this client talks to.
     pub fn worker(&self) -> usize {
         self.worker
@@ -584,13 +720,12 @@ impl NetClient {
         conn: ConnId,
         buf: Vec<u8>,
     ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
-        self.ring
-            .submit(NetRequest::Send {
-                conn,
-                buf,
-                tag: None,
-            })
-            .map_err(unwrap_send)
+        self.submit(NetRequest::Send {
+            conn,
+            buf,
+            tag: None,
+        })
+        .map_err(unwrap_send)
     }
 
     /// As [`send`](Self::send), and once the socket has taken all of
@@ -607,13 +742,12 @@ impl NetClient {
         buf: Vec<u8>,
         tag: u64,
     ) -> std::result::Result<(), SubmitError<Vec<u8>>> {
-        self.ring
-            .submit(NetRequest::Send {
-                conn,
-                buf,
-                tag: Some(tag),
-            })
-            .map_err(unwrap_send)
+        self.submit(NetRequest::Send {
+            conn,
+            buf,
+            tag: Some(tag),
+        })
+        .map_err(unwrap_send)
     }
 
     /// Closes `conn` after its queued sends; [`NetEventKind::Closed`]
@@ -622,8 +756,7 @@ impl NetClient {
     /// # Errors
     /// `Full` or `Stopped`.
     pub fn close(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
-        self.ring
-            .submit(NetRequest::Close { conn })
+        self.submit(NetRequest::Close { conn })
             .map_err(|e| match e {
                 SubmitError::Full(_) => SubmitError::Full(conn),
                 SubmitError::Stopped(_) => SubmitError::Stopped(conn),
@@ -641,8 +774,7 @@ impl NetClient {
         addr: SocketAddr,
         token: u64,
     ) -> std::result::Result<(), SubmitError<SocketAddr>> {
-        self.ring
-            .submit(NetRequest::Connect { addr, token })
+        self.submit(NetRequest::Connect { addr, token })
             .map_err(|e| match e {
                 SubmitError::Full(_) => SubmitError::Full(addr),
                 SubmitError::Stopped(_) => SubmitError::Stopped(addr),

@@ -3,6 +3,7 @@
 //! io_uring backend; the system calls happen on the worker's thread.
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
+use super::local::{Backend, Round};
 use super::sendq::{Outgoing, SendQueue, admits};
 use super::uring::set_nodelay;
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
@@ -51,6 +52,8 @@ pub(super) struct PollNet {
     send_limit: usize,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
+    /// Reused by every poll.
+    events: Events,
 }
 
 impl PollNet {
@@ -78,43 +81,80 @@ impl PollNet {
             send_limit: config.send_queue_limit,
             paused: Vec::new(),
             requests: Vec::new(),
+            events: Events::with_capacity(256),
         })
     }
 
     /// Runs until stopped; then closes every connection and delivers every
     /// event (see `Inbox::finish_delivering`).
     pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
-        let mut events = Events::with_capacity(256);
         loop {
-            self.inbox.accept_joining();
-            self.take_listeners();
-            let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
-            let took = if stopping { 0 } else { self.take_requests() };
-            self.resume_paused();
-            let _ = self.poll.poll(&mut events, Some(std::time::Duration::ZERO));
-            let got = !events.is_empty();
-            self.handle(&events);
-            let backlog = self.owners.flush() + self.inbox.flush();
-            self.inbox.shared.stats.backlog.set(backlog as u64);
-            let most = self.nap.limit(backlog);
-            if stopping {
+            let r = self.round();
+            if r.stopping {
                 break;
             }
-            if took > 0 || got {
+            if r.worked {
                 continue;
             }
-            let shared = self.inbox.shared.clone();
-            let control = self.control.clone();
-            let poll = &mut self.poll;
-            let inbox = &mut self.inbox;
-            shared.signal.sleep_unless(
-                || inbox.has_requests() || control.has_work(),
-                || {
-                    let _ = poll.poll(&mut events, most);
-                },
-            );
-            self.handle(&events);
+            self.sleep(r.most);
         }
+        self.shut_down();
+        let owners = &mut self.owners;
+        self.inbox.finish_delivering(&drained, || owners.flush());
+    }
+}
+
+impl Backend for PollNet {
+    /// One loop round: listeners, requests, a non-blocking poll, events,
+    /// deliveries.
+    fn round(&mut self) -> Round {
+        self.inbox.accept_joining();
+        self.take_listeners();
+        let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
+        let took = if stopping { 0 } else { self.take_requests() };
+        self.resume_paused();
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let _ = self.poll.poll(&mut events, Some(std::time::Duration::ZERO));
+        let got = !events.is_empty();
+        self.handle(&events);
+        self.events = events;
+        let backlog = self.flush();
+        Round {
+            worked: took > 0 || got,
+            stopping,
+            most: self.nap.limit(backlog),
+        }
+    }
+
+    fn ready(&mut self) -> bool {
+        self.inbox.has_requests() || self.control.has_work()
+    }
+
+    fn sleep(&mut self, most: Option<std::time::Duration>) {
+        let shared = self.inbox.shared.clone();
+        let control = self.control.clone();
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let poll = &mut self.poll;
+        let inbox = &mut self.inbox;
+        shared.signal.sleep_unless(
+            || inbox.has_requests() || control.has_work(),
+            || {
+                let _ = poll.poll(&mut events, most);
+            },
+        );
+        self.handle(&events);
+        events.clear();
+        self.events = events;
+    }
+
+    fn flush(&mut self) -> usize {
+        let backlog = self.owners.flush() + self.inbox.flush();
+        self.inbox.shared.stats.backlog.set(backlog as u64);
+        backlog
+    }
+
+    /// Closes every connection and listener and answers what waits.
+    fn shut_down(&mut self) {
         for (client, req) in self.inbox.close_all() {
             if let NetRequest::Connect { token, .. } = req {
                 let ev = NetEvent {
@@ -136,10 +176,10 @@ impl PollNet {
         for (_, done) in std::mem::take(&mut *self.control.closing.lock()) {
             let _ = done.send(());
         }
-        let owners = &mut self.owners;
-        self.inbox.finish_delivering(&drained, || owners.flush());
     }
+}
 
+impl PollNet {
     fn handle(&mut self, events: &Events) {
         for ev in events {
             match ev.token() {

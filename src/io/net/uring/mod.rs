@@ -26,6 +26,7 @@ mod sys;
 mod tests;
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
+use super::local::{Backend, Round};
 use super::sendq::{Outgoing, SendQueue, admits};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
@@ -130,26 +131,14 @@ impl UringNet {
     /// event (see `Inbox::finish_delivering`).
     pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
-            self.ring.arm_wake();
-            self.inbox.accept_joining();
-            self.take_listeners();
-            let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
-            let took = if stopping { 0 } else { self.take_requests() };
-            self.resume_paused();
-            self.ring.submit(false);
-            let reaped = self.reap();
-            let backlog = self.owners.flush() + self.inbox.flush();
-            let stats = &self.inbox.shared.stats;
-            stats.backlog.set(backlog as u64);
-            stats.in_flight.set(self.ops.len() as u64);
-            let most = self.nap.limit(backlog);
-            if stopping {
+            let r = self.round();
+            if r.stopping {
                 break;
             }
             let shared = self.inbox.shared.clone();
             let control = self.control.clone();
             let inbox = &mut self.inbox;
-            self.ring.idle(took + reaped > 0, &shared.signal, most, || {
+            self.ring.idle(r.worked, &shared.signal, r.most, || {
                 inbox.has_requests() || control.has_work()
             });
         }
@@ -157,7 +146,54 @@ impl UringNet {
         let owners = &mut self.owners;
         self.inbox.finish_delivering(&drained, || owners.flush());
     }
+}
 
+impl super::local::Backend for UringNet {
+    /// One loop round: listeners, requests, one submit, completions,
+    /// deliveries.
+    fn round(&mut self) -> Round {
+        self.ring.arm_wake();
+        self.inbox.accept_joining();
+        self.take_listeners();
+        let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
+        let took = if stopping { 0 } else { self.take_requests() };
+        self.resume_paused();
+        self.ring.submit(false);
+        let reaped = self.reap();
+        let backlog = self.flush();
+        self.inbox.shared.stats.in_flight.set(self.ops.len() as u64);
+        Round {
+            worked: took + reaped > 0,
+            stopping,
+            most: self.nap.limit(backlog),
+        }
+    }
+
+    fn ready(&mut self) -> bool {
+        self.inbox.has_requests() || self.control.has_work()
+    }
+
+    fn sleep(&mut self, most: Option<std::time::Duration>) {
+        let shared = self.inbox.shared.clone();
+        let control = self.control.clone();
+        let inbox = &mut self.inbox;
+        self.ring.sleep(&shared.signal, most, || {
+            inbox.has_requests() || control.has_work()
+        });
+    }
+
+    fn flush(&mut self) -> usize {
+        let backlog = self.owners.flush() + self.inbox.flush();
+        self.inbox.shared.stats.backlog.set(backlog as u64);
+        backlog
+    }
+
+    fn shut_down(&mut self) {
+        UringNet::shut_down(self);
+    }
+}
+
+impl UringNet {
     fn shut_down(&mut self) {
         for (client, req) in self.inbox.close_all() {
             if let NetRequest::Connect { token, .. } = req {
