@@ -3,11 +3,14 @@
 //!   storage worker vs `std` pread/pwrite from 1 and 32 threads;
 //! - durable 4 KiB appends: group commit vs `std` write + fdatasync per
 //!   record;
-//! - TCP echo: a network worker plus one application worker vs a tokio
-//!   server on two worker threads, driven by the same bounded load.
+//! - TCP echo: two thread-per-core application workers (each with its own
+//!   network backend, one port by `SO_REUSEPORT`) and a network worker plus
+//!   one application worker vs a tokio server on two worker threads,
+//!   driven by the same bounded loads (pipelined 16 x 4, and one in flight).
 //!
 //! `cargo bench --bench io`. Set `SN_BENCH_DIR` to put the test file on
-//! another disk (default: `target/`). `SN_IO_EXPERIMENT=1` (storage) or
+//! another disk (default: `target/`). `SN_IO_EXPERIMENT=echo-tables` runs
+//! only the echo tables; `SN_IO_EXPERIMENT=1` (storage) or
 //! `=echo` runs only the interleaved worker-variant experiments quoted in
 //! docs/benchmarks.md (spin time, registered buffers, pinning). fio's figures for the same block size
 //! and depth go beside these in docs/benchmarks.md.
@@ -300,6 +303,70 @@ fn our_echo_with(cpus: (usize, usize), spin: Duration, pin: bool) -> OurEcho {
     }
 }
 
+/// The thread-per-core echo server: each application worker runs its own
+/// network backend (`NetworkWorker::start_local`) on one port shared with
+/// `SO_REUSEPORT`, so a connection lives on one core.
+struct LocalEcho {
+    index: usize,
+    bound: Arc<std::sync::OnceLock<SocketAddr>>,
+}
+
+impl Worker for LocalEcho {
+    type State = (NetworkWorker, shared_nothing::io::NetClient);
+    type Message = NetEvent;
+    type Reply = ();
+    fn init(&mut self) -> Result<Self::State> {
+        let net = NetworkWorker::start_local(self.index, NetConfig::new().reuse_port(true))?;
+        let addr = *self.bound.get().unwrap_or(&"127.0.0.1:0".parse().unwrap());
+        let me = ResultSink::to_current_worker(|e| e)?;
+        let local = net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))?;
+        let _ = self.bound.set(local);
+        let client = net.client(ResultSink::to_current_worker(|e| e)?)?;
+        Ok((net, client))
+    }
+    fn handle_message(&mut self, s: &mut Self::State, m: Envelope<NetEvent>) -> Result<()> {
+        let ev = m.payload;
+        match ev.kind {
+            NetEventKind::Data(buf) => s.1.send(ev.conn, buf).map_err(|_| Error::Full),
+            NetEventKind::PeerClosed => {
+                let _ = s.1.close(ev.conn);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+struct OurLocalEcho {
+    addr: SocketAddr,
+    _apps: Vec<shared_nothing::worker::WorkerHandle<NetEvent>>,
+}
+
+fn our_local_echo(cpus: (usize, usize)) -> OurLocalEcho {
+    our_local_echo_with(&[cpus.0, cpus.1], WorkerConfig::new())
+}
+
+fn our_local_echo_with(cpus: &[usize], config: WorkerConfig) -> OurLocalEcho {
+    let bound = Arc::new(std::sync::OnceLock::new());
+    let apps = cpus
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(index, cpu)| {
+            let w = LocalEcho {
+                index,
+                bound: bound.clone(),
+            };
+            let name = format!("echo-local-{index}");
+            shared_nothing::worker::spawn(w, config.clone().with_name(name).with_cpu(cpu)).unwrap()
+        })
+        .collect();
+    OurLocalEcho {
+        addr: *bound.get().unwrap(),
+        _apps: apps,
+    }
+}
+
 struct TokioEcho {
     addr: SocketAddr,
     _rt: tokio::runtime::Runtime,
@@ -383,6 +450,46 @@ fn echo_load(
         }
     }
     rate(total as u64, elapsed)
+}
+
+/// Round trips of 64-byte messages over `conns` connections with `depth`
+/// in flight on each (written back to back, then read back), at most
+/// `rounds` rounds per connection and `limit` in total time.
+fn echo_load_pipelined(
+    addr: SocketAddr,
+    conns: usize,
+    depth: usize,
+    rounds: u64,
+    limit: Duration,
+) -> f64 {
+    let start = Instant::now();
+    let done: Vec<u64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut st = TcpStream::connect(addr).unwrap();
+                    st.set_nodelay(true).unwrap();
+                    let msg = vec![7u8; 64 * depth];
+                    let mut back = vec![0u8; 64 * depth];
+                    let deadline = Instant::now() + limit;
+                    let mut n = 0;
+                    for _ in 0..rounds {
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                        for m in msg.chunks(64) {
+                            st.write_all(m).unwrap();
+                        }
+                        st.read_exact(&mut back).unwrap();
+                        n += depth as u64;
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    rate(done.iter().sum(), start.elapsed())
 }
 
 /// `SN_IO_EXPERIMENT=1`: QD32 reads through worker variants, interleaved.
@@ -549,6 +656,61 @@ fn wake_experiment() {
     );
 }
 
+/// `SN_IO_EXPERIMENT=tpc`: thread-per-core variants, one connection.
+fn tpc_experiment() {
+    let cpus = support::cpu_pair();
+    let a = our_local_echo(cpus);
+    let b = our_local_echo_with(&[cpus.1], WorkerConfig::new());
+    let c = our_local_echo_with(
+        &[cpus.0, cpus.1],
+        WorkerConfig::new().with_spin_iterations(0),
+    );
+    let d = our_local_echo_with(
+        &[cpus.0, cpus.1],
+        WorkerConfig::new().with_idle_strategy(shared_nothing::worker::IdleStrategy::SpinThenYield),
+    );
+    let limit = Duration::from_secs(10);
+    let variants: [(&str, SocketAddr); 4] = [
+        ("2 workers, default", a.addr),
+        ("1 worker", b.addr),
+        ("2 workers, no spin", c.addr),
+        ("2 workers, spin then yield", d.addr),
+    ];
+    let e = our_local_echo_with(
+        &[cpus.0, cpus.1],
+        WorkerConfig::new().with_spin_iterations(200),
+    );
+    compare_rates(
+        "experiment: thread-per-core echo, 16 connections x 4 in flight",
+        "k round trips/s",
+        1e3,
+        [
+            ("2 workers, default (2,000 spins)", a.addr),
+            ("2 workers, no spin", c.addr),
+            ("2 workers, 200 spins", e.addr),
+            ("2 workers, spin then yield", d.addr),
+        ]
+        .into_iter()
+        .map(|(name, addr)| Throughput {
+            name,
+            run: Box::new(move || echo_load_pipelined(addr, 16, 4, 500, limit)),
+        })
+        .collect(),
+    );
+    compare_latency(
+        "experiment: thread-per-core echo round trip, 1 connection",
+        variants
+            .iter()
+            .map(|&(name, addr)| Latency {
+                name,
+                run: Box::new(move |h| {
+                    echo_load(addr, 1, 2000, limit, Some(h));
+                }),
+            })
+            .collect(),
+    );
+}
+
 /// `SN_IO_EXPERIMENT=echo`: echo server variants, interleaved.
 fn echo_experiment() {
     let cpus = support::cpu_pair();
@@ -586,6 +748,8 @@ fn tables() {
     let path = data_file();
     match std::env::var("SN_IO_EXPERIMENT").as_deref() {
         Ok("echo") => return echo_experiment(),
+        Ok("echo-tables") => return echo_tables(),
+        Ok("tpc") => return tpc_experiment(),
         Ok("append") => return append_experiment(),
         Ok("wake") => return wake_experiment(),
         Ok(_) => return experiment(&path),
@@ -665,16 +829,47 @@ fn tables() {
         ],
     );
 
+    echo_tables();
+}
+
+/// The echo server three ways on the same two CPUs: a dedicated network
+/// worker plus one application worker, two thread-per-core workers, and
+/// tokio with two worker threads.
+fn echo_tables() {
     let cpus = support::cpu_pair();
     let ours = our_echo(cpus);
+    let tpc = our_local_echo(cpus);
     let peer = tokio_echo();
     const PER_CONN: u64 = 2_000;
     let limit = Duration::from_secs(10);
+    compare_rates(
+        "TCP echo, 64-byte messages, 16 connections x 4 in flight (server on 2 threads)",
+        "k round trips/s",
+        1e3,
+        vec![
+            Throughput {
+                name: "thread-per-core, 2 application workers",
+                run: Box::new(|| echo_load_pipelined(tpc.addr, 16, 4, PER_CONN / 4, limit)),
+            },
+            Throughput {
+                name: "network worker + 1 application worker",
+                run: Box::new(|| echo_load_pipelined(ours.addr, 16, 4, PER_CONN / 4, limit)),
+            },
+            Throughput {
+                name: "tokio, 2 worker threads",
+                run: Box::new(|| echo_load_pipelined(peer.addr, 16, 4, PER_CONN / 4, limit)),
+            },
+        ],
+    );
     compare_rates(
         "TCP echo, 64-byte round trips over 8 connections (server on 2 threads)",
         "k round trips/s",
         1e3,
         vec![
+            Throughput {
+                name: "thread-per-core, 2 application workers",
+                run: Box::new(|| echo_load(tpc.addr, 8, PER_CONN, limit, None)),
+            },
             Throughput {
                 name: "network worker + 1 application worker",
                 run: Box::new(|| echo_load(ours.addr, 8, PER_CONN, limit, None)),
@@ -688,6 +883,12 @@ fn tables() {
     compare_latency(
         "TCP echo round trip, 64 bytes, 1 connection",
         vec![
+            Latency {
+                name: "thread-per-core, 2 application workers",
+                run: Box::new(|h| {
+                    echo_load(tpc.addr, 1, PER_CONN, limit, Some(h));
+                }),
+            },
             Latency {
                 name: "network worker + 1 application worker",
                 run: Box::new(|h| {
@@ -705,6 +906,12 @@ fn tables() {
     compare_latency(
         "TCP echo round trip, 64 bytes, 8 connections",
         vec![
+            Latency {
+                name: "thread-per-core, 2 application workers",
+                run: Box::new(|h| {
+                    echo_load(tpc.addr, 8, PER_CONN / 4, limit, Some(h));
+                }),
+            },
             Latency {
                 name: "network worker + 1 application worker",
                 run: Box::new(|h| {

@@ -418,14 +418,22 @@ impl KernelRing {
             std::thread::sleep(most.unwrap_or(Duration::from_millis(1)));
             return;
         }
-        signal.sleep_unless(ready, || {
-            // Completions already waiting make the enter return at once.
-            let r = match most {
-                None => self.enter(true),
-                Some(t) => self.enter_at_most(t),
-            };
-            self.account(r);
-        });
+        signal.sleep_unless(ready, || self.wait(most));
+    }
+
+    /// Submits what is queued and waits in the kernel for a completion (or
+    /// the wake read), at most `most`; the caller has run the signal's flag
+    /// protocol. Completions already waiting make it return at once.
+    pub(crate) fn wait(&mut self, most: Option<Duration>) {
+        if self.broken.is_some() {
+            std::thread::sleep(most.unwrap_or(Duration::from_millis(1)));
+            return;
+        }
+        let r = match most {
+            None => self.enter(true),
+            Some(t) => self.enter_at_most(t),
+        };
+        self.account(r);
     }
 
     /// Submits what is queued and waits for a completion, at most `t`

@@ -48,6 +48,7 @@ pub use buf::{AlignedBuf, DIRECT_ALIGN, FixedBuf, IoBuf};
 pub use error::{IoError, SubmitError};
 pub use net::{
     ConnId, DEFAULT_SEND_QUEUE_LIMIT, NetClient, NetConfig, NetEvent, NetEventKind, NetworkWorker,
+    ReservedPort,
 };
 pub use options::IoOptions;
 pub use stats::IoStats;

@@ -116,6 +116,13 @@ impl<F, Args> PoolBuilder<F, Args> {
         self
     }
 
+    /// Where connections are served (see
+    /// [`NetworkMode`](super::NetworkMode)); the plan's choice otherwise.
+    pub fn network_mode(mut self, mode: super::NetworkMode) -> Self {
+        self.config = self.config.with_network_mode(mode);
+        self
+    }
+
     /// GPU workers.
     pub fn gpu_workers(mut self, n: usize) -> Self {
         self.config = self.config.with_gpu_workers(n);

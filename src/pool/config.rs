@@ -88,6 +88,13 @@ impl PoolConfig {
         self
     }
 
+    /// Where connections are served (see
+    /// [`NetworkMode`](super::NetworkMode)); the plan's choice otherwise.
+    pub fn with_network_mode(mut self, mode: super::NetworkMode) -> Self {
+        self.overrides.network_mode = Some(mode);
+        self
+    }
+
     /// GPU workers.
     pub fn with_gpu_workers(mut self, n: usize) -> Self {
         self.overrides.gpu_workers = Some(n);

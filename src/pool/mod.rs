@@ -29,8 +29,8 @@ pub use io::IoWorkers;
 #[cfg(not(loom))]
 pub use metrics_http::{MAX_HEAD, MetricsServer};
 pub use plan::{
-    Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, Placement, Plan,
-    PlanError, WorkerRole, plan,
+    Detected, GpuPlacement, IoBackend, MAX_WORKERS_PER_CPU, MIN_CPUS_FOR_SPIN, NetworkMode,
+    Placement, Plan, PlanError, THREAD_PER_CORE_MAX_CORES, WorkerRole, plan,
 };
 pub use profile::{ENV_VARS, EnvError, EnvOverrides, PlanOverrides, Profile};
 pub use runtime::WorkerPool;

@@ -104,6 +104,45 @@ pub enum IoBackend {
     },
 }
 
+/// Where an application serves its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkMode {
+    /// Network workers of their own own the sockets; application workers
+    /// get connection events from them (`WorkerPool::start_io`).
+    Dedicated,
+    /// Each application worker runs its own network backend in its loop
+    /// (`NetworkWorker::start_local`, listeners shared with
+    /// `SO_REUSEPORT`): a connection's whole life stays on one core.
+    /// Network workers the application still starts (say, for a metrics
+    /// endpoint) share cores with the application workers instead of
+    /// taking cores of their own.
+    ThreadPerCore,
+}
+
+impl NetworkMode {
+    /// `dedicated` or `thread-per-core`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::Dedicated => "dedicated",
+            NetworkMode::ThreadPerCore => "thread-per-core",
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Planned cores up to which thread-per-core is the default network mode
+/// (outside the low-latency profile): there a dedicated network worker
+/// takes a large share of the machine from the handlers. Measured on 2
+/// cores only (docs/benchmarks.md); larger machines keep the dedicated
+/// mode until measured.
+pub const THREAD_PER_CORE_MAX_CORES: usize = 4;
+
 /// A summary of what the plan was based on, for reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detected {
@@ -155,6 +194,9 @@ pub struct Plan {
     pub gpu_workers: Vec<GpuPlacement>,
     /// How I/O is done.
     pub io_backend: IoBackend,
+    /// Where connections are served, and so whether network workers get
+    /// cores of their own.
+    pub network_mode: NetworkMode,
     /// Why there is no GPU worker, if there is none.
     pub gpu_fallback: Option<String>,
     /// The requested idle strategy (profile or override). Each placement's
@@ -490,14 +532,50 @@ pub(crate) fn plan_roles(
     let network_per_node = overrides
         .network_workers_per_node
         .unwrap_or(d.network_per_node);
+    // What network workers would take, whether or not they start (the
+    // thread-per-core share of the application workers depends on it).
+    let planned_network = network_per_node.saturating_mul(nodes.len());
     // Storage and network workers that will not start get no core.
     let (storage_per_node, network_per_node) = if roles.io {
         (storage_per_node, network_per_node)
     } else {
         (0, 0)
     };
-    let io_per_node = storage_per_node.saturating_add(network_per_node);
+    let network_mode = match overrides.network_mode {
+        Some(m) => {
+            reasons.push(format!("network mode {m} (override)"));
+            m
+        }
+        None if profile == Profile::LowLatency => {
+            reasons.push(
+                "network mode dedicated (low-latency profile: a network worker of its own answers one connection fastest)"
+                    .to_owned(),
+            );
+            NetworkMode::Dedicated
+        }
+        None if core_n <= THREAD_PER_CORE_MAX_CORES => {
+            reasons.push(format!(
+                "network mode thread-per-core (on {} a network worker of its own would take a core from the handlers; each application worker serves its own connections)",
+                plural(core_n, "core", "cores")
+            ));
+            NetworkMode::ThreadPerCore
+        }
+        None => {
+            reasons.push(format!(
+                "network mode dedicated ({} network worker(s) per node on cores of their own; thread-per-core is the default up to {THREAD_PER_CORE_MAX_CORES} cores)",
+                network_per_node
+            ));
+            NetworkMode::Dedicated
+        }
+    };
+    // Thread-per-core: network workers, if started at all, take no core.
+    let network_reserved = match network_mode {
+        NetworkMode::ThreadPerCore => 0,
+        NetworkMode::Dedicated => network_per_node,
+    };
+    let io_per_node = storage_per_node.saturating_add(network_reserved);
     let io_total = io_per_node.saturating_mul(nodes.len());
+    let shared_network = (network_per_node - network_reserved).saturating_mul(nodes.len());
     // Hardware adapters first; software ones (llvmpipe: `device_type` "Cpu")
     // only when GPU workers are asked for explicitly, since by default a
     // rasteriser on the CPU would only slow the CPU workers down.
@@ -533,15 +611,30 @@ pub(crate) fn plan_roles(
         }
         None => match d.app_share {
             AppShare::Percent(p) => {
-                let n = (core_n * p / 100).max(1);
+                let share = (core_n * p / 100).max(1);
+                // Thread-per-core: the handlers also do the network work,
+                // so they get the cores network workers would have taken.
+                let bonus = match network_mode {
+                    NetworkMode::ThreadPerCore => planned_network,
+                    NetworkMode::Dedicated => 0,
+                };
+                let n = share.saturating_add(bonus).min(core_n.max(share));
                 reasons.push(format!(
-                    "{} ({p}% of your {}{})",
+                    "{} ({p}% of your {}{}{})",
                     plural(n, "application worker", "application workers"),
                     plural(core_n, "core", "cores"),
                     if core_n * p / 100 == 0 {
                         ", at least 1"
                     } else {
                         ""
+                    },
+                    if n > share {
+                        format!(
+                            ", plus {} network workers would take: thread-per-core",
+                            plural(n - share, "the core", "the cores")
+                        )
+                    } else {
+                        String::new()
                     }
                 ));
                 n
@@ -562,7 +655,10 @@ pub(crate) fn plan_roles(
             }
         },
     };
-    let total = app_n.saturating_add(io_total).saturating_add(gpu_n);
+    let total = app_n
+        .saturating_add(io_total)
+        .saturating_add(shared_network)
+        .saturating_add(gpu_n);
     let limit = MAX_WORKERS_PER_CPU * cpus.len();
     if total > limit {
         return Err(PlanError::TooManyWorkers {
@@ -572,8 +668,14 @@ pub(crate) fn plan_roles(
     }
     if roles.io {
         reasons.push(format!(
-            "{} ({io_per_node} per NUMA node: {storage_per_node} storage + {network_per_node} network on {})",
-            plural(io_total, "I/O worker", "I/O workers"),
+            "{} ({} per NUMA node: {storage_per_node} storage + {network_per_node} network{} on {})",
+            plural(io_total + shared_network, "I/O worker", "I/O workers"),
+            storage_per_node + network_per_node,
+            if shared_network > 0 {
+                ", the network workers sharing cores"
+            } else {
+                ""
+            },
             if nodes.len() == 1 {
                 "1 node".to_owned()
             } else {
@@ -621,11 +723,13 @@ pub(crate) fn plan_roles(
     let mut free = nodes.clone();
     let mut io_cores: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (&node, list) in free.iter_mut() {
+        // Thread-per-core keeps every core for the application workers,
+        // which serve the network, unless everything fits.
         let want = if io_per_node == 0 {
             0
         } else if dedicated {
             io_per_node.min(list.len())
-        } else if list.len() >= 2 {
+        } else if list.len() >= 2 && network_mode == NetworkMode::Dedicated {
             1
         } else {
             0
@@ -682,6 +786,12 @@ pub(crate) fn plan_roles(
                 add(&mut slots, WorkerRole::Network, ni, s, 0);
                 ni += 1;
             }
+        }
+        // Thread-per-core: network workers share the least loaded cores.
+        for _ in network_reserved..network_per_node {
+            let s = least_loaded(&slots, node_slots).unwrap_or(node_slots[0]);
+            add(&mut slots, WorkerRole::Network, ni, s, 0);
+            ni += 1;
         }
     }
     let all_slots: Vec<usize> = (0..slots.len()).collect();
@@ -817,6 +927,7 @@ pub(crate) fn plan_roles(
         network_workers: Vec::new(),
         gpu_workers: Vec::new(),
         io_backend,
+        network_mode,
         gpu_fallback,
         idle,
         idle_overridden: requested_idle.is_some(),
@@ -1029,6 +1140,7 @@ impl fmt::Display for Plan {
                 IoBackend::Fallback { reason } => format!("blocking fallback ({reason})"),
             }
         )?;
+        writeln!(f, "  network      {}", self.network_mode)?;
         writeln!(
             f,
             "  queues       capacity {}, batch {}, {}",

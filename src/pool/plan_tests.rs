@@ -231,8 +231,12 @@ fn one_cpu_shares_and_parks() {
 #[test]
 fn this_machine_shape_two_cores() {
     let t = machine(1, 2, 1);
+    let dedicated = PlanOverrides {
+        network_mode: Some(NetworkMode::Dedicated),
+        ..Default::default()
+    };
     for p in PROFILES {
-        let plan = default_run(&t, &Capabilities::all(vec![]), p);
+        let plan = run(&t, &Capabilities::all(vec![]), p, &dedicated);
         assert_eq!(plan.app_workers.len(), 1, "{plan}");
         assert_eq!(cpus_of(&plan.app_workers), vec![0]);
         assert_eq!(
@@ -243,6 +247,14 @@ fn this_machine_shape_two_cores() {
         assert_eq!(cpus_of(&plan.network_workers), vec![1]);
         assert!(plan.cpu_placements().all(|w| !w.idle.is_busy()), "{plan}");
     }
+    // Thread-per-core (the default here but for low latency): production
+    // gives the network's core to a second application worker, one per
+    // core; the I/O workers, if started, share those cores and park.
+    // (Performance keeps a core for its storage worker, as before.)
+    let tpc = default_run(&t, &Capabilities::all(vec![]), Profile::Production);
+    assert_eq!(tpc.network_mode, NetworkMode::ThreadPerCore, "{tpc}");
+    assert_eq!(cpus_of(&tpc.app_workers), vec![0, 1], "{tpc}");
+    assert!(tpc.cpu_placements().all(|w| !w.idle.is_busy()), "{tpc}");
     // Asking to spin on two CPUs explicitly is honoured where a worker has a
     // core to itself (the application worker); the I/O workers sharing the
     // other core still park.
@@ -449,8 +461,14 @@ fn fractional_quota_plans_one_busy_cpu_and_parks() {
         .quota(Some(1.5))
         .build()
         .unwrap();
+    // The dedicated layout (thread-per-core adds the network's core to the
+    // application workers; both park under the quota).
+    let dedicated = PlanOverrides {
+        network_mode: Some(NetworkMode::Dedicated),
+        ..Default::default()
+    };
     for p in PROFILES {
-        let plan = default_run(&t, &Capabilities::all(vec![]), p);
+        let plan = run(&t, &Capabilities::all(vec![]), p, &dedicated);
         assert_eq!(plan.detected.cpu_budget, 1.5);
         assert_eq!(plan.app_workers.len(), 1, "{plan}");
         let used: BTreeSet<usize> = plan.cpu_placements().filter_map(|w| w.cpu).collect();
@@ -825,6 +843,7 @@ fn application_workers_take_the_cores_of_roles_that_never_start() {
     let caps = Capabilities::none();
     let two = PlanOverrides {
         app_workers: Some(2),
+        network_mode: Some(NetworkMode::Dedicated),
         ..Default::default()
     };
     for p in PROFILES {
@@ -896,4 +915,75 @@ fn roles_that_never_start_leave_their_cores_to_application_workers() {
     check_invariants(&only, &t, &caps);
     assert_eq!(cpus_of(&only.app_workers), (0..8).collect::<Vec<_>>());
     assert!(distinct_cores(&only, &t), "{only}");
+}
+
+#[test]
+fn the_network_mode_follows_the_core_count_and_profile() {
+    let caps = Capabilities::all(vec![]);
+    for cores in [1, 2, 4] {
+        let t = machine(1, cores, 1);
+        for p in [Profile::Production, Profile::Performance] {
+            let plan = default_run(&t, &caps, p);
+            assert_eq!(plan.network_mode, NetworkMode::ThreadPerCore, "{plan}");
+            assert!(
+                plan.reasons
+                    .iter()
+                    .any(|r| r.starts_with("network mode thread-per-core")),
+                "{plan}"
+            );
+            assert!(plan.to_string().contains("network      thread-per-core"));
+        }
+        let low = default_run(&t, &caps, Profile::LowLatency);
+        assert_eq!(low.network_mode, NetworkMode::Dedicated, "{low}");
+    }
+    let t = machine(1, THREAD_PER_CORE_MAX_CORES * 2, 1);
+    let big = default_run(&t, &caps, Profile::Production);
+    assert_eq!(big.network_mode, NetworkMode::Dedicated, "{big}");
+    assert!(big.to_string().contains("network      dedicated"), "{big}");
+}
+
+#[test]
+fn a_network_mode_override_wins_and_frees_the_network_cores() {
+    let caps = Capabilities::all(vec![]);
+    let t = machine(1, 8, 1);
+    let o = |m| PlanOverrides {
+        network_mode: Some(m),
+        ..Default::default()
+    };
+    // The performance profile gives application workers every core the
+    // I/O workers do not reserve: thread-per-core reserves none for the
+    // network workers, which share cores instead.
+    let tpc = run(
+        &t,
+        &caps,
+        Profile::Performance,
+        &o(NetworkMode::ThreadPerCore),
+    );
+    let dedicated = run(&t, &caps, Profile::Performance, &o(NetworkMode::Dedicated));
+    assert_eq!(tpc.network_mode, NetworkMode::ThreadPerCore);
+    assert!(
+        tpc.reasons
+            .iter()
+            .any(|r| r == "network mode thread-per-core (override)"),
+        "{tpc}"
+    );
+    assert_eq!(tpc.network_workers.len(), dedicated.network_workers.len());
+    assert_eq!(
+        tpc.app_workers.len(),
+        dedicated.app_workers.len() + dedicated.network_workers.len(),
+        "{tpc}\n{dedicated}"
+    );
+    for n in &tpc.network_workers {
+        let sharing = tpc.cpu_placements().filter(|w| w.cpu == n.cpu).count();
+        assert!(sharing > 1, "a network worker has a core to itself:\n{tpc}");
+        assert!(!n.idle.is_busy(), "{tpc}");
+    }
+    let env =
+        PlanOverrides::from_env_pairs([("SHARED_NOTHING_NETWORK_MODE", "dedicated")]).unwrap();
+    assert_eq!(env.network_mode, Some(NetworkMode::Dedicated));
+    let bad = PlanOverrides::from_env_pairs([("SHARED_NOTHING_NETWORK_MODE", "both")]).unwrap_err();
+    assert!(
+        bad.to_string().contains("dedicated or thread-per-core"),
+        "{bad}"
+    );
 }

@@ -151,6 +151,9 @@ pub struct PlanOverrides {
     /// Plan only on these CPUs, which must all be allowed
     /// (`SHARED_NOTHING_CPUS`, a CPU list such as `0-3,8`).
     pub cpus: Option<Vec<usize>>,
+    /// Where connections are served (`SHARED_NOTHING_NETWORK_MODE`,
+    /// `dedicated` or `thread-per-core`).
+    pub network_mode: Option<super::NetworkMode>,
 }
 
 /// A `SHARED_NOTHING_*` variable had a value that cannot be used.
@@ -199,6 +202,7 @@ pub const ENV_VARS: &[&str] = &[
     "SHARED_NOTHING_QUEUE_CAPACITY",
     "SHARED_NOTHING_BATCH_SIZE",
     "SHARED_NOTHING_CPUS",
+    "SHARED_NOTHING_NETWORK_MODE",
 ];
 
 /// `SHARED_NOTHING_*` variables that other parts of the crate (and its test
@@ -309,6 +313,7 @@ impl EnvOverrides {
             "SHARED_NOTHING_PIN" => o.pin.map(|p| if p { "1" } else { "0" }.to_owned()),
             "SHARED_NOTHING_IDLE" => o.idle.map(|i| i.name().to_owned()),
             "SHARED_NOTHING_CPUS" => o.cpus.as_deref().map(format_cpu_list),
+            "SHARED_NOTHING_NETWORK_MODE" => o.network_mode.map(|m| m.name().to_owned()),
             _ => None,
         }
     }
@@ -552,6 +557,13 @@ fn parse_one(o: &mut PlanOverrides, key: &str, raw: &str) -> Result<(), EnvError
                 .ok_or_else(|| invalid("a non-empty CPU list such as 0-3,8"))?;
             o.cpus = Some(cpus);
         }
+        "SHARED_NOTHING_NETWORK_MODE" => {
+            o.network_mode = Some(match lower.as_str() {
+                "dedicated" => super::NetworkMode::Dedicated,
+                "thread-per-core" | "thread_per_core" | "tpc" => super::NetworkMode::ThreadPerCore,
+                _ => return Err(invalid("dedicated or thread-per-core")),
+            })
+        }
         _ => {}
     }
     Ok(())
@@ -574,6 +586,7 @@ mod tests {
             ("SHARED_NOTHING_QUEUE_CAPACITY", "512"),
             ("SHARED_NOTHING_BATCH_SIZE", "16"),
             ("SHARED_NOTHING_CPUS", "0-3,8"),
+            ("SHARED_NOTHING_NETWORK_MODE", "Thread-Per-Core"),
             ("SHARED_NOTHING_SOMETHING_ELSE", "whatever"),
             ("HOME", "/root"),
         ])
@@ -591,6 +604,7 @@ mod tests {
                 queue_capacity: Some(512),
                 batch_size: Some(16),
                 cpus: Some(vec![0, 1, 2, 3, 8]),
+                network_mode: Some(super::super::NetworkMode::ThreadPerCore),
             }
         );
     }
@@ -704,7 +718,11 @@ mod tests {
             ("SHARED_NOTHING_CPU", "SHARED_NOTHING_CPUS"),
             ("SHARED_NOTHING_PROFIL", "SHARED_NOTHING_PROFILE"),
             ("SHARED_NOTHING_STORAGE", "SHARED_NOTHING_STORAGE_WORKERS"),
-            ("SHARED_NOTHING_NETWORK", "SHARED_NOTHING_NETWORK_WORKERS"),
+            (
+                "SHARED_NOTHING_NETWORK_WORKER",
+                "SHARED_NOTHING_NETWORK_WORKERS",
+            ),
+            ("SHARED_NOTHING_NETWORK_MOD", "SHARED_NOTHING_NETWORK_MODE"),
             ("SHARED_NOTHING_QUEUE_CAP", "SHARED_NOTHING_QUEUE_CAPACITY"),
             ("SHARED_NOTHING_GPU", "SHARED_NOTHING_GPU_WORKERS"),
             ("SHARED_NOTHING_BATCH", "SHARED_NOTHING_BATCH_SIZE"),

@@ -87,6 +87,7 @@ fn layer(env: PlanOverrides, code: PlanOverrides) -> PlanOverrides {
         queue_capacity: env.queue_capacity.or(code.queue_capacity),
         batch_size: env.batch_size.or(code.batch_size),
         cpus: env.cpus.or(code.cpus),
+        network_mode: env.network_mode.or(code.network_mode),
     }
 }
 
@@ -789,6 +790,8 @@ mod tests {
             .unwrap();
         let overrides = PlanOverrides {
             app_workers: Some(2),
+            // The dedicated layout keeps a core for the I/O workers.
+            network_mode: Some(crate::pool::NetworkMode::Dedicated),
             ..PlanOverrides::default()
         };
         let pool = WorkerPool::from_parts(

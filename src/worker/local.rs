@@ -34,7 +34,10 @@ pub(crate) trait LocalDriver {
     /// published.
     fn ready(&mut self) -> bool;
 
-    /// Sleeps until a completion, the waker, or `timeout`.
+    /// Sleeps in the kernel until a completion, the waker, or `timeout`.
+    /// The caller has published the worker's sleeping flag and re-checked
+    /// its rings and `ready`; a driver whose own clients wake it through
+    /// another signal runs that signal's protocol here too.
     fn sleep(&mut self, timeout: Option<Duration>);
 
     /// Wakes [`sleep`](Self::sleep) from any thread.

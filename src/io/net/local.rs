@@ -33,7 +33,10 @@ pub(crate) trait Backend {
     fn round(&mut self) -> Round;
     /// Whether requests or listener changes wait (the sleep's re-check).
     fn ready(&mut self) -> bool;
-    /// Sleeps in the kernel until an event, the wake-up, or `most`.
+    /// Sleeps in the kernel until an event, the wake-up, or `most`, with
+    /// the flag protocol on the inbox's signal (its clients' pushes wake it
+    /// through that signal; an inbox's rings close its signal when they
+    /// close, so it cannot be the worker's own).
     fn sleep(&mut self, most: Option<Duration>);
     /// Delivers what waits for room; returns how much still waits.
     fn flush(&mut self) -> usize;
@@ -51,6 +54,8 @@ pub(super) struct LocalNet {
     stopped: bool,
     /// Events still waiting for room after the last round.
     backlog: usize,
+    /// How long the backend may sleep while events wait for room.
+    most: Option<Duration>,
 }
 
 impl LocalNet {
@@ -65,6 +70,7 @@ impl LocalNet {
             waker,
             stopped: false,
             backlog: 0,
+            most: None,
         }
     }
 }
@@ -77,6 +83,7 @@ impl LocalDriver for LocalNet {
             return self.backlog < before;
         }
         let r = self.backend.round();
+        self.most = r.most;
         if r.stopping {
             self.backend.shut_down();
             self.stopped = true;
@@ -102,7 +109,11 @@ impl LocalDriver for LocalNet {
             );
             return;
         }
-        self.backend.sleep(timeout);
+        let most = match (timeout, self.most) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.backend.sleep(most);
     }
 
     fn waker(&self) -> Waker {

@@ -616,6 +616,56 @@ impl NetworkWorker {
     }
 }
 
+/// A port held for listeners that will bind it with
+/// [`NetConfig::reuse_port`]: thread-per-core workers start in parallel,
+/// so they need their one port before any of them listens. It is a socket
+/// bound (not listening, so it gets no connections) with `SO_REUSEADDR`
+/// and `SO_REUSEPORT`; drop it once the listeners are up.
+///
+/// ```
+/// use shared_nothing::io::ReservedPort;
+/// let port = ReservedPort::new("127.0.0.1:0".parse().unwrap()).unwrap();
+/// assert_ne!(port.addr().port(), 0);
+/// ```
+#[derive(Debug)]
+pub struct ReservedPort {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl ReservedPort {
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// `Io` if the address cannot be bound.
+    pub fn new(addr: SocketAddr) -> Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let bind = || -> std::io::Result<(Socket, SocketAddr)> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())?;
+            let local = socket.local_addr()?.as_socket().unwrap_or(addr);
+            Ok((socket, local))
+        };
+        let (socket, addr) = bind().map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("reserving {addr}: {e}"),
+            ))
+        })?;
+        Ok(Self {
+            _socket: socket,
+            addr,
+        })
+    }
+
+    /// The address held, with the port chosen.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// How long [`NetworkWorker::listen`] retries a port that is in use.
 pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
