@@ -1,7 +1,10 @@
 //! The broker server on the crate's workers.
 //!
-//! Every application worker owns the connections the network worker hands
-//! it (round robin) and decodes their bytes. Worker [`OWNER`] additionally
+//! Every application worker owns its connections and decodes their bytes.
+//! In the network mode the plan picks: thread-per-core (each worker runs
+//! its own network backend in its loop and listens on the shared port,
+//! `SO_REUSEPORT`, so the kernel spreads the connections) or dedicated (a
+//! network worker accepts and hands connections out round robin). Worker [`OWNER`] additionally
 //! owns the log: connection workers forward decoded records and consumer
 //! subscriptions to it as messages, and it answers with acks and consumer
 //! frames as messages. All cross-worker traffic goes through
@@ -18,8 +21,11 @@ mod metrics;
 mod owner;
 
 use crate::config::Config;
-use shared_nothing::io::{ConnId, NetClient, NetEvent, StorageCompletion};
+use shared_nothing::io::{
+    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort, StorageCompletion,
+};
 use shared_nothing::partition::RoundRobinPartitioner;
+use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -39,6 +45,8 @@ pub enum Msg {
     Net(NetEvent),
     /// Sent once after spawn: one sink per worker, in index order.
     Wire(Vec<ResultSink<Msg>>),
+    /// Thread-per-core, after wiring: listen on this (shared) address.
+    Listen(SocketAddr),
     /// Clock tick from the serving thread.
     Tick,
     /// To the owner: a storage request of the log finished.
@@ -80,6 +88,8 @@ pub enum ServeError {
     Addr { addr: String, reason: String },
     #[error("worker {0} did not take its wiring: {1}")]
     Wire(usize, String),
+    #[error("worker {0} could not listen (see its log line): {1}")]
+    Listen(usize, String),
 }
 
 /// One application worker.
@@ -88,14 +98,17 @@ pub struct Node {
     cfg: Config,
     io: IoWorkers,
     metrics: metrics::BrokerMetrics,
+    mode: NetworkMode,
 }
 
 /// A worker's state, built on its own thread.
 pub struct NodeState {
     index: usize,
     /// One client per network worker (replies go through the one that owns
-    /// the connection).
+    /// the connection); thread-per-core, the one of this worker's own.
     clients: Vec<NetClient>,
+    /// Thread-per-core: this worker's own network backend.
+    net: Option<NetworkWorker>,
     /// Sinks into every worker, indexed like the group; empty until `Wire`.
     peers: Vec<ResultSink<Msg>>,
     conns: HashMap<ConnId, conn::Conn>,
@@ -122,13 +135,26 @@ impl Worker for Node {
     type Reply = ();
 
     fn init(&mut self) -> Result<NodeState> {
-        let clients = (0..self.io.network_count())
-            .map(|i| {
-                self.io
-                    .network(i)
-                    .client(ResultSink::to_current_worker(Msg::Net)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (net, clients) = match self.mode {
+            NetworkMode::ThreadPerCore => {
+                let config = NetConfig::new()
+                    .reuse_port(true)
+                    .name(format!("broker-net-{}", self.index));
+                let net = NetworkWorker::start_local(self.index, config)?;
+                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
+                (Some(net), vec![client])
+            }
+            _ => {
+                let clients = (0..self.io.network_count())
+                    .map(|i| {
+                        self.io
+                            .network(i)
+                            .client(ResultSink::to_current_worker(Msg::Net)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (None, clients)
+            }
+        };
         let owner = if self.index == OWNER {
             let disk = self
                 .io
@@ -142,6 +168,7 @@ impl Worker for Node {
         Ok(NodeState {
             index: self.index,
             clients,
+            net,
             peers: Vec::new(),
             conns: HashMap::new(),
             max_record: self.cfg.max_record,
@@ -191,6 +218,22 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 let _ = env.reply(());
             }
         }
+        Msg::Listen(addr) => {
+            let listening = match st.net.as_ref() {
+                Some(net) => ResultSink::to_current_worker(Msg::Net).and_then(|me| {
+                    net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))
+                }),
+                None => Err(Error::msg("no network backend of its own (dedicated mode)")),
+            };
+            match listening {
+                Ok(_) if env.is_request() => {
+                    let _ = env.reply(());
+                }
+                Ok(_) => {}
+                // The request then resolves as dropped: `serve` fails.
+                Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+            }
+        }
         Msg::Tick => {
             for p in &mut st.peers {
                 p.flush();
@@ -236,6 +279,7 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
             reason: "no address".to_owned(),
         })?;
     let pool = WorkerPool::new()?;
+    let mode = pool.plan().network_mode;
     let io = pool.start_io()?;
     let broker_metrics = metrics::BrokerMetrics::default();
     broker_metrics.register(&mut pool.metrics_registry());
@@ -245,6 +289,7 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
         cfg: cfg2.clone(),
         io: io2.clone(),
         metrics: m2.clone(),
+        mode,
     })?;
 
     // Wire every worker to every worker, and wait until all have their
@@ -259,11 +304,26 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Wire(i, e.to_string()))?;
     }
 
-    let local = io.network(0).listen(
-        addr,
-        group.result_sinks(Msg::Net),
-        Arc::new(RoundRobinPartitioner::new()),
-    )?;
+    let local = match mode {
+        NetworkMode::ThreadPerCore => {
+            // Every worker listens on the one port: held until they do.
+            let port = ReservedPort::new(addr)?;
+            for i in 0..group.len() {
+                let pending = group
+                    .request(i, Msg::Listen(port.addr()))
+                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
+                pending
+                    .wait_timeout(Duration::from_secs(10))
+                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
+            }
+            port.addr()
+        }
+        _ => io.network(0).listen(
+            addr,
+            group.result_sinks(Msg::Net),
+            Arc::new(RoundRobinPartitioner::new()),
+        )?,
+    };
     // Kept alive for the server's life: dropping it closes the endpoint.
     let _metrics_server = match cfg.metrics_addr {
         Some(addr) => {
@@ -274,7 +334,7 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
         None => None,
     };
     println!(
-        "broker: listening on {local} ({} workers, log owner worker {OWNER}, data in {}, fsync {:?})",
+        "broker: listening on {local} ({} workers, network {mode}, log owner worker {OWNER}, data in {}, fsync {:?})",
         group.len(),
         cfg.dir.display(),
         cfg.fsync
