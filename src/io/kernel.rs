@@ -47,6 +47,12 @@ impl Cqe {
         io_uring::cqueue::more(self.flags)
     }
 
+    /// Whether it is a zero-copy send's notification (the kernel has let go
+    /// of the buffer), not its result.
+    pub(crate) fn notif(&self) -> bool {
+        io_uring::cqueue::notif(self.flags)
+    }
+
     /// Whether it was made up for an SQE the kernel never took.
     pub(crate) fn refused(&self) -> bool {
         self.flags & NOT_SUBMITTED != 0
@@ -137,6 +143,12 @@ impl KernelRing {
     /// For registering buffers and files.
     pub(crate) fn submitter(&self) -> Submitter<'_> {
         self.ring.submitter()
+    }
+
+    /// Whether the kernel knows `opcode` (an `IORING_OP_*` code).
+    pub(crate) fn supports(&self, opcode: u8) -> bool {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode)
     }
 
     /// Free submission queue entries (none once the ring is broken).

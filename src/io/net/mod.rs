@@ -189,6 +189,11 @@ pub struct NetConfig {
     pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
+    /// Sends of at least this many bytes go out zero-copy
+    /// (`IORING_OP_SEND_ZC`: the kernel sends from the buffer itself and
+    /// lets go of it with a second completion) where the kernel has it;
+    /// `None` (the default) copies every send. io_uring backend only.
+    pub zero_copy_min: Option<usize>,
     /// Bind listeners with `SO_REUSEPORT`, so that several workers (each
     /// with its own network backend, as in thread-per-core mode) listen on
     /// one port and the kernel spreads connections over them.
@@ -214,8 +219,16 @@ impl NetConfig {
             cpu: None,
             spin: std::time::Duration::from_micros(50),
             name: "network-0".into(),
+            zero_copy_min: None,
             reuse_port: false,
         }
+    }
+
+    /// Sends of at least `bytes` go out zero-copy (see
+    /// [`zero_copy_min`](Self#structfield.zero_copy_min)).
+    pub fn zero_copy_send(mut self, bytes: usize) -> Self {
+        self.zero_copy_min = Some(bytes);
+        self
     }
 
     /// Binds listeners with `SO_REUSEPORT` (see

@@ -590,3 +590,51 @@ fn a_closed_listener_frees_its_port_and_keeps_its_connections() {
         net.stop().unwrap();
     }
 }
+
+#[test]
+fn zero_copy_sends_arrive_whole_and_report_sent_after_the_kernel_lets_go() {
+    // Every send zero-copy (where the kernel has SEND_ZC; elsewhere, and on
+    // the fallback, the same bytes by copy).
+    let config = NetConfig::new().zero_copy_send(1);
+    for (backend, name) in [
+        (BackendChoice::Auto, "auto"),
+        (BackendChoice::Fallback, "fallback"),
+    ] {
+        let net = NetworkWorker::start(0, config.clone().backend(backend)).unwrap();
+        let (s, mut q) = ResultSink::queue();
+        let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+        let (cs, mut cq) = ResultSink::queue();
+        let mut client = net.client(cs).unwrap();
+        let mut peer = TcpStream::connect(addr).unwrap();
+        let conn = match q.recv_timeout(WAIT).unwrap() {
+            NetEvent {
+                conn,
+                kind: NetEventKind::Accepted { .. },
+            } => conn,
+            other => panic!("{name}: {other:?}"),
+        };
+        let chunks: Vec<Vec<u8>> = (0..4u8)
+            .map(|c| (0..2 << 20).map(|i: u32| (i % 253) as u8 ^ c).collect())
+            .collect();
+        let expected: Vec<u8> = chunks.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 8 << 20];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        for (tag, chunk) in chunks.into_iter().enumerate() {
+            client.send_tracked(conn, chunk, tag as u64).unwrap();
+        }
+        let mut sent = Vec::new();
+        while sent.len() < 4 {
+            match cq.recv_timeout(WAIT).expect("a Sent event in time").kind {
+                NetEventKind::Sent { tag, .. } => sent.push(tag),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(sent, vec![0, 1, 2, 3], "{name}: in order, each once");
+        assert!(reader.join().unwrap() == expected, "{name}: bytes differ");
+        let mut net = net;
+        net.stop().unwrap();
+    }
+}

@@ -158,7 +158,8 @@ impl UringNet {
     }
 
     fn complete_send(&mut self, mut op: SendOp, cqe: &Cqe) {
-        let res = cqe.res();
+        let res = op.result(cqe);
+        op.sent = None;
         let slot = op.slot;
         let Some(c) = self.conns.slot_mut(slot) else {
             return self.recycle(op.buf);
@@ -166,7 +167,12 @@ impl UringNet {
         c.sending = None;
         if res < 0 {
             self.recycle(op.buf);
-            return self.fail_conn(slot, error(cqe, "send"));
+            let e = if cqe.refused() {
+                IoError::not_submitted(-res)
+            } else {
+                IoError::os("send", -res)
+            };
+            return self.fail_conn(slot, e);
         }
         self.inbox.shared.stats.bytes_out.add(res as u64);
         op.off += res as usize;

@@ -35,6 +35,7 @@ use crate::io::inflight::InFlight;
 use crate::io::kernel::{Cqe, KernelRing};
 use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
+use io_uring::opcode;
 use ops::{AcceptOp, CancelOp, ConnectOp, NetOp, RecvOp, SendOp};
 use spare::SparePool;
 use std::net::{SocketAddr, TcpListener};
@@ -93,6 +94,9 @@ pub(super) struct UringNet {
     max_backlog: usize,
     /// Unsent bytes a connection may hold (`NetConfig::send_queue_limit`).
     send_limit: usize,
+    /// Sends of at least this many bytes are zero-copy
+    /// (`NetConfig::zero_copy_min`, where the kernel has `SEND_ZC`).
+    zero_copy_min: Option<usize>,
     spare: SparePool,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
@@ -108,7 +112,15 @@ impl UringNet {
         waker: Arc<EventFd>,
     ) -> std::io::Result<Self> {
         let ring = KernelRing::new(config.ring_entries, waker, config.spin)?;
+        let zero_copy_min = config.zero_copy_min.filter(|_| {
+            let ok = ring.supports(opcode::SendZc::CODE);
+            if !ok {
+                tracing::info!("io_uring has no zero-copy send here: large sends copy");
+            }
+            ok
+        });
         Ok(Self {
+            zero_copy_min,
             ring,
             inbox: Inbox::new(shared),
             nap: BacklogNap::default(),
@@ -386,12 +398,15 @@ impl UringNet {
         let Some(o) = c.sends.pop_front() else {
             return;
         };
+        let zc = self.zero_copy_min.is_some_and(|min| o.buf.len() >= min);
         let op = SendOp {
             slot,
             fd: c.fd,
             buf: o.buf,
             off: 0,
             notify: o.notify,
+            zc,
+            sent: None,
         };
         self.start_send(op);
     }

@@ -5,6 +5,7 @@
 //! failing or shutting a connection down never holds them.
 
 use crate::io::inflight::{Owned, Sqes};
+use crate::io::kernel::Cqe;
 use io_uring::{opcode, types};
 use std::os::fd::RawFd;
 
@@ -53,13 +54,19 @@ impl RecvOp {
 }
 
 /// A send of the op's buffer past its first `off` bytes; `notify` is told
-/// `Sent` once all of it has gone.
+/// `Sent` once all of it has gone. With `zc` it is a zero-copy send
+/// (`IORING_OP_SEND_ZC`): the kernel reads the buffer until its second
+/// completion, the notification, so the op (and the buffer) stays in the
+/// slab until then; the first completion's result is kept in `sent`.
 pub(super) struct SendOp {
     pub(super) slot: u32,
     pub(super) fd: RawFd,
     pub(super) buf: Vec<u8>,
     pub(super) off: usize,
     pub(super) notify: Option<(u32, u64)>,
+    pub(super) zc: bool,
+    /// A zero-copy send's result, once its first completion is in.
+    pub(super) sent: Option<i32>,
 }
 
 impl SendOp {
@@ -67,19 +74,41 @@ impl SendOp {
     pub(super) fn rest(&self) -> usize {
         self.buf.len().saturating_sub(self.off)
     }
+
+    /// The send's result: the first completion's for a zero-copy send
+    /// (its last is the notification), else the last's.
+    pub(super) fn result(&self, last: &Cqe) -> i32 {
+        match self.sent {
+            Some(res) if last.notif() => res,
+            _ => last.res(),
+        }
+    }
 }
 
 // SAFETY: the send reads at most the bytes of a heap buffer this op owns
-// after its first `off` (clamped to the buffer).
+// after its first `off` (clamped to the buffer); a zero-copy send reads it
+// until its notification, which is its last completion (the slab keeps the
+// op until then); `progress` only books the result.
 unsafe impl Owned for SendOp {
     fn sqes(&mut self) -> Sqes {
         let rest = &self.buf[self.off.min(self.buf.len())..];
         let len = rest.len().min(u32::MAX as usize) as u32;
-        Sqes::One(
-            opcode::Send::new(types::Fd(self.fd), rest.as_ptr(), len)
+        let fd = types::Fd(self.fd);
+        Sqes::One(if self.zc {
+            opcode::SendZc::new(fd, rest.as_ptr(), len)
                 .flags(libc::MSG_NOSIGNAL)
-                .build(),
-        )
+                .build()
+        } else {
+            opcode::Send::new(fd, rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        })
+    }
+
+    fn progress(&mut self, cqe: &Cqe) {
+        if !cqe.notif() {
+            self.sent = Some(cqe.res());
+        }
     }
 }
 
@@ -132,6 +161,12 @@ unsafe impl Owned for NetOp {
             NetOp::Send(o) => o.sqes(),
             NetOp::Connect(o) => o.sqes(),
             NetOp::Cancel(o) => o.sqes(),
+        }
+    }
+
+    fn progress(&mut self, cqe: &Cqe) {
+        if let NetOp::Send(o) = self {
+            o.progress(cqe);
         }
     }
 }
