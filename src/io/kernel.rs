@@ -47,6 +47,11 @@ impl Cqe {
         io_uring::cqueue::more(self.flags)
     }
 
+    /// The kernel's flags (buffer ids, `MORE`), plus [`NOT_SUBMITTED`].
+    pub(crate) fn flags_raw(&self) -> u32 {
+        self.flags
+    }
+
     /// Whether it is a zero-copy send's notification (the kernel has let go
     /// of the buffer), not its result.
     pub(crate) fn notif(&self) -> bool {

@@ -189,6 +189,15 @@ pub struct NetConfig {
     pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
+    /// Provided receive buffers: how many (a power of two) and how large.
+    /// Connections then receive with multishot receives that take a buffer
+    /// from this shared ring per completion (the bytes are copied out into
+    /// an event of their size and the buffer goes back at once), so an idle
+    /// connection holds no receive buffer. `None`, or a kernel without
+    /// provided-buffer rings (before 5.19) or multishot receive (before
+    /// 6.0), gives each connection its own `recv_buffer`. io_uring backend
+    /// only.
+    pub provided_buffers: Option<(u16, usize)>,
     /// Sends of at least this many bytes go out zero-copy
     /// (`IORING_OP_SEND_ZC`: the kernel sends from the buffer itself and
     /// lets go of it with a second completion) where the kernel has it;
@@ -207,7 +216,8 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
-    /// 256 entries, 64 KiB receive buffers.
+    /// 256 entries, 64 KiB receive buffers per connection or 256 provided
+    /// buffers of 16 KiB shared by all (see `provided_buffers`).
     pub fn new() -> Self {
         Self {
             backend: BackendChoice::Auto,
@@ -220,8 +230,17 @@ impl NetConfig {
             spin: std::time::Duration::from_micros(50),
             name: "network-0".into(),
             zero_copy_min: None,
+            provided_buffers: Some((256, 16 << 10)),
             reuse_port: false,
         }
+    }
+
+    /// Sets the provided receive buffers (see
+    /// [`provided_buffers`](Self#structfield.provided_buffers); `None` for
+    /// a buffer per connection).
+    pub fn provided_buffers(mut self, buffers: Option<(u16, usize)>) -> Self {
+        self.provided_buffers = buffers;
+        self
     }
 
     /// Sends of at least `bytes` go out zero-copy (see

@@ -638,3 +638,65 @@ fn zero_copy_sends_arrive_whole_and_report_sent_after_the_kernel_lets_go() {
         net.stop().unwrap();
     }
 }
+
+#[test]
+fn a_tiny_provided_buffer_ring_runs_dry_and_every_byte_still_arrives_in_order() {
+    // Two 512-byte buffers for five connections each sending 256 KiB: the
+    // kernel runs out of buffers again and again (the multishot receive
+    // ends with ENOBUFS and is armed again), and a slow owner pauses them.
+    let config = NetConfig::new().provided_buffers(Some((2, 512)));
+    let net = NetworkWorker::start(0, config).unwrap();
+    let (s, mut q) = ResultSink::queue();
+    let addr = net.listen(loopback(), vec![s], rr()).unwrap();
+    let payload = |c: u8| -> Vec<u8> { (0..256 << 10).map(|i: u32| (i % 241) as u8 ^ c).collect() };
+    let writers: Vec<_> = (0..5u8)
+        .map(|c| {
+            let data = payload(c);
+            std::thread::spawn(move || {
+                let mut peer = TcpStream::connect(addr).unwrap();
+                peer.write_all(&[c]).unwrap();
+                peer.write_all(&data).unwrap();
+                peer.shutdown(std::net::Shutdown::Write).unwrap();
+                // Hold the socket until the server is done reading.
+                let mut rest = Vec::new();
+                let _ = peer.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    let mut got: std::collections::HashMap<ConnId, Vec<u8>> = Default::default();
+    let mut done = 0;
+    let (cs, _cq) = ResultSink::queue();
+    let mut client = net.client(cs).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while done < 5 && Instant::now() < deadline {
+        let Ok(ev) = q.recv_timeout(WAIT) else { break };
+        match ev.kind {
+            NetEventKind::Data(d) => {
+                got.entry(ev.conn).or_default().extend_from_slice(&d);
+                // A slow owner: the backlog builds up and reads pause.
+                if got.len() % 2 == 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            NetEventKind::PeerClosed => {
+                done += 1;
+                client.close(ev.conn).unwrap();
+            }
+            NetEventKind::Accepted { .. } | NetEventKind::Closed => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(done, 5, "every peer's EOF arrived");
+    for bytes in got.values() {
+        let c = bytes[0];
+        assert!(
+            bytes[1..] == payload(c)[..],
+            "connection {c}: bytes lost or reordered"
+        );
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut net = net;
+    net.stop().unwrap();
+}

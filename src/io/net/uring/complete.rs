@@ -2,12 +2,13 @@
 //! with its last completion (a multishot accept also shows each earlier
 //! one), and the connection it belongs to moves on.
 
-use super::ops::{ConnectOp, NetOp, RecvOp, SendOp};
+use super::ops::{CancelOp, ConnectOp, NetOp, RecvOp, SendOp};
 use super::sys::{peer_addr, set_nodelay};
 use super::{NetEvent, NetEventKind, UringNet};
 use crate::io::IoError;
 use crate::io::inflight::Reaped;
 use crate::io::kernel::Cqe;
+use io_uring::cqueue;
 use std::net::SocketAddr;
 
 /// The error a failed completion stands for: the kernel's, or the broken
@@ -23,6 +24,7 @@ fn error(cqe: &Cqe, op: &'static str) -> IoError {
 /// What to do with one completion, once the slab has booked it.
 enum Step {
     Accepted { listener: usize, last: bool },
+    Received { slot: u32, last: bool },
     Op(NetOp),
     Nothing,
 }
@@ -41,17 +43,27 @@ impl UringNet {
                     listener: a.listener,
                     last: true,
                 },
+                Reaped::More(NetOp::RecvMulti(r)) => Step::Received {
+                    slot: r.slot,
+                    last: false,
+                },
+                Reaped::Last(NetOp::RecvMulti(r)) => Step::Received {
+                    slot: r.slot,
+                    last: true,
+                },
                 Reaped::Last(op) => Step::Op(op),
                 Reaped::More(_) | Reaped::Unknown => Step::Nothing,
             };
             match step {
                 Step::Accepted { listener, last } => self.complete_accept(listener, &cqe, last),
+                Step::Received { slot, last } => self.complete_recv_multi(slot, &cqe, last),
                 Step::Op(NetOp::Recv(op)) => self.complete_recv(op, &cqe),
                 Step::Op(NetOp::Send(op)) => self.complete_send(op, &cqe),
                 Step::Op(NetOp::Connect(op)) => {
                     self.complete_connect(op, cqe.res().min(0), || error(&cqe, "connect"))
                 }
-                Step::Op(NetOp::Cancel(_) | NetOp::Accept(_)) | Step::Nothing => {}
+                Step::Op(NetOp::Cancel(_) | NetOp::Accept(_) | NetOp::RecvMulti(_))
+                | Step::Nothing => {}
             }
         }
         self.cqes = cqes;
@@ -155,6 +167,104 @@ impl UringNet {
         // after what is queued is sent (or at once, if dead).
         c.closing = true;
         self.settle(slot);
+    }
+
+    /// A multishot receive's completion: data in a provided buffer (copied
+    /// out, the buffer returned at once), or its end.
+    fn complete_recv_multi(&mut self, slot: u32, cqe: &Cqe, last: bool) {
+        let res = cqe.res();
+        let data = match (res > 0, cqueue::buffer_select(cqe.flags_raw())) {
+            (true, Some(bid)) => self.bufs.as_mut().and_then(|b| b.take(bid, res as usize)),
+            _ => None,
+        };
+        let max_backlog = self.max_backlog;
+        let Some(c) = self.conns.slot_mut(slot) else {
+            return;
+        };
+        if last {
+            c.recv_inflight = false;
+            c.recv_multi = None;
+        }
+        let owner = c.owner;
+        if res > 0 {
+            let Some(data) = data else {
+                return self.fail_conn(slot, IoError::os("recv", libc::EIO));
+            };
+            if c.dead {
+                return self.settle(slot);
+            }
+            let conn = self.conns.id(slot);
+            self.owners.deliver(
+                &mut self.inbox,
+                owner,
+                NetEvent {
+                    conn,
+                    kind: NetEventKind::Data(data),
+                },
+            );
+            let Some(c) = self.conns.slot_mut(slot) else {
+                return;
+            };
+            if c.shut {
+                return self.settle(slot);
+            }
+            if !c.paused && self.owners.backlog(&mut self.inbox, owner) >= max_backlog {
+                // Backpressure: stop the receive (what it already took
+                // still arrives) until the owner drains.
+                if let Some(c) = self.conns.slot_mut(slot) {
+                    c.paused = true;
+                    if let Some(target) = c.recv_multi {
+                        let _ = self.submit(NetOp::Cancel(CancelOp { target }));
+                    }
+                }
+                self.paused.push(slot);
+            } else if last {
+                self.arm_recv(slot);
+            }
+            return;
+        }
+        match res {
+            // Out of buffers (they are back now) or cancelled by a pause:
+            // receive again unless paused.
+            _ if res == -libc::ENOBUFS || res == -libc::ECANCELED => {
+                if c.shut || c.dead {
+                    c.closing = true;
+                    self.settle(slot);
+                } else if last {
+                    self.arm_recv(slot);
+                }
+            }
+            // A kernel with provided-buffer rings but no multishot receive:
+            // every connection uses a buffer of its own from now on.
+            _ if res == -libc::EINVAL && last && !c.shut && !c.dead => {
+                if let Some(bufs) = self.bufs.take() {
+                    tracing::info!(
+                        "io_uring has no multishot receive here: one buffer per connection"
+                    );
+                    // Receives of other connections may still hold it.
+                    self.retired.push(bufs);
+                }
+                self.arm_recv(slot);
+            }
+            0 if !c.shut && !c.dead => {
+                // EOF, as in `complete_recv`.
+                c.read_done = true;
+                let conn = self.conns.id(slot);
+                self.owners.deliver(
+                    &mut self.inbox,
+                    owner,
+                    NetEvent {
+                        conn,
+                        kind: NetEventKind::PeerClosed,
+                    },
+                );
+            }
+            _ if res < 0 && !c.shut => self.fail_conn(slot, error(cqe, "recv")),
+            _ => {
+                c.closing = true;
+                self.settle(slot);
+            }
+        }
     }
 
     fn complete_send(&mut self, mut op: SendOp, cqe: &Cqe) {

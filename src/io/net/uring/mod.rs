@@ -18,6 +18,7 @@
 //! in flight is still closed and reported `Closed` once the last of them
 //! completes. `complete.rs` handles completions.
 
+mod bufring;
 mod complete;
 mod ops;
 mod spare;
@@ -35,8 +36,9 @@ use crate::io::inflight::InFlight;
 use crate::io::kernel::{Cqe, KernelRing};
 use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
+use bufring::BufRing;
 use io_uring::opcode;
-use ops::{AcceptOp, CancelOp, ConnectOp, NetOp, RecvOp, SendOp};
+use ops::{AcceptOp, CancelOp, ConnectOp, NetOp, RecvMultiOp, RecvOp, SendOp};
 use spare::SparePool;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
@@ -52,6 +54,9 @@ struct UConn {
     /// while `recv_inflight`.
     recv_buf: Vec<u8>,
     recv_inflight: bool,
+    /// The `user_data` of its multishot receive while one is in flight
+    /// (what a pause cancels).
+    recv_multi: Option<u64>,
     paused: bool,
     /// Queued buffers, none of them handed to the kernel yet.
     sends: SendQueue,
@@ -97,6 +102,11 @@ pub(super) struct UringNet {
     /// Sends of at least this many bytes are zero-copy
     /// (`NetConfig::zero_copy_min`, where the kernel has `SEND_ZC`).
     zero_copy_min: Option<usize>,
+    /// Provided receive buffers, while multishot receives work here.
+    bufs: Option<BufRing>,
+    /// Buffer rings no longer used (multishot receive turned out to be
+    /// missing), kept until nothing is in flight.
+    retired: Vec<BufRing>,
     spare: SparePool,
     paused: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
@@ -119,8 +129,13 @@ impl UringNet {
             }
             ok
         });
+        let bufs = config
+            .provided_buffers
+            .and_then(|(count, size)| BufRing::new(&ring, 0, count, size));
         Ok(Self {
             zero_copy_min,
+            bufs,
+            retired: Vec::new(),
             ring,
             inbox: Inbox::new(shared),
             nap: BacklogNap::default(),
@@ -245,6 +260,12 @@ impl UringNet {
         }
         for slot in self.conns.slots() {
             self.finish_if_done(slot);
+        }
+        if self.ops.is_empty() {
+            // No receive can pick a buffer any more.
+            for bufs in self.bufs.take().into_iter().chain(self.retired.drain(..)) {
+                bufs.free(&self.ring);
+            }
         }
         if self.ring.wake_armed() {
             // Never completed: leak what the kernel may still write rather
@@ -435,7 +456,30 @@ impl UringNet {
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if c.recv_inflight || c.read_done || c.dead || c.shut || c.connecting {
+        if c.recv_inflight || c.read_done || c.dead || c.shut || c.connecting || c.paused {
+            return;
+        }
+        if let Some(bgid) = self.bufs.as_ref().map(BufRing::bgid) {
+            c.recv_inflight = true;
+            let op = RecvMultiOp {
+                slot,
+                fd: c.fd,
+                bgid,
+            };
+            match self.submit(NetOp::RecvMulti(op)) {
+                Ok(user_data) => {
+                    if let Some(c) = self.conns.slot_mut(slot) {
+                        c.recv_multi = Some(user_data);
+                    }
+                }
+                Err(_) => {
+                    if let Some(c) = self.conns.slot_mut(slot) {
+                        c.recv_inflight = false;
+                    }
+                    let e = self.push_error("recv");
+                    self.fail_conn(slot, e);
+                }
+            }
             return;
         }
         let mut buf = std::mem::take(&mut c.recv_buf);
@@ -579,6 +623,7 @@ impl UringNet {
             owner,
             recv_buf: Vec::new(),
             recv_inflight: false,
+            recv_multi: None,
             paused: false,
             sends: SendQueue::default(),
             sending: None,

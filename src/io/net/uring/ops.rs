@@ -53,6 +53,23 @@ impl RecvOp {
     }
 }
 
+/// A multishot receive from the provided-buffer ring `bgid`: each
+/// completion names the buffer the kernel filled (see `bufring.rs`).
+pub(super) struct RecvMultiOp {
+    pub(super) slot: u32,
+    pub(super) fd: RawFd,
+    pub(super) bgid: u16,
+}
+
+// SAFETY: a buffer-select receive points to no memory of ours: the kernel
+// picks buffers from the registered ring, which the worker keeps (or
+// leaks) until no receive is in flight.
+unsafe impl Owned for RecvMultiOp {
+    fn sqes(&mut self) -> Sqes {
+        Sqes::One(opcode::RecvMulti::new(types::Fd(self.fd), self.bgid).build())
+    }
+}
+
 /// A send of the op's buffer past its first `off` bytes; `notify` is told
 /// `Sent` once all of it has gone. With `zc` it is a zero-copy send
 /// (`IORING_OP_SEND_ZC`): the kernel reads the buffer until its second
@@ -147,6 +164,7 @@ unsafe impl Owned for CancelOp {
 pub(super) enum NetOp {
     Accept(AcceptOp),
     Recv(RecvOp),
+    RecvMulti(RecvMultiOp),
     Send(SendOp),
     Connect(ConnectOp),
     Cancel(CancelOp),
@@ -158,6 +176,7 @@ unsafe impl Owned for NetOp {
         match self {
             NetOp::Accept(o) => o.sqes(),
             NetOp::Recv(o) => o.sqes(),
+            NetOp::RecvMulti(o) => o.sqes(),
             NetOp::Send(o) => o.sqes(),
             NetOp::Connect(o) => o.sqes(),
             NetOp::Cancel(o) => o.sqes(),
