@@ -59,6 +59,10 @@ pub struct StorageConfig {
     pub spin: std::time::Duration,
     /// Thread name.
     pub name: String,
+    /// Fallback backend only: helper threads that run a round's reads and
+    /// writes side by side (its queue depth); 0 or 1 runs them one at a
+    /// time on the worker's thread.
+    pub fallback_threads: usize,
 }
 
 impl Default for StorageConfig {
@@ -79,6 +83,7 @@ impl StorageConfig {
             cpu: None,
             spin: std::time::Duration::from_micros(50),
             name: "storage-0".into(),
+            fallback_threads: 4,
         }
     }
 
@@ -116,6 +121,13 @@ impl StorageConfig {
     /// Names the thread.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Sets the fallback's helper threads (see
+    /// [`fallback_threads`](Self#structfield.fallback_threads)).
+    pub fn fallback_threads(mut self, n: usize) -> Self {
+        self.fallback_threads = n;
         self
     }
 }
@@ -187,7 +199,13 @@ impl StorageWorker {
                         Box::new(move || u.run(drained_tx)),
                     )),
                     Chosen::Fallback(reason) => {
-                        let b = blocking::BlockingStorage::new(s, w, worker_ids);
+                        let b = blocking::BlockingStorage::new(
+                            s,
+                            w,
+                            worker_ids,
+                            cfg.fallback_threads,
+                            &cfg.name,
+                        );
                         Ok((
                             (IoBackendKind::Fallback { reason }, None),
                             Box::new(move || b.run(drained_tx)),
