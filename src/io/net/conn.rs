@@ -182,6 +182,14 @@ pub(crate) fn resumable<S: Pausable>(
     resume
 }
 
+/// Delivers what waits for room, to owners and to clients; records and
+/// returns how much still waits.
+pub(crate) fn flush_all(owners: &mut Owners, inbox: &mut Inbox<NetRequest, NetEvent>) -> usize {
+    let backlog = owners.flush() + inbox.flush();
+    inbox.shared.stats.backlog.set(backlog as u64);
+    backlog
+}
+
 pub(crate) fn not_open(conn: ConnId) -> IoError {
     IoError::NotOpen {
         what: "connection",

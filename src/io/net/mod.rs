@@ -404,17 +404,39 @@ impl NetworkWorker {
             started
         })?;
         super::backend::trace_started("network", index, config.cpu, &backend);
-        Ok(Self {
-            index,
+        let parts = Parts {
             shared,
             control,
             waker,
             backend,
+        };
+        Ok(Self::handle(index, &config, parts, Some((join, drained))))
+    }
+
+    /// The handle over a started backend: with its thread (`start`), or
+    /// polled by the calling worker (`start_local`, `None`).
+    fn handle(
+        index: usize,
+        config: &NetConfig,
+        parts: Parts,
+        thread: Option<(JoinHandle<()>, crossbeam_channel::Receiver<usize>)>,
+    ) -> Self {
+        let local = thread.is_none();
+        let (join, drained) = match thread {
+            Some((join, drained)) => (Some(join), drained),
+            None => (None, crossbeam_channel::bounded(1).1),
+        };
+        Self {
+            index,
+            shared: parts.shared,
+            control: parts.control,
+            waker: parts.waker,
+            backend: parts.backend,
             reuse_port: config.reuse_port,
-            local: false,
-            join: Some(join),
+            local,
+            join,
             drained,
-        })
+        }
     }
 
     /// Starts network worker `index` on the calling application worker's
@@ -469,19 +491,14 @@ impl NetworkWorker {
                 "NetworkWorker::start_local({index}): {e}"
             )));
         }
-        let (_, drained) = crossbeam_channel::bounded(1);
         super::backend::trace_started("network (local)", index, None, &backend);
-        Ok(Self {
-            index,
+        let parts = Parts {
             shared,
             control,
             waker,
             backend,
-            reuse_port: config.reuse_port,
-            local: true,
-            join: None,
-            drained,
-        })
+        };
+        Ok(Self::handle(index, &config, parts, None))
     }
 
     /// What the worker has done so far.
@@ -696,6 +713,14 @@ impl ReservedPort {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// What a started backend shares with its handle.
+struct Parts {
+    shared: Arc<NetShared>,
+    control: Arc<Control>,
+    waker: Arc<EventFd>,
+    backend: IoBackendKind,
 }
 
 /// How long [`NetworkWorker::listen`] retries a port that is in use.

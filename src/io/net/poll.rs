@@ -148,9 +148,7 @@ impl Backend for PollNet {
     }
 
     fn flush(&mut self) -> usize {
-        let backlog = self.owners.flush() + self.inbox.flush();
-        self.inbox.shared.stats.backlog.set(backlog as u64);
-        backlog
+        super::conn::flush_all(&mut self.owners, &mut self.inbox)
     }
 
     /// Closes every connection and listener and answers what waits.

@@ -4,7 +4,7 @@
 
 use super::ops::{CancelOp, ConnectOp, NetOp, RecvOp, SendOp};
 use super::sys::{peer_addr, set_nodelay};
-use super::{NetEvent, NetEventKind, UringNet};
+use super::{NetEvent, NetEventKind, Owner, UringNet};
 use crate::io::IoError;
 use crate::io::inflight::Reaped;
 use crate::io::kernel::Cqe;
@@ -30,6 +30,13 @@ enum Step {
 }
 
 impl UringNet {
+    /// Tells connection `slot`'s owner `kind`.
+    fn tell_owner(&mut self, slot: u32, owner: Owner, kind: NetEventKind) {
+        let conn = self.conns.id(slot);
+        self.owners
+            .deliver(&mut self.inbox, owner, NetEvent { conn, kind });
+    }
+
     pub(super) fn reap(&mut self) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
         let n = self.ring.reap(&mut cqes);
@@ -119,15 +126,7 @@ impl UringNet {
         if res > 0 && !c.dead {
             let data = op.received(res as usize);
             let shut = c.shut;
-            let conn = self.conns.id(slot);
-            self.owners.deliver(
-                &mut self.inbox,
-                owner,
-                NetEvent {
-                    conn,
-                    kind: NetEventKind::Data(data),
-                },
-            );
+            self.tell_owner(slot, owner, NetEventKind::Data(data));
             if shut {
                 // Data that raced our own shutdown: no more receives.
                 return self.settle(slot);
@@ -152,16 +151,7 @@ impl UringNet {
             // the owner, stop reading, and keep the connection open for
             // replies until the owner closes it.
             c.read_done = true;
-            let conn = self.conns.id(slot);
-            self.owners.deliver(
-                &mut self.inbox,
-                owner,
-                NetEvent {
-                    conn,
-                    kind: NetEventKind::PeerClosed,
-                },
-            );
-            return;
+            return self.tell_owner(slot, owner, NetEventKind::PeerClosed);
         }
         // Our own shutdown or a failure ended the receiving side: finish
         // after what is queued is sent (or at once, if dead).
@@ -193,15 +183,7 @@ impl UringNet {
             if c.dead {
                 return self.settle(slot);
             }
-            let conn = self.conns.id(slot);
-            self.owners.deliver(
-                &mut self.inbox,
-                owner,
-                NetEvent {
-                    conn,
-                    kind: NetEventKind::Data(data),
-                },
-            );
+            self.tell_owner(slot, owner, NetEventKind::Data(data));
             let Some(c) = self.conns.slot_mut(slot) else {
                 return;
             };
@@ -249,15 +231,7 @@ impl UringNet {
             0 if !c.shut && !c.dead => {
                 // EOF, as in `complete_recv`.
                 c.read_done = true;
-                let conn = self.conns.id(slot);
-                self.owners.deliver(
-                    &mut self.inbox,
-                    owner,
-                    NetEvent {
-                        conn,
-                        kind: NetEventKind::PeerClosed,
-                    },
-                );
+                self.tell_owner(slot, owner, NetEventKind::PeerClosed);
             }
             _ if res < 0 && !c.shut => self.fail_conn(slot, error(cqe, "recv")),
             _ => {
@@ -328,24 +302,16 @@ impl UringNet {
             // connecting socket has nothing else in flight (receives and
             // sends start only once it is connected).
             unsafe { libc::close(c.fd) };
-            let error = error();
-            return self.owners.deliver(
-                &mut self.inbox,
-                owner,
-                NetEvent {
-                    conn,
-                    kind: NetEventKind::ConnectFailed { token, error },
-                },
-            );
+            let kind = NetEventKind::ConnectFailed {
+                token,
+                error: error(),
+            };
+            // The slot is gone: name the connection by the id it had.
+            return self
+                .owners
+                .deliver(&mut self.inbox, owner, NetEvent { conn, kind });
         }
-        self.owners.deliver(
-            &mut self.inbox,
-            owner,
-            NetEvent {
-                conn,
-                kind: NetEventKind::Connected { token },
-            },
-        );
+        self.tell_owner(slot, owner, NetEventKind::Connected { token });
         self.arm_recv(slot);
         self.pump_send(slot);
         // Closed while connecting: finish now that the connect is over.

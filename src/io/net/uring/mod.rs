@@ -210,9 +210,7 @@ impl super::local::Backend for UringNet {
     }
 
     fn flush(&mut self) -> usize {
-        let backlog = self.owners.flush() + self.inbox.flush();
-        self.inbox.shared.stats.backlog.set(backlog as u64);
-        backlog
+        super::conn::flush_all(&mut self.owners, &mut self.inbox)
     }
 
     fn shut_down(&mut self) {
