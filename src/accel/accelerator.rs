@@ -4,7 +4,7 @@
 //! [`ResultSink`].
 
 use super::error::{AccelError, SubmitError};
-use super::job::{ExecPath, Job, JobResult, Timing};
+use super::job::{CopyBandwidth, ExecPath, ExecuteClock, Job, JobResult, Timing};
 use crate::channel::{Channel, mpsc};
 use crate::metrics::{HistogramSnapshot, LocalCounter, LocalHistogram};
 use crate::worker::ResultSink;
@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The adapter an accelerator drives.
+/// The adapter an accelerator drives, and what the accelerator uses of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdapterInfo {
     /// Adapter name (for example `llvmpipe (LLVM 15.0.6, 256 bits)`).
     pub name: String,
@@ -27,6 +28,14 @@ pub struct AdapterInfo {
     pub device_type: String,
     /// Driver name and version.
     pub driver: String,
+    /// Whether jobs are timed with the device's timestamp queries
+    /// ([`ExecuteClock::DeviceTimestamps`]) rather than host marks.
+    pub timestamp_queries: bool,
+    /// Whether the reduction kernel uses subgroup operations.
+    pub subgroups: bool,
+    /// Workgroup sizes of the checksum, reduction and saxpy kernels, from
+    /// the adapter's limits.
+    pub workgroup_sizes: [u32; 3],
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +69,11 @@ pub struct AcceleratorConfig {
     chunk_bytes: Option<u64>,
     pool_bytes: u64,
     poll_timeout: Duration,
+    max_in_flight: u32,
+    crc_segment: u32,
+    workgroup_cap: u32,
+    timestamps: bool,
+    subgroups: bool,
 }
 
 impl AcceleratorConfig {
@@ -74,6 +88,11 @@ impl AcceleratorConfig {
             chunk_bytes: None,
             pool_bytes: 512 << 20,
             poll_timeout: Duration::from_secs(120),
+            max_in_flight: 2,
+            crc_segment: 1024,
+            workgroup_cap: 1024,
+            timestamps: true,
+            subgroups: true,
         }
     }
 
@@ -160,6 +179,44 @@ impl AcceleratorConfig {
     /// 120 s; the job then reruns on the CPU path).
     pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
+        self
+    }
+
+    /// Device submissions in flight at once (default 2, at most 64): the
+    /// next chunk or job uploads and is submitted before the accelerator
+    /// waits for the one before it. 1 runs them one after another.
+    pub fn with_max_in_flight(mut self, n: u32) -> Self {
+        self.max_in_flight = n.clamp(1, 64);
+        self
+    }
+
+    /// Bytes per segment of a checksum block (default 1024, rounded up to
+    /// a multiple of 4): each segment is one GPU invocation, and the
+    /// segments' CRCs are combined into the block's. Blocks are cut into at
+    /// most 16384 segments, so a larger block gets longer segments.
+    pub fn with_crc_segment_bytes(mut self, bytes: u32) -> Self {
+        self.crc_segment = bytes.max(4);
+        self
+    }
+
+    /// Largest workgroup any built-in kernel uses (default 1024; each
+    /// kernel prefers its own size and never exceeds the adapter's limits).
+    pub fn with_max_workgroup_size(mut self, n: u32) -> Self {
+        self.workgroup_cap = n.max(1);
+        self
+    }
+
+    /// Whether to time jobs with the device's timestamp queries where the
+    /// adapter has them (default true; false uses host marks).
+    pub fn with_device_timestamps(mut self, on: bool) -> Self {
+        self.timestamps = on;
+        self
+    }
+
+    /// Whether the reduction may use subgroup operations where the adapter
+    /// has them (default true; false uses the workgroup-memory tree).
+    pub fn with_subgroups(mut self, on: bool) -> Self {
+        self.subgroups = on;
         self
     }
 }
@@ -265,6 +322,11 @@ enum Request {
         job: Job,
         at: Instant,
     },
+    CopyBandwidth {
+        bytes: u64,
+        copies: u32,
+        reply: crate::channel::spsc::Sender<std::result::Result<CopyBandwidth, AccelError>>,
+    },
     LoseDevice,
     Stop,
 }
@@ -302,6 +364,9 @@ impl std::fmt::Debug for Request {
                 client, tag, job, ..
             } => {
                 write!(f, "Job({client}, {tag}, {})", job.name())
+            }
+            Self::CopyBandwidth { bytes, copies, .. } => {
+                write!(f, "CopyBandwidth({bytes}, {copies})")
             }
             Self::LoseDevice => f.write_str("LoseDevice"),
             Self::Stop => f.write_str("Stop"),
@@ -575,6 +640,40 @@ impl Accelerator {
         })
     }
 
+    /// Measures the device's buffer-to-buffer copy rate: `copies` copies of
+    /// `bytes` (rounded up to a multiple of 4) in one submission, after one
+    /// to warm up, timed from the host, on the accelerator's thread between
+    /// jobs. Useful to put kernel throughput in proportion.
+    ///
+    /// # Errors
+    /// [`AccelError::NoAdapter`] on the CPU path, [`AccelError::TooLarge`]
+    /// beyond the device's largest buffer, [`AccelError::Device`] or
+    /// [`AccelError::DeviceLost`] if the device fails, and
+    /// [`AccelError::Stopped`] (each as [`Error::Accel`]).
+    ///
+    /// ```
+    /// use shared_nothing::accel::{Accelerator, AcceleratorConfig};
+    /// let accel = Accelerator::start(AcceleratorConfig::gpu()).unwrap();
+    /// match accel.measure_copy_bandwidth(1 << 20, 4) {
+    ///     Ok(bw) => println!("{:.1} GB/s", bw.bytes_per_second() / 1e9),
+    ///     Err(e) => println!("no device copy: {e}"),
+    /// }
+    /// ```
+    pub fn measure_copy_bandwidth(&self, bytes: u64, copies: u32) -> Result<CopyBandwidth> {
+        let (reply, mut rx) = Channel::spsc(1);
+        self.connector
+            .send(Request::CopyBandwidth {
+                bytes,
+                copies,
+                reply,
+            })
+            .map_err(|_| Error::Accel(AccelError::Stopped))?;
+        match rx.recv() {
+            Ok(r) => r.map_err(Error::Accel),
+            Err(_) => Err(Error::Accel(AccelError::Stopped)),
+        }
+    }
+
     /// Destroys the device as an adapter loss would, to exercise the
     /// fallback (jobs queued before it still complete, on the CPU path).
     #[doc(hidden)]
@@ -611,6 +710,12 @@ impl Drop for Accelerator {
     }
 }
 
+/// A job's outcome on the GPU path (nothing without feature `gpu`).
+#[cfg(feature = "gpu")]
+type GpuOutcomeOf = super::gpu::GpuOutcome;
+#[cfg(not(feature = "gpu"))]
+type GpuOutcomeOf = std::convert::Infallible;
+
 /// What runs the jobs.
 enum Engine {
     Cpu {
@@ -644,9 +749,13 @@ impl Engine {
                 };
                 let tuning = super::gpu::GpuTuning {
                     chunk_bytes: config.chunk_bytes,
-                    max_batch_bytes: config.max_batch_bytes,
                     pool_bytes: config.pool_bytes,
                     poll_timeout: config.poll_timeout,
+                    max_in_flight: config.max_in_flight,
+                    crc_segment: config.crc_segment,
+                    workgroup_cap: config.workgroup_cap,
+                    timestamps: config.timestamps,
+                    subgroups: config.subgroups,
                 };
                 let c = counters.clone();
                 // A driver that panics while opening leaves the CPU path.
@@ -696,6 +805,32 @@ impl Engine {
         }
     }
 
+    fn copy_bandwidth(
+        &mut self,
+        bytes: u64,
+        copies: u32,
+    ) -> std::result::Result<CopyBandwidth, AccelError> {
+        #[cfg(not(feature = "gpu"))]
+        let _ = (bytes, copies);
+        match self {
+            Self::Cpu { reason, .. } => Err(AccelError::NoAdapter {
+                reason: format!("the CPU path has no device to copy on ({reason})"),
+            }),
+            #[cfg(feature = "gpu")]
+            Self::Gpu(g) => {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    g.copy_bandwidth(bytes, copies)
+                }));
+                ran.unwrap_or_else(|p| {
+                    g.lose_device();
+                    Err(AccelError::Device {
+                        message: format!("wgpu panicked: {}", crate::error::panic_message(&*p)),
+                    })
+                })
+            }
+        }
+    }
+
     fn lose_device(&mut self) {
         #[cfg(feature = "gpu")]
         if let Self::Gpu(g) = self {
@@ -706,70 +841,32 @@ impl Engine {
     /// Runs a batch of jobs; one result per job, in order.
     fn run(&mut self, batch: Vec<(u64, u64, Job, Instant)>) -> Vec<(u64, JobResult)> {
         let picked = Instant::now();
-        let n = batch.len();
         let path = self.path();
         // Invalid jobs fail the same way on every path.
         let checked: Vec<Result<(), AccelError>> = batch.iter().map(|b| b.2.validate()).collect();
         let mut gpu_outcomes = self.run_gpu(&batch, &checked);
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(batch.len());
         for (i, ((client, tag, job, at), check)) in batch.into_iter().zip(checked).enumerate() {
-            let queued = picked.saturating_duration_since(at);
-            let name = job.name().to_owned();
             let mut result = JobResult {
                 tag,
-                job: name,
+                job: job.name().to_owned(),
                 output: Err(AccelError::Stopped),
                 path: path.clone(),
                 gpu_error: None,
-                timing: Timing {
-                    queued,
-                    batch: n,
-                    ..Timing::default()
-                },
+                timing: Timing::default(),
             };
             if let Err(e) = check {
                 result.output = Err(e);
+                result.timing.queued = picked.saturating_duration_since(at);
+                result.timing.total = at.elapsed();
             } else {
-                match gpu_outcomes.as_mut().and_then(|o| o[i].take()) {
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Done(o, transfer, execute)) => {
-                        result.output = Ok(o);
-                        result.timing.transfer = transfer;
-                        result.timing.execute = execute;
-                    }
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Failed(e)) => result.output = Err(e),
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Retry(e)) => {
-                        self.counters().retried.add(1);
-                        tracing::warn!(tag, error = %e, "GPU job failed: rerun on the CPU path");
-                        result.path = ExecPath::Cpu {
-                            reason: format!("rerun after a GPU failure: {e}"),
-                        };
-                        result.gpu_error = Some(e.clone());
-                        let t = Instant::now();
-                        result.output = job.run_on_cpu().map_err(|cpu_err| match cpu_err {
-                            AccelError::NoCpuPath { kernel, .. } => AccelError::NoCpuPath {
-                                kernel,
-                                cause: e.to_string(),
-                            },
-                            other => other,
-                        });
-                        result.timing.execute = t.elapsed();
-                    }
-                    #[cfg(not(feature = "gpu"))]
-                    Some(never) => match never {},
-                    None => {
-                        let t = Instant::now();
-                        result.output = job.run_on_cpu();
-                        result.timing.execute = t.elapsed();
-                    }
-                }
+                let outcome = gpu_outcomes.as_mut().and_then(|o| o[i].take());
+                self.finish_job(&mut result, &job, at, outcome);
             }
             let c = self.counters();
             let t = &result.timing;
             c.queued_ns.record(t.queued.as_nanos() as u64);
-            c.transfer_ns.record(t.transfer.as_nanos() as u64);
+            c.transfer_ns.record(t.transfer().as_nanos() as u64);
             c.execute_ns.record(t.execute.as_nanos() as u64);
             if result.output.is_err() {
                 c.failed.add(1);
@@ -784,12 +881,79 @@ impl Engine {
         out
     }
 
+    /// Fills in a valid job's output and timing from its GPU outcome, or
+    /// runs it on the CPU path (no outcome, or a device failure).
+    fn finish_job(
+        &mut self,
+        result: &mut JobResult,
+        job: &Job,
+        at: Instant,
+        outcome: Option<GpuOutcomeOf>,
+    ) {
+        let rerun_after: Option<AccelError> = match outcome {
+            #[cfg(feature = "gpu")]
+            Some(super::gpu::GpuOutcome::Done(o, t)) => {
+                result.output = Ok(o);
+                let started = t.started.unwrap_or_else(Instant::now);
+                result.timing = Timing {
+                    queued: started.saturating_duration_since(at),
+                    upload: t.upload,
+                    execute: t.execute,
+                    readback: t.readback,
+                    total: at.elapsed(),
+                    clock: if t.device_clock {
+                        ExecuteClock::DeviceTimestamps
+                    } else {
+                        ExecuteClock::HostMarks
+                    },
+                };
+                return;
+            }
+            #[cfg(feature = "gpu")]
+            Some(super::gpu::GpuOutcome::Failed(e)) => {
+                result.output = Err(e);
+                result.timing.total = at.elapsed();
+                return;
+            }
+            #[cfg(feature = "gpu")]
+            Some(super::gpu::GpuOutcome::Retry(e)) => Some(e),
+            #[cfg(not(feature = "gpu"))]
+            Some(never) => match never {},
+            None => None,
+        };
+        let t = Instant::now();
+        if let Some(e) = rerun_after {
+            self.counters().retried.add(1);
+            tracing::warn!(tag = result.tag, error = %e, "GPU job failed: rerun on the CPU path");
+            result.path = ExecPath::Cpu {
+                reason: format!("rerun after a GPU failure: {e}"),
+            };
+            result.output = job.run_on_cpu().map_err(|cpu_err| match cpu_err {
+                AccelError::NoCpuPath { kernel, .. } => AccelError::NoCpuPath {
+                    kernel,
+                    cause: e.to_string(),
+                },
+                other => other,
+            });
+            result.gpu_error = Some(e);
+        } else {
+            result.output = job.run_on_cpu();
+        }
+        result.timing = Timing {
+            queued: t.saturating_duration_since(at),
+            execute: t.elapsed(),
+            total: at.elapsed(),
+            clock: ExecuteClock::Cpu,
+            ..Timing::default()
+        };
+    }
+
     #[cfg(feature = "gpu")]
     fn run_gpu(
         &mut self,
         batch: &[(u64, u64, Job, Instant)],
         checked: &[Result<(), AccelError>],
-    ) -> Option<Vec<Option<super::gpu::GpuOutcome>>> {
+    ) -> Option<Vec<Option<GpuOutcomeOf>>> {
         let Self::Gpu(g) = self else { return None };
         let idx: Vec<usize> = (0..batch.len()).filter(|&i| checked[i].is_ok()).collect();
         let jobs: Vec<&Job> = idx.iter().map(|&i| &batch[i].2).collect();
@@ -821,7 +985,7 @@ impl Engine {
         &mut self,
         _: &[(u64, u64, Job, Instant)],
         _: &[Result<(), AccelError>],
-    ) -> Option<Vec<Option<std::convert::Infallible>>> {
+    ) -> Option<Vec<Option<GpuOutcomeOf>>> {
         None
     }
 
@@ -903,6 +1067,16 @@ fn run(
                 } => {
                     bytes += job.input_bytes();
                     batch.push((client, tag, job, at));
+                }
+                Request::CopyBandwidth {
+                    bytes,
+                    copies,
+                    mut reply,
+                } => {
+                    if !batch.is_empty() {
+                        deliver(engine.run(std::mem::take(&mut batch)), &mut sinks);
+                    }
+                    let _ = reply.send(engine.copy_bandwidth(bytes, copies));
                 }
                 Request::LoseDevice => {
                     // Run what came before on the device first.
