@@ -86,8 +86,9 @@ run() {
             if [ -f "$f" ]; then export VK_DRIVER_FILES=$f; break; fi
         done
     fi
-    # Older loaders read the old name.
-    export VK_ICD_FILENAMES=${VK_DRIVER_FILES:-}
+    # Older loaders read the old name. (Never set either one empty: the
+    # loader then finds no driver at all.)
+    if [ -n "${VK_DRIVER_FILES:-}" ]; then export VK_ICD_FILENAMES=$VK_DRIVER_FILES; fi
     echo "Vulkan driver file: ${VK_DRIVER_FILES:-none found (the loader searches its defaults)}"
     [ -n "${VK_DRIVER_FILES:-}" ] && cat "$VK_DRIVER_FILES"
     export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}

@@ -204,6 +204,12 @@ pub fn run() {
         ),
         None => format!("none: both paths are the CPU path ({})", gpu.accel.path()),
     };
+    if gpu.accel.adapter().is_none()
+        && std::env::var("SHARED_NOTHING_REQUIRE_GPU").is_ok_and(|v| v == "1")
+    {
+        eprintln!("SHARED_NOTHING_REQUIRE_GPU=1 but no GPU path: {adapter}");
+        std::process::exit(1);
+    }
     println!("\n### Accelerator table\n\nAdapter: {adapter}\n");
     println!(
         "GPU path: {} submissions in flight, checksum segments of {} bytes (SN_ACCEL_IN_FLIGHT, SN_ACCEL_CRC_SEGMENT)\n",

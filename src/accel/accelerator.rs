@@ -900,7 +900,10 @@ impl Engine {
                     upload: t.upload,
                     execute: t.execute,
                     readback: t.readback,
-                    total: at.elapsed(),
+                    total: t
+                        .finished
+                        .unwrap_or_else(Instant::now)
+                        .saturating_duration_since(at),
                     clock: if t.device_clock {
                         ExecuteClock::DeviceTimestamps
                     } else {

@@ -73,6 +73,8 @@ pub(crate) struct JobTimes {
     pub readback: Duration,
     /// Whether every unit's execute time came from device timestamps.
     pub device_clock: bool,
+    /// When its last unit was read back.
+    pub finished: Option<Instant>,
 }
 
 /// How a job fared on the GPU path.
@@ -512,6 +514,7 @@ impl Gpu {
                 t.execute += f.execute;
                 t.readback += f.readback;
                 t.device_clock &= f.device_clock;
+                t.finished = Some(Instant::now());
                 outs[job].push(f.out);
             }
             Err(e) => self.retry(job, e, outcome),

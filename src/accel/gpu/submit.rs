@@ -34,7 +34,8 @@ pub(super) struct Launched {
     submitted: Instant,
     /// When the upload began (the unit's first moment of work).
     pub started: Instant,
-    /// Writing the inputs, encoding and submitting.
+    /// Writing the inputs, encoding and submitting, until `queue.submit`
+    /// returned.
     pub upload: Duration,
 }
 
@@ -95,7 +96,8 @@ impl Gpu {
             kind: u.kind,
             submitted,
             started,
-            upload: started.elapsed(),
+            // Until the submission: what follows overlaps the device's work.
+            upload: submitted.saturating_duration_since(started),
         })
     }
 
