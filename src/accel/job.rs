@@ -417,10 +417,14 @@ impl fmt::Display for ExecPath {
 ///
 /// On the GPU path every unit of work (a job, or one chunk of a large
 /// built-in job) is its own device submission, so no two jobs share a
-/// phase. For a job in one chunk the phases follow one another and add up
-/// to no more than `total`. A job in several chunks overlaps them (chunk
-/// n+1 uploads while chunk n computes), so its phases, each summed over its
-/// chunks, may add up to more than `total`; each one alone stays within it.
+/// phase. The host's phases (`queued`, `upload`, `readback`) never overlap
+/// and add up to no more than `total`. With host marks (and on the CPU
+/// path) `execute` begins when the submission returns, so for a job in one
+/// chunk all four phases follow one another and add up to no more than
+/// `total`; device timestamps may begin during the `submit` call, inside
+/// the upload. A job in several chunks overlaps them (chunk n+1 uploads
+/// while chunk n computes), so its `execute`, summed over its chunks, may
+/// overlap its host phases; each phase alone stays within `total`.
 ///
 /// ```
 /// # use shared_nothing::accel::{Accelerator, AcceleratorConfig, Job};
