@@ -125,7 +125,8 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the job on both paths, alternating, until each has had the time
+/// Runs the job on both paths, alternating while both are under the time
+/// budget, then the one still under it alone, until each has had the
 /// budget and at least 3 round trips (at most 1000).
 fn measure(gpu: &mut Path, cpu: &mut Path, job: &Job, budget: Duration) -> (Cell, Cell) {
     // Warm up: compile, fill the buffer pool.
@@ -135,19 +136,23 @@ fn measure(gpu: &mut Path, cpu: &mut Path, job: &Job, budget: Duration) -> (Cell
     let mut exec: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut clock = [ExecuteClock::Cpu; 2];
     let mut spent = [Duration::ZERO; 2];
-    let mut reps = 0;
-    while reps < 1000 && (reps < 3 || spent.iter().any(|&s| s < budget)) {
+    let more = |i: usize, exec: &[Vec<f64>; 2], spent: &[Duration; 2]| {
+        exec[i].len() < 1000 && (exec[i].len() < 3 || spent[i] < budget)
+    };
+    while more(0, &exec, &spent) || more(1, &exec, &spent) {
         for (i, p) in [&mut *gpu, &mut *cpu].into_iter().enumerate() {
+            if !more(i, &exec, &spent) {
+                continue;
+            }
             let (d, e, c) = p.round_trip(job.clone());
             h[i].record((d.as_nanos() as u64).max(1)).expect("in range");
             exec[i].push(e.as_nanos() as f64);
             clock[i] = c;
             spent[i] += d;
         }
-        reps += 1;
     }
     let cell = |i: usize, e: &mut Vec<f64>| Cell {
-        reps,
+        reps: e.len(),
         p50: h[i].value_at_quantile(0.5) as f64,
         p99: h[i].value_at_quantile(0.99) as f64,
         exec50: median(e),
