@@ -12,7 +12,8 @@
 //! `SN_ACCEL_COPY_BYTES` (copy-rate buffer, default the largest size up to
 //! 256 MiB), `SN_ACCEL_IN_FLIGHT` (the GPU path's submissions in flight,
 //! default the accelerator's 2; 1 turns the overlap off) and
-//! `SN_ACCEL_CRC_SEGMENT` (bytes per checksum segment, default 1024).
+//! `SN_ACCEL_CRC_SEGMENT` (bytes per checksum segment, default 1024) and
+//! `SN_ACCEL_CHUNK` (largest chunk, default the accelerator's 64 MiB).
 
 use super::support;
 use shared_nothing::accel::{
@@ -194,6 +195,12 @@ pub fn run() {
     if let Some(n) = knob("SN_ACCEL_CRC_SEGMENT") {
         config = config.with_crc_segment_bytes(n);
     }
+    let chunk = std::env::var("SN_ACCEL_CHUNK")
+        .ok()
+        .and_then(|s| parse_size(&s));
+    if let Some(n) = chunk {
+        config = config.with_chunk_bytes(n);
+    }
     let mut gpu = Path::new(config);
     let mut cpu = Path::new(AcceleratorConfig::cpu("bench: CPU path").with_cpu(Some(b)));
     let adapter = match gpu.accel.adapter() {
@@ -217,9 +224,10 @@ pub fn run() {
     }
     println!("\n### Accelerator table\n\nAdapter: {adapter}\n");
     println!(
-        "GPU path: {} submissions in flight, checksum segments of {} bytes (SN_ACCEL_IN_FLIGHT, SN_ACCEL_CRC_SEGMENT)\n",
+        "GPU path: {} submissions in flight, checksum segments of {} bytes, chunks of {} (SN_ACCEL_IN_FLIGHT, SN_ACCEL_CRC_SEGMENT, SN_ACCEL_CHUNK)\n",
         knob("SN_ACCEL_IN_FLIGHT").map_or("2 (default)".to_owned(), |n| n.to_string()),
         knob("SN_ACCEL_CRC_SEGMENT").map_or("1024 (default)".to_owned(), |n| n.to_string()),
+        chunk.map_or("64 MiB (default)".to_owned(), show_size),
     );
 
     let max = sizes.iter().copied().max().unwrap_or(1 << 20);
