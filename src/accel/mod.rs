@@ -48,8 +48,10 @@
 //! `metrics`; never `pool` (the pool's `start_accelerators` builds on it).
 
 mod accelerator;
+mod config;
 mod cpu;
 mod crc_shift;
+mod engine;
 mod error;
 #[cfg(feature = "gpu")]
 mod gpu;
@@ -58,10 +60,9 @@ mod job;
 mod kernels;
 mod set;
 
-pub use accelerator::{
-    AccelClient, AccelConnector, AccelStats, Accelerator, AcceleratorConfig, AdapterInfo,
-};
+pub use accelerator::{AccelClient, AccelConnector, AccelStats, Accelerator, AdapterInfo};
 pub(crate) use accelerator::{AccelSample, AccelSource};
+pub use config::AcceleratorConfig;
 pub use cpu::{crc32c, crc32c_blocks, reduce_u32, saxpy};
 pub use crc_shift::crc32c_combine;
 pub use error::{AccelError, SubmitError};
