@@ -5,8 +5,8 @@
 #   scripts/gpu-bench.sh run       on the GPU machine, from the repository root
 #
 # `prepare` builds the release test and bench binaries with feature `gpu`
-# and copies them, with the Vulkan loader, into .gpu-carry/ (ignored through
-# .git/info/exclude), so that a machine with an NVIDIA driver but without
+# and copies them, with the Vulkan loader, into .gpu-carry/ (ignored by
+# .gitignore), so that a machine with an NVIDIA driver but without
 # Rust, crates.io or the loader can run them: carry `.gpu-carry` along (it
 # is the only path the run needs besides the script). The loader is
 # libvulkan.so.1 from this machine (/usr/lib/x86_64-linux-gnu, Debian's
@@ -15,7 +15,13 @@
 # `dpkg -x`; `run` uses the carried copy through LD_LIBRARY_PATH only when
 # `ldconfig -p` finds no libvulkan.so.1 there.
 #
-# `run` (about 2-4 minutes on an H200, 8 at most by its timeouts):
+# With this workplace's device tool: run `prepare` in the checkout the tool
+# sends (the session's own, not a helper's worktree), then one call such as
+#   run(command="scripts/gpu-bench.sh run", carry=[".gpu-carry"], timeout_s=540)
+# and, if it fails for the machine's sake, once more. Nothing is built there.
+#
+# `run` (estimated 2-4 minutes on an H200, never run there yet; 8 at most
+# by its timeouts):
 #   1. prints the GPU, the driver and the Vulkan driver file it uses
 #      (nvidia_icd.json from /usr/share/vulkan/icd.d, /etc/vulkan/icd.d or
 #      /usr/local/nvidia/share/vulkan/icd.d; VK_DRIVER_FILES if set wins);
@@ -36,9 +42,6 @@ carry="$root/.gpu-carry"
 prepare() {
     cd "$root" || exit 1
     export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
-    local exclude
-    exclude=$(git rev-parse --git-path info/exclude)
-    grep -qx '/.gpu-carry/' "$exclude" 2>/dev/null || echo '/.gpu-carry/' >>"$exclude"
     rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
     local tests bench
     tests=$(cargo test --release --features gpu --lib --test accel --no-run --message-format=json) || exit 1
