@@ -216,6 +216,13 @@ fn parallel_crc_is_bit_identical_for_every_segment_size() {
         check_cases(&accel, &crc_edge_cases());
         accel.stop().unwrap();
     }
+    // A 1 MiB block in 4-byte segments would be 262,144 of them: the
+    // accelerator lengthens the segments to stay at 16,384 per block.
+    let mut accel = gpu_accel(AcceleratorConfig::gpu().with_crc_segment_bytes(4));
+    let d = data_bytes((1 << 20) + (1 << 19) + 3, 77);
+    let want = Output::Checksums(crc32c_blocks(&d, 1 << 20));
+    check_cases(&accel, &[(Job::checksum(d, 1 << 20), want)]);
+    accel.stop().unwrap();
 }
 
 #[test]
@@ -366,6 +373,14 @@ fn copy_bandwidth_is_measured_on_the_device_or_refused_on_the_cpu_path() {
         run_one(&mut results).output.unwrap(),
         Output::Reduction(reduce_u32(&[1, 2]))
     );
+    if accel.path().is_gpu() {
+        // Larger than any buffer the device allows: a typed error.
+        let e = accel.measure_copy_bandwidth(u64::MAX / 2, 1).unwrap_err();
+        assert!(
+            matches!(e, shared_nothing::Error::Accel(AccelError::TooLarge { .. })),
+            "{e}"
+        );
+    }
     drop(client);
     accel.stop().unwrap();
     let cpu = Accelerator::start(AcceleratorConfig::cpu("test")).unwrap();
