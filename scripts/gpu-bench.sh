@@ -28,8 +28,9 @@
 #   2. runs the accelerator's unit tests and tests/accel.rs with
 #      SHARED_NOTHING_REQUIRE_GPU=1, so each must run on the wgpu path:
 #      every built-in kernel bit-identical to the CPU reference, saxpy
-#      included (if the driver contracts its multiply and add into an FMA,
-#      the saxpy cases fail and say so);
+#      included (its product goes through an XOR with a runtime zero so
+#      that the driver cannot fuse multiply and add into an FMA; if the
+#      driver still contracts, the saxpy cases fail and say so);
 #   3. prints the table of benches/accel_table for 4 KiB to 1 GiB.
 # With cargo on the machine and no .gpu-carry it builds first (add ~3 min).
 # Everything goes to $OUT (or ./gpu-bench-out): gpu-bench.log, the whole

@@ -245,12 +245,15 @@ fn main(@builtin(local_invocation_index) li: u32,
 }
 ";
 
-/// `out = a * x + y`, grid-stride. params: count, bits of `a`. The product
-/// is a separate statement, so naga emits a multiply and then an add; but
-/// Vulkan lets a driver contract the two into a fused multiply-add unless
-/// the result is decorated `NoContraction`, which naga does not emit.
-/// lavapipe does not contract them; the tests compare the bits with the
-/// CPU path, so a driver that does shows up there.
+/// `out = a * x + y`, grid-stride. params: count, bits of `a`, a zero.
+/// Vulkan lets a driver contract a multiply followed by an add into a
+/// fused multiply-add unless the result is decorated `NoContraction`, which
+/// naga does not emit; that would round once instead of twice and differ
+/// from the CPU path. So the product's bits pass through an XOR with
+/// params[2], which is zero but unknown to the driver's compiler: it cannot
+/// see the add's operand as a product any more, and cannot fuse them. The
+/// bits are unchanged (x ^ 0 = x). lavapipe does not contract either way;
+/// the tests compare the bits with the CPU path on every adapter.
 const SAXPY: &str = r"
 @group(0) @binding(0) var<storage, read> params: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -262,9 +265,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
     let n = params[0];
     let a = bitcast<f32>(params[1]);
+    let zero = params[2];
     let stride = nwg.x * {WG}u;
     for (var i = gid.x; i < n; i += stride) {
-        let p = a * x[i];
+        let p = bitcast<f32>(bitcast<u32>(a * x[i]) ^ zero);
         out[i] = p + y[i];
     }
 }

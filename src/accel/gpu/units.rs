@@ -195,6 +195,7 @@ impl Cutting {
                     job: j,
                     kernel: SAXPY_NAME.into(),
                     inputs: vec![
+                        // The third word is the zero the kernel XORs into each product.
                         params(&[n, a.to_bits(), 0, 0]),
                         Src::Bytes(Cow::Borrowed(bytemuck::cast_slice(xs))),
                         Src::Bytes(Cow::Borrowed(bytemuck::cast_slice(ys))),
