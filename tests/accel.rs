@@ -336,7 +336,10 @@ fn every_job_has_its_own_plausible_timing() {
             } else {
                 assert_eq!((t.upload, t.readback), (Duration::ZERO, Duration::ZERO));
             }
-            if (r.tag as usize) < small {
+            // Host marks start execute when `submit` returns, so for one
+            // chunk the phases follow one another. Device timestamps may
+            // start during the `submit` call, inside the upload.
+            if (r.tag as usize) < small && t.clock != ExecuteClock::DeviceTimestamps {
                 assert!(
                     t.queued + t.upload + t.execute + t.readback <= t.total,
                     "{what}"

@@ -48,7 +48,8 @@ pub(crate) fn saxpy(wg: u32) -> String {
 }
 
 /// One invocation per segment of a block: each computes the CRC32C of its
-/// segment (slicing-by-4, the first four tables in binding 1), shifts it
+/// segment (slicing-by-4, the first four tables from binding 1, copied into
+/// workgroup memory), shifts it
 /// past the bytes after it in its block by multiplying with x^(8n) mod P,
 /// and XORs it into the block's sum (zeroed before the dispatch); see
 /// `crc_shift.rs`. XOR is commutative, so the order of the atomics does not
@@ -62,6 +63,10 @@ const CRC32C: &str = r"
 @group(0) @binding(1) var<storage, read> table: array<u32>;
 @group(0) @binding(2) var<storage, read> data: array<u32>;
 @group(0) @binding(3) var<storage, read_write> sums: array<atomic<u32>>;
+
+// The four slicing tables, copied into workgroup memory once per
+// workgroup: every lookup then stays on the chip.
+var<workgroup> t: array<u32, 1024>;
 
 fn mulmod(a: u32, b0: u32) -> u32 {
     var b = b0;
@@ -77,7 +82,12 @@ fn mulmod(a: u32, b0: u32) -> u32 {
 
 @compute @workgroup_size({WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32,
         @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var k = li; k < 1024u; k += {WG}u) {
+        t[k] = table[k];
+    }
+    workgroupBarrier();
     let byte_len = params[0];
     let block = params[1];
     let blocks = params[2];
@@ -97,13 +107,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         var i = start;
         for (; i + 4u <= end; i += 4u) {
             let c = crc ^ data[i >> 2u];
-            crc = table[768u + (c & 0xffu)] ^ table[512u + ((c >> 8u) & 0xffu)]
-                ^ table[256u + ((c >> 16u) & 0xffu)] ^ table[c >> 24u];
+            crc = t[768u + (c & 0xffu)] ^ t[512u + ((c >> 8u) & 0xffu)]
+                ^ t[256u + ((c >> 16u) & 0xffu)] ^ t[c >> 24u];
         }
         if (i < end) {
             let w = data[i >> 2u];
             for (var k = 0u; i + k < end; k += 1u) {
-                crc = table[(crc ^ (w >> (8u * k))) & 0xffu] ^ (crc >> 8u);
+                crc = t[(crc ^ (w >> (8u * k))) & 0xffu] ^ (crc >> 8u);
             }
         }
         crc ^= 0xffffffffu;
