@@ -96,6 +96,54 @@ struct Timestamps {
     period: f32,
 }
 
+impl Timestamps {
+    fn new(device: &wgpu::Device, queue: &wgpu::Queue, slots: u32) -> Self {
+        Self {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("shared-nothing accel timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * slots,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("shared-nothing accel timestamp resolve"),
+                size: 256 * u64::from(slots),
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            period: queue.get_timestamp_period(),
+        }
+    }
+}
+
+impl Cutting {
+    /// Chunk size and workgroup sizes for a device's limits.
+    fn for_limits(limits: &wgpu::Limits, tuning: &GpuTuning) -> Self {
+        let binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let want = tuning.chunk_bytes.unwrap_or(DEFAULT_CHUNK).max(256);
+        // A power of two, so chunks fill their pool class exactly.
+        // At most 2 GiB, so chunk offsets and lengths fit the kernels' u32s.
+        let chunk = (1u64 << (63 - want.min(binding_limit).min(1 << 31).leading_zeros())).max(256);
+        let wg = |preferred| {
+            kernels::workgroup_size(
+                preferred,
+                tuning.workgroup_cap,
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_invocations_per_workgroup,
+            )
+        };
+        Self {
+            chunk,
+            binding_limit,
+            crc_segment: tuning.crc_segment.max(4).div_ceil(4) * 4,
+            crc_wg: wg(kernels::CRC_WG),
+            reduce_wg: wg(kernels::REDUCE_WG),
+            saxpy_wg: wg(kernels::SAXPY_WG),
+        }
+    }
+}
+
 pub(crate) struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -212,29 +260,7 @@ impl Gpu {
         let u = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| u.lock().push(describe(&e))));
 
-        let binding_limit = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let want = tuning.chunk_bytes.unwrap_or(DEFAULT_CHUNK).max(256);
-        // A power of two, so chunks fill their pool class exactly.
-        // At most 2 GiB, so chunk offsets and lengths fit the kernels' u32s.
-        let chunk = (1u64 << (63 - want.min(binding_limit).min(1 << 31).leading_zeros())).max(256);
-        let wg = |preferred| {
-            kernels::workgroup_size(
-                preferred,
-                tuning.workgroup_cap,
-                limits.max_compute_workgroup_size_x,
-                limits.max_compute_invocations_per_workgroup,
-            )
-        };
-        let cutting = Cutting {
-            chunk,
-            binding_limit,
-            crc_segment: tuning.crc_segment.max(4).div_ceil(4) * 4,
-            crc_wg: wg(kernels::CRC_WG),
-            reduce_wg: wg(kernels::REDUCE_WG),
-            saxpy_wg: wg(kernels::SAXPY_WG),
-        };
+        let cutting = Cutting::for_limits(&limits, &tuning);
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
         let builtins = [
             (CRC_NAME.into(), kernels::crc32c(cutting.crc_wg).into()),
@@ -244,7 +270,6 @@ impl Gpu {
             ),
             (SAXPY_NAME.into(), kernels::saxpy(cutting.saxpy_wg).into()),
         ];
-
         let table = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("crc32c table"),
             size: CRC_TABLE_BYTES,
@@ -255,20 +280,7 @@ impl Gpu {
         let max_in_flight = tuning.max_in_flight.clamp(1, 64);
         let timestamps = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
-            .then(|| Timestamps {
-                set: device.create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some("shared-nothing accel timestamps"),
-                    ty: wgpu::QueryType::Timestamp,
-                    count: 2 * max_in_flight,
-                }),
-                resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("shared-nothing accel timestamp resolve"),
-                    size: 256 * u64::from(max_in_flight),
-                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }),
-                period: queue.get_timestamp_period(),
-            });
+            .then(|| Timestamps::new(&device, &queue, max_in_flight));
 
         let info = AdapterInfo {
             name: ai.name.clone(),

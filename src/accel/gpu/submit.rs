@@ -39,6 +39,16 @@ pub(super) struct Launched {
     pub upload: Duration,
 }
 
+/// What [`Gpu::encode`] submitted.
+struct Encoded {
+    held: Vec<wgpu::Buffer>,
+    readback: wgpu::Buffer,
+    ts_offset: Option<u64>,
+    mapped: MapState,
+    index: wgpu::SubmissionIndex,
+    submitted: Instant,
+}
+
 /// A unit done.
 pub(super) struct Finished {
     pub out: UnitOut,
@@ -78,51 +88,32 @@ impl Gpu {
         let internal = pollster::block_on(internal.pop());
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
-        let (held, readback, ts_offset, mapped, index, submitted) = built?;
-        let rb_size = ts_offset.map_or(u.output, |o| o + 16);
-        if let Some(e) = oom.or(internal).or(validation) {
+        let e = built?;
+        if let Some(err) = oom.or(internal).or(validation) {
             // Buffers from a failed submission are not reused.
-            return Err(LaunchError::Device(self.device_error(describe(&e))));
+            return Err(LaunchError::Device(self.device_error(describe(&err))));
         }
         Ok(Launched {
             unit,
-            index,
-            held,
+            index: e.index,
+            held: e.held,
+            rb_size: e.ts_offset.map_or(u.output, |o| o + 16),
             out_size: u.output,
-            readback,
-            rb_size,
-            ts_offset,
-            mapped,
+            readback: e.readback,
+            ts_offset: e.ts_offset,
+            mapped: e.mapped,
             kind: u.kind,
-            submitted,
+            submitted: e.submitted,
             started,
             // Until the submission: what follows overlaps the device's work.
-            upload: submitted.saturating_duration_since(started),
+            upload: e.submitted.saturating_duration_since(started),
         })
     }
 
-    /// The body of [`launch`](Self::launch), inside its error scopes.
-    #[allow(clippy::type_complexity)]
-    fn encode(
-        &mut self,
-        u: &Unit<'_>,
-        slot: u32,
-    ) -> Result<
-        (
-            Vec<wgpu::Buffer>,
-            wgpu::Buffer,
-            Option<u64>,
-            MapState,
-            wgpu::SubmissionIndex,
-            Instant,
-        ),
-        LaunchError,
-    > {
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some(&u.kernel),
-            });
+    /// Takes pooled buffers for a unit's inputs and output and queues the
+    /// inputs' upload; returns the buffers to hold until it is done and
+    /// the bindings in order (the CRC table is bound but not pooled).
+    fn upload(&mut self, u: &Unit<'_>) -> (Vec<wgpu::Buffer>, Vec<(wgpu::Buffer, u64)>) {
         let mut bound: Vec<(wgpu::Buffer, u64)> = Vec::new();
         let mut held = Vec::new();
         for src in &u.inputs {
@@ -151,12 +142,19 @@ impl Gpu {
             .pool
             .take(&self.device, Use::Storage, u.output, &self.counters);
         held.push(out.clone());
-        if u.kind == Kind::Crc {
-            // The checksum kernel XORs into its sums.
-            encoder.clear_buffer(&out, 0, Some(u.output));
-        }
-        bound.push((out.clone(), u.output));
-        let pipeline = &self.pipelines[&u.kernel].1;
+        bound.push((out, u.output));
+        (held, bound)
+    }
+
+    /// The unit's bind group. Bindings that do not match a custom kernel
+    /// are the caller's error, not the device's: its own scope tells them
+    /// apart.
+    fn bind(
+        &self,
+        u: &Unit<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        bound: &[(wgpu::Buffer, u64)],
+    ) -> Result<wgpu::BindGroup, LaunchError> {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = bound
             .iter()
             .enumerate()
@@ -169,26 +167,53 @@ impl Gpu {
                 }),
             })
             .collect();
-        // A custom kernel whose bindings do not match its inputs is the
-        // caller's error, not the device's: its own scope tells them apart.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&u.kernel),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            let err = AccelError::Shader {
-                kernel: u.kernel.to_string(),
-                message: format!("bindings do not match the job's buffers: {}", describe(&e)),
-            };
-            return Err(if u.kind == Kind::Custom {
-                LaunchError::Job(err)
-            } else {
-                LaunchError::Device(AccelError::Device {
-                    message: err.to_string(),
+        match pollster::block_on(scope.pop()) {
+            None => Ok(group),
+            Some(e) => {
+                let err = AccelError::Shader {
+                    kernel: u.kernel.to_string(),
+                    message: format!("bindings do not match the job's buffers: {}", describe(&e)),
+                };
+                Err(if u.kind == Kind::Custom {
+                    LaunchError::Job(err)
+                } else {
+                    LaunchError::Device(AccelError::Device {
+                        message: err.to_string(),
+                    })
                 })
+            }
+        }
+    }
+
+    /// The body of [`launch`](Self::launch), inside its error scopes:
+    /// upload, dispatch (with timestamps where there are), copy into the
+    /// read-back buffer, submit, and ask for the mapping.
+    fn encode(&mut self, u: &Unit<'_>, slot: u32) -> Result<Encoded, LaunchError> {
+        let pipeline = match self.pipelines.get(&u.kernel) {
+            Some((_, p)) => p.clone(),
+            None => {
+                return Err(LaunchError::Device(AccelError::Device {
+                    message: format!("kernel {} was not compiled", u.kernel),
+                }));
+            }
+        };
+        let (held, bound) = self.upload(u);
+        let group = self.bind(u, &pipeline, &bound)?;
+        let out = &bound[bound.len() - 1].0;
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(&u.kernel),
             });
+        if u.kind == Kind::Crc {
+            // The checksum kernel XORs into its sums.
+            encoder.clear_buffer(out, 0, Some(u.output));
         }
         let timestamps = self
             .timestamps
@@ -203,7 +228,7 @@ impl Gpu {
                 label: Some(&u.kernel),
                 timestamp_writes: timestamps,
             });
-            pass.set_pipeline(pipeline);
+            pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &group, &[]);
             let [x, y, z] = u.workgroups;
             pass.dispatch_workgroups(x, y, z);
@@ -213,7 +238,7 @@ impl Gpu {
         let readback = self
             .pool
             .take(&self.device, Use::Readback, rb_size, &self.counters);
-        encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, u.output);
+        encoder.copy_buffer_to_buffer(out, 0, &readback, 0, u.output);
         if let (Some(t), Some(off)) = (&self.timestamps, ts_offset) {
             let at = 256 * u64::from(slot);
             encoder.resolve_query_set(&t.set, 2 * slot..2 * slot + 2, &t.resolve, at);
@@ -227,7 +252,14 @@ impl Gpu {
         readback.map_async(wgpu::MapMode::Read, 0..rb_size, move |r| {
             *m.lock() = Some(r.map_err(|e| e.to_string()));
         });
-        Ok((held, readback, ts_offset, mapped, index, submitted))
+        Ok(Encoded {
+            held,
+            readback,
+            ts_offset,
+            mapped,
+            index,
+            submitted,
+        })
     }
 
     /// Waits for a launched unit, reads its output back and returns its
