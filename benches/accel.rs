@@ -5,8 +5,10 @@
 //! rasteriser running on the same CPU cores.
 //!
 //! `cargo bench --features gpu --bench accel` (`SN_BENCH_ROUNDS` rounds,
-//! default 7 for small jobs; the 256 MiB rows use 3).
+//! default 7 for small jobs; the 256 MiB rows use 3). With `-- table` (or
+//! `SN_ACCEL_TABLE=1`) it prints only the one table of `accel_table/`.
 
+mod accel_table;
 mod support;
 
 use criterion::Criterion;
@@ -199,5 +201,9 @@ fn groups(c: &mut Criterion) {
 }
 
 fn main() {
+    if accel_table::wanted() {
+        accel_table::run();
+        return;
+    }
     support::run(tables, groups);
 }

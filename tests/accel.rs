@@ -8,8 +8,8 @@
 //! feature `gpu`) the tests fall back to the CPU path and say so.
 
 use shared_nothing::accel::{
-    AccelError, Accelerator, AcceleratorConfig, ExecPath, Job, JobResult, Kernel, Output,
-    crc32c_blocks, reduce_u32, saxpy,
+    AccelError, Accelerator, AcceleratorConfig, ExecPath, ExecuteClock, Job, JobResult, Kernel,
+    Output, crc32c_blocks, reduce_u32, saxpy,
 };
 use shared_nothing::prelude::*;
 use shared_nothing::worker::{ResultQueue, ResultSink};
@@ -162,6 +162,232 @@ fn large_jobs_split_into_chunks_give_the_same_results() {
     );
     check_all(&accel, accel.path().is_gpu());
     accel.stop().unwrap();
+}
+
+/// Checksum jobs at the edges of the segment cutting: one byte, a block
+/// of one segment, blocks not divisible by the segment, a last block of
+/// one byte, blocks of exactly one word.
+fn crc_edge_cases() -> Vec<(Job, Output)> {
+    let mut v = Vec::new();
+    for (len, block) in [
+        (1usize, 4u32),
+        (3, 4),
+        (4, 4),
+        (64, 4),
+        (4097, 4096),
+        (4099, 4096),
+        (5000, 1000),
+        (65_537, 65_536),
+        (10_007, 12),
+        (100_003, 1028),
+    ] {
+        let d = data_bytes(len, len as u64);
+        let want = Output::Checksums(crc32c_blocks(&d, block as usize));
+        v.push((Job::checksum(d, block), want));
+    }
+    v
+}
+
+fn check_cases(accel: &Accelerator, cases: &[(Job, Output)]) {
+    let (sink, mut results) = ResultSink::queue();
+    let mut client = accel.client(sink).unwrap();
+    for (i, (job, _)) in cases.iter().enumerate() {
+        client.submit(i as u64, job.clone()).unwrap();
+    }
+    for _ in 0..cases.len() {
+        let r = run_one(&mut results);
+        let (job, want) = &cases[r.tag as usize];
+        let got = r
+            .output
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", r.job));
+        assert_eq!(got, want, "{} (tag {}) on {}", r.job, r.tag, r.path);
+        assert_eq!(got, &job.run_on_cpu().unwrap());
+        assert_eq!(r.path.is_gpu(), accel.path().is_gpu(), "{}", r.path);
+    }
+}
+
+#[test]
+fn parallel_crc_is_bit_identical_for_every_segment_size() {
+    // Segments of one word, of three words (blocks not divisible by it), a
+    // size larger than most blocks here, and the default.
+    for segment in [4u32, 12, 20, 4096, 1024] {
+        let mut accel = gpu_accel(AcceleratorConfig::gpu().with_crc_segment_bytes(segment));
+        check_cases(&accel, &crc_edge_cases());
+        accel.stop().unwrap();
+    }
+    // A 1 MiB block in 4-byte segments would be 262,144 of them: the
+    // accelerator lengthens the segments to stay at 16,384 per block.
+    let mut accel = gpu_accel(AcceleratorConfig::gpu().with_crc_segment_bytes(4));
+    let d = data_bytes((1 << 20) + (1 << 19) + 3, 77);
+    let want = Output::Checksums(crc32c_blocks(&d, 1 << 20));
+    check_cases(&accel, &[(Job::checksum(d, 1 << 20), want)]);
+    accel.stop().unwrap();
+}
+
+#[test]
+fn overlapped_chunks_give_the_same_results_at_every_depth() {
+    // 4 KiB chunks: every non-trivial case is many chunks, so several are
+    // in flight at once with depth 2 and 4; depth 1 is the serial baseline.
+    for depth in [1u32, 2, 4] {
+        let mut accel = gpu_accel(
+            AcceleratorConfig::gpu()
+                .with_chunk_bytes(4 << 10)
+                .with_max_in_flight(depth)
+                .with_crc_segment_bytes(64),
+        );
+        check_all(&accel, accel.path().is_gpu());
+        // (Not the 64 KiB block: it would not fit a 4 KiB chunk.)
+        check_cases(&accel, &crc_edge_cases()[..7]);
+        accel.stop().unwrap();
+    }
+}
+
+#[test]
+fn reductions_are_exact_with_and_without_subgroups_at_any_workgroup_size() {
+    let words = data_u32(250_007, 11);
+    let cases = vec![
+        (
+            Job::reduce(words.clone()),
+            Output::Reduction(reduce_u32(&words)),
+        ),
+        (
+            Job::reduce(vec![u32::MAX; 300_001]),
+            Output::Reduction(reduce_u32(&[u32::MAX; 300_001])),
+        ),
+        (Job::reduce(vec![7]), Output::Reduction(reduce_u32(&[7]))),
+        (Job::reduce(Vec::new()), Output::Reduction(reduce_u32(&[]))),
+    ];
+    for subgroups in [true, false] {
+        for cap in [1024u32, 64, 8] {
+            let mut accel = gpu_accel(
+                AcceleratorConfig::gpu()
+                    .with_subgroups(subgroups)
+                    .with_max_workgroup_size(cap)
+                    .with_chunk_bytes(256 << 10),
+            );
+            if let Some(a) = accel.adapter() {
+                assert!(a.subgroups <= subgroups, "{a:?}");
+                assert!(
+                    a.workgroup_sizes
+                        .iter()
+                        .all(|&w| w <= cap && w.is_power_of_two())
+                );
+                eprintln!(
+                    "subgroups {} workgroups {:?}",
+                    a.subgroups, a.workgroup_sizes
+                );
+            }
+            check_cases(&accel, &cases);
+            accel.stop().unwrap();
+        }
+    }
+}
+
+/// Every phase of every job is its own, filled where the path has it, and
+/// within the job's total (single-chunk jobs: their sum too).
+#[test]
+fn every_job_has_its_own_plausible_timing() {
+    for timestamps in [true, false] {
+        let mut accel = gpu_accel(
+            AcceleratorConfig::gpu()
+                .with_device_timestamps(timestamps)
+                .with_chunk_bytes(64 << 10),
+        );
+        let gpu = accel.path().is_gpu();
+        let want_clock = match accel.adapter() {
+            Some(a) if a.timestamp_queries => ExecuteClock::DeviceTimestamps,
+            Some(_) => ExecuteClock::HostMarks,
+            None => ExecuteClock::Cpu,
+        };
+        if let Some(a) = accel.adapter() {
+            assert!(a.timestamp_queries <= timestamps, "{a:?}");
+        }
+        let (sink, mut results) = ResultSink::queue();
+        let mut client = accel.client(sink).unwrap();
+        // Small jobs fit one chunk; the 1 MiB ones span 16 or more.
+        let jobs = [
+            Job::reduce(data_u32(1000, 1)),
+            Job::checksum(data_bytes(5000, 2), 512),
+            Job::saxpy(2.0, data_f32(1000, 3), data_f32(1000, 4)),
+            Job::reduce(data_u32(256 << 10, 5)),
+            Job::checksum(data_bytes(1 << 20, 6), 4096),
+        ];
+        let small = 3;
+        for (i, j) in jobs.iter().enumerate() {
+            client.submit(i as u64, j.clone()).unwrap();
+        }
+        for _ in 0..jobs.len() {
+            let r = run_one(&mut results);
+            r.output.as_ref().unwrap();
+            let t = r.timing;
+            let what = format!("{} (tag {}) {t:?}", r.job, r.tag);
+            assert_eq!(t.clock, want_clock, "{what}");
+            assert!(t.execute > Duration::ZERO, "{what}");
+            assert!(t.total > Duration::ZERO, "{what}");
+            for phase in [t.queued, t.upload, t.execute, t.readback] {
+                assert!(phase <= t.total, "{what}");
+            }
+            if gpu {
+                assert!(t.upload > Duration::ZERO, "{what}");
+                assert!(t.readback > Duration::ZERO, "{what}");
+                // One thread does the host phases, one after another.
+                assert!(t.queued + t.upload + t.readback <= t.total, "{what}");
+            } else {
+                assert_eq!((t.upload, t.readback), (Duration::ZERO, Duration::ZERO));
+            }
+            // Host marks start execute when `submit` returns, so for one
+            // chunk the phases follow one another. Device timestamps may
+            // start during the `submit` call, inside the upload.
+            if (r.tag as usize) < small && t.clock != ExecuteClock::DeviceTimestamps {
+                assert!(
+                    t.queued + t.upload + t.execute + t.readback <= t.total,
+                    "{what}"
+                );
+            }
+        }
+        accel.stop().unwrap();
+    }
+}
+
+#[test]
+fn copy_bandwidth_is_measured_on_the_device_or_refused_on_the_cpu_path() {
+    let mut accel = gpu_accel(AcceleratorConfig::gpu());
+    match accel.measure_copy_bandwidth(1 << 20, 4) {
+        Ok(bw) => {
+            assert!(accel.path().is_gpu());
+            assert_eq!((bw.bytes_per_copy, bw.copies), (1 << 20, 4));
+            assert!(bw.elapsed > Duration::ZERO && bw.bytes_per_second() > 0.0);
+            eprintln!("copy: {:.2} GB/s", bw.bytes_per_second() / 1e9);
+        }
+        Err(e) => {
+            assert!(!accel.path().is_gpu(), "{e}");
+            assert!(matches!(
+                e,
+                shared_nothing::Error::Accel(AccelError::NoAdapter { .. })
+            ));
+        }
+    }
+    // Jobs still run afterwards.
+    let (sink, mut results) = ResultSink::queue();
+    let mut client = accel.client(sink).unwrap();
+    client.submit(1, Job::reduce(vec![1, 2])).unwrap();
+    assert_eq!(
+        run_one(&mut results).output.unwrap(),
+        Output::Reduction(reduce_u32(&[1, 2]))
+    );
+    if accel.path().is_gpu() {
+        // Larger than any buffer the device allows: a typed error.
+        let e = accel.measure_copy_bandwidth(u64::MAX / 2, 1).unwrap_err();
+        assert!(
+            matches!(e, shared_nothing::Error::Accel(AccelError::TooLarge { .. })),
+            "{e}"
+        );
+    }
+    drop(client);
+    accel.stop().unwrap();
+    let cpu = Accelerator::start(AcceleratorConfig::cpu("test")).unwrap();
+    assert!(cpu.measure_copy_bandwidth(1024, 1).is_err());
 }
 
 #[test]

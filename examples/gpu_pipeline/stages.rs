@@ -9,8 +9,9 @@ pub struct Stages {
     pub jobs: u64,
     pub on_gpu: u64,
     pub queued: Duration,
-    pub transfer: Duration,
+    pub upload: Duration,
     pub execute: Duration,
+    pub readback: Duration,
     /// The application worker recomputing each result on the CPU.
     pub verify: Duration,
 }
@@ -19,12 +20,12 @@ impl Stages {
     pub fn add(&mut self, r: &JobResult, verify: Duration) {
         self.jobs += 1;
         self.on_gpu += u64::from(r.path.is_gpu());
-        // Jobs batched into one submission share its transfer and execute
-        // times: split them evenly so the sums add up to device time.
-        let shared = r.timing.batch.max(1) as u32;
+        // Each job's times are its own (one device submission per job or
+        // chunk), so they add up without sharing.
         self.queued += r.timing.queued;
-        self.transfer += r.timing.transfer / shared;
-        self.execute += r.timing.execute / shared;
+        self.upload += r.timing.upload;
+        self.execute += r.timing.execute;
+        self.readback += r.timing.readback;
         self.verify += verify;
     }
 
@@ -32,14 +33,15 @@ impl Stages {
         self.jobs += o.jobs;
         self.on_gpu += o.on_gpu;
         self.queued += o.queued;
-        self.transfer += o.transfer;
+        self.upload += o.upload;
         self.execute += o.execute;
+        self.readback += o.readback;
         self.verify += o.verify;
     }
 
     pub fn print(&self, partition: Duration, wall: Duration) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!("| stage | ms (summed over jobs; a batch's device time split among its jobs) |");
+        println!("| stage | ms (summed over jobs; each job timed alone) |");
         println!("|---|---|");
         println!(
             "| partition + submit (main thread) | {:.1} |",
@@ -50,10 +52,11 @@ impl Stages {
             ms(self.queued)
         );
         println!(
-            "| transfer (upload + read back) | {:.1} |",
-            ms(self.transfer)
+            "| upload (host into staging, submit) | {:.1} |",
+            ms(self.upload)
         );
         println!("| execute (device) | {:.1} |", ms(self.execute));
+        println!("| read back | {:.1} |", ms(self.readback));
         println!(
             "| verify against the CPU reference | {:.1} |",
             ms(self.verify)

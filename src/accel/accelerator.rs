@@ -3,8 +3,10 @@
 //! them, and delivers each result through the submitting client's
 //! [`ResultSink`].
 
+use super::config::{AcceleratorConfig, DeviceChoice};
+use super::engine::Engine;
 use super::error::{AccelError, SubmitError};
-use super::job::{ExecPath, Job, JobResult, Timing};
+use super::job::{CopyBandwidth, ExecPath, Job, JobResult};
 use crate::channel::{Channel, mpsc};
 use crate::metrics::{HistogramSnapshot, LocalCounter, LocalHistogram};
 use crate::worker::ResultSink;
@@ -15,8 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The adapter an accelerator drives.
+/// The adapter an accelerator drives, and what the accelerator uses of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdapterInfo {
     /// Adapter name (for example `llvmpipe (LLVM 15.0.6, 256 bits)`).
     pub name: String,
@@ -27,141 +30,15 @@ pub struct AdapterInfo {
     pub device_type: String,
     /// Driver name and version.
     pub driver: String,
-}
-
-#[derive(Clone, Debug)]
-enum DeviceChoice {
-    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
-    Gpu {
-        index: Option<usize>,
-        expected_name: Option<String>,
-    },
-    Cpu {
-        reason: String,
-    },
-}
-
-/// How to start an [`Accelerator`].
-///
-/// ```
-/// use shared_nothing::accel::AcceleratorConfig;
-/// let gpu = AcceleratorConfig::gpu().with_name("gpu-0").with_cpu(Some(1));
-/// let cpu = AcceleratorConfig::cpu("no GPU on this machine");
-/// # let _ = (gpu, cpu);
-/// ```
-#[derive(Clone, Debug)]
-pub struct AcceleratorConfig {
-    device: DeviceChoice,
-    name: String,
-    cpu: Option<usize>,
-    queue_capacity: usize,
-    max_batch_jobs: usize,
-    max_batch_bytes: u64,
-    chunk_bytes: Option<u64>,
-    pool_bytes: u64,
-    poll_timeout: Duration,
-}
-
-impl AcceleratorConfig {
-    fn with_device(device: DeviceChoice) -> Self {
-        Self {
-            device,
-            name: "accel".into(),
-            cpu: None,
-            queue_capacity: 256,
-            max_batch_jobs: 64,
-            max_batch_bytes: 64 << 20,
-            chunk_bytes: None,
-            pool_bytes: 512 << 20,
-            poll_timeout: Duration::from_secs(120),
-        }
-    }
-
-    /// The first hardware GPU wgpu finds, else the first adapter of any
-    /// kind (a software one such as llvmpipe); the CPU path if there is none
-    /// or the crate was built without feature `gpu`.
-    pub fn gpu() -> Self {
-        Self::with_device(DeviceChoice::Gpu {
-            index: None,
-            expected_name: None,
-        })
-    }
-
-    /// The adapter at `index` in [`Capabilities::gpus`](crate::topology::Capabilities)
-    /// (the order the plan's [`GpuPlacement::gpu`](crate::pool::GpuPlacement) uses).
-    pub fn adapter(index: usize) -> Self {
-        Self::with_device(DeviceChoice::Gpu {
-            index: Some(index),
-            expected_name: None,
-        })
-    }
-
-    /// The CPU path, with the reason reports give for it.
-    pub fn cpu(reason: impl Into<String>) -> Self {
-        Self::with_device(DeviceChoice::Cpu {
-            reason: reason.into(),
-        })
-    }
-
-    /// Fall back to the CPU path unless the adapter has this name.
-    pub fn with_expected_adapter(mut self, name: impl Into<String>) -> Self {
-        if let DeviceChoice::Gpu { expected_name, .. } = &mut self.device {
-            *expected_name = Some(name.into());
-        }
-        self
-    }
-
-    /// The thread's name (default `accel`).
-    pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// The CPU to pin the thread to (`None`: not pinned).
-    pub fn with_cpu(mut self, cpu: Option<usize>) -> Self {
-        self.cpu = cpu;
-        self
-    }
-
-    /// Jobs that may wait in the queue (default 256); `try_submit` reports
-    /// `Full` beyond it.
-    pub fn with_queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n.max(1);
-        self
-    }
-
-    /// Most jobs taken off the queue into one batch (default 64).
-    pub fn with_max_batch_jobs(mut self, n: usize) -> Self {
-        self.max_batch_jobs = n.max(1);
-        self
-    }
-
-    /// Most bytes (inputs plus twice the outputs) in one device submission
-    /// (default 64 MiB); a larger dispatch goes alone.
-    pub fn with_max_batch_bytes(mut self, bytes: u64) -> Self {
-        self.max_batch_bytes = bytes;
-        self
-    }
-
-    /// Largest buffer a built-in kernel binds at once (default 64 MiB, and
-    /// never more than the device allows); larger inputs are split.
-    pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
-        self.chunk_bytes = Some(bytes);
-        self
-    }
-
-    /// Bytes of idle device buffers kept for reuse (default 512 MiB).
-    pub fn with_buffer_pool_bytes(mut self, bytes: u64) -> Self {
-        self.pool_bytes = bytes;
-        self
-    }
-
-    /// How long to wait for the device before calling it failed (default
-    /// 120 s; the job then reruns on the CPU path).
-    pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
-        self.poll_timeout = timeout;
-        self
-    }
+    /// Whether jobs are timed with the device's timestamp queries
+    /// ([`ExecuteClock::DeviceTimestamps`](super::ExecuteClock::DeviceTimestamps))
+    /// rather than host marks.
+    pub timestamp_queries: bool,
+    /// Whether the reduction kernel uses subgroup operations.
+    pub subgroups: bool,
+    /// Workgroup sizes of the checksum, reduction and saxpy kernels, from
+    /// the adapter's limits.
+    pub workgroup_sizes: [u32; 3],
 }
 
 /// Counters written by the accelerator thread only.
@@ -265,6 +142,11 @@ enum Request {
         job: Job,
         at: Instant,
     },
+    CopyBandwidth {
+        bytes: u64,
+        copies: u32,
+        reply: crate::channel::spsc::Sender<std::result::Result<CopyBandwidth, AccelError>>,
+    },
     LoseDevice,
     Stop,
 }
@@ -302,6 +184,9 @@ impl std::fmt::Debug for Request {
                 client, tag, job, ..
             } => {
                 write!(f, "Job({client}, {tag}, {})", job.name())
+            }
+            Self::CopyBandwidth { bytes, copies, .. } => {
+                write!(f, "CopyBandwidth({bytes}, {copies})")
             }
             Self::LoseDevice => f.write_str("LoseDevice"),
             Self::Stop => f.write_str("Stop"),
@@ -575,6 +460,40 @@ impl Accelerator {
         })
     }
 
+    /// Measures the device's buffer-to-buffer copy rate: `copies` copies of
+    /// `bytes` (rounded up to a multiple of 4) in one submission, after one
+    /// to warm up, timed from the host, on the accelerator's thread between
+    /// jobs. Useful to put kernel throughput in proportion.
+    ///
+    /// # Errors
+    /// [`AccelError::NoAdapter`] on the CPU path, [`AccelError::TooLarge`]
+    /// beyond the device's largest buffer, [`AccelError::Device`] or
+    /// [`AccelError::DeviceLost`] if the device fails, and
+    /// [`AccelError::Stopped`] (each as [`Error::Accel`]).
+    ///
+    /// ```
+    /// use shared_nothing::accel::{Accelerator, AcceleratorConfig};
+    /// let accel = Accelerator::start(AcceleratorConfig::gpu()).unwrap();
+    /// match accel.measure_copy_bandwidth(1 << 20, 4) {
+    ///     Ok(bw) => println!("{:.1} GB/s", bw.bytes_per_second() / 1e9),
+    ///     Err(e) => println!("no device copy: {e}"),
+    /// }
+    /// ```
+    pub fn measure_copy_bandwidth(&self, bytes: u64, copies: u32) -> Result<CopyBandwidth> {
+        let (reply, mut rx) = Channel::spsc(1);
+        self.connector
+            .send(Request::CopyBandwidth {
+                bytes,
+                copies,
+                reply,
+            })
+            .map_err(|_| Error::Accel(AccelError::Stopped))?;
+        match rx.recv() {
+            Ok(r) => r.map_err(Error::Accel),
+            Err(_) => Err(Error::Accel(AccelError::Stopped)),
+        }
+    }
+
     /// Destroys the device as an adapter loss would, to exercise the
     /// fallback (jobs queued before it still complete, on the CPU path).
     #[doc(hidden)]
@@ -608,236 +527,6 @@ impl Accelerator {
 impl Drop for Accelerator {
     fn drop(&mut self) {
         let _ = self.stop();
-    }
-}
-
-/// What runs the jobs.
-enum Engine {
-    Cpu {
-        reason: String,
-        counters: Arc<Counters>,
-    },
-    #[cfg(feature = "gpu")]
-    Gpu(Box<super::gpu::Gpu>),
-}
-
-impl Engine {
-    fn open(config: &AcceleratorConfig, counters: Arc<Counters>) -> Self {
-        match &config.device {
-            DeviceChoice::Cpu { reason } => Self::Cpu {
-                reason: reason.clone(),
-                counters,
-            },
-            #[cfg(not(feature = "gpu"))]
-            DeviceChoice::Gpu { .. } => Self::Cpu {
-                reason: "built without feature gpu".into(),
-                counters,
-            },
-            #[cfg(feature = "gpu")]
-            DeviceChoice::Gpu {
-                index,
-                expected_name,
-            } => {
-                let spec = super::gpu::AdapterSpec {
-                    index: *index,
-                    expected_name: expected_name.clone(),
-                };
-                let tuning = super::gpu::GpuTuning {
-                    chunk_bytes: config.chunk_bytes,
-                    max_batch_bytes: config.max_batch_bytes,
-                    pool_bytes: config.pool_bytes,
-                    poll_timeout: config.poll_timeout,
-                };
-                let c = counters.clone();
-                // A driver that panics while opening leaves the CPU path.
-                match std::panic::catch_unwind(move || super::gpu::Gpu::open(&spec, tuning, c)) {
-                    Ok(Ok(gpu)) => Self::Gpu(Box::new(gpu)),
-                    Ok(Err(e)) => Self::Cpu {
-                        reason: e.to_string(),
-                        counters,
-                    },
-                    Err(p) => Self::Cpu {
-                        reason: format!(
-                            "wgpu panicked while opening the adapter: {}",
-                            crate::error::panic_message(&*p)
-                        ),
-                        counters,
-                    },
-                }
-            }
-        }
-    }
-
-    fn path(&self) -> ExecPath {
-        match self {
-            Self::Cpu { reason, .. } => ExecPath::Cpu {
-                reason: reason.clone(),
-            },
-            #[cfg(feature = "gpu")]
-            Self::Gpu(g) => ExecPath::Gpu {
-                adapter: g.info.name.clone(),
-            },
-        }
-    }
-
-    fn adapter(&self) -> Option<AdapterInfo> {
-        match self {
-            Self::Cpu { .. } => None,
-            #[cfg(feature = "gpu")]
-            Self::Gpu(g) => Some(g.info.clone()),
-        }
-    }
-
-    fn counters(&self) -> &Counters {
-        match self {
-            Self::Cpu { counters, .. } => counters,
-            #[cfg(feature = "gpu")]
-            Self::Gpu(g) => g.counters(),
-        }
-    }
-
-    fn lose_device(&mut self) {
-        #[cfg(feature = "gpu")]
-        if let Self::Gpu(g) = self {
-            g.lose_device();
-        }
-    }
-
-    /// Runs a batch of jobs; one result per job, in order.
-    fn run(&mut self, batch: Vec<(u64, u64, Job, Instant)>) -> Vec<(u64, JobResult)> {
-        let picked = Instant::now();
-        let n = batch.len();
-        let path = self.path();
-        // Invalid jobs fail the same way on every path.
-        let checked: Vec<Result<(), AccelError>> = batch.iter().map(|b| b.2.validate()).collect();
-        let mut gpu_outcomes = self.run_gpu(&batch, &checked);
-        let mut out = Vec::with_capacity(n);
-        for (i, ((client, tag, job, at), check)) in batch.into_iter().zip(checked).enumerate() {
-            let queued = picked.saturating_duration_since(at);
-            let name = job.name().to_owned();
-            let mut result = JobResult {
-                tag,
-                job: name,
-                output: Err(AccelError::Stopped),
-                path: path.clone(),
-                gpu_error: None,
-                timing: Timing {
-                    queued,
-                    batch: n,
-                    ..Timing::default()
-                },
-            };
-            if let Err(e) = check {
-                result.output = Err(e);
-            } else {
-                match gpu_outcomes.as_mut().and_then(|o| o[i].take()) {
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Done(o, transfer, execute)) => {
-                        result.output = Ok(o);
-                        result.timing.transfer = transfer;
-                        result.timing.execute = execute;
-                    }
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Failed(e)) => result.output = Err(e),
-                    #[cfg(feature = "gpu")]
-                    Some(super::gpu::GpuOutcome::Retry(e)) => {
-                        self.counters().retried.add(1);
-                        tracing::warn!(tag, error = %e, "GPU job failed: rerun on the CPU path");
-                        result.path = ExecPath::Cpu {
-                            reason: format!("rerun after a GPU failure: {e}"),
-                        };
-                        result.gpu_error = Some(e.clone());
-                        let t = Instant::now();
-                        result.output = job.run_on_cpu().map_err(|cpu_err| match cpu_err {
-                            AccelError::NoCpuPath { kernel, .. } => AccelError::NoCpuPath {
-                                kernel,
-                                cause: e.to_string(),
-                            },
-                            other => other,
-                        });
-                        result.timing.execute = t.elapsed();
-                    }
-                    #[cfg(not(feature = "gpu"))]
-                    Some(never) => match never {},
-                    None => {
-                        let t = Instant::now();
-                        result.output = job.run_on_cpu();
-                        result.timing.execute = t.elapsed();
-                    }
-                }
-            }
-            let c = self.counters();
-            let t = &result.timing;
-            c.queued_ns.record(t.queued.as_nanos() as u64);
-            c.transfer_ns.record(t.transfer.as_nanos() as u64);
-            c.execute_ns.record(t.execute.as_nanos() as u64);
-            if result.output.is_err() {
-                c.failed.add(1);
-            } else if result.path.is_gpu() {
-                c.jobs_gpu.add(1);
-            } else {
-                c.jobs_cpu.add(1);
-            }
-            out.push((client, result));
-        }
-        self.demote_if_lost();
-        out
-    }
-
-    #[cfg(feature = "gpu")]
-    fn run_gpu(
-        &mut self,
-        batch: &[(u64, u64, Job, Instant)],
-        checked: &[Result<(), AccelError>],
-    ) -> Option<Vec<Option<super::gpu::GpuOutcome>>> {
-        let Self::Gpu(g) = self else { return None };
-        let idx: Vec<usize> = (0..batch.len()).filter(|&i| checked[i].is_ok()).collect();
-        let jobs: Vec<&Job> = idx.iter().map(|&i| &batch[i].2).collect();
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.run_batch(&jobs)));
-        let mut all: Vec<Option<super::gpu::GpuOutcome>> = (0..batch.len()).map(|_| None).collect();
-        match ran {
-            Ok(outcomes) => {
-                for (i, o) in idx.into_iter().zip(outcomes) {
-                    all[i] = Some(o);
-                }
-            }
-            Err(p) => {
-                let e = AccelError::Device {
-                    message: format!("wgpu panicked: {}", crate::error::panic_message(&*p)),
-                };
-                g.counters().device_errors.add(1);
-                for i in idx {
-                    all[i] = Some(super::gpu::GpuOutcome::Retry(e.clone()));
-                }
-                // A device that panicked is not trusted again.
-                g.lose_device();
-            }
-        }
-        Some(all)
-    }
-
-    #[cfg(not(feature = "gpu"))]
-    fn run_gpu(
-        &mut self,
-        _: &[(u64, u64, Job, Instant)],
-        _: &[Result<(), AccelError>],
-    ) -> Option<Vec<Option<std::convert::Infallible>>> {
-        None
-    }
-
-    /// After an adapter loss, every later job runs on the CPU path.
-    fn demote_if_lost(&mut self) {
-        #[cfg(feature = "gpu")]
-        if let Self::Gpu(g) = self
-            && let Some(reason) = g.lost()
-        {
-            let counters = g.counters_arc();
-            tracing::error!(reason = %reason, "GPU lost: every later job runs on the CPU path");
-            *self = Self::Cpu {
-                reason: format!("the GPU was lost ({reason})"),
-                counters,
-            };
-        }
     }
 }
 
@@ -903,6 +592,16 @@ fn run(
                 } => {
                     bytes += job.input_bytes();
                     batch.push((client, tag, job, at));
+                }
+                Request::CopyBandwidth {
+                    bytes,
+                    copies,
+                    mut reply,
+                } => {
+                    if !batch.is_empty() {
+                        deliver(engine.run(std::mem::take(&mut batch)), &mut sinks);
+                    }
+                    let _ = reply.send(engine.copy_bandwidth(bytes, copies));
                 }
                 Request::LoseDevice => {
                     // Run what came before on the device first.

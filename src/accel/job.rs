@@ -413,22 +413,100 @@ impl fmt::Display for ExecPath {
     }
 }
 
-/// Where a job's time went.
+/// Where one job's time went, measured for that job alone.
 ///
-/// Jobs batched into one submission share its transfer and execute times
-/// (`batch` says how many jobs shared it); on the CPU path `transfer` is
-/// zero and `execute` is the computation.
+/// On the GPU path every unit of work (a job, or one chunk of a large
+/// built-in job) is its own device submission, so no two jobs share a
+/// phase. The host's phases (`queued`, `upload`, `readback`) never overlap
+/// and add up to no more than `total`. With host marks (and on the CPU
+/// path) `execute` begins when the submission returns, so for a job in one
+/// chunk all four phases follow one another and add up to no more than
+/// `total`; device timestamps may begin during the `submit` call, inside
+/// the upload. A job in several chunks overlaps them (chunk n+1 uploads
+/// while chunk n computes), so its `execute`, summed over its chunks, may
+/// overlap its host phases; each phase alone stays within `total`.
+///
+/// ```
+/// # use shared_nothing::accel::{Accelerator, AcceleratorConfig, Job};
+/// # use shared_nothing::worker::ResultSink;
+/// # let mut accel = Accelerator::start(AcceleratorConfig::cpu("doc")).unwrap();
+/// # let (sink, mut results) = ResultSink::queue();
+/// # let mut client = accel.client(sink).unwrap();
+/// client.submit(1, Job::reduce(vec![1, 2, 3])).unwrap();
+/// let t = results.recv().unwrap().timing;
+/// assert!(t.queued + t.upload + t.execute + t.readback <= t.total);
+/// println!("{:?} on the {:?} clock", t.execute, t.clock);
+/// # accel.stop().unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timing {
-    /// From `submit` until the accelerator took the job off its queue.
+    /// From `submit` until the job's first work began: its wait in the
+    /// accelerator's queue and behind the jobs before it in its batch.
     pub queued: Duration,
-    /// Uploading inputs and reading outputs back.
-    pub transfer: Duration,
-    /// From the device submission until the device finished (the CPU
-    /// computation on the CPU path).
+    /// Host time writing the job's inputs into the device's staging memory,
+    /// encoding and submitting (zero on the CPU path).
+    pub upload: Duration,
+    /// The computation, on the clock [`clock`](Self::clock) names.
     pub execute: Duration,
-    /// Jobs in the same batch.
-    pub batch: usize,
+    /// Host time from the device finishing until the outputs were copied
+    /// out of the mapped read-back buffers (zero on the CPU path).
+    pub readback: Duration,
+    /// From `submit` until the job's output was ready on the accelerator
+    /// (its last chunk read back, or the CPU computation done). The result
+    /// is delivered after the rest of its batch.
+    pub total: Duration,
+    /// What measured `execute`.
+    pub clock: ExecuteClock,
+}
+
+impl Timing {
+    /// Upload and read-back together: the data's trips to and from the
+    /// device.
+    pub fn transfer(&self) -> Duration {
+        self.upload + self.readback
+    }
+}
+
+/// What measured a job's [`Timing::execute`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExecuteClock {
+    /// The device's timestamps at the start and end of each dispatch's
+    /// compute pass (adapters with `TIMESTAMP_QUERY`): kernel time only,
+    /// without the device-side copies from staging memory and into the
+    /// read-back buffer.
+    DeviceTimestamps,
+    /// Host marks (adapters without timestamps, or with them turned off):
+    /// from the later of the unit's submission and the previous unit's
+    /// completion until the host saw it done. It includes the device-side
+    /// copies and is an upper bound, since the unit may have finished
+    /// before the host began to wait.
+    HostMarks,
+    /// The CPU path: the computation on the accelerator's thread.
+    #[default]
+    Cpu,
+}
+
+/// A device's measured buffer-to-buffer copy rate (see
+/// [`Accelerator::measure_copy_bandwidth`](super::Accelerator::measure_copy_bandwidth)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyBandwidth {
+    /// Bytes in each copy.
+    pub bytes_per_copy: u64,
+    /// Copies in the timed submission.
+    pub copies: u32,
+    /// Host time from the submission until the device was done.
+    pub elapsed: Duration,
+}
+
+impl CopyBandwidth {
+    /// Bytes copied per second (each byte copied is read once and written
+    /// once, so the memory traffic is twice this).
+    pub fn bytes_per_second(&self) -> f64 {
+        (self.bytes_per_copy as f64 * f64::from(self.copies)) / self.elapsed.as_secs_f64()
+    }
 }
 
 /// The result of one job, delivered through the client's

@@ -13,9 +13,14 @@
 //! implementation the GPU path matches bit for bit ([`crc32c_blocks`],
 //! [`reduce_u32`], [`saxpy`]), or custom WGSL ([`Kernel`], [`KernelJob`]).
 //! The accelerator compiles each kernel once (pipelines cached by name),
-//! pools device buffers by power-of-two size class, batches queued jobs into
-//! one submission, and splits large built-in jobs into chunks the device can
-//! bind.
+//! pools device buffers by power-of-two size class, takes queued jobs off its
+//! queue in batches, and splits large built-in jobs into chunks the device
+//! can bind; each job or chunk is one device submission, pipelined so that
+//! the next uploads while the one before it computes. The checksum kernel cuts each block
+//! into segments and combines their CRCs ([`crc32c_combine`]); the
+//! reduction uses workgroup memory and, where the adapter has them,
+//! subgroup operations; workgroup sizes follow the adapter's limits. Every
+//! result carries its own [`Timing`].
 //!
 //! Failure never loses a job: a malformed job or kernel comes back as an
 //! [`AccelError`] result; a device error or adapter loss reruns the job on
@@ -43,7 +48,10 @@
 //! `metrics`; never `pool` (the pool's `start_accelerators` builds on it).
 
 mod accelerator;
+mod config;
 mod cpu;
+mod crc_shift;
+mod engine;
 mod error;
 #[cfg(feature = "gpu")]
 mod gpu;
@@ -52,15 +60,15 @@ mod job;
 mod kernels;
 mod set;
 
-pub use accelerator::{
-    AccelClient, AccelConnector, AccelStats, Accelerator, AcceleratorConfig, AdapterInfo,
-};
+pub use accelerator::{AccelClient, AccelConnector, AccelStats, Accelerator, AdapterInfo};
 pub(crate) use accelerator::{AccelSample, AccelSource};
+pub use config::AcceleratorConfig;
 pub use cpu::{crc32c, crc32c_blocks, reduce_u32, saxpy};
+pub use crc_shift::crc32c_combine;
 pub use error::{AccelError, SubmitError};
 pub use job::{
-    CpuKernelFn, ExecPath, Job, JobResult, Kernel, KernelJob, MAX_WORKGROUPS_PER_DIMENSION, Output,
-    Reduction, Timing,
+    CopyBandwidth, CpuKernelFn, ExecPath, ExecuteClock, Job, JobResult, Kernel, KernelJob,
+    MAX_WORKGROUPS_PER_DIMENSION, Output, Reduction, Timing,
 };
 pub use set::Accelerators;
 

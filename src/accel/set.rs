@@ -1,6 +1,7 @@
 //! A set of accelerators: what the pool starts from its plan.
 
-use super::accelerator::{AccelClient, Accelerator, AcceleratorConfig};
+use super::accelerator::{AccelClient, Accelerator};
+use super::config::AcceleratorConfig;
 use super::job::JobResult;
 use crate::worker::ResultSink;
 use crate::{Error, Result};
