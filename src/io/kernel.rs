@@ -118,13 +118,27 @@ impl KernelRing {
     /// when completions wait for an enter) cut kernel overhead; older kernels
     /// reject them, so this retries without.
     pub(crate) fn new(entries: u32, waker: Arc<EventFd>, spin: Duration) -> std::io::Result<Self> {
+        Self::with_coop(entries, waker, spin, true)
+    }
+
+    /// As [`new`](Self::new); without `coop`, completions interrupt the
+    /// thread's sleep wherever it sleeps (task work with a signal), which a
+    /// ring polled beside another one, whose wait the thread sleeps in,
+    /// needs for its completions to be posted (and its registered eventfd
+    /// signalled) meanwhile.
+    pub(crate) fn with_coop(
+        entries: u32,
+        waker: Arc<EventFd>,
+        spin: Duration,
+        coop: bool,
+    ) -> std::io::Result<Self> {
         let entries = entries.clamp(8, 32768);
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(entries)
-            .or_else(|_| IoUring::new(entries))?;
+        let mut builder = IoUring::builder();
+        builder.setup_single_issuer();
+        if coop {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        let ring = builder.build(entries).or_else(|_| IoUring::new(entries))?;
         Ok(Self {
             ring,
             waker,

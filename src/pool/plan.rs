@@ -630,8 +630,8 @@ pub(crate) fn plan_roles(
                     },
                     if n > share {
                         format!(
-                            ", plus {} network workers would take: thread-per-core",
-                            plural(n - share, "the core", "the cores")
+                            ", plus {} for the network: thread-per-core",
+                            plural(n - share, "core", "cores")
                         )
                     } else {
                         String::new()

@@ -149,6 +149,35 @@ impl Signal {
         false
     }
 
+    /// [`Signal::sleep_unless`] for one waiter that several signals wake
+    /// (a worker polling local I/O drivers, each with an inbox signal of
+    /// its own): publishes the sleeping flag on every signal, issues one
+    /// heavy barrier, and runs `sleep` only if `ready()` (which must check
+    /// every source the signals guard) is still false. A notifier of any of
+    /// them pairs with that barrier as with a single signal, so `sleep`
+    /// must return when any of their wakers runs.
+    ///
+    /// Returns `true` if `ready()` was already true (no sleep happened).
+    #[cfg(not(loom))]
+    pub fn sleep_unless_all(
+        signals: &[&Signal],
+        ready: impl FnOnce() -> bool,
+        sleep: impl FnOnce(),
+    ) -> bool {
+        for s in signals {
+            s.state.fetch_or(SLEEPING, Ordering::Release);
+        }
+        barrier::heavy();
+        let ready = ready();
+        if !ready {
+            sleep();
+        }
+        for s in signals {
+            s.state.fetch_and(!SLEEPING, Ordering::Relaxed);
+        }
+        ready
+    }
+
     /// Parks the calling thread unless `ready()` reports work after the
     /// sleeping flag is published. `timeout` bounds the park (loom ignores it).
     ///

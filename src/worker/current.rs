@@ -108,9 +108,9 @@ pub enum CurrentWorkerError {
         /// The message type asked for.
         asked: &'static str,
     },
-    /// The worker on this thread polls a local I/O driver already (it
-    /// sleeps in one kernel wait, so it runs one).
-    #[error("this worker runs a local I/O driver already (one per worker thread)")]
+    /// The worker on this thread polls a local I/O driver of that kind
+    /// already (one network and one storage driver per worker thread).
+    #[error("this worker runs a local I/O driver already (one of each kind per worker thread)")]
     DriverInstalled,
 }
 

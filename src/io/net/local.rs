@@ -11,8 +11,9 @@
 
 use super::NetShared;
 use crate::io::wake::EventFd;
-use crate::sync::signal::Waker;
+use crate::sync::signal::{Signal, Waker};
 use crate::worker::local::LocalDriver;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,13 @@ pub(crate) trait Backend {
     /// through that signal; an inbox's rings close its signal when they
     /// close, so it cannot be the worker's own).
     fn sleep(&mut self, most: Option<Duration>);
+    /// Waits as `sleep` does, without the flag protocol (a worker polling
+    /// the backend ran it on every signal involved).
+    fn wait(&mut self, most: Option<Duration>);
+    /// Signals `eventfd` on each completion, where the kernel can.
+    fn attach(&mut self, eventfd: RawFd) -> bool;
+    /// Whether the kernel may have work of this backend to report.
+    fn busy(&self) -> bool;
     /// Delivers what waits for room; returns how much still waits.
     fn flush(&mut self) -> usize;
     /// Closes every connection and listener, waits for what the kernel
@@ -76,6 +84,10 @@ impl LocalNet {
 }
 
 impl LocalDriver for LocalNet {
+    fn kind(&self) -> &'static str {
+        "network"
+    }
+
     fn poll(&mut self) -> bool {
         if self.stopped {
             let before = self.backlog;
@@ -98,27 +110,39 @@ impl LocalDriver for LocalNet {
             && (self.backend.ready() || self.shared.stop.load(std::sync::atomic::Ordering::Acquire))
     }
 
-    fn sleep(&mut self, timeout: Option<Duration>) {
+    fn signal(&self) -> Option<Arc<Signal>> {
+        Some(self.shared.signal.clone())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) {
         if self.stopped {
             // Nothing in flight: only events waiting for room, which the
             // worker's own loop (their target, here) makes.
-            std::thread::sleep(
-                timeout
-                    .unwrap_or(Duration::from_millis(1))
-                    .min(Duration::from_millis(1)),
-            );
+            std::thread::sleep(timeout.unwrap_or(NAP).min(NAP));
             return;
         }
         let most = match (timeout, self.most) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.backend.sleep(most);
+        self.backend.wait(most);
     }
 
     fn waker(&self) -> Waker {
         let w = self.waker.clone();
         Arc::new(move || w.notify())
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.waker.as_raw_fd())
+    }
+
+    fn attach(&mut self, primary: RawFd) -> bool {
+        self.backend.attach(primary)
+    }
+
+    fn busy(&self) -> bool {
+        !self.stopped && self.backend.busy()
     }
 
     fn finished(&self) -> bool {
@@ -136,3 +160,6 @@ impl LocalDriver for LocalNet {
         self.backlog = self.backend.flush();
     }
 }
+
+/// How long a stopped driver naps while its events wait for room.
+const NAP: Duration = Duration::from_millis(1);

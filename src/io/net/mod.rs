@@ -459,8 +459,13 @@ impl NetworkWorker {
     /// already; otherwise as [`start`](Self::start).
     pub fn start_local(index: usize, config: NetConfig) -> Result<Self> {
         let waker = Arc::new(EventFd::new()?);
-        let w = waker.clone();
-        let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
+        // Clients wake the worker through the driver it sleeps in: this
+        // one, or one installed before it.
+        let wake = crate::worker::local::primary_waker().unwrap_or_else(|| {
+            let w = waker.clone();
+            Arc::new(move || w.notify())
+        });
+        let shared = Shared::new(wake, config.client_queue);
         let control = Arc::new(Control::new());
         let setup = || {
             uring::UringNet::new(
@@ -560,7 +565,7 @@ impl NetworkWorker {
             targets,
             partitioner,
         });
-        self.waker.notify();
+        self.wake();
         Ok(local)
     }
 
@@ -589,13 +594,14 @@ impl NetworkWorker {
         }
         let (done, closed) = crossbeam_channel::bounded(1);
         self.control.closing.lock().push((local, done));
-        self.waker.notify();
+        self.wake();
         if self.local {
             // On the worker that polls it, nothing else would run the
             // backend while this waits: run it here.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
-                let polled = crate::worker::local::with(|d| d.poll());
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.waker);
+                let polled = crate::worker::local::with(fd, |d| d.poll());
                 match closed.try_recv() {
                     Ok(()) => return Ok(()),
                     Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -611,6 +617,16 @@ impl NetworkWorker {
             // The worker stopped meanwhile: it closed every listener.
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.stopped()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+        }
+    }
+
+    /// Wakes the backend to take a listener change: its own eventfd, or,
+    /// polled by a worker, that worker (its wait may be another driver's).
+    fn wake(&self) {
+        if self.local {
+            self.shared.signal.notify_now();
+        } else {
+            self.waker.notify();
         }
     }
 
@@ -630,7 +646,10 @@ impl NetworkWorker {
         Ok(NetClient {
             worker: self.index,
             ring,
-            local: self.local.then(|| std::thread::current().id()),
+            local: self.local.then(|| {
+                use std::os::fd::AsRawFd;
+                (std::thread::current().id(), self.waker.as_raw_fd())
+            }),
         })
     }
 
@@ -647,9 +666,10 @@ impl NetworkWorker {
     pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
         if self.local {
-            // The worker's loop ends it on its next round (at once, when
-            // called on that worker: the wake-up makes the round come).
-            self.waker.notify();
+            // The worker's loop ends it on its next round; a worker asleep
+            // is woken through the signal its clients use (whose waker
+            // wakes the driver it sleeps in).
+            self.shared.signal.notify_now();
             return Ok(());
         }
         let Some(j) = self.join.take() else {
@@ -783,8 +803,9 @@ impl Drop for NetworkWorker {
 pub struct NetClient {
     worker: usize,
     ring: inbox::Queued<NetRequest>,
-    /// The thread that polls the worker, in thread-per-core mode.
-    local: Option<std::thread::ThreadId>,
+    /// The thread that polls the worker, in thread-per-core mode, and the
+    /// worker's wake-up eventfd (which names its driver there).
+    local: Option<(std::thread::ThreadId, std::os::fd::RawFd)>,
 }
 
 fn unwrap_send(e: SubmitError<NetRequest>) -> SubmitError<Vec<u8>> {
@@ -802,10 +823,13 @@ impl NetClient {
     /// nothing else would run it while the caller's handler waits.
     fn submit(&mut self, req: NetRequest) -> std::result::Result<(), SubmitError<NetRequest>> {
         match self.ring.submit(req) {
-            Err(SubmitError::Full(req)) if self.local == Some(std::thread::current().id()) => {
-                let _ = crate::worker::local::with(|d| d.poll());
-                self.ring.submit(req)
-            }
+            Err(SubmitError::Full(req)) => match self.local {
+                Some((thread, fd)) if thread == std::thread::current().id() => {
+                    let _ = crate::worker::local::with(fd, |d| d.poll());
+                    self.ring.submit(req)
+                }
+                _ => Err(SubmitError::Full(req)),
+            },
             r => r,
         }
     }

@@ -147,6 +147,24 @@ impl Backend for PollNet {
         self.events = events;
     }
 
+    fn wait(&mut self, most: Option<std::time::Duration>) {
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let _ = self.poll.poll(&mut events, most);
+        self.handle(&events);
+        events.clear();
+        self.events = events;
+    }
+
+    fn attach(&mut self, _eventfd: std::os::fd::RawFd) -> bool {
+        // epoll has no completions to signal: the worker's nap bounds it.
+        false
+    }
+
+    fn busy(&self) -> bool {
+        // Readiness of any socket or listener is only seen by polling.
+        !self.conns.slots().is_empty() || self.listeners.iter().any(Option::is_some)
+    }
+
     fn flush(&mut self) -> usize {
         super::conn::flush_all(&mut self.owners, &mut self.inbox)
     }

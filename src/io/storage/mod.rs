@@ -8,6 +8,7 @@
 
 mod blocking;
 mod files;
+mod local;
 mod op;
 mod uring;
 
@@ -166,6 +167,8 @@ pub struct StorageWorker {
     submit_queue: usize,
     /// Once stopping, how many completions still wait for full targets.
     drained: crossbeam_channel::Receiver<usize>,
+    /// Runs on an application worker's thread (`start_local`).
+    local: bool,
 }
 
 impl std::fmt::Debug for StorageShared {
@@ -225,6 +228,77 @@ impl StorageWorker {
             join: Some(join),
             submit_queue: config.submit_queue,
             drained,
+            local: false,
+        })
+    }
+
+    /// Starts storage worker `index` on the calling application worker's
+    /// own thread (thread-per-core mode), as
+    /// [`NetworkWorker::start_local`](crate::io::NetworkWorker::start_local)
+    /// does for sockets: its io_uring is polled once per loop round after
+    /// the message batches, and the worker sleeps in it, or in the local
+    /// network backend started before it (whose wait its completions then
+    /// wake). Call it from [`Worker::init`](crate::worker::Worker::init)
+    /// and keep the handle in the worker's state; clients, requests and
+    /// completions are as with [`start`](Self::start). `config.cpu`,
+    /// `config.spin` and `config.fallback_threads` are ignored.
+    ///
+    /// # Errors
+    /// `InvalidConfig` off a worker thread, on a worker that runs one
+    /// already, or where io_uring is unavailable or not chosen (the
+    /// fallback blocks, so it needs a thread of its own: use
+    /// [`start`](Self::start)); `Io` if the eventfd cannot be created.
+    pub fn start_local(index: usize, config: StorageConfig) -> Result<Self> {
+        let waker = Arc::new(EventFd::new()?);
+        let primary = crate::worker::local::primary_waker();
+        let secondary = primary.is_some();
+        // Clients wake the worker through the driver it sleeps in.
+        let wake = primary.unwrap_or_else(|| {
+            let w = waker.clone();
+            Arc::new(move || w.notify())
+        });
+        let shared = Shared::new(wake, config.client_queue);
+        let ids = FileIds::new(index);
+        let setup = || {
+            uring::UringStorage::with_coop(
+                index,
+                &config,
+                shared.clone(),
+                waker.clone(),
+                ids.clone(),
+                !secondary,
+            )
+        };
+        let refused = |why: String| {
+            Error::InvalidConfig(format!("StorageWorker::start_local({index}): {why}"))
+        };
+        let st = match choose(config.backend, setup)? {
+            Chosen::Uring(st) => st,
+            Chosen::Fallback(reason) => {
+                return Err(refused(format!(
+                    "thread-per-core storage needs io_uring ({reason}); the fallback blocks, so \
+                     use StorageWorker::start"
+                )));
+            }
+        };
+        let fixed = st.fixed_region();
+        let driver = local::LocalStorage::new(st, shared.clone(), waker.clone());
+        if let Err((e, _)) = crate::worker::local::install(Box::new(driver)) {
+            return Err(refused(e.to_string()));
+        }
+        let backend = IoBackendKind::IoUring;
+        super::backend::trace_started("storage (local)", index, None, &backend);
+        Ok(Self {
+            index,
+            shared,
+            waker,
+            backend,
+            fixed,
+            ids,
+            join: None,
+            submit_queue: config.submit_queue,
+            drained: crossbeam_channel::bounded(1).1,
+            local: true,
         })
     }
 
@@ -315,6 +389,13 @@ impl StorageWorker {
     /// [`crate::Error::WorkerFailed`] if the worker's thread panicked.
     pub fn stop(&mut self) -> Result<()> {
         self.shared.request_stop();
+        if self.local {
+            // The worker's loop ends it on its next round; a worker asleep
+            // is woken through the signal its clients use (whose waker
+            // wakes the driver it sleeps in).
+            self.shared.signal.notify_now();
+            return Ok(());
+        }
         let Some(j) = self.join.take() else {
             return Ok(());
         };

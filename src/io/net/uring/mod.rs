@@ -209,6 +209,18 @@ impl super::local::Backend for UringNet {
         });
     }
 
+    fn wait(&mut self, most: Option<std::time::Duration>) {
+        self.ring.wait(most);
+    }
+
+    fn attach(&mut self, eventfd: RawFd) -> bool {
+        self.ring.submitter().register_eventfd(eventfd).is_ok()
+    }
+
+    fn busy(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
     fn flush(&mut self) -> usize {
         super::conn::flush_all(&mut self.owners, &mut self.inbox)
     }

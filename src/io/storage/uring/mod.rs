@@ -40,6 +40,13 @@ use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
 use group::Group;
+
+/// What one loop round did.
+pub(super) struct Round {
+    pub(super) worked: bool,
+    pub(super) stopping: bool,
+    pub(super) most: Option<std::time::Duration>,
+}
 use ops::{Kind, Pending};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -85,7 +92,20 @@ impl UringStorage {
         waker: Arc<EventFd>,
         ids: Arc<FileIds>,
     ) -> std::io::Result<Self> {
-        let ring = KernelRing::new(config.ring_entries, waker, config.spin)?;
+        Self::with_coop(index, config, shared, waker, ids, true)
+    }
+
+    /// As [`new`](Self::new), with cooperative task running or not (see
+    /// [`KernelRing::with_coop`]).
+    pub(super) fn with_coop(
+        index: usize,
+        config: &StorageConfig,
+        shared: Arc<StorageShared>,
+        waker: Arc<EventFd>,
+        ids: Arc<FileIds>,
+        coop: bool,
+    ) -> std::io::Result<Self> {
+        let ring = KernelRing::with_coop(config.ring_entries, waker, config.spin, coop)?;
         let entries = config.ring_entries.clamp(8, 32768);
         let fixed_files = ring.submitter().register_files_sparse(FIXED_FILES).is_ok();
         let (count, size) = config.fixed_buffers;
@@ -126,35 +146,69 @@ impl UringStorage {
     /// [`Inbox::finish_delivering`]).
     pub(super) fn run(mut self, drained: crossbeam_channel::Sender<usize>) {
         loop {
-            self.ring.arm_wake();
-            self.inbox.accept_joining();
-            let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
-            let took = if stopping { 0 } else { self.take_requests() };
-            self.issue_group_syncs();
-            self.ring.submit(false);
-            let reaped = self.reap();
-            self.run_pending_closes();
-            let backlog = self.inbox.flush();
-            let stats = &self.inbox.shared.stats;
-            stats.backlog.set(backlog as u64);
-            stats.in_flight.set(self.ops.len() as u64);
-            let most = self.nap.limit(backlog);
-            if stopping {
+            let r = self.round();
+            if r.stopping {
                 break;
             }
             let shared = self.inbox.shared.clone();
             let inbox = &mut self.inbox;
-            self.ring.idle(took + reaped > 0, &shared.signal, most, || {
-                inbox.has_requests()
-            });
+            self.ring
+                .idle(r.worked, &shared.signal, r.most, || inbox.has_requests());
         }
         self.shut_down();
         self.inbox.finish_delivering(&drained, || 0);
     }
 
+    /// One loop round: requests, group syncs, one submit, completions,
+    /// pending closes, deliveries.
+    pub(super) fn round(&mut self) -> Round {
+        self.ring.arm_wake();
+        self.inbox.accept_joining();
+        let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
+        let took = if stopping { 0 } else { self.take_requests() };
+        self.issue_group_syncs();
+        self.ring.submit(false);
+        let reaped = self.reap();
+        self.run_pending_closes();
+        let backlog = self.flush();
+        self.inbox.shared.stats.in_flight.set(self.ops.len() as u64);
+        Round {
+            worked: took + reaped > 0,
+            stopping,
+            most: self.nap.limit(backlog),
+        }
+    }
+
+    /// Delivers what waits for room; returns how much still waits.
+    pub(super) fn flush(&mut self) -> usize {
+        let backlog = self.inbox.flush();
+        self.inbox.shared.stats.backlog.set(backlog as u64);
+        backlog
+    }
+
+    /// Whether requests wait (the sleep's re-check).
+    pub(super) fn has_requests(&mut self) -> bool {
+        self.inbox.has_requests()
+    }
+
+    /// Waits in the kernel for a completion or the wake-up, at most `most`.
+    pub(super) fn wait(&mut self, most: Option<std::time::Duration>) {
+        self.ring.wait(most);
+    }
+
+    /// Has the kernel signal `eventfd` on each completion.
+    pub(super) fn attach(&mut self, eventfd: std::os::fd::RawFd) -> bool {
+        self.ring.submitter().register_eventfd(eventfd).is_ok()
+    }
+
+    /// Whether anything is in flight or waits for a group sync.
+    pub(super) fn busy(&self) -> bool {
+        !self.ops.is_empty() || self.groups.values().any(Group::busy)
+    }
+
     /// Answers queued requests with `Stopped`, lets everything in flight
     /// finish (the kernel may still write to those buffers), closes files.
-    fn shut_down(&mut self) {
+    pub(super) fn shut_down(&mut self) {
         let deferred: Vec<_> = self.deferred.drain(..).collect();
         for (client, req) in deferred.into_iter().chain(self.inbox.close_all()) {
             let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
