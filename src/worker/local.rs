@@ -127,7 +127,12 @@ pub(crate) fn install(
         match d.list.first().and_then(|p| p.wake_fd()) {
             Some(fd) => {
                 // Without the kernel's signal the nap bounds its wait.
-                let _ = driver.attach(fd);
+                let signalled = driver.attach(fd);
+                tracing::debug!(
+                    kind = driver.kind(),
+                    signalled,
+                    "local driver beside another: its completions wake the worker"
+                );
             }
             None if d.list.is_empty() => signal.set_waker(Some(driver.waker())),
             None => {}
