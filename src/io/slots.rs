@@ -8,6 +8,21 @@ pub(crate) fn pack(worker: usize, slot: u32, generation: u32) -> u64 {
     ((worker as u64 & 0xff) << 56) | (u64::from(generation & 0xff_ffff) << 32) | u64::from(slot)
 }
 
+/// The most I/O workers of one kind: the worker index is 8 bits of an id.
+pub(crate) const MAX_WORKERS: usize = 256;
+
+/// Refuses an index an id cannot carry (it would name another worker).
+pub(crate) fn check_index(role: &str, index: usize) -> crate::Result<()> {
+    if index < MAX_WORKERS {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidConfig(format!(
+            "{role} worker index {index}: at most {} (ids carry it in 8 bits)",
+            MAX_WORKERS - 1
+        )))
+    }
+}
+
 /// The worker part of a packed id.
 pub(crate) fn worker_of(raw: u64) -> usize {
     (raw >> 56) as usize

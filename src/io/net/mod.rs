@@ -373,9 +373,10 @@ impl NetworkWorker {
     ///
     /// # Errors
     /// `Io` if the eventfd or thread cannot be created; `InvalidConfig` if
-    /// io_uring was required but cannot be set up, or the backend variable
-    /// is malformed.
+    /// io_uring was required but cannot be set up, the backend variable is
+    /// malformed, or `index` is over 255 (ids carry it in 8 bits).
     pub fn start(index: usize, config: NetConfig) -> Result<Self> {
+        super::slots::check_index("network", index)?;
         let waker = Arc::new(EventFd::new()?);
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
@@ -458,6 +459,7 @@ impl NetworkWorker {
     /// `InvalidConfig` off a worker thread, or on a worker that runs one
     /// already; otherwise as [`start`](Self::start).
     pub fn start_local(index: usize, config: NetConfig) -> Result<Self> {
+        super::slots::check_index("network", index)?;
         let waker = Arc::new(EventFd::new()?);
         // Clients wake the worker through the driver it sleeps in: this
         // one, or one installed before it.

@@ -183,8 +183,10 @@ impl StorageWorker {
     ///
     /// # Errors
     /// `Io` if the eventfd or thread cannot be created; `InvalidConfig` if
-    /// io_uring was required ([`BackendChoice::Uring`]) but cannot be set up.
+    /// io_uring was required ([`BackendChoice::Uring`]) but cannot be set
+    /// up, or `index` is over 255 (ids carry it in 8 bits).
     pub fn start(index: usize, config: StorageConfig) -> Result<Self> {
+        super::slots::check_index("storage", index)?;
         let waker = Arc::new(EventFd::new()?);
         let w = waker.clone();
         let shared = Shared::new(Arc::new(move || w.notify()), config.client_queue);
@@ -249,6 +251,7 @@ impl StorageWorker {
     /// fallback blocks, so it needs a thread of its own: use
     /// [`start`](Self::start)); `Io` if the eventfd cannot be created.
     pub fn start_local(index: usize, config: StorageConfig) -> Result<Self> {
+        super::slots::check_index("storage", index)?;
         let waker = Arc::new(EventFd::new()?);
         let primary = crate::worker::local::primary_waker();
         let secondary = primary.is_some();

@@ -833,3 +833,12 @@ fn the_fallback_runs_a_rounds_reads_side_by_side() {
         assert!(c.result.is_ok(), "read {}: {:?}", c.token, c.result);
     }
 }
+
+#[test]
+fn a_worker_index_past_what_ids_carry_is_an_error() {
+    let e = StorageWorker::start(256, StorageConfig::new()).unwrap_err();
+    assert!(e.to_string().contains("at most 255"), "{e}");
+    let e = crate::io::NetworkWorker::start(300, crate::io::NetConfig::new()).unwrap_err();
+    assert!(e.to_string().contains("at most 255"), "{e}");
+    assert!(StorageWorker::start(255, StorageConfig::new()).is_ok());
+}
