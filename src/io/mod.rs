@@ -33,6 +33,7 @@ mod error;
 mod inbox;
 mod inflight;
 mod kernel;
+mod local;
 mod nap;
 pub mod net;
 mod options;

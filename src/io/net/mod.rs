@@ -492,7 +492,7 @@ impl NetworkWorker {
                     (IoBackendKind::Fallback { reason }, Box::new(p))
                 }
             };
-        let driver = local::LocalNet::new(driver, shared.clone(), waker.clone());
+        let driver = crate::io::local::Local::new("network", driver, shared.clone(), waker.clone());
         if let Err((e, _)) = crate::worker::local::install(Box::new(driver)) {
             return Err(Error::InvalidConfig(format!(
                 "NetworkWorker::start_local({index}): {e}"

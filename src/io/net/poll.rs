@@ -3,7 +3,7 @@
 //! io_uring backend; the system calls happen on the worker's thread.
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
-use super::local::{Backend, Round};
+use super::local::{Backend, Round, Rounds};
 use super::sendq::{Outgoing, SendQueue, admits};
 use super::uring::set_nodelay;
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
@@ -105,6 +105,25 @@ impl PollNet {
 }
 
 impl Backend for PollNet {
+    fn sleep(&mut self, most: Option<std::time::Duration>) {
+        let shared = self.inbox.shared.clone();
+        let control = self.control.clone();
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let poll = &mut self.poll;
+        let inbox = &mut self.inbox;
+        shared.signal.sleep_unless(
+            || inbox.has_requests() || control.has_work(),
+            || {
+                let _ = poll.poll(&mut events, most);
+            },
+        );
+        self.handle(&events);
+        events.clear();
+        self.events = events;
+    }
+}
+
+impl Rounds for PollNet {
     /// One loop round: listeners, requests, a non-blocking poll, events,
     /// deliveries.
     fn round(&mut self) -> Round {
@@ -128,23 +147,6 @@ impl Backend for PollNet {
 
     fn ready(&mut self) -> bool {
         self.inbox.has_requests() || self.control.has_work()
-    }
-
-    fn sleep(&mut self, most: Option<std::time::Duration>) {
-        let shared = self.inbox.shared.clone();
-        let control = self.control.clone();
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let poll = &mut self.poll;
-        let inbox = &mut self.inbox;
-        shared.signal.sleep_unless(
-            || inbox.has_requests() || control.has_work(),
-            || {
-                let _ = poll.poll(&mut events, most);
-            },
-        );
-        self.handle(&events);
-        events.clear();
-        self.events = events;
     }
 
     fn wait(&mut self, most: Option<std::time::Duration>) {

@@ -8,7 +8,6 @@
 
 mod blocking;
 mod files;
-mod local;
 mod op;
 mod uring;
 
@@ -285,7 +284,7 @@ impl StorageWorker {
             }
         };
         let fixed = st.fixed_region();
-        let driver = local::LocalStorage::new(st, shared.clone(), waker.clone());
+        let driver = crate::io::local::Local::new("storage", st, shared.clone(), waker.clone());
         if let Err((e, _)) = crate::worker::local::install(Box::new(driver)) {
             return Err(refused(e.to_string()));
         }

@@ -27,7 +27,7 @@ mod sys;
 mod tests;
 
 use super::conn::{Conns, Owner, Owners, Pausable, resumable, stale};
-use super::local::{Backend, Round};
+use super::local::{Backend, Round, Rounds};
 use super::sendq::{Outgoing, SendQueue, admits};
 use super::{ConnId, Control, NetConfig, NetEvent, NetEventKind, NetRequest, NetShared};
 use crate::io::IoError;
@@ -169,13 +169,24 @@ impl UringNet {
                 inbox.has_requests() || control.has_work()
             });
         }
-        self.shut_down();
+        self.end_all();
         let owners = &mut self.owners;
         self.inbox.finish_delivering(&drained, || owners.flush());
     }
 }
 
-impl super::local::Backend for UringNet {
+impl Backend for UringNet {
+    fn sleep(&mut self, most: Option<std::time::Duration>) {
+        let shared = self.inbox.shared.clone();
+        let control = self.control.clone();
+        let inbox = &mut self.inbox;
+        self.ring.sleep(&shared.signal, most, || {
+            inbox.has_requests() || control.has_work()
+        });
+    }
+}
+
+impl Rounds for UringNet {
     /// One loop round: listeners, requests, one submit, completions,
     /// deliveries.
     fn round(&mut self) -> Round {
@@ -200,15 +211,6 @@ impl super::local::Backend for UringNet {
         self.inbox.has_requests() || self.control.has_work()
     }
 
-    fn sleep(&mut self, most: Option<std::time::Duration>) {
-        let shared = self.inbox.shared.clone();
-        let control = self.control.clone();
-        let inbox = &mut self.inbox;
-        self.ring.sleep(&shared.signal, most, || {
-            inbox.has_requests() || control.has_work()
-        });
-    }
-
     fn wait(&mut self, most: Option<std::time::Duration>) {
         self.ring.wait(most);
     }
@@ -226,12 +228,12 @@ impl super::local::Backend for UringNet {
     }
 
     fn shut_down(&mut self) {
-        UringNet::shut_down(self);
+        self.end_all();
     }
 }
 
 impl UringNet {
-    fn shut_down(&mut self) {
+    fn end_all(&mut self) {
         for (client, req) in self.inbox.close_all() {
             if let NetRequest::Connect { token, .. } = req {
                 let ev = NetEvent {

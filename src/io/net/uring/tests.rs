@@ -123,7 +123,7 @@ fn a_failed_connection_keeps_its_in_flight_send_buffer_from_other_receives() {
         libc::close(a_peer);
         libc::close(b_peer);
     }
-    net.shut_down();
+    net.end_all();
 }
 
 #[test]
@@ -162,5 +162,5 @@ fn a_ring_that_breaks_under_a_send_fails_and_finishes_the_connection() {
     );
     // SAFETY: closes the test's own peer descriptor.
     unsafe { libc::close(a_peer) };
-    net.shut_down();
+    net.end_all();
 }

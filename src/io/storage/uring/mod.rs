@@ -36,17 +36,11 @@ use crate::io::buf::FixedRegion;
 use crate::io::inbox::Inbox;
 use crate::io::inflight::InFlight;
 use crate::io::kernel::{Cqe, KernelRing};
+use crate::io::local::{Round, Rounds};
 use crate::io::nap::BacklogNap;
 use crate::io::wake::EventFd;
 use crate::io::{IoBuf, IoError};
 use group::Group;
-
-/// What one loop round did.
-pub(super) struct Round {
-    pub(super) worked: bool,
-    pub(super) stopping: bool,
-    pub(super) most: Option<std::time::Duration>,
-}
 use ops::{Kind, Pending};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -155,60 +149,13 @@ impl UringStorage {
             self.ring
                 .idle(r.worked, &shared.signal, r.most, || inbox.has_requests());
         }
-        self.shut_down();
+        self.end_all();
         self.inbox.finish_delivering(&drained, || 0);
-    }
-
-    /// One loop round: requests, group syncs, one submit, completions,
-    /// pending closes, deliveries.
-    pub(super) fn round(&mut self) -> Round {
-        self.ring.arm_wake();
-        self.inbox.accept_joining();
-        let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
-        let took = if stopping { 0 } else { self.take_requests() };
-        self.issue_group_syncs();
-        self.ring.submit(false);
-        let reaped = self.reap();
-        self.run_pending_closes();
-        let backlog = self.flush();
-        self.inbox.shared.stats.in_flight.set(self.ops.len() as u64);
-        Round {
-            worked: took + reaped > 0,
-            stopping,
-            most: self.nap.limit(backlog),
-        }
-    }
-
-    /// Delivers what waits for room; returns how much still waits.
-    pub(super) fn flush(&mut self) -> usize {
-        let backlog = self.inbox.flush();
-        self.inbox.shared.stats.backlog.set(backlog as u64);
-        backlog
-    }
-
-    /// Whether requests wait (the sleep's re-check).
-    pub(super) fn has_requests(&mut self) -> bool {
-        self.inbox.has_requests()
-    }
-
-    /// Waits in the kernel for a completion or the wake-up, at most `most`.
-    pub(super) fn wait(&mut self, most: Option<std::time::Duration>) {
-        self.ring.wait(most);
-    }
-
-    /// Has the kernel signal `eventfd` on each completion.
-    pub(super) fn attach(&mut self, eventfd: std::os::fd::RawFd) -> bool {
-        self.ring.submitter().register_eventfd(eventfd).is_ok()
-    }
-
-    /// Whether anything is in flight or waits for a group sync.
-    pub(super) fn busy(&self) -> bool {
-        !self.ops.is_empty() || self.groups.values().any(Group::busy)
     }
 
     /// Answers queued requests with `Stopped`, lets everything in flight
     /// finish (the kernel may still write to those buffers), closes files.
-    pub(super) fn shut_down(&mut self) {
+    pub(super) fn end_all(&mut self) {
         let deferred: Vec<_> = self.deferred.drain(..).collect();
         for (client, req) in deferred.into_iter().chain(self.inbox.close_all()) {
             let c = StorageCompletion::failed(req.token, req.op, IoError::Stopped);
@@ -386,5 +333,57 @@ impl UringStorage {
             self.start(client, req);
         }
         n + started
+    }
+}
+
+impl Rounds for UringStorage {
+    /// One loop round: requests, group syncs, one submit, completions,
+    /// pending closes, deliveries.
+    fn round(&mut self) -> Round {
+        self.ring.arm_wake();
+        self.inbox.accept_joining();
+        let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
+        let took = if stopping { 0 } else { self.take_requests() };
+        self.issue_group_syncs();
+        self.ring.submit(false);
+        let reaped = self.reap();
+        self.run_pending_closes();
+        let backlog = self.flush();
+        self.inbox.shared.stats.in_flight.set(self.ops.len() as u64);
+        Round {
+            worked: took + reaped > 0,
+            stopping,
+            most: self.nap.limit(backlog),
+        }
+    }
+
+    /// Delivers what waits for room; returns how much still waits.
+    fn flush(&mut self) -> usize {
+        let backlog = self.inbox.flush();
+        self.inbox.shared.stats.backlog.set(backlog as u64);
+        backlog
+    }
+
+    fn ready(&mut self) -> bool {
+        self.inbox.has_requests()
+    }
+
+    /// Waits in the kernel for a completion or the wake-up, at most `most`.
+    fn wait(&mut self, most: Option<std::time::Duration>) {
+        self.ring.wait(most);
+    }
+
+    /// Has the kernel signal `eventfd` on each completion.
+    fn attach(&mut self, eventfd: std::os::fd::RawFd) -> bool {
+        self.ring.submitter().register_eventfd(eventfd).is_ok()
+    }
+
+    /// Whether anything is in flight or waits for a group sync.
+    fn busy(&self) -> bool {
+        !self.ops.is_empty() || self.groups.values().any(Group::busy)
+    }
+
+    fn shut_down(&mut self) {
+        self.end_all();
     }
 }

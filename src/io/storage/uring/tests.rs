@@ -99,7 +99,7 @@ impl Rig {
     }
 
     fn finish(mut self) {
-        self.st.shut_down();
+        self.st.end_all();
         let _ = std::fs::remove_file(&self.path);
     }
 }
