@@ -1,6 +1,8 @@
 //! I/O workers against the peers they must beat, in the same run:
 //! - 4 KiB random O_DIRECT reads and writes at queue depth 1 and 32: one
-//!   storage worker vs `std` pread/pwrite from 1 and 32 threads;
+//!   storage worker and a thread-per-core worker's own ring vs `std`
+//!   pread/pwrite from 1 and 32 threads and fio's io_uring engine (when
+//!   fio is installed);
 //! - durable 4 KiB appends: group commit vs `std` write + fdatasync per
 //!   record;
 //! - TCP echo: two thread-per-core application workers (each with its own
@@ -154,6 +156,196 @@ fn ours_random_with(
         done += 1;
     }
     rate(n, start.elapsed())
+}
+
+/// What the thread-per-core random-I/O worker is asked.
+enum LocalIo {
+    /// Run `n` random ops at depth `qd`; the reply is the elapsed time.
+    Run {
+        n: u64,
+        qd: u64,
+        write: bool,
+    },
+    Done(shared_nothing::io::StorageCompletion),
+}
+
+/// A worker that owns its storage ring (`StorageWorker::start_local`) and
+/// keeps `qd` random 4 KiB O_DIRECT ops in flight from its own loop.
+struct LocalRandom {
+    path: PathBuf,
+}
+
+struct LocalRandomState {
+    _disk: StorageWorker,
+    io: shared_nothing::io::StorageClient,
+    file: Option<FileId>,
+    rng: Rng,
+    run: Option<(
+        u64,
+        u64,
+        u64,
+        bool,
+        Instant,
+        shared_nothing::worker::ReplyTo<Duration>,
+    )>,
+    free: Vec<IoBuf>,
+}
+
+impl LocalRandomState {
+    fn submit_one(&mut self, write: bool, token: u64) {
+        let (file, buf, offset) = (
+            self.file.expect("opened"),
+            self.free.pop().expect("one buffer per slot"),
+            self.rng.block(),
+        );
+        let op = if write {
+            StorageOp::WriteAt {
+                file,
+                offset,
+                buf,
+                durability: Durability::Buffered,
+            }
+        } else {
+            StorageOp::ReadAt {
+                file,
+                offset,
+                len: BLOCK,
+                buf,
+            }
+        };
+        self.io
+            .submit(token, op)
+            .expect("depth is below the client queue");
+    }
+}
+
+impl Worker for LocalRandom {
+    type State = LocalRandomState;
+    type Message = LocalIo;
+    type Reply = Duration;
+    fn init(&mut self) -> Result<LocalRandomState> {
+        let disk = StorageWorker::start_local(0, StorageConfig::new())?;
+        let mut io = disk.client(ResultSink::to_current_worker(LocalIo::Done)?)?;
+        let file = io
+            .open(
+                u64::MAX,
+                &self.path,
+                OpenOptions::new().read(true).write(true).direct(true),
+            )
+            .map_err(|e| Error::msg(format!("open: {e}")))?;
+        Ok(LocalRandomState {
+            _disk: disk,
+            io,
+            file: Some(file),
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            run: None,
+            free: (0..64).map(|_| IoBuf::Aligned(aligned_block())).collect(),
+        })
+    }
+    fn handle_message(
+        &mut self,
+        s: &mut LocalRandomState,
+        mut m: Envelope<LocalIo, Duration>,
+    ) -> Result<()> {
+        match std::mem::replace(
+            &mut m.payload,
+            LocalIo::Run {
+                n: 0,
+                qd: 0,
+                write: false,
+            },
+        ) {
+            LocalIo::Run { n, qd, write } => {
+                let reply = m.take_reply().expect("a request");
+                let start = Instant::now();
+                let first = n.min(qd);
+                for t in 0..first {
+                    s.submit_one(write, t);
+                }
+                s.run = Some((n, first, 0, write, start, reply));
+            }
+            LocalIo::Done(c) if c.token == u64::MAX => {
+                c.result.map_err(|e| Error::msg(format!("open: {e}")))?;
+            }
+            LocalIo::Done(c) => {
+                c.result
+                    .map_err(|e| Error::msg(format!("4 KiB O_DIRECT I/O: {e}")))?;
+                if let Some(IoBuf::Aligned(mut b)) = c.buf {
+                    b.set_len(BLOCK);
+                    s.free.push(IoBuf::Aligned(b));
+                }
+                let Some((n, sent, done, write, start, reply)) = s.run.take() else {
+                    return Ok(());
+                };
+                let done = done + 1;
+                let sent = if sent < n {
+                    s.submit_one(write, sent);
+                    sent + 1
+                } else {
+                    sent
+                };
+                if done == n {
+                    let _ = reply.send(start.elapsed());
+                } else {
+                    s.run = Some((n, sent, done, write, start, reply));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ops/s of the thread-per-core worker for `n` random ops at depth `qd`.
+fn local_random(
+    w: &std::cell::RefCell<shared_nothing::worker::WorkerHandle<LocalIo, Duration>>,
+    n: u64,
+    qd: u64,
+    write: bool,
+) -> f64 {
+    let d = w
+        .borrow_mut()
+        .request(LocalIo::Run { n, qd, write })
+        .unwrap()
+        .wait()
+        .unwrap();
+    rate(n, d)
+}
+
+/// fio's io_uring engine on the same file and job, for 2 s (IOPS), when
+/// fio is installed; 0 otherwise (the table then shows it at 0).
+fn fio_random(path: &std::path::Path, qd: u64, write: bool) -> f64 {
+    let rw = if write { "randwrite" } else { "randread" };
+    let out = std::process::Command::new("fio")
+        .args([
+            "--name=t",
+            &format!("--filename={}", path.display()),
+            "--size=256M",
+            "--bs=4k",
+            "--direct=1",
+            "--ioengine=io_uring",
+            &format!("--rw={rw}"),
+            &format!("--iodepth={qd}"),
+            "--runtime=2",
+            "--time_based",
+            "--output-format=json",
+        ])
+        .output();
+    let Ok(out) = out else { return 0.0 };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The job's read or write section holds `"iops" : N`.
+    let section = if write { "\"write\"" } else { "\"read\"" };
+    text.find(section)
+        .and_then(|at| {
+            let rest = &text[at..];
+            let i = rest.find("\"iops\"")?;
+            let num: String = rest[i + 6..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            num.parse().ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// Ops/s for `n` random 4 KiB O_DIRECT ops from `threads` std threads.
@@ -764,6 +956,16 @@ fn tables() {
             OpenOptions::new().read(true).write(true).direct(true),
         )
         .unwrap();
+    // The thread-per-core worker on the CPU the bench's client does not
+    // poll from (the storage worker floats, as `start` places it).
+    let (_, b) = support::cpu_pair();
+    let tpc = std::cell::RefCell::new(
+        shared_nothing::worker::spawn(
+            LocalRandom { path: path.clone() },
+            WorkerConfig::new().with_name("io-tpc").with_cpu(b),
+        )
+        .unwrap(),
+    );
     const N1: u64 = 5_000;
     const N32: u64 = 40_000;
     for write in [false, true] {
@@ -779,6 +981,14 @@ fn tables() {
                     run: Box::new(|| ours_random(&mut io.borrow_mut(), file, N1, 1, write)),
                 },
                 Throughput {
+                    name: "thread-per-core: the worker's own ring, QD1",
+                    run: Box::new(|| local_random(&tpc, N1, 1, write)),
+                },
+                Throughput {
+                    name: "fio io_uring, QD1 (2 s)",
+                    run: Box::new(|| fio_random(&path, 1, write)),
+                },
+                Throughput {
                     name: "std pread/pwrite, 1 thread",
                     run: Box::new(|| std_random(&path, N1, 1, write)),
                 },
@@ -792,6 +1002,14 @@ fn tables() {
                 Throughput {
                     name: "storage worker (1 thread), QD32",
                     run: Box::new(|| ours_random(&mut io.borrow_mut(), file, N32, 32, write)),
+                },
+                Throughput {
+                    name: "thread-per-core: the worker's own ring, QD32",
+                    run: Box::new(|| local_random(&tpc, N32, 32, write)),
+                },
+                Throughput {
+                    name: "fio io_uring, QD32 (2 s)",
+                    run: Box::new(|| fio_random(&path, 32, write)),
                 },
                 Throughput {
                     name: "std pread/pwrite, 1 thread",
