@@ -140,33 +140,32 @@ impl<T: Owned> InFlight<T> {
                 s
             }
         };
-        let i = slot as usize;
-        let entry = self.entries[i].insert(Entry { op, waiting: 1 });
-        // The SQEs are built from the op where it now lives; they stay
-        // valid when the slab's vector grows, since they point only into
-        // the op's heap memory (the `Owned` contract).
-        let pushed = match entry.op.sqes() {
+        // The SQEs point only into the op's heap memory (the `Owned`
+        // contract), which stays where it is when the op moves into the
+        // slab below.
+        let mut op = op;
+        let (pushed, waiting) = match op.sqes() {
             Sqes::One(sqe) => {
                 let sqe = sqe.user_data(user_data(slot, 0));
                 // SAFETY: `Owned` guarantees `sqe` points only into memory
                 // the op owns and keeps still, or that outlives the ring;
-                // the op stays in this slab until its last completion is
-                // reaped (`reaped`), and a dropped slab leaks it.
-                unsafe { ring.push(&sqe) }
+                // the op goes into this slab right after the push and stays
+                // until its last completion is reaped (`reaped`), and a
+                // dropped slab leaks it.
+                (unsafe { ring.push(&sqe) }, 1)
             }
             Sqes::Linked(first, second) => {
-                entry.waiting = 2;
                 let first = first.user_data(user_data(slot, 0));
                 let second = second.user_data(user_data(slot, 1));
                 // SAFETY: as above, for both SQEs of the pair.
-                unsafe { ring.push_linked(&first, &second) }
+                (unsafe { ring.push_linked(&first, &second) }, 2)
             }
         };
         if !pushed {
             self.free.push(slot);
-            let entry = self.entries[i].take().expect("just inserted");
-            return Err(entry.op);
+            return Err(op);
         }
+        self.entries[slot as usize] = Some(Entry { op, waiting });
         self.len += 1;
         Ok(user_data(slot, 0))
     }

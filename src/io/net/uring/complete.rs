@@ -297,7 +297,9 @@ impl UringNet {
         c.connecting = false;
         let owner = c.owner;
         if res < 0 {
-            let c = self.conns.remove(slot).expect("present");
+            let Some(c) = self.conns.remove(slot) else {
+                return;
+            };
             // SAFETY: closes the socket the removed entry owned; a
             // connecting socket has nothing else in flight (receives and
             // sends start only once it is connected).

@@ -100,7 +100,7 @@ impl UringStorage {
                     self.issue_close(client, token, file);
                 }
             }
-            StorageOp::Open { .. } => unreachable!("handled above"),
+            StorageOp::Open { path, options } => self.start_open(from, path, options, reserved),
         }
     }
 
