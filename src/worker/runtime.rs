@@ -668,6 +668,9 @@ impl<W: Worker> Runner<W> {
                         }
                     }
                 }
+                // What the handlers queued on a local I/O driver goes out
+                // before the next drain (and before it is shut down).
+                self.poll_local();
                 if !any {
                     break;
                 }
