@@ -89,6 +89,25 @@ fn recv_polling(io: &mut BlockingStorageClient) -> shared_nothing::io::StorageCo
     io.completions().recv().expect("completion")
 }
 
+/// One 4 KiB random read or buffered write of `buf` at `offset`.
+fn random_op(file: FileId, offset: u64, buf: IoBuf, write: bool) -> StorageOp {
+    if write {
+        StorageOp::WriteAt {
+            file,
+            offset,
+            buf,
+            durability: Durability::Buffered,
+        }
+    } else {
+        StorageOp::ReadAt {
+            file,
+            offset,
+            len: BLOCK,
+            buf,
+        }
+    }
+}
+
 /// Ops/s for `n` random 4 KiB ops at depth `qd` through one storage worker.
 fn ours_random(io: &mut BlockingStorageClient, file: FileId, n: u64, qd: u64, write: bool) -> f64 {
     ours_random_with(io, file, n, qd, write, false)
@@ -120,21 +139,7 @@ fn ours_random_with(
         while sent < n && sent - done < qd {
             let buf = free.pop().expect("one buffer per slot");
             let offset = rng.block();
-            let op = if write {
-                StorageOp::WriteAt {
-                    file,
-                    offset,
-                    buf,
-                    durability: Durability::Buffered,
-                }
-            } else {
-                StorageOp::ReadAt {
-                    file,
-                    offset,
-                    len: BLOCK,
-                    buf,
-                }
-            };
+            let op = random_op(file, offset, buf, write);
             io.client()
                 .submit(sent, op)
                 .expect("depth is below the client queue");
@@ -198,21 +203,7 @@ impl LocalRandomState {
             self.free.pop().expect("one buffer per slot"),
             self.rng.block(),
         );
-        let op = if write {
-            StorageOp::WriteAt {
-                file,
-                offset,
-                buf,
-                durability: Durability::Buffered,
-            }
-        } else {
-            StorageOp::ReadAt {
-                file,
-                offset,
-                len: BLOCK,
-                buf,
-            }
-        };
+        let op = random_op(file, offset, buf, write);
         self.io
             .submit(token, op)
             .expect("depth is below the client queue");
