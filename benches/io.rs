@@ -590,6 +590,63 @@ fn tokio_echo() -> TokioEcho {
     TokioEcho { addr, _rt: rt }
 }
 
+/// monoio's echo server, thread-per-core: one io_uring runtime per CPU of
+/// the pair, each pinned, each accepting on its own `SO_REUSEPORT` listener
+/// of the same port (the kernel spreads connections between them), each
+/// connection echoed with owned buffers by a task on the thread that
+/// accepted it. The threads live as long as the process (a bench).
+struct MonoioEcho {
+    addr: SocketAddr,
+}
+
+fn monoio_echo(cpus: (usize, usize)) -> MonoioEcho {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    // Binds inside the runtime (its driver owns the listener), reports the
+    // bound address, then accepts until the process ends.
+    fn serve(cpu: usize, bind: SocketAddr, bound: std::sync::mpsc::Sender<SocketAddr>) {
+        support::pin(cpu);
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .build()
+            .expect("monoio io_uring runtime");
+        rt.block_on(async move {
+            let opts = monoio::net::ListenerOpts::new().reuse_port(true);
+            let listener =
+                monoio::net::TcpListener::bind_with_config(bind, &opts).expect("monoio listener");
+            bound.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = s.set_nodelay(true);
+                monoio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let (res, b) = s.read(buf).await;
+                        let n = match res {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let (res, b) = s.write_all(monoio::buf::IoBuf::slice(b, 0..n)).await;
+                        if res.is_err() {
+                            return;
+                        }
+                        buf = b.into_inner();
+                    }
+                });
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (first, second) = cpus;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || serve(first, any, tx2));
+    let addr = rx.recv().unwrap();
+    std::thread::spawn(move || serve(second, addr, tx));
+    rx.recv().unwrap();
+    MonoioEcho { addr }
+}
+
 /// Round trips of a 64-byte message over `conns` connections, at most
 /// `per_conn` each and `limit` in total time; fills `hist` (ns) if given.
 fn echo_load(
@@ -843,7 +900,6 @@ fn wake_experiment() {
 fn tpc_experiment() {
     let cpus = support::cpu_pair();
     let a = our_local_echo(cpus);
-    let b = our_local_echo_with(&[cpus.1], WorkerConfig::new());
     let c = our_local_echo_with(
         &[cpus.0, cpus.1],
         WorkerConfig::new().with_spin_iterations(0),
@@ -853,9 +909,10 @@ fn tpc_experiment() {
         WorkerConfig::new().with_idle_strategy(shared_nothing::worker::IdleStrategy::SpinThenYield),
     );
     let limit = Duration::from_secs(10);
+    let mono = monoio_echo(cpus);
     let variants: [(&str, SocketAddr); 4] = [
         ("2 workers, default", a.addr),
-        ("1 worker", b.addr),
+        ("monoio", mono.addr),
         ("2 workers, no spin", c.addr),
         ("2 workers, spin then yield", d.addr),
     ];
@@ -872,6 +929,7 @@ fn tpc_experiment() {
             ("2 workers, no spin", c.addr),
             ("2 workers, 200 spins", e.addr),
             ("2 workers, spin then yield", d.addr),
+            ("monoio", mono.addr),
         ]
         .into_iter()
         .map(|(name, addr)| Throughput {
@@ -1049,6 +1107,7 @@ fn echo_tables() {
     let ours = our_echo(cpus);
     let tpc = our_local_echo(cpus);
     let peer = tokio_echo();
+    let mono = monoio_echo(cpus);
     const PER_CONN: u64 = 2_000;
     let limit = Duration::from_secs(10);
     compare_rates(
@@ -1068,6 +1127,10 @@ fn echo_tables() {
                 name: "tokio, 2 worker threads",
                 run: Box::new(|| echo_load_pipelined(peer.addr, 16, 4, PER_CONN / 4, limit)),
             },
+            Throughput {
+                name: "monoio, 2 threads (thread-per-core)",
+                run: Box::new(|| echo_load_pipelined(mono.addr, 16, 4, PER_CONN / 4, limit)),
+            },
         ],
     );
     compare_rates(
@@ -1086,6 +1149,10 @@ fn echo_tables() {
             Throughput {
                 name: "tokio, 2 worker threads",
                 run: Box::new(|| echo_load(peer.addr, 8, PER_CONN, limit, None)),
+            },
+            Throughput {
+                name: "monoio, 2 threads (thread-per-core)",
+                run: Box::new(|| echo_load(mono.addr, 8, PER_CONN, limit, None)),
             },
         ],
     );
@@ -1110,6 +1177,12 @@ fn echo_tables() {
                     echo_load(peer.addr, 1, PER_CONN, limit, Some(h));
                 }),
             },
+            Latency {
+                name: "monoio, 2 threads (thread-per-core)",
+                run: Box::new(|h| {
+                    echo_load(mono.addr, 1, PER_CONN, limit, Some(h));
+                }),
+            },
         ],
     );
     compare_latency(
@@ -1131,6 +1204,12 @@ fn echo_tables() {
                 name: "tokio, 2 worker threads",
                 run: Box::new(|h| {
                     echo_load(peer.addr, 8, PER_CONN / 4, limit, Some(h));
+                }),
+            },
+            Latency {
+                name: "monoio, 2 threads (thread-per-core)",
+                run: Box::new(|h| {
+                    echo_load(mono.addr, 8, PER_CONN / 4, limit, Some(h));
                 }),
             },
         ],
