@@ -64,8 +64,9 @@ impl Stats {
         self.records
     }
 
-    /// One line for a window of length `window`.
-    pub fn line(&self, window: Duration, consumers: usize) -> String {
+    /// One line for a window of length `window`; `disk_full`: how long log
+    /// writes have waited for space, if they are waiting.
+    pub fn line(&self, window: Duration, consumers: usize, disk_full: Option<Duration>) -> String {
         let secs = window.as_secs_f64().max(1e-9);
         let h = &self.ack_latency_us;
         let (p50, p99) = if h.is_empty() {
@@ -73,14 +74,21 @@ impl Stats {
         } else {
             (h.value_at_quantile(0.50), h.value_at_quantile(0.99))
         };
-        format!(
+        let mut line = format!(
             "stats: {:.0} records/s, {:.2} MB/s, ack p50 {} us p99 {} us, {} consumers",
             self.records as f64 / secs,
             self.bytes as f64 / secs / 1e6,
             p50,
             p99,
             consumers
-        )
+        );
+        if let Some(waited) = disk_full {
+            line.push_str(&format!(
+                ", disk full for {:.1} s (writes retried, nothing acked)",
+                waited.as_secs_f64()
+            ));
+        }
+        line
     }
 }
 
@@ -100,13 +108,24 @@ mod tests {
         total.merge(&b.take());
         assert_eq!(total.records(), 101);
         assert_eq!(a.records(), 0);
-        let line = total.line(Duration::from_secs(1), 3);
+        let line = total.line(Duration::from_secs(1), 3, None);
         assert!(
             line.starts_with("stats: 101 records/s, 0.10 MB/s, ack p50 51 us"),
             "{line}"
         );
         assert!(line.ends_with("3 consumers"), "{line}");
-        let idle = Stats::new().expect("stats").line(Duration::from_secs(1), 0);
+        let idle = Stats::new()
+            .expect("stats")
+            .line(Duration::from_secs(1), 0, None);
         assert!(idle.contains("ack p50 0 us p99 0 us"), "{idle}");
+        let full = Stats::new().expect("stats").line(
+            Duration::from_secs(1),
+            0,
+            Some(Duration::from_millis(2500)),
+        );
+        assert!(
+            full.ends_with("disk full for 2.5 s (writes retried, nothing acked)"),
+            "{full}"
+        );
     }
 }

@@ -16,6 +16,10 @@ pub struct BrokerMetrics {
     pub consumers: Gauge,
     /// 1 once the log refused writes after a disk error.
     pub log_failed: Gauge,
+    /// 1 while log writes wait for disk space (retried with backoff).
+    pub disk_full: Gauge,
+    /// Log writes resubmitted after running out of space.
+    pub disk_full_retries: Counter,
     /// From a record's arrival at the owner to its ack, per record.
     pub ack_latency: Histogram,
 }
@@ -28,6 +32,8 @@ impl Default for BrokerMetrics {
             log_end: Gauge::default(),
             consumers: Gauge::default(),
             log_failed: Gauge::default(),
+            disk_full: Gauge::default(),
+            disk_full_retries: Counter::default(),
             // 10 us to about 5 s.
             ack_latency: Histogram::new(exponential_buckets(10e-6, 2.0, 20)),
         }
@@ -58,6 +64,16 @@ impl BrokerMetrics {
             "log_failed",
             "1 once a disk error stopped appends",
             self.log_failed.clone(),
+        );
+        r.register(
+            "disk_full",
+            "1 while log writes wait for disk space",
+            self.disk_full.clone(),
+        );
+        r.register(
+            "disk_full_retries",
+            "Log writes resubmitted after running out of space",
+            self.disk_full_retries.clone(),
         );
         r.register(
             "ack_latency_seconds",

@@ -19,6 +19,7 @@
 mod conn;
 mod metrics;
 mod owner;
+mod space;
 
 use crate::config::{Config, FsyncPolicy};
 use shared_nothing::io::{

@@ -15,6 +15,13 @@
 //! frames by the same step. At most [`MAX_BATCHES`] batches are in flight:
 //! beyond that, appends wait in the log until a batch finishes.
 //!
+//! A request that runs out of disk space (a log write, a segment's open,
+//! the directory sync after a roll) does not fail the log: it is parked
+//! with its buffer and resubmitted with backoff until space is freed
+//! (`space`), no new batch is cut meanwhile, and nothing past it is acked
+//! (its batch stays pending); the stats line and the `broker_disk_full`
+//! gauge show the wait. Any other write error poisons the log.
+//!
 //! Segment files are opened (and created, on a roll) by the storage worker;
 //! a roll also makes the directory entry durable with an fsync of the
 //! directory (opened read-only) before records in the new segment count as
@@ -23,6 +30,7 @@
 //! `std::fs`, opened on first read) and retention's `unlink`s.
 
 use super::Msg;
+use super::space::{SpaceWait, out_of_space};
 use crate::commit::Committer;
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{Cursor, DirLock, DiskWrite, FsDir, Log, LogConfig, index_name, log_name};
@@ -113,11 +121,16 @@ impl Queued {
 /// What a submitted request was for (by token).
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Open(FileKey),
-    /// A log write of batch `batch` into segment `base`.
+    /// `create`: a new segment's file, created empty.
+    Open {
+        key: FileKey,
+        create: bool,
+    },
+    /// A log write of batch `batch` into segment `base` at `pos`.
     Write {
         batch: u64,
         base: u64,
+        pos: u64,
     },
     /// The directory sync after a roll, part of `batch`.
     DirSync {
@@ -134,6 +147,23 @@ struct Batch {
     id: u64,
     end: u64,
     pending: usize,
+}
+
+/// A request parked while the disk is full (see `space`).
+#[derive(Debug)]
+enum Parked {
+    /// A log write, with its buffer (on the open segment file).
+    Write {
+        op: Op,
+        write: StorageOp,
+    },
+    Open {
+        key: FileKey,
+        create: bool,
+    },
+    DirSync {
+        batch: u64,
+    },
 }
 
 pub struct Owner {
@@ -162,6 +192,8 @@ pub struct Owner {
     pushed_at: u64,
     /// A disk error: no more appends or acks.
     failed: Option<String>,
+    /// Out of space: requests waiting to be written again, no new batches.
+    space: Option<SpaceWait<Parked>>,
     /// The broker's series in the pool's registry (standalone in tests).
     metrics: super::metrics::BrokerMetrics,
     unacked: Vec<Unacked>,
@@ -233,6 +265,7 @@ impl Owner {
             interval_target: 0,
             pushed_at: end,
             failed: None,
+            space: None,
             metrics: super::metrics::BrokerMetrics::default(),
             unacked: Vec::new(),
             consumers: HashMap::new(),
@@ -348,14 +381,15 @@ impl Owner {
             Err(e) if matches!(op, Op::IndexWrite | Op::Close) => {
                 tracing::warn!("{}: {e}", self.describe(op));
             }
+            Err(e) if out_of_space(&e) => self.out_of_space(c.token, op, c.buf, &e),
             Err(e) => self.poison(format!("{}: {e}", self.describe(op))),
             Ok(out) => match op {
-                Op::Open(key) => {
+                Op::Open { key, .. } => {
                     if let StorageOutput::Opened(id) = out {
                         self.opened(key, id);
                     }
                 }
-                Op::Write { batch, base } => {
+                Op::Write { batch, base, .. } => {
                     self.unsynced.insert(base);
                     self.batch_done(batch);
                 }
@@ -370,6 +404,16 @@ impl Owner {
                 Op::IndexWrite | Op::Close => {}
             },
         }
+        if let Some(w) = &mut self.space {
+            if w.completed(c.token) {
+                let (waited, retries) = (w.waited(Instant::now()), w.retries());
+                tracing::warn!(
+                    "disk space is back: log writes resumed after {waited:.1?} ({retries} retries)"
+                );
+                self.space = None;
+                self.metrics.disk_full.set(0);
+            }
+        }
         self.flush_retry();
         self.advance();
         self.settle(peers);
@@ -382,6 +426,7 @@ impl Owner {
     pub fn commit(&mut self, peers: &mut [ResultSink<Msg>]) {
         self.flush_retry();
         if self.failed.is_none()
+            && self.space.is_none()
             && self.batches.len() < MAX_BATCHES
             && self.log.end_offset() > self.cut_end
         {
@@ -417,14 +462,12 @@ impl Owner {
                 bytes: w.bytes,
                 durability: self.durability,
             };
-            self.file_op(
-                key,
-                Op::Write {
-                    batch: id,
-                    base: w.base,
-                },
-                q,
-            );
+            let op = Op::Write {
+                batch: id,
+                base: w.base,
+                pos: w.pos,
+            };
+            self.file_op(key, op, q);
             pending += 1;
         }
         self.cut_end = self.log.end_offset();
@@ -568,6 +611,7 @@ impl Owner {
     pub fn tick(&mut self, peers: &mut [ResultSink<Msg>]) {
         let now = Instant::now();
         self.flush_retry();
+        self.retry_parked(now);
         let unsynced = self.log.durable_offset() < self.log.committed_offset();
         if self.failed.is_none()
             && self.interval_syncs == 0
@@ -590,8 +634,83 @@ impl Owner {
         if let Some(every) = self.stats_every {
             let window = now.saturating_duration_since(self.window_start);
             if window >= every {
-                println!("{}", self.stats.take().line(window, self.consumers.len()));
+                let full = self.space.as_ref().map(|w| w.waited(now));
+                let line = self.stats.take().line(window, self.consumers.len(), full);
+                println!("{line}");
                 self.window_start = now;
+            }
+        }
+    }
+
+    /// Request `token` (`op`) ran out of space: park it for a retry (a
+    /// write keeps its buffer), and cut no new batch until it went through.
+    fn out_of_space(
+        &mut self,
+        token: u64,
+        op: Op,
+        buf: Option<shared_nothing::io::IoBuf>,
+        e: &shared_nothing::io::IoError,
+    ) {
+        let parked = match op {
+            Op::Write { base, pos, .. } => {
+                let file = match self.files.get(&FileKey::Log(base)) {
+                    Some(Slot::Open(id)) => *id,
+                    _ => return self.poison(format!("write {}: {e}", log_name(base))),
+                };
+                let Some(buf) = buf else {
+                    return self.poison(format!("write {}: {e}", log_name(base)));
+                };
+                let write = StorageOp::WriteAt {
+                    file,
+                    offset: pos,
+                    buf,
+                    durability: self.durability,
+                };
+                Parked::Write { op, write }
+            }
+            Op::Open { key, create } => Parked::Open { key, create },
+            Op::DirSync { batch } => Parked::DirSync { batch },
+            Op::IntervalSync | Op::IndexWrite | Op::Close => {
+                return self.poison(format!("{}: {e}", self.describe(op)));
+            }
+        };
+        match &mut self.space {
+            Some(w) => {
+                w.failed_again(token);
+                w.park(parked);
+            }
+            None => {
+                tracing::error!(
+                    "{}: {e}: out of space, retrying until space is freed (nothing is acked meanwhile)",
+                    self.describe(op)
+                );
+                self.space = Some(SpaceWait::new(parked, Instant::now()));
+                self.metrics.disk_full.set(1);
+            }
+        }
+    }
+
+    /// Out of space and the backoff passed: resubmits what was parked.
+    fn retry_parked(&mut self, now: Instant) {
+        let Some(due) = self.space.as_mut().and_then(|w| w.due(now)) else {
+            return;
+        };
+        self.metrics.disk_full_retries.inc_by(due.len() as u64);
+        for p in due {
+            let token = match p {
+                Parked::Write { op, write } => {
+                    let token = self.token(op);
+                    self.submit(token, write);
+                    token
+                }
+                Parked::Open { key, create } => self.open_file(key, create),
+                Parked::DirSync { batch } => {
+                    let q = Queued::Sync { data_only: false };
+                    self.file_op(FileKey::Dir, Op::DirSync { batch }, q)
+                }
+            };
+            if let Some(w) = &mut self.space {
+                w.retrying(token);
             }
         }
     }
@@ -643,7 +762,7 @@ impl Owner {
 
     fn describe(&self, op: Op) -> String {
         let what = match op {
-            Op::Open(key) => return format!("open {}", self.path(key).display()),
+            Op::Open { key, .. } => return format!("open {}", self.path(key).display()),
             Op::Write { base, .. } => return format!("write {}", log_name(base)),
             Op::DirSync { .. } => "sync data directory",
             Op::IndexWrite => "write index",
@@ -654,8 +773,9 @@ impl Owner {
     }
 
     /// Opens a file on the storage worker (`create`: a new segment's file,
-    /// created empty); requests for it wait until it is open.
-    fn open_file(&mut self, key: FileKey, create: bool) {
+    /// created empty); requests for it wait until it is open. Returns the
+    /// open's token.
+    fn open_file(&mut self, key: FileKey, create: bool) -> u64 {
         self.files
             .entry(key)
             .or_insert_with(|| Slot::Opening(Vec::new()));
@@ -666,8 +786,9 @@ impl Owner {
             _ => OpenOptions::new().read(true).write(true),
         };
         let path = self.path(key);
-        let token = self.token(Op::Open(key));
+        let token = self.token(Op::Open { key, create });
         self.submit(token, StorageOp::Open { path, options });
+        token
     }
 
     fn opened(&mut self, key: FileKey, id: FileId) {
@@ -687,7 +808,8 @@ impl Owner {
     }
 
     /// Submits `q` on the file `key`, opening it (it exists) if needed.
-    fn file_op(&mut self, key: FileKey, op: Op, q: Queued) {
+    /// Returns the request's token.
+    fn file_op(&mut self, key: FileKey, op: Op, q: Queued) -> u64 {
         let token = self.token(op);
         match self.files.get_mut(&key) {
             Some(Slot::Open(id)) => {
@@ -700,6 +822,7 @@ impl Owner {
                 self.open_file(key, false);
             }
         }
+        token
     }
 
     fn close_file(&mut self, key: FileKey) {
@@ -753,260 +876,4 @@ fn refuse(peers: &mut [ResultSink<Msg>], to: usize, conn: ConnId, reason: String
 }
 
 #[cfg(test)]
-mod tests {
-    //! The owner against a real storage worker whose completions land in a
-    //! queue the test drains by hand: while they wait there, a batch is in
-    //! flight and the owner must still answer.
-
-    use super::*;
-    use crate::config;
-    use crate::test_dir::TempDir;
-    use shared_nothing::io::{
-        NetConfig, NetEventKind, NetworkWorker, StorageConfig, StorageWorker,
-    };
-    use shared_nothing::partition::RoundRobinPartitioner;
-    use shared_nothing::worker::ResultQueue;
-    use std::net::TcpStream;
-    use std::sync::Arc;
-
-    /// Bounds every wait (no timing is asserted).
-    const WAIT: Duration = Duration::from_secs(10);
-
-    /// Real connection ids (`ConnId` has no public constructor): sockets
-    /// accepted by a network worker, kept open by the returned streams.
-    fn conn_ids(n: usize) -> (NetworkWorker, Vec<TcpStream>, Vec<ConnId>) {
-        let net = NetworkWorker::start(0, NetConfig::new()).expect("network worker");
-        let (sink, mut events) = ResultSink::queue();
-        let addr = net
-            .listen(
-                "127.0.0.1:0".parse().expect("addr"),
-                vec![sink],
-                Arc::new(RoundRobinPartitioner::new()),
-            )
-            .expect("listen");
-        let streams = (0..n)
-            .map(|_| TcpStream::connect(addr).expect("connect"))
-            .collect();
-        let mut ids = Vec::new();
-        while ids.len() < n {
-            let ev = events.recv_timeout(WAIT).expect("accepted");
-            if let NetEventKind::Accepted { .. } = ev.kind {
-                ids.push(ev.conn);
-            }
-        }
-        (net, streams, ids)
-    }
-
-    struct Rig {
-        owner: Owner,
-        disk: ResultQueue<StorageCompletion>,
-        peers: Vec<ResultSink<Msg>>,
-        out: ResultQueue<Msg>,
-        _storage: StorageWorker,
-    }
-
-    fn rig(tmp: &TempDir, extra: &[&str]) -> Rig {
-        let dir = tmp.0.to_str().expect("utf-8 temp dir").to_owned();
-        let mut args = vec!["server".to_owned(), "--dir".to_owned(), dir];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let cfg = config::parse(args).expect("config");
-        let storage = StorageWorker::start(0, StorageConfig::new()).expect("storage worker");
-        let (sink, disk) = ResultSink::queue();
-        let client = storage.client(sink).expect("client");
-        let (peer, out) = ResultSink::queue();
-        Rig {
-            owner: Owner::open(&cfg, client).expect("owner"),
-            disk,
-            peers: vec![peer],
-            out,
-            _storage: storage,
-        }
-    }
-
-    fn frames(records: &[&[u8]]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for r in records {
-            protocol::encode_frame(r, &mut v).expect("frame");
-        }
-        v
-    }
-
-    impl Rig {
-        /// One round: records from `conn` arrive, then the round ends.
-        fn append(&mut self, conn: ConnId, records: &[&[u8]]) {
-            let msg = Msg::Append {
-                from: 0,
-                conn,
-                frames: frames(records),
-                count: records.len(),
-                arrived: Instant::now(),
-            };
-            self.owner.on_message(msg, &mut self.peers);
-            self.owner.commit(&mut self.peers);
-        }
-
-        /// Hands storage completions to the owner until it sends acks.
-        fn acks(&mut self) -> Vec<u64> {
-            for _ in 0..10_000 {
-                if let Some(msg) = self.out.try_recv() {
-                    let Msg::Acks { bytes, .. } = msg else {
-                        panic!("expected acks, got {msg:?}");
-                    };
-                    return bytes
-                        .chunks_exact(8)
-                        .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-                        .collect();
-                }
-                let c = self.disk.recv_timeout(WAIT).expect("a storage completion");
-                self.owner.on_disk(c, &mut self.peers);
-            }
-            panic!("no acks after 10000 completions");
-        }
-    }
-
-    #[test]
-    fn the_owner_answers_while_a_group_commit_is_in_flight() {
-        let tmp = TempDir::new();
-        let mut rig = rig(&tmp, &["--fsync", "always"]);
-        let (_net, _streams, ids) = conn_ids(2);
-        let (producer, consumer) = (ids[0], ids[1]);
-
-        rig.append(producer, &[b"one", b"two"]);
-        assert!(
-            rig.out.try_recv().is_none(),
-            "acked before the storage worker answered"
-        );
-        assert_eq!(rig.acks(), [0, 11]);
-        assert_eq!(rig.owner.log.durable_offset(), 22);
-
-        // A second batch is submitted; its completions wait in `disk`,
-        // unhandled, so its write and fdatasync are in flight as far as the
-        // owner knows. The owner returned, and still serves a consumer: it
-        // gets the durable records and not the one in flight.
-        rig.append(producer, &[b"three"]);
-        let sub = Msg::Subscribe {
-            from: 0,
-            conn: consumer,
-            offset: 0,
-        };
-        rig.owner.on_message(sub, &mut rig.peers);
-        match rig.out.try_recv() {
-            Some(Msg::Frames { conn, bytes }) => {
-                assert_eq!(conn, consumer);
-                assert_eq!(bytes, frames(&[b"one", b"two"]));
-            }
-            other => panic!("expected the consumer's frames, got {other:?}"),
-        }
-        assert!(rig.out.try_recv().is_none(), "acked before durable");
-        assert_eq!(rig.owner.log.durable_offset(), 22);
-
-        // Its completion, once handled, releases the ack.
-        assert_eq!(rig.acks(), [22]);
-        assert_eq!(rig.owner.log.durable_offset(), 35);
-    }
-
-    #[test]
-    fn interval_acks_after_the_write_and_syncs_on_a_later_tick() {
-        let tmp = TempDir::new();
-        let mut rig = rig(&tmp, &["--fsync", "interval:1"]);
-        let (_net, _streams, ids) = conn_ids(1);
-        rig.append(ids[0], &[b"one", b"two"]);
-        assert_eq!(rig.acks(), [0, 11]);
-        assert_eq!(rig.owner.log.committed_offset(), 22);
-        assert_eq!(rig.owner.log.durable_offset(), 0, "buffered: not synced");
-        // Ticks (each one a no-op until the interval has passed) start the
-        // fdatasync; its completion makes everything committed durable.
-        let deadline = Instant::now() + WAIT;
-        while rig.owner.log.durable_offset() < 22 {
-            assert!(Instant::now() < deadline, "no interval sync");
-            rig.owner.tick(&mut rig.peers);
-            while let Some(c) = rig.disk.try_recv() {
-                rig.owner.on_disk(c, &mut rig.peers);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(rig.owner.failed.is_none());
-    }
-
-    #[test]
-    fn retention_deletes_committed_segments_and_closes_their_files() {
-        let tmp = TempDir::new();
-        let mut rig = rig(
-            &tmp,
-            &[
-                "--fsync",
-                "always",
-                "--segment-bytes",
-                "4096",
-                "--retention-bytes",
-                "8192",
-            ],
-        );
-        let (_net, _streams, ids) = conn_ids(1);
-        let record = vec![b'r'; 1000];
-        for _ in 0..40 {
-            rig.append(ids[0], &[&record]);
-            assert_eq!(rig.acks().len(), 1);
-        }
-        while !rig.owner.ops.is_empty() {
-            let c = rig.disk.recv_timeout(WAIT).expect("a storage completion");
-            rig.owner.on_disk(c, &mut rig.peers);
-        }
-        assert!(rig.owner.failed.is_none(), "{:?}", rig.owner.failed);
-        let start = rig.owner.log.start_offset();
-        assert!(start > 0, "nothing deleted");
-        let open_logs = rig
-            .owner
-            .files
-            .keys()
-            .filter(|k| matches!(k, FileKey::Log(b) if *b < start))
-            .count();
-        assert_eq!(open_logs, 0, "deleted segments still open");
-        let mut cursor = rig.owner.log.locate(start).expect("locate");
-        let n = rig
-            .owner
-            .log
-            .read(&mut cursor, usize::MAX, |_, p| assert_eq!(p, record))
-            .expect("read what is kept");
-        assert!(n >= 8, "kept {n} records");
-    }
-
-    #[test]
-    fn rolled_segments_are_created_by_the_storage_worker_and_read_back() {
-        let tmp = TempDir::new();
-        // About four 1000-byte records per 4 KiB segment.
-        let records: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 1000]).collect();
-        {
-            let mut rig = rig(&tmp, &["--fsync", "always", "--segment-bytes", "4096"]);
-            let (_net, _streams, ids) = conn_ids(1);
-            let mut acked = Vec::new();
-            for pair in records.chunks(2) {
-                let pair: Vec<&[u8]> = pair.iter().map(Vec::as_slice).collect();
-                rig.append(ids[0], &pair);
-                acked.extend(rig.acks());
-            }
-            assert_eq!(acked.len(), records.len());
-            // Index writes are not awaited by acks; let them finish.
-            while !rig.owner.ops.is_empty() {
-                let c = rig.disk.recv_timeout(WAIT).expect("a storage completion");
-                rig.owner.on_disk(c, &mut rig.peers);
-            }
-            assert!(rig.owner.log.segment_bases().len() >= 5, "segments rolled");
-        }
-        // Reopened from disk (synchronously), everything acked is there.
-        let cfg = LogConfig {
-            segment_bytes: 4096,
-            index_interval: INDEX_INTERVAL,
-            retention_bytes: None,
-            max_record: 1 << 20,
-            write_buffer: WRITE_BUFFER,
-        };
-        let (log, recovery) = Log::open(FsDir::create(&tmp.0).expect("dir"), cfg).expect("reopen");
-        assert_eq!(recovery, Default::default());
-        let mut cursor = log.locate(0).expect("locate");
-        let mut read = Vec::new();
-        log.read(&mut cursor, usize::MAX, |_, p| read.push(p.to_vec()))
-            .expect("read");
-        assert_eq!(read, records);
-    }
-}
+mod tests;
