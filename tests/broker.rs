@@ -895,3 +895,50 @@ fn a_full_disk_delays_acks_until_space_is_freed_and_loses_nothing() {
     assert_eq!(consume(&server.addr, 0, records.len()), records);
     assert_eq!(produce(&server.addr, &records[..1]).len(), 1);
 }
+
+/// Segments are extended to their full size when they become active (a
+/// hole, so appending fdatasyncs commit no size change): a record larger
+/// than a segment is never cut by it, and after `kill -9` the zero tails
+/// read as space, so every record and segment survives and appends resume
+/// at the log's end.
+#[test]
+fn preallocated_segments_keep_every_record_across_a_crash() {
+    let dir = TempDir::new("prealloc");
+    const SEGMENT: u64 = 64 << 10;
+    let flags = ["--segment-bytes", "64KiB", "--max-record", "1MiB"];
+    let server = Server::start(&dir.0, &flags);
+    let mut records = payloads("p", 300);
+    records.insert(150, vec![9u8; 200 << 10]);
+    records.push(vec![8u8; 100 << 10]);
+    let acks = produce(&server.addr, &records);
+    let active = acks.last().copied().expect("acks");
+    let seg = |base: u64| dir.0.join(format!("{base:020}.log"));
+    // The last record has a segment of its own, longer than a segment.
+    let len = |base: u64| std::fs::metadata(seg(base)).expect("segment").len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while len(active) != 8 + (100 << 10) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(len(active), 8 + (100 << 10), "a big record is never cut");
+    // A full segment before it was extended to the segment size.
+    let mid = acks[100];
+    let base = std::fs::read_dir(&dir.0)
+        .expect("dir")
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .filter(|b: &u64| *b <= mid)
+        .max()
+        .expect("a segment holding record 100");
+    assert!(len(base) >= SEGMENT, "segment {base} was not extended");
+    server.kill();
+    let server = Server::start(&dir.0, &flags);
+    assert_eq!(consume(&server.addr, 0, records.len()), records);
+    let more = produce(&server.addr, &records[..2]);
+    assert_eq!(more[0], next_offset(active, &records[records.len() - 1]));
+}

@@ -274,7 +274,9 @@ impl<D: Dir> Log<D> {
             if rec.index_rebuilt {
                 recovery.index_rebuilt.push(base);
             }
-            let cut = rec.valid_len < rec.found_len;
+            // A zero tail is preallocated space, not a loss: the next
+            // segment's base still has to follow on from the valid end.
+            let cut = rec.valid_len < rec.found_len && !rec.zero_tail;
             if cut {
                 recovery
                     .truncated

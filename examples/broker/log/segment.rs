@@ -50,6 +50,9 @@ pub struct SegmentRecovery {
     pub found_len: u64,
     /// Length of the valid prefix kept.
     pub valid_len: u64,
+    /// Everything past `valid_len` is zero bytes: space preallocated for
+    /// appends (or never written), kept as it is, not a torn tail.
+    pub zero_tail: bool,
     /// Whether the index file was missing entries or had bad ones.
     pub index_rebuilt: bool,
 }
@@ -140,7 +143,9 @@ impl<F: SegmentFile> Segment<F> {
 
     /// Opens an existing segment: loads what is valid of its index, verifies
     /// every record from the last index entry to the end of the file, cuts a
-    /// torn or corrupt tail, and completes the index.
+    /// torn or corrupt tail, and completes the index. A tail of nothing but
+    /// zero bytes is preallocated space (see the server's owner): it stays,
+    /// and appends go over it from the valid end.
     pub fn open<D: Dir<File = F>>(
         dir: &D,
         base: u64,
@@ -197,7 +202,8 @@ impl<F: SegmentFile> Segment<F> {
             break end;
         };
 
-        if valid_len < found_len {
+        let zero_tail = valid_len < found_len && all_zero(&log, valid_len, found_len)?;
+        if valid_len < found_len && !zero_tail {
             log.truncate(valid_len)?;
         }
         let idx_flushed = if index_rebuilt {
@@ -221,6 +227,7 @@ impl<F: SegmentFile> Segment<F> {
         let rec = SegmentRecovery {
             found_len,
             valid_len,
+            zero_tail,
             index_rebuilt,
         };
         Ok((seg, rec))
@@ -284,6 +291,23 @@ impl<F: SegmentFile> Segment<F> {
     pub fn index_len(&self) -> usize {
         self.index.len()
     }
+}
+
+/// Whether the file's bytes `[from, to)` are all zero (read in chunks;
+/// preallocated or sparse space reads as zeros without disk I/O).
+fn all_zero<F: SegmentFile>(file: &F, from: u64, to: u64) -> io::Result<bool> {
+    const CHUNK: u64 = 256 << 10;
+    let mut buf = vec![0u8; CHUNK.min(to - from) as usize];
+    let mut pos = from;
+    while pos < to {
+        let n = CHUNK.min(to - pos) as usize;
+        file.read_exact_at(pos, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 /// The valid prefix of an index file: entries with a good checksum, strictly

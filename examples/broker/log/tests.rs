@@ -214,7 +214,12 @@ fn torn_tail_at_every_byte_is_cut_back_to_the_last_whole_record() {
     let pristine = fs::read(&seg).expect("read");
     for cut in last..end {
         fs::write(&seg, &pristine[..cut as usize]).expect("write");
-        expect_recovered(&tmp, cfg(), 39, last, cut > last);
+        // Bytes of the torn record that are all zero (its length's high
+        // bytes) cannot be told from preallocated space: kept, not a cut.
+        let torn = pristine[last as usize..cut as usize]
+            .iter()
+            .any(|&b| b != 0);
+        expect_recovered(&tmp, cfg(), 39, last, torn);
         // Index entries written for the appended record must not leak into
         // the next round.
         fs::remove_file(tmp.file(&index_name(0))).expect("rm idx");
@@ -235,16 +240,58 @@ fn a_flipped_byte_in_the_last_record_is_cut() {
     }
 }
 
+/// Preallocated space (what the server's `fallocate` leaves past the
+/// records, and what a crash before the data landed leaves) is kept, not
+/// reported as a cut, and appends go over it from the valid end; a sealed
+/// segment with such a tail keeps the segments after it.
 #[test]
-fn a_zero_filled_tail_is_cut() {
+fn a_zero_filled_tail_is_preallocated_space_kept_and_appended_over() {
     let (tmp, _, end) = log_with_tail(10, cfg());
-    let f = OpenOptions::new()
-        .write(true)
-        .open(tmp.file(&log_name(0)))
-        .expect("open");
-    f.set_len(end + 4096).expect("extend");
+    let seg = tmp.file(&log_name(0));
+    let f = OpenOptions::new().write(true).open(&seg).expect("open");
+    f.set_len(end + 300_000).expect("extend");
     drop(f);
-    expect_recovered(&tmp, cfg(), 10, end, true);
+    expect_recovered(&tmp, cfg(), 10, end, false);
+    assert_eq!(fs::metadata(&seg).expect("meta").len(), end + 300_000);
+    // The record appended over the zeros is found at the next open.
+    let (log, rec) = open(&tmp.0, cfg());
+    assert_eq!(rec, Recovery::default());
+    let after = RECORD_HEADER + b"after".len() as u64;
+    assert_eq!(log.end_offset(), end + after);
+
+    let tmp = TempDir::new();
+    let small = LogConfig {
+        segment_bytes: 1024,
+        ..cfg()
+    };
+    let (mut log, _) = open(&tmp.0, small);
+    fill(&mut log, 0..100);
+    let bases = log.segment_bases();
+    log.close().expect("close");
+    for b in &bases {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(tmp.file(&log_name(*b)))
+            .expect("open");
+        f.set_len(4096).expect("preallocate");
+    }
+    let (log, rec) = open(&tmp.0, small);
+    assert_eq!(rec, Recovery::default());
+    assert_eq!(log.segment_bases(), bases);
+    assert_eq!(read_all(&log, 0).len(), 100);
+}
+
+/// A zero tail after a torn record (bytes of it were written) is still a
+/// torn tail: cut.
+#[test]
+fn a_torn_record_before_zeros_is_cut() {
+    let (tmp, last, end) = log_with_tail(10, cfg());
+    let seg = tmp.file(&log_name(0));
+    let pristine = fs::read(&seg).expect("read");
+    let mut bytes = pristine[..(last + 10) as usize].to_vec();
+    bytes.resize(end as usize + 8192, 0);
+    fs::write(&seg, &bytes).expect("write");
+    expect_recovered(&tmp, cfg(), 9, last, true);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! an error, not an access to whatever reused the slot; ids reserved at
 //! submit time, so requests can follow an open before it completes.
 
-use super::op::{FileId, StorageRequest};
+use super::op::{FileId, StorageOutput, StorageRequest};
 use crate::io::IoError;
 use crate::io::slots;
 use parking_lot::Mutex;
@@ -386,4 +386,22 @@ pub(crate) fn pwrite_all(
         done += n as usize;
     }
     Ok(done)
+}
+
+/// `ftruncate` to `len` bytes of `f` (also the io_uring backend's
+/// way where its kernel has no `IORING_OP_FTRUNCATE`).
+pub(crate) fn set_len(f: &FileEntry, len: u64) -> Result<StorageOutput, IoError> {
+    let Ok(len) = i64::try_from(len) else {
+        return Err(IoError::Invalid(format!("length {len} is too large")));
+    };
+    // SAFETY: plain system call on a descriptor the file table owns.
+    let rc = unsafe { libc::ftruncate(f.fd, len) };
+    if rc < 0 {
+        Err(IoError::from_io(
+            "ftruncate",
+            std::io::Error::last_os_error(),
+        ))
+    } else {
+        Ok(StorageOutput::Resized)
+    }
 }

@@ -651,6 +651,20 @@ impl StorageClient {
         self.submit(token, StorageOp::Allocate { file, offset, len })
     }
 
+    /// Sets the file's length (`ftruncate`): cuts it, or extends it with a
+    /// hole that reads as zeros.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn set_len(
+        &mut self,
+        token: u64,
+        file: FileId,
+        len: u64,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        self.submit(token, StorageOp::SetLen { file, len })
+    }
+
     /// Closes a file.
     ///
     /// # Errors
@@ -859,6 +873,14 @@ impl BlockingStorageClient {
     ) -> std::result::Result<(), IoError> {
         self.output(StorageOp::Allocate { file, offset, len })
             .map(drop)
+    }
+
+    /// `ftruncate`: cuts the file to `len` bytes or extends it with a hole.
+    ///
+    /// # Errors
+    /// The kernel's error.
+    pub fn set_len(&mut self, file: FileId, len: u64) -> std::result::Result<(), IoError> {
+        self.output(StorageOp::SetLen { file, len }).map(drop)
     }
 
     /// Closes a file.

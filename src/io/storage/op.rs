@@ -220,6 +220,14 @@ pub enum StorageOp {
         /// Bytes.
         len: u64,
     },
+    /// Set the file's length (`ftruncate`): cut it, or extend it with a
+    /// hole that reads as zeros and takes no space until written.
+    SetLen {
+        /// The file.
+        file: FileId,
+        /// The new length in bytes.
+        len: u64,
+    },
     /// Close the file; the id is invalid afterwards.
     Close {
         /// The file.
@@ -237,6 +245,7 @@ impl StorageOp {
             | StorageOp::WritevAt { file, .. }
             | StorageOp::Sync { file, .. }
             | StorageOp::Allocate { file, .. }
+            | StorageOp::SetLen { file, .. }
             | StorageOp::Close { file } => Some(*file),
         }
     }
@@ -252,6 +261,7 @@ impl StorageOp {
             } => "fdatasync",
             StorageOp::Sync { .. } => "fsync",
             StorageOp::Allocate { .. } => "fallocate",
+            StorageOp::SetLen { .. } => "ftruncate",
             StorageOp::Close { .. } => "close",
         }
     }
@@ -281,6 +291,7 @@ pub(crate) struct StorageRequest {
 
 /// What a storage request produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StorageOutput {
     /// The file was opened.
     Opened(FileId),
@@ -292,6 +303,8 @@ pub enum StorageOutput {
     Synced,
     /// The space was reserved.
     Allocated,
+    /// The file's length was set.
+    Resized,
     /// The file was closed.
     Closed,
 }

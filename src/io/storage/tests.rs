@@ -54,13 +54,18 @@ fn auto_uses_io_uring_where_the_kernel_allows_it() {
 }
 
 #[test]
-fn write_read_sync_allocate_close_round_trip() {
+fn write_read_sync_allocate_set_len_close_round_trip() {
     for (w, name) in workers() {
         let dir = TempDir::new(name);
         let mut io = w.blocking_client().unwrap();
         let f = io
             .open(dir.0.join("data"), OpenOptions::read_write_create())
             .unwrap();
+        // A hole past the end reads as zeros; a cut shortens the file.
+        io.set_len(f, 3 << 20).unwrap();
+        assert_eq!(io.read_at(f, (3 << 20) - 4, 4).unwrap(), [0; 4], "{name}");
+        io.set_len(f, 0).unwrap();
+        assert_eq!(std::fs::metadata(dir.0.join("data")).unwrap().len(), 0);
         io.allocate(f, 0, 1 << 20).unwrap();
         assert_eq!(
             std::fs::metadata(dir.0.join("data")).unwrap().len(),
@@ -90,6 +95,10 @@ fn write_read_sync_allocate_close_round_trip() {
         io.close(f).unwrap();
         assert!(
             matches!(io.read_at(f, 0, 1), Err(IoError::NotOpen { .. })),
+            "{name}: stale id"
+        );
+        assert!(
+            matches!(io.set_len(f, 1), Err(IoError::NotOpen { .. })),
             "{name}: stale id"
         );
     }

@@ -1,9 +1,9 @@
 //! The fallback's data operations as plain functions of an open file's
-//! entry: reads, writes, vectored writes, syncs, `fallocate`. They need no
+//! entry: reads, writes, vectored writes, syncs, `fallocate`, `ftruncate`. They need no
 //! worker state, so a helper thread runs them as well as the worker.
 
 use super::Waiting;
-use crate::io::storage::files::{FileEntry, check_direct, os_or_misaligned, pwrite_all};
+use crate::io::storage::files::{FileEntry, check_direct, os_or_misaligned, pwrite_all, set_len};
 use crate::io::storage::op::{Durability, StorageCompletion, StorageOp, StorageOutput};
 use crate::io::{IoBuf, IoError};
 
@@ -108,6 +108,7 @@ pub(super) fn run(job: Job) -> Done {
             };
             done(r, None, Vec::new())
         }
+        StorageOp::SetLen { len, .. } => done(set_len(&f, len), None, Vec::new()),
         op @ (StorageOp::Open { .. } | StorageOp::Close { .. }) => {
             let e = IoError::Invalid(format!("{} is not a data request", op.name()));
             done(Err(e), None, Vec::new())

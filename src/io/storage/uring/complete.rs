@@ -72,6 +72,11 @@ impl UringStorage {
                 None,
                 Vec::new(),
             ),
+            Kind::SetLen(_) => answer(
+                done(cqe, "ftruncate").map(|()| StorageOutput::Resized),
+                None,
+                Vec::new(),
+            ),
             Kind::Close(_) => answer(
                 done(cqe, "close").map(|()| StorageOutput::Closed),
                 None,

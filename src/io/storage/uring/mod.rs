@@ -74,6 +74,9 @@ pub(super) struct UringStorage {
     unparked: Vec<Parked>,
     fixed: Option<Arc<FixedRegion>>,
     fixed_files: bool,
+    /// The kernel has `IORING_OP_FTRUNCATE` (6.9); without it a `SetLen`
+    /// runs as a plain `ftruncate` on this thread.
+    ftruncate: bool,
     requests: Vec<(u32, StorageRequest)>,
     cqes: Vec<Cqe>,
 }
@@ -102,6 +105,7 @@ impl UringStorage {
         let ring = KernelRing::with_coop(config.ring_entries, waker, config.spin, coop)?;
         let entries = config.ring_entries.clamp(8, 32768);
         let fixed_files = ring.submitter().register_files_sparse(FIXED_FILES).is_ok();
+        let ftruncate = ring.supports(io_uring::opcode::Ftruncate::CODE);
         let (count, size) = config.fixed_buffers;
         let fixed = (count > 0 && size > 0)
             .then(|| FixedRegion::new(index, count, size))
@@ -126,6 +130,7 @@ impl UringStorage {
             unparked: Vec::new(),
             fixed,
             fixed_files,
+            ftruncate,
             requests: Vec::new(),
             cqes: Vec::new(),
         })

@@ -298,6 +298,20 @@ unsafe impl Owned for AllocateOp {
     }
 }
 
+/// `ftruncate` to `len` bytes.
+pub(super) struct SetLenOp {
+    pub(super) target: Target,
+    pub(super) len: u64,
+}
+
+// SAFETY: an Ftruncate points to no memory.
+unsafe impl Owned for SetLenOp {
+    fn sqes(&mut self) -> Sqes {
+        Sqes::One(on!(self.target, |fd| opcode::Ftruncate::new(fd, self.len)
+            .build()))
+    }
+}
+
 /// `close` of a descriptor that has left the file table.
 pub(super) struct CloseOp {
     pub(super) fd: RawFd,
@@ -321,6 +335,7 @@ pub(super) enum Kind {
     Sync(SyncOp),
     GroupSync(GroupSyncOp),
     Allocate(AllocateOp),
+    SetLen(SetLenOp),
     Close(CloseOp),
 }
 
@@ -346,6 +361,7 @@ unsafe impl Owned for Pending {
             Kind::Sync(o) => o.sqes(),
             Kind::GroupSync(o) => o.sqes(),
             Kind::Allocate(o) => o.sqes(),
+            Kind::SetLen(o) => o.sqes(),
             Kind::Close(o) => o.sqes(),
         }
     }

@@ -3,11 +3,11 @@
 
 use super::group::Waiting;
 use super::ops::{
-    AllocateOp, CloseOp, Kind, LinkedWriteOp, OpenOp, Pending, ReadOp, SyncOp, Target, WriteOp,
-    WritevOp,
+    AllocateOp, CloseOp, Kind, LinkedWriteOp, OpenOp, Pending, ReadOp, SetLenOp, SyncOp, Target,
+    WriteOp, WritevOp,
 };
 use super::{INLINE_WRITE_MAX, UringStorage};
-use crate::io::storage::files::{FileEntry, check_direct, pwrite_all};
+use crate::io::storage::files::{FileEntry, check_direct, pwrite_all, set_len};
 use crate::io::storage::op::{
     Durability, FileId, OpenOptions, StorageCompletion, StorageOp, StorageOutput, StorageRequest,
 };
@@ -90,6 +90,22 @@ impl UringStorage {
                     len,
                 };
                 self.submit(pending(from, Some(file), Kind::Allocate(op)));
+            }
+            StorageOp::SetLen { len, .. } if !self.ftruncate => {
+                let c = StorageCompletion {
+                    token,
+                    result: set_len(&entry, len),
+                    buf: None,
+                    bufs: Vec::new(),
+                };
+                self.inbox.deliver(client, c);
+            }
+            StorageOp::SetLen { len, .. } => {
+                let op = SetLenOp {
+                    target: Target::from(&entry),
+                    len,
+                };
+                self.submit(pending(from, Some(file), Kind::SetLen(op)));
             }
             StorageOp::Close { file } => {
                 if self.file_busy(file) {

@@ -185,3 +185,39 @@ fn a_linked_pair_split_by_a_partial_submit_is_not_reported_durable() {
     }
     r.finish();
 }
+
+/// `SetLen` through `IORING_OP_FTRUNCATE` where the kernel has it, and as
+/// a plain `ftruncate` where it does not (forced here): both extend with a
+/// hole and cut.
+#[test]
+fn set_len_runs_on_the_ring_or_inline_without_the_opcode() {
+    for through_ring in [true, false] {
+        let Some(mut rig) = rig("setlen") else {
+            return;
+        };
+        if through_ring && !rig.st.ftruncate {
+            rig.finish();
+            continue;
+        }
+        rig.st.ftruncate = through_ring;
+        for (token, len) in [(1, 1 << 20), (2, 100)] {
+            let op = StorageOp::SetLen {
+                file: rig.file,
+                len,
+            };
+            rig.client
+                .submit(StorageRequest {
+                    token,
+                    op,
+                    reserved: None,
+                })
+                .unwrap();
+            let c = rig.complete();
+            assert_eq!(c.token, token);
+            assert_eq!(c.result.unwrap(), StorageOutput::Resized);
+            let meta = std::fs::metadata(&rig.path).unwrap();
+            assert_eq!(meta.len(), len, "through the ring: {through_ring}");
+        }
+        rig.finish();
+    }
+}
