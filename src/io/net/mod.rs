@@ -145,6 +145,11 @@ pub(crate) enum NetRequest {
     Close {
         conn: ConnId,
     },
+    /// Stop (`false`) or resume (`true`) receiving on `conn`.
+    Reading {
+        conn: ConnId,
+        on: bool,
+    },
     Connect {
         addr: SocketAddr,
         token: u64,
@@ -890,6 +895,39 @@ impl NetClient {
     /// `Full` or `Stopped`.
     pub fn close(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
         self.submit(NetRequest::Close { conn })
+            .map_err(|e| match e {
+                SubmitError::Full(_) => SubmitError::Full(conn),
+                SubmitError::Stopped(_) => SubmitError::Stopped(conn),
+            })
+    }
+
+    /// Stops receiving on `conn` until [`resume_reading`](Self::resume_reading):
+    /// the way an application applies backpressure to a peer that sends
+    /// faster than it can take (the socket's receive buffer fills and TCP
+    /// slows the sender down). What a receive already took may still
+    /// arrive as `Data` after this; nothing is lost, and sends go on. An
+    /// end of stream or reset is noticed when reading resumes (or by a
+    /// send). Independent of the worker's own pause while the owner's
+    /// queue is backlogged: a connection reads only when neither holds it.
+    ///
+    /// # Errors
+    /// `Full` or `Stopped`, with the id. A connection that is not open
+    /// gets an [`NetEventKind::Error`] on this client's sink.
+    pub fn pause_reading(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
+        self.reading(conn, false)
+    }
+
+    /// Receives on `conn` again after [`pause_reading`](Self::pause_reading)
+    /// (what arrived meanwhile comes first, in order).
+    ///
+    /// # Errors
+    /// As [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&mut self, conn: ConnId) -> std::result::Result<(), SubmitError<ConnId>> {
+        self.reading(conn, true)
+    }
+
+    fn reading(&mut self, conn: ConnId, on: bool) -> std::result::Result<(), SubmitError<ConnId>> {
+        self.submit(NetRequest::Reading { conn, on })
             .map_err(|e| match e {
                 SubmitError::Full(_) => SubmitError::Full(conn),
                 SubmitError::Stopped(_) => SubmitError::Stopped(conn),

@@ -32,6 +32,8 @@ struct PConn {
     /// The peer sent EOF: no more reads.
     read_done: bool,
     paused: bool,
+    /// The application paused reading (`NetClient::pause_reading`).
+    held: bool,
     connecting: Option<u64>,
 }
 
@@ -298,6 +300,7 @@ impl PollNet {
             closing: false,
             read_done: false,
             paused: false,
+            held: false,
             connecting,
         });
         let c = self.conns.slot_mut(conn.slot())?;
@@ -340,6 +343,18 @@ impl PollNet {
                         c.closing = true;
                         if c.sends.is_empty() {
                             self.finish(conn.slot());
+                        }
+                    }
+                    None => self.inbox.deliver(client, stale(conn)),
+                },
+                NetRequest::Reading { conn, on } => match self.conns.get_mut(conn) {
+                    Some(c) => {
+                        let resume = c.held && on;
+                        c.held = !on;
+                        // Edge-triggered: what arrived while held raised
+                        // no new event, so read it now.
+                        if resume {
+                            self.read(conn.slot());
                         }
                     }
                     None => self.inbox.deliver(client, stale(conn)),
@@ -395,7 +410,7 @@ impl PollNet {
             let Some(c) = self.conns.slot_mut(slot) else {
                 return;
             };
-            if c.paused || c.read_done || c.connecting.is_some() {
+            if c.paused || c.held || c.read_done || c.connecting.is_some() {
                 return;
             }
             let owner = c.owner;

@@ -58,6 +58,8 @@ struct UConn {
     /// (what a pause cancels).
     recv_multi: Option<u64>,
     paused: bool,
+    /// The application paused reading (`NetClient::pause_reading`).
+    held: bool,
     /// Queued buffers, none of them handed to the kernel yet.
     sends: SendQueue,
     /// Bytes of the send in flight still unsent (its op holds the
@@ -384,6 +386,7 @@ impl UringNet {
             match req {
                 NetRequest::Send { conn, buf, tag } => self.queue_send(client, conn, buf, tag),
                 NetRequest::Close { conn } => self.close(client, conn),
+                NetRequest::Reading { conn, on } => self.reading(client, conn, on),
                 NetRequest::Connect { addr, token } => self.connect(client, addr, token),
             }
         }
@@ -468,7 +471,8 @@ impl UringNet {
         let Some(c) = self.conns.slot_mut(slot) else {
             return;
         };
-        if c.recv_inflight || c.read_done || c.dead || c.shut || c.connecting || c.paused {
+        if c.recv_inflight || c.read_done || c.dead || c.shut || c.connecting || c.paused || c.held
+        {
             return;
         }
         if let Some(bgid) = self.bufs.as_ref().map(BufRing::bgid) {
@@ -534,6 +538,24 @@ impl UringNet {
         );
         for slot in resume {
             self.arm_recv(slot);
+        }
+    }
+
+    /// The application pauses or resumes receiving: a pause cancels a
+    /// multishot receive (a single receive in flight just is not armed
+    /// again); a resume arms one unless the backlog pause still holds.
+    fn reading(&mut self, client: u32, conn: ConnId, on: bool) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return self.inbox.deliver(client, stale(conn));
+        };
+        if c.held != on {
+            return;
+        }
+        c.held = !on;
+        if on {
+            self.arm_recv(conn.slot());
+        } else if let Some(target) = c.recv_multi {
+            let _ = self.submit(NetOp::Cancel(CancelOp { target }));
         }
     }
 
@@ -637,6 +659,7 @@ impl UringNet {
             recv_inflight: false,
             recv_multi: None,
             paused: false,
+            held: false,
             sends: SendQueue::default(),
             sending: None,
             closing: false,
