@@ -1,11 +1,23 @@
 //! Connection side: decode what a socket sends, forward it to the log
 //! owner, and write back what the owner answers.
+//!
+//! **Backpressure:** a producer may have at most [`PRODUCER_WINDOW`] bytes
+//! of records forwarded and not yet acked; past that its socket stops being
+//! read (`NetClient::pause_reading`) until acks bring it under half the
+//! window, so a flood while the disk is slow (or full) waits in the
+//! producer's TCP buffers, not in the broker's memory: at most the window
+//! per producer connection.
 
 use super::{Msg, NodeState, OWNER};
 use crate::protocol::{self, FrameDecoder, Role, StartDecoder};
-use shared_nothing::io::{ConnId, NetEvent, NetEventKind};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Payload bytes a producer may have forwarded to the owner and not yet
+/// acked before its socket stops being read.
+pub const PRODUCER_WINDOW: usize = 4 << 20;
 
 /// One connection owned by this worker.
 #[derive(Debug)]
@@ -23,6 +35,12 @@ enum RoleState {
         /// Records forwarded to the owner / acks written back.
         sent: u64,
         acked: u64,
+        /// Per forwarded `Append` not fully acked: (records, bytes).
+        window: VecDeque<(u64, usize)>,
+        /// Bytes in `window`.
+        unacked: usize,
+        /// Reading is paused: the window is full.
+        held: bool,
         /// Bad input or end of stream: decode nothing more, close once the
         /// records before it are acked (so the client learns which were
         /// stored; a half-closed producer still reads all its acks).
@@ -109,6 +127,7 @@ fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
         } => {
             // Records before a bad frame are good: store and ack them.
             if count > 0 {
+                hold_if_full(st, conn);
                 st.deliver(
                     OWNER,
                     Msg::Append {
@@ -139,6 +158,9 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
                 decoder: FrameDecoder::new(max_record),
                 sent: 0,
                 acked: 0,
+                window: VecDeque::new(),
+                unacked: 0,
+                held: false,
                 draining: false,
             },
             Ok(Role::Consumer) => RoleState::Consumer {
@@ -152,7 +174,13 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
     match &mut c.role {
         RoleState::Handshake | RoleState::Closing => Action::None,
         RoleState::Producer { draining: true, .. } => Action::None,
-        RoleState::Producer { decoder, sent, .. } => {
+        RoleState::Producer {
+            decoder,
+            sent,
+            window,
+            unacked,
+            ..
+        } => {
             decoder.feed(buf);
             let mut frames = Vec::new();
             let mut count = 0;
@@ -168,6 +196,10 @@ fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
                 }
             };
             *sent += count as u64;
+            if count > 0 {
+                window.push_back((count as u64, frames.len()));
+                *unacked += frames.len();
+            }
             Action::Append {
                 frames,
                 count,
@@ -329,20 +361,7 @@ fn close(st: &mut NodeState, conn: ConnId) {
     if let Some(c) = st.conns.get_mut(&conn) {
         c.role = RoleState::Closing;
     }
-    let n = st.clients.len();
-    let client = &mut st.clients[conn.worker() % n];
-    let mut id = conn;
-    loop {
-        match client.close(id) {
-            Ok(()) => break,
-            // Full is backpressure: the network worker is draining.
-            Err(e) if e.is_full() => {
-                id = e.into_inner();
-                std::thread::yield_now();
-            }
-            Err(_) => break, // Stopped: the process is ending anyway.
-        }
-    }
+    net_request(st, conn, NetClient::close);
 }
 
 /// The tag of a consumer chunk's send: its `Sent` returns the credit.
@@ -352,20 +371,32 @@ const CONSUMER_CHUNK: u64 = 1;
 /// is still open; a consumer frame's credit goes back to the owner once
 /// the socket has taken it (`Sent`).
 pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
-    let (credit, drained) = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
+    let (credit, drained, release) = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
         Some(RoleState::Producer {
             sent,
             acked,
             draining,
+            window,
+            unacked,
+            held,
             ..
         }) => {
-            *acked += (bytes.len() / protocol::OFFSET_LEN) as u64;
-            (false, *draining && *acked >= *sent)
+            let n = (bytes.len() / protocol::OFFSET_LEN) as u64;
+            *acked += n;
+            *unacked = unacked.saturating_sub(take_acked(window, n));
+            let release = *held && *unacked <= PRODUCER_WINDOW / 2;
+            if release {
+                *held = false;
+            }
+            (false, *draining && *acked >= *sent, release)
         }
-        Some(RoleState::Consumer { .. }) => (true, false),
+        Some(RoleState::Consumer { .. }) => (true, false, false),
         // Closed or closing: the bytes have nowhere to go.
         _ => return,
     };
+    if release {
+        net_request(st, conn, NetClient::resume_reading);
+    }
     let n = st.clients.len();
     let client = &mut st.clients[conn.worker() % n];
     let mut buf = bytes;
@@ -388,5 +419,79 @@ pub fn send_to_client(st: &mut NodeState, conn: ConnId, bytes: Vec<u8>) {
         // Already logged when the bad input arrived; `close` keeps the
         // queued acks (they go out first).
         close(st, conn);
+    }
+}
+
+/// Takes `n` acked records off the front of a producer's window; returns
+/// their bytes. Acks come per forwarded `Append`, whole and in order.
+fn take_acked(window: &mut VecDeque<(u64, usize)>, mut n: u64) -> usize {
+    let mut bytes = 0;
+    while n > 0 {
+        let Some((count, b)) = window.front_mut() else {
+            break;
+        };
+        if n >= *count {
+            n -= *count;
+            bytes += *b;
+            window.pop_front();
+        } else {
+            // Not how the owner acks; kept exact all the same.
+            let part = *b * n as usize / *count as usize;
+            *count -= n;
+            *b -= part;
+            bytes += part;
+            n = 0;
+        }
+    }
+    bytes
+}
+
+/// Stops reading a producer whose window is full (see the module docs).
+fn hold_if_full(st: &mut NodeState, conn: ConnId) {
+    let hold = match st.conns.get_mut(&conn).map(|c| &mut c.role) {
+        Some(RoleState::Producer { unacked, held, .. }) if !*held && *unacked > PRODUCER_WINDOW => {
+            *held = true;
+            true
+        }
+        _ => false,
+    };
+    if hold {
+        net_request(st, conn, NetClient::pause_reading);
+    }
+}
+
+/// A request on `conn` to the network worker that owns it, retried while
+/// its queue is full (it is draining); dropped once it has stopped.
+fn net_request(
+    st: &mut NodeState,
+    conn: ConnId,
+    request: fn(&mut NetClient, ConnId) -> Result<(), SubmitError<ConnId>>,
+) {
+    let n = st.clients.len();
+    let client = &mut st.clients[conn.worker() % n];
+    let mut id = conn;
+    loop {
+        match request(client, id) {
+            Ok(()) => break,
+            Err(e) if e.is_full() => {
+                id = e.into_inner();
+                std::thread::yield_now();
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_release_the_window_append_by_append() {
+        let mut w: VecDeque<(u64, usize)> = [(3, 300), (2, 50)].into_iter().collect();
+        assert_eq!(take_acked(&mut w, 3), 300);
+        assert_eq!(take_acked(&mut w, 1), 25);
+        assert_eq!(take_acked(&mut w, 5), 25, "no more than was forwarded");
+        assert!(w.is_empty());
     }
 }
