@@ -23,12 +23,14 @@
 //! writes ([`LogError::Failed`]): after a failed fdatasync the kernel may
 //! have dropped the dirty pages, so nothing written since can be acked.
 
+mod read;
 mod record;
 mod segment;
 mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use read::{Parsed, ReadPlan};
 pub use record::RECORD_HEADER;
 pub use segment::{index_name, log_name};
 pub use storage::{Dir, DirLock, FsDir, FsFile, SegmentFile};

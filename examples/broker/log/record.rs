@@ -38,6 +38,41 @@ pub fn disk_len(len: usize) -> u64 {
     RECORD_HEADER + len as u64
 }
 
+/// What [`decode`] found at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole record with a good checksum, `total` bytes on disk.
+    Record { payload: &'a [u8], total: u64 },
+    /// The buffer ends inside the record: it takes `total` bytes (the
+    /// header's own 8 if even that is cut).
+    Incomplete { total: u64 },
+    /// Not a valid record (a bad checksum or an impossible length).
+    Corrupt,
+}
+
+/// Decodes the record at the start of `buf` (bytes read from a segment at
+/// a record boundary).
+pub fn decode(buf: &[u8]) -> Decoded<'_> {
+    let Some((header, rest)) = buf.split_first_chunk::<8>() else {
+        return Decoded::Incomplete {
+            total: RECORD_HEADER,
+        };
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if len > HARD_MAX_PAYLOAD {
+        return Decoded::Corrupt;
+    }
+    let total = disk_len(len as usize);
+    let Some(payload) = rest.get(..len as usize) else {
+        return Decoded::Incomplete { total };
+    };
+    if checksum(payload) != crc {
+        return Decoded::Corrupt;
+    }
+    Decoded::Record { payload, total }
+}
+
 /// How a walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkEnd {

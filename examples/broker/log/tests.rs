@@ -556,3 +556,75 @@ fn sizes_beyond_the_index_format_are_refused() {
     let dir = FsDir::create(&tmp.0).expect("dir");
     assert!(matches!(Log::open(dir, huge), Err(LogError::Config(_))));
 }
+
+/// Deferred reads: a plan per segment, frames checked and the cursor
+/// moved; a record larger than the budget is read again whole; a
+/// corrupt record and a deleted cursor are errors.
+#[test]
+fn planned_reads_give_frames_segment_by_segment() {
+    let tmp = TempDir::new();
+    let small = LogConfig {
+        segment_bytes: 1024,
+        ..cfg()
+    };
+    let (mut log, _) = open(&tmp.0, small);
+    let mut payloads: Vec<Vec<u8>> = (0..60).map(payload).collect();
+    payloads[30] = vec![7u8; 3000];
+    for p in &payloads {
+        log.append(p).expect("append");
+    }
+    log.sync().expect("sync");
+    let read_plan = |plan: &ReadPlan| -> Vec<u8> {
+        let mut buf = vec![0u8; plan.len];
+        let f = fs::File::open(tmp.file(&log_name(plan.base))).expect("segment");
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, plan.pos).expect("read");
+        buf
+    };
+    let mut cursor = log.locate(0).expect("locate");
+    let mut frames = Vec::new();
+    let mut reads = 0;
+    while let Some(mut plan) = log.plan_read(&cursor, 200).expect("plan") {
+        let at = cursor.offset();
+        loop {
+            reads += 1;
+            match log.frames_from(&mut cursor, &plan, &read_plan(&plan), &mut frames) {
+                Ok(Parsed::Frames(n)) => {
+                    assert!(n > 0);
+                    break;
+                }
+                Ok(Parsed::Larger(p)) => {
+                    assert_eq!(cursor.offset(), at, "not moved");
+                    assert_eq!(p.len, 8 + 3000);
+                    plan = p;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let mut expect = Vec::new();
+    for p in &payloads {
+        protocol_frame(p, &mut expect);
+    }
+    assert!(frames == expect, "every record, in order, as frames");
+    assert!(
+        reads > log.segment_bases().len(),
+        "reads stay within segments"
+    );
+
+    // A flipped payload byte: corrupt, the cursor stays before it.
+    let mut cursor = log.locate(0).expect("locate");
+    let plan = log.plan_read(&cursor, 200).expect("plan").expect("some");
+    let mut bytes = read_plan(&plan);
+    bytes[RECORD_HEADER as usize] ^= 1;
+    let got = log.frames_from(&mut cursor, &plan, &bytes, &mut Vec::new());
+    assert!(
+        matches!(got, Err(ReadError::Corrupt { offset: 0 })),
+        "{got:?}"
+    );
+    assert_eq!(cursor.offset(), 0);
+}
+
+fn protocol_frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+}

@@ -25,19 +25,24 @@
 //! Segment files are opened (and created, on a roll) by the storage worker;
 //! a roll also makes the directory entry durable with an fsync of the
 //! directory (opened read-only) before records in the new segment count as
-//! committed. Still on the owner's thread: recovery at start (before
-//! serving), consumer reads of committed data (positional reads through
-//! `std::fs`, opened on first read) and retention's `unlink`s.
+//! committed. Consumers' chunks are read by the storage worker too
+//! (`Log::plan_read`, then `Log::frames_from` on the completion: one read
+//! in flight per consumer), so a replay of cold data never delays an ack.
+//! Still on the owner's thread: recovery at start (before serving), the
+//! short header walk that checks a consumer's start offset (at most one
+//! index interval, through `std::fs`) and retention's `unlink`s.
 
 use super::Msg;
 use super::space::{SpaceWait, out_of_space};
 use crate::commit::Committer;
 use crate::config::{Config, FsyncPolicy};
-use crate::log::{Cursor, DirLock, DiskWrite, FsDir, Log, LogConfig, index_name, log_name};
+use crate::log::{
+    Cursor, DirLock, DiskWrite, FsDir, Log, LogConfig, Parsed, ReadPlan, index_name, log_name,
+};
 use crate::protocol::{self, FRAME_HEADER};
 use crate::stats::Stats;
 use shared_nothing::io::{
-    ConnId, Durability, FileId, OpenOptions, StorageClient, StorageCompletion, StorageOp,
+    ConnId, Durability, FileId, IoBuf, OpenOptions, StorageClient, StorageCompletion, StorageOp,
     StorageOutput, SubmitError,
 };
 use shared_nothing::worker::ResultSink;
@@ -52,6 +57,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// Consumer frames per push; a consumer has one push in flight at a time,
 /// so a slow one holds at most this much of the owner's output.
 const PUSH_BYTES: usize = 256 << 10;
+/// Consumer read buffers kept for reuse.
+const READ_BUFS: usize = 8;
 /// Batches submitted to the storage worker and not finished yet.
 pub const MAX_BATCHES: usize = 8;
 
@@ -73,6 +80,8 @@ struct Consumer {
     cursor: Cursor,
     /// Frames were sent and no credit came back yet.
     in_flight: bool,
+    /// Its next chunk is being read by the storage worker.
+    reading: bool,
 }
 
 /// A file on the storage worker.
@@ -90,6 +99,11 @@ enum Slot {
 }
 
 enum Queued {
+    Read {
+        pos: u64,
+        len: usize,
+        buf: IoBuf,
+    },
     Write {
         pos: u64,
         bytes: Vec<u8>,
@@ -103,6 +117,12 @@ enum Queued {
 impl Queued {
     fn into_op(self, file: FileId) -> StorageOp {
         match self {
+            Queued::Read { pos, len, buf } => StorageOp::ReadAt {
+                file,
+                offset: pos,
+                len,
+                buf,
+            },
             Queued::Write {
                 pos,
                 bytes,
@@ -135,6 +155,11 @@ enum Op {
     /// The directory sync after a roll, part of `batch`.
     DirSync {
         batch: u64,
+    },
+    /// The next chunk of consumer `conn`.
+    ConsumerRead {
+        conn: ConnId,
+        plan: ReadPlan,
     },
     IndexWrite,
     IntervalSync,
@@ -202,6 +227,8 @@ pub struct Owner {
     metrics: super::metrics::BrokerMetrics,
     unacked: Vec<Unacked>,
     consumers: HashMap<ConnId, Consumer>,
+    /// Read buffers of finished consumer reads, for the next ones.
+    read_bufs: Vec<IoBuf>,
     stats: Stats,
     stats_every: Option<Duration>,
     window_start: Instant,
@@ -274,6 +301,7 @@ impl Owner {
             metrics: super::metrics::BrokerMetrics::default(),
             unacked: Vec::new(),
             consumers: HashMap::new(),
+            read_bufs: Vec::new(),
             stats: Stats::new().map_err(|e| e.to_string())?,
             stats_every: cfg.stats_interval,
             window_start: now,
@@ -302,6 +330,7 @@ impl Owner {
                             from,
                             cursor,
                             in_flight: false,
+                            reading: false,
                         },
                     );
                     self.metrics.consumers.set(self.consumers.len() as i64);
@@ -379,6 +408,11 @@ impl Owner {
         let Some(op) = self.ops.remove(&c.token) else {
             return;
         };
+        if let Op::ConsumerRead { conn, plan } = op {
+            self.read_done(conn, plan, c, peers);
+            self.flush_retry();
+            return;
+        }
         match c.result {
             // The index is only a hint (recovery checks every entry and
             // rebuilds a bad one), and a closed file needs nothing more:
@@ -406,7 +440,7 @@ impl Owner {
                         self.write_index();
                     }
                 }
-                Op::IndexWrite | Op::Preallocate | Op::Close => {}
+                Op::IndexWrite | Op::Preallocate | Op::Close | Op::ConsumerRead { .. } => {}
             },
         }
         if let Some(w) = &mut self.space {
@@ -584,30 +618,97 @@ impl Owner {
         }
     }
 
-    /// Sends the consumer its next chunk of committed frames, if it has no
-    /// chunk in flight and there is anything new.
+    /// Starts reading the consumer's next chunk of committed records, if
+    /// it has no chunk in flight (or being read) and there is anything new.
+    /// The storage worker reads; [`read_done`](Self::read_done) sends it.
     fn push(&mut self, conn: ConnId, peers: &mut [ResultSink<Msg>]) {
+        let Some(c) = self.consumers.get(&conn) else {
+            return;
+        };
+        if c.in_flight || c.reading {
+            return;
+        }
+        match self.log.plan_read(&c.cursor, PUSH_BYTES) {
+            Ok(None) => {}
+            Ok(Some(plan)) => self.start_read(conn, plan),
+            Err(e) => self.drop_consumer(conn, e.to_string(), peers),
+        }
+    }
+
+    fn start_read(&mut self, conn: ConnId, plan: ReadPlan) {
         let Some(c) = self.consumers.get_mut(&conn) else {
             return;
         };
-        if c.in_flight {
-            return;
+        c.reading = true;
+        let buf = self
+            .read_bufs
+            .pop()
+            .unwrap_or_else(|| IoBuf::from(Vec::with_capacity(plan.len)));
+        let q = Queued::Read {
+            pos: plan.pos,
+            len: plan.len,
+            buf,
+        };
+        self.file_op(FileKey::Log(plan.base), Op::ConsumerRead { conn, plan }, q);
+    }
+
+    /// A consumer's chunk was read: check it, send it as frames (or read a
+    /// record larger than the chunk whole); a consumer whose records were
+    /// deleted, are corrupt or cannot be read is refused (closed).
+    fn read_done(
+        &mut self,
+        conn: ConnId,
+        plan: ReadPlan,
+        c: StorageCompletion,
+        peers: &mut [ResultSink<Msg>],
+    ) {
+        let mut buf = c.buf;
+        let outcome = match self.consumers.get_mut(&conn) {
+            // Gone meanwhile (unsubscribed or closed).
+            None => None,
+            Some(cons) => {
+                cons.reading = false;
+                Some(match (&c.result, &buf) {
+                    (Ok(_), Some(bytes)) => {
+                        let mut out = Vec::with_capacity(bytes.len() + 64);
+                        self.log
+                            .frames_from(&mut cons.cursor, &plan, bytes.as_slice(), &mut out)
+                            .map(|parsed| (parsed, out))
+                            .map_err(|e| e.to_string())
+                    }
+                    (Ok(_), None) => Err(format!("read {}: no buffer", log_name(plan.base))),
+                    // Retention may have closed the file under the read.
+                    (Err(e), _) => Err(match self.log.plan_read(&cons.cursor, 1) {
+                        Err(deleted) => deleted.to_string(),
+                        Ok(_) => format!("read {}: {e}", log_name(plan.base)),
+                    }),
+                })
+            }
+        };
+        if let Some(b) = buf.take() {
+            if self.read_bufs.len() < READ_BUFS && b.capacity() <= 2 * PUSH_BYTES {
+                self.read_bufs.push(b);
+            }
         }
-        let mut out = Vec::new();
-        match self.log.read_frames(&mut c.cursor, PUSH_BYTES, &mut out) {
-            Ok(0) => {}
-            Ok(_) => {
-                c.in_flight = true;
-                if let Some(sink) = peers.get_mut(c.from) {
-                    sink.deliver(Msg::Frames { conn, bytes: out });
+        match outcome {
+            None => {}
+            Some(Ok((Parsed::Frames(_), out))) => {
+                if let Some(cons) = self.consumers.get_mut(&conn) {
+                    cons.in_flight = true;
+                    if let Some(sink) = peers.get_mut(cons.from) {
+                        sink.deliver(Msg::Frames { conn, bytes: out });
+                    }
                 }
             }
-            Err(e) => {
-                let from = c.from;
-                self.consumers.remove(&conn);
-                self.metrics.consumers.set(self.consumers.len() as i64);
-                refuse(peers, from, conn, e.to_string());
-            }
+            Some(Ok((Parsed::Larger(plan), _))) => self.start_read(conn, plan),
+            Some(Err(why)) => self.drop_consumer(conn, why, peers),
+        }
+    }
+
+    fn drop_consumer(&mut self, conn: ConnId, why: String, peers: &mut [ResultSink<Msg>]) {
+        if let Some(c) = self.consumers.remove(&conn) {
+            self.metrics.consumers.set(self.consumers.len() as i64);
+            refuse(peers, c.from, conn, why);
         }
     }
 
@@ -675,7 +776,11 @@ impl Owner {
             }
             Op::Open { key, create } => Parked::Open { key, create },
             Op::DirSync { batch } => Parked::DirSync { batch },
-            Op::IntervalSync | Op::IndexWrite | Op::Preallocate | Op::Close => {
+            Op::IntervalSync
+            | Op::IndexWrite
+            | Op::Preallocate
+            | Op::Close
+            | Op::ConsumerRead { .. } => {
                 return self.poison(format!("{}: {e}", self.describe(op)));
             }
         };
@@ -770,6 +875,7 @@ impl Owner {
             Op::Open { key, .. } => return format!("open {}", self.path(key).display()),
             Op::Write { base, .. } => return format!("write {}", log_name(base)),
             Op::DirSync { .. } => "sync data directory",
+            Op::ConsumerRead { plan, .. } => return format!("read {}", log_name(plan.base)),
             Op::IndexWrite => "write index",
             Op::Preallocate => "preallocate segment",
             Op::IntervalSync => "sync segment",

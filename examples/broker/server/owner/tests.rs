@@ -132,6 +132,24 @@ fn the_owner_answers_while_a_group_commit_is_in_flight() {
         offset: 0,
     };
     rig.owner.on_message(sub, &mut rig.peers);
+    // The storage worker reads the consumer's chunk (the owner never
+    // waits for a read); only that completion is handed over.
+    assert!(rig.out.try_recv().is_none(), "frames before the read");
+    let read = rig
+        .owner
+        .ops
+        .iter()
+        .find_map(|(t, op)| matches!(op, Op::ConsumerRead { .. }).then_some(*t))
+        .expect("a consumer read in flight");
+    let mut held = Vec::new();
+    loop {
+        let c = rig.disk.recv_timeout(WAIT).expect("a storage completion");
+        if c.token == read {
+            rig.owner.on_disk(c, &mut rig.peers);
+            break;
+        }
+        held.push(c);
+    }
     match rig.out.try_recv() {
         Some(Msg::Frames { conn, bytes }) => {
             assert_eq!(conn, consumer);
@@ -143,8 +161,69 @@ fn the_owner_answers_while_a_group_commit_is_in_flight() {
     assert_eq!(rig.owner.log.durable_offset(), 22);
 
     // Its completion, once handled, releases the ack.
+    for c in held {
+        rig.owner.on_disk(c, &mut rig.peers);
+    }
     assert_eq!(rig.acks(), [22]);
     assert_eq!(rig.owner.log.durable_offset(), 35);
+}
+
+/// A consumer read is the storage worker's: while its completion waits
+/// (a cold page), the owner appends and acks as usual (issue 16: reads
+/// were `pread`s on the owner's thread, so a replay delayed every ack).
+#[test]
+fn acks_flow_while_a_consumer_read_is_in_flight() {
+    let tmp = TempDir::new();
+    let mut rig = rig(&tmp, &["--fsync", "never"]);
+    let (_net, _streams, ids) = conn_ids(2);
+    let (producer, consumer) = (ids[0], ids[1]);
+    rig.append(producer, &[b"one", b"two"]);
+    assert_eq!(rig.acks(), [0, 11]);
+    let sub = Msg::Subscribe {
+        from: 0,
+        conn: consumer,
+        offset: 0,
+    };
+    rig.owner.on_message(sub, &mut rig.peers);
+    let read = rig
+        .owner
+        .ops
+        .iter()
+        .find_map(|(t, op)| matches!(op, Op::ConsumerRead { .. }).then_some(*t))
+        .expect("a consumer read in flight");
+    let mut held = None;
+    for round in 0..3u8 {
+        rig.append(producer, &[&[round; 100]]);
+        loop {
+            if let Some(Msg::Acks { .. }) = rig.out.try_recv() {
+                break;
+            }
+            let c = rig.disk.recv_timeout(WAIT).expect("a storage completion");
+            if c.token == read {
+                held = Some(c);
+            } else {
+                rig.owner.on_disk(c, &mut rig.peers);
+            }
+        }
+    }
+    let c = match held {
+        Some(c) => c,
+        None => loop {
+            let c = rig.disk.recv_timeout(WAIT).expect("the read's completion");
+            if c.token == read {
+                break c;
+            }
+            rig.owner.on_disk(c, &mut rig.peers);
+        },
+    };
+    rig.owner.on_disk(c, &mut rig.peers);
+    match rig.out.try_recv() {
+        Some(Msg::Frames { conn, bytes }) => {
+            assert_eq!(conn, consumer);
+            assert_eq!(bytes, frames(&[b"one", b"two"]));
+        }
+        other => panic!("expected the consumer's frames, got {other:?}"),
+    }
 }
 
 #[test]
