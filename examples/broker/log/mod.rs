@@ -586,7 +586,8 @@ impl<D: Dir> Log<D> {
     /// Deletes the oldest segments while the remaining ones still hold at
     /// least `retention_bytes`; never the active segment. Called after each
     /// roll; returns the deleted bases. Cursors into them then get
-    /// [`ReadError::Deleted`].
+    /// [`ReadError::Deleted`]. With deferred I/O the segments leave the log
+    /// and the caller removes their files ([`log_name`], [`index_name`]).
     ///
     /// # Errors
     /// A disk error removing a file.
@@ -604,6 +605,10 @@ impl<D: Dir> Log<D> {
         {
             let seg = self.segments.remove(0);
             total -= seg.len;
+            deleted.push(seg.base);
+            if self.deferred {
+                continue;
+            }
             self.dir_dirty = true;
             self.dir
                 .remove(&log_name(seg.base))
@@ -611,7 +616,6 @@ impl<D: Dir> Log<D> {
             self.dir
                 .remove(&index_name(seg.base))
                 .map_err(io_err("remove", index_name(seg.base)))?;
-            deleted.push(seg.base);
         }
         Ok(deleted)
     }

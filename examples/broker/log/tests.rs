@@ -628,3 +628,48 @@ fn protocol_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
 }
+
+/// With deferred I/O, retention only drops the segments from the log: the
+/// caller (the server's storage worker) removes the files, so the thread
+/// that owns the log never waits for an unlink.
+#[test]
+fn deferred_retention_leaves_the_unlinks_to_the_caller() {
+    let tmp = TempDir::new();
+    let small = LogConfig {
+        segment_bytes: 1024,
+        retention_bytes: Some(3000),
+        ..cfg()
+    };
+    let (mut log, _) = open(&tmp.0, small);
+    fill(&mut log, 0..500);
+    log.defer_io();
+    for i in 500..1000 {
+        log.append(&payload(i)).expect("append");
+    }
+    let (created, writes) = log.take_io().expect("io");
+    let dir = FsDir::create(&tmp.0).expect("dir");
+    for base in &created {
+        let _ = dir.open(&log_name(*base)).expect("create segment");
+    }
+    for w in writes {
+        let name = if w.index {
+            index_name(w.base)
+        } else {
+            log_name(w.base)
+        };
+        let mut f = dir.open(&name).expect("open");
+        f.write_all_at(w.pos, &w.bytes).expect("write");
+    }
+    let end = log.end_offset();
+    log.set_durable(end);
+    let before = log.start_offset();
+    let deleted = log.enforce_retention().expect("retention");
+    assert!(!deleted.is_empty(), "retention had work");
+    assert!(log.start_offset() > before);
+    for base in deleted {
+        assert!(
+            tmp.file(&log_name(base)).exists(),
+            "the log unlinked {base} itself"
+        );
+    }
+}

@@ -405,3 +405,11 @@ pub(crate) fn set_len(f: &FileEntry, len: u64) -> Result<StorageOutput, IoError>
         Ok(StorageOutput::Resized)
     }
 }
+
+/// `unlink` of `path` (also the io_uring backend's way where its kernel has
+/// no `IORING_OP_UNLINKAT`).
+pub(crate) fn remove(path: &std::path::Path) -> Result<StorageOutput, IoError> {
+    std::fs::remove_file(path)
+        .map(|()| StorageOutput::Removed)
+        .map_err(|e| IoError::from_io("unlink", e))
+}

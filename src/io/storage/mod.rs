@@ -651,6 +651,20 @@ impl StorageClient {
         self.submit(token, StorageOp::Allocate { file, offset, len })
     }
 
+    /// Removes the file at `path` (`unlink`); `StorageOutput::Removed`
+    /// follows.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn remove(
+        &mut self,
+        token: u64,
+        path: impl AsRef<Path>,
+    ) -> Result<(), SubmitError<StorageOp>> {
+        let path = path.as_ref().to_path_buf();
+        self.submit(token, StorageOp::Remove { path })
+    }
+
     /// Sets the file's length (`ftruncate`): cuts it, or extends it with a
     /// hole that reads as zeros.
     ///
@@ -873,6 +887,15 @@ impl BlockingStorageClient {
     ) -> std::result::Result<(), IoError> {
         self.output(StorageOp::Allocate { file, offset, len })
             .map(drop)
+    }
+
+    /// `unlink`s the file at `path`.
+    ///
+    /// # Errors
+    /// The kernel's error (`ENOENT` for a missing file).
+    pub fn remove(&mut self, path: impl AsRef<Path>) -> std::result::Result<(), IoError> {
+        let path = path.as_ref().to_path_buf();
+        self.output(StorageOp::Remove { path }).map(drop)
     }
 
     /// `ftruncate`: cuts the file to `len` bytes or extends it with a hole.

@@ -228,6 +228,12 @@ pub enum StorageOp {
         /// The new length in bytes.
         len: u64,
     },
+    /// Remove a file's name (`unlink`): its data goes once no descriptor
+    /// holds it (files still open here stay readable until closed).
+    Remove {
+        /// The path.
+        path: PathBuf,
+    },
     /// Close the file; the id is invalid afterwards.
     Close {
         /// The file.
@@ -239,7 +245,7 @@ impl StorageOp {
     /// The file the operation works on (`None` for an open).
     pub(crate) fn file(&self) -> Option<FileId> {
         match self {
-            StorageOp::Open { .. } => None,
+            StorageOp::Open { .. } | StorageOp::Remove { .. } => None,
             StorageOp::ReadAt { file, .. }
             | StorageOp::WriteAt { file, .. }
             | StorageOp::WritevAt { file, .. }
@@ -253,6 +259,7 @@ impl StorageOp {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             StorageOp::Open { .. } => "open",
+            StorageOp::Remove { .. } => "unlink",
             StorageOp::ReadAt { .. } => "read",
             StorageOp::WriteAt { .. } => "write",
             StorageOp::WritevAt { .. } => "writev",
@@ -305,6 +312,8 @@ pub enum StorageOutput {
     Allocated,
     /// The file's length was set.
     Resized,
+    /// The file's name was removed.
+    Removed,
     /// The file was closed.
     Closed,
 }

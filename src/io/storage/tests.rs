@@ -105,6 +105,29 @@ fn write_read_sync_allocate_set_len_close_round_trip() {
 }
 
 #[test]
+fn remove_unlinks_and_a_missing_file_is_enoent() {
+    for (w, name) in workers() {
+        let dir = TempDir::new(name);
+        let mut io = w.blocking_client().unwrap();
+        let path = dir.0.join("gone");
+        let f = io.open(&path, OpenOptions::read_write_create()).unwrap();
+        io.write_at(f, 0, b"kept".to_vec()).unwrap();
+        io.remove(&path).unwrap();
+        assert!(!path.exists(), "{name}");
+        // An open descriptor still reads the data.
+        assert_eq!(io.read_at(f, 0, 4).unwrap(), b"kept", "{name}");
+        io.close(f).unwrap();
+        let e = io.remove(&path).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{name}: {e}");
+        let e = io.remove(dir.0.join("nul\0byte")).unwrap_err();
+        assert!(
+            matches!(e, IoError::Invalid(_) | IoError::Os { .. }),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
 fn missing_file_is_enoent() {
     for (w, name) in workers() {
         let dir = TempDir::new(name);

@@ -28,9 +28,10 @@
 //! committed. Consumers' chunks are read by the storage worker too
 //! (`Log::plan_read`, then `Log::frames_from` on the completion: one read
 //! in flight per consumer), so a replay of cold data never delays an ack.
-//! Still on the owner's thread: recovery at start (before serving), the
+//! Retention's deleted segments are closed and unlinked there as well.
+//! Still on the owner's thread: recovery at start (before serving) and the
 //! short header walk that checks a consumer's start offset (at most one
-//! index interval, through `std::fs`) and retention's `unlink`s.
+//! index interval, through `std::fs`).
 
 use super::Msg;
 use super::space::{SpaceWait, out_of_space};
@@ -162,6 +163,8 @@ enum Op {
         plan: ReadPlan,
     },
     IndexWrite,
+    /// Retention's unlink of a segment's file.
+    Remove,
     IntervalSync,
     /// A segment's file extended to its full size (see `preallocate`).
     Preallocate,
@@ -417,7 +420,12 @@ impl Owner {
             // The index is only a hint (recovery checks every entry and
             // rebuilds a bad one), and a closed file needs nothing more:
             // neither failure puts acked records at risk.
-            Err(e) if matches!(op, Op::IndexWrite | Op::Preallocate | Op::Close) => {
+            Err(e)
+                if matches!(
+                    op,
+                    Op::IndexWrite | Op::Preallocate | Op::Remove | Op::Close
+                ) =>
+            {
                 tracing::warn!("{}: {e}", self.describe(op));
             }
             Err(e) if out_of_space(&e) => self.out_of_space(c.token, op, c.buf, &e),
@@ -440,7 +448,11 @@ impl Owner {
                         self.write_index();
                     }
                 }
-                Op::IndexWrite | Op::Preallocate | Op::Close | Op::ConsumerRead { .. } => {}
+                Op::IndexWrite
+                | Op::Preallocate
+                | Op::Remove
+                | Op::Close
+                | Op::ConsumerRead { .. } => {}
             },
         }
         if let Some(w) = &mut self.space {
@@ -601,8 +613,12 @@ impl Owner {
             Ok(deleted) => {
                 for base in deleted {
                     self.unsynced.remove(&base);
-                    self.close_file(FileKey::Log(base));
-                    self.close_file(FileKey::Index(base));
+                    for key in [FileKey::Log(base), FileKey::Index(base)] {
+                        self.close_file(key);
+                        let path = self.path(key);
+                        let token = self.token(Op::Remove);
+                        self.submit(token, StorageOp::Remove { path });
+                    }
                 }
             }
             Err(e) => tracing::warn!("retention failed: {e}"),
@@ -779,6 +795,7 @@ impl Owner {
             Op::IntervalSync
             | Op::IndexWrite
             | Op::Preallocate
+            | Op::Remove
             | Op::Close
             | Op::ConsumerRead { .. } => {
                 return self.poison(format!("{}: {e}", self.describe(op)));
@@ -877,6 +894,7 @@ impl Owner {
             Op::DirSync { .. } => "sync data directory",
             Op::ConsumerRead { plan, .. } => return format!("read {}", log_name(plan.base)),
             Op::IndexWrite => "write index",
+            Op::Remove => "remove a deleted segment's file",
             Op::Preallocate => "preallocate segment",
             Op::IntervalSync => "sync segment",
             Op::Close => "close",

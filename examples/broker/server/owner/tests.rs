@@ -283,6 +283,17 @@ fn retention_deletes_committed_segments_and_closes_their_files() {
         .filter(|k| matches!(k, FileKey::Log(b) if *b < start))
         .count();
     assert_eq!(open_logs, 0, "deleted segments still open");
+    // The storage worker removed their files (not the owner's thread).
+    for entry in std::fs::read_dir(&tmp.0).expect("dir") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8");
+        if let Some(base) = name.split('.').next().and_then(|b| b.parse::<u64>().ok()) {
+            assert!(base >= start, "{name} outlived retention");
+        }
+    }
     let mut cursor = rig.owner.log.locate(start).expect("locate");
     let n = rig
         .owner

@@ -12,7 +12,7 @@ mod helpers;
 pub(super) mod ops;
 
 use super::StorageShared;
-use super::files::{FileEntry, FileIds, FileTable};
+use super::files::{FileEntry, FileIds, FileTable, remove};
 use super::op::{FileId, StorageCompletion, StorageOp, StorageOutput, StorageRequest};
 use crate::io::inbox::Inbox;
 use crate::io::nap::BacklogNap;
@@ -132,6 +132,11 @@ impl BlockingStorage {
                 self.run_jobs(durable);
                 let result = self.open(&path, options, reserved);
                 self.answer(client, token, result);
+            }
+            StorageOp::Remove { path } => {
+                // After the batch taken before it, like an open.
+                self.run_jobs(durable);
+                self.answer(client, token, remove(&path));
             }
             StorageOp::Close { file } => {
                 self.run_jobs(durable);

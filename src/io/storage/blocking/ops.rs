@@ -109,7 +109,7 @@ pub(super) fn run(job: Job) -> Done {
             done(r, None, Vec::new())
         }
         StorageOp::SetLen { len, .. } => done(set_len(&f, len), None, Vec::new()),
-        op @ (StorageOp::Open { .. } | StorageOp::Close { .. }) => {
+        op @ (StorageOp::Open { .. } | StorageOp::Close { .. } | StorageOp::Remove { .. }) => {
             let e = IoError::Invalid(format!("{} is not a data request", op.name()));
             done(Err(e), None, Vec::new())
         }

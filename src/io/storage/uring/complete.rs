@@ -72,6 +72,11 @@ impl UringStorage {
                 None,
                 Vec::new(),
             ),
+            Kind::Remove(_) => answer(
+                done(cqe, "unlink").map(|()| StorageOutput::Removed),
+                None,
+                Vec::new(),
+            ),
             Kind::SetLen(_) => answer(
                 done(cqe, "ftruncate").map(|()| StorageOutput::Resized),
                 None,

@@ -77,6 +77,9 @@ pub(super) struct UringStorage {
     /// The kernel has `IORING_OP_FTRUNCATE` (6.9); without it a `SetLen`
     /// runs as a plain `ftruncate` on this thread.
     ftruncate: bool,
+    /// The kernel has `IORING_OP_UNLINKAT` (5.11); without it a `Remove`
+    /// runs as a plain `unlink` on this thread.
+    unlinkat: bool,
     requests: Vec<(u32, StorageRequest)>,
     cqes: Vec<Cqe>,
 }
@@ -106,6 +109,7 @@ impl UringStorage {
         let entries = config.ring_entries.clamp(8, 32768);
         let fixed_files = ring.submitter().register_files_sparse(FIXED_FILES).is_ok();
         let ftruncate = ring.supports(io_uring::opcode::Ftruncate::CODE);
+        let unlinkat = ring.supports(io_uring::opcode::UnlinkAt::CODE);
         let (count, size) = config.fixed_buffers;
         let fixed = (count > 0 && size > 0)
             .then(|| FixedRegion::new(index, count, size))
@@ -131,6 +135,7 @@ impl UringStorage {
             fixed,
             fixed_files,
             ftruncate,
+            unlinkat,
             requests: Vec::new(),
             cqes: Vec::new(),
         })

@@ -75,6 +75,19 @@ unsafe impl Owned for OpenOp {
     }
 }
 
+/// An `unlinkat` of a path.
+pub(super) struct RemoveOp {
+    pub(super) path: CString,
+}
+
+// SAFETY: the UnlinkAt reads the NUL-terminated path in the CString's heap
+// bytes, which this op owns and never changes.
+unsafe impl Owned for RemoveOp {
+    fn sqes(&mut self) -> Sqes {
+        Sqes::One(opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), self.path.as_ptr()).build())
+    }
+}
+
 /// A read of `buf.len()` bytes (the request's length, set by
 /// `IoBuf::prepare_read`) into the op's buffer.
 pub(super) struct ReadOp {
@@ -336,6 +349,7 @@ pub(super) enum Kind {
     GroupSync(GroupSyncOp),
     Allocate(AllocateOp),
     SetLen(SetLenOp),
+    Remove(RemoveOp),
     Close(CloseOp),
 }
 
@@ -362,6 +376,7 @@ unsafe impl Owned for Pending {
             Kind::GroupSync(o) => o.sqes(),
             Kind::Allocate(o) => o.sqes(),
             Kind::SetLen(o) => o.sqes(),
+            Kind::Remove(o) => o.sqes(),
             Kind::Close(o) => o.sqes(),
         }
     }

@@ -3,11 +3,11 @@
 
 use super::group::Waiting;
 use super::ops::{
-    AllocateOp, CloseOp, Kind, LinkedWriteOp, OpenOp, Pending, ReadOp, SetLenOp, SyncOp, Target,
-    WriteOp, WritevOp,
+    AllocateOp, CloseOp, Kind, LinkedWriteOp, OpenOp, Pending, ReadOp, RemoveOp, SetLenOp, SyncOp,
+    Target, WriteOp, WritevOp,
 };
 use super::{INLINE_WRITE_MAX, UringStorage};
-use crate::io::storage::files::{FileEntry, check_direct, pwrite_all, set_len};
+use crate::io::storage::files::{FileEntry, check_direct, pwrite_all, remove, set_len};
 use crate::io::storage::op::{
     Durability, FileId, OpenOptions, StorageCompletion, StorageOp, StorageOutput, StorageRequest,
 };
@@ -55,6 +55,9 @@ impl UringStorage {
         let from = Asker { client, token };
         if let StorageOp::Open { path, options } = op {
             return self.start_open(from, path, options, reserved);
+        }
+        if let StorageOp::Remove { path } = op {
+            return self.start_remove(from, path);
         }
         let Some(file) = op.file() else {
             return;
@@ -117,7 +120,25 @@ impl UringStorage {
                 }
             }
             StorageOp::Open { path, options } => self.start_open(from, path, options, reserved),
+            StorageOp::Remove { path } => self.start_remove(from, path),
         }
+    }
+
+    fn start_remove(&mut self, from: Asker, path: PathBuf) {
+        if !self.unlinkat {
+            let c = StorageCompletion {
+                token: from.token,
+                result: remove(&path),
+                buf: None,
+                bufs: Vec::new(),
+            };
+            return self.inbox.deliver(from.client, c);
+        }
+        let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+            let e = IoError::Invalid("path contains a NUL byte".into());
+            return self.fail(from.client, from.token, StorageOp::Remove { path }, e);
+        };
+        self.submit(pending(from, None, Kind::Remove(RemoveOp { path: cpath })));
     }
 
     fn start_open(

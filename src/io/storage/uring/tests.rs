@@ -221,3 +221,40 @@ fn set_len_runs_on_the_ring_or_inline_without_the_opcode() {
         rig.finish();
     }
 }
+
+/// `Remove` through `IORING_OP_UNLINKAT` where the kernel has it, and as a
+/// plain `unlink` where it does not (forced here).
+#[test]
+fn remove_runs_on_the_ring_or_inline_without_the_opcode() {
+    for through_ring in [true, false] {
+        let Some(mut rig) = rig("remove") else {
+            return;
+        };
+        if through_ring && !rig.st.unlinkat {
+            rig.finish();
+            continue;
+        }
+        rig.st.unlinkat = through_ring;
+        for (token, expect) in [(1, Ok(StorageOutput::Removed)), (2, Err(libc::ENOENT))] {
+            let op = StorageOp::Remove {
+                path: rig.path.clone(),
+            };
+            rig.client
+                .submit(StorageRequest {
+                    token,
+                    op,
+                    reserved: None,
+                })
+                .unwrap();
+            let c = rig.complete();
+            assert_eq!(c.token, token);
+            match (c.result, expect) {
+                (Ok(out), Ok(want)) => assert_eq!(out, want),
+                (Err(e), Err(errno)) => assert_eq!(e.errno(), Some(errno), "{e}"),
+                (got, want) => panic!("through the ring {through_ring}: {got:?}, want {want:?}"),
+            }
+            assert!(!rig.path.exists());
+        }
+        rig.finish();
+    }
+}
