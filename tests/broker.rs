@@ -998,3 +998,94 @@ fn a_flood_while_the_disk_stalls_takes_bounded_memory() {
     let got = consume(&server.addr, acks[0], records.len());
     assert!(got == records, "every flooded record reads back");
 }
+
+/// Our extension: a connection on a named log (handshake 0x03 / 0x04 and
+/// `[u8 len][name]`).
+fn connect_named(addr: &str, role: u8, name: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    let mut hello = vec![role, name.len() as u8];
+    hello.extend_from_slice(name.as_bytes());
+    (&s).write_all(&hello).expect("handshake");
+    s
+}
+
+fn produce_named(addr: &str, name: &str, payloads: &[Vec<u8>]) -> Vec<u64> {
+    let s = connect_named(addr, 0x03, name);
+    let bytes: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+    (&s).write_all(&bytes).expect("send");
+    let mut r = BufReader::new(&s);
+    (0..payloads.len())
+        .map(|_| {
+            let mut a = [0u8; 8];
+            r.read_exact(&mut a).expect("ack");
+            u64::from_be_bytes(a)
+        })
+        .collect()
+}
+
+fn consume_named(addr: &str, name: &str, offset: u64, n: usize) -> Vec<Vec<u8>> {
+    let s = connect_named(addr, 0x04, name);
+    (&s).write_all(&offset.to_be_bytes()).expect("start");
+    read_records(&s, n)
+}
+
+/// Named logs: each has its own offsets (from 0), records, directory and
+/// owner; they survive `kill -9`; a consumer of a new log waits for its
+/// first records; a bad name closes only that connection; the default log
+/// (0x01 / 0x02) is untouched.
+#[test]
+fn named_logs_are_separate_logs_end_to_end() {
+    let dir = TempDir::new("named");
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    let default = payloads("default", 10);
+    let orders = payloads("orders", 40);
+    let audit = payloads("audit", 7);
+    produce(&server.addr, &default);
+    let acks = produce_named(&server.addr, "orders", &orders);
+    assert_eq!(acks[0], 0, "a named log's offsets start at 0");
+    assert_eq!(produce_named(&server.addr, "audit.eu-1", &audit)[0], 0);
+    assert_eq!(consume_named(&server.addr, "orders", 0, 40), orders);
+    assert_eq!(consume_named(&server.addr, "audit.eu-1", 0, 7), audit);
+    assert_eq!(consume(&server.addr, 0, 10), default);
+    assert!(
+        dir.0
+            .join("logs/orders")
+            .join(format!("{:020}.log", 0))
+            .exists()
+    );
+
+    // A consumer of a log nobody wrote yet waits for its first records.
+    let waiting = thread::spawn({
+        let addr = server.addr.clone();
+        move || consume_named(&addr, "fresh", 0, 3)
+    });
+    thread::sleep(Duration::from_millis(200));
+    let fresh = payloads("fresh", 3);
+    produce_named(&server.addr, "fresh", &fresh);
+    assert_eq!(waiting.join().expect("consumer"), fresh);
+
+    // Bad names: only that connection closes.
+    for bad in ["../x", ".hidden", ""] {
+        let s = connect_named(&server.addr, 0x03, bad);
+        assert!(closed_by_server(&s), "name {bad:?} was accepted");
+    }
+    let too_long = "a".repeat(65);
+    assert!(closed_by_server(&connect_named(
+        &server.addr,
+        0x04,
+        &too_long
+    )));
+
+    server.kill();
+    let server = Server::start(&dir.0, &["--fsync", "always"]);
+    assert_eq!(consume_named(&server.addr, "orders", 0, 40), orders);
+    let more = produce_named(&server.addr, "orders", &orders[..1]);
+    assert_eq!(
+        more[0],
+        next_offset(acks[39], &orders[39]),
+        "offsets continue"
+    );
+    assert_eq!(consume(&server.addr, 0, 10), default);
+}

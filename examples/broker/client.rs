@@ -2,7 +2,7 @@
 //! they work against RingLog as well as against this broker.
 
 use crate::config::BenchConfig;
-use crate::protocol::{self, OFFSET_LEN, ROLE_CONSUMER, ROLE_PRODUCER};
+use crate::protocol::{self, LogName, OFFSET_LEN, Role};
 use hdrhistogram::Histogram;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -40,6 +40,9 @@ pub enum ClientError {
     /// A consumer record longer than any broker stores: a broken peer.
     #[error("server announced a record of {0} bytes, above the 1 GiB limit")]
     RecordTooLarge(u32),
+    /// `--log` with `--logs` makes names longer than a log name may be.
+    #[error("bench log name: {0}")]
+    LogName(protocol::NameError),
     /// The server closed the connection inside a record.
     #[error("server closed the connection in the middle of a record")]
     TruncatedRecord,
@@ -69,7 +72,8 @@ fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> ClientError {
 }
 
 /// Connects and sends the role byte.
-fn connect(addr: &str, role: u8) -> Result<TcpStream, ClientError> {
+/// Connects as `role`, on the named `log` or the default one.
+fn connect(addr: &str, role: Role, log: Option<&LogName>) -> Result<TcpStream, ClientError> {
     let mut stream = TcpStream::connect(addr).map_err(|source| ClientError::Connect {
         addr: addr.to_owned(),
         source,
@@ -79,7 +83,7 @@ fn connect(addr: &str, role: u8) -> Result<TcpStream, ClientError> {
         .set_nodelay(true)
         .map_err(io_err("set TCP_NODELAY"))?;
     stream
-        .write_all(&[role])
+        .write_all(&protocol::encode_handshake(role, log))
         .map_err(io_err("send handshake"))?;
     Ok(stream)
 }
@@ -102,10 +106,11 @@ fn read_ack(r: &mut impl Read) -> Result<Option<u64>, ClientError> {
 /// Connection failures, an early close, or acks that do not rise.
 pub fn produce(
     addr: &str,
+    log: Option<&LogName>,
     input: impl BufRead,
     mut out: impl Write + Send + 'static,
 ) -> Result<u64, ClientError> {
-    let stream = connect(addr, ROLE_PRODUCER)?;
+    let stream = connect(addr, Role::Producer, log)?;
     let read_half = stream.try_clone().map_err(io_err("clone socket"))?;
     // One message per record sent: the reader knows how many acks to wait
     // for, and stops when the writer is done and every ack is in.
@@ -181,11 +186,12 @@ fn check_order(conn: usize, prev: &mut Option<u64>, next: u64) -> Result<(), Cli
 /// Connection failures or a record cut off by the close.
 pub fn consume(
     addr: &str,
+    log: Option<&LogName>,
     offset: u64,
     limit: Option<u64>,
     out: impl Write,
 ) -> Result<u64, ClientError> {
-    let mut stream = connect(addr, ROLE_CONSUMER)?;
+    let mut stream = connect(addr, Role::Consumer, log)?;
     stream
         .write_all(&protocol::encode_start(offset))
         .map_err(io_err("send start offset"))?;
@@ -290,7 +296,28 @@ fn new_histogram() -> Result<Histogram<u64>, ClientError> {
 ///
 /// # Errors
 /// Connection failures, an early close, or acks that do not rise.
-pub fn bench(addr: &str, cfg: &BenchConfig) -> Result<BenchReport, ClientError> {
+/// The log of bench connection `conn`: `--logs N` spreads them over N
+/// named logs (`LOG-k` with `--log LOG`, `bench-k` without).
+fn bench_log(
+    log: Option<&LogName>,
+    logs: usize,
+    conn: usize,
+) -> Result<Option<LogName>, ClientError> {
+    if logs == 0 {
+        return Ok(log.cloned());
+    }
+    let base = log.map_or("bench", LogName::as_str);
+    let name = format!("{base}-{}", conn % logs);
+    LogName::new(name.as_bytes())
+        .map(Some)
+        .map_err(ClientError::LogName)
+}
+
+pub fn bench(
+    addr: &str,
+    log: Option<&LogName>,
+    cfg: &BenchConfig,
+) -> Result<BenchReport, ClientError> {
     let start = Instant::now();
     let deadline = cfg.duration.map(|d| start + d);
     let mut frame = Vec::new();
@@ -304,7 +331,8 @@ pub fn bench(addr: &str, cfg: &BenchConfig) -> Result<BenchReport, ClientError> 
         let quota = cfg
             .count
             .map(|n| n / conns as u64 + u64::from((conn as u64) < n % conns as u64));
-        let stream = connect(addr, ROLE_PRODUCER)?;
+        let log = bench_log(log, cfg.logs, conn)?;
+        let stream = connect(addr, Role::Producer, log.as_ref())?;
         workers.push(spawn_connection(
             conn,
             stream,
@@ -456,7 +484,7 @@ mod tests {
                         return;
                     }
                     match Role::from_byte(role[0]) {
-                        Ok(Role::Producer) => {
+                        Ok((Role::Producer, _)) => {
                             let mut dec = FrameDecoder::new(1 << 20);
                             let mut next = 0u64;
                             let mut next_count = 0usize;
@@ -484,7 +512,7 @@ mod tests {
                                 }
                             }
                         }
-                        Ok(Role::Consumer) => {
+                        Ok((Role::Consumer, _)) => {
                             let mut start = [0u8; 8];
                             if s.read_exact(&mut start).is_err() {
                                 return;
@@ -523,7 +551,7 @@ mod tests {
     fn producer_prints_one_ack_per_line_in_order() {
         let addr = peer(Vec::new());
         let out = Shared::default();
-        let n = produce(&addr, &b"hello\nworld\n\nlast"[..], out.clone()).expect("produce");
+        let n = produce(&addr, None, &b"hello\nworld\n\nlast"[..], out.clone()).expect("produce");
         assert_eq!(n, 4);
         let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
         assert_eq!(text, "ack 0\nack 9\nack 18\nack 22\n");
@@ -533,10 +561,13 @@ mod tests {
     fn consumer_prints_records_until_close_or_limit() {
         let addr = peer(vec![b"one".to_vec(), b"".to_vec(), b"three".to_vec()]);
         let mut out = Vec::new();
-        assert_eq!(consume(&addr, 0, None, &mut out).expect("consume"), 3);
+        assert_eq!(consume(&addr, None, 0, None, &mut out).expect("consume"), 3);
         assert_eq!(out, b"one\n\nthree\n");
         let mut out = Vec::new();
-        assert_eq!(consume(&addr, 0, Some(1), &mut out).expect("consume"), 1);
+        assert_eq!(
+            consume(&addr, None, 0, Some(1), &mut out).expect("consume"),
+            1
+        );
         assert_eq!(out, b"one\n");
     }
 
@@ -549,8 +580,9 @@ mod tests {
             size: 100,
             count: Some(1000),
             duration: Some(Duration::from_secs(60)),
+            logs: 0,
         };
-        let report = bench(&addr, &cfg).expect("bench");
+        let report = bench(&addr, None, &cfg).expect("bench");
         assert_eq!(report.records, 1000);
         assert_eq!(report.latency_us.len(), 1000);
         let text = report.to_string();
@@ -569,8 +601,9 @@ mod tests {
             size: 10,
             count: None,
             duration: Some(Duration::from_millis(200)),
+            logs: 0,
         };
-        let report = bench(&addr, &cfg).expect("bench");
+        let report = bench(&addr, None, &cfg).expect("bench");
         assert!(report.records > 0);
     }
 
@@ -583,13 +616,14 @@ mod tests {
             size: 10,
             count: Some(1000),
             duration: Some(Duration::from_secs(60)),
+            logs: 0,
         };
         assert!(matches!(
-            bench(&addr, &cfg),
+            bench(&addr, None, &cfg),
             Err(ClientError::Closed { .. } | ClientError::Io { .. })
         ));
         let lines = "a\n".repeat(20);
-        assert!(produce(&addr, lines.as_bytes(), io::sink()).is_err());
+        assert!(produce(&addr, None, lines.as_bytes(), io::sink()).is_err());
     }
 
     #[test]
@@ -600,7 +634,7 @@ mod tests {
             .expect("port")
             .to_string();
         assert!(matches!(
-            consume(&addr, 0, None, io::sink()),
+            consume(&addr, None, 0, None, io::sink()),
             Err(ClientError::Connect { .. })
         ));
     }

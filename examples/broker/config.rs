@@ -9,7 +9,7 @@
 //! and exit status 2. Parsing is a pure function of the argument list
 //! ([`parse`]) so it is unit tested.
 
-use crate::protocol::DEFAULT_MAX_RECORD;
+use crate::protocol::{DEFAULT_MAX_RECORD, LogName};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -133,6 +133,11 @@ pub struct BenchConfig {
     #[arg(long, global = true, value_name = "DUR", default_value = "10s",
           value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: std::option::Option<Duration>,
+    /// Spread the connections over this many named logs (`bench-0`, ...,
+    /// or `LOG-0`, ... with --log), 0 = all on --log (or the default log).
+    #[arg(long, global = true, value_name = "N", default_value = "0",
+          value_parser = parse_logs, allow_hyphen_values = true)]
+    pub logs: usize,
 }
 
 /// Everything the command line can set.
@@ -170,6 +175,10 @@ pub struct Config {
     /// (server; off by default).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Produce to / consume from this named log instead of the default one
+    /// (our extension: handshake 0x03 / 0x04 + name; RingLog has one log).
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_log_name)]
+    pub log: Option<LogName>,
     /// Stats line period, 0 = off.
     #[arg(long, global = true, value_name = "DUR", default_value = "5s",
           value_parser = parse_duration, allow_hyphen_values = true)]
@@ -255,6 +264,18 @@ fn parse_count(value: &str) -> Result<Option<u64>, String> {
         .parse()
         .map_err(|_| "expected an unsigned integer".to_owned())?;
     Ok((n > 0).then_some(n))
+}
+
+fn parse_log_name(value: &str) -> Result<LogName, String> {
+    LogName::new(value.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn parse_logs(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n <= 1024)
+        .ok_or_else(|| "expected 0 .. 1024".to_owned())
 }
 
 fn parse_positive(value: &str) -> Result<usize, String> {
@@ -355,6 +376,7 @@ mod tests {
                 segment_bytes: 64 << 20,
                 retention_bytes: None,
                 metrics_addr: None,
+                log: None,
                 stats_interval: Some(Duration::from_secs(5)),
                 bench: BenchConfig {
                     connections: 4,
@@ -362,6 +384,7 @@ mod tests {
                     size: 100,
                     count: Some(100_000),
                     duration: Some(Duration::from_secs(10)),
+                    logs: 0,
                 },
             }
         );
@@ -470,8 +493,14 @@ mod tests {
                 size: 4096,
                 count: None,
                 duration: Some(Duration::from_secs(3)),
+                logs: 0,
             }
         );
+        let named = p(&["bench", "--log", "orders", "--logs", "4"]).expect("parses");
+        assert_eq!(named.log.as_ref().map(LogName::as_str), Some("orders"));
+        assert_eq!(named.bench.logs, 4);
+        assert!(p(&["producer", "--log", "../etc"]).is_err());
+        assert!(p(&["bench", "--logs", "5000"]).is_err());
         assert_eq!(
             p(&["--duration", "0"]).map(|c| c.bench.duration).ok(),
             Some(None)

@@ -3,15 +3,19 @@
 //!
 //! The command line, the wire protocol, the commit log with crash recovery,
 //! the blocking clients and bench, and the server on the crate's workers
-//! (`server/`: connection workers plus one log-owner worker).
+//! (`server/`: connection workers plus the log owners: the default log's on
+//! worker 0, each named log's on the worker its name hashes to).
 //!
 //! ```text
 //! cargo run --example broker -- server [--dir D] [--fsync always|interval:MS|never]
-//! cargo run --example broker -- producer            # stdin lines -> acks
-//! cargo run --example broker -- consumer [OFFSET]   # prints records, tails
-//! cargo run --example broker -- bench --connections 4 --depth 64 --size 100
+//! cargo run --example broker -- producer [--log NAME]   # stdin lines -> acks
+//! cargo run --example broker -- consumer [OFFSET] [--log NAME]  # prints records, tails
+//! cargo run --example broker -- bench --connections 4 --depth 64 --size 100 [--logs N]
 //! cargo run --example broker                        # self-contained demo
 //! ```
+//!
+//! Named logs are our extension (handshake bytes 0x03 / 0x04 and a name,
+//! see `protocol`); 0x01 / 0x02 stay exactly RingLog's.
 
 mod client;
 mod commit;
@@ -71,17 +75,24 @@ fn run(cfg: Config) -> Result<(), MainError> {
     match cfg.mode {
         Mode::Server => serve(&cfg),
         Mode::Producer => {
-            let acks = client::produce(&cfg.addr, io::stdin().lock(), io::stdout())?;
+            let log = cfg.log.as_ref();
+            let acks = client::produce(&cfg.addr, log, io::stdin().lock(), io::stdout())?;
             eprintln!("broker: {acks} records acknowledged");
             Ok(())
         }
         Mode::Consumer { offset } => {
-            client::consume(&cfg.addr, offset, None, io::stdout().lock())?;
+            client::consume(
+                &cfg.addr,
+                cfg.log.as_ref(),
+                offset,
+                None,
+                io::stdout().lock(),
+            )?;
             eprintln!("broker: server closed the connection");
             Ok(())
         }
         Mode::Bench => {
-            let report = client::bench(&cfg.addr, &cfg.bench)?;
+            let report = client::bench(&cfg.addr, cfg.log.as_ref(), &cfg.bench)?;
             println!("{report}");
             Ok(())
         }
@@ -138,9 +149,9 @@ fn demo(mut cfg: Config) -> Result<(), MainError> {
 
     let lines: String = (1..=5).map(|i| format!("demo message {i}\n")).collect();
     println!("demo: producing 5 records");
-    client::produce(&cfg.addr, lines.as_bytes(), io::stdout())?;
+    client::produce(&cfg.addr, None, lines.as_bytes(), io::stdout())?;
     println!("demo: consuming from offset 0");
-    client::consume(&cfg.addr, 0, Some(5), io::stdout().lock())?;
+    client::consume(&cfg.addr, None, 0, Some(5), io::stdout().lock())?;
     println!("demo: done (the server stops with the process)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

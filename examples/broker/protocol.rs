@@ -6,15 +6,29 @@
 //! `[u32 BE length][payload]` frames for ever. Nothing else is on the wire:
 //! no versions, no error replies (a bad connection is simply closed).
 //!
+//! **Named logs** (our extension, beyond RingLog): role bytes `0x03`
+//! (producer) and `0x04` (consumer) are followed by `[u8 length][name]`,
+//! then the same stream as `0x01` / `0x02`, on the log of that name
+//! (offsets of each log start at 0). A name is 1 to [`MAX_LOG_NAME`] bytes
+//! of `A-Z a-z 0-9 . _ -`, not starting with `.`. `0x01` and `0x02` stay
+//! exactly RingLog's, on the one default log.
+//!
 //! Decoders here are incremental and do no I/O, so the server can feed them
 //! whatever chunk a socket read returned.
 
+use std::sync::Arc;
 use thiserror::Error;
 
 /// First byte of a producer connection.
 pub const ROLE_PRODUCER: u8 = 0x01;
 /// First byte of a consumer connection.
 pub const ROLE_CONSUMER: u8 = 0x02;
+/// First byte of a producer of a named log (extension).
+pub const ROLE_NAMED_PRODUCER: u8 = 0x03;
+/// First byte of a consumer of a named log (extension).
+pub const ROLE_NAMED_CONSUMER: u8 = 0x04;
+/// Longest log name, in bytes.
+pub const MAX_LOG_NAME: usize = 64;
 /// Size of the length prefix of producer and consumer frames.
 pub const FRAME_HEADER: usize = 4;
 /// Size of an acknowledgement and of a consumer's start request.
@@ -33,21 +47,25 @@ pub enum Role {
 
 /// The first byte of a connection was neither producer nor consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("unknown handshake byte {0:#04x} (expected 0x01 producer or 0x02 consumer)")]
+#[error(
+    "unknown handshake byte {0:#04x} (expected 0x01 producer, 0x02 consumer, 0x03/0x04 on a named log)"
+)]
 pub struct UnknownRole(pub u8);
 
 impl Role {
-    /// Decodes the handshake byte.
-    pub fn from_byte(byte: u8) -> Result<Self, UnknownRole> {
+    /// Decodes the handshake byte: the role, and whether a log name
+    /// follows.
+    pub fn from_byte(byte: u8) -> Result<(Self, bool), UnknownRole> {
         match byte {
-            ROLE_PRODUCER => Ok(Role::Producer),
-            ROLE_CONSUMER => Ok(Role::Consumer),
+            ROLE_PRODUCER => Ok((Role::Producer, false)),
+            ROLE_CONSUMER => Ok((Role::Consumer, false)),
+            ROLE_NAMED_PRODUCER => Ok((Role::Producer, true)),
+            ROLE_NAMED_CONSUMER => Ok((Role::Consumer, true)),
             other => Err(UnknownRole(other)),
         }
     }
 
-    /// The handshake byte for this role.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The handshake byte for this role (on the default log).
     pub fn byte(self) -> u8 {
         match self {
             Role::Producer => ROLE_PRODUCER,
@@ -188,6 +206,104 @@ impl StartDecoder {
     }
 }
 
+/// A valid log name (see the module docs); cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogName(Arc<str>);
+
+/// Why a log name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("a log name takes 1 to {MAX_LOG_NAME} bytes, not {0}")]
+    Length(usize),
+    #[error("a log name is made of A-Z a-z 0-9 . _ - and does not start with '.': {0:?}")]
+    Characters(String),
+}
+
+impl LogName {
+    /// Checks `name`.
+    ///
+    /// # Errors
+    /// [`NameError`] for an empty, long or unsafe name.
+    pub fn new(name: &[u8]) -> Result<Self, NameError> {
+        if name.is_empty() || name.len() > MAX_LOG_NAME {
+            return Err(NameError::Length(name.len()));
+        }
+        let ok = name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        match std::str::from_utf8(name) {
+            Ok(text) if ok && !text.starts_with('.') => Ok(LogName(text.into())),
+            _ => Err(NameError::Characters(
+                String::from_utf8_lossy(name).into_owned(),
+            )),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LogName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Collects `[u8 length][name]` after a named role byte, however split.
+#[derive(Debug, Default)]
+pub struct NameDecoder {
+    len: Option<usize>,
+    buf: Vec<u8>,
+}
+
+impl NameDecoder {
+    /// A decoder waiting for the length byte.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes what it needs from `chunk`. Returns how many bytes it used
+    /// and, once the name is complete, the name or why it is refused.
+    pub fn feed(&mut self, chunk: &[u8]) -> (usize, Option<Result<LogName, NameError>>) {
+        let mut used = 0;
+        let len = match self.len {
+            Some(len) => len,
+            None => {
+                let Some(&len) = chunk.first() else {
+                    return (0, None);
+                };
+                used = 1;
+                self.len = Some(len as usize);
+                len as usize
+            }
+        };
+        let take = (len - self.buf.len()).min(chunk.len() - used);
+        self.buf.extend_from_slice(&chunk[used..used + take]);
+        used += take;
+        let done = (self.buf.len() == len).then(|| LogName::new(&self.buf));
+        (used, done)
+    }
+}
+
+/// What a client sends first: the role byte, and `[u8 len][name]` for a
+/// named log.
+pub fn encode_handshake(role: Role, log: Option<&LogName>) -> Vec<u8> {
+    match log {
+        None => vec![role.byte()],
+        Some(name) => {
+            let byte = match role {
+                Role::Producer => ROLE_NAMED_PRODUCER,
+                Role::Consumer => ROLE_NAMED_CONSUMER,
+            };
+            let mut v = vec![byte, name.0.len() as u8];
+            v.extend_from_slice(name.0.as_bytes());
+            v
+        }
+    }
+}
+
 /// The ack for a record stored at `offset`.
 pub fn encode_ack(offset: u64) -> [u8; OFFSET_LEN] {
     offset.to_be_bytes()
@@ -236,11 +352,11 @@ mod tests {
 
     #[test]
     fn roles_round_trip_and_unknown_is_rejected() {
-        assert_eq!(Role::from_byte(0x01), Ok(Role::Producer));
-        assert_eq!(Role::from_byte(0x02), Ok(Role::Consumer));
+        assert_eq!(Role::from_byte(0x01), Ok((Role::Producer, false)));
+        assert_eq!(Role::from_byte(0x02), Ok((Role::Consumer, false)));
         assert_eq!(Role::Producer.byte(), 0x01);
         assert_eq!(Role::Consumer.byte(), 0x02);
-        for b in [0x00, 0x03, 0xff] {
+        for b in [0x00, 0x05, 0xff] {
             assert_eq!(Role::from_byte(b), Err(UnknownRole(b)));
         }
     }
@@ -351,5 +467,40 @@ mod tests {
     fn encoders_are_big_endian() {
         assert_eq!(encode_ack(1), [0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(frame(b"xy"), vec![0, 0, 0, 2, b'x', b'y']);
+    }
+
+    #[test]
+    fn named_handshakes_round_trip_split_anywhere() {
+        let name = LogName::new(b"orders-2026.eu_1").expect("valid");
+        let bytes = encode_handshake(Role::Consumer, Some(&name));
+        assert_eq!(Role::from_byte(bytes[0]), Ok((Role::Consumer, true)));
+        assert_eq!(Role::from_byte(ROLE_PRODUCER), Ok((Role::Producer, false)));
+        for split in 1..bytes.len() {
+            let mut d = NameDecoder::new();
+            let (used, none) = d.feed(&bytes[1..split]);
+            assert_eq!(used, split - 1);
+            assert!(none.is_none());
+            let mut tail = bytes[split..].to_vec();
+            tail.extend_from_slice(b"rest");
+            let (used, got) = d.feed(&tail);
+            assert_eq!(used, bytes.len() - split, "stops at the name's end");
+            assert_eq!(got, Some(Ok(name.clone())));
+        }
+        assert_eq!(encode_handshake(Role::Producer, None), [ROLE_PRODUCER]);
+    }
+
+    #[test]
+    fn bad_log_names_are_refused() {
+        for bad in [&b""[..], b".hidden", b"a/b", b"..", b"sp ace", b"\xff"] {
+            assert!(LogName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(LogName::new(&[b'a'; MAX_LOG_NAME]).is_ok());
+        assert_eq!(
+            LogName::new(&[b'a'; MAX_LOG_NAME + 1]),
+            Err(NameError::Length(MAX_LOG_NAME + 1))
+        );
+        let mut d = NameDecoder::new();
+        assert_eq!(d.feed(&[0]), (1, Some(Err(NameError::Length(0)))));
+        assert!(matches!(Role::from_byte(0x05), Err(UnknownRole(5))));
     }
 }

@@ -8,8 +8,9 @@
 //! producer's TCP buffers, not in the broker's memory: at most the window
 //! per producer connection.
 
+use super::logs::{LogKey, owner_of};
 use super::{Msg, NodeState, OWNER};
-use crate::protocol::{self, FrameDecoder, Role, StartDecoder};
+use crate::protocol::{self, FrameDecoder, NameDecoder, Role, StartDecoder};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,12 +25,17 @@ pub const PRODUCER_WINDOW: usize = 4 << 20;
 pub struct Conn {
     peer: SocketAddr,
     role: RoleState,
+    /// Its log (set by the handshake) and the worker that owns it.
+    log: LogKey,
+    owner: usize,
 }
 
 #[derive(Debug)]
 enum RoleState {
     /// Waiting for the role byte.
     Handshake,
+    /// A named role byte came: waiting for the log's name.
+    Naming { role: Role, name: NameDecoder },
     Producer {
         decoder: FrameDecoder,
         /// Records forwarded to the owner / acks written back.
@@ -63,6 +69,8 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
                 Conn {
                     peer,
                     role: RoleState::Handshake,
+                    log: None,
+                    owner: OWNER,
                 },
             );
         }
@@ -82,10 +90,13 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
         } => {
             if let Some(Conn {
                 role: RoleState::Consumer { .. },
+                log,
+                owner,
                 ..
             }) = st.conns.get(&conn)
             {
-                st.deliver(OWNER, Msg::Credit { conn });
+                let (log, owner) = (log.clone(), *owner);
+                st.deliver(owner, Msg::Credit { log, conn });
             }
         }
         // Past the connection's send bound (it cannot be: one chunk in
@@ -113,8 +124,12 @@ enum Action {
 }
 
 fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
-    let action = match st.conns.get_mut(&conn) {
-        Some(c) => decode(c, buf, st.max_record),
+    let (action, log, owner) = match st.conns.get_mut(&conn) {
+        Some(c) => (
+            decode(c, buf, st.max_record, st.workers),
+            c.log.clone(),
+            c.owner,
+        ),
         None => return,
     };
     let from = st.index;
@@ -129,8 +144,9 @@ fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
             if count > 0 {
                 hold_if_full(st, conn);
                 st.deliver(
-                    OWNER,
+                    owner,
                     Msg::Append {
+                        log,
                         from,
                         conn,
                         frames,
@@ -143,36 +159,69 @@ fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
                 drain_then_close(st, conn, &reason);
             }
         }
-        Action::Subscribe(offset) => st.deliver(OWNER, Msg::Subscribe { from, conn, offset }),
+        Action::Subscribe(offset) => st.deliver(
+            owner,
+            Msg::Subscribe {
+                log,
+                from,
+                conn,
+                offset,
+            },
+        ),
         Action::Refuse(reason) => refuse(st, conn, &reason),
     }
 }
 
-fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32) -> Action {
+/// The state a connection of `role` starts its stream in.
+fn stream_state(role: Role, max_record: u32) -> RoleState {
+    match role {
+        Role::Producer => RoleState::Producer {
+            decoder: FrameDecoder::new(max_record),
+            sent: 0,
+            acked: 0,
+            window: VecDeque::new(),
+            unacked: 0,
+            held: false,
+            draining: false,
+        },
+        Role::Consumer => RoleState::Consumer {
+            start: StartDecoder::new(),
+            subscribed: false,
+        },
+    }
+}
+
+fn decode(c: &mut Conn, mut buf: &[u8], max_record: u32, workers: usize) -> Action {
     if let RoleState::Handshake = c.role {
         let Some((&first, rest)) = buf.split_first() else {
             return Action::None;
         };
         c.role = match Role::from_byte(first) {
-            Ok(Role::Producer) => RoleState::Producer {
-                decoder: FrameDecoder::new(max_record),
-                sent: 0,
-                acked: 0,
-                window: VecDeque::new(),
-                unacked: 0,
-                held: false,
-                draining: false,
-            },
-            Ok(Role::Consumer) => RoleState::Consumer {
-                start: StartDecoder::new(),
-                subscribed: false,
+            Ok((role, false)) => stream_state(role, max_record),
+            Ok((role, true)) => RoleState::Naming {
+                role,
+                name: NameDecoder::new(),
             },
             Err(e) => return Action::Refuse(e.to_string()),
         };
         buf = rest;
     }
+    if let RoleState::Naming { role, name } = &mut c.role {
+        let (used, done) = name.feed(buf);
+        buf = &buf[used..];
+        match done {
+            None => return Action::None,
+            Some(Err(e)) => return Action::Refuse(e.to_string()),
+            Some(Ok(name)) => {
+                let role = *role;
+                c.log = Some(name);
+                c.owner = owner_of(&c.log, workers);
+                c.role = stream_state(role, max_record);
+            }
+        }
+    }
     match &mut c.role {
-        RoleState::Handshake | RoleState::Closing => Action::None,
+        RoleState::Handshake | RoleState::Naming { .. } | RoleState::Closing => Action::None,
         RoleState::Producer { draining: true, .. } => Action::None,
         RoleState::Producer {
             decoder,
@@ -250,11 +299,12 @@ fn on_peer_closed(st: &mut NodeState, conn: ConnId) {
         RoleState::Producer { .. } | RoleState::Closing => {}
         RoleState::Consumer { subscribed, .. } => {
             if *subscribed {
-                st.deliver(OWNER, Msg::Unsubscribe { conn });
+                let (log, owner) = (c.log.clone(), c.owner);
+                st.deliver(owner, Msg::Unsubscribe { log, conn });
             }
             close(st, conn);
         }
-        RoleState::Handshake => close(st, conn),
+        RoleState::Handshake | RoleState::Naming { .. } => close(st, conn),
     }
 }
 
@@ -297,12 +347,12 @@ fn on_closed(st: &mut NodeState, conn: ConnId) {
         }
         RoleState::Consumer { subscribed, .. } => {
             if subscribed {
-                st.deliver(OWNER, Msg::Unsubscribe { conn });
+                st.deliver(c.owner, Msg::Unsubscribe { log: c.log, conn });
             } else {
                 tracing::info!(peer = %c.peer, "consumer left before its start offset");
             }
         }
-        RoleState::Handshake | RoleState::Closing => {}
+        RoleState::Handshake | RoleState::Naming { .. } | RoleState::Closing => {}
     }
 }
 
@@ -318,6 +368,7 @@ fn drain_then_close(st: &mut NodeState, conn: ConnId, reason: &str) {
                 draining,
                 ..
             },
+        ..
     }) = st.conns.get_mut(&conn)
     {
         if *acked < *sent {
@@ -339,13 +390,14 @@ pub fn refuse(st: &mut NodeState, conn: ConnId, reason: &str) {
         return;
     };
     let what = match c.role {
-        RoleState::Handshake => "connection",
+        RoleState::Handshake | RoleState::Naming { .. } => "connection",
         RoleState::Producer { .. } => "producer",
         RoleState::Consumer { subscribed, .. } => {
             if subscribed {
                 // The owner may already stream to it; stop that first.
-                if let Some(owner) = st.peers.get_mut(OWNER) {
-                    owner.deliver(Msg::Unsubscribe { conn });
+                if let Some(owner) = st.peers.get_mut(c.owner) {
+                    let log = c.log.clone();
+                    owner.deliver(Msg::Unsubscribe { log, conn });
                 }
             }
             "consumer"

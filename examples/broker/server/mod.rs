@@ -17,14 +17,16 @@
 //! Consumers never wait for it: commits push their frames.
 
 mod conn;
+mod logs;
 mod metrics;
 mod owner;
 mod space;
 
-use crate::config::{Config, FsyncPolicy};
+pub use logs::LogKey;
+
+use crate::config::Config;
 use shared_nothing::io::{
     ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort, StorageCompletion,
-    StorageConfig, StorageWorker,
 };
 use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::pool::NetworkMode;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// The worker that owns the log.
+/// The worker that owns the default log (named logs: `logs::owner_of`).
 pub const OWNER: usize = 0;
 /// Clock period; bounds how late an `interval` sync or a retried delivery is.
 const TICK: Duration = Duration::from_millis(10);
@@ -51,28 +53,30 @@ pub enum Msg {
     Listen(SocketAddr),
     /// Clock tick from the serving thread.
     Tick,
-    /// To the owner: a storage request of the log finished.
-    Disk(StorageCompletion),
-    /// To the owner: producer records as consumer-style frames
+    /// To an owner: a storage request of log `log` finished.
+    Disk { log: LogKey, c: StorageCompletion },
+    /// To an owner: producer records as consumer-style frames
     /// (`[u32 BE len][payload]`*), `count` of them, in arrival order.
     Append {
+        log: LogKey,
         from: usize,
         conn: ConnId,
         frames: Vec<u8>,
         count: usize,
         arrived: Instant,
     },
-    /// To the owner: a consumer asks for records from `offset`.
+    /// To an owner: a consumer asks for records from `offset`.
     Subscribe {
+        log: LogKey,
         from: usize,
         conn: ConnId,
         offset: u64,
     },
-    /// To the owner: the consumer's last frames were handed to the network
+    /// To an owner: the consumer's last frames were handed to the network
     /// worker, send more (flow control, one chunk in flight per consumer).
-    Credit { conn: ConnId },
-    /// To the owner: the consumer is gone.
-    Unsubscribe { conn: ConnId },
+    Credit { log: LogKey, conn: ConnId },
+    /// To an owner: the consumer is gone.
+    Unsubscribe { log: LogKey, conn: ConnId },
     /// To a connection worker: encoded acks for a producer, in order.
     Acks { conn: ConnId, bytes: Vec<u8> },
     /// To a connection worker: frames for a consumer.
@@ -97,6 +101,7 @@ pub enum ServeError {
 /// One application worker.
 pub struct Node {
     index: usize,
+    workers: usize,
     cfg: Config,
     io: IoWorkers,
     metrics: metrics::BrokerMetrics,
@@ -111,14 +116,14 @@ pub struct NodeState {
     clients: Vec<NetClient>,
     /// Thread-per-core: this worker's own network backend.
     net: Option<NetworkWorker>,
-    /// Thread-per-core, on the log owner: its own storage ring.
-    _disk: Option<StorageWorker>,
     /// Sinks into every worker, indexed like the group; empty until `Wire`.
     peers: Vec<ResultSink<Msg>>,
     conns: HashMap<ConnId, conn::Conn>,
     max_record: u32,
-    /// Only on [`OWNER`].
-    owner: Option<owner::Owner>,
+    /// Workers in the group (where named logs live).
+    workers: usize,
+    /// The logs this worker owns.
+    logs: logs::Logs,
 }
 
 impl NodeState {
@@ -159,44 +164,26 @@ impl Worker for Node {
                 (None, clients)
             }
         };
-        let (disk_local, owner) = if self.index == OWNER {
-            // Thread-per-core: the log's files on the owner's own ring too
-            // (io_uring only; the fallback keeps the storage worker), unless
-            // every batch is synced: then the storage worker's own core
-            // measured faster (docs/benchmarks.md, 0.7x at 8 x 64 on the
-            // owner's ring), while unsynced appends gain 1.7-3.8x.
-            let local = match self.mode {
-                NetworkMode::ThreadPerCore if self.cfg.fsync != FsyncPolicy::Always => {
-                    let config = StorageConfig::new().name("broker-disk".to_owned());
-                    match StorageWorker::start_local(1, config) {
-                        Ok(w) => Some(w),
-                        Err(e) => {
-                            tracing::info!("log on the storage worker: {e}");
-                            None
-                        }
-                    }
-                }
-                _ => None,
-            };
-            let sink = ResultSink::to_current_worker(Msg::Disk)?;
-            let disk = match &local {
-                Some(w) => w.client(sink)?,
-                None => self.io.storage(0).client(sink)?,
-            };
-            let owner = owner::Owner::open(&self.cfg, disk).map_err(Error::InvalidConfig)?;
-            (local, Some(owner.with_metrics(self.metrics.clone())))
-        } else {
-            (None, None)
-        };
+        let mut logs = logs::Logs::new(
+            self.index,
+            self.cfg.clone(),
+            self.io.clone(),
+            self.mode,
+            self.metrics.clone(),
+        );
+        if self.index == OWNER {
+            // The default log opens (and recovers) before serving.
+            logs.open(&None).map_err(Error::InvalidConfig)?;
+        }
         Ok(NodeState {
             index: self.index,
             clients,
             net,
-            _disk: disk_local,
             peers: Vec::new(),
             conns: HashMap::new(),
             max_record: self.cfg.max_record,
-            owner,
+            workers: self.workers,
+            logs,
         })
     }
 
@@ -219,16 +206,14 @@ impl Worker for Node {
     /// Group commit: everything appended in this round, from every
     /// connection worker's queue, goes to the storage worker as one batch.
     fn after_round(&mut self, st: &mut NodeState) -> Result<()> {
-        if let Some(owner) = st.owner.as_mut() {
+        for owner in st.logs.owners() {
             owner.commit(&mut st.peers);
         }
         Ok(())
     }
 
-    fn shutdown(&mut self, st: NodeState) -> Result<()> {
-        if let Some(owner) = st.owner {
-            owner.close();
-        }
+    fn shutdown(&mut self, mut st: NodeState) -> Result<()> {
+        st.logs.close_all();
         Ok(())
     }
 }
@@ -262,7 +247,7 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             for p in &mut st.peers {
                 p.flush();
             }
-            if let Some(owner) = st.owner.as_mut() {
+            for owner in st.logs.owners() {
                 owner.tick(&mut st.peers);
             }
         }
@@ -270,17 +255,47 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             conn::send_to_client(st, conn, bytes)
         }
         Msg::Refuse { conn, reason } => conn::refuse(st, conn, &reason),
-        Msg::Disk(c) => match st.owner.as_mut() {
+        Msg::Disk { log, c } => match st.logs.get(&log) {
             Some(owner) => owner.on_disk(c, &mut st.peers),
-            None => tracing::warn!(
-                worker = st.index,
-                "not the log owner, got a storage completion"
-            ),
+            None => tracing::warn!(worker = st.index, "no log {log:?} here, got its completion"),
         },
-        owner_msg => match st.owner.as_mut() {
-            Some(owner) => owner.on_message(owner_msg, &mut st.peers),
-            None => tracing::warn!(worker = st.index, "not the log owner, got a log message"),
-        },
+        owner_msg => to_owner(st, owner_msg),
+    }
+}
+
+/// A message for one of this worker's logs: records and subscriptions
+/// open the log if needed (a log that cannot open refuses the
+/// connection); credit and unsubscribes for a log not open are stale.
+fn to_owner(st: &mut NodeState, msg: Msg) {
+    let (log, opens, reply_to) = match &msg {
+        Msg::Append {
+            log, from, conn, ..
+        }
+        | Msg::Subscribe {
+            log, from, conn, ..
+        } => (log.clone(), true, Some((*from, *conn))),
+        Msg::Credit { log, .. } | Msg::Unsubscribe { log, .. } => (log.clone(), false, None),
+        other => return tracing::warn!(worker = st.index, "unexpected {other:?}"),
+    };
+    let owner = if opens {
+        st.logs.open(&log)
+    } else {
+        st.logs.get(&log).ok_or_else(String::new)
+    };
+    match (owner, reply_to) {
+        (Ok(owner), _) => owner.on_message(msg, &mut st.peers),
+        (Err(why), Some((from, conn))) => {
+            let name = log
+                .as_ref()
+                .map_or("the default log".to_owned(), |n| format!("log {n}"));
+            if let Some(sink) = st.peers.get_mut(from) {
+                sink.deliver(Msg::Refuse {
+                    conn,
+                    reason: format!("{name}: {why}"),
+                });
+            }
+        }
+        (Err(_), None) => {}
     }
 }
 
@@ -308,8 +323,11 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
     let broker_metrics = metrics::BrokerMetrics::default();
     broker_metrics.register(&mut pool.metrics_registry());
     let (io2, cfg2, m2) = (io.clone(), cfg.clone(), broker_metrics.clone());
+    // The group `spawn` builds: one worker per planned application worker.
+    let workers = pool.app_plan().app_workers.len();
     let mut group = pool.spawn(move |index| Node {
         index,
+        workers,
         cfg: cfg2.clone(),
         io: io2.clone(),
         metrics: m2.clone(),

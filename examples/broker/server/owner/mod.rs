@@ -197,6 +197,8 @@ enum Parked {
 }
 
 pub struct Owner {
+    /// `None` for the default log.
+    name: Option<crate::protocol::LogName>,
     log: Log<FsDir>,
     _lock: DirLock,
     dir: PathBuf,
@@ -238,6 +240,12 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// A named log: its stats line says which.
+    pub fn with_name(mut self, name: Option<crate::protocol::LogName>) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Counts into `metrics` (the pool's registry holds the same series).
     pub fn with_metrics(mut self, metrics: super::metrics::BrokerMetrics) -> Self {
         self.metrics = metrics;
@@ -277,6 +285,7 @@ impl Owner {
         let end = log.end_offset();
         let active = log.segment_bases().last().copied().unwrap_or(0);
         let mut owner = Owner {
+            name: None,
             log,
             _lock: lock,
             dir: cfg.dir.clone(),
@@ -324,8 +333,11 @@ impl Owner {
                 frames,
                 count,
                 arrived,
+                ..
             } => self.append(from, conn, &frames, count, arrived, peers),
-            Msg::Subscribe { from, conn, offset } => match self.log.locate(offset) {
+            Msg::Subscribe {
+                from, conn, offset, ..
+            } => match self.log.locate(offset) {
                 Ok(cursor) => {
                     self.consumers.insert(
                         conn,
@@ -341,13 +353,13 @@ impl Owner {
                 }
                 Err(e) => refuse(peers, from, conn, e.to_string()),
             },
-            Msg::Credit { conn } => {
+            Msg::Credit { conn, .. } => {
                 if let Some(c) = self.consumers.get_mut(&conn) {
                     c.in_flight = false;
                     self.push(conn, peers);
                 }
             }
-            Msg::Unsubscribe { conn } => {
+            Msg::Unsubscribe { conn, .. } => {
                 self.consumers.remove(&conn);
                 self.metrics.consumers.set(self.consumers.len() as i64);
             }
@@ -758,7 +770,10 @@ impl Owner {
             if window >= every {
                 let full = self.space.as_ref().map(|w| w.waited(now));
                 let line = self.stats.take().line(window, self.consumers.len(), full);
-                println!("{line}");
+                match &self.name {
+                    Some(name) => println!("log {name}: {line}"),
+                    None => println!("{line}"),
+                }
                 self.window_start = now;
             }
         }

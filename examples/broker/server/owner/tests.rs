@@ -77,6 +77,7 @@ impl Rig {
     /// One round: records from `conn` arrive, then the round ends.
     fn append(&mut self, conn: ConnId, records: &[&[u8]]) {
         let msg = Msg::Append {
+            log: None,
             from: 0,
             conn,
             frames: frames(records),
@@ -127,6 +128,7 @@ fn the_owner_answers_while_a_group_commit_is_in_flight() {
     // gets the durable records and not the one in flight.
     rig.append(producer, &[b"three"]);
     let sub = Msg::Subscribe {
+        log: None,
         from: 0,
         conn: consumer,
         offset: 0,
@@ -180,6 +182,7 @@ fn acks_flow_while_a_consumer_read_is_in_flight() {
     rig.append(producer, &[b"one", b"two"]);
     assert_eq!(rig.acks(), [0, 11]);
     let sub = Msg::Subscribe {
+        log: None,
         from: 0,
         conn: consumer,
         offset: 0,
