@@ -1089,3 +1089,34 @@ fn named_logs_are_separate_logs_end_to_end() {
     );
     assert_eq!(consume(&server.addr, 0, 10), default);
 }
+
+/// `broker floor`, the bench's reference server, acks like the broker
+/// (the same offsets) without storing anything.
+#[test]
+fn the_floor_server_acks_like_the_broker() {
+    let mut child = Command::new(broker_bin())
+        .args(["floor", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn floor");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .expect("address line")
+        .trim()
+        .to_owned();
+    let records = payloads("floor", 50);
+    let acks = produce(&addr, &records);
+    let mut expect = 0;
+    for (ack, r) in acks.iter().zip(&records) {
+        assert_eq!(*ack, expect);
+        expect = next_offset(expect, r);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -70,6 +70,10 @@ enum ModeArg {
     },
     /// Load generator: producer connections with records in flight.
     Bench,
+    /// The bench's reference: a minimal blocking server (a thread per
+    /// connection) that acks every producer record at once and stores
+    /// nothing.
+    Floor,
 }
 
 /// What the program should do.
@@ -88,6 +92,8 @@ pub enum Mode {
     },
     /// Load generator.
     Bench,
+    /// The reference server that stores nothing.
+    Floor,
 }
 
 /// When appended records are made durable, and so when they are acked.
@@ -208,6 +214,7 @@ where
         Some(ModeArg::Producer) => Mode::Producer,
         Some(ModeArg::Consumer { offset }) => Mode::Consumer { offset },
         Some(ModeArg::Bench) => Mode::Bench,
+        Some(ModeArg::Floor) => Mode::Floor,
     };
     Ok(cfg)
 }

@@ -20,6 +20,7 @@
 mod client;
 mod commit;
 mod config;
+mod floor;
 #[path = "../common/logging.rs"]
 mod logging;
 // Parts of the log API (segment listing, sizes) serve only its unit tests.
@@ -96,6 +97,10 @@ fn run(cfg: Config) -> Result<(), MainError> {
             println!("{report}");
             Ok(())
         }
+        Mode::Floor => floor::serve(&cfg.addr, cfg.max_record).map_err(|source| MainError::Io {
+            context: "floor server",
+            source,
+        }),
         Mode::Demo => demo(cfg),
     }
 }
