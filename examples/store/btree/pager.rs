@@ -1,0 +1,270 @@
+//! The pager: reads and checks pages through a [`PageStore`], keeps the
+//! nodes changed since the last checkpoint in memory, and does
+//! copy-on-write.
+//!
+//! **Invariant C1:** a dirty node's id is fresh (allocated since the last
+//! checkpoint), so it can be rewritten in place until the checkpoint.
+//! Changing a clean node copies it to a fresh id and frees the old one
+//! (pending, `free.rs`), and the caller re-points the parent. So every
+//! ancestor of a dirty node is dirty too.
+//!
+//! **Invariant C2:** a page read from disk passes the page checks (P1), its
+//! id is a data page below the file's page count, and it was written no
+//! later than the epoch being written now (`durable + 1`): a page from a
+//! later epoch belongs to a checkpoint newer than the one opened and is
+//! [`TreeError::Stale`], never served.
+
+use super::error::TreeError;
+use super::free::{self, FreeRecord, FreeSpace};
+use super::node::Node;
+use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
+use crate::pagestore::{PageStore, first_data_page};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+
+/// Pages of one tree: store, free space and dirty nodes.
+#[derive(Debug)]
+pub struct Pager<S> {
+    pub(super) store: S,
+    pub(super) size: PageSize,
+    pub(super) space: FreeSpace,
+    /// Nodes changed since the last checkpoint, by their fresh ids (C1).
+    dirty: HashMap<PageId, Node>,
+    /// The sequence number of the durable checkpoint; pages written now are
+    /// for `durable + 1`.
+    durable: u64,
+}
+
+impl<S: PageStore> Pager<S> {
+    /// Opens the pages of checkpoint `durable`, whose free list starts at
+    /// `free_head`, in a file of `page_count` pages.
+    ///
+    /// # Errors
+    /// A free-list page that cannot be read or is malformed.
+    pub fn open(
+        store: S,
+        size: PageSize,
+        durable: u64,
+        free_head: Option<PageId>,
+        page_count: u64,
+    ) -> Result<Self, TreeError> {
+        let mut pager = Pager {
+            store,
+            size,
+            space: FreeSpace::loaded(Vec::new(), Vec::new(), page_count),
+            dirty: HashMap::new(),
+            durable,
+        };
+        let (ids, list_pages) = pager.load_free_list(free_head)?;
+        pager.space = FreeSpace::loaded(ids, list_pages, page_count);
+        Ok(pager)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.durable + 1
+    }
+
+    /// Reads page `id`, checks it (C2) and hands it to `f`.
+    fn with_page<T>(
+        &self,
+        id: PageId,
+        f: impl FnOnce(Page<'_>) -> Result<T, TreeError>,
+    ) -> Result<T, TreeError> {
+        let limit = self.space.next();
+        if id < first_data_page(self.size) || id.0 >= limit {
+            return Err(TreeError::OutOfRange { page: id, limit });
+        }
+        let mut buf = vec![0; self.size.bytes()];
+        if let Err(e) = self.store.read_page(id, &mut buf) {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                return Err(TreeError::Read {
+                    page: id,
+                    source: e,
+                });
+            }
+            // The file ends inside the page: report it as truncated.
+            buf.clear();
+        }
+        let page = Page::open(&buf, self.size, id)?;
+        if page.epoch > self.epoch() {
+            return Err(TreeError::Stale {
+                page: id,
+                epoch: page.epoch,
+                durable: self.durable,
+            });
+        }
+        f(page)
+    }
+
+    /// Reads page `id`, which must be of `kind`, and hands its body to `f`.
+    pub fn with_body<T>(
+        &self,
+        id: PageId,
+        kind: PageKind,
+        f: impl FnOnce(&[u8]) -> Result<T, TreeError>,
+    ) -> Result<T, TreeError> {
+        self.with_page(id, |page| f(page.expect(kind)?.body))
+    }
+
+    /// A buffer for one page.
+    pub fn page_buf(&self) -> PageBuf {
+        PageBuf::new(self.size)
+    }
+
+    /// The epoch pages written now carry.
+    pub fn write_epoch(&self) -> u64 {
+        self.epoch()
+    }
+
+    /// The node at `id`: the dirty copy, or decoded from disk.
+    pub fn node(&self, id: PageId) -> Result<Cow<'_, Node>, TreeError> {
+        match self.dirty.get(&id) {
+            Some(n) => Ok(Cow::Borrowed(n)),
+            None => self.with_page(id, |p| Node::decode(&p)).map(Cow::Owned),
+        }
+    }
+
+    /// The node at `id` for changing: in place if dirty, else copied to a
+    /// fresh id with the old one freed (C1). Returns the id it now has.
+    pub fn node_mut(&mut self, id: PageId) -> Result<(PageId, &mut Node), TreeError> {
+        let mut at = id;
+        if !self.dirty.contains_key(&id) {
+            let node = self.with_page(id, |p| Node::decode(&p))?;
+            at = self.space.allocate();
+            self.space.free(id);
+            self.dirty.insert(at, node);
+        }
+        match self.dirty.get_mut(&at) {
+            Some(n) => Ok((at, n)),
+            None => Err(TreeError::Malformed {
+                page: at,
+                what: "dirty node missing",
+            }),
+        }
+    }
+
+    /// Stores a new node at a fresh id.
+    pub fn insert(&mut self, node: Node) -> PageId {
+        let id = self.space.allocate();
+        self.dirty.insert(id, node);
+        id
+    }
+
+    /// The node at `id` is no longer part of the tree.
+    pub fn discard(&mut self, id: PageId) {
+        self.dirty.remove(&id);
+        self.space.free(id);
+    }
+
+    /// Number of dirty nodes.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Writes every dirty node, then the free list; returns the free list
+    /// written. Nothing is durable until the store syncs.
+    ///
+    /// # Errors
+    /// A write failed, or a node does not fit its page.
+    pub fn write_all(&mut self) -> Result<FreeRecord, TreeError> {
+        let mut buf = self.page_buf();
+        let epoch = self.epoch();
+        let cap = self.size.body_capacity();
+        for (&id, node) in &self.dirty {
+            if node.encoded_len() > cap {
+                return Err(TreeError::Malformed {
+                    page: id,
+                    what: "node larger than a page",
+                });
+            }
+            let bytes = node.encode(&mut buf, id, epoch);
+            self.store
+                .write_page(id, bytes)
+                .map_err(|source| TreeError::Write { page: id, source })?;
+        }
+        let record = self.space.record(self.size);
+        if let Err(e) = self.write_free_list(&record) {
+            self.space.aborted(record);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    fn write_free_list(&mut self, record: &FreeRecord) -> Result<(), TreeError> {
+        let per = free::ids_per_page(self.size);
+        let mut buf = self.page_buf();
+        let epoch = self.epoch();
+        for (i, (&id, ids)) in record
+            .list_pages
+            .iter()
+            .zip(record.ids.chunks(per))
+            .enumerate()
+        {
+            let next = record.list_pages.get(i + 1).copied();
+            let len = free::encode_list_page(buf.body_mut(), next, ids);
+            let bytes = buf.seal(id, PageKind::FreeList, epoch, len);
+            self.store
+                .write_page(id, bytes)
+                .map_err(|source| TreeError::Write { page: id, source })?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written durable.
+    pub fn sync(&mut self) -> Result<(), TreeError> {
+        self.store.sync().map_err(TreeError::Sync)
+    }
+
+    /// Checkpoint `seq` recording `record` is durable.
+    pub fn committed(&mut self, seq: u64, record: FreeRecord) {
+        self.dirty.clear();
+        self.space.committed(record);
+        self.durable = seq;
+    }
+
+    /// The checkpoint recording `record` failed; the dirty nodes stay.
+    pub fn aborted(&mut self, record: FreeRecord) {
+        self.space.aborted(record);
+    }
+
+    /// Reads the free list starting at `head`: the ids it records and the
+    /// pages that hold it. Every id must be a distinct data page.
+    fn load_free_list(
+        &self,
+        head: Option<PageId>,
+    ) -> Result<(Vec<PageId>, Vec<PageId>), TreeError> {
+        let mut ids = Vec::new();
+        let mut pages = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let first = first_data_page(self.size);
+        let limit = self.space.next();
+        let mut at = head;
+        while let Some(id) = at {
+            if !seen.insert(id) {
+                return Err(TreeError::Malformed {
+                    page: id,
+                    what: "free list revisits a page",
+                });
+            }
+            pages.push(id);
+            let (next, chunk) = self.with_body(id, PageKind::FreeList, |body| {
+                free::decode_list_page(body).ok_or(TreeError::Malformed {
+                    page: id,
+                    what: "bad free-list page",
+                })
+            })?;
+            for p in chunk {
+                if p < first || p.0 >= limit || !seen.insert(p) {
+                    return Err(TreeError::Malformed {
+                        page: id,
+                        what: "free list holds an invalid or repeated id",
+                    });
+                }
+                ids.push(p);
+            }
+            at = next;
+        }
+        Ok((ids, pages))
+    }
+}
