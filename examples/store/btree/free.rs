@@ -92,6 +92,12 @@ impl FreeSpace {
         (self.reusable.len(), self.pending.len())
     }
 
+    /// Every reusable and pending id.
+    #[cfg(test)]
+    pub fn all_free(&self) -> Vec<PageId> {
+        self.reusable.iter().chain(&self.pending).copied().collect()
+    }
+
     /// Picks the pages for the checkpoint's free list and what it records:
     /// every reusable and pending id except those holding the list.
     pub fn record(&mut self, size: PageSize) -> FreeRecord {
@@ -208,6 +214,18 @@ mod tests {
         assert_eq!(s.next(), 2000);
         s.aborted(rec);
         assert_eq!(s.counts().1, 4);
+    }
+
+    #[test]
+    fn list_pages_cover_the_ids_at_a_page_boundary() {
+        // Taking list pages out of the ids can leave a list page more than
+        // the remaining ids need; every one is still part of the chain.
+        let per = ids_per_page(PageSize::MIN);
+        let free: Vec<PageId> = (10..10 + per as u64 + 2).map(PageId).collect();
+        let mut s = FreeSpace::loaded(free, vec![], 10_000);
+        let rec = s.record(PageSize::MIN);
+        assert_eq!(rec.ids.len(), per);
+        assert_eq!(rec.list_pages.len(), 2);
     }
 
     #[test]

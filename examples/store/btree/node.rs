@@ -84,10 +84,13 @@ pub fn leaf_entry_len(key_len: usize, value: &Value) -> usize {
 }
 
 /// Whether a value of `value_len` bytes beside a key of `key_len` stays in
-/// the leaf: only if the entry takes at most a quarter of the page body, so
-/// a leaf holds at least four of them.
+/// the leaf: if the entry takes at most a quarter of the page body (so a
+/// leaf holds at least four such entries), or no more than an overflow
+/// reference would (values up to 12 bytes, the empty one included).
 pub fn fits_inline(size: PageSize, key_len: usize, value_len: usize) -> bool {
-    2 + 1 + key_len + 4 + value_len <= size.body_capacity() / 4
+    let inline = 2 + 1 + key_len + 4 + value_len;
+    let reference = 2 + 1 + key_len + 16;
+    inline <= (size.body_capacity() / 4).max(reference)
 }
 
 fn sep_len(sep: &[u8]) -> usize {
@@ -519,5 +522,8 @@ mod tests {
         assert!(fits_inline(PageSize::MIN, 10, 900));
         assert!(!fits_inline(PageSize::MIN, 10, 1100));
         assert!(fits_inline(PageSize::new(65536).unwrap(), 10, 10_000));
+        // Beside the longest key only values no larger than a reference.
+        assert!(fits_inline(PageSize::MIN, MAX_TREE_KEY, 12));
+        assert!(!fits_inline(PageSize::MIN, MAX_TREE_KEY, 13));
     }
 }

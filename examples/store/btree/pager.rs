@@ -195,14 +195,13 @@ impl<S: PageStore> Pager<S> {
         let per = free::ids_per_page(self.size);
         let mut buf = self.page_buf();
         let epoch = self.epoch();
-        for (i, (&id, ids)) in record
-            .list_pages
-            .iter()
-            .zip(record.ids.chunks(per))
-            .enumerate()
-        {
+        // Taking list pages out of the recorded ids can leave one more list
+        // page than the ids need; it is written empty, so the chain is whole.
+        for (i, &id) in record.list_pages.iter().enumerate() {
+            let from = (i * per).min(record.ids.len());
+            let to = (from + per).min(record.ids.len());
             let next = record.list_pages.get(i + 1).copied();
-            let len = free::encode_list_page(buf.body_mut(), next, ids);
+            let len = free::encode_list_page(buf.body_mut(), next, &record.ids[from..to]);
             let bytes = buf.seal(id, PageKind::FreeList, epoch, len);
             self.store
                 .write_page(id, bytes)
@@ -230,7 +229,7 @@ impl<S: PageStore> Pager<S> {
 
     /// Reads the free list starting at `head`: the ids it records and the
     /// pages that hold it. Every id must be a distinct data page.
-    fn load_free_list(
+    pub(super) fn load_free_list(
         &self,
         head: Option<PageId>,
     ) -> Result<(Vec<PageId>, Vec<PageId>), TreeError> {

@@ -1,1 +1,367 @@
-//! Tree tests (filled below).
+//! Tree tests against a `BTreeMap` model, with a structural checker that
+//! also proves every page of the file is accounted for exactly once.
+
+use super::node::{Node, Value};
+use super::*;
+use crate::page::PageSize;
+use crate::pagestore::{FileStore, first_data_page};
+use crate::test_dir::TempDir;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn empty_root(size: PageSize) -> TreeRoot {
+    TreeRoot {
+        seq: 1,
+        root: None,
+        free_head: None,
+        page_count: first_data_page(size).0,
+    }
+}
+
+fn open(path: &Path, size: PageSize, at: TreeRoot) -> Tree<FileStore> {
+    let (store, _) = FileStore::open(path, size).unwrap();
+    Tree::open(store, size, at).unwrap()
+}
+
+/// Checkpoints `tree` as sequence `at.seq + 1` (the test keeps the
+/// "manifest" in memory) and returns the new root.
+fn checkpoint(tree: &mut Tree<FileStore>, at: TreeRoot) -> TreeRoot {
+    let written = tree.write_checkpoint(at.seq + 1).unwrap();
+    let root = written.root;
+    tree.checkpoint_done(written);
+    root
+}
+
+/// Checks N1 and N2 with the key bounds of every subtree, equal leaf
+/// depth, no empty leaf, and collects every page the tree reaches (nodes
+/// and overflow links).
+fn walk(
+    tree: &Tree<FileStore>,
+    id: PageId,
+    bounds: (Option<&[u8]>, Option<&[u8]>),
+    depth: usize,
+    leaf_depth: &mut Option<usize>,
+    pages: &mut Vec<PageId>,
+) {
+    pages.push(id);
+    let (lo, hi) = bounds;
+    let inside = |k: &[u8]| lo.is_none_or(|lo| k >= lo) && hi.is_none_or(|hi| k < hi);
+    match tree.pager.node(id).unwrap().into_owned() {
+        Node::Leaf(leaf) => {
+            assert!(!leaf.entries.is_empty(), "{id}: empty leaf");
+            assert_eq!(
+                *leaf_depth.get_or_insert(depth),
+                depth,
+                "{id}: uneven depth"
+            );
+            for w in leaf.entries.windows(2) {
+                assert!(w[0].key < w[1].key, "{id}: keys out of order");
+            }
+            for e in &leaf.entries {
+                assert!(inside(&e.key), "{id}: key outside its parent's range");
+                if let Value::Overflow { head, len } = e.value {
+                    tree.pager
+                        .walk_value(head, len, |p, _| pages.push(p))
+                        .unwrap();
+                }
+            }
+        }
+        Node::Inner(inner) => {
+            assert_eq!(inner.children.len(), inner.seps.len() + 1, "{id}");
+            for s in &inner.seps {
+                assert!(inside(s), "{id}: separator outside its range");
+            }
+            for (i, &c) in inner.children.iter().enumerate() {
+                let lo = if i == 0 {
+                    lo
+                } else {
+                    Some(inner.seps[i - 1].as_slice())
+                };
+                let hi = inner.seps.get(i).map(|s| s.as_slice()).or(hi);
+                walk(tree, c, (lo, hi), depth + 1, leaf_depth, pages);
+            }
+        }
+    }
+}
+
+/// Right after checkpoint `at`: the structure is valid, the free list on
+/// disk is the one in memory, and every page id of the file is reached by
+/// the tree or free, exactly once (no leaks, no page both used and free).
+fn check(tree: &Tree<FileStore>, size: PageSize, at: TreeRoot) {
+    assert_eq!(tree.pager.dirty_count(), 0);
+    check_free_list(tree, at);
+    let mut pages = Vec::new();
+    if let Some(root) = tree.root {
+        walk(tree, root, (None, None), 0, &mut None, &mut pages);
+    }
+    pages.extend(tree.pager.space.all_free());
+    let n = pages.len();
+    let set: HashSet<PageId> = pages.into_iter().collect();
+    assert_eq!(set.len(), n, "a page is used twice or both used and free");
+    let all: HashSet<PageId> = (first_data_page(size).0..tree.pager.space.next())
+        .map(PageId)
+        .collect();
+    assert_eq!(set, all, "pages leaked or out of range");
+}
+
+fn same_as_model(tree: &Tree<FileStore>, model: &Model) {
+    let all = tree.scan(b"", None, usize::MAX).unwrap();
+    assert!(all.resume.is_none());
+    let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(all.entries.len(), want.len());
+    assert!(all.entries == want, "full scan differs from the model");
+}
+
+/// Keys with a fixed spelling per number; every 13th is long, so inner
+/// nodes carry long separators too.
+fn key(n: u64) -> Vec<u8> {
+    let mut k = format!("{n:05}").into_bytes();
+    if n % 13 == 0 {
+        k.resize(MAX_TREE_KEY - (n % 3) as usize, b'x');
+    }
+    k
+}
+
+fn value(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(100) {
+        0..=1 => 100_000 + rng.below(200_000) as usize,
+        2..=9 => 1000 + rng.below(20_000) as usize,
+        _ => rng.below(300) as usize,
+    };
+    rng.bytes(len)
+}
+
+/// Random puts, deletes, gets, scans, checkpoints, reopens and crashes
+/// (a checkpoint written but never recorded, then a reopen of the last
+/// recorded one) against the model.
+fn run_model(seed: u64, size: PageSize, ops: usize) {
+    let dir = TempDir::new();
+    let path = dir.file("data");
+    let mut rng = Rng(seed);
+    let mut at = empty_root(size);
+    let mut tree = open(&path, size, at);
+    let mut model = Model::new();
+    let mut durable = Model::new();
+    for _ in 0..ops {
+        let k = key(rng.below(700));
+        match rng.below(100) {
+            0..=44 => {
+                let v = value(&mut rng);
+                tree.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+            45..=69 => assert_eq!(tree.delete(&k).unwrap(), model.remove(&k).is_some()),
+            70..=84 => assert_eq!(tree.get(&k).unwrap().as_ref(), model.get(&k)),
+            85..=89 => assert_eq!(tree.exists(&k).unwrap(), model.contains_key(&k)),
+            90..=94 => {
+                let limit = 1 + rng.below(40) as usize;
+                let end = key(rng.below(800));
+                let end = (end > k).then_some(end);
+                let batch = tree.scan(&k, end.as_deref(), limit).unwrap();
+                let mut want = model
+                    .range(k.clone()..)
+                    .take_while(|(key, _)| end.as_ref().is_none_or(|e| *key < e));
+                for (got, (wk, wv)) in batch.entries.iter().zip(want.by_ref()) {
+                    assert_eq!((&got.0, &got.1), (wk, wv));
+                }
+                assert_eq!(batch.resume.as_ref(), want.next().map(|(k, _)| k));
+            }
+            95..=97 => {
+                at = checkpoint(&mut tree, at);
+                durable = model.clone();
+                check(&tree, size, at);
+            }
+            _ => {
+                if rng.below(2) == 0 {
+                    // Crash after the pages, before the manifest.
+                    let _ = tree.write_checkpoint(at.seq + 1).unwrap();
+                    model = durable.clone();
+                } else {
+                    at = checkpoint(&mut tree, at);
+                    durable = model.clone();
+                }
+                drop(tree);
+                tree = open(&path, size, at);
+                same_as_model(&tree, &model);
+            }
+        }
+    }
+    same_as_model(&tree, &model);
+    // Delete everything: the tree must shrink back to nothing.
+    for k in model.keys() {
+        assert!(tree.delete(k).unwrap());
+    }
+    assert_eq!(tree.root, None);
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    drop(tree);
+    let tree = open(&path, size, at);
+    check(&tree, size, at);
+    assert_eq!(tree.scan(b"", None, 10).unwrap(), ScanBatch::default());
+}
+
+#[test]
+fn random_operations_match_a_btreemap_4k() {
+    run_model(0x1234_5678, PageSize::MIN, 3000);
+}
+
+#[test]
+fn random_operations_match_a_btreemap_16k() {
+    run_model(0x9abc_def1, PageSize::new(16384).unwrap(), 2000);
+}
+
+#[test]
+fn sequential_inserts_build_a_deep_tree_and_scan_in_order() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let mut at = empty_root(size);
+    let mut tree = open(&dir.file("data"), size, at);
+    for i in 0..20_000u32 {
+        tree.put(format!("{i:08}").as_bytes(), &i.to_le_bytes())
+            .unwrap();
+    }
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    let mut from = Vec::new();
+    let mut n = 0u32;
+    loop {
+        let batch = tree.scan(&from, None, 777).unwrap();
+        for (k, v) in &batch.entries {
+            assert_eq!(k, format!("{n:08}").as_bytes());
+            assert_eq!(v, &n.to_le_bytes());
+            n += 1;
+        }
+        match batch.resume {
+            Some(k) => from = k,
+            None => break,
+        }
+    }
+    assert_eq!(n, 20_000);
+    assert!(at.page_count > 100);
+}
+
+#[test]
+fn large_values_use_overflow_chains_that_are_freed() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let mut tree = open(&path, size, at);
+    let mut rng = Rng(7);
+    let big = rng.bytes(3 << 20);
+    tree.put(b"big", &big).unwrap();
+    tree.put(b"small", b"x").unwrap();
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    let pages = at.page_count;
+    drop(tree);
+    let mut tree = open(&path, size, at);
+    assert_eq!(tree.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    // Overwrite with another large value: the old chain is pending until
+    // the checkpoint, then reused.
+    let big2 = rng.bytes(3 << 20);
+    tree.put(b"big", &big2).unwrap();
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    tree.put(b"big", &big).unwrap();
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    assert!(at.page_count < pages * 5 / 2, "the freed chain was reused");
+    assert!(tree.delete(b"big").unwrap());
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    assert_eq!(tree.get(b"small").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(tree.get(b"big").unwrap(), None);
+}
+
+#[test]
+fn bounds_are_enforced() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let mut tree = open(&dir.file("data"), size, empty_root(size));
+    let long = vec![b'k'; MAX_TREE_KEY + 1];
+    assert!(matches!(
+        tree.put(&long, b"v"),
+        Err(TreeError::KeyTooLong { .. })
+    ));
+    assert!(matches!(tree.get(&long), Err(TreeError::KeyTooLong { .. })));
+    // Zeroed memory is mapped lazily: this costs no 512 MiB of writes.
+    let huge = vec![0u8; MAX_VALUE + 1];
+    assert!(matches!(
+        tree.put(b"k", &huge),
+        Err(TreeError::ValueTooLarge { .. })
+    ));
+    let longest = vec![b'k'; MAX_TREE_KEY];
+    tree.put(&longest, &[1; 5000]).unwrap();
+    assert_eq!(tree.get(&longest).unwrap(), Some(vec![1; 5000]));
+}
+
+#[test]
+fn a_failed_checkpoint_keeps_the_changes_and_leaks_nothing() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let mut tree = open(&path, size, at);
+    for i in 0..2000u32 {
+        tree.put(&i.to_be_bytes(), &[3; 50]).unwrap();
+    }
+    at = checkpoint(&mut tree, at);
+    for i in 0..1000u32 {
+        tree.delete(&i.to_be_bytes()).unwrap();
+    }
+    // Pages written and synced, then the manifest fails: abort.
+    let written = tree.write_checkpoint(at.seq + 1).unwrap();
+    tree.checkpoint_failed(written);
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    drop(tree);
+    let tree = open(&path, size, at);
+    check(&tree, size, at);
+    assert_eq!(
+        tree.scan(b"", None, usize::MAX).unwrap().entries.len(),
+        1000
+    );
+}
+
+#[test]
+fn the_free_list_round_trips_at_every_page_boundary() {
+    let size = PageSize::MIN;
+    let per = free::ids_per_page(size) as u64;
+    for n in [0, 1, per - 1, per, per + 1, per + 2, per + 3, 2 * per + 2] {
+        let dir = TempDir::new();
+        let mut tree = open(&dir.file("data"), size, empty_root(size));
+        let free = (10..10 + n).map(PageId).collect();
+        tree.pager.space = free::FreeSpace::loaded(free, vec![], 10_000);
+        let at = checkpoint(&mut tree, empty_root(size));
+        check_free_list(&tree, at);
+    }
+}
+
+fn check_free_list(tree: &Tree<FileStore>, at: TreeRoot) {
+    let (ids, list) = tree.pager.load_free_list(at.free_head).unwrap();
+    let on_disk: HashSet<PageId> = ids.into_iter().chain(list).collect();
+    let in_memory: HashSet<PageId> = tree.pager.space.all_free().into_iter().collect();
+    assert_eq!(on_disk, in_memory, "the free list on disk differs");
+}
