@@ -131,13 +131,17 @@ pub enum ManifestError {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
     u32::from_le_bytes(a)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
     u64::from_le_bytes(a)
 }
 

@@ -151,26 +151,25 @@ impl<S: PageStore> Tree<S> {
                 max: MAX_VALUE,
             });
         }
-        let stored = if node::fits_inline(self.pager.size, key.len(), value.len()) {
-            Value::Inline(value.to_vec())
+        let (stored, chain) = if node::fits_inline(self.pager.size, key.len(), value.len()) {
+            (Value::Inline(value.to_vec()), Vec::new())
         } else {
-            let head = self.pager.write_value(value)?;
-            Value::Overflow {
-                head,
-                len: value.len() as u64,
-            }
-        };
-        let chain = match &stored {
-            Value::Overflow { head, len } => Some((*head, *len)),
-            Value::Inline(_) => None,
+            let chain = self.pager.write_value(value)?;
+            let head = chain.first().copied().ok_or(TreeError::Malformed {
+                page: PageId(0),
+                what: "empty overflow chain",
+            })?;
+            let len = value.len() as u64;
+            (Value::Overflow { head, len }, chain)
         };
         match self.insert(key, stored) {
-            Ok(old) => self.release(old),
+            Ok(old) => {
+                self.release(old);
+                Ok(())
+            }
             Err(e) => {
-                if let Some((head, len)) = chain {
-                    // The new chain is fresh and unreferenced: free it.
-                    self.pager.free_value(head, len)?;
-                }
+                // The new chain is fresh and unreferenced: free it.
+                self.pager.free_chain(chain);
                 Err(e)
             }
         }
@@ -184,15 +183,14 @@ impl<S: PageStore> Tree<S> {
         Self::check_key(key)?;
         let old = self.remove(key)?;
         let was = old.is_some();
-        self.release(old)?;
+        self.release(old);
         Ok(was)
     }
 
     /// Frees the overflow chain of a value that is gone.
-    fn release(&mut self, old: Option<Value>) -> Result<(), TreeError> {
-        match old {
-            Some(Value::Overflow { head, len }) => self.pager.free_value(head, len),
-            _ => Ok(()),
+    fn release(&mut self, old: Option<Value>) {
+        if let Some(Value::Overflow { head, len }) = old {
+            self.pager.free_value(head, len);
         }
     }
 

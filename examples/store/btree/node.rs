@@ -233,7 +233,7 @@ impl Node {
                 w.put(&(n.children.len() as u16).to_le_bytes());
                 let first = n.children.first().map_or(0, |c| c.0);
                 w.put(&first.to_le_bytes());
-                for (sep, child) in n.seps.iter().zip(&n.children[1..]) {
+                for (sep, child) in n.seps.iter().zip(n.children.iter().skip(1)) {
                     w.put(&(sep.len() as u16).to_le_bytes());
                     w.put(sep);
                     w.put(&child.0.to_le_bytes());
@@ -515,6 +515,82 @@ mod tests {
         let bytes = buf.seal(PageId(4), PageKind::Leaf, 1, 10).to_vec();
         let page = Page::open(&bytes, size, PageId(4)).unwrap();
         assert!(Node::decode(&page).is_err());
+    }
+
+    const KINDS: [PageKind; 4] = [
+        PageKind::Leaf,
+        PageKind::Inner,
+        PageKind::Overflow,
+        PageKind::FreeList,
+    ];
+
+    fn sample_leaf() -> Node {
+        let mut l = leaf(&[b"apple", b"banana", b"cherry", b"damson"]);
+        l.entries[2].value = Value::Overflow {
+            head: PageId(9),
+            len: 70_000,
+        };
+        Node::Leaf(l)
+    }
+
+    fn sample_inner() -> Node {
+        Node::Inner(Inner {
+            children: vec![PageId(3), PageId(5), PageId(7), PageId(8)],
+            seps: vec![b"d".to_vec(), b"k".to_vec(), b"t".to_vec()],
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any body under a valid checksum: a node or an error, no panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            kind in 0usize..4,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            let size = PageSize::MIN;
+            let mut buf = PageBuf::new(size);
+            buf.body_mut()[..body.len()].copy_from_slice(&body);
+            let bytes = buf.seal(PageId(4), KINDS[kind], 1, body.len()).to_vec();
+            let page = Page::open(&bytes, size, PageId(4)).unwrap();
+            let _ = Node::decode(&page);
+        }
+
+        /// Valid nodes with bytes changed under a valid checksum: decoding
+        /// never panics, and what it accepts encodes again to a valid page.
+        #[test]
+        fn damaged_nodes_never_panic(
+            inner in proptest::prelude::any::<bool>(),
+            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let size = PageSize::MIN;
+            let node = if inner { sample_inner() } else { sample_leaf() };
+            let mut buf = PageBuf::new(size);
+            let len = node.encode(&mut buf, PageId(4), 1).len();
+            assert_eq!(len, size.bytes());
+            let body_len = node.encoded_len();
+            for (at, b) in edits {
+                buf.body_mut()[at % body_len] = b;
+            }
+            let kind = if inner { PageKind::Inner } else { PageKind::Leaf };
+            let bytes = buf.seal(PageId(4), kind, 1, body_len).to_vec();
+            let page = Page::open(&bytes, size, PageId(4)).unwrap();
+            if let Ok(n) = Node::decode(&page) {
+                let mut again = PageBuf::new(size);
+                let bytes = n.encode(&mut again, PageId(4), 1).to_vec();
+                let page = Page::open(&bytes, size, PageId(4)).unwrap();
+                proptest::prop_assert_eq!(Node::decode(&page).unwrap(), n);
+            }
+        }
+
+        /// Free-list bodies: a list or `None`, no panic.
+        #[test]
+        fn arbitrary_free_list_bodies_never_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let _ = super::super::free::decode_list_page(&body);
+        }
     }
 
     #[test]

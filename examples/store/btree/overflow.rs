@@ -44,11 +44,11 @@ fn link(body: &[u8], page: PageId) -> Result<(Option<PageId>, &[u8]), TreeError>
 }
 
 impl<S: PageStore> Pager<S> {
-    /// Writes `value` as a new chain; returns its head.
+    /// Writes `value` as a new chain; returns its pages, head first.
     ///
     /// # Errors
     /// A write failed (the chain's pages are freed again).
-    pub fn write_value(&mut self, value: &[u8]) -> Result<PageId, TreeError> {
+    pub fn write_value(&mut self, value: &[u8]) -> Result<Vec<PageId>, TreeError> {
         let chunk = chunk_len(self.size);
         let ids: Vec<PageId> = (0..value.len().div_ceil(chunk))
             .map(|_| self.space.allocate())
@@ -63,16 +63,11 @@ impl<S: PageStore> Pager<S> {
             let bytes = buf.seal(id, PageKind::Overflow, epoch, LINK_HEAD + data.len());
             let written = self.store.write_page(id, bytes);
             if let Err(source) = written {
-                for &id in &ids {
-                    self.space.free(id);
-                }
+                self.free_chain(ids);
                 return Err(TreeError::Write { page: id, source });
             }
         }
-        ids.first().copied().ok_or(TreeError::Malformed {
-            page: PageId(0),
-            what: "empty overflow chain",
-        })
+        Ok(ids)
     }
 
     /// Walks the chain at `head` of a `len`-byte value, checking O1, and
@@ -133,17 +128,27 @@ impl<S: PageStore> Pager<S> {
         Ok(out)
     }
 
-    /// Frees the chain of a value no longer referenced (F2).
-    ///
-    /// # Errors
-    /// A link could not be read: its pages stay allocated (leaked until a
-    /// later repair), never reused while possibly referenced.
-    pub fn free_value(&mut self, head: PageId, len: u64) -> Result<(), TreeError> {
+    /// Frees the chain of a value no longer referenced (F2). A chain that
+    /// cannot be walked (a link failed its checks) keeps its pages: they
+    /// leak, with a warning naming the link, rather than be reused while
+    /// something might still refer to them; the change that dropped the
+    /// value stands.
+    pub fn free_value(&mut self, head: PageId, len: u64) {
         let mut ids = Vec::new();
-        self.walk_value(head, len, |id, _| ids.push(id))?;
+        match self.walk_value(head, len, |id, _| ids.push(id)) {
+            Ok(()) => {
+                for id in ids {
+                    self.space.free(id);
+                }
+            }
+            Err(e) => tracing::warn!(target: "store", "overflow chain at {head} leaked: {e}"),
+        }
+    }
+
+    /// Frees the pages of a chain just written and never referenced.
+    pub fn free_chain(&mut self, ids: Vec<PageId>) {
         for id in ids {
             self.space.free(id);
         }
-        Ok(())
     }
 }
