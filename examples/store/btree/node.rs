@@ -269,37 +269,66 @@ impl Node {
     }
 }
 
+/// A value as it lies in the page.
+enum RawValue<'a> {
+    Inline(&'a [u8]),
+    Overflow { head: PageId, len: u64 },
+}
+
+impl RawValue<'_> {
+    fn to_value(&self) -> Value {
+        match *self {
+            RawValue::Inline(v) => Value::Inline(v.to_vec()),
+            RawValue::Overflow { head, len } => Value::Overflow { head, len },
+        }
+    }
+}
+
+/// One leaf entry, borrowed from the body.
+fn leaf_entry<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], RawValue<'a>), TreeError> {
+    let key_len = r.u16()? as usize;
+    let tag = r.u8()?;
+    let key = r.key(key_len)?;
+    let value = match tag {
+        TAG_INLINE => {
+            let len = r.u32()? as usize;
+            RawValue::Inline(r.bytes(len)?)
+        }
+        TAG_OVERFLOW => {
+            let len = r.u64()?;
+            let head = r.u64()?;
+            if head == 0 || len == 0 {
+                return Err(r.malformed("empty overflow reference"));
+            }
+            RawValue::Overflow {
+                head: PageId(head),
+                len,
+            }
+        }
+        _ => return Err(r.malformed("unknown value tag")),
+    };
+    Ok((key, value))
+}
+
+/// One separator and the child after it, borrowed from the body.
+fn inner_entry<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], PageId), TreeError> {
+    let len = r.u16()? as usize;
+    let sep = r.key(len)?;
+    Ok((sep, r.child()?))
+}
+
 fn decode_leaf(r: &mut Reader<'_>) -> Result<Leaf, TreeError> {
     let count = r.u16()? as usize;
     let mut entries: Vec<Entry> = Vec::with_capacity(count.min(4096));
     for _ in 0..count {
-        let key_len = r.u16()? as usize;
-        let tag = r.u8()?;
-        let key = r.key(key_len)?;
-        let value = match tag {
-            TAG_INLINE => {
-                let len = r.u32()? as usize;
-                Value::Inline(r.bytes(len)?.to_vec())
-            }
-            TAG_OVERFLOW => {
-                let len = r.u64()?;
-                let head = r.u64()?;
-                if head == 0 || len == 0 {
-                    return Err(r.malformed("empty overflow reference"));
-                }
-                Value::Overflow {
-                    head: PageId(head),
-                    len,
-                }
-            }
-            _ => return Err(r.malformed("unknown value tag")),
-        };
-        if let Some(prev) = entries.last()
-            && prev.key.as_slice().cmp(&key) != Ordering::Less
-        {
+        let (key, value) = leaf_entry(r)?;
+        if entries.last().is_some_and(|p| p.key.as_slice() >= key) {
             return Err(r.malformed("leaf keys out of order"));
         }
-        entries.push(Entry { key, value });
+        entries.push(Entry {
+            key: key.to_vec(),
+            value: value.to_value(),
+        });
     }
     Ok(Leaf { entries })
 }
@@ -313,15 +342,79 @@ fn decode_inner(r: &mut Reader<'_>) -> Result<Inner, TreeError> {
     let mut seps: Vec<Vec<u8>> = Vec::with_capacity(count.min(4096));
     children.push(r.child()?);
     for _ in 1..count {
-        let len = r.u16()? as usize;
-        let sep = r.key(len)?;
-        if seps.last().is_some_and(|p| p.as_slice() >= sep.as_slice()) {
+        let (sep, child) = inner_entry(r)?;
+        if seps.last().is_some_and(|p| p.as_slice() >= sep) {
             return Err(r.malformed("separators out of order"));
         }
-        seps.push(sep);
-        children.push(r.child()?);
+        seps.push(sep.to_vec());
+        children.push(child);
     }
     Ok(Inner { children, seps })
+}
+
+/// What a point lookup found in one page.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A leaf: the key's value, if present.
+    Leaf(Option<Value>),
+    /// An inner node: the child to descend into.
+    Child(PageId),
+}
+
+/// Looks `key` up in a page without decoding the whole node: it parses
+/// entries in order and stops at the first key past `key`. It checks the
+/// order of what it reads (N1, N2) and bounds every read, but not the part
+/// of the page it does not reach (the checksum covers that).
+///
+/// # Errors
+/// [`TreeError::Malformed`] for a broken entry on the way, or
+/// [`crate::page::PageError::UnexpectedKind`] for a non-tree page.
+pub fn lookup(page: &Page<'_>, key: &[u8]) -> Result<Found, TreeError> {
+    let mut r = Reader::new(page.body, page.id);
+    match page.kind {
+        PageKind::Leaf => {
+            let count = r.u16()?;
+            let mut prev: Option<&[u8]> = None;
+            for _ in 0..count {
+                let (k, v) = leaf_entry(&mut r)?;
+                if prev.is_some_and(|p| p >= k) {
+                    return Err(r.malformed("leaf keys out of order"));
+                }
+                match k.cmp(key) {
+                    Ordering::Less => prev = Some(k),
+                    Ordering::Equal => return Ok(Found::Leaf(Some(v.to_value()))),
+                    Ordering::Greater => break,
+                }
+            }
+            Ok(Found::Leaf(None))
+        }
+        PageKind::Inner => {
+            let count = r.u16()?;
+            if count == 0 {
+                return Err(r.malformed("inner node without children"));
+            }
+            let mut child = r.child()?;
+            let mut prev: Option<&[u8]> = None;
+            for _ in 1..count {
+                let (sep, next) = inner_entry(&mut r)?;
+                if prev.is_some_and(|p| p >= sep) {
+                    return Err(r.malformed("separators out of order"));
+                }
+                if sep > key {
+                    break;
+                }
+                prev = Some(sep);
+                child = next;
+            }
+            Ok(Found::Child(child))
+        }
+        found => Err(crate::page::PageError::UnexpectedKind {
+            page: page.id,
+            expected: PageKind::Leaf,
+            found,
+        }
+        .into()),
+    }
 }
 
 struct Writer<'a> {
@@ -389,11 +482,11 @@ impl<'a> Reader<'a> {
         self.array().map(u64::from_le_bytes)
     }
 
-    fn key(&mut self, len: usize) -> Result<Vec<u8>, TreeError> {
+    fn key(&mut self, len: usize) -> Result<&'a [u8], TreeError> {
         if len > MAX_TREE_KEY {
             return Err(self.malformed("key longer than the bound"));
         }
-        Ok(self.bytes(len)?.to_vec())
+        self.bytes(len)
     }
 
     fn child(&mut self) -> Result<PageId, TreeError> {
@@ -483,6 +576,25 @@ mod tests {
     }
 
     #[test]
+    fn lookup_agrees_with_the_decoded_node() {
+        let size = PageSize::MIN;
+        for node in [sample_leaf(), sample_inner()] {
+            let mut buf = PageBuf::new(size);
+            let bytes = node.encode(&mut buf, PageId(4), 1).to_vec();
+            let page = Page::open(&bytes, size, PageId(4)).unwrap();
+            for key in [&b""[..], b"a", b"apple", b"cherry", b"d", b"e", b"k", b"z"] {
+                let want = match &node {
+                    Node::Leaf(l) => {
+                        Found::Leaf(l.search(key).ok().map(|i| l.entries[i].value.clone()))
+                    }
+                    Node::Inner(n) => Found::Child(n.children[n.child_index(key)]),
+                };
+                assert_eq!(lookup(&page, key).unwrap(), want, "{key:?}");
+            }
+        }
+    }
+
+    #[test]
     fn child_index_follows_separators() {
         let n = Inner {
             children: vec![PageId(3), PageId(5), PageId(7)],
@@ -555,6 +667,7 @@ mod tests {
             let bytes = buf.seal(PageId(4), KINDS[kind], 1, body.len()).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
             let _ = Node::decode(&page);
+            let _ = lookup(&page, &body[..body.len().min(8)]);
         }
 
         /// Valid nodes with bytes changed under a valid checksum: decoding
@@ -576,6 +689,7 @@ mod tests {
             let kind = if inner { PageKind::Inner } else { PageKind::Leaf };
             let bytes = buf.seal(PageId(4), kind, 1, body_len).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
+            let _ = lookup(&page, b"cherry");
             if let Ok(n) = Node::decode(&page) {
                 let mut again = PageBuf::new(size);
                 let bytes = n.encode(&mut again, PageId(4), 1).to_vec();

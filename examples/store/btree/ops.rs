@@ -9,7 +9,7 @@
 //! quarter full); lookups stay correct because N2 holds regardless of fill.
 
 use super::error::TreeError;
-use super::node::{Entry, Inner, Leaf, Node, Value};
+use super::node::{Entry, Found, Inner, Leaf, Node, Value};
 use super::{MAX_DEPTH, Tree};
 use crate::page::PageId;
 use crate::pagestore::PageStore;
@@ -54,16 +54,10 @@ impl<S: PageStore> Tree<S> {
             return Ok(None);
         };
         for _ in 0..=MAX_DEPTH {
-            let next = match &*self.pager.node(id)? {
-                Node::Leaf(leaf) => {
-                    let found = leaf.search(key).ok();
-                    return Ok(found
-                        .and_then(|i| leaf.entries.get(i))
-                        .map(|e| e.value.clone()));
-                }
-                Node::Inner(inner) => step(inner, key, id)?.1,
-            };
-            id = next;
+            match self.pager.lookup(id, key)? {
+                Found::Leaf(value) => return Ok(value),
+                Found::Child(child) => id = child,
+            }
         }
         Err(too_deep(id))
     }

@@ -16,7 +16,7 @@
 
 use super::error::TreeError;
 use super::free::{self, FreeRecord, FreeSpace};
-use super::node::Node;
+use super::node::{self, Found, Node};
 use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
 use crate::pagestore::{PageStore, first_data_page};
 use std::borrow::Cow;
@@ -122,6 +122,27 @@ impl<S: PageStore> Pager<S> {
         match self.dirty.get(&id) {
             Some(n) => Ok(Cow::Borrowed(n)),
             None => self.with_page(id, |p| Node::decode(&p)).map(Cow::Owned),
+        }
+    }
+
+    /// Looks `key` up in the node at `id`: in the dirty copy, or in place
+    /// in the page read from disk (no decoding of the whole node).
+    pub fn lookup(&self, id: PageId, key: &[u8]) -> Result<Found, TreeError> {
+        match self.dirty.get(&id) {
+            Some(Node::Leaf(leaf)) => Ok(Found::Leaf(
+                leaf.search(key)
+                    .ok()
+                    .and_then(|i| leaf.entries.get(i))
+                    .map(|e| e.value.clone()),
+            )),
+            Some(Node::Inner(inner)) => {
+                let child = inner.children.get(inner.child_index(key)).copied();
+                child.map(Found::Child).ok_or(TreeError::Malformed {
+                    page: id,
+                    what: "fewer children than separators",
+                })
+            }
+            None => self.with_page(id, |p| node::lookup(&p, key)),
         }
     }
 
