@@ -11,12 +11,14 @@
 //!
 //! Modules: `node` (node encoding, N1-N3), `pager` (page checks, dirty
 //! nodes, copy-on-write), `free` (free space policy, F1-F2), `ops`
-//! (search, insert, delete), `cursor` (ordered scans), `overflow` (value
+//! (search, insert, delete), `merge` (underfull nodes into a neighbour),
+//! `cursor` (ordered scans), `overflow` (value
 //! chains, O1), `error`.
 
 mod cursor;
 mod error;
 mod free;
+mod merge;
 mod node;
 mod ops;
 mod overflow;

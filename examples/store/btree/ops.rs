@@ -4,9 +4,10 @@
 //! Deletion frees what becomes empty: an empty leaf is freed and its
 //! parent forgets it (with one separator), an inner node left without
 //! children goes too, and a root with one child is replaced by that child,
-//! so the tree shrinks in height. Nodes that are merely underfull are not
-//! merged or rebalanced (the next step may merge neighbours under a
-//! quarter full); lookups stay correct because N2 holds regardless of fill.
+//! so the tree shrinks in height. A node left under a quarter full merges
+//! with a neighbour when the two fit in three quarters of a page
+//! (`merge.rs`); nodes are not otherwise rebalanced (no borrowing of
+//! entries between neighbours), which N2 does not need.
 
 use super::error::TreeError;
 use super::node::{Entry, Found, Inner, Leaf, Node, Value};
@@ -233,6 +234,7 @@ impl<S: PageStore> Tree<S> {
                     .get_mut(i)
                     .ok_or(not_a(at, "child vanished"))?;
                 *slot = c;
+                self.merge_if_small(at, i)?;
             }
             None => {
                 // Child i's range joins its left neighbour's (or, for the

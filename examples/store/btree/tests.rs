@@ -365,3 +365,93 @@ fn check_free_list(tree: &Tree<FileStore>, at: TreeRoot) {
     let in_memory: HashSet<PageId> = tree.pager.space.all_free().into_iter().collect();
     assert_eq!(on_disk, in_memory, "the free list on disk differs");
 }
+
+#[test]
+fn underfull_nodes_merge_after_deletes() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let mut at = empty_root(size);
+    let mut tree = open(&dir.file("data"), size, at);
+    for i in 0..20_000u32 {
+        tree.put(format!("{i:08}").as_bytes(), &i.to_le_bytes())
+            .unwrap();
+    }
+    at = checkpoint(&mut tree, at);
+    let before = tree_pages(&tree);
+    for i in (0..20_000u32).filter(|i| i % 20 != 0) {
+        assert!(tree.delete(format!("{i:08}").as_bytes()).unwrap());
+    }
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    let after = tree_pages(&tree);
+    // 1000 entries of 19 bytes fill about 7 pages; unmerged, every one of
+    // the leaves would stay.
+    assert!(
+        before > 80 && after < 20,
+        "{before} pages before, {after} after"
+    );
+    let all = tree.scan(b"", None, usize::MAX).unwrap();
+    assert_eq!(all.entries.len(), 1000);
+}
+
+fn tree_pages(tree: &Tree<FileStore>) -> usize {
+    let mut pages = Vec::new();
+    if let Some(root) = tree.root {
+        walk(tree, root, (None, None), 0, &mut None, &mut pages);
+    }
+    pages.len()
+}
+
+#[test]
+fn long_separators_make_a_deep_tree_that_shrinks_back() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let mut tree = open(&path, size, at);
+    let mut model = Model::new();
+    let mut rng = Rng(99);
+    // Keys share a 900-byte prefix, so separators are long and inner
+    // nodes hold only a few children: five or more levels.
+    let key = |i: u64| {
+        let mut k = vec![b'p'; 900];
+        k.extend_from_slice(format!("{i:08}").as_bytes());
+        k
+    };
+    for _ in 0..2500 {
+        let k = key(rng.below(1_000_000));
+        let len = rng.below(90) as usize;
+        let v = rng.bytes(len);
+        tree.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    let before = tree_pages(&tree);
+    let mut depth = 0;
+    let mut id = tree.root.unwrap();
+    while let Node::Inner(n) = tree.pager.node(id).unwrap().into_owned() {
+        id = n.children[0];
+        depth += 1;
+    }
+    assert!(depth >= 4, "depth {depth}");
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    for (n, k) in keys.iter().enumerate() {
+        if rng.below(10) != 0 {
+            assert!(tree.delete(k).unwrap());
+            model.remove(k);
+        }
+        if n % 500 == 0 {
+            at = checkpoint(&mut tree, at);
+            check(&tree, size, at);
+        }
+    }
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    same_as_model(&tree, &model);
+    let after = tree_pages(&tree);
+    assert!(after * 4 < before, "{before} pages before, {after} after");
+    drop(tree);
+    let tree = open(&path, size, at);
+    same_as_model(&tree, &model);
+}
