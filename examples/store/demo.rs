@@ -112,7 +112,11 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
         cli.keys
     );
     let mut shard = Shard::open(file, opts)?;
-    let mut model = Model::new();
+    // A directory from an earlier run: what it holds is the starting model.
+    let mut model = existing(&shard)?;
+    if !model.is_empty() {
+        println!("reopened an existing store: {} keys", model.len());
+    }
     load(&mut shard, &mut model, cli.keys)?;
     println!("{} dirty nodes in memory", shard.stats().dirty);
     let t = Instant::now();
@@ -145,6 +149,22 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
         bytes as f64 / (1 << 20) as f64
     );
     Ok(())
+}
+
+/// Everything in the demo's two tables.
+fn existing(shard: &Shard) -> Result<Model, DemoError> {
+    let mut model = Model::new();
+    for table in [USERS, EVENTS] {
+        let mut from = Some(Vec::new());
+        while let Some(k) = from.take() {
+            let batch = shard.scan(table, &k, 4096)?;
+            for (k, v) in batch.entries {
+                model.insert((table, k), v);
+            }
+            from = batch.resume;
+        }
+    }
+    Ok(model)
 }
 
 /// Puts `keys` small values in a scrambled order, then three large ones.
