@@ -125,7 +125,7 @@ fn check(tree: &Tree<FileStore>, size: PageSize, at: TreeRoot) {
     assert_eq!(set, all, "pages leaked or out of range");
 }
 
-fn same_as_model(tree: &Tree<FileStore>, model: &Model) {
+fn same_as_model<S: crate::pagestore::PageStore>(tree: &Tree<S>, model: &Model) {
     let all = tree.scan(b"", None, usize::MAX).unwrap();
     assert!(all.resume.is_none());
     let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -453,5 +453,94 @@ fn long_separators_make_a_deep_tree_that_shrinks_back() {
     assert!(after * 4 < before, "{before} pages before, {after} after");
     drop(tree);
     let tree = open(&path, size, at);
+    same_as_model(&tree, &model);
+}
+
+/// A store whose writes or syncs fail on demand (a full or failing disk).
+struct Faulty {
+    inner: FileStore,
+    fail_write_at: Option<usize>,
+    fail_sync: bool,
+    writes: usize,
+}
+
+impl crate::pagestore::PageStore for Faulty {
+    fn read_page(&self, id: PageId, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_page(id, buf)
+    }
+
+    fn write_page(&mut self, id: PageId, buf: &[u8]) -> std::io::Result<()> {
+        self.writes += 1;
+        if self.fail_write_at == Some(self.writes) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.inner.write_page(id, buf)
+    }
+
+    fn read_slot(&self, slot: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_slot(slot, buf)
+    }
+
+    fn write_slot(&mut self, slot: usize, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_slot(slot, buf)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.fail_sync {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn failed_writes_and_syncs_keep_the_changes_for_the_next_checkpoint() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let (inner, _) = FileStore::open(&path, size).unwrap();
+    let store = Faulty {
+        inner,
+        fail_write_at: None,
+        fail_sync: false,
+        writes: 0,
+    };
+    let mut tree = Tree::open(store, size, at).unwrap();
+    let mut model = Model::new();
+    let mut rng = Rng(5);
+    for round in 0..6u64 {
+        for _ in 0..300 {
+            let k = key(rng.below(2000));
+            let v = value(&mut rng);
+            // A put whose overflow chain cannot be written fails whole.
+            tree.store_mut().fail_write_at =
+                (rng.below(10) == 0).then_some(tree.store_mut().writes + 1);
+            match tree.put(&k, &v) {
+                Ok(()) => {
+                    model.insert(k, v);
+                }
+                Err(TreeError::Write { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            tree.store_mut().fail_write_at = None;
+        }
+        // A failing checkpoint: a page write (round 0, 2, 4) or the sync.
+        if round % 2 == 0 {
+            tree.store_mut().fail_write_at = Some(tree.store_mut().writes + 1 + round as usize * 7);
+        } else {
+            tree.store_mut().fail_sync = true;
+        }
+        assert!(tree.write_checkpoint(at.seq + 1).is_err());
+        tree.store_mut().fail_write_at = None;
+        tree.store_mut().fail_sync = false;
+        same_as_model(&tree, &model);
+        let written = tree.write_checkpoint(at.seq + 1).unwrap();
+        at = written.root;
+        tree.checkpoint_done(written);
+    }
+    drop(tree);
+    let tree = open(&path, size, at);
+    check(&tree, size, at);
     same_as_model(&tree, &model);
 }
