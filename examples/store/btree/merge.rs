@@ -72,19 +72,17 @@ impl<S: PageStore> Tree<S> {
         if merged.encoded_len() > cap / 4 * 3 {
             return Ok(());
         }
+        // The last read that can fail (T1); what follows only changes
+        // dirty nodes in memory, at indices checked above.
         let (left_at, node) = self.pager.node_mut(left)?;
         *node = merged;
         self.pager.discard(right);
-        let (_, node) = self.pager.node_mut(parent)?;
-        let Node::Inner(p) = node else {
-            return Err(malformed(parent, "inner node changed kind"));
-        };
-        if l + 1 >= p.children.len() || l >= p.seps.len() {
-            return Err(malformed(parent, "children changed during a merge"));
+        let p = self.inner_mut(parent)?;
+        if l + 1 < p.children.len() && l < p.seps.len() {
+            p.children[l] = left_at;
+            p.children.remove(l + 1);
+            p.seps.remove(l);
         }
-        p.children[l] = left_at;
-        p.children.remove(l + 1);
-        p.seps.remove(l);
         Ok(())
     }
 }

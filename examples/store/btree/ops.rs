@@ -1,5 +1,13 @@
-//! Search, insert and delete: recursive descents that copy the path they
-//! change (C1) and split or drop nodes on the way back up.
+//! Search, insert and delete.
+//!
+//! A change first copies the path from the root to the key's leaf, top
+//! down (C1), re-pointing each parent at its child's copy at once; only
+//! then does it change the leaf and, bottom up, split or drop nodes, which
+//! is all in memory on dirty nodes. **Invariant T1:** every read that can
+//! fail happens while the working tree is whole (a copy has the same
+//! contents as its original), so a failed operation leaves the tree as it
+//! was, with at most some nodes copied, and never leaves a page freed that
+//! the tree still reaches.
 //!
 //! Deletion frees what becomes empty: an empty leaf is freed and its
 //! parent forgets it (with one separator), an inner node left without
@@ -15,18 +23,12 @@ use super::{MAX_DEPTH, Tree};
 use crate::page::PageId;
 use crate::pagestore::PageStore;
 
-/// What an insert below a node did to it.
-enum Grown {
-    /// The node now lives at this id.
-    Same(PageId),
-    /// The node split into a left at the first id and a right at the
-    /// second, with the separator between them.
-    Split(PageId, Vec<u8>, PageId),
+/// The copied path to a leaf: each inner node with the index of the child
+/// taken, root first, and the leaf.
+struct Path {
+    inner: Vec<(PageId, usize)>,
+    leaf: PageId,
 }
-
-/// What a delete below a node did to it: the id it now has, or `None` if
-/// it became empty and was freed.
-type Shrunk = Option<PageId>;
 
 fn too_deep(page: PageId) -> TreeError {
     TreeError::TooDeep {
@@ -35,7 +37,7 @@ fn too_deep(page: PageId) -> TreeError {
     }
 }
 
-fn not_a(page: PageId, what: &'static str) -> TreeError {
+fn malformed(page: PageId, what: &'static str) -> TreeError {
     TreeError::Malformed { page, what }
 }
 
@@ -45,7 +47,7 @@ fn step(inner: &Inner, key: &[u8], page: PageId) -> Result<(usize, PageId), Tree
     let child = inner.children.get(i).copied();
     child
         .map(|c| (i, c))
-        .ok_or(not_a(page, "fewer children than separators"))
+        .ok_or(malformed(page, "fewer children than separators"))
 }
 
 impl<S: PageStore> Tree<S> {
@@ -63,8 +65,46 @@ impl<S: PageStore> Tree<S> {
         Err(too_deep(id))
     }
 
-    /// Stores `value` under `key` below the root; returns the value it
-    /// replaced.
+    /// The dirty inner node at `id`.
+    pub(super) fn inner_mut(&mut self, id: PageId) -> Result<&mut Inner, TreeError> {
+        match self.pager.node_mut(id)? {
+            (_, Node::Inner(n)) => Ok(n),
+            (at, Node::Leaf(_)) => Err(malformed(at, "expected an inner node")),
+        }
+    }
+
+    /// The dirty leaf at `id`.
+    fn leaf_mut(&mut self, id: PageId) -> Result<&mut Leaf, TreeError> {
+        match self.pager.node_mut(id)? {
+            (_, Node::Leaf(l)) => Ok(l),
+            (at, Node::Inner(_)) => Err(malformed(at, "expected a leaf")),
+        }
+    }
+
+    /// Copies the path from `root` to the leaf for `key` (T1): each copy is
+    /// made, then its parent re-pointed, before the next read.
+    fn copy_path(&mut self, root: PageId, key: &[u8]) -> Result<Path, TreeError> {
+        let (mut id, _) = self.pager.node_mut(root)?;
+        self.root = Some(id);
+        let mut inner = Vec::new();
+        loop {
+            let (i, child) = match &*self.pager.node(id)? {
+                Node::Leaf(_) => return Ok(Path { inner, leaf: id }),
+                Node::Inner(n) => step(n, key, id)?,
+            };
+            if inner.len() >= MAX_DEPTH {
+                return Err(too_deep(id));
+            }
+            let (copy, _) = self.pager.node_mut(child)?;
+            if let Some(slot) = self.inner_mut(id)?.children.get_mut(i) {
+                *slot = copy;
+            }
+            inner.push((id, i));
+            id = copy;
+        }
+    }
+
+    /// Stores `value` under `key`; returns the value it replaced.
     pub(super) fn insert(&mut self, key: &[u8], value: Value) -> Result<Option<Value>, TreeError> {
         let Some(root) = self.root else {
             let leaf = Leaf {
@@ -76,90 +116,60 @@ impl<S: PageStore> Tree<S> {
             self.root = Some(self.pager.insert(Node::Leaf(leaf)));
             return Ok(None);
         };
-        let (grown, old) = self.insert_below(root, key, value, 0)?;
-        self.root = Some(match grown {
-            Grown::Same(id) => id,
-            Grown::Split(left, sep, right) => self.pager.insert(Node::Inner(Inner {
-                children: vec![left, right],
-                seps: vec![sep],
-            })),
-        });
+        let path = self.copy_path(root, key)?;
+        let leaf = self.leaf_mut(path.leaf)?;
+        let old = match leaf.search(key) {
+            Ok(j) => leaf
+                .entries
+                .get_mut(j)
+                .map(|e| std::mem::replace(&mut e.value, value)),
+            Err(j) => {
+                let key = key.to_vec();
+                leaf.entries.insert(j, Entry { key, value });
+                None
+            }
+        };
+        self.split_up(path)?;
         Ok(old)
     }
 
-    fn insert_below(
-        &mut self,
-        id: PageId,
-        key: &[u8],
-        value: Value,
-        depth: usize,
-    ) -> Result<(Grown, Option<Value>), TreeError> {
-        if depth > MAX_DEPTH {
-            return Err(too_deep(id));
-        }
-        let below = match &*self.pager.node(id)? {
-            Node::Leaf(_) => None,
-            Node::Inner(inner) => Some(step(inner, key, id)?),
-        };
+    /// Splits every overfull node on the (dirty) path, bottom up, growing a
+    /// new root if the old one splits.
+    fn split_up(&mut self, path: Path) -> Result<(), TreeError> {
         let cap = self.pager.size.body_capacity();
-        let Some((i, child)) = below else {
-            let (at, node) = self.pager.node_mut(id)?;
-            let Node::Leaf(leaf) = node else {
-                return Err(not_a(at, "leaf changed kind"));
+        let mut at = path.leaf;
+        let mut parents = path.inner;
+        loop {
+            let (_, node) = self.pager.node_mut(at)?;
+            if node.encoded_len() <= cap {
+                return Ok(());
+            }
+            let split = match node {
+                Node::Leaf(l) => l.split().map(|(s, r)| (s, Node::Leaf(r))),
+                Node::Inner(n) => n.split().map(|(s, r)| (s, Node::Inner(r))),
             };
-            let old = match leaf.search(key) {
-                Ok(j) => leaf
-                    .entries
-                    .get_mut(j)
-                    .map(|e| std::mem::replace(&mut e.value, value)),
-                Err(j) => {
-                    let key = key.to_vec();
-                    leaf.entries.insert(j, Entry { key, value });
-                    None
+            let (sep, right) = split.ok_or(malformed(at, "node too large to split"))?;
+            let right = self.pager.insert(right);
+            match parents.pop() {
+                Some((parent, i)) => {
+                    let p = self.inner_mut(parent)?;
+                    if i >= p.children.len() {
+                        return Err(malformed(parent, "child vanished"));
+                    }
+                    p.children.insert(i + 1, right);
+                    p.seps.insert(i, sep);
+                    at = parent;
                 }
-            };
-            let split = if leaf.encoded_len() > cap {
-                Some(leaf.split().ok_or(not_a(at, "leaf too large to split"))?)
-            } else {
-                None
-            };
-            let grown = match split {
-                None => Grown::Same(at),
-                Some((sep, right)) => Grown::Split(at, sep, self.pager.insert(Node::Leaf(right))),
-            };
-            return Ok((grown, old));
-        };
-        let (grown, old) = self.insert_below(child, key, value, depth + 1)?;
-        let (at, node) = self.pager.node_mut(id)?;
-        let Node::Inner(inner) = node else {
-            return Err(not_a(at, "inner node changed kind"));
-        };
-        let slot = inner
-            .children
-            .get_mut(i)
-            .ok_or(not_a(at, "child vanished"))?;
-        match grown {
-            Grown::Same(c) => *slot = c,
-            Grown::Split(left, sep, right) => {
-                *slot = left;
-                inner.children.insert(i + 1, right);
-                inner.seps.insert(i, sep);
+                None => {
+                    let root = Inner {
+                        children: vec![at, right],
+                        seps: vec![sep],
+                    };
+                    self.root = Some(self.pager.insert(Node::Inner(root)));
+                    return Ok(());
+                }
             }
         }
-        let split = if inner.encoded_len() > cap {
-            Some(
-                inner
-                    .split()
-                    .ok_or(not_a(at, "inner node too large to split"))?,
-            )
-        } else {
-            None
-        };
-        let grown = match split {
-            None => Grown::Same(at),
-            Some((sep, right)) => Grown::Split(at, sep, self.pager.insert(Node::Inner(right))),
-        };
-        Ok((grown, old))
     }
 
     /// Removes `key`; returns its value reference if it was there.
@@ -167,10 +177,48 @@ impl<S: PageStore> Tree<S> {
         let Some(root) = self.root else {
             return Ok(None);
         };
-        let Some((shrunk, old)) = self.remove_below(root, key, 0)? else {
+        // Look first, so a missing key copies nothing.
+        if self.find(key)?.is_none() {
+            return Ok(None);
+        }
+        let path = self.copy_path(root, key)?;
+        let leaf = self.leaf_mut(path.leaf)?;
+        let Ok(j) = leaf.search(key) else {
             return Ok(None);
         };
-        self.root = shrunk;
+        let old = leaf.entries.remove(j).value;
+        let mut gone = leaf.entries.is_empty();
+        if gone {
+            self.pager.discard(path.leaf);
+        }
+        for &(parent, i) in path.inner.iter().rev() {
+            if !gone {
+                // Merging only tidies: if it cannot read a neighbour the
+                // delete stands and the tree stays whole.
+                if let Err(e) = self.merge_if_small(parent, i) {
+                    tracing::warn!(target: "store", "no merge below {parent}: {e}");
+                }
+                continue;
+            }
+            // Child i's range joins its left neighbour's (or, for the
+            // first child, its right neighbour's): drop the separator at
+            // its lower edge (or upper edge).
+            let p = self.inner_mut(parent)?;
+            if i < p.children.len() {
+                p.children.remove(i);
+            }
+            let sep = i.saturating_sub(1);
+            if sep < p.seps.len() {
+                p.seps.remove(sep);
+            }
+            gone = p.children.is_empty();
+            if gone {
+                self.pager.discard(parent);
+            }
+        }
+        if gone {
+            self.root = None;
+        }
         self.collapse_root()?;
         Ok(Some(old))
     }
@@ -189,70 +237,5 @@ impl<S: PageStore> Tree<S> {
             self.root = Some(child);
         }
         Ok(())
-    }
-
-    fn remove_below(
-        &mut self,
-        id: PageId,
-        key: &[u8],
-        depth: usize,
-    ) -> Result<Option<(Shrunk, Value)>, TreeError> {
-        if depth > MAX_DEPTH {
-            return Err(too_deep(id));
-        }
-        let below = match &*self.pager.node(id)? {
-            Node::Leaf(leaf) => match leaf.search(key) {
-                Ok(_) => None,
-                Err(_) => return Ok(None),
-            },
-            Node::Inner(inner) => Some(step(inner, key, id)?),
-        };
-        let Some((i, child)) = below else {
-            let (at, node) = self.pager.node_mut(id)?;
-            let Node::Leaf(leaf) = node else {
-                return Err(not_a(at, "leaf changed kind"));
-            };
-            let j = leaf.search(key).map_err(|_| not_a(at, "key vanished"))?;
-            let old = leaf.entries.remove(j).value;
-            if leaf.entries.is_empty() {
-                self.pager.discard(at);
-                return Ok(Some((None, old)));
-            }
-            return Ok(Some((Some(at), old)));
-        };
-        let Some((shrunk, old)) = self.remove_below(child, key, depth + 1)? else {
-            return Ok(None);
-        };
-        let (at, node) = self.pager.node_mut(id)?;
-        let Node::Inner(inner) = node else {
-            return Err(not_a(at, "inner node changed kind"));
-        };
-        match shrunk {
-            Some(c) => {
-                let slot = inner
-                    .children
-                    .get_mut(i)
-                    .ok_or(not_a(at, "child vanished"))?;
-                *slot = c;
-                self.merge_if_small(at, i)?;
-            }
-            None => {
-                // Child i's range joins its left neighbour's (or, for the
-                // first child, its right neighbour's): drop the separator
-                // at its lower edge (or upper edge).
-                if i < inner.children.len() {
-                    inner.children.remove(i);
-                }
-                let sep = i.saturating_sub(1);
-                if sep < inner.seps.len() {
-                    inner.seps.remove(sep);
-                }
-                if inner.children.is_empty() {
-                    self.pager.discard(at);
-                    return Ok(Some((None, old)));
-                }
-            }
-        }
-        Ok(Some((Some(at), old)))
     }
 }

@@ -129,10 +129,10 @@ impl<S: PageStore> Pager<S> {
     }
 
     /// Frees the chain of a value no longer referenced (F2). A chain that
-    /// cannot be walked (a link failed its checks) keeps its pages: they
-    /// leak, with a warning naming the link, rather than be reused while
-    /// something might still refer to them; the change that dropped the
-    /// value stands.
+    /// cannot be walked now (a link failed its read or its checks) keeps
+    /// its pages and is retried at the next checkpoint ([`Pager::write_all`]);
+    /// it is never reused while something might still refer to it, and the
+    /// change that dropped the value stands.
     pub fn free_value(&mut self, head: PageId, len: u64) {
         let mut ids = Vec::new();
         match self.walk_value(head, len, |id, _| ids.push(id)) {
@@ -141,7 +141,10 @@ impl<S: PageStore> Pager<S> {
                     self.space.free(id);
                 }
             }
-            Err(e) => tracing::warn!(target: "store", "overflow chain at {head} leaked: {e}"),
+            Err(e) => {
+                tracing::warn!(target: "store", "overflow chain at {head} not freed yet: {e}");
+                self.orphans.push((head, len));
+            }
         }
     }
 

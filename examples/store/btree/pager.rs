@@ -34,6 +34,11 @@ pub struct Pager<S> {
     /// The sequence number of the durable checkpoint; pages written now are
     /// for `durable + 1`.
     durable: u64,
+    /// Overflow chains no longer referenced whose freeing failed (a link
+    /// could not be read): retried at each checkpoint. A crash forgets
+    /// them, which leaks their pages in the file but never reuses one
+    /// that is referenced.
+    pub(super) orphans: Vec<(PageId, u64)>,
 }
 
 impl<S: PageStore> Pager<S> {
@@ -55,6 +60,7 @@ impl<S: PageStore> Pager<S> {
             space: FreeSpace::loaded(Vec::new(), Vec::new(), page_count),
             dirty: HashMap::new(),
             durable,
+            orphans: Vec::new(),
         };
         let (ids, list_pages) = pager.load_free_list(free_head)?;
         pager.space = FreeSpace::loaded(ids, list_pages, page_count);
@@ -183,12 +189,15 @@ impl<S: PageStore> Pager<S> {
         self.dirty.len()
     }
 
-    /// Writes every dirty node, then the free list; returns the free list
-    /// written. Nothing is durable until the store syncs.
+    /// Retries freeing orphaned chains, writes every dirty node, then the
+    /// free list; returns the free list written. Nothing is durable until the store syncs.
     ///
     /// # Errors
     /// A write failed, or a node does not fit its page.
     pub fn write_all(&mut self) -> Result<FreeRecord, TreeError> {
+        for (head, len) in std::mem::take(&mut self.orphans) {
+            self.free_value(head, len);
+        }
         let mut buf = self.page_buf();
         let epoch = self.epoch();
         let cap = self.size.body_capacity();

@@ -462,10 +462,32 @@ struct Faulty {
     fail_write_at: Option<usize>,
     fail_sync: bool,
     writes: usize,
+    /// Reads left before one fails (`None`: never).
+    fail_read_in: std::cell::Cell<Option<usize>>,
+}
+
+impl Faulty {
+    fn new(inner: FileStore) -> Self {
+        Faulty {
+            inner,
+            fail_write_at: None,
+            fail_sync: false,
+            writes: 0,
+            fail_read_in: std::cell::Cell::new(None),
+        }
+    }
 }
 
 impl crate::pagestore::PageStore for Faulty {
     fn read_page(&self, id: PageId, buf: &mut [u8]) -> std::io::Result<()> {
+        match self.fail_read_in.get() {
+            Some(0) => {
+                self.fail_read_in.set(None);
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            Some(n) => self.fail_read_in.set(Some(n - 1)),
+            None => {}
+        }
         self.inner.read_page(id, buf)
     }
 
@@ -500,13 +522,7 @@ fn failed_writes_and_syncs_keep_the_changes_for_the_next_checkpoint() {
     let path = dir.file("data");
     let mut at = empty_root(size);
     let (inner, _) = FileStore::open(&path, size).unwrap();
-    let store = Faulty {
-        inner,
-        fail_write_at: None,
-        fail_sync: false,
-        writes: 0,
-    };
-    let mut tree = Tree::open(store, size, at).unwrap();
+    let mut tree = Tree::open(Faulty::new(inner), size, at).unwrap();
     let mut model = Model::new();
     let mut rng = Rng(5);
     for round in 0..6u64 {
@@ -543,4 +559,65 @@ fn failed_writes_and_syncs_keep_the_changes_for_the_next_checkpoint() {
     let tree = open(&path, size, at);
     check(&tree, size, at);
     same_as_model(&tree, &model);
+}
+
+#[test]
+fn a_read_failing_inside_a_change_leaves_the_tree_whole() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let mut rng = Rng(11);
+    let mut model = Model::new();
+    let mut tree = open(&path, size, at);
+    for _ in 0..3000 {
+        let k = key(rng.below(3000));
+        let len = if rng.below(8) == 0 { 6000 } else { 40 };
+        let v = rng.bytes(len);
+        tree.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    at = checkpoint(&mut tree, at);
+    drop(tree);
+    let mut failed = 0;
+    for round in 0..20 {
+        // Reopened, every node is clean, so a change reads its whole path.
+        let (inner, _) = FileStore::open(&path, size).unwrap();
+        let mut tree = Tree::open(Faulty::new(inner), size, at).unwrap();
+        for _ in 0..50 {
+            let k = key(rng.below(3000));
+            tree.store_mut()
+                .fail_read_in
+                .set(Some(rng.below(6) as usize));
+            let put = rng.below(2) == 0;
+            let result = if put {
+                let len = if rng.below(8) == 0 { 6000 } else { 40 };
+                let v = rng.bytes(len);
+                tree.put(&k, &v).map(|()| {
+                    model.insert(k, v);
+                })
+            } else {
+                tree.delete(&k).map(|was| {
+                    assert_eq!(was, model.remove(&k).is_some());
+                })
+            };
+            tree.store_mut().fail_read_in.set(None);
+            match result {
+                Ok(()) => {}
+                Err(TreeError::Read { .. }) => {
+                    failed += 1;
+                    same_as_model(&tree, &model);
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let written = tree.write_checkpoint(at.seq + 1).unwrap();
+        at = written.root;
+        tree.checkpoint_done(written);
+        drop(tree);
+        let tree = open(&path, size, at);
+        check(&tree, size, at);
+        same_as_model(&tree, &model);
+    }
+    assert!(failed > 100, "{failed} changes failed on a read");
 }
