@@ -316,3 +316,23 @@ fn verify(shard: &Shard, model: &Model) -> Result<(), DemoError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dir::TempDir;
+
+    #[test]
+    fn the_demo_runs_twice_over_one_directory() {
+        let dir = TempDir::new();
+        let cli = Cli {
+            dir: Some(dir.0.clone()),
+            keys: 3000,
+            page_size: 8192,
+        };
+        run(&cli).unwrap();
+        // The second run starts from what the first left.
+        run(&cli).unwrap();
+        assert!(dir.file("shard-0.data").exists());
+    }
+}

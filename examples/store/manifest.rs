@@ -27,6 +27,15 @@
 //! slot is used. **Invariant M1:** the slot being written never holds the
 //! newest valid manifest, so a crash at any point leaves the last complete
 //! checkpoint readable.
+//!
+//! **Limitation:** if the newest *complete* manifest is later lost (bit rot
+//! in its slot), open falls back two generations, to a checkpoint whose
+//! free pages the lost one's successor may have reused. Such a page carries
+//! a newer epoch and is refused as stale (`btree::pager`, C2) until the
+//! fallen-back shard writes its next checkpoint; after that a page never
+//! read meanwhile would pass. Closing this needs the expected epoch (or
+//! checksum) of each child held in its parent, a format change for a
+//! later step.
 
 use crate::btree::TreeRoot;
 use crate::page::{PageId, PageSize};

@@ -213,7 +213,8 @@ fn falling_back_past_a_lost_manifest_never_serves_rewritten_pages() {
     crash_in_checkpoint(s, false);
     // Now the newest manifest is lost as well (bit rot): open falls back to
     // checkpoint 2, whose free pages were rewritten. Every read is its
-    // data or an error, never another checkpoint's data.
+    // data or an error, never another checkpoint's data (before the next
+    // checkpoint; see the limitation in manifest.rs).
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[newer_slot * SLOT_LEN + 100] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
