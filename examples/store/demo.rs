@@ -130,10 +130,12 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
     let seq = shard.checkpoint()?;
     let st = shard.stats();
     println!(
-        "checkpoint {seq}: {:.1} ms; file {} pages, {} reusable, {} pending",
+        "checkpoint {seq}: {:.1} ms; file {} pages: {} free, {} freed but kept \
+         for the older checkpoint, {} for this one",
         t.elapsed().as_secs_f64() * 1e3,
         st.page_count,
         st.reusable,
+        st.cooling,
         st.pending
     );
     scan_range(&shard, &model)?;

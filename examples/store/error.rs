@@ -20,6 +20,9 @@ pub enum StoreError {
     /// The data file or its directory could not be opened or created.
     #[error("{}: {source}", file.display())]
     Open { file: PathBuf, source: io::Error },
+    /// A manifest write failed; the shard takes no writes until reopened.
+    #[error("{}: a manifest write failed; reopen to write again", file.display())]
+    ReadOnly { file: PathBuf },
     /// A user key over [`crate::table::MAX_KEY`].
     #[error("key of {len} bytes exceeds the {max}-byte bound")]
     KeyTooLong { len: usize, max: usize },

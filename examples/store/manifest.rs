@@ -28,14 +28,12 @@
 //! newest valid manifest, so a crash at any point leaves the last complete
 //! checkpoint readable.
 //!
-//! **Limitation:** if the newest *complete* manifest is later lost (bit rot
-//! in its slot), open falls back two generations, to a checkpoint whose
-//! free pages the lost one's successor may have reused. Such a page carries
-//! a newer epoch and is refused as stale (`btree::pager`, C2) until the
-//! fallen-back shard writes its next checkpoint; after that a page never
-//! read meanwhile would pass. Closing this needs the expected epoch (or
-//! checksum) of each child held in its parent, a format change for a
-//! later step.
+//! Both kept checkpoints stay whole: a page freed by copy-on-write is
+//! reused only once neither slot's checkpoint reaches it (`btree::free`,
+//! F1), so falling back to the older slot (the newer one torn, or lost to
+//! a flipped byte later) finds every page it refers to. Each page also
+//! carries the epoch it was written for and a newer one is refused
+//! (`btree::pager`, C2), as a second line of defence.
 
 use crate::btree::TreeRoot;
 use crate::page::{PageId, PageSize};

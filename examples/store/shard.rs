@@ -12,7 +12,7 @@ use crate::btree::{ScanBatch, Tree, TreeError, TreeRoot, TreeStats};
 use crate::error::StoreError;
 use crate::manifest::{self, Manifest, ManifestError, ShardLayout};
 use crate::page::PageSize;
-use crate::pagestore::{FileStore, SLOTS, first_data_page};
+use crate::pagestore::{FileStore, PageStore, SLOTS, first_data_page};
 use crate::table::{MAX_KEY, TableId};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,15 +35,19 @@ pub struct Scan {
 
 /// A shard's data file, open.
 #[derive(Debug)]
-pub struct Shard {
+pub struct Shard<S = FileStore> {
     file: PathBuf,
-    tree: Tree<FileStore>,
+    tree: Tree<S>,
     /// The newest durable manifest and its slot.
     manifest: Manifest,
     slot: usize,
+    /// A manifest write failed: it may or may not be on disk, and a retry
+    /// would rewrite the pages it refers to, so the shard takes no more
+    /// writes until reopened (reads go on).
+    read_only: bool,
 }
 
-impl Shard {
+impl Shard<FileStore> {
     /// Opens the data file at `file`, creating it (with an empty first
     /// checkpoint) if it is absent or empty.
     ///
@@ -55,7 +59,26 @@ impl Shard {
             file: file.to_path_buf(),
             source,
         };
-        let (mut store, new) = FileStore::open(file, opts.page_size).map_err(open_err)?;
+        let (store, new) = FileStore::open(file, opts.page_size).map_err(open_err)?;
+        let shard = Self::open_store(store, new, file, opts)?;
+        if new {
+            sync_parent(file).map_err(open_err)?;
+        }
+        Ok(shard)
+    }
+}
+
+impl<S: PageStore> Shard<S> {
+    /// Opens the shard in `store` (the data file `file`; `new` if empty).
+    ///
+    /// # Errors
+    /// As [`Shard::open`].
+    pub fn open_store(
+        mut store: S,
+        new: bool,
+        file: &Path,
+        opts: ShardOptions,
+    ) -> Result<Self, StoreError> {
         let (manifest, slot) = if new {
             let m = Manifest {
                 page_size: opts.page_size,
@@ -69,7 +92,6 @@ impl Shard {
                 layout: opts.layout,
             };
             manifest::store(&mut store, file, 0, &m)?;
-            sync_parent(file).map_err(open_err)?;
             (m, 0)
         } else {
             manifest::load(&store, file)?
@@ -101,7 +123,17 @@ impl Shard {
             tree,
             manifest,
             slot,
+            read_only: false,
         })
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                file: self.file.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn tree_err(&self, source: TreeError) -> StoreError {
@@ -144,6 +176,7 @@ impl Shard {
     /// # Errors
     /// A bound is exceeded, or a page failed its checks or its write.
     pub fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
         let k = Self::tree_key(table, key)?;
         self.tree.put(&k, value).map_err(|e| self.tree_err(e))
     }
@@ -153,6 +186,7 @@ impl Shard {
     /// # Errors
     /// As [`Shard::get`].
     pub fn delete(&mut self, table: TableId, key: &[u8]) -> Result<bool, StoreError> {
+        self.writable()?;
         let k = Self::tree_key(table, key)?;
         self.tree.delete(&k).map_err(|e| self.tree_err(e))
     }
@@ -180,9 +214,13 @@ impl Shard {
     /// older slot, fsync. Returns the new checkpoint's sequence number.
     ///
     /// # Errors
-    /// A write or sync failed; the previous checkpoint stays the durable
-    /// one and the changes stay in memory.
+    /// A page write or sync failed: the previous checkpoint stays the
+    /// durable one and the changes stay in memory for a retry. Or the
+    /// manifest's write or sync failed: then the shard becomes read-only
+    /// until reopened ([`StoreError::ReadOnly`]), since the new manifest
+    /// may have reached the disk and a retry would rewrite its pages.
     pub fn checkpoint(&mut self) -> Result<u64, StoreError> {
+        self.writable()?;
         let seq = self.manifest.tree.seq + 1;
         let written = self
             .tree
@@ -195,6 +233,7 @@ impl Shard {
         let slot = (self.slot + 1) % SLOTS;
         if let Err(e) = manifest::store(self.tree.store_mut(), &self.file, slot, &next) {
             self.tree.checkpoint_failed(written);
+            self.read_only = true;
             return Err(e.into());
         }
         self.tree.checkpoint_done(written);

@@ -77,6 +77,7 @@ pub struct ScanBatch {
 pub struct TreeStats {
     pub page_count: u64,
     pub reusable: usize,
+    pub cooling: usize,
     pub pending: usize,
     pub dirty: usize,
 }
@@ -262,10 +263,11 @@ impl<S: PageStore> Tree<S> {
 
     /// Page and memory counts.
     pub fn stats(&self) -> TreeStats {
-        let (reusable, pending) = self.pager.space.counts();
+        let (reusable, cooling, pending) = self.pager.space.counts();
         TreeStats {
             page_count: self.pager.space.next(),
             reusable,
+            cooling,
             pending,
             dirty: self.pager.dirty_count(),
         }

@@ -15,7 +15,7 @@
 //! [`TreeError::Stale`], never served.
 
 use super::error::TreeError;
-use super::free::{self, FreeRecord, FreeSpace};
+use super::free::{self, FreeRecord, FreeSpace, LoadedList};
 use super::node::{self, Found, Node};
 use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
 use crate::pagestore::{PageStore, first_data_page};
@@ -57,13 +57,13 @@ impl<S: PageStore> Pager<S> {
         let mut pager = Pager {
             store,
             size,
-            space: FreeSpace::loaded(Vec::new(), Vec::new(), page_count),
+            space: FreeSpace::loaded(LoadedList::default(), page_count),
             dirty: HashMap::new(),
             durable,
             orphans: Vec::new(),
         };
-        let (ids, list_pages) = pager.load_free_list(free_head)?;
-        pager.space = FreeSpace::loaded(ids, list_pages, page_count);
+        let list = pager.load_free_list(free_head)?;
+        pager.space = FreeSpace::loaded(list, page_count);
         Ok(pager)
     }
 
@@ -223,15 +223,16 @@ impl<S: PageStore> Pager<S> {
 
     fn write_free_list(&mut self, record: &FreeRecord) -> Result<(), TreeError> {
         let per = free::ids_per_page(self.size);
+        let entries = record.entries();
         let mut buf = self.page_buf();
         let epoch = self.epoch();
         // Taking list pages out of the recorded ids can leave one more list
         // page than the ids need; it is written empty, so the chain is whole.
         for (i, &id) in record.list_pages.iter().enumerate() {
-            let from = (i * per).min(record.ids.len());
-            let to = (from + per).min(record.ids.len());
+            let from = (i * per).min(entries.len());
+            let to = (from + per).min(entries.len());
             let next = record.list_pages.get(i + 1).copied();
-            let len = free::encode_list_page(buf.body_mut(), next, &record.ids[from..to]);
+            let len = free::encode_list_page(buf.body_mut(), next, &entries[from..to]);
             let bytes = buf.seal(id, PageKind::FreeList, epoch, len);
             self.store
                 .write_page(id, bytes)
@@ -259,12 +260,8 @@ impl<S: PageStore> Pager<S> {
 
     /// Reads the free list starting at `head`: the ids it records and the
     /// pages that hold it. Every id must be a distinct data page.
-    pub(super) fn load_free_list(
-        &self,
-        head: Option<PageId>,
-    ) -> Result<(Vec<PageId>, Vec<PageId>), TreeError> {
-        let mut ids = Vec::new();
-        let mut pages = Vec::new();
+    pub(super) fn load_free_list(&self, head: Option<PageId>) -> Result<LoadedList, TreeError> {
+        let mut list = LoadedList::default();
         let mut seen = std::collections::HashSet::new();
         let first = first_data_page(self.size);
         let limit = self.space.next();
@@ -276,24 +273,29 @@ impl<S: PageStore> Pager<S> {
                     what: "free list revisits a page",
                 });
             }
-            pages.push(id);
-            let (next, chunk) = self.with_body(id, PageKind::FreeList, |body| {
+            list.pages.push(id);
+            let (next, entries) = self.with_body(id, PageKind::FreeList, |body| {
                 free::decode_list_page(body).ok_or(TreeError::Malformed {
                     page: id,
                     what: "bad free-list page",
                 })
             })?;
-            for p in chunk {
+            for raw in entries {
+                let (p, cooling) = free::entry(raw);
                 if p < first || p.0 >= limit || !seen.insert(p) {
                     return Err(TreeError::Malformed {
                         page: id,
                         what: "free list holds an invalid or repeated id",
                     });
                 }
-                ids.push(p);
+                if cooling {
+                    list.cooling.push(p);
+                } else {
+                    list.free.push(p);
+                }
             }
             at = next;
         }
-        Ok((ids, pages))
+        Ok(list)
     }
 }

@@ -4,7 +4,7 @@
 use super::node::{Node, Value};
 use super::*;
 use crate::page::PageSize;
-use crate::pagestore::{FileStore, first_data_page};
+use crate::pagestore::{FileStore, PageStore, first_data_page};
 use crate::test_dir::TempDir;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -125,7 +125,7 @@ fn check(tree: &Tree<FileStore>, size: PageSize, at: TreeRoot) {
     assert_eq!(set, all, "pages leaked or out of range");
 }
 
-fn same_as_model<S: crate::pagestore::PageStore>(tree: &Tree<S>, model: &Model) {
+fn same_as_model<S: PageStore>(tree: &Tree<S>, model: &Model) {
     let all = tree.scan(b"", None, usize::MAX).unwrap();
     assert!(all.resume.is_none());
     let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -163,6 +163,9 @@ fn run_model(seed: u64, size: PageSize, ops: usize) {
     let mut tree = open(&path, size, at);
     let mut model = Model::new();
     let mut durable = Model::new();
+    // The checkpoint before `at`, as the other manifest slot would hold it
+    // (`None` right after a fallback, which leaves only one).
+    let mut older: Option<(TreeRoot, Model)> = None;
     for _ in 0..ops {
         let k = key(rng.below(700));
         match rng.below(100) {
@@ -188,18 +191,31 @@ fn run_model(seed: u64, size: PageSize, ops: usize) {
                 assert_eq!(batch.resume.as_ref(), want.next().map(|(k, _)| k));
             }
             95..=97 => {
+                older = Some((at, durable));
                 at = checkpoint(&mut tree, at);
                 durable = model.clone();
                 check(&tree, size, at);
             }
             _ => {
-                if rng.below(2) == 0 {
-                    // Crash after the pages, before the manifest.
-                    let _ = tree.write_checkpoint(at.seq + 1).unwrap();
-                    model = durable.clone();
-                } else {
-                    at = checkpoint(&mut tree, at);
-                    durable = model.clone();
+                match (rng.below(3), older.take()) {
+                    (0, Some((root, contents))) => {
+                        // The newest manifest is lost after a crash in the
+                        // next checkpoint: the older one must be whole.
+                        let _ = tree.write_checkpoint(at.seq + 1).unwrap();
+                        (at, durable) = (root, contents);
+                        model = durable.clone();
+                    }
+                    (1, kept) => {
+                        // Crash after the pages, before the manifest.
+                        let _ = tree.write_checkpoint(at.seq + 1).unwrap();
+                        model = durable.clone();
+                        older = kept;
+                    }
+                    _ => {
+                        older = Some((at, durable));
+                        at = checkpoint(&mut tree, at);
+                        durable = model.clone();
+                    }
                 }
                 drop(tree);
                 tree = open(&path, size, at);
@@ -279,9 +295,13 @@ fn large_values_use_overflow_chains_that_are_freed() {
     let mut tree = open(&path, size, at);
     assert_eq!(tree.get(b"big").unwrap().as_deref(), Some(&big[..]));
     // Overwrite with another large value: the old chain is pending until
-    // the checkpoint, then reused.
+    // the checkpoint, cooling until the next (the older kept checkpoint
+    // reaches it), then reused.
     let big2 = rng.bytes(3 << 20);
     tree.put(b"big", &big2).unwrap();
+    at = checkpoint(&mut tree, at);
+    check(&tree, size, at);
+    tree.put(b"small", b"x").unwrap();
     at = checkpoint(&mut tree, at);
     check(&tree, size, at);
     tree.put(b"big", &big).unwrap();
@@ -352,16 +372,26 @@ fn the_free_list_round_trips_at_every_page_boundary() {
     for n in [0, 1, per - 1, per, per + 1, per + 2, per + 3, 2 * per + 2] {
         let dir = TempDir::new();
         let mut tree = open(&dir.file("data"), size, empty_root(size));
-        let free = (10..10 + n).map(PageId).collect();
-        tree.pager.space = free::FreeSpace::loaded(free, vec![], 10_000);
+        let list = free::LoadedList {
+            free: (10..10 + n).map(PageId).collect(),
+            cooling: (20_000..20_000 + n / 2).map(PageId).collect(),
+            pages: Vec::new(),
+        };
+        tree.pager.space = free::FreeSpace::loaded(list, 30_000);
         let at = checkpoint(&mut tree, empty_root(size));
         check_free_list(&tree, at);
     }
 }
 
 fn check_free_list(tree: &Tree<FileStore>, at: TreeRoot) {
-    let (ids, list) = tree.pager.load_free_list(at.free_head).unwrap();
-    let on_disk: HashSet<PageId> = ids.into_iter().chain(list).collect();
+    let loaded = tree.pager.load_free_list(at.free_head).unwrap();
+    let reopened = free::FreeSpace::loaded(loaded, tree.pager.space.next());
+    assert_eq!(
+        reopened.counts(),
+        tree.pager.space.counts(),
+        "the free list on disk differs"
+    );
+    let on_disk: HashSet<PageId> = reopened.all_free().into_iter().collect();
     let in_memory: HashSet<PageId> = tree.pager.space.all_free().into_iter().collect();
     assert_eq!(on_disk, in_memory, "the free list on disk differs");
 }
@@ -478,7 +508,7 @@ impl Faulty {
     }
 }
 
-impl crate::pagestore::PageStore for Faulty {
+impl PageStore for Faulty {
     fn read_page(&self, id: PageId, buf: &mut [u8]) -> std::io::Result<()> {
         match self.fail_read_in.get() {
             Some(0) => {
@@ -620,4 +650,30 @@ fn a_read_failing_inside_a_change_leaves_the_tree_whole() {
         same_as_model(&tree, &model);
     }
     assert!(failed > 100, "{failed} changes failed on a read");
+}
+
+#[test]
+fn a_page_from_a_newer_epoch_is_refused_as_stale() {
+    let dir = TempDir::new();
+    let size = PageSize::MIN;
+    let path = dir.file("data");
+    let mut at = empty_root(size);
+    let mut tree = open(&path, size, at);
+    tree.put(b"k", b"v").unwrap();
+    at = checkpoint(&mut tree, at);
+    drop(tree);
+    // Rewrite the root leaf, intact and checksummed, as if a checkpoint
+    // three generations on had written it.
+    let root = at.root.unwrap();
+    let (mut store, _) = FileStore::open(&path, size).unwrap();
+    let mut buf = vec![0; size.bytes()];
+    store.read_page(root, &mut buf).unwrap();
+    let node = Node::decode(&crate::page::Page::open(&buf, size, root).unwrap()).unwrap();
+    let mut page = crate::page::PageBuf::new(size);
+    store
+        .write_page(root, node.encode(&mut page, root, at.seq + 3))
+        .unwrap();
+    drop(store);
+    let tree = open(&path, size, at);
+    assert!(matches!(tree.get(b"k"), Err(TreeError::Stale { page, .. }) if page == root));
 }
