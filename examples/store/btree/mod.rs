@@ -5,15 +5,15 @@
 //! ids. Changes go to in-memory copies of the nodes on the changed paths
 //! (`pager.rs`); [`Tree::write_checkpoint`] writes them to fresh pages
 //! with the free list, syncs, and the caller then records the new root in a
-//! manifest and calls [`Tree::checkpoint_done`]. Until then the durable
-//! checkpoint's pages are untouched (`free.rs`), so a crash at any point
-//! leaves the previous checkpoint whole.
+//! manifest and calls [`Tree::checkpoint_done`]. The pages of the two
+//! newest checkpoints are never overwritten (`free.rs`), so a crash at any
+//! point leaves the last one whole, and the one before it too.
 //!
 //! Modules: `node` (node encoding, N1-N3), `pager` (page checks, dirty
-//! nodes, copy-on-write), `free` (free space policy, F1-F2), `ops`
-//! (search, insert, delete), `merge` (underfull nodes into a neighbour),
-//! `cursor` (ordered scans), `overflow` (value
-//! chains, O1), `error`.
+//! nodes, copy-on-write; C1-C2), `free` (free space policy, F1-F2), `ops`
+//! (search, insert, delete; T1), `merge` (underfull nodes into a
+//! neighbour), `cursor` (ordered scans), `overflow` (value chains, O1),
+//! `error`.
 
 mod cursor;
 mod error;

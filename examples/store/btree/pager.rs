@@ -5,14 +5,17 @@
 //! **Invariant C1:** a dirty node's id is fresh (allocated since the last
 //! checkpoint), so it can be rewritten in place until the checkpoint.
 //! Changing a clean node copies it to a fresh id and frees the old one
-//! (pending, `free.rs`), and the caller re-points the parent. So every
-//! ancestor of a dirty node is dirty too.
+//! (pending, `free.rs`), and the caller re-points the parent before its
+//! next read (T1, `ops.rs`). So every ancestor of a dirty node is dirty
+//! too.
 //!
 //! **Invariant C2:** a page read from disk passes the page checks (P1), its
 //! id is a data page below the file's page count, and it was written no
 //! later than the epoch being written now (`durable + 1`): a page from a
 //! later epoch belongs to a checkpoint newer than the one opened and is
-//! [`TreeError::Stale`], never served.
+//! [`TreeError::Stale`], never served. (F1 already keeps the pages of both
+//! kept checkpoints from being rewritten; this catches what it cannot,
+//! such as a file restored from a mix of copies.)
 
 use super::error::TreeError;
 use super::free::{self, FreeRecord, FreeSpace, LoadedList};
