@@ -204,7 +204,13 @@ impl<S: PageStore> Pager<S> {
         let mut buf = self.page_buf();
         let epoch = self.epoch();
         let cap = self.size.body_capacity();
-        for (&id, node) in &self.dirty {
+        // In page order, so the file sees ascending offsets.
+        let mut ids: Vec<PageId> = self.dirty.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(node) = self.dirty.get(&id) else {
+                continue;
+            };
             if node.encoded_len() > cap {
                 return Err(TreeError::Malformed {
                     page: id,
