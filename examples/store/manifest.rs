@@ -1,0 +1,331 @@
+//! The manifest: two alternating checksummed slots at the start of the
+//! data file, each naming a checkpoint.
+//!
+//! Slot layout (4 KiB, little endian; the checksum covers the whole slot,
+//! zero padding included):
+//!
+//! ```text
+//! off len field
+//!   0   4 CRC32C of bytes 4..4096
+//!   4   4 magic "SNMF"
+//!   8   4 format version (1)
+//!  12   4 page size
+//!  16   8 sequence number (higher is newer)
+//!  24   8 LSN: the WAL position the checkpoint covers (0 until the WAL)
+//!  32   8 root page id (0: empty tree)
+//!  40   8 first free-list page id (0: none)
+//!  48   8 page count of the file
+//!  56   4 shard count
+//!  60   4 this shard's index
+//!  64   4 partitioning scheme (Partitioning)
+//! ```
+//!
+//! **Checkpoint protocol:** write every changed page copy-on-write, fsync,
+//! then write the new manifest (sequence + 1) into the slot holding the
+//! older one, fsync. **Open:** the valid slot with the highest sequence
+//! wins; a torn or never-written slot fails its checksum and the other
+//! slot is used. **Invariant M1:** the slot being written never holds the
+//! newest valid manifest, so a crash at any point leaves the last complete
+//! checkpoint readable.
+//!
+//! Both kept checkpoints stay whole: a page freed by copy-on-write is
+//! reused only once neither slot's checkpoint reaches it (`btree::free`,
+//! F1), so falling back to the older slot (the newer one torn, or lost to
+//! a flipped byte later) finds every page it refers to. Each page also
+//! carries the epoch it was written for and a newer one is refused
+//! (`btree::pager`, C2), as a second line of defence.
+
+use crate::btree::TreeRoot;
+use crate::page::{PageId, PageSize};
+use crate::pagestore::{PageStore, SLOT_LEN, SLOTS};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const MAGIC: [u8; 4] = *b"SNMF";
+const VERSION: u32 = 1;
+
+/// How keys are assigned to shards; recorded so that reopening with
+/// another scheme or shard count is refused instead of misrouting keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Partitioning {
+    /// `shared_nothing::partition::hash_key` (ahash with the crate's fixed
+    /// seeds) of the table-prefixed key, reduced by `HashPartitioner`.
+    Hash = 1,
+}
+
+/// The shard layout a data file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardLayout {
+    /// Number of shards in the store.
+    pub count: u32,
+    /// This file's shard.
+    pub index: u32,
+    /// How keys are routed to shards.
+    pub partitioning: Partitioning,
+}
+
+impl fmt::Display for ShardLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shard {} of {} ({:?})",
+            self.index, self.count, self.partitioning
+        )
+    }
+}
+
+/// One manifest slot's contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub page_size: PageSize,
+    /// Where the tree of this checkpoint starts (with the sequence).
+    pub tree: TreeRoot,
+    /// The WAL position this checkpoint covers.
+    pub lsn: u64,
+    pub layout: ShardLayout,
+}
+
+/// Why one slot was not usable.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotError {
+    /// The file ends before the slot: never written.
+    #[error("not written")]
+    Missing,
+    /// Torn or corrupted.
+    #[error("bad checksum")]
+    BadChecksum,
+    /// Checksummed, but not a manifest of this format.
+    #[error("bad magic or version")]
+    BadHeader,
+    /// A field out of range under a valid checksum.
+    #[error("invalid {0}")]
+    BadField(&'static str),
+}
+
+/// Why a manifest could not be loaded or stored.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// Neither slot holds a valid manifest.
+    #[error("{}: no valid manifest (slot 0: {slot0}; slot 1: {slot1})", file.display())]
+    NoValidSlot {
+        file: PathBuf,
+        slot0: SlotError,
+        slot1: SlotError,
+    },
+    /// The file was created with another page size.
+    #[error("{}: page size {on_disk} on disk, {requested} requested", file.display())]
+    PageSize {
+        file: PathBuf,
+        on_disk: usize,
+        requested: usize,
+    },
+    /// The file belongs to another shard layout.
+    #[error("{}: {on_disk} on disk, {requested} requested", file.display())]
+    Layout {
+        file: PathBuf,
+        on_disk: ShardLayout,
+        requested: ShardLayout,
+    },
+    /// Reading or writing a slot failed.
+    #[error("{}: manifest I/O failed: {source}", file.display())]
+    Io { file: PathBuf, source: io::Error },
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+fn page_ref(id: u64) -> Option<PageId> {
+    (id != 0).then_some(PageId(id))
+}
+
+impl Manifest {
+    /// The slot's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0; SLOT_LEN];
+        b[4..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(self.page_size.bytes() as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.tree.seq.to_le_bytes());
+        b[24..32].copy_from_slice(&self.lsn.to_le_bytes());
+        b[32..40].copy_from_slice(&self.tree.root.map_or(0, |p| p.0).to_le_bytes());
+        b[40..48].copy_from_slice(&self.tree.free_head.map_or(0, |p| p.0).to_le_bytes());
+        b[48..56].copy_from_slice(&self.tree.page_count.to_le_bytes());
+        b[56..60].copy_from_slice(&self.layout.count.to_le_bytes());
+        b[60..64].copy_from_slice(&self.layout.index.to_le_bytes());
+        b[64..68].copy_from_slice(&(self.layout.partitioning as u32).to_le_bytes());
+        let crc = crc32c::crc32c(&b[4..]);
+        b[0..4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks one slot.
+    ///
+    /// # Errors
+    /// The slot is torn, foreign or has a field out of range.
+    pub fn decode(b: &[u8]) -> Result<Self, SlotError> {
+        if b.len() != SLOT_LEN {
+            return Err(SlotError::Missing);
+        }
+        if u32_at(b, 0) != crc32c::crc32c(&b[4..]) {
+            return Err(SlotError::BadChecksum);
+        }
+        if b[4..8] != MAGIC || u32_at(b, 8) != VERSION {
+            return Err(SlotError::BadHeader);
+        }
+        let page_size =
+            PageSize::new(u32_at(b, 12) as u64).map_err(|_| SlotError::BadField("page size"))?;
+        let partitioning = match u32_at(b, 64) {
+            1 => Partitioning::Hash,
+            _ => return Err(SlotError::BadField("partitioning")),
+        };
+        let layout = ShardLayout {
+            count: u32_at(b, 56),
+            index: u32_at(b, 60),
+            partitioning,
+        };
+        if layout.count == 0 || layout.index >= layout.count {
+            return Err(SlotError::BadField("shard layout"));
+        }
+        let tree = TreeRoot {
+            seq: u64_at(b, 16),
+            root: page_ref(u64_at(b, 32)),
+            free_head: page_ref(u64_at(b, 40)),
+            page_count: u64_at(b, 48),
+        };
+        let first = crate::pagestore::first_data_page(page_size).0;
+        let in_file = |p: Option<PageId>| p.is_none_or(|p| p.0 >= first && p.0 < tree.page_count);
+        if tree.page_count < first || !in_file(tree.root) || !in_file(tree.free_head) {
+            return Err(SlotError::BadField("page reference"));
+        }
+        Ok(Manifest {
+            page_size,
+            tree,
+            lsn: u64_at(b, 24),
+            layout,
+        })
+    }
+}
+
+/// The newest valid manifest of `file` and the slot it is in.
+///
+/// # Errors
+/// [`ManifestError::NoValidSlot`] if neither slot is valid (each slot's
+/// reason given), [`ManifestError::Io`] if a slot cannot be read.
+pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), ManifestError> {
+    let mut slots = Vec::with_capacity(SLOTS);
+    for slot in 0..SLOTS {
+        let mut buf = vec![0; SLOT_LEN];
+        let read = match store.read_slot(slot, &mut buf) {
+            Ok(()) => Manifest::decode(&buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(SlotError::Missing),
+            Err(source) => {
+                return Err(ManifestError::Io {
+                    file: file.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        slots.push(read);
+    }
+    let mut best: Option<(Manifest, usize)> = None;
+    for (slot, m) in slots.iter().enumerate() {
+        if let Ok(m) = m
+            && best.is_none_or(|(b, _)| m.tree.seq > b.tree.seq)
+        {
+            best = Some((*m, slot));
+        }
+    }
+    if let Some(best) = best {
+        return Ok(best);
+    }
+    let mut reasons = slots
+        .into_iter()
+        .map(|r| r.err().unwrap_or(SlotError::Missing));
+    Err(ManifestError::NoValidSlot {
+        file: file.to_path_buf(),
+        slot0: reasons.next().unwrap_or(SlotError::Missing),
+        slot1: reasons.next().unwrap_or(SlotError::Missing),
+    })
+}
+
+/// Writes `m` into `slot` and syncs.
+///
+/// # Errors
+/// [`ManifestError::Io`].
+pub fn store<S: PageStore>(
+    store: &mut S,
+    file: &Path,
+    slot: usize,
+    m: &Manifest,
+) -> Result<(), ManifestError> {
+    let io = |source| ManifestError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    store.write_slot(slot, &m.encode()).map_err(io)?;
+    store.sync().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            page_size: PageSize::MIN,
+            tree: TreeRoot {
+                seq: 7,
+                root: Some(PageId(5)),
+                free_head: None,
+                page_count: 9,
+            },
+            lsn: 1234,
+            layout: ShardLayout {
+                count: 4,
+                index: 2,
+                partitioning: Partitioning::Hash,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let b = sample().encode();
+        for at in [0, 5, 17, 40, 100, 4095] {
+            let mut bad = b.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(Manifest::decode(&bad), Err(SlotError::BadChecksum), "{at}");
+        }
+        assert_eq!(Manifest::decode(&b[..100]), Err(SlotError::Missing));
+        let mut m = sample();
+        m.tree.root = Some(PageId(9));
+        assert_eq!(
+            Manifest::decode(&m.encode()),
+            Err(SlotError::BadField("page reference"))
+        );
+    }
+}
