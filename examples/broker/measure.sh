@@ -34,6 +34,12 @@ SP=
 DIR=
 stop() {
     if [ -n "$SP" ]; then kill "$SP" 2>/dev/null || true; wait "$SP" 2>/dev/null || true; fi
+    # A dead server's listener can linger a few ms while the kernel tears
+    # its io_uring down: wait until the port is free for the next one.
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null || break
+        sleep 0.05
+    done
     SP=
     if [ -n "$DIR" ]; then rm -rf "$DIR"; fi
     DIR=
