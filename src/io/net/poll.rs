@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 const WAKE: Token = Token(usize::MAX);
+/// Receives per connection per round (see `PollNet::read`).
+const READ_BUDGET: usize = 16;
 /// Listener tokens count up from here; connection tokens are slots.
 const LISTENER_BASE: usize = usize::MAX / 2;
 
@@ -53,6 +55,9 @@ pub(super) struct PollNet {
     /// Unsent bytes a connection may hold (`NetConfig::send_queue_limit`).
     send_limit: usize,
     paused: Vec<u32>,
+    /// Connections that used their read budget with data still waiting
+    /// (edge-triggered: no new event will come), read again next round.
+    readable: Vec<u32>,
     requests: Vec<(u32, NetRequest)>,
     /// Reused by every poll.
     events: Events,
@@ -82,6 +87,7 @@ impl PollNet {
             max_backlog: config.max_backlog.max(1),
             send_limit: config.send_queue_limit,
             paused: Vec::new(),
+            readable: Vec::new(),
             requests: Vec::new(),
             events: Events::with_capacity(256),
         })
@@ -113,8 +119,9 @@ impl Backend for PollNet {
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let poll = &mut self.poll;
         let inbox = &mut self.inbox;
+        let readable = !self.readable.is_empty();
         shared.signal.sleep_unless(
-            || inbox.has_requests() || control.has_work(),
+            || readable || inbox.has_requests() || control.has_work(),
             || {
                 let _ = poll.poll(&mut events, most);
             },
@@ -134,6 +141,9 @@ impl Rounds for PollNet {
         let stopping = self.inbox.shared.stop.load(Ordering::Acquire);
         let took = if stopping { 0 } else { self.take_requests() };
         self.resume_paused();
+        for slot in std::mem::take(&mut self.readable) {
+            self.read(slot);
+        }
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let _ = self.poll.poll(&mut events, Some(std::time::Duration::ZERO));
         let got = !events.is_empty();
@@ -141,14 +151,14 @@ impl Rounds for PollNet {
         self.events = events;
         let backlog = self.flush();
         Round {
-            worked: took > 0 || got,
+            worked: took > 0 || got || !self.readable.is_empty(),
             stopping,
             most: self.nap.limit(backlog),
         }
     }
 
     fn ready(&mut self) -> bool {
-        self.inbox.has_requests() || self.control.has_work()
+        !self.readable.is_empty() || self.inbox.has_requests() || self.control.has_work()
     }
 
     fn wait(&mut self, most: Option<std::time::Duration>) {
@@ -405,8 +415,12 @@ impl PollNet {
         }
     }
 
+    /// Reads `slot` until it would block, its owner is backlogged, or it
+    /// used [`READ_BUDGET`] receives (then it goes on next round, after
+    /// requests: a fast sender neither starves the other connections nor
+    /// delays a `pause_reading`).
     fn read(&mut self, slot: u32) {
-        loop {
+        for _ in 0..READ_BUDGET {
             let Some(c) = self.conns.slot_mut(slot) else {
                 return;
             };
@@ -465,6 +479,10 @@ impl PollNet {
                 ErrorKind::Interrupted => continue,
                 _ => return self.fail(slot, IoError::from_io("recv", e)),
             }
+        }
+        // Budget used, data may still wait: next round.
+        if !self.readable.contains(&slot) {
+            self.readable.push(slot);
         }
     }
 

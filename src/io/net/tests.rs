@@ -723,9 +723,15 @@ fn pause_reading_stops_a_sender_and_resume_delivers_every_byte() {
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let progress = sent.clone();
         let data = payload.clone();
+        // The first MiB goes before the pause, the rest after it (so a
+        // loaded machine cannot let the whole stream in before the pause).
+        let (paused_tx, paused_rx) = std::sync::mpsc::channel::<()>();
         let writer = std::thread::spawn(move || {
             let mut peer = TcpStream::connect(addr).unwrap();
-            for chunk in data.chunks(64 << 10) {
+            for (i, chunk) in data.chunks(64 << 10).enumerate() {
+                if i == 16 {
+                    paused_rx.recv().unwrap();
+                }
                 peer.write_all(chunk).unwrap();
                 progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
             }
@@ -739,6 +745,10 @@ fn pause_reading_stops_a_sender_and_resume_delivers_every_byte() {
         };
         let conn = ev.conn;
         client.pause_reading(conn).unwrap();
+        // The worker takes the request when it next wakes (the first MiB
+        // leaves it idle); then the sender goes on.
+        std::thread::sleep(Duration::from_millis(50));
+        paused_tx.send(()).unwrap();
         // Drain what was taken before the pause, then nothing more comes
         // while the sender stalls on full socket buffers.
         let mut got = Vec::new();
