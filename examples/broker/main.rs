@@ -30,6 +30,7 @@ mod protocol;
 mod server;
 mod stats;
 #[cfg(test)]
+#[path = "../common/test_dir.rs"]
 mod test_dir;
 
 use config::{Config, Mode};

@@ -24,6 +24,7 @@ mod pagestore;
 mod shard;
 mod table;
 #[cfg(test)]
+#[path = "../common/test_dir.rs"]
 mod test_dir;
 
 use clap::Parser;

@@ -1,4 +1,5 @@
-//! A private temporary directory for tests, removed on drop.
+//! A private temporary directory for the example apps' tests, removed on
+//! drop (each app includes this file as its `test_dir` module).
 
 use std::fs;
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ impl TempDir {
     pub fn new() -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
-            "store-test-{}-{}",
+            "{}-test-{}-{}",
+            env!("CARGO_CRATE_NAME"),
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
