@@ -811,6 +811,34 @@ impl LoopFs {
     }
 }
 
+impl LoopFs {
+    /// As [`mount`](Self::mount), or `None` after saying why the test is
+    /// skipped.
+    fn mount_or_skip(tag: &str, mib: u64) -> Option<LoopFs> {
+        match LoopFs::mount(tag, mib) {
+            Ok(fs) => Some(fs),
+            Err(why) => {
+                eprintln!("skipped: cannot mount a small file system here ({why})");
+                None
+            }
+        }
+    }
+
+    /// Takes all the free space but `keep` bytes with one file; returns it
+    /// (removing it frees the space).
+    fn fill_leaving(&self, keep: u64) -> PathBuf {
+        let filler = self.dir.0.join("filler");
+        let fill = free_bytes(&self.dir.0).saturating_sub(keep);
+        let status = Command::new("fallocate")
+            .args(["-l", &fill.to_string()])
+            .arg(&filler)
+            .status()
+            .expect("fallocate");
+        assert!(status.success(), "fallocate the filler");
+        filler
+    }
+}
+
 impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
@@ -838,12 +866,8 @@ fn free_bytes(path: &Path) -> u64 {
 /// record reads back intact.
 #[test]
 fn a_full_disk_delays_acks_until_space_is_freed_and_loses_nothing() {
-    let fs = match LoopFs::mount("enospc", 48) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a small file system here ({why})");
-            return;
-        }
+    let Some(fs) = LoopFs::mount_or_skip("enospc", 48) else {
+        return;
     };
     let data = fs.dir.0.join("log");
     let server = Server::start(
@@ -852,15 +876,7 @@ fn a_full_disk_delays_acks_until_space_is_freed_and_loses_nothing() {
     );
     let url = server.metrics.clone().expect("the metrics line");
     // Leave about 3 MiB free, then produce 12 MiB.
-    let filler = fs.dir.0.join("filler");
-    let keep = 3u64 << 20;
-    let fill = free_bytes(&fs.dir.0).saturating_sub(keep);
-    let status = Command::new("fallocate")
-        .args(["-l", &fill.to_string()])
-        .arg(&filler)
-        .status()
-        .expect("fallocate");
-    assert!(status.success(), "fallocate the filler");
+    let filler = fs.fill_leaving(3 << 20);
     let records: Vec<Vec<u8>> = (0..192u32)
         .map(|i| {
             let mut p = vec![(i % 251) as u8; 64 << 10];
@@ -950,26 +966,15 @@ fn preallocated_segments_keep_every_record_across_a_crash() {
 /// reads back.
 #[test]
 fn a_flood_while_the_disk_stalls_takes_bounded_memory() {
-    let fs = match LoopFs::mount("flood", 256) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a small file system here ({why})");
-            return;
-        }
+    let Some(fs) = LoopFs::mount_or_skip("flood", 256) else {
+        return;
     };
     let data = fs.dir.0.join("log");
     let server = Server::start(&data, &["--segment-bytes", "8MiB"]);
     let pid = server.child.id();
     // Warm up (buffers, pools), then fill the disk but for 1 MiB.
     produce(&server.addr, &payloads("w", 2000));
-    let filler = fs.dir.0.join("filler");
-    let fill = free_bytes(&fs.dir.0).saturating_sub(1 << 20);
-    let status = Command::new("fallocate")
-        .args(["-l", &fill.to_string()])
-        .arg(&filler)
-        .status()
-        .expect("fallocate");
-    assert!(status.success(), "fallocate the filler");
+    let filler = fs.fill_leaving(1 << 20);
     let before = rss_bytes(pid);
     const FLOOD: usize = 160 << 20;
     let records: Vec<Vec<u8>> = (0..FLOOD / (64 << 10))

@@ -74,6 +74,15 @@ fn frames(records: &[&[u8]]) -> Vec<u8> {
 }
 
 impl Rig {
+    /// The token of the consumer read in flight.
+    fn consumer_read(&self) -> u64 {
+        self.owner
+            .ops
+            .iter()
+            .find_map(|(t, op)| matches!(op, Op::ConsumerRead { .. }).then_some(*t))
+            .expect("a consumer read in flight")
+    }
+
     /// One round: records from `conn` arrive, then the round ends.
     fn append(&mut self, conn: ConnId, records: &[&[u8]]) {
         let msg = Msg::Append {
@@ -137,12 +146,7 @@ fn the_owner_answers_while_a_group_commit_is_in_flight() {
     // The storage worker reads the consumer's chunk (the owner never
     // waits for a read); only that completion is handed over.
     assert!(rig.out.try_recv().is_none(), "frames before the read");
-    let read = rig
-        .owner
-        .ops
-        .iter()
-        .find_map(|(t, op)| matches!(op, Op::ConsumerRead { .. }).then_some(*t))
-        .expect("a consumer read in flight");
+    let read = rig.consumer_read();
     let mut held = Vec::new();
     loop {
         let c = rig.disk.recv_timeout(WAIT).expect("a storage completion");
@@ -188,12 +192,7 @@ fn acks_flow_while_a_consumer_read_is_in_flight() {
         offset: 0,
     };
     rig.owner.on_message(sub, &mut rig.peers);
-    let read = rig
-        .owner
-        .ops
-        .iter()
-        .find_map(|(t, op)| matches!(op, Op::ConsumerRead { .. }).then_some(*t))
-        .expect("a consumer read in flight");
+    let read = rig.consumer_read();
     let mut held = None;
     for round in 0..3u8 {
         rig.append(producer, &[&[round; 100]]);

@@ -74,6 +74,17 @@ impl Rig {
         }
     }
 
+    /// Submits `op` with `token` and runs rounds until its completion.
+    fn call(&mut self, token: u64, op: StorageOp) -> StorageCompletion {
+        let req = StorageRequest {
+            token,
+            op,
+            reserved: None,
+        };
+        self.client.submit(req).unwrap();
+        self.complete()
+    }
+
     /// Runs worker rounds until a completion arrives.
     fn complete(&mut self) -> StorageCompletion {
         for _ in 0..1000 {
@@ -201,18 +212,8 @@ fn set_len_runs_on_the_ring_or_inline_without_the_opcode() {
         }
         rig.st.ftruncate = through_ring;
         for (token, len) in [(1, 1 << 20), (2, 100)] {
-            let op = StorageOp::SetLen {
-                file: rig.file,
-                len,
-            };
-            rig.client
-                .submit(StorageRequest {
-                    token,
-                    op,
-                    reserved: None,
-                })
-                .unwrap();
-            let c = rig.complete();
+            let file = rig.file;
+            let c = rig.call(token, StorageOp::SetLen { file, len });
             assert_eq!(c.token, token);
             assert_eq!(c.result.unwrap(), StorageOutput::Resized);
             let meta = std::fs::metadata(&rig.path).unwrap();
@@ -236,17 +237,8 @@ fn remove_runs_on_the_ring_or_inline_without_the_opcode() {
         }
         rig.st.unlinkat = through_ring;
         for (token, expect) in [(1, Ok(StorageOutput::Removed)), (2, Err(libc::ENOENT))] {
-            let op = StorageOp::Remove {
-                path: rig.path.clone(),
-            };
-            rig.client
-                .submit(StorageRequest {
-                    token,
-                    op,
-                    reserved: None,
-                })
-                .unwrap();
-            let c = rig.complete();
+            let path = rig.path.clone();
+            let c = rig.call(token, StorageOp::Remove { path });
             assert_eq!(c.token, token);
             match (c.result, expect) {
                 (Ok(out), Ok(want)) => assert_eq!(out, want),
