@@ -399,3 +399,95 @@ fn metrics_are_served_over_http_with_a_status_for_every_wrong_request() {
     drop(std::net::TcpListener::bind(addr).expect("the port is free again"));
     group.stop_all().unwrap();
 }
+
+/// An application worker that runs its own network driver
+/// (thread-per-core), listens on a loopback port and echoes.
+struct LocalEcho;
+
+enum EchoMsg {
+    Net(shared_nothing::io::NetEvent),
+    /// Answers the port it listens on.
+    Addr,
+}
+
+struct EchoState {
+    _net: shared_nothing::io::NetworkWorker,
+    client: shared_nothing::io::NetClient,
+    addr: SocketAddr,
+}
+
+impl Worker for LocalEcho {
+    type State = EchoState;
+    type Message = EchoMsg;
+    type Reply = SocketAddr;
+    fn init(&mut self) -> Result<EchoState> {
+        use shared_nothing::io::{NetConfig, NetworkWorker};
+        use shared_nothing::partition::RoundRobinPartitioner;
+        let net = NetworkWorker::start_local(7, NetConfig::new())?;
+        let client = net.client(ResultSink::to_current_worker(EchoMsg::Net)?)?;
+        let me = ResultSink::to_current_worker(EchoMsg::Net)?;
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let addr = net.listen(
+            any,
+            vec![me],
+            std::sync::Arc::new(RoundRobinPartitioner::new()),
+        )?;
+        Ok(EchoState {
+            _net: net,
+            client,
+            addr,
+        })
+    }
+    fn handle_message(
+        &mut self,
+        st: &mut EchoState,
+        mut m: Envelope<EchoMsg, SocketAddr>,
+    ) -> Result<()> {
+        if let EchoMsg::Addr = m.payload {
+            let _ = m.reply(st.addr);
+        } else if let EchoMsg::Net(ev) = m.payload {
+            if let shared_nothing::io::NetEventKind::Data(d) = ev.kind {
+                let _ = st.client.send(ev.conn, d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A driver an application worker starts on its own thread shows in the
+/// pool's exposition, labelled thread-per-core with its worker, and counts
+/// what it moved (it had no series before: only the dedicated I/O workers
+/// the pool starts did).
+#[test]
+fn thread_per_core_drivers_have_io_series_too() {
+    let pool = WorkerPool::builder().workers(1).build_pool().unwrap();
+    let mut group = pool.spawn(|_| LocalEcho).unwrap();
+    let addr = group
+        .request(0, EchoMsg::Addr)
+        .unwrap()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[5u8; 1000]).unwrap();
+    let mut back = [0u8; 1000];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, [5u8; 1000]);
+    let samples = parse(&pool.metrics());
+    let labels = [
+        ("role", "network"),
+        ("worker", "7"),
+        ("mode", "thread-per-core"),
+        ("app_worker", "0"),
+    ];
+    assert_eq!(
+        value(&samples, "shared_nothing_io_bytes_in_total", &labels),
+        1000.0
+    );
+    assert_eq!(
+        value(&samples, "shared_nothing_io_bytes_out_total", &labels),
+        1000.0
+    );
+    drop(s);
+    group.stop_all().unwrap();
+}

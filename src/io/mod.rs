@@ -53,7 +53,7 @@ pub use net::{
 };
 pub use options::IoOptions;
 pub use stats::IoStats;
-pub(crate) use stats::StatsSource;
+pub(crate) use stats::{LocalIoStats, StatsSource};
 pub use storage::{
     BlockingStorageClient, Durability, FileId, OpenOptions, StorageClient, StorageCompletion,
     StorageConfig, StorageOp, StorageOutput, StorageWorker,

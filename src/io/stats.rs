@@ -15,6 +15,25 @@ pub(crate) fn source<R: Send + 'static, C: Send + 'static>(
     Arc::new(move || weak.upgrade().map(|s| s.stats.snapshot()))
 }
 
+/// What an I/O driver started on a worker's thread (`start_local`) hands
+/// to the worker's report hook (a pool registers it in its metrics).
+pub(crate) struct LocalIoStats {
+    /// `"network"` or `"storage"`.
+    pub(crate) role: &'static str,
+    /// The driver's index (its `start_local` argument).
+    pub(crate) index: usize,
+    pub(crate) source: StatsSource,
+}
+
+/// Reports a driver just started on this thread (see [`LocalIoStats`]).
+pub(crate) fn report_local(role: &'static str, index: usize, source: StatsSource) {
+    crate::worker::report_io(Box::new(LocalIoStats {
+        role,
+        index,
+        source,
+    }));
+}
+
 /// The counters, in one padded block of the worker's shared state.
 #[derive(Debug, Default)]
 pub(crate) struct IoCounters {

@@ -23,7 +23,10 @@
 //!   `worker_running`; histogram `worker_handler_seconds` (time per
 //!   message, sampled: one handler call in 32 is timed and its duration
 //!   divided by the messages it took);
-//! - per I/O worker (labels `role` = `storage` | `network`, `worker`):
+//! - per I/O worker or driver (labels `role` = `storage` | `network`,
+//!   `worker` (its index), `mode` = `dedicated` (an I/O worker the pool
+//!   started) | `thread-per-core` (a driver an application worker started
+//!   on its own thread, `start_local`, which adds `app_worker`)):
 //!   counters `io_requests`, `io_completions`, `io_errors`, `io_bytes_in`,
 //!   `io_bytes_out`; gauges `io_in_flight`, `io_backlog`;
 //! - per accelerator (label `name`): counters `accel_jobs` (label `path` =

@@ -27,8 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[derive(Default)]
 struct Sources {
     groups: Vec<(usize, Vec<SampleSource>)>,
+    /// Samplers of I/O drivers: their labels (`role`, `worker`, `mode`, and
+    /// `app_worker` for one on an application worker's thread).
     #[cfg(not(loom))]
-    io: Vec<(&'static str, usize, StatsSource)>,
+    io: Vec<(Labels, StatsSource)>,
     accel: Vec<AccelSource>,
 }
 
@@ -71,11 +73,34 @@ impl PoolMetrics {
         s.groups.push((id, workers));
     }
 
+    /// Dedicated I/O workers the pool started.
     #[cfg(not(loom))]
     pub(crate) fn add_io(&self, io: Vec<(&'static str, usize, StatsSource)>) {
         let mut s = lock(&self.sources);
-        s.io.retain(|(_, _, w)| w().is_some());
-        s.io.extend(io);
+        s.io.retain(|(_, w)| w().is_some());
+        s.io.extend(io.into_iter().map(|(role, i, w)| {
+            let labels = vec![
+                ("role", role.to_owned()),
+                ("worker", i.to_string()),
+                ("mode", "dedicated".to_owned()),
+            ];
+            (labels, w)
+        }));
+    }
+
+    /// An I/O driver an application worker started on its own thread
+    /// (thread-per-core), reported through its config's hook.
+    #[cfg(not(loom))]
+    pub(crate) fn add_local_io(&self, app_worker: usize, io: crate::io::LocalIoStats) {
+        let mut s = lock(&self.sources);
+        s.io.retain(|(_, w)| w().is_some());
+        let labels = vec![
+            ("role", io.role.to_owned()),
+            ("worker", io.index.to_string()),
+            ("mode", "thread-per-core".to_owned()),
+            ("app_worker", app_worker.to_string()),
+        ];
+        s.io.push((labels, io.source));
     }
 
     pub(crate) fn add_accel(&self, accel: Vec<AccelSource>) {
@@ -418,14 +443,7 @@ impl Collector for PoolCollector {
             #[cfg(not(loom))]
             let io: Vec<(Labels, IoStats)> =
                 s.io.iter()
-                    .filter_map(|(role, i, w)| {
-                        w().map(|st| {
-                            (
-                                vec![("role", (*role).to_owned()), ("worker", i.to_string())],
-                                st,
-                            )
-                        })
-                    })
+                    .filter_map(|(labels, w)| w().map(|st| (labels.clone(), st)))
                     .collect();
             let accel: Vec<(Labels, AccelSample)> = s
                 .accel

@@ -340,6 +340,24 @@ impl WorkerPool {
         self.metrics.add_io(io.stats_sources());
     }
 
+    /// I/O drivers that application worker `index` starts on its own
+    /// thread (`start_local`) show in this pool's metrics.
+    #[cfg(not(loom))]
+    fn with_local_io_metrics(&self, config: WorkerConfig, index: usize) -> WorkerConfig {
+        let metrics = Arc::downgrade(&self.metrics);
+        config.with_io_report(Arc::new(move |report| {
+            let (Some(metrics), Ok(io)) = (metrics.upgrade(), report.downcast()) else {
+                return;
+            };
+            metrics.add_local_io(index, *io);
+        }))
+    }
+
+    #[cfg(loom)]
+    fn with_local_io_metrics(&self, config: WorkerConfig, _index: usize) -> WorkerConfig {
+        config
+    }
+
     /// Registers accelerators' samplers.
     pub(crate) fn add_accel_metrics(&self, accels: &crate::accel::Accelerators) {
         self.metrics.add_accel(accels.sample_sources());
@@ -515,13 +533,15 @@ impl WorkerPool {
         plan.app_workers
             .iter()
             .map(|p| {
-                cfg.worker
+                let config = cfg
+                    .worker
                     .clone()
                     .with_name(format!("{}-{}", cfg.name, p.index))
                     .with_idle_strategy(p.idle)
                     .with_queue_capacity(plan.queue_capacity)
                     .with_batch_size(plan.batch_size)
-                    .placed(p.cpu, p.numa_node, cfg.numa_aware)
+                    .placed(p.cpu, p.numa_node, cfg.numa_aware);
+                self.with_local_io_metrics(config, p.index)
             })
             .collect()
     }

@@ -104,6 +104,20 @@ pub struct WorkerConfig {
     pub(crate) tracing: bool,
     pub(crate) high_priority: bool,
     pub(crate) spin_iterations: u32,
+    /// Set by a pool: where I/O drivers started on the worker's thread
+    /// report their stats (see `current::report_io`).
+    pub(crate) io_report: Option<IoReportHook>,
+}
+
+/// A [`current::IoReport`](super::current::IoReport) with a `Debug` that
+/// says only that it is there.
+#[derive(Clone)]
+pub(crate) struct IoReportHook(pub(crate) super::current::IoReport);
+
+impl std::fmt::Debug for IoReportHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IoReportHook")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -130,6 +144,7 @@ impl WorkerConfig {
             tracing: false,
             high_priority: false,
             spin_iterations: 2_000,
+            io_report: None,
         }
     }
 
@@ -198,6 +213,14 @@ impl WorkerConfig {
     /// Polls before an idle worker yields or parks.
     pub fn with_spin_iterations(mut self, n: u32) -> Self {
         self.spin_iterations = n;
+        self
+    }
+
+    /// I/O drivers started on the worker's thread report their stats to
+    /// `hook` (a pool's metrics).
+    #[cfg(not(loom))]
+    pub(crate) fn with_io_report(mut self, hook: super::current::IoReport) -> Self {
+        self.io_report = Some(IoReportHook(hook));
         self
     }
 

@@ -21,6 +21,29 @@ struct Current {
     port: fn(&Current) -> Option<Box<dyn Any>>,
     /// The worker's wake-up signal (a local driver installs its waker).
     signal: SyncArc<Signal>,
+    /// Where drivers started on this thread report themselves (a pool's
+    /// metrics), if the worker was given one.
+    #[cfg_attr(loom, allow(dead_code))]
+    io_report: Option<IoReport>,
+}
+
+/// Takes a report from the layer above (an I/O driver started on a worker
+/// thread hands in its stats sampler, boxed), for whoever spawned the
+/// worker (a pool registers it in its metrics). Type-erased so this layer
+/// stays below the I/O layer.
+pub(crate) type IoReport = Arc<dyn Fn(Box<dyn Any + Send>) + Send + Sync>;
+
+/// Hands `report` to the hook of the worker running on the calling thread;
+/// nothing happens off a worker thread or without a hook.
+#[cfg(not(loom))]
+pub(crate) fn report_io(report: Box<dyn Any + Send>) {
+    let hook = CURRENT
+        .try_with(|c| c.try_borrow().ok()?.as_ref()?.io_report.clone())
+        .ok()
+        .flatten();
+    if let Some(hook) = hook {
+        hook(report);
+    }
 }
 
 /// The wake-up signal of the worker running on the calling thread.
@@ -83,6 +106,7 @@ pub(crate) fn enter<M: Send + 'static, R: Send + 'static>(
     shared: Arc<WorkerShared<M, R>>,
     capacity: usize,
     tracing: bool,
+    io_report: Option<IoReport>,
 ) {
     CURRENT.with(|c| {
         *c.borrow_mut() = Some(Current {
@@ -91,6 +115,7 @@ pub(crate) fn enter<M: Send + 'static, R: Send + 'static>(
             capacity,
             tracing,
             port: port_for::<M, R>,
+            io_report,
         })
     });
 }

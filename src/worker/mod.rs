@@ -50,6 +50,8 @@ pub use sink::{ResultQueue, ResultSink};
 pub use stats::{WorkerState, WorkerStats};
 pub use traits::{Batch, Worker};
 
+#[cfg(not(loom))]
+pub(crate) use current::report_io;
 pub(crate) use event::EventSink;
 pub(crate) use stats::{SampleSource, WorkerSample};
 

@@ -121,7 +121,12 @@ fn thread_main<W: Worker>(
     ready: crossbeam_channel::Sender<Result<()>>,
 ) -> Result<()> {
     shared.stats.set_state(WorkerState::Starting);
-    super::current::enter(shared.clone(), config.queue_capacity(), config.tracing);
+    super::current::enter(
+        shared.clone(),
+        config.queue_capacity(),
+        config.tracing,
+        config.io_report.as_ref().map(|h| h.0.clone()),
+    );
     shared.stats.own.started_ns.set(now_nanos());
     let mut runner = Runner {
         worker,

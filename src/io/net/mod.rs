@@ -504,6 +504,7 @@ impl NetworkWorker {
             )));
         }
         super::backend::trace_started("network (local)", index, None, &backend);
+        crate::io::stats::report_local("network", index, crate::io::stats::source(&shared));
         let parts = Parts {
             shared,
             control,

@@ -290,6 +290,7 @@ impl StorageWorker {
         }
         let backend = IoBackendKind::IoUring;
         super::backend::trace_started("storage (local)", index, None, &backend);
+        crate::io::stats::report_local("storage", index, crate::io::stats::source(&shared));
         Ok(Self {
             index,
             shared,
