@@ -1125,3 +1125,34 @@ fn the_floor_server_acks_like_the_broker() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Consumer reads go through the storage I/O path (the log owner's own
+/// ring here), not `pread`s on the owner's thread: the storage series
+/// count at least the bytes a replay from 0 streamed.
+#[test]
+fn replays_are_read_through_the_storage_io_path() {
+    let dir = TempDir::new("replay-io");
+    let server = Server::start(
+        &dir.0,
+        &["--fsync", "never", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let url = server.metrics.clone().expect("the metrics line");
+    let storage_in = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("shared_nothing_io_bytes_in_total{") && l.contains("role=\"storage\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let records: Vec<Vec<u8>> = (0..2000u32).map(|i| vec![(i % 250) as u8; 1000]).collect();
+    produce(&server.addr, &records);
+    let before = storage_in(&scrape(&url));
+    assert_eq!(consume(&server.addr, 0, records.len()), records);
+    let read = storage_in(&scrape(&url)) - before;
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    assert!(
+        read >= bytes as f64,
+        "storage read {read} of {bytes} bytes replayed"
+    );
+}
