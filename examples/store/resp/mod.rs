@@ -17,6 +17,8 @@
 //! `exec::Executor::execute`, `Reply::encode`.
 
 pub mod codec;
+pub mod command;
+mod glob;
 mod inline;
 mod int;
 pub mod reply;
