@@ -16,9 +16,16 @@
 //! an `exec::Session`; per frame `command::parse`, `Request::route`,
 //! `exec::Executor::execute`, `Reply::encode`.
 
+pub mod admin;
 pub mod codec;
 pub mod command;
+mod cursor;
+pub mod engine;
+pub mod exec;
 mod glob;
 mod inline;
 mod int;
 pub mod reply;
+pub mod split;
+pub mod value;
+
