@@ -29,3 +29,7 @@ pub mod reply;
 pub mod split;
 pub mod value;
 
+#[cfg(test)]
+mod codec_tests;
+#[cfg(test)]
+mod command_tests;
