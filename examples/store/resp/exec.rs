@@ -60,6 +60,11 @@ impl<E: Engine> Executor<E> {
         }
     }
 
+    /// The engine, back (a restart hands it to a new executor).
+    pub fn into_engine(self) -> E {
+        self.engine
+    }
+
     /// The engine.
     pub fn engine_mut(&mut self) -> &mut E {
         &mut self.engine
@@ -73,8 +78,10 @@ impl<E: Engine> Executor<E> {
 
     /// Runs `req` for `session` at time `now_ms`.
     pub fn execute(&mut self, session: &mut Session, req: Request, now_ms: i64) -> Reply {
+        let reply = self.run(session, req, now_ms).unwrap_or_else(|e| e);
+        // Counted once done, as Redis counts: INFO does not count itself.
         self.stats.commands += 1;
-        self.run(session, req, now_ms).unwrap_or_else(|e| e)
+        reply
     }
 
     fn run(&mut self, session: &mut Session, req: Request, now: i64) -> Step<Reply> {

@@ -33,3 +33,7 @@ pub mod value;
 mod codec_tests;
 #[cfg(test)]
 mod command_tests;
+#[cfg(test)]
+mod exec_tests;
+#[cfg(test)]
+mod multi_tests;
