@@ -195,7 +195,12 @@ fn consumed_commands_are_dropped() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Seeded: the same inputs on every run and every machine.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_0001),
+        ..ProptestConfig::default()
+    })]
 
     /// Any bytes in any chunks: no panic, memory in proportion to input.
     #[test]

@@ -166,7 +166,10 @@ pub fn parse(args: &[&[u8]]) -> Result<Request, Reply> {
         ("mset", [_, pairs @ ..]) if !pairs.is_empty() && pairs.len() % 2 == 0 => Request::MSet(
             pairs
                 .chunks_exact(2)
-                .map(|p| (own(p[0]), own(p[1])))
+                .filter_map(|p| match p {
+                    [k, v] => Some((own(k), own(v))),
+                    _ => None,
+                })
                 .collect(),
         ),
         ("incr", [_, key]) => Request::IncrBy {

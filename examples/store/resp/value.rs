@@ -16,6 +16,11 @@ use thiserror::Error;
 /// Bytes of the deadline field.
 const DEADLINE: usize = 8;
 
+/// The most bytes the trailer adds to a payload: a stored value may be
+/// this much longer than the longest string (the engine's value bound
+/// must allow for it).
+pub const MAX_TRAILER: usize = DEADLINE + 1;
+
 /// The tag's has-deadline bit.
 const HAS_DEADLINE: u8 = 1;
 
@@ -136,7 +141,9 @@ mod tests {
                         deadline,
                         payload: payload.to_vec(),
                     };
-                    assert_eq!(Value::decode(v.clone().encode()), Ok(v));
+                    let raw = v.clone().encode();
+                    assert!(raw.len() <= payload.len() + MAX_TRAILER);
+                    assert_eq!(Value::decode(raw), Ok(v));
                 }
             }
         }
