@@ -170,6 +170,14 @@ fn announced_lengths_reserve_nothing() {
     d.feed(b"*1048576\r\n$536870912\r\nabc");
     assert!(d.next().unwrap().is_none());
     assert!(d.footprint() < 4096, "{}", d.footprint());
+    // Just over the default 512 MiB bound: refused at the header.
+    let (cmds, err) = decode(Limits::default(), &[b"*1\r\n$536870913\r\n"]);
+    assert_eq!(
+        (cmds.len(), err),
+        (0, Some(ProtocolError::InvalidBulkLength))
+    );
+    let (_, err) = decode(Limits::default(), &[b"*1\r\n$536870912\r\n"]);
+    assert_eq!(err, None);
     // The bulk grows as its bytes arrive, and comes out whole.
     let mut d = Decoder::new(Limits::default());
     d.feed(b"*2\r\n$3\r\nGET\r\n$100000\r\n");
