@@ -20,6 +20,9 @@ fn opts(page: u64) -> ShardOptions {
             index: 1,
             partitioning: Partitioning::Hash,
         },
+        wal: crate::wal::WalConfig {
+            segment_bytes: 64 << 10,
+        },
     }
 }
 
@@ -334,7 +337,8 @@ fn a_failed_manifest_write_makes_the_shard_read_only_until_reopened() {
     let file = dir.file("shard");
     let (inner, new) = FileStore::open(&file, PageSize::MIN).unwrap();
     let store = FailingSlots { inner, fail: false };
-    let mut s = Shard::open_store(store, new, &file, opts(4096)).unwrap();
+    let wal = FsWalDir::create(&wal_dir(&file)).unwrap();
+    let mut s = Shard::open_with(store, new, &file, wal, opts(4096)).unwrap();
     let mut model = Model::new();
     fill(&mut s, &mut model, 0, 500);
     s.checkpoint().unwrap();
