@@ -108,7 +108,7 @@ fn options(cli: &Cli) -> Result<ShardOptions, DemoError> {
             partitioning: Partitioning::Hash,
         },
         wal: WalConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes: 8 << 20,
         },
     })
 }

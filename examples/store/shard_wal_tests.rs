@@ -298,3 +298,48 @@ fn a_full_or_failing_disk_fails_the_writes_and_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[test]
+fn a_batch_failing_in_the_tree_is_never_logged_and_the_shard_turns_read_only() {
+    let dir = TempDir::new();
+    let file = dir.file("shard");
+    let (inner, new) = FileStore::open(&file, PageSize::MIN).unwrap();
+    let store = super::tests::FailingSlots {
+        inner,
+        fail: false,
+        fail_pages: false,
+    };
+    let wal = FsWalDir::create(&wal_dir(&file)).unwrap();
+    let mut s = Shard::open_with(store, new, &file, wal, opts()).unwrap();
+    let mut model = Model::new();
+    write(&mut s, &mut model, 0, 200);
+    // The batch's second op writes an overflow chain, which fails: the
+    // first op is in the tree already.
+    s.tree.store_mut().fail_pages = true;
+    let big = vec![1u8; 20_000];
+    let ops = [
+        Op::Put {
+            table: T0,
+            key: b"first",
+            value: b"small",
+        },
+        Op::Put {
+            table: T0,
+            key: b"second",
+            value: &big,
+        },
+    ];
+    assert!(matches!(s.write_batch(&ops), Err(StoreError::Tree { .. })));
+    assert!(matches!(
+        s.put(T0, b"k", b"v"),
+        Err(StoreError::ReadOnly {
+            after: "batch in the tree",
+            ..
+        })
+    ));
+    // Nothing of it reached the WAL: a reopen has the acknowledged state.
+    assert_eq!(s.sync_wal().unwrap(), s.wal.last_lsn());
+    drop(s);
+    let s = Shard::open(&file, opts()).unwrap();
+    assert_eq!(dump(&s), model);
+}

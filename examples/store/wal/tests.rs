@@ -380,3 +380,38 @@ fn a_record_of_several_mib_is_one_write_and_round_trips() {
         vec![(Lsn(1), batch(1)), (Lsn(2), big), (Lsn(3), batch(3))]
     );
 }
+
+#[test]
+fn a_failed_directory_sync_after_a_roll_is_retried_with_the_new_segment() {
+    let dir = TempDir::new();
+    let (d, faults) = FaultyDir::create(&dir.0);
+    let noop = |_: Lsn, _: &[Op<'_>]| Ok::<(), WalError>(());
+    let (mut wal, _) = Wal::open(d, cfg(600), Lsn(0), noop).unwrap();
+    fill(&mut wal, 1, 3, 10);
+    for i in 4..=12 {
+        wal.append(&ops(&batch(i))).unwrap();
+    }
+    let io = wal.take_io().unwrap();
+    let syncs = io
+        .writes
+        .iter()
+        .map(|w| w.segment)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(!io.create.is_empty() && syncs.len() > 1, "{io:?}");
+    assert!(
+        wal.complete(io, Err(WalError::Batch("not performed")))
+            .is_err()
+    );
+    // The directory is synced last, after every segment.
+    faults.fail_sync(syncs.len() as u32 + 1, libc::EIO);
+    let err = wal.sync().unwrap_err();
+    assert!(
+        matches!(&err, WalError::Sync { file, .. } if *file == dir.0),
+        "{err}"
+    );
+    assert_eq!(wal.durable_lsn(), Lsn(3));
+    assert_eq!(wal.sync().unwrap(), Lsn(12));
+    drop(wal);
+    let (_, _, got) = open(&dir.0, 600, 0).unwrap();
+    assert_eq!(got, expect(1, 12));
+}
