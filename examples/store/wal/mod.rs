@@ -7,8 +7,9 @@
 //! (the scan and the torn-tail cut, V1), `error`, and for tests `fault` (a
 //! directory whose Nth write or sync fails).
 //!
-//! **Group commit.** [`Wal::append`] only queues a record in memory and
-//! returns its LSN. The queued records leave as one [`WalIo`]: a list of
+//! **Group commit.** [`Wal::encode`] then [`Wal::push`] (the shard applies
+//! the batch in between) only queue a record in memory and return its LSN;
+//! the caller's sync cadence bounds what waits there. The queued records leave as one [`WalIo`]: a list of
 //! `(segment, offset, bytes)` writes, the segment files to create first,
 //! and the last LSN they carry. Whoever performs it writes, fdatasyncs each
 //! segment written (and the directory if a file was created), then reports
