@@ -343,3 +343,31 @@ fn a_batch_failing_in_the_tree_is_never_logged_and_the_shard_turns_read_only() {
     let s = Shard::open(&file, opts()).unwrap();
     assert_eq!(dump(&s), model);
 }
+
+#[test]
+fn a_checkpoint_covers_writes_the_wal_never_synced() {
+    let dir = TempDir::new();
+    let file = dir.file("shard");
+    let mut s = Shard::open(&file, opts()).unwrap();
+    let mut model = Model::new();
+    write(&mut s, &mut model, 0, 100);
+    // Not synced to the WAL, but in the checkpoint.
+    for i in 100..400 {
+        s.put(T1, &key(i), b"checkpointed").unwrap();
+        model.insert((T1, key(i)), b"checkpointed".to_vec());
+    }
+    s.checkpoint().unwrap();
+    let last = s.wal.last_lsn();
+    drop(s);
+    let mut s = Shard::open(&file, opts()).unwrap();
+    assert_eq!(dump(&s), model);
+    assert_eq!(s.recovery().replayed, 0);
+    // The WAL restarts past the checkpoint, in a segment of its own.
+    assert_eq!(s.wal.segment_firsts(), vec![last.next()]);
+    assert_eq!(s.put(T0, b"next", b"1").unwrap(), last.next());
+    s.sync_wal().unwrap();
+    model.insert((T0, b"next".to_vec()), b"1".to_vec());
+    drop(s);
+    let s = Shard::open(&file, opts()).unwrap();
+    assert_eq!(dump(&s), model);
+}
