@@ -3,6 +3,7 @@
 
 use crate::btree::TreeError;
 use crate::manifest::ManifestError;
+use crate::wal::WalError;
 use std::io;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -20,9 +21,13 @@ pub enum StoreError {
     /// The data file or its directory could not be opened or created.
     #[error("{}: {source}", file.display())]
     Open { file: PathBuf, source: io::Error },
-    /// A manifest write failed; the shard takes no writes until reopened.
-    #[error("{}: a manifest write failed; reopen to write again", file.display())]
-    ReadOnly { file: PathBuf },
+    /// An earlier failure (`after`: a manifest write, a batch that failed
+    /// part way) left the shard taking no writes until reopened.
+    #[error("{}: read-only after a failed {after}; reopen to write again", file.display())]
+    ReadOnly { file: PathBuf, after: &'static str },
+    /// The WAL failed (a write, a sync, or its recovery).
+    #[error(transparent)]
+    Wal(#[from] WalError),
     /// A user key over [`crate::table::MAX_KEY`].
     #[error("key of {len} bytes exceeds the {max}-byte bound")]
     KeyTooLong { len: usize, max: usize },

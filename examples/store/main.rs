@@ -29,6 +29,7 @@ mod table;
 #[cfg(test)]
 #[path = "../common/test_dir.rs"]
 mod test_dir;
+mod wal;
 
 use clap::Parser;
 use std::path::PathBuf;

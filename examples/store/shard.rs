@@ -1,19 +1,30 @@
 //! One shard's engine: a data file holding a B+tree of table-prefixed
-//! keys, checkpointed through the manifest.
+//! keys, checkpointed through the manifest, and a write-ahead log.
 //!
-//! Writes change the in-memory tree (plus overflow chains, written at once
-//! to fresh pages) and become durable at [`Shard::checkpoint`]; the WAL of
-//! the next step will make each write durable before that. The protocol
-//! (`manifest.rs`): write pages copy-on-write, fsync, write the manifest
-//! into the older slot, fsync. A crash before the manifest is complete
-//! reopens the previous checkpoint, byte for byte.
+//! **Writes.** Every put, delete and batch is encoded as one WAL record
+//! (one LSN), applied to the in-memory tree (plus overflow chains, written
+//! at once to fresh pages), then queued in the WAL; [`Shard::sync_wal`]
+//! is the group commit that makes every queued write durable, and a write
+//! is acknowledged only after it. **Checkpoints** (`manifest.rs`): write
+//! pages copy-on-write, fsync, write the manifest with the last applied
+//! LSN into the older slot, fsync, then remove the WAL segments below it.
+//! **Open:** load the newest valid manifest, then replay the WAL records
+//! past its LSN into the tree (`wal::recover` cuts a torn tail first).
+//!
+//! **S1:** the tree holds exactly the checkpoint plus the WAL records
+//! after its LSN, in order: a batch reaches the WAL queue only once it is
+//! wholly applied, and a batch whose application failed part way leaves
+//! the shard read-only until reopened (so does any tree error in a write:
+//! its record is never queued, so a reopen has none of it). Replay is idempotent: records at or below the
+//! manifest's LSN are skipped, and LSNs go on past both.
 
-use crate::btree::{ScanBatch, Tree, TreeError, TreeRoot, TreeStats};
+use crate::btree::{MAX_VALUE, ScanBatch, Tree, TreeError, TreeRoot, TreeStats};
 use crate::error::StoreError;
 use crate::manifest::{self, Manifest, ManifestError, ShardLayout};
 use crate::page::PageSize;
 use crate::pagestore::{FileStore, PageStore, SLOTS, first_data_page};
 use crate::table::{MAX_KEY, TableId};
+use crate::wal::{FsWalDir, Lsn, Op, Recovery, Wal, WalConfig, WalDir};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +34,8 @@ use std::path::{Path, PathBuf};
 pub struct ShardOptions {
     pub page_size: PageSize,
     pub layout: ShardLayout,
+    /// The WAL's settings (not recorded: they may change between opens).
+    pub wal: WalConfig,
 }
 
 /// One batch of a table scan: user keys and values in order, and the key
@@ -33,34 +46,49 @@ pub struct Scan {
     pub resume: Option<Vec<u8>>,
 }
 
-/// A shard's data file, open.
+/// The WAL directory of the data file `file`: its name with the
+/// extension `wal` (`shard-0.data` has `shard-0.wal/`).
+pub fn wal_dir(file: &Path) -> PathBuf {
+    file.with_extension("wal")
+}
+
+/// A shard's data file and WAL, open.
 #[derive(Debug)]
-pub struct Shard<S = FileStore> {
+pub struct Shard<S = FileStore, D: WalDir = FsWalDir> {
     file: PathBuf,
     tree: Tree<S>,
+    wal: Wal<D>,
+    /// What opening the WAL found.
+    recovery: Recovery,
     /// The newest durable manifest and its slot.
     manifest: Manifest,
     slot: usize,
-    /// A manifest write failed: it may or may not be on disk, and a retry
-    /// would rewrite the pages it refers to, so the shard takes no more
-    /// writes until reopened (reads go on).
-    read_only: bool,
+    /// Why the shard takes no more writes until reopened (reads go on):
+    /// a manifest write failed (it may or may not be on disk, and a retry
+    /// would rewrite the pages it refers to), or a batch failed part way
+    /// into the tree (S1).
+    read_only: Option<&'static str>,
 }
 
 impl Shard<FileStore> {
     /// Opens the data file at `file`, creating it (with an empty first
-    /// checkpoint) if it is absent or empty.
+    /// checkpoint) if it is absent or empty, and its WAL in [`wal_dir`],
+    /// replaying it.
     ///
     /// # Errors
     /// The file cannot be opened, has no valid manifest, was made with
-    /// another page size or layout, or its free list is corrupt.
+    /// another page size or layout, or its free list is corrupt; the WAL
+    /// cannot be read or repaired, or a replayed batch fails.
     pub fn open(file: &Path, opts: ShardOptions) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             file: file.to_path_buf(),
             source,
         };
         let (store, new) = FileStore::open(file, opts.page_size).map_err(open_err)?;
-        let shard = Self::open_store(store, new, file, opts)?;
+        let dir = wal_dir(file);
+        let wal =
+            FsWalDir::create(&dir).map_err(|source| StoreError::Open { file: dir, source })?;
+        let shard = Self::open_with(store, new, file, wal, opts)?;
         if new {
             sync_parent(file).map_err(open_err)?;
         }
@@ -68,15 +96,17 @@ impl Shard<FileStore> {
     }
 }
 
-impl<S: PageStore> Shard<S> {
-    /// Opens the shard in `store` (the data file `file`; `new` if empty).
+impl<S: PageStore, D: WalDir> Shard<S, D> {
+    /// Opens the shard in `store` (the data file `file`; `new` if empty)
+    /// with its WAL in `wal`.
     ///
     /// # Errors
     /// As [`Shard::open`].
-    pub fn open_store(
+    pub fn open_with(
         mut store: S,
         new: bool,
         file: &Path,
+        wal: D,
         opts: ShardOptions,
     ) -> Result<Self, StoreError> {
         let (manifest, slot) = if new {
@@ -112,25 +142,32 @@ impl<S: PageStore> Shard<S> {
             }
             .into());
         }
-        let tree = Tree::open(store, opts.page_size, manifest.tree).map_err(|source| {
-            StoreError::Tree {
-                file: file.to_path_buf(),
-                source,
-            }
+        let tree_err = |source| StoreError::Tree {
+            file: file.to_path_buf(),
+            source,
+        };
+        let mut tree = Tree::open(store, opts.page_size, manifest.tree).map_err(tree_err)?;
+        let (wal, recovery) = Wal::open(wal, opts.wal, Lsn(manifest.lsn), |_, ops| {
+            apply(&mut tree, ops)
+                .map(|_| ())
+                .map_err(|(_, e)| tree_err(e))
         })?;
         Ok(Shard {
             file: file.to_path_buf(),
             tree,
+            wal,
+            recovery,
             manifest,
             slot,
-            read_only: false,
+            read_only: None,
         })
     }
 
     fn writable(&self) -> Result<(), StoreError> {
-        if self.read_only {
+        if let Some(after) = self.read_only {
             return Err(StoreError::ReadOnly {
                 file: self.file.clone(),
+                after,
             });
         }
         Ok(())
@@ -171,24 +208,90 @@ impl<S: PageStore> Shard<S> {
         self.tree.exists(&k).map_err(|e| self.tree_err(e))
     }
 
-    /// Stores `value` under `key` in `table`.
+    /// Stores `value` under `key` in `table` (a batch of one); durable
+    /// after the next [`Shard::sync_wal`]. Returns its LSN.
     ///
     /// # Errors
-    /// A bound is exceeded, or a page failed its checks or its write.
-    pub fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.writable()?;
-        let k = Self::tree_key(table, key)?;
-        self.tree.put(&k, value).map_err(|e| self.tree_err(e))
+    /// As [`Shard::write_batch`].
+    pub fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<Lsn, StoreError> {
+        self.write(&[Op::Put { table, key, value }])
+            .map(|(lsn, _)| lsn)
     }
 
-    /// Removes `key` from `table`; returns whether it was there.
+    /// Removes `key` from `table` (a batch of one); returns whether it was
+    /// there. Durable after the next [`Shard::sync_wal`].
     ///
     /// # Errors
-    /// As [`Shard::get`].
+    /// As [`Shard::write_batch`].
     pub fn delete(&mut self, table: TableId, key: &[u8]) -> Result<bool, StoreError> {
+        self.write(&[Op::Delete { table, key }])
+            .map(|(_, found)| found == 1)
+    }
+
+    /// Applies `ops` as one atomic batch, one WAL record: after a crash
+    /// either all of it is there or none. Durable after the next
+    /// [`Shard::sync_wal`]. Returns its LSN.
+    ///
+    /// # Errors
+    /// A key or value over its bound, or an empty batch (nothing changes);
+    /// the WAL refuses appends after an unretried I/O failure; a page failed
+    /// its checks or its write (then the shard turns read-only, S1).
+    pub fn write_batch(&mut self, ops: &[Op<'_>]) -> Result<Lsn, StoreError> {
+        self.write(ops).map(|(lsn, _)| lsn)
+    }
+
+    /// [`Shard::write_batch`], also returning how many deletes found their
+    /// key.
+    fn write(&mut self, ops: &[Op<'_>]) -> Result<(Lsn, usize), StoreError> {
         self.writable()?;
-        let k = Self::tree_key(table, key)?;
-        self.tree.delete(&k).map_err(|e| self.tree_err(e))
+        for op in ops {
+            let (Op::Put { key, .. } | Op::Delete { key, .. }) = op;
+            if key.len() > MAX_KEY {
+                return Err(StoreError::KeyTooLong {
+                    len: key.len(),
+                    max: MAX_KEY,
+                });
+            }
+            if let Op::Put { value, .. } = op
+                && value.len() > MAX_VALUE
+            {
+                return Err(self.tree_err(TreeError::ValueTooLarge {
+                    len: value.len(),
+                    max: MAX_VALUE,
+                }));
+            }
+        }
+        let record = self.wal.encode(ops)?;
+        match apply(&mut self.tree, ops) {
+            Ok(found) => Ok((self.wal.push(record)?, found)),
+            Err((_, e)) => {
+                // The tree may hold part of the batch: S1.
+                self.read_only = Some("batch in the tree");
+                Err(self.tree_err(e))
+            }
+        }
+    }
+
+    /// Group commit: makes every write so far durable in the WAL (one
+    /// write and one fdatasync for all of them) and returns the durable
+    /// LSN; acknowledge the writes up to it.
+    ///
+    /// # Errors
+    /// A WAL write or sync failed ([`crate::wal::WalError`], naming the
+    /// file and offset): nothing since the last successful call is
+    /// acknowledged, writes are refused, and the next call retries.
+    pub fn sync_wal(&mut self) -> Result<Lsn, StoreError> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// What opening the WAL found: records, replayed batches, repairs.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The WAL's segment count and its durable LSN.
+    pub fn wal_state(&self) -> (usize, Lsn) {
+        (self.wal.segment_firsts().len(), self.wal.durable_lsn())
     }
 
     /// Up to `limit` entries of `table` from `start` on, in key order; pass
@@ -210,8 +313,10 @@ impl<S: PageStore> Shard<S> {
         })
     }
 
-    /// Makes every change so far durable: pages, fsync, manifest into the
-    /// older slot, fsync. Returns the new checkpoint's sequence number.
+    /// Makes every change so far durable in the data file: pages, fsync,
+    /// manifest (with the last applied LSN) into the older slot, fsync;
+    /// then removes the WAL segments the checkpoint covers. Returns the
+    /// new checkpoint's sequence number.
     ///
     /// # Errors
     /// A page write or sync failed: the previous checkpoint stays the
@@ -226,19 +331,26 @@ impl<S: PageStore> Shard<S> {
             .tree
             .write_checkpoint(seq)
             .map_err(|e| self.tree_err(e))?;
+        let lsn = self.wal.last_lsn();
         let next = Manifest {
             tree: written.root,
+            lsn: lsn.0,
             ..self.manifest
         };
         let slot = (self.slot + 1) % SLOTS;
         if let Err(e) = manifest::store(self.tree.store_mut(), &self.file, slot, &next) {
             self.tree.checkpoint_failed(written);
-            self.read_only = true;
+            self.read_only = Some("manifest write");
             return Err(e.into());
         }
         self.tree.checkpoint_done(written);
         self.manifest = next;
         self.slot = slot;
+        // The checkpoint stands either way: segments left now (a crash
+        // here leaves them too) only hold records replay skips.
+        if let Err(e) = self.wal.truncate_before(lsn.next()) {
+            tracing::warn!(target: "store", "checkpoint {seq}: WAL truncation deferred: {e}");
+        }
         Ok(seq)
     }
 
@@ -246,6 +358,23 @@ impl<S: PageStore> Shard<S> {
     pub fn stats(&self) -> TreeStats {
         self.tree.stats()
     }
+}
+
+/// Applies one batch to the tree, in order. Returns how many deletes found
+/// their key, or the index of the op that failed and why.
+fn apply<S: PageStore>(tree: &mut Tree<S>, ops: &[Op<'_>]) -> Result<usize, (usize, TreeError)> {
+    let mut found = 0;
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Put { table, key, value } => {
+                tree.put(&table.key(key), value).map_err(|e| (i, e))?
+            }
+            Op::Delete { table, key } => {
+                found += usize::from(tree.delete(&table.key(key)).map_err(|e| (i, e))?);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Makes a new file's directory entry durable.
@@ -259,3 +388,6 @@ fn sync_parent(file: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 #[path = "shard_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "shard_wal_tests.rs"]
+mod wal_tests;

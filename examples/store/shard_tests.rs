@@ -20,6 +20,9 @@ fn opts(page: u64) -> ShardOptions {
             index: 1,
             partitioning: Partitioning::Hash,
         },
+        wal: crate::wal::WalConfig {
+            segment_bytes: 64 << 10,
+        },
     }
 }
 
@@ -294,11 +297,13 @@ fn keys_over_the_bound_are_refused() {
     ));
 }
 
-/// A data file whose manifest writes fail once asked to.
+/// A data file whose manifest writes (`fail`) or page writes
+/// (`fail_pages`) fail once asked to.
 #[derive(Debug)]
-struct FailingSlots {
-    inner: FileStore,
-    fail: bool,
+pub(super) struct FailingSlots {
+    pub(super) inner: FileStore,
+    pub(super) fail: bool,
+    pub(super) fail_pages: bool,
 }
 
 impl PageStore for FailingSlots {
@@ -307,6 +312,9 @@ impl PageStore for FailingSlots {
     }
 
     fn write_page(&mut self, id: crate::page::PageId, buf: &[u8]) -> std::io::Result<()> {
+        if self.fail_pages {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         self.inner.write_page(id, buf)
     }
 
@@ -333,8 +341,13 @@ fn a_failed_manifest_write_makes_the_shard_read_only_until_reopened() {
     let dir = TempDir::new();
     let file = dir.file("shard");
     let (inner, new) = FileStore::open(&file, PageSize::MIN).unwrap();
-    let store = FailingSlots { inner, fail: false };
-    let mut s = Shard::open_store(store, new, &file, opts(4096)).unwrap();
+    let store = FailingSlots {
+        inner,
+        fail: false,
+        fail_pages: false,
+    };
+    let wal = FsWalDir::create(&wal_dir(&file)).unwrap();
+    let mut s = Shard::open_with(store, new, &file, wal, opts(4096)).unwrap();
     let mut model = Model::new();
     fill(&mut s, &mut model, 0, 500);
     s.checkpoint().unwrap();
