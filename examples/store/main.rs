@@ -4,9 +4,11 @@
 //! overflow chains and a free-page list (`btree/`), over a page I/O trait
 //! with a positioned-I/O file implementation (`pagestore.rs`), two
 //! alternating manifest slots (`manifest.rs`), table-prefixed keys
-//! (`table.rs`), and the shard that ties them together with the
-//! checkpoint protocol (`shard.rs`). The WAL, shards on workers, io_uring
-//! reads and the Redis front come next.
+//! (`table.rs`), the write-ahead log with group commit (`wal/`), and the
+//! shard that ties them together (`shard.rs`: writes through the WAL,
+//! checkpoints, replay on open). The Redis protocol and command layer is
+//! built (`resp/`) but not served yet; shards on workers, the server and
+//! io_uring reads come next.
 //!
 //! ```text
 //! cargo run --example store                     # the demo, in a temp dir
@@ -41,8 +43,9 @@ use std::process::ExitCode;
     name = "store",
     about = "A page-based key-value store engine. With no arguments it runs a \
              self-contained demo in a temporary directory: puts across two tables \
-             (with MiB-sized values), a checkpoint, deletes, a range scan, a reopen, \
-             and a byte-for-byte check of everything."
+             (with MiB-sized values) acknowledged through WAL group commits, a \
+             checkpoint, deletes, a range scan, a crash (no checkpoint) and a reopen \
+             that replays the WAL, and a byte-for-byte check of everything."
 )]
 pub struct Cli {
     /// Directory for the data file (kept afterwards); default: a temporary
