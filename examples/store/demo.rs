@@ -402,6 +402,7 @@ mod tests {
     fn the_demo_runs_twice_over_one_directory() {
         let dir = TempDir::new();
         let cli = Cli {
+            command: None,
             dir: Some(dir.0.clone()),
             keys: 3000,
             page_size: 8192,

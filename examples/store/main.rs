@@ -23,9 +23,8 @@ mod logging;
 mod manifest;
 mod page;
 mod pagestore;
-// The server (the next step) uses it; until then only its tests do.
-#[allow(dead_code)]
 mod resp;
+mod serve;
 mod shard;
 mod table;
 #[cfg(test)]
@@ -48,6 +47,8 @@ use std::process::ExitCode;
              that replays the WAL, and a byte-for-byte check of everything."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory for the data file (kept afterwards); default: a temporary
     /// directory, removed at the end.
     #[arg(long)]
@@ -60,6 +61,75 @@ pub struct Cli {
     page_size: u64,
 }
 
+/// The subcommands; none runs the demo.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serves the store over the Redis protocol (RESP2).
+    Serve(ServeArgs),
+}
+
+/// `store serve`'s options.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The data directory (`shard-N.data` and `shard-N.wal/` per shard),
+    /// created if absent.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Shards, one per worker; default: one per planned application
+    /// worker. Must match the directory's (its manifests record it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: Option<u32>,
+    /// The address to listen on (port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    addr: String,
+    /// `always`: acknowledge writes after the shard's group commit;
+    /// `never`: after apply (the WAL is synced every 200 ms).
+    #[arg(long, value_enum, default_value_t = serve::SyncMode::Always)]
+    sync: serve::SyncMode,
+    /// Longest bulk string a client may send, in bytes (capped so a
+    /// stored value fits the tree's largest value).
+    #[arg(long, default_value_t = 512 << 20)]
+    max_bulk: usize,
+    /// Page size in bytes: a power of two from 4096 to 65536; must match
+    /// the directory's.
+    #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
+    page_size: u64,
+    /// Checkpoint a shard after this many writes...
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_writes: u64,
+    /// ...or this many seconds after its first write since the last one.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_secs: u64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<serve::ServeConfig, page::PageSizeError> {
+        Ok(serve::ServeConfig {
+            dir: self.dir.clone(),
+            shards: self.shards.map(|n| n as usize),
+            addr: self.addr.clone(),
+            sync: self.sync,
+            max_bulk: self.max_bulk.min(serve::MAX_STRING),
+            page_size: page::PageSize::new(self.page_size)?,
+            checkpoint: serve::CheckpointPolicy {
+                writes: self.checkpoint_writes,
+                every: std::time::Duration::from_secs(self.checkpoint_secs),
+            },
+        })
+    }
+}
+
+/// Why `store` stopped.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    #[error("--page-size: {0}")]
+    PageSize(#[from] page::PageSizeError),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+}
+
 fn parse_page_size(s: &str) -> Result<u64, String> {
     let n: u64 = s.parse().map_err(|e| format!("{e}"))?;
     page::PageSize::new(n).map(|_| n).map_err(|e| e.to_string())
@@ -68,7 +138,14 @@ fn parse_page_size(s: &str) -> Result<u64, String> {
 fn main() -> ExitCode {
     logging::init("store");
     let cli = Cli::parse();
-    match demo::run(&cli) {
+    let result = match &cli.command {
+        Some(Command::Serve(args)) => args
+            .config()
+            .map_err(MainError::from)
+            .and_then(|cfg| Ok(serve::serve(&cfg)?)),
+        None => demo::run(&cli).map_err(MainError::from),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("store: {e}");

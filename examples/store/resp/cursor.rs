@@ -2,7 +2,7 @@
 //! a key; clients, though, read a cursor as a number (`redis-cli --scan`
 //! and redis-py parse it as an integer), so the number names a resume key
 //! held here. Ids count up from 1 and are never reused (0 means "start"
-//! and "done"); the newest [`Cursors::capacity`] stay, older ones are
+//! and "done"); the newest `capacity` (of [`Cursors::new`]) stay, older ones are
 //! forgotten and resuming one is `-ERR invalid cursor`, never a wrong
 //! place. A cursor may be resumed more than once (a client retrying).
 
@@ -26,11 +26,6 @@ impl Cursors {
             keys: HashMap::new(),
             order: VecDeque::new(),
         }
-    }
-
-    /// How many cursors stay resumable.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// A new cursor resuming at `key`.

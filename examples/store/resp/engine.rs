@@ -30,6 +30,10 @@ pub enum EngineError {
     /// A key over the engine's bound.
     #[error("key of {len} bytes exceeds the {max}-byte bound")]
     KeyTooLong { len: usize, max: usize },
+    /// A stored value over the engine's bound (the string plus its
+    /// trailer); `--max-bulk` keeps strings under it.
+    #[error("string exceeds maximum allowed size (proto-max-bulk-len)")]
+    ValueTooLarge,
     /// A stored value that does not decode.
     #[error("corrupt value: {0}")]
     Value(#[from] ValueError),

@@ -26,6 +26,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session in database `db` (a shard runs a connection's request
+    /// in the connection's database).
+    pub fn in_db(db: u32) -> Self {
+        Session { db, closing: false }
+    }
+
     /// The selected database.
     pub fn db(&self) -> u32 {
         self.db
@@ -60,7 +66,9 @@ impl<E: Engine> Executor<E> {
         }
     }
 
-    /// The engine, back (a restart hands it to a new executor).
+    /// The engine, back (a restart hands it to a new executor; the tests
+    /// do).
+    #[cfg(test)]
     pub fn into_engine(self) -> E {
         self.engine
     }

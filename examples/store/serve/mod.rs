@@ -1,0 +1,423 @@
+//! `store serve`: the shards on the crate's workers, behind the Redis
+//! protocol.
+//!
+//! Worker `i` of a group of `--shards` workers owns shard `i`
+//! (`DIR/shard-i.data` and its WAL) and the connections the network
+//! layer gives it: thread-per-core, each worker listens on the shared
+//! port (`SO_REUSEPORT`); dedicated, a network worker hands connections
+//! out round robin. A key lives on shard `HashPartitioner` of
+//! `hash_key` of its table-prefixed key ([`shard_of`], the scheme every
+//! manifest records). A connection's worker decodes and parses its
+//! commands (`conn.rs`) and runs each on its key's shard: in place when
+//! the shard is its own, otherwise as a [`Msg::Run`] to the shard's
+//! worker, answered by a [`Msg::Done`]; both go through [`ResultSink`]s,
+//! which never block, so no worker ever waits on another. Replies are
+//! written in command order (pipelining). Group commit and checkpoints:
+//! `host.rs`.
+//!
+//! The workers have no timer under the zero-config pool, so the thread
+//! that called [`serve`] is the clock: [`Msg::Tick`] every [`TICK`].
+
+mod conn;
+mod host;
+
+use crate::manifest::{Partitioning, ShardLayout};
+use crate::page::PageSize;
+use crate::resp::admin::ServerInfo;
+use crate::resp::command::Request;
+use crate::resp::reply::Reply;
+use crate::shard::{Shard, ShardOptions};
+use crate::table::TableId;
+use crate::wal::WalConfig;
+use host::Host;
+use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort};
+use shared_nothing::partition::{HashPartitioner, Partitioner, RoundRobinPartitioner, hash_key};
+use shared_nothing::pool::NetworkMode;
+use shared_nothing::prelude::*;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+pub use host::{CheckpointPolicy, MAX_STRING};
+
+/// Clock period: bounds how late a `--sync never` sync or a retried
+/// delivery is.
+const TICK: Duration = Duration::from_millis(10);
+
+/// When writes are acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// After the shard's group commit (`host.rs`, D1).
+    Always,
+    /// After apply; the WAL is synced now and then.
+    Never,
+}
+
+/// What `serve` needs from the command line.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub dir: PathBuf,
+    /// `None`: one per planned application worker.
+    pub shards: Option<usize>,
+    pub addr: String,
+    pub sync: SyncMode,
+    /// Already capped at [`MAX_STRING`].
+    pub max_bulk: usize,
+    pub page_size: PageSize,
+    pub checkpoint: CheckpointPolicy,
+}
+
+/// Where a reply goes: the connection's worker, the connection, the
+/// command's position on it and the part of a split command.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    pub worker: usize,
+    pub conn: ConnId,
+    pub seq: u64,
+    pub part: usize,
+}
+
+/// A reply on its way back.
+#[derive(Debug)]
+pub struct Done {
+    pub origin: Origin,
+    pub reply: Reply,
+}
+
+/// Everything that travels between workers.
+#[derive(Debug)]
+pub enum Msg {
+    /// A socket event from the network layer.
+    Net(NetEvent),
+    /// Sent once after spawn: one sink per worker, in index order.
+    Wire(Vec<ResultSink<Msg>>),
+    /// Thread-per-core, after wiring: listen on this (shared) address.
+    Listen(SocketAddr),
+    /// Clock tick from the serving thread.
+    Tick,
+    /// To a shard's worker: run `req` in database `db`.
+    Run {
+        origin: Origin,
+        db: u32,
+        req: Request,
+    },
+    /// To a connection's worker: a reply.
+    Done(Done),
+}
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Pool(#[from] shared_nothing::Error),
+    #[error("cannot resolve --addr {addr}: {reason}")]
+    Addr { addr: String, reason: String },
+    #[error("cannot create --dir {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--shards must be at least 1")]
+    NoShards,
+    #[error("worker {0} did not take its wiring: {1}")]
+    Wire(usize, String),
+    #[error("worker {0} could not listen (see its log line): {1}")]
+    Listen(usize, String),
+}
+
+/// The shard of `key` in database `db` among `shards`.
+pub fn shard_of(db: u32, key: &[u8], shards: usize) -> usize {
+    HashPartitioner::new().partition(hash_key(&TableId(db).key(key)), shards)
+}
+
+/// The current time in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One application worker: shard `index`.
+pub struct Node {
+    index: usize,
+    shards: usize,
+    cfg: ServeConfig,
+    server: ServerInfo,
+    io: IoWorkers,
+    mode: NetworkMode,
+}
+
+/// A worker's state, built on its own thread.
+pub struct NodeState {
+    index: usize,
+    shards: usize,
+    /// One client per network worker (replies go through the one that owns
+    /// the connection); thread-per-core, the one of this worker's own.
+    clients: Vec<NetClient>,
+    /// Thread-per-core: this worker's own network backend.
+    net: Option<NetworkWorker>,
+    /// Sinks into every worker, indexed like the group; empty until `Wire`.
+    peers: Vec<ResultSink<Msg>>,
+    conns: HashMap<ConnId, conn::Conn>,
+    host: Host,
+    /// Runs what needs no shard (PING, SELECT, CONFIG, COMMAND, QUIT).
+    front: crate::resp::exec::Executor<crate::resp::engine::MemEngine>,
+    max_bulk: usize,
+}
+
+impl NodeState {
+    /// Delivers `msg` to worker `to` without blocking (a full queue keeps
+    /// it in the sink's backlog, retried on later deliveries and ticks).
+    fn deliver(&mut self, to: usize, msg: Msg) {
+        match self.peers.get_mut(to) {
+            Some(sink) => sink.deliver(msg),
+            None => tracing::warn!(worker = self.index, "not wired yet, dropped a message"),
+        }
+    }
+
+    /// Sends replies to their connections' workers (or completes them
+    /// here).
+    fn answer(&mut self, replies: Vec<Done>) {
+        for done in replies {
+            if done.origin.worker == self.index {
+                conn::on_done(self, done);
+            } else {
+                self.deliver(done.origin.worker, Msg::Done(done));
+            }
+        }
+    }
+}
+
+impl Node {
+    fn open_shard(&self) -> Result<Shard> {
+        let file = self.cfg.dir.join(format!("shard-{}.data", self.index));
+        let opts = ShardOptions {
+            page_size: self.cfg.page_size,
+            layout: ShardLayout {
+                count: u32::try_from(self.shards).unwrap_or(u32::MAX),
+                index: u32::try_from(self.index).unwrap_or(u32::MAX),
+                partitioning: Partitioning::Hash,
+            },
+            wal: WalConfig {
+                segment_bytes: 8 << 20,
+            },
+        };
+        Shard::open(&file, opts).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "{e} (pass the --shards and --page-size the directory was made with)"
+            ))
+        })
+    }
+
+    fn network(&self) -> Result<(Option<NetworkWorker>, Vec<NetClient>)> {
+        Ok(match self.mode {
+            NetworkMode::ThreadPerCore => {
+                let config = NetConfig::new()
+                    .reuse_port(true)
+                    .name(format!("store-net-{}", self.index));
+                let net = NetworkWorker::start_local(self.index, config)?;
+                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
+                (Some(net), vec![client])
+            }
+            _ => {
+                let clients = (0..self.io.network_count())
+                    .map(|i| {
+                        self.io
+                            .network(i)
+                            .client(ResultSink::to_current_worker(Msg::Net)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (None, clients)
+            }
+        })
+    }
+}
+
+impl Worker for Node {
+    type State = NodeState;
+    type Message = Msg;
+    type Reply = ();
+
+    fn init(&mut self) -> Result<NodeState> {
+        let shard = self.open_shard()?;
+        let (net, clients) = self.network()?;
+        let host = Host::new(
+            self.index,
+            shard,
+            self.server.clone(),
+            self.cfg.sync,
+            self.cfg.checkpoint,
+        );
+        let front = crate::resp::exec::Executor::new(
+            crate::resp::engine::MemEngine::default(),
+            self.server.clone(),
+        );
+        Ok(NodeState {
+            index: self.index,
+            shards: self.shards,
+            clients,
+            net,
+            peers: Vec::new(),
+            conns: HashMap::new(),
+            host,
+            front,
+            max_bulk: self.cfg.max_bulk,
+        })
+    }
+
+    fn handle_message(&mut self, st: &mut NodeState, msg: Envelope<Msg>) -> Result<()> {
+        let mut msg = msg;
+        let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
+        handle(st, payload, &mut msg);
+        Ok(())
+    }
+
+    fn handle_batch(&mut self, st: &mut NodeState, batch: &mut Batch<'_, Msg>) -> Result<()> {
+        while let Some(mut msg) = batch.next() {
+            let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
+            handle(st, payload, &mut msg);
+        }
+        Ok(())
+    }
+
+    /// Group commit: one WAL sync for every write of the round, then the
+    /// replies it held go out (`host.rs`, D1).
+    fn after_round(&mut self, st: &mut NodeState) -> Result<()> {
+        let released = st.host.commit();
+        st.answer(released);
+        Ok(())
+    }
+}
+
+fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
+    match msg {
+        Msg::Net(ev) => conn::on_event(st, ev),
+        Msg::Wire(sinks) => {
+            st.peers = sinks;
+            if env.is_request() {
+                let _ = env.reply(());
+            }
+        }
+        Msg::Listen(addr) => {
+            let listening = match st.net.as_ref() {
+                Some(net) => ResultSink::to_current_worker(Msg::Net).and_then(|me| {
+                    net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))
+                }),
+                None => Err(Error::msg("no network backend of its own (dedicated mode)")),
+            };
+            match listening {
+                Ok(_) if env.is_request() => {
+                    let _ = env.reply(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+            }
+        }
+        Msg::Tick => {
+            for p in &mut st.peers {
+                p.flush();
+            }
+            st.host.tick();
+        }
+        Msg::Run { origin, db, req } => {
+            if let Some(done) = st.host.run(origin, db, req, now_ms()) {
+                st.answer(vec![done]);
+            }
+        }
+        Msg::Done(done) => conn::on_done(st, done),
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, ServeError> {
+    let err = |reason: String| ServeError::Addr {
+        addr: addr.to_owned(),
+        reason,
+    };
+    addr.to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no address".to_owned()))
+}
+
+/// Starts the store and serves until the process ends.
+///
+/// # Errors
+/// The directory cannot be created, a shard cannot open (another shard
+/// count or page size, corruption), the pool or the network cannot start,
+/// or the address cannot be bound.
+pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
+    let addr = resolve(&cfg.addr)?;
+    std::fs::create_dir_all(&cfg.dir).map_err(|source| ServeError::Dir {
+        dir: cfg.dir.clone(),
+        source,
+    })?;
+    let pool = WorkerPool::new()?;
+    let mode = pool.plan().network_mode;
+    let io = pool.start_io()?;
+    let shards = cfg
+        .shards
+        .unwrap_or(pool.app_plan().app_workers.len().max(1));
+    if shards == 0 {
+        return Err(ServeError::NoShards);
+    }
+    let server = ServerInfo {
+        port: addr.port(),
+        pid: std::process::id(),
+        started_ms: now_ms(),
+        appendonly: cfg.sync == SyncMode::Always,
+        max_bulk: cfg.max_bulk,
+    };
+    let (io2, cfg2) = (io.clone(), cfg.clone());
+    let mut group = pool.spawn_workers(shards, move |index| Node {
+        index,
+        shards,
+        cfg: cfg2.clone(),
+        server: server.clone(),
+        io: io2.clone(),
+        mode,
+    })?;
+    for i in 0..group.len() {
+        let sinks = group.result_sinks(|m: Msg| m);
+        let pending = group
+            .request(i, Msg::Wire(sinks))
+            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
+        pending
+            .wait_timeout(Duration::from_secs(10))
+            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
+    }
+    let local = match mode {
+        NetworkMode::ThreadPerCore => {
+            let port = ReservedPort::new(addr)?;
+            for i in 0..group.len() {
+                let pending = group
+                    .request(i, Msg::Listen(port.addr()))
+                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
+                pending
+                    .wait_timeout(Duration::from_secs(10))
+                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
+            }
+            port.addr()
+        }
+        _ => io.network(0).listen(
+            addr,
+            group.result_sinks(Msg::Net),
+            Arc::new(RoundRobinPartitioner::new()),
+        )?,
+    };
+    println!(
+        "store: listening on {local} ({shards} shards, network {mode}, data in {}, sync {:?})",
+        cfg.dir.display(),
+        cfg.sync
+    );
+    let mut clock = group.sender();
+    loop {
+        std::thread::sleep(TICK);
+        for i in 0..clock.len() {
+            // A full queue already has work to wake it; skip this tick.
+            let _ = clock.try_send_to_worker(i, Msg::Tick);
+        }
+    }
+}
