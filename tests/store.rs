@@ -1,0 +1,544 @@
+//! End to end: the real `store serve` example binary over real TCP with
+//! a temporary data directory, spoken to in RESP by a small client here
+//! (and by `redis-cli` where it is installed).
+//!
+//! The binary is built once with `cargo build --example store` (the test
+//! profile's). Servers run with three application workers
+//! (`SHARED_NOTHING_APP_WORKERS=3`), so three shards, and commands really
+//! cross from a connection's worker to other shards' workers even on a
+//! small machine. Every wait is bounded: sockets have read timeouts and
+//! loops have counts and deadlines.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn store_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test is target/<profile>/deps/store-HASH; build the example
+        // into the same target directory and profile.
+        let exe = std::env::current_exe().expect("test exe path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--example", "store", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example store failed");
+        let bin = profile_dir.join("examples").join("store");
+        assert!(bin.exists(), "{} not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "store-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn serve_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(store_bin());
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .env("SHARED_NOTHING_APP_WORKERS", "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A running `store serve`; killed (SIGKILL) on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = serve_command(dir, extra).spawn().expect("spawn store");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("stderr lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "store did not print its address; stderr:\n{}",
+                stderr.lock().expect("lock")
+            );
+        };
+        Server { child, addr }
+    }
+
+    fn port(&self) -> String {
+        self.addr.rsplit(':').next().unwrap_or("").to_owned()
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.addr)
+    }
+
+    /// SIGKILL, like a crash.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum R {
+    Simple(String),
+    Err(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Arr(Option<Vec<R>>),
+}
+
+fn ok() -> R {
+    R::Simple("OK".into())
+}
+
+fn bulk(s: &str) -> R {
+    R::Bulk(Some(s.as_bytes().to_vec()))
+}
+
+/// A command as a RESP array of bulk strings.
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn cmd(words: &str) -> Vec<u8> {
+    let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+    encode(&args)
+}
+
+/// A blocking RESP client.
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        Client {
+            w: s.try_clone().expect("clone"),
+            r: BufReader::new(s),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("write");
+    }
+
+    /// Runs one command (words split on spaces).
+    fn run(&mut self, words: &str) -> R {
+        self.send(&cmd(words));
+        self.read()
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.r.read_line(&mut line).expect("read reply");
+        assert!(n > 0, "connection closed while a reply was due");
+        line.trim_end_matches("\r\n").to_owned()
+    }
+
+    fn read(&mut self) -> R {
+        let line = self.line();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => R::Simple(rest.to_owned()),
+            "-" => R::Err(rest.to_owned()),
+            ":" => R::Int(rest.parse().expect("integer reply")),
+            "$" => {
+                let len: i64 = rest.parse().expect("bulk length");
+                if len < 0 {
+                    return R::Bulk(None);
+                }
+                let mut buf = vec![0; len as usize + 2];
+                self.r.read_exact(&mut buf).expect("bulk body");
+                buf.truncate(len as usize);
+                R::Bulk(Some(buf))
+            }
+            "*" => {
+                let len: i64 = rest.parse().expect("array length");
+                if len < 0 {
+                    return R::Arr(None);
+                }
+                R::Arr(Some((0..len).map(|_| self.read()).collect()))
+            }
+            other => panic!("unexpected reply type {other:?} in {line:?}"),
+        }
+    }
+
+    /// Whether the server closed the connection (EOF before any byte).
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+}
+
+#[test]
+fn string_commands_across_shards() {
+    let dir = TempDir::new("strings");
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    assert_eq!(c.run("PING"), R::Simple("PONG".into()));
+    for i in 0..30 {
+        assert_eq!(c.run(&format!("SET key{i} value{i}")), ok());
+    }
+    for i in 0..30 {
+        assert_eq!(c.run(&format!("GET key{i}")), bulk(&format!("value{i}")));
+    }
+    assert_eq!(c.run("GET missing"), R::Bulk(None));
+    assert_eq!(c.run("EXISTS key1 key2 missing key1"), R::Int(3));
+    assert_eq!(c.run("DEL key1 key2 missing"), R::Int(2));
+    assert_eq!(c.run("EXISTS key1 key2"), R::Int(0));
+    assert_eq!(c.run("MSET a 1 b 2 c 3 d 4 e 5 f 6"), ok());
+    assert_eq!(
+        c.run("MGET a b missing c d e f"),
+        R::Arr(Some(vec![
+            bulk("1"),
+            bulk("2"),
+            R::Bulk(None),
+            bulk("3"),
+            bulk("4"),
+            bulk("5"),
+            bulk("6"),
+        ]))
+    );
+    assert_eq!(c.run("DBSIZE"), R::Int(28 + 6));
+    assert_eq!(c.run("INCR counter"), R::Int(1));
+    assert_eq!(c.run("INCRBY counter 41"), R::Int(42));
+    assert_eq!(c.run("DECR counter"), R::Int(41));
+    assert_eq!(
+        c.run("INCR a0b"),
+        R::Int(1),
+        "a fresh key on some shard starts at 0"
+    );
+    assert_eq!(
+        c.run("INCR key0"),
+        R::Err("ERR value is not an integer or out of range".into())
+    );
+    assert_eq!(
+        c.run("NOSUCH x y"),
+        R::Err("ERR unknown command 'NOSUCH', with args beginning with: 'x' 'y' ".into())
+    );
+    assert_eq!(c.run("FLUSHDB"), ok());
+    assert_eq!(c.run("DBSIZE"), R::Int(0));
+    assert_eq!(c.run("GET key3"), R::Bulk(None));
+}
+
+#[test]
+fn expire_ttl_and_select() {
+    let dir = TempDir::new("expire");
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    assert_eq!(c.run("SET k v"), ok());
+    assert_eq!(c.run("TTL k"), R::Int(-1));
+    assert_eq!(c.run("EXPIRE k 100"), R::Int(1));
+    assert_eq!(c.run("TTL k"), R::Int(100));
+    assert_eq!(c.run("PERSIST k"), R::Int(1));
+    assert_eq!(c.run("TTL k"), R::Int(-1));
+    assert_eq!(c.run("SET short v PX 100"), ok());
+    assert_eq!(c.run("GET short"), bulk("v"));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.run("GET short"), R::Bulk(None));
+    assert_eq!(c.run("TTL short"), R::Int(-2));
+    assert_eq!(c.run("TTL never"), R::Int(-2));
+
+    // Databases are isolated, and SELECT is per connection.
+    assert_eq!(c.run("SELECT 3"), ok());
+    assert_eq!(c.run("GET k"), R::Bulk(None));
+    assert_eq!(c.run("SET k three"), ok());
+    assert_eq!(c.run("MSET m1 x m2 y"), ok());
+    assert_eq!(c.run("DBSIZE"), R::Int(3));
+    let mut other = server.client();
+    assert_eq!(other.run("GET k"), bulk("v"));
+    assert_eq!(other.run("EXISTS m1 m2"), R::Int(0));
+    assert_eq!(c.run("GET k"), bulk("three"));
+    assert_eq!(c.run("SELECT 0"), ok());
+    assert_eq!(c.run("GET k"), bulk("v"));
+    assert_eq!(
+        c.run("SELECT 16"),
+        R::Err("ERR DB index is out of range".into())
+    );
+}
+
+#[test]
+fn a_thousand_pipelined_commands_answer_in_order() {
+    let dir = TempDir::new("pipeline");
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    let mut bytes = Vec::new();
+    for i in 0..500 {
+        bytes.extend(cmd(&format!("SET p{i} v{i}")));
+        bytes.extend(cmd(&format!("GET p{i}")));
+    }
+    c.send(&bytes);
+    for i in 0..500 {
+        assert_eq!(c.read(), ok(), "SET p{i}");
+        assert_eq!(c.read(), bulk(&format!("v{i}")), "GET p{i}");
+    }
+    assert_eq!(c.run("DBSIZE"), R::Int(500));
+}
+
+#[test]
+fn malformed_resp_closes_only_that_connection() {
+    let dir = TempDir::new("malformed");
+    let server = Server::start(&dir.0, &[]);
+    let mut good = server.client();
+    assert_eq!(good.run("SET k v"), ok());
+    let mut bad = server.client();
+    // A command that is fine, then a bulk length that is not a number.
+    let mut bytes = cmd("GET k");
+    bytes.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$x\r\n");
+    bad.send(&bytes);
+    assert_eq!(bad.read(), bulk("v"));
+    assert_eq!(
+        bad.read(),
+        R::Err("ERR Protocol error: invalid bulk length".into())
+    );
+    assert!(bad.closed(), "the bad connection is closed");
+    assert_eq!(good.run("GET k"), bulk("v"));
+    assert_eq!(server.client().run("GET k"), bulk("v"));
+}
+
+#[test]
+fn scan_walks_every_shard() {
+    let dir = TempDir::new("scan");
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    let mut want = BTreeSet::new();
+    for i in 0..60 {
+        assert_eq!(c.run(&format!("SET s{i} x")), ok());
+        want.insert(format!("s{i}"));
+    }
+    let mut got = BTreeSet::new();
+    let mut cursor = "0".to_owned();
+    for _ in 0..1000 {
+        let R::Arr(Some(items)) = c.run(&format!("SCAN {cursor} COUNT 7")) else {
+            panic!("SCAN reply");
+        };
+        let [R::Bulk(Some(next)), R::Arr(Some(keys))] = items.as_slice() else {
+            panic!("SCAN reply {items:?}");
+        };
+        for k in keys {
+            let R::Bulk(Some(k)) = k else {
+                panic!("key {k:?}")
+            };
+            got.insert(String::from_utf8(k.clone()).expect("utf-8"));
+        }
+        cursor = String::from_utf8(next.clone()).expect("utf-8");
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0", "the scan ends");
+    assert_eq!(got, want);
+}
+
+/// One round of the crash test: pipelined SETs from a writer thread until
+/// `kill -9`; returns the keys whose `+OK` arrived.
+fn set_until_killed(server: Server, round: usize, keys: usize) -> Vec<String> {
+    let mut c = server.client();
+    let mut w = c.w.try_clone().expect("clone");
+    let writer = thread::spawn(move || {
+        for chunk in 0..keys / 100 {
+            let mut bytes = Vec::new();
+            for i in chunk * 100..(chunk + 1) * 100 {
+                bytes.extend(cmd(&format!("SET r{round}-{i} v{round}-{i}")));
+            }
+            if w.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    let kill_after = 300 + round * 200;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() < kill_after && Instant::now() < deadline {
+        assert_eq!(c.read(), ok());
+        acked.push(format!("r{round}-{}", acked.len()));
+    }
+    server.kill();
+    // Replies already in the socket were acknowledged too.
+    c.r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let _ = c.r.read_to_end(&mut rest);
+    let oks = rest.windows(5).filter(|w| w == b"+OK\r\n").count();
+    for _ in 0..oks {
+        acked.push(format!("r{round}-{}", acked.len()));
+    }
+    let _ = writer.join();
+    acked
+}
+
+#[test]
+fn kill_9_during_pipelined_sets_loses_no_acknowledged_write() {
+    let dir = TempDir::new("kill9");
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..5 {
+        let server = Server::start(&dir.0, &["--checkpoint-writes", "700"]);
+        let mut c = server.client();
+        for key in &acked {
+            let value = key.replacen('r', "v", 1);
+            assert_eq!(c.run(&format!("GET {key}")), bulk(&value), "round {round}");
+        }
+        drop(c);
+        acked.extend(set_until_killed(server, round, 3000));
+    }
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    for key in &acked {
+        let value = key.replacen('r', "v", 1);
+        assert_eq!(c.run(&format!("GET {key}")), bulk(&value));
+    }
+    assert!(acked.len() >= 5 * 300);
+}
+
+#[test]
+fn another_shard_count_is_refused_at_start() {
+    let dir = TempDir::new("layout");
+    let server = Server::start(&dir.0, &["--shards", "2"]);
+    assert_eq!(server.client().run("SET k v"), ok());
+    server.kill();
+    let mut child = serve_command(&dir.0, &["--shards", "3"])
+        .spawn()
+        .expect("spawn store");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("store started with another shard count");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(err.contains("--shards"), "stderr: {err}");
+    // The recorded count still opens, with the data.
+    let server = Server::start(&dir.0, &["--shards", "2"]);
+    assert_eq!(server.client().run("GET k"), bulk("v"));
+}
+
+fn redis_cli(port: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", port])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn redis_cli_drives_the_server() {
+    let found = Command::new("redis-cli")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: redis-cli is not installed");
+        return;
+    }
+    let dir = TempDir::new("cli");
+    let server = Server::start(&dir.0, &[]);
+    let port = server.port();
+    assert_eq!(redis_cli(&port, &["SET", "k", "v"]), "OK\n");
+    assert_eq!(redis_cli(&port, &["GET", "k"]), "v\n");
+    assert_eq!(
+        redis_cli(&port, &["MSET", "a", "1", "b", "2", "c", "3"]),
+        "OK\n"
+    );
+    let mut scanned: Vec<String> = redis_cli(&port, &["--scan"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    scanned.sort();
+    assert_eq!(scanned, ["a", "b", "c", "k"]);
+    assert_eq!(redis_cli(&port, &["DBSIZE"]), "4\n");
+}
