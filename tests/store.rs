@@ -71,6 +71,10 @@ impl Drop for TempDir {
 }
 
 fn serve_command(dir: &Path, extra: &[&str]) -> Command {
+    serve_command_env(dir, extra, &[])
+}
+
+fn serve_command_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(store_bin());
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--dir"])
         .arg(dir)
@@ -79,6 +83,9 @@ fn serve_command(dir: &Path, extra: &[&str]) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd
 }
 
@@ -90,7 +97,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = serve_command(dir, extra).spawn().expect("spawn store");
+        Server::start_env(dir, extra, &[])
+    }
+
+    fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = serve_command_env(dir, extra, env)
+            .spawn()
+            .expect("spawn store");
         let stderr = Arc::new(Mutex::new(String::new()));
         let err_pipe = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
@@ -334,10 +347,7 @@ fn expire_ttl_and_select() {
     );
 }
 
-#[test]
-fn a_thousand_pipelined_commands_answer_in_order() {
-    let dir = TempDir::new("pipeline");
-    let server = Server::start(&dir.0, &[]);
+fn pipeline_1000(server: &Server) {
     let mut c = server.client();
     let mut bytes = Vec::new();
     for i in 0..500 {
@@ -350,6 +360,55 @@ fn a_thousand_pipelined_commands_answer_in_order() {
         assert_eq!(c.read(), bulk(&format!("v{i}")), "GET p{i}");
     }
     assert_eq!(c.run("DBSIZE"), R::Int(500));
+}
+
+#[test]
+fn a_thousand_pipelined_commands_answer_in_order() {
+    let dir = TempDir::new("pipeline");
+    pipeline_1000(&Server::start(&dir.0, &[]));
+}
+
+/// The same through the dedicated network worker (the plan on this
+/// machine may pick thread-per-core).
+#[test]
+fn pipelining_through_a_dedicated_network_worker() {
+    let dir = TempDir::new("dedicated");
+    let env = [("SHARED_NOTHING_NETWORK_MODE", "dedicated")];
+    let server = Server::start_env(&dir.0, &["--sync", "never"], &env);
+    pipeline_1000(&server);
+    let mut c = server.client();
+    assert_eq!(c.run("MSET x 1 y 2 z 3"), ok());
+    assert_eq!(
+        c.run("MGET z y x"),
+        R::Arr(Some(vec![bulk("3"), bulk("2"), bulk("1")]))
+    );
+}
+
+#[test]
+fn limits_of_keys_and_values() {
+    let dir = TempDir::new("limits");
+    let server = Server::start(&dir.0, &["--max-bulk", "2048"]);
+    let mut c = server.client();
+    let big = "x".repeat(2000);
+    assert_eq!(c.run(&format!("SET big {big}")), ok());
+    assert_eq!(c.run("GET big"), bulk(&big));
+    assert_eq!(
+        c.run(&format!("APPEND big {}", "y".repeat(100))),
+        R::Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into())
+    );
+    let long_key = "k".repeat(1500);
+    assert_eq!(
+        c.run(&format!("SET {long_key} v")),
+        R::Err("ERR key of 1500 bytes exceeds the 1024-byte bound".into())
+    );
+    // A bulk over --max-bulk is a protocol error: that connection closes.
+    c.send(&cmd(&format!("SET k {}", "z".repeat(3000))));
+    assert_eq!(
+        c.read(),
+        R::Err("ERR Protocol error: invalid bulk length".into())
+    );
+    assert!(c.closed());
+    assert_eq!(server.client().run("STRLEN big"), R::Int(2000));
 }
 
 #[test]
