@@ -345,6 +345,13 @@ fn expire_ttl_and_select() {
         c.run("SELECT 16"),
         R::Err("ERR DB index is out of range".into())
     );
+    // QUIT answers, then closes; what was pipelined after it is not run.
+    let mut bytes = cmd("QUIT");
+    bytes.extend(cmd("SET after-quit x"));
+    c.send(&bytes);
+    assert_eq!(c.read(), ok());
+    assert!(c.closed());
+    assert_eq!(other.run("EXISTS after-quit"), R::Int(0));
 }
 
 fn pipeline_1000(server: &Server) {

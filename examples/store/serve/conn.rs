@@ -204,7 +204,8 @@ fn dispatch(st: &mut NodeState, conn: ConnId, req: Result<Request, Reply>) -> bo
         (Target::Local, req) => {
             let reply = st.front.execute(&mut c.session, req, super::now_ms());
             push_ready(c, reply);
-            return !c.session.closing();
+            c.closing = c.session.closing();
+            return !c.closing;
         }
         (Target::One(shard), req) => (vec![(shard, req)], Join::Merge(Merge::One)),
         (Target::Split, req) => {

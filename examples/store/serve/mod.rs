@@ -50,9 +50,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// When writes are acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {
-    /// After the shard's group commit (`host.rs`, D1).
+    /// After the shard's group commit (one WAL sync per worker round).
     Always,
-    /// After apply; the WAL is synced now and then.
+    /// After apply (the WAL is synced every 200 ms).
     Never,
 }
 
@@ -408,7 +408,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         )?,
     };
     println!(
-        "store: listening on {local} ({shards} shards, network {mode}, data in {}, sync {:?})",
+        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {:?})",
         cfg.dir.display(),
         cfg.sync
     );
