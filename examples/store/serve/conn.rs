@@ -297,8 +297,8 @@ fn send_parts(st: &mut NodeState, conn: ConnId, db: u32, jobs: Vec<(usize, Reque
             part,
         };
         if shard == st.index {
-            if let Some(done) = st.host.run(origin, db, req, super::now_ms()) {
-                fill(st, done);
+            if let Some((origin, reply)) = st.host.run(origin, db, req, super::now_ms()) {
+                fill(st, Done { origin, reply });
             }
         } else {
             st.deliver(shard, Msg::Run { origin, db, req });

@@ -13,13 +13,14 @@
 //! Checkpoints bound the WAL: after `checkpoint_writes` writes, or
 //! `checkpoint_every` after the first write since the last one.
 
-use super::{Done, Origin, SyncMode};
+use super::SyncMode;
 use crate::btree::MAX_VALUE;
 use crate::error::StoreError;
 use crate::resp::admin::ServerInfo;
 use crate::resp::command::Request;
 use crate::resp::engine::{Engine, EngineError, ScanBatch};
 use crate::resp::exec::{Executor, Session};
+use crate::resp::reply::Reply;
 use crate::resp::value::MAX_TRAILER;
 use crate::shard::Shard;
 use crate::table::TableId;
@@ -144,19 +145,20 @@ pub struct CheckpointPolicy {
     pub every: Duration,
 }
 
-/// A worker's shard, its executor and the replies D1 holds.
+/// A worker's shard, its executor and the replies D1 holds, each with
+/// where it goes (`O`).
 #[derive(Debug)]
-pub struct Host {
+pub struct Host<O> {
     index: usize,
     exec: Executor<ShardEngine>,
     sync: SyncMode,
     policy: CheckpointPolicy,
-    held: Vec<Done>,
+    held: Vec<(O, Reply)>,
     last_checkpoint: Instant,
     last_sync: Instant,
 }
 
-impl Host {
+impl<O> Host<O> {
     pub fn new(
         index: usize,
         shard: Shard,
@@ -177,25 +179,24 @@ impl Host {
 
     /// Runs one request; its reply now, or `None` if D1 holds it until
     /// [`Host::commit`].
-    pub fn run(&mut self, origin: Origin, db: u32, req: Request, now_ms: i64) -> Option<Done> {
+    pub fn run(&mut self, origin: O, db: u32, req: Request, now_ms: i64) -> Option<(O, Reply)> {
         let mut session = Session::in_db(db);
         let reply = self.exec.execute(&mut session, req, now_ms);
-        let done = Done { origin, reply };
         if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
-            self.held.push(done);
+            self.held.push((origin, reply));
             return None;
         }
-        Some(done)
+        Some((origin, reply))
     }
 
     /// Group commit (`--sync always`, once per round): syncs the WAL if
     /// anything was written and returns the replies it held.
-    pub fn commit(&mut self) -> Vec<Done> {
+    pub fn commit(&mut self) -> Vec<(O, Reply)> {
         if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
             if let Err(e) = self.sync_wal() {
                 let text = format!("ERR write not durable: {e}");
-                for done in &mut self.held {
-                    done.reply = crate::resp::reply::Reply::error(text.clone());
+                for (_, reply) in &mut self.held {
+                    *reply = Reply::error(text.clone());
                 }
             }
         }
@@ -240,5 +241,119 @@ impl Host {
             }
             Err(e) => tracing::error!(target: "store", shard = self.index, "checkpoint: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Partitioning, ShardLayout};
+    use crate::page::PageSize;
+    use crate::resp::command::parse;
+    use crate::shard::ShardOptions;
+    use crate::test_dir::TempDir;
+    use crate::wal::WalConfig;
+
+    fn host(dir: &TempDir, sync: SyncMode, writes: u64) -> Host<u32> {
+        let opts = ShardOptions {
+            page_size: PageSize::MIN,
+            layout: ShardLayout {
+                count: 1,
+                index: 0,
+                partitioning: Partitioning::Hash,
+            },
+            wal: WalConfig {
+                segment_bytes: 64 << 10,
+            },
+        };
+        let shard = Shard::open(&dir.file("shard-0.data"), opts).unwrap();
+        let policy = CheckpointPolicy {
+            writes,
+            every: Duration::from_secs(3600),
+        };
+        let server = ServerInfo {
+            port: 0,
+            pid: 0,
+            started_ms: 0,
+            appendonly: true,
+            max_bulk: MAX_STRING,
+        };
+        Host::new(0, shard, server, sync, policy)
+    }
+
+    fn req(words: &str) -> Request {
+        let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+        parse(&args).unwrap()
+    }
+
+    #[test]
+    fn always_holds_every_reply_while_a_write_is_not_synced() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Always, 1_000_000);
+        assert_eq!(h.run(1, 0, req("GET k"), 0), Some((1, Reply::Null)));
+        assert_eq!(h.run(2, 0, req("SET k v"), 0), None);
+        // A read after it waits too: it would show an unsynced value.
+        assert_eq!(h.run(3, 0, req("GET k"), 0), None);
+        let released = h.commit();
+        assert_eq!(
+            released,
+            vec![(2, Reply::OK), (3, Reply::Bulk(b"v".to_vec()))]
+        );
+        assert!(h.commit().is_empty());
+        assert_eq!(
+            h.run(4, 0, req("GET k"), 0),
+            Some((4, Reply::Bulk(b"v".to_vec())))
+        );
+    }
+
+    #[test]
+    fn never_answers_after_apply_and_the_tick_syncs() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Never, 1_000_000);
+        assert_eq!(h.run(1, 0, req("SET k v"), 0), Some((1, Reply::OK)));
+        assert!(h.commit().is_empty());
+        std::thread::sleep(NEVER_SYNC);
+        h.tick();
+        assert!(!h.exec.engine_mut().dirty);
+    }
+
+    #[test]
+    fn clear_and_len_cross_batches_and_tables() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Never, 1_000);
+        let e = h.exec.engine_mut();
+        for i in 0..2500 {
+            e.put(TableId(0), format!("k{i}").as_bytes(), b"v".to_vec())
+                .unwrap();
+        }
+        e.put(TableId(1), b"other", b"v".to_vec()).unwrap();
+        assert_eq!(e.len(TableId(0)).unwrap(), 2500);
+        e.clear(TableId(0)).unwrap();
+        assert_eq!(e.len(TableId(0)).unwrap(), 0);
+        assert_eq!(e.len(TableId(1)).unwrap(), 1);
+        // The write count triggers a checkpoint on the next commit.
+        h.commit();
+        assert_eq!(h.exec.engine_mut().writes, 0);
+    }
+
+    #[test]
+    fn limits_map_to_redis_style_errors() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Never, 1_000);
+        let long = "k".repeat(crate::table::MAX_KEY + 1);
+        let (_, reply) = h.run(1, 0, req(&format!("SET {long} v")), 0).unwrap();
+        assert_eq!(
+            reply,
+            Reply::error(format!(
+                "ERR key of {} bytes exceeds the 1024-byte bound",
+                long.len()
+            ))
+        );
+        // (A value over MAX_VALUE is refused the same way; 512 MiB is too
+        // much to allocate here.)
+        assert_eq!(
+            Reply::from(EngineError::ValueTooLarge),
+            Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        );
     }
 }

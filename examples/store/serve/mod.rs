@@ -162,7 +162,7 @@ pub struct NodeState {
     /// Sinks into every worker, indexed like the group; empty until `Wire`.
     peers: Vec<ResultSink<Msg>>,
     conns: HashMap<ConnId, conn::Conn>,
-    host: Host,
+    host: Host<Origin>,
     /// Runs what needs no shard (PING, SELECT, CONFIG, COMMAND, QUIT).
     front: crate::resp::exec::Executor<crate::resp::engine::MemEngine>,
     max_bulk: usize,
@@ -180,8 +180,9 @@ impl NodeState {
 
     /// Sends replies to their connections' workers (or completes them
     /// here).
-    fn answer(&mut self, replies: Vec<Done>) {
-        for done in replies {
+    fn answer(&mut self, replies: Vec<(Origin, Reply)>) {
+        for (origin, reply) in replies {
+            let done = Done { origin, reply };
             if done.origin.worker == self.index {
                 conn::on_done(self, done);
             } else {
