@@ -25,6 +25,7 @@ use crate::resp::value::MAX_TRAILER;
 use crate::shard::Shard;
 use crate::table::TableId;
 use crate::wal::Op;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Longest string a client may store: the value and its trailer fit the
@@ -38,9 +39,15 @@ const NEVER_SYNC: Duration = Duration::from_millis(200);
 const SWEEP: usize = 1024;
 
 /// One shard as the command layer's engine.
+///
+/// **K1:** `counts[db]`, once present, is the number of keys of `db` in
+/// the tree: a table is counted with one scan the first time DBSIZE (or
+/// INFO) asks, and from then on every put that adds a key, delete that
+/// finds one and clear keeps it exact, so DBSIZE is O(1) after the first.
 #[derive(Debug)]
 pub struct ShardEngine {
     shard: Shard,
+    counts: HashMap<TableId, u64>,
     /// A write applied since the last WAL sync.
     dirty: bool,
     /// Writes since the last checkpoint.
@@ -58,6 +65,7 @@ impl ShardEngine {
     pub fn new(shard: Shard) -> Self {
         ShardEngine {
             shard,
+            counts: HashMap::new(),
             dirty: false,
             writes: 0,
         }
@@ -82,8 +90,13 @@ impl Engine for ShardEngine {
         if value.len() > MAX_VALUE {
             return Err(EngineError::ValueTooLarge);
         }
+        // K1: only a counted table pays for the lookup.
+        let new = self.counts.contains_key(&db) && !self.shard.exists(db, key).map_err(storage)?;
         self.shard.put(db, key, &value).map_err(storage)?;
         self.wrote();
+        if let (true, Some(n)) = (new, self.counts.get_mut(&db)) {
+            *n += 1;
+        }
         Ok(())
     }
 
@@ -91,6 +104,9 @@ impl Engine for ShardEngine {
         let found = self.shard.delete(db, key).map_err(storage)?;
         if found {
             self.wrote();
+            if let Some(n) = self.counts.get_mut(&db) {
+                *n = n.saturating_sub(1);
+            }
         }
         Ok(found)
     }
@@ -105,6 +121,8 @@ impl Engine for ShardEngine {
 
     /// Deletes `db`'s keys a batch (one WAL record) at a time.
     fn clear(&mut self, db: TableId) -> Result<(), EngineError> {
+        // K1: recounted if a batch fails part way.
+        self.counts.remove(&db);
         loop {
             let batch = self.shard.scan(db, b"", SWEEP).map_err(storage)?;
             if batch.entries.is_empty() {
@@ -118,13 +136,26 @@ impl Engine for ShardEngine {
             self.shard.write_batch(&ops).map_err(storage)?;
             self.wrote();
             if batch.resume.is_none() {
+                self.counts.insert(db, 0);
                 return Ok(());
             }
         }
     }
 
-    /// Counts `db`'s keys with a scan (O(keys): no counters are kept).
+    /// `db`'s key count (K1: a scan the first time).
     fn len(&mut self, db: TableId) -> Result<u64, EngineError> {
+        if let Some(n) = self.counts.get(&db) {
+            return Ok(*n);
+        }
+        let n = self.count(db)?;
+        self.counts.insert(db, n);
+        Ok(n)
+    }
+}
+
+impl ShardEngine {
+    /// Counts `db`'s keys with a scan.
+    fn count(&self, db: TableId) -> Result<u64, EngineError> {
         let mut n = 0u64;
         let mut start = Vec::new();
         loop {
@@ -328,6 +359,13 @@ mod tests {
         }
         e.put(TableId(1), b"other", b"v".to_vec()).unwrap();
         assert_eq!(e.len(TableId(0)).unwrap(), 2500);
+        // K1: counted once, then kept exact by overwrites, adds, deletes.
+        e.put(TableId(0), b"k7", b"w".to_vec()).unwrap();
+        e.put(TableId(0), b"new", b"v".to_vec()).unwrap();
+        assert!(e.delete(TableId(0), b"k8").unwrap());
+        assert!(!e.delete(TableId(0), b"k8").unwrap());
+        assert_eq!(e.len(TableId(0)).unwrap(), 2500);
+        assert_eq!(e.count(TableId(0)).unwrap(), 2500);
         e.clear(TableId(0)).unwrap();
         assert_eq!(e.len(TableId(0)).unwrap(), 0);
         assert_eq!(e.len(TableId(1)).unwrap(), 1);
