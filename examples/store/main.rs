@@ -1,18 +1,21 @@
 //! `store`: a sharded page-based key-value store (issue 12), built only on
-//! the crate's public API. This step is the on-disk engine of one shard:
-//! checksummed fixed-size pages (`page.rs`), a copy-on-write B+tree with
-//! overflow chains and a free-page list (`btree/`), over a page I/O trait
-//! with a positioned-I/O file implementation (`pagestore.rs`), two
-//! alternating manifest slots (`manifest.rs`), table-prefixed keys
-//! (`table.rs`), the write-ahead log with group commit (`wal/`), and the
-//! shard that ties them together (`shard.rs`: writes through the WAL,
-//! checkpoints, replay on open). The Redis protocol and command layer is
-//! built (`resp/`) but not served yet; shards on workers, the server and
-//! io_uring reads come next.
+//! the crate's public API, served over the Redis protocol. One shard's
+//! engine: checksummed fixed-size pages (`page.rs`), a copy-on-write
+//! B+tree with overflow chains and a free-page list (`btree/`), over a
+//! page I/O trait with a positioned-I/O file implementation
+//! (`pagestore.rs`), two alternating manifest slots (`manifest.rs`),
+//! table-prefixed keys (`table.rs`), the write-ahead log with group commit
+//! (`wal/`), and the shard that ties them together (`shard.rs`: writes
+//! through the WAL, checkpoints, replay on open). The Redis protocol and
+//! command layer (`resp/`), and the server (`serve/`: one shard per
+//! worker, keys hash-routed, commands for other shards sent as messages,
+//! replies in command order, a group commit per worker round). io_uring
+//! reads and the WAL on the storage I/O worker come next.
 //!
 //! ```text
 //! cargo run --example store                     # the demo, in a temp dir
 //! cargo run --example store -- --dir D --keys N --page-size 8192
+//! cargo run --release --example store -- serve --dir D --addr 127.0.0.1:6379 [--shards N] [--sync always|never]
 //! ```
 
 mod btree;
