@@ -290,6 +290,12 @@ fn string_commands_across_shards() {
         ]))
     );
     assert_eq!(c.run("DBSIZE"), R::Int(28 + 6));
+    // INFO sums the shards' keyspaces.
+    let R::Bulk(Some(info)) = c.run("INFO keyspace") else {
+        panic!("INFO reply");
+    };
+    let info = String::from_utf8(info).expect("utf-8");
+    assert!(info.contains("db0:keys=34,expires=0"), "{info}");
     assert_eq!(c.run("INCR counter"), R::Int(1));
     assert_eq!(c.run("INCRBY counter 41"), R::Int(42));
     assert_eq!(c.run("DECR counter"), R::Int(41));

@@ -15,7 +15,7 @@
 //! `local * shards + shard`, where `local` is the shard's own cursor (0:
 //! its start), and a shard that finishes hands over to the next one's
 //! start; cursor 0 after the last shard ends the iteration. **INFO**
-//! runs on shard 0 (its stats and keyspace are that shard's).
+//! runs on every shard and its replies are summed (`info.rs`).
 //!
 //! **Backpressure:** past [`MAX_PENDING`] queued commands the socket
 //! stops being read until the queue is under half of that, so a flood
@@ -46,6 +46,8 @@ enum Join {
     Scan {
         shard: usize,
     },
+    /// INFO from every shard (`info.rs`).
+    Info,
 }
 
 /// One command awaiting its reply.
@@ -82,7 +84,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
                 max_bulk: st.max_bulk,
                 ..Limits::default()
             };
-            let session = st.front.connect();
+            let session = st.host.connect();
             st.conns.insert(
                 conn,
                 Conn {
@@ -220,9 +222,12 @@ fn dispatch(st: &mut NodeState, conn: ConnId, req: Result<Request, Reply>) -> bo
             let (shard, part) = scan_part(scan, shards);
             (vec![(shard, part)], Join::Scan { shard })
         }
-        (Target::All, Request::Info(sections)) => {
-            (vec![(0, Request::Info(sections))], Join::Merge(Merge::One))
-        }
+        (Target::All, Request::Info(sections)) => (
+            (0..shards)
+                .map(|s| (s, Request::Info(sections.clone())))
+                .collect(),
+            Join::Info,
+        ),
         (Target::All, Request::FlushDb) => (
             (0..shards).map(|s| (s, Request::FlushDb)).collect(),
             Join::Merge(Merge::AllOk),
@@ -375,6 +380,7 @@ fn flush(st: &mut NodeState, conn: ConnId) {
                 let first = replies.into_iter().next().unwrap_or(Reply::Null);
                 scan_reply(first, shard, shards)
             }
+            Join::Info => super::info::merge(replies),
         };
         reply.encode(&mut out);
     }

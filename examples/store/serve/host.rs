@@ -220,6 +220,11 @@ impl<O> Host<O> {
         Some((origin, reply))
     }
 
+    /// A new connection on this worker (counted in this shard's INFO).
+    pub fn connect(&mut self) -> Session {
+        self.exec.connect()
+    }
+
     /// Group commit (`--sync always`, once per round): syncs the WAL if
     /// anything was written and returns the replies it held.
     pub fn commit(&mut self) -> Vec<(O, Reply)> {

@@ -20,6 +20,7 @@
 
 mod conn;
 mod host;
+mod info;
 
 use crate::manifest::{Partitioning, ShardLayout};
 use crate::page::PageSize;
