@@ -614,3 +614,39 @@ fn redis_cli_drives_the_server() {
     assert_eq!(scanned, ["a", "b", "c", "k"]);
     assert_eq!(redis_cli(&port, &["DBSIZE"]), "4\n");
 }
+
+#[test]
+fn a_client_gone_mid_pipeline_leaves_the_server_serving() {
+    let dir = TempDir::new("gone");
+    let server = Server::start(&dir.0, &[]);
+    for round in 0..3 {
+        let mut c = server.client();
+        let mut bytes = Vec::new();
+        for i in 0..2000 {
+            bytes.extend(cmd(&format!("SET g{round}-{i} x")));
+            bytes.extend(cmd(&format!("MGET g{round}-{i} a b c")));
+        }
+        c.send(&bytes);
+        // Gone before reading a reply: the replies have nowhere to go.
+    }
+    let mut c = server.client();
+    assert_eq!(c.run("PING"), R::Simple("PONG".into()));
+    assert_eq!(c.run("SET after x"), ok());
+    assert_eq!(c.run("GET after"), bulk("x"));
+}
+
+#[test]
+fn sync_never_still_reaches_the_disk_on_the_clock() {
+    let dir = TempDir::new("never");
+    let server = Server::start(&dir.0, &["--sync", "never"]);
+    let mut c = server.client();
+    assert_eq!(c.run("MSET n1 a n2 b n3 c"), ok());
+    // Synced within 200 ms of the write (a tick after it).
+    thread::sleep(Duration::from_millis(800));
+    server.kill();
+    let server = Server::start(&dir.0, &["--sync", "never"]);
+    assert_eq!(
+        server.client().run("MGET n1 n2 n3"),
+        R::Arr(Some(vec![bulk("a"), bulk("b"), bulk("c")]))
+    );
+}
