@@ -612,6 +612,10 @@ fn redis_cli_drives_the_server() {
         .collect();
     scanned.sort();
     assert_eq!(scanned, ["a", "b", "c", "k"]);
+    let matched = redis_cli(&port, &["--scan", "--pattern", "[ab]*"]);
+    let mut matched: Vec<&str> = matched.lines().collect();
+    matched.sort_unstable();
+    assert_eq!(matched, ["a", "b"]);
     assert_eq!(redis_cli(&port, &["DBSIZE"]), "4\n");
 }
 
