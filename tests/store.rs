@@ -569,9 +569,15 @@ fn another_shard_count_is_refused_at_start() {
         .read_to_string(&mut err)
         .expect("stderr");
     assert!(err.contains("--shards"), "stderr: {err}");
-    // The recorded count still opens, with the data.
+    // The recorded count still opens, with the data; so does no
+    // --shards (the directory's count, not the worker count).
     let server = Server::start(&dir.0, &["--shards", "2"]);
     assert_eq!(server.client().run("GET k"), bulk("v"));
+    server.kill();
+    let server = Server::start(&dir.0, &[]);
+    let mut c = server.client();
+    assert_eq!(c.run("GET k"), bulk("v"));
+    assert_eq!(c.run("DBSIZE"), R::Int(1));
 }
 
 fn redis_cli(port: &str, args: &[&str]) -> String {

@@ -78,8 +78,9 @@ struct ServeArgs {
     /// created if absent.
     #[arg(long)]
     dir: PathBuf,
-    /// Shards, one per worker; default: one per planned application
-    /// worker. Must match the directory's (its manifests record it).
+    /// Shards, one per worker; must match the directory's (its manifests
+    /// record it). Default: the directory's, or for a new one, one per
+    /// planned application worker.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: Option<u32>,
     /// The address to listen on (port 0: any free port, printed).

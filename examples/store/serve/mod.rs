@@ -24,6 +24,7 @@ mod info;
 
 use crate::manifest::{Partitioning, ShardLayout};
 use crate::page::PageSize;
+use crate::pagestore::FileStore;
 use crate::resp::admin::ServerInfo;
 use crate::resp::command::Request;
 use crate::resp::reply::Reply;
@@ -37,7 +38,7 @@ use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -123,6 +124,23 @@ pub enum ServeError {
     },
     #[error("--shards must be at least 1")]
     NoShards,
+    #[error(
+        "--shards {requested}, but {} holds a store of {recorded} shards \
+         (pass --shards {recorded}, or no --shards, or another --dir)",
+        dir.display()
+    )]
+    ShardCount {
+        dir: PathBuf,
+        recorded: usize,
+        requested: usize,
+    },
+    #[error("{}: {source}", file.display())]
+    Open {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
     #[error("worker {0} did not take its wiring: {1}")]
     Wire(usize, String),
     #[error("worker {0} could not listen (see its log line): {1}")]
@@ -333,6 +351,26 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
     }
 }
 
+/// The shard count the store in `dir` records (shard 0's newest
+/// manifest), `None` for a new directory.
+///
+/// # Errors
+/// The file cannot be opened or has no valid manifest.
+fn recorded_shards(dir: &Path, page_size: PageSize) -> Result<Option<usize>, ServeError> {
+    let file = dir.join("shard-0.data");
+    match std::fs::metadata(&file) {
+        Ok(m) if m.len() > 0 => {}
+        _ => return Ok(None),
+    }
+    let open_err = |source| ServeError::Open {
+        file: file.clone(),
+        source,
+    };
+    let (store, _) = FileStore::open(&file, page_size).map_err(open_err)?;
+    let (manifest, _) = crate::manifest::load(&store, &file)?;
+    Ok(Some(manifest.layout.count as usize))
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr, ServeError> {
     let err = |reason: String| ServeError::Addr {
         addr: addr.to_owned(),
@@ -356,15 +394,26 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         dir: cfg.dir.clone(),
         source,
     })?;
+    // Checked before any worker starts: a clear error, nothing opened.
+    let recorded = recorded_shards(&cfg.dir, cfg.page_size)?;
+    match (cfg.shards, recorded) {
+        (Some(0), _) => return Err(ServeError::NoShards),
+        (Some(requested), Some(recorded)) if requested != recorded => {
+            return Err(ServeError::ShardCount {
+                dir: cfg.dir.clone(),
+                recorded,
+                requested,
+            });
+        }
+        _ => {}
+    }
     let pool = WorkerPool::new()?;
     let mode = pool.plan().network_mode;
     let io = pool.start_io()?;
     let shards = cfg
         .shards
+        .or(recorded)
         .unwrap_or(pool.app_plan().app_workers.len().max(1));
-    if shards == 0 {
-        return Err(ServeError::NoShards);
-    }
     let server = ServerInfo {
         port: addr.port(),
         pid: std::process::id(),
