@@ -23,6 +23,8 @@ mod config;
 mod floor;
 #[path = "../common/logging.rs"]
 mod logging;
+#[path = "../common/mesh.rs"]
+mod mesh;
 // Parts of the log API (segment listing, sizes) serve only its unit tests.
 #[allow(dead_code, unused_imports)]
 mod log;

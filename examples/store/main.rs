@@ -24,6 +24,8 @@ mod error;
 #[path = "../common/logging.rs"]
 mod logging;
 mod manifest;
+#[path = "../common/mesh.rs"]
+mod mesh;
 mod page;
 mod pagestore;
 mod resp;

@@ -26,14 +26,12 @@ pub use logs::LogKey;
 
 use crate::config::Config;
 use shared_nothing::io::{
-    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort, StorageCompletion,
+    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, StorageCompletion,
 };
-use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -86,16 +84,29 @@ pub enum Msg {
 }
 
 /// Why the server could not start.
+impl crate::mesh::MeshMsg for Msg {
+    fn wire(sinks: Vec<ResultSink<Msg>>) -> Msg {
+        Msg::Wire(sinks)
+    }
+    fn listen(addr: SocketAddr) -> Msg {
+        Msg::Listen(addr)
+    }
+    fn net(ev: NetEvent) -> Msg {
+        Msg::Net(ev)
+    }
+    fn tick() -> Msg {
+        Msg::Tick
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ServeError {
     #[error("{0}")]
     Pool(#[from] shared_nothing::Error),
     #[error("cannot resolve --addr {addr}: {reason}")]
     Addr { addr: String, reason: String },
-    #[error("worker {0} did not take its wiring: {1}")]
-    Wire(usize, String),
-    #[error("worker {0} could not listen (see its log line): {1}")]
-    Listen(usize, String),
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
 }
 
 /// One application worker.
@@ -227,22 +238,14 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 let _ = env.reply(());
             }
         }
-        Msg::Listen(addr) => {
-            let listening = match st.net.as_ref() {
-                Some(net) => ResultSink::to_current_worker(Msg::Net).and_then(|me| {
-                    net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))
-                }),
-                None => Err(Error::msg("no network backend of its own (dedicated mode)")),
-            };
-            match listening {
-                Ok(_) if env.is_request() => {
-                    let _ = env.reply(());
-                }
-                Ok(_) => {}
-                // The request then resolves as dropped: `serve` fails.
-                Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+        Msg::Listen(addr) => match crate::mesh::listen_here::<Msg>(st.net.as_ref(), addr) {
+            Ok(()) if env.is_request() => {
+                let _ = env.reply(());
             }
-        }
+            Ok(()) => {}
+            // The request then resolves as dropped: `serve` fails.
+            Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+        },
         Msg::Tick => {
             for p in &mut st.peers {
                 p.flush();
@@ -336,36 +339,8 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
 
     // Wire every worker to every worker, and wait until all have their
     // sinks before the first connection can arrive.
-    for i in 0..group.len() {
-        let sinks = group.result_sinks(|m: Msg| m);
-        let pending = group
-            .request(i, Msg::Wire(sinks))
-            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
-        pending
-            .wait_timeout(Duration::from_secs(10))
-            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
-    }
-
-    let local = match mode {
-        NetworkMode::ThreadPerCore => {
-            // Every worker listens on the one port: held until they do.
-            let port = ReservedPort::new(addr)?;
-            for i in 0..group.len() {
-                let pending = group
-                    .request(i, Msg::Listen(port.addr()))
-                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
-                pending
-                    .wait_timeout(Duration::from_secs(10))
-                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
-            }
-            port.addr()
-        }
-        _ => io.network(0).listen(
-            addr,
-            group.result_sinks(Msg::Net),
-            Arc::new(RoundRobinPartitioner::new()),
-        )?,
-    };
+    crate::mesh::wire(&mut group)?;
+    let local = crate::mesh::listen(&mut group, mode, &io, addr)?;
     // Kept alive for the server's life: dropping it closes the endpoint.
     let _metrics_server = match cfg.metrics_addr {
         Some(addr) => {
@@ -382,12 +357,5 @@ pub fn serve(cfg: &Config) -> Result<(), ServeError> {
         cfg.fsync
     );
 
-    let mut clock = group.sender();
-    loop {
-        std::thread::sleep(TICK);
-        for i in 0..clock.len() {
-            // A full queue already has work to wake it; skip this tick.
-            let _ = clock.try_send_to_worker(i, Msg::Tick);
-        }
-    }
+    crate::mesh::clock(&group, TICK)
 }

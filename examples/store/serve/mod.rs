@@ -32,14 +32,13 @@ use crate::shard::{Shard, ShardOptions};
 use crate::table::TableId;
 use crate::wal::WalConfig;
 use host::Host;
-use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort};
-use shared_nothing::partition::{HashPartitioner, Partitioner, RoundRobinPartitioner, hash_key};
+use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker};
+use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -111,6 +110,21 @@ pub enum Msg {
 }
 
 /// Why the server could not start.
+impl crate::mesh::MeshMsg for Msg {
+    fn wire(sinks: Vec<ResultSink<Msg>>) -> Msg {
+        Msg::Wire(sinks)
+    }
+    fn listen(addr: SocketAddr) -> Msg {
+        Msg::Listen(addr)
+    }
+    fn net(ev: NetEvent) -> Msg {
+        Msg::Net(ev)
+    }
+    fn tick() -> Msg {
+        Msg::Tick
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -141,10 +155,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
-    #[error("worker {0} did not take its wiring: {1}")]
-    Wire(usize, String),
-    #[error("worker {0} could not listen (see its log line): {1}")]
-    Listen(usize, String),
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
 }
 
 /// The shard of `key` in database `db` among `shards`.
@@ -321,21 +333,14 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 let _ = env.reply(());
             }
         }
-        Msg::Listen(addr) => {
-            let listening = match st.net.as_ref() {
-                Some(net) => ResultSink::to_current_worker(Msg::Net).and_then(|me| {
-                    net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))
-                }),
-                None => Err(Error::msg("no network backend of its own (dedicated mode)")),
-            };
-            match listening {
-                Ok(_) if env.is_request() => {
-                    let _ = env.reply(());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+        Msg::Listen(addr) => match crate::mesh::listen_here::<Msg>(st.net.as_ref(), addr) {
+            Ok(()) if env.is_request() => {
+                let _ = env.reply(());
             }
-        }
+            Ok(()) => {}
+            // The request then resolves as dropped: `serve` fails.
+            Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
+        },
         Msg::Tick => {
             for p in &mut st.peers {
                 p.flush();
@@ -430,45 +435,12 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         io: io2.clone(),
         mode,
     })?;
-    for i in 0..group.len() {
-        let sinks = group.result_sinks(|m: Msg| m);
-        let pending = group
-            .request(i, Msg::Wire(sinks))
-            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
-        pending
-            .wait_timeout(Duration::from_secs(10))
-            .map_err(|e| ServeError::Wire(i, e.to_string()))?;
-    }
-    let local = match mode {
-        NetworkMode::ThreadPerCore => {
-            let port = ReservedPort::new(addr)?;
-            for i in 0..group.len() {
-                let pending = group
-                    .request(i, Msg::Listen(port.addr()))
-                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
-                pending
-                    .wait_timeout(Duration::from_secs(10))
-                    .map_err(|e| ServeError::Listen(i, e.to_string()))?;
-            }
-            port.addr()
-        }
-        _ => io.network(0).listen(
-            addr,
-            group.result_sinks(Msg::Net),
-            Arc::new(RoundRobinPartitioner::new()),
-        )?,
-    };
+    crate::mesh::wire(&mut group)?;
+    let local = crate::mesh::listen(&mut group, mode, &io, addr)?;
     println!(
         "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {:?})",
         cfg.dir.display(),
         cfg.sync
     );
-    let mut clock = group.sender();
-    loop {
-        std::thread::sleep(TICK);
-        for i in 0..clock.len() {
-            // A full queue already has work to wake it; skip this tick.
-            let _ = clock.try_send_to_worker(i, Msg::Tick);
-        }
-    }
+    crate::mesh::clock(&group, TICK)
 }

@@ -1,0 +1,136 @@
+//! The wiring the example servers share, on the crate's public API: every
+//! worker gets a sink into every worker of its group (so any worker can
+//! hand work to any other without blocking), the group listens on one
+//! address in the plan's network mode (thread-per-core: each worker on its
+//! own network backend, all on one reserved port with `SO_REUSEPORT`;
+//! dedicated: one network worker handing connections out round robin), and
+//! the calling thread becomes the group's clock.
+//!
+//! An app's message type says how it carries these steps ([`MeshMsg`]);
+//! its handler answers [`MeshMsg::wire`] and [`MeshMsg::listen`] requests
+//! (the latter with [`listen_here`]).
+
+use shared_nothing::io::{NetEvent, NetworkWorker, ReservedPort};
+use shared_nothing::partition::RoundRobinPartitioner;
+use shared_nothing::pool::{IoWorkers, NetworkMode, WorkerGroup};
+use shared_nothing::prelude::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one worker may take to take its wiring or start listening.
+const STEP: Duration = Duration::from_secs(10);
+
+/// The messages of a group wired by this module.
+pub trait MeshMsg: Sized + Send + 'static {
+    /// One sink per worker of the group, in index order.
+    fn wire(sinks: Vec<ResultSink<Self>>) -> Self;
+    /// Thread-per-core: listen on this (shared) address.
+    fn listen(addr: SocketAddr) -> Self;
+    /// A socket event.
+    fn net(ev: NetEvent) -> Self;
+    /// The clock's tick.
+    fn tick() -> Self;
+}
+
+/// Why the group could not be wired or could not listen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    #[error("worker {0} did not take its wiring: {1}")]
+    Wire(usize, String),
+    #[error("worker {0} could not listen (see its log line): {1}")]
+    Listen(usize, String),
+    #[error("{0}")]
+    Pool(#[from] shared_nothing::Error),
+}
+
+/// Gives every worker a sink into every worker, and waits until all have
+/// them (before the first connection can arrive).
+///
+/// # Errors
+/// [`MeshError::Wire`] naming a worker that did not answer in time.
+pub fn wire<W>(group: &mut WorkerGroup<W>) -> Result<(), MeshError>
+where
+    W: Worker<Reply = ()>,
+    W::Message: MeshMsg,
+{
+    for i in 0..group.len() {
+        let sinks = group.result_sinks(|m: W::Message| m);
+        group
+            .request(i, W::Message::wire(sinks))
+            .map_err(|e| MeshError::Wire(i, e.to_string()))?
+            .wait_timeout(STEP)
+            .map_err(|e| MeshError::Wire(i, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Listens on `addr` in `mode`; returns the bound address.
+///
+/// # Errors
+/// The address cannot be bound, or a worker could not listen.
+pub fn listen<W>(
+    group: &mut WorkerGroup<W>,
+    mode: NetworkMode,
+    io: &IoWorkers,
+    addr: SocketAddr,
+) -> Result<SocketAddr, MeshError>
+where
+    W: Worker<Reply = ()>,
+    W::Message: MeshMsg,
+{
+    match mode {
+        NetworkMode::ThreadPerCore => {
+            // Every worker listens on the one port: held until they do.
+            let port = ReservedPort::new(addr)?;
+            for i in 0..group.len() {
+                group
+                    .request(i, W::Message::listen(port.addr()))
+                    .map_err(|e| MeshError::Listen(i, e.to_string()))?
+                    .wait_timeout(STEP)
+                    .map_err(|e| MeshError::Listen(i, e.to_string()))?;
+            }
+            Ok(port.addr())
+        }
+        _ => Ok(io.network(0).listen(
+            addr,
+            group.result_sinks(W::Message::net),
+            Arc::new(RoundRobinPartitioner::new()),
+        )?),
+    }
+}
+
+/// A worker's part of [`listen`]: its own backend (`net`) listens on
+/// `addr`, events into this worker.
+///
+/// # Errors
+/// No backend of its own (dedicated mode), or the listen failed.
+pub fn listen_here<M: MeshMsg>(
+    net: Option<&NetworkWorker>,
+    addr: SocketAddr,
+) -> shared_nothing::Result<()> {
+    let Some(net) = net else {
+        return Err(Error::msg("no network backend of its own (dedicated mode)"));
+    };
+    let me = ResultSink::to_current_worker(M::net)?;
+    net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))?;
+    Ok(())
+}
+
+/// The calling thread becomes the group's clock: a tick to every worker
+/// every `every`, until the process ends. A worker whose queue is full
+/// already has work that wakes it, so its tick is skipped.
+pub fn clock<W>(group: &WorkerGroup<W>, every: Duration) -> !
+where
+    W: Worker,
+    W::Message: MeshMsg,
+{
+    let mut clock = group.sender();
+    loop {
+        std::thread::sleep(every);
+        for i in 0..clock.len() {
+            let _ = clock.try_send_to_worker(i, W::Message::tick());
+        }
+    }
+}
