@@ -473,21 +473,28 @@ fn thread_per_core_drivers_have_io_series_too() {
     let mut back = [0u8; 1000];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, [5u8; 1000]);
-    let samples = parse(&pool.metrics());
     let labels = [
         ("role", "network"),
         ("worker", "7"),
         ("mode", "thread-per-core"),
         ("app_worker", "0"),
     ];
-    assert_eq!(
-        value(&samples, "shared_nothing_io_bytes_in_total", &labels),
-        1000.0
-    );
-    assert_eq!(
-        value(&samples, "shared_nothing_io_bytes_out_total", &labels),
-        1000.0
-    );
+    // The send is counted when its completion is reaped, which may come
+    // after the echo reached us: wait (bounded) for the counters.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (bytes_in, bytes_out) = loop {
+        let samples = parse(&pool.metrics());
+        let got = (
+            value(&samples, "shared_nothing_io_bytes_in_total", &labels),
+            value(&samples, "shared_nothing_io_bytes_out_total", &labels),
+        );
+        if got == (1000.0, 1000.0) || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(bytes_in, 1000.0);
+    assert_eq!(bytes_out, 1000.0);
     drop(s);
     group.stop_all().unwrap();
 }
