@@ -7,8 +7,8 @@
 //! the calling thread becomes the group's clock.
 //!
 //! An app's message type says how it carries these steps ([`MeshMsg`]);
-//! its handler answers [`MeshMsg::wire`] and [`MeshMsg::listen`] requests
-//! (the latter with [`listen_here`]).
+//! its handler passes every message through [`take_setup`] first, which
+//! answers the wiring and listening requests.
 
 use shared_nothing::io::{NetEvent, NetworkWorker, ReservedPort};
 use shared_nothing::partition::RoundRobinPartitioner;
@@ -31,6 +31,47 @@ pub trait MeshMsg: Sized + Send + 'static {
     fn net(ev: NetEvent) -> Self;
     /// The clock's tick.
     fn tick() -> Self;
+    /// The message as a setup step, or itself if it is another message.
+    fn into_setup(self) -> Result<Setup<Self>, Self>;
+}
+
+/// The messages [`take_setup`] handles.
+pub enum Setup<M: Send + 'static> {
+    /// See [`MeshMsg::wire`].
+    Wire(Vec<ResultSink<M>>),
+    /// See [`MeshMsg::listen`].
+    Listen(SocketAddr),
+}
+
+/// A worker's part of [`wire`] and [`listen`]: takes its sinks into
+/// `peers`, or listens on its own backend (`net`), and answers the request.
+/// Returns any other message for the app to handle.
+pub fn take_setup<M: MeshMsg>(
+    msg: M,
+    env: &mut Envelope<M>,
+    peers: &mut Vec<ResultSink<M>>,
+    net: Option<&NetworkWorker>,
+    worker: usize,
+) -> Option<M> {
+    let done = match msg.into_setup() {
+        Err(other) => return Some(other),
+        Ok(Setup::Wire(sinks)) => {
+            *peers = sinks;
+            true
+        }
+        Ok(Setup::Listen(addr)) => match listen_here::<M>(net, addr) {
+            Ok(()) => true,
+            // The request then resolves as dropped: `listen` fails.
+            Err(e) => {
+                tracing::error!(worker, "cannot listen on {addr}: {e}");
+                false
+            }
+        },
+    };
+    if done && env.is_request() {
+        let _ = env.reply(());
+    }
+    None
 }
 
 /// Why the group could not be wired or could not listen.
@@ -101,12 +142,11 @@ where
     }
 }
 
-/// A worker's part of [`listen`]: its own backend (`net`) listens on
-/// `addr`, events into this worker.
+/// Its own backend (`net`) listens on `addr`, events into this worker.
 ///
 /// # Errors
 /// No backend of its own (dedicated mode), or the listen failed.
-pub fn listen_here<M: MeshMsg>(
+fn listen_here<M: MeshMsg>(
     net: Option<&NetworkWorker>,
     addr: SocketAddr,
 ) -> shared_nothing::Result<()> {

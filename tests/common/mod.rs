@@ -3,10 +3,11 @@
 //! temporary directory removed on drop. Each test file includes this as
 //! `mod common;`.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The example binary `name`, built (once per test process and name) with
 /// the test's target directory and profile.
@@ -61,4 +62,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Collects `child`'s stderr (piped) line by line, from a thread, into the
+/// returned text (for waiting on a log line, and for failure messages).
+pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stderr.take().expect("stderr piped");
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().expect("stderr lock");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    text
 }

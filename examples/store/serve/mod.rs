@@ -123,6 +123,13 @@ impl crate::mesh::MeshMsg for Msg {
     fn tick() -> Msg {
         Msg::Tick
     }
+    fn into_setup(self) -> std::result::Result<crate::mesh::Setup<Msg>, Msg> {
+        match self {
+            Msg::Wire(sinks) => Ok(crate::mesh::Setup::Wire(sinks)),
+            Msg::Listen(addr) => Ok(crate::mesh::Setup::Listen(addr)),
+            other => Err(other),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -325,22 +332,14 @@ impl Worker for Node {
 }
 
 fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
+    let net = st.net.as_ref();
+    let Some(msg) = crate::mesh::take_setup(msg, env, &mut st.peers, net, st.index) else {
+        return;
+    };
     match msg {
         Msg::Net(ev) => conn::on_event(st, ev),
-        Msg::Wire(sinks) => {
-            st.peers = sinks;
-            if env.is_request() {
-                let _ = env.reply(());
-            }
-        }
-        Msg::Listen(addr) => match crate::mesh::listen_here::<Msg>(st.net.as_ref(), addr) {
-            Ok(()) if env.is_request() => {
-                let _ = env.reply(());
-            }
-            Ok(()) => {}
-            // The request then resolves as dropped: `serve` fails.
-            Err(e) => tracing::error!(worker = st.index, "cannot listen on {addr}: {e}"),
-        },
+        // Taken by `take_setup`.
+        Msg::Wire(_) | Msg::Listen(_) => {}
         Msg::Tick => {
             for p in &mut st.peers {
                 p.flush();
