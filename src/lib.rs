@@ -74,6 +74,7 @@ pub mod __loom {
     pub use crate::channel::ring::{Consumer, Producer, PushError, ring};
     pub use crate::sync::block_on;
     pub use crate::sync::signal::Signal;
+    pub use crate::worker::mailbox::{LoomMailSender, LoomMailbox};
     pub use crate::worker::reply::LoomLife;
     pub use crate::worker::{Pending, ReplyError, ReplyTo};
 }

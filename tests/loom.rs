@@ -561,3 +561,60 @@ fn worker_exit_racing_two_waiters() {
         drop(t.join().unwrap());
     });
 }
+
+/// A message's metadata (in the lane beside the ring) reaches the worker
+/// with its payload, whatever the interleaving, for messages with and
+/// without metadata across a wrap-around (mailbox L1, L2).
+#[test]
+fn metadata_travels_with_its_payload() {
+    model(|| {
+        let mut mb = shared_nothing::__loom::LoomMailbox::new(2);
+        let mut tx = mb.sender();
+        let sent = [(0, Some(10)), (1, None), (2, Some(12))];
+        let t = thread::spawn(move || {
+            for (v, key) in sent {
+                loop {
+                    match tx.send(v, key) {
+                        Ok(()) => break,
+                        Err(false) => thread::yield_now(),
+                        Err(true) => panic!("closed"),
+                    }
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let batch = mb.take();
+            if batch.is_empty() {
+                thread::yield_now();
+            }
+            got.extend(batch);
+        }
+        t.join().unwrap();
+        assert_eq!(got, sent.to_vec());
+        assert_eq!(mb.lane_len(), 0);
+    });
+}
+
+/// A push with metadata racing the close: delivered whole, or refused with
+/// its lane entry taken back (mailbox L3); never a payload without its
+/// metadata, never an entry left behind.
+#[test]
+fn metadata_push_racing_close_is_delivered_whole_or_taken_back() {
+    model(|| {
+        let mut mb = shared_nothing::__loom::LoomMailbox::new(2);
+        let mut tx = mb.sender();
+        let t = thread::spawn(move || tx.send(7, Some(70)));
+        mb.close();
+        let got = mb.take();
+        let sent = t.join().unwrap();
+        match sent {
+            Ok(()) => assert_eq!(got, vec![(7, Some(70))]),
+            Err(closed) => {
+                assert!(closed);
+                assert!(got.is_empty());
+            }
+        }
+        assert_eq!(mb.lane_len(), 0);
+    });
+}

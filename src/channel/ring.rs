@@ -90,6 +90,29 @@ pub struct Ring<T> {
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     mask: usize,
     capacity: usize,
+    /// Slots per cache line and how many slots of the first line lie before
+    /// slot 0, where the slots tile the lines exactly (`(1, 0)` otherwise):
+    /// see [`Consumer::line_start`].
+    line: (usize, usize),
+}
+
+/// The cache line size the slot geometry assumes.
+const LINE: usize = 64;
+
+/// `(slots per line, slots of the first line before slot 0)` for slots of
+/// `T` starting at address `base`, in a buffer of `len` slots; `(1, 0)` when
+/// slots do not tile lines exactly (a size that does not divide the line,
+/// a buffer not aligned to a slot boundary) or the buffer is under a line.
+fn line_geometry<T>(base: usize, len: usize) -> (usize, usize) {
+    let size = std::mem::size_of::<T>();
+    if size == 0 || size > LINE / 2 || LINE % size != 0 || (base % LINE) % size != 0 {
+        return (1, 0);
+    }
+    let per_line = LINE / size;
+    if len < per_line {
+        return (1, 0);
+    }
+    (per_line, (base % LINE) / size)
 }
 
 impl<T> std::fmt::Debug for Ring<T> {
@@ -115,9 +138,10 @@ pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, C
     barrier::init();
     let capacity = capacity.max(1);
     let len = capacity.next_power_of_two();
-    let slots = (0..len)
+    let slots: Box<[UnsafeCell<MaybeUninit<T>>]> = (0..len)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
+    let line = line_geometry::<T>(slots.as_ptr() as usize, len);
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
@@ -131,6 +155,7 @@ pub fn ring<T>(capacity: usize, consumer_signal: Arc<Signal>) -> (Producer<T>, C
         slots,
         mask: len - 1,
         capacity,
+        line,
     });
     (
         Producer {
@@ -530,6 +555,27 @@ impl<T> Consumer<T> {
         ready
     }
 
+    /// Items ready to read, after reloading the producer's tail (one load of
+    /// its line, whatever the cache says).
+    #[inline]
+    pub fn refresh(&mut self) -> usize {
+        self.reload_tail();
+        self.cached_tail.wrapping_sub(self.head)
+    }
+
+    /// The index of the first slot in the cache line that holds slot
+    /// `index` (`index` itself where slots do not tile lines). A consumer
+    /// that reads only below `line_start(tail)` leaves the producer the
+    /// line it is writing.
+    #[inline]
+    pub fn line_start(&self, index: usize) -> usize {
+        let (per_line, phase) = self.ring.line;
+        // `len` is a multiple of `per_line` (both powers of two, checked in
+        // `line_geometry`), so index counters and slot addresses agree on
+        // where lines begin, across wrap-arounds.
+        (index.wrapping_add(phase) & !(per_line - 1)).wrapping_sub(phase)
+    }
+
     /// Refreshes the cached tail: the producer's published tail while open,
     /// the cut once closed (R5).
     #[inline(always)]
@@ -730,6 +776,14 @@ impl<T> Drain<'_, T> {
     /// Items left in this drain.
     pub fn remaining(&self) -> usize {
         self.end.wrapping_sub(self.pos)
+    }
+
+    /// The ring index of the next item `next` returns (the count of items
+    /// pushed before it): what a producer's [`Producer::pushed`] was when it
+    /// pushed that item.
+    #[inline]
+    pub fn position(&self) -> usize {
+        self.pos
     }
 }
 

@@ -68,6 +68,7 @@ fn pool(n: usize) -> (WorkerGroup<Owner>, Log) {
         .workers(n)
         .queue_capacity(2)
         .partitioner(HashPartitioner::new())
+        .routing_keys(true)
         .build()
         .unwrap();
     (pool, log)

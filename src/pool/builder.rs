@@ -141,6 +141,14 @@ impl<F, Args> PoolBuilder<F, Args> {
         self
     }
 
+    /// Deliver each routed message's routing key to its worker
+    /// ([`Envelope::key_hash`](crate::worker::Envelope::key_hash)); see
+    /// [`WorkerConfig::with_routing_keys`]. Off by default.
+    pub fn routing_keys(mut self, on: bool) -> Self {
+        self.config.worker = self.config.worker.with_routing_keys(on);
+        self
+    }
+
     /// Capacity of each sender's ring into each worker.
     pub fn queue_capacity(mut self, cap: usize) -> Self {
         self.config.overrides.queue_capacity = Some(cap);

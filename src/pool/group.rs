@@ -3,7 +3,7 @@
 use super::plan::Plan;
 use super::sender::PoolSender;
 use crate::partition::Partitioner;
-use crate::worker::outbox::Outbox;
+use crate::worker::outbox::{Outbox, SendConfig};
 use crate::worker::runtime::{self, Launch};
 use crate::worker::shared::{Control, WorkerShared};
 use crate::worker::{
@@ -150,12 +150,7 @@ impl<W: Worker> WorkerGroup<W> {
         }
         let workers: Arc<[_]> = shared.into();
         let first = &configs[0];
-        let outbox = Outbox::from_rings(
-            workers.clone(),
-            rings,
-            first.queue_capacity(),
-            first.tracing,
-        );
+        let outbox = Outbox::from_rings(workers.clone(), rings, SendConfig::of(first));
         Ok(Self {
             sender: PoolSender::new(outbox, partitioner),
             workers,

@@ -52,6 +52,7 @@ fn recorder_pool(n: usize, p: impl Partitioner) -> (WorkerGroup<Recorder>, Log) 
         })
         .workers(n)
         .partitioner(p)
+        .routing_keys(true)
         .build()
         .unwrap();
     (pool, log)
@@ -148,6 +149,37 @@ fn broadcast_send_to_worker_and_requests() {
 }
 
 #[test]
+fn routing_keys_are_delivered_only_when_asked_for() {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let mut pool = WorkerPool::builder()
+        .factory(move |index| Recorder {
+            index,
+            log: l.clone(),
+        })
+        .workers(2)
+        .build()
+        .unwrap();
+    for i in 0..100u64 {
+        pool.send_partitioned(&i, i).unwrap();
+        pool.send_by_value(i, i).unwrap();
+    }
+    // Requests (metadata in the lane) interleaved with plain messages still
+    // reach the key's owner and are answered.
+    for i in 0..20u64 {
+        let w = pool.request_partitioned(&i, i).unwrap().wait().unwrap();
+        assert_eq!(w, HashPartitioner::new().partition(hash_key(&i), 2));
+    }
+    pool.stop_all().unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 200);
+    assert!(
+        log.iter().all(|&(_, key, _)| key.is_none()),
+        "no routing key unless the workers asked for them"
+    );
+}
+
+#[test]
 fn seed_forms_build_and_route() {
     let log: Log = Arc::default();
     let l = log.clone();
@@ -157,7 +189,8 @@ fn seed_forms_build_and_route() {
         .with_worker_config(
             WorkerConfig::new()
                 .with_queue_capacity(128)
-                .with_high_priority(false),
+                .with_high_priority(false)
+                .with_routing_keys(true),
         );
     let mut pool = WorkerPool::with_partitioner(
         config,

@@ -102,6 +102,7 @@ pub struct WorkerConfig {
     pub(crate) batch_size: Option<usize>,
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) tracing: bool,
+    pub(crate) routing_keys: bool,
     pub(crate) high_priority: bool,
     pub(crate) spin_iterations: u32,
     /// Set by a pool: where I/O drivers started on the worker's thread
@@ -142,6 +143,7 @@ impl WorkerConfig {
             batch_size: None,
             stall_threshold: Some(Duration::from_secs(1)),
             tracing: false,
+            routing_keys: false,
             high_priority: false,
             spin_iterations: 2_000,
             io_report: None,
@@ -200,6 +202,18 @@ impl WorkerConfig {
     /// Costs one small allocation per message.
     pub fn with_tracing(mut self, on: bool) -> Self {
         self.tracing = on;
+        self
+    }
+
+    /// Deliver each routed message's routing key with it
+    /// ([`Envelope::key_hash`](super::Envelope::key_hash): the key's hash
+    /// for `send_partitioned`, the value for `send_by_value`). Off by
+    /// default: a message then crosses the ring as its payload alone (a
+    /// `u64` moves 8 bytes); with keys on, each routed message also puts
+    /// its key in the sender's metadata lane, which costs a lock per
+    /// message.
+    pub fn with_routing_keys(mut self, on: bool) -> Self {
+        self.routing_keys = on;
         self
     }
 

@@ -2,7 +2,7 @@
 //! out a way back to it (an I/O or accelerator worker delivering results).
 
 use super::handle::WorkerSender;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, SendConfig};
 use super::shared::WorkerShared;
 use crate::Result;
 use crate::sync::Arc as SyncArc;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 struct Current {
     /// An `Arc<WorkerShared<M, R>>` for the worker's message and reply types.
     shared: Arc<dyn Any + Send + Sync>,
-    capacity: usize,
-    tracing: bool,
+    /// How senders into this worker are built.
+    send: SendConfig,
     /// Builds a `Box<dyn MessagePort<M>>` (boxed as `Any`) into this
     /// worker: a sender for code that knows the message type only.
     port: fn(&Current) -> Option<Box<dyn Any>>,
@@ -104,16 +104,14 @@ pub(crate) fn on_worker_thread() -> bool {
 /// Records the worker this thread runs (set once, at thread start).
 pub(crate) fn enter<M: Send + 'static, R: Send + 'static>(
     shared: Arc<WorkerShared<M, R>>,
-    capacity: usize,
-    tracing: bool,
+    send: SendConfig,
     io_report: Option<IoReport>,
 ) {
     CURRENT.with(|c| {
         *c.borrow_mut() = Some(Current {
             signal: shared.signal.clone(),
             shared,
-            capacity,
-            tracing,
+            send,
             port: port_for::<M, R>,
             io_report,
         })
@@ -192,9 +190,7 @@ impl<M: Send + 'static, R: Send + 'static> WorkerSender<M, R> {
             })?;
         let workers: Arc<[_]> = vec![shared].into();
         Ok(WorkerSender::from_outbox(Outbox::connect(
-            workers,
-            cur.capacity,
-            cur.tracing,
+            workers, cur.send,
         )))
     }
 }

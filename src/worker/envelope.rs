@@ -5,9 +5,10 @@ use std::time::Instant;
 
 /// A message plus what the worker may need to know about it.
 ///
-/// The common case (no reply slot, no tracing) carries only the payload, the
-/// sequence number and the routing key: the rarely used fields live behind
-/// one optional box, so a ring slot stays small.
+/// Only the payload crosses the ring into the worker; the routing key (when
+/// the worker asked for it), the send time (tracing) and the reply slot
+/// travel beside it in the sender's metadata lane (`mailbox.rs`), and the
+/// worker puts the envelope together when it takes the message.
 ///
 /// ```
 /// use shared_nothing::worker::Envelope;
@@ -29,7 +30,7 @@ pub struct Envelope<M, R = ()> {
 }
 
 #[derive(Debug)]
-struct Extras<R> {
+pub(crate) struct Extras<R> {
     sent_at: Option<Instant>,
     reply: Option<ReplyTo<R>>,
 }
@@ -63,7 +64,10 @@ impl<M, R> Envelope<M, R> {
     }
 
     /// The routing key if the message was sent with `send_partitioned`
-    /// (the key's hash) or `send_by_value` (the value).
+    /// (the key's hash) or `send_by_value` (the value) to a worker that
+    /// asked for routing keys
+    /// ([`WorkerConfig::with_routing_keys`](super::WorkerConfig::with_routing_keys));
+    /// `None` otherwise, so a plain message's slot holds its payload alone.
     pub fn key_hash(&self) -> Option<u64> {
         self.key
     }
@@ -101,11 +105,21 @@ impl<M, R> Envelope<M, R> {
     }
 }
 
-/// What a ring slot carries: an envelope without its sequence number, which
-/// the worker assigns on receipt. Every byte here crosses between cores.
+/// A message on its way in, as the sender builds it: the payload, which the
+/// ring's slot takes, and the metadata, which goes into the lane beside the
+/// ring only when there is some (see `mailbox.rs`). The worker assigns the
+/// sequence number on receipt.
 #[derive(Debug)]
 pub(crate) struct Wire<M, R = ()> {
     payload: M,
+    key: Option<u64>,
+    extras: Option<Box<Extras<R>>>,
+}
+
+/// What a message carries besides its payload, when it carries anything:
+/// one entry of a metadata lane.
+#[derive(Debug)]
+pub(crate) struct Meta<R> {
     key: Option<u64>,
     extras: Option<Box<Extras<R>>>,
 }
@@ -151,13 +165,59 @@ impl<M, R> Wire<M, R> {
         self.payload
     }
 
-    #[inline]
-    pub(crate) fn into_envelope(self, seq: u64) -> Envelope<M, R> {
-        Envelope {
-            payload: self.payload,
-            seq,
-            key: self.key,
-            extras: self.extras,
+    /// The payload and, if the message has any, its metadata.
+    #[inline(always)]
+    pub(crate) fn split(self) -> (M, Option<Meta<R>>) {
+        let meta = if self.key.is_none() && self.extras.is_none() {
+            None
+        } else {
+            Some(Meta {
+                key: self.key,
+                extras: self.extras,
+            })
+        };
+        (self.payload, meta)
+    }
+
+    /// The inverse of [`Wire::split`].
+    pub(crate) fn join(payload: M, meta: Option<Meta<R>>) -> Self {
+        match meta {
+            Some(Meta { key, extras }) => Self {
+                payload,
+                key,
+                extras,
+            },
+            None => Self::new(payload, None),
         }
+    }
+}
+
+impl<M, R> Envelope<M, R> {
+    /// The envelope a worker hands its handler: the payload from the ring,
+    /// the metadata from the lane (if the message had any).
+    #[inline(always)]
+    pub(crate) fn assemble(payload: M, seq: u64, meta: Option<Meta<R>>) -> Self {
+        match meta {
+            None => Self {
+                payload,
+                seq,
+                key: None,
+                extras: None,
+            },
+            Some(Meta { key, extras }) => Self {
+                payload,
+                seq,
+                key,
+                extras,
+            },
+        }
+    }
+}
+
+impl<R> Meta<R> {
+    /// The routing key it carries (for the loom models and tests).
+    #[cfg(any(test, loom))]
+    pub(crate) fn key(&self) -> Option<u64> {
+        self.key
     }
 }

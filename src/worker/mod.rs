@@ -27,6 +27,7 @@ mod event;
 mod handle;
 #[cfg(not(loom))]
 pub(crate) mod local;
+pub(crate) mod mailbox;
 pub(crate) mod outbox;
 mod quiet;
 pub(crate) mod reply;
@@ -97,8 +98,7 @@ pub fn spawn<W: Worker>(
         ..
     } = launch;
     let workers: std::sync::Arc<[_]> = vec![shared.clone()].into();
-    let outbox =
-        outbox::Outbox::from_rings(workers, producers, config.queue_capacity(), config.tracing);
+    let outbox = outbox::Outbox::from_rings(workers, producers, outbox::SendConfig::of(&config));
     Ok(WorkerHandle::new(outbox, shared, join))
 }
 

@@ -6,28 +6,48 @@
 //! Cloning a handle builds fresh rings and attaches their consumer ends to
 //! the workers through the control queue.
 
+use super::config::WorkerConfig;
 use super::envelope::Wire;
 use super::error::{FlushError, SendError};
+use super::mailbox::{MailError, MailSender, mailbox};
 use super::reply::{Pending, ReplyTo};
 use super::shared::{Control, WorkerShared};
-use crate::channel::ring::{self, Producer, PushError};
 use crate::channel::wait::{Step, Waiter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a sender's rings are built with, and what its messages carry
+/// besides their payloads: the send time (`tracing`) and the routing key
+/// (`keys`), both only if the workers asked for them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendConfig {
+    pub(crate) capacity: usize,
+    pub(crate) tracing: bool,
+    pub(crate) keys: bool,
+}
+
+impl SendConfig {
+    pub(crate) fn of(config: &WorkerConfig) -> Self {
+        Self {
+            capacity: config.queue_capacity(),
+            tracing: config.tracing,
+            keys: config.routing_keys,
+        }
+    }
+}
+
 /// One producer's rings into every worker of a group.
 pub(crate) struct Outbox<M, R = ()> {
     workers: Arc<[Arc<WorkerShared<M, R>>]>,
-    rings: Vec<Producer<Wire<M, R>>>,
-    capacity: usize,
-    pub(crate) tracing: bool,
+    rings: Vec<MailSender<M, R>>,
+    config: SendConfig,
 }
 
 impl<M, R> std::fmt::Debug for Outbox<M, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("workers", &self.workers.len())
-            .field("capacity", &self.capacity)
+            .field("config", &self.config)
             .finish()
     }
 }
@@ -37,29 +57,23 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
     /// spawn time.
     pub(crate) fn from_rings(
         workers: Arc<[Arc<WorkerShared<M, R>>]>,
-        rings: Vec<Producer<Wire<M, R>>>,
-        capacity: usize,
-        tracing: bool,
+        rings: Vec<MailSender<M, R>>,
+        config: SendConfig,
     ) -> Self {
         debug_assert_eq!(workers.len(), rings.len());
         Self {
             workers,
             rings,
-            capacity,
-            tracing,
+            config,
         }
     }
 
     /// A new outbox with fresh rings attached to every worker.
-    pub(crate) fn connect(
-        workers: Arc<[Arc<WorkerShared<M, R>>]>,
-        capacity: usize,
-        tracing: bool,
-    ) -> Self {
+    pub(crate) fn connect(workers: Arc<[Arc<WorkerShared<M, R>>]>, config: SendConfig) -> Self {
         let rings = workers
             .iter()
             .map(|w| {
-                let (p, c) = ring::ring(capacity, w.signal.clone());
+                let (p, c) = mailbox(config.capacity, w.signal.clone());
                 // If the worker has exited the consumer comes back and is
                 // dropped here, which closes the ring: sends then fail with
                 // `Stopped`, nothing is accepted and lost.
@@ -70,15 +84,14 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         Self {
             workers,
             rings,
-            capacity,
-            tracing,
+            config,
         }
     }
 
     /// A new outbox to worker `index` alone, with this one's settings.
     pub(crate) fn connect_one(&self, index: usize) -> Option<Self> {
         let w = self.workers.get(index)?.clone();
-        Some(Self::connect(vec![w].into(), self.capacity, self.tracing))
+        Some(Self::connect(vec![w].into(), self.config))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -113,9 +126,12 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         super::reply::pair(self.workers.get(index).map(|w| w.life.clone()))
     }
 
-    #[inline]
+    /// `msg` with what its worker asked messages to carry: the routing
+    /// key only if it asked for keys, the send time if tracing.
+    #[inline(always)]
     pub(crate) fn wire(&self, msg: M, key: Option<u64>) -> Wire<M, R> {
-        Wire::build(msg, key, self.tracing)
+        let key = if self.config.keys { key } else { None };
+        Wire::build(msg, key, self.config.tracing)
     }
 
     /// `value` back as `NoSuchWorker` unless ring `index` exists.
@@ -132,9 +148,18 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         }
     }
 
-    /// Builds and pushes `msg` without blocking; the message is wrapped only
-    /// once a slot is reserved (see `Producer::push_reserved`).
-    #[inline]
+    /// Whether a message sent with `key` carries metadata (and so goes
+    /// through the lane).
+    #[inline(always)]
+    fn carries_meta(&self, key: Option<u64>) -> bool {
+        self.config.tracing || (self.config.keys && key.is_some())
+    }
+
+    /// Pushes `msg` without blocking, into a slot reserved first (the value
+    /// is written straight into it, see `Producer::push_reserved`). A
+    /// message without metadata is its payload alone; one with metadata
+    /// takes the lane's path, out of line.
+    #[inline(always)]
     pub(crate) fn try_send_msg(
         &mut self,
         index: usize,
@@ -142,15 +167,17 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         key: Option<u64>,
     ) -> Result<(), SendError<M>> {
         let msg = self.in_range(index, msg)?;
-        let tracing = self.tracing;
+        let meta = self.carries_meta(key);
         let ring = &mut self.rings[index];
         match ring.reserve() {
             Ok(()) => {}
             Err(true) => return Err(SendError::Stopped(msg)),
             Err(false) => return Err(SendError::Full(msg)),
         }
-        ring.push_reserved(Wire::build(msg, key, tracing))
-            .map_err(|w| SendError::Stopped(w.into_payload()))
+        if !meta {
+            return ring.push_payload(msg).map_err(SendError::Stopped);
+        }
+        self.push_reserved_msg(index, msg, key)
     }
 
     /// Like `try_send_msg`, waiting while the ring is full, until `deadline`.
@@ -213,14 +240,16 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         }
     }
 
-    /// Builds and pushes `msg` into the slot `poll_reserve` found.
+    /// Builds and pushes `msg` into the slot `reserve` or `poll_reserve`
+    /// found.
+    #[inline(never)]
     pub(crate) fn push_reserved_msg(
         &mut self,
         index: usize,
         msg: M,
         key: Option<u64>,
     ) -> Result<(), SendError<M>> {
-        let wire = Wire::build(msg, key, self.tracing);
+        let wire = self.wire(msg, key);
         self.push_reserved(index, wire)
             .map_err(|e| e.map(Wire::into_payload))
     }
@@ -245,8 +274,8 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
     ) -> Result<(), SendError<Wire<M, R>>> {
         let env = self.in_range(index, env)?;
         self.rings[index].try_push(env).map_err(|e| match e {
-            PushError::Full(v) => SendError::Full(v),
-            PushError::Closed(v) => SendError::Stopped(v),
+            MailError::Full(v) => SendError::Full(v),
+            MailError::Closed(v) => SendError::Stopped(v),
         })
     }
 
@@ -274,42 +303,70 @@ impl<M: Send + 'static, R: Send + 'static> Outbox<M, R> {
         let msgs = self
             .in_range(index, msgs)
             .map_err(|e| e.map(|m| m.into_iter().collect()))?;
-        let tracing = self.tracing;
+        let key = if self.config.keys { key } else { None };
+        let tracing = self.config.tracing;
         let ring = &mut self.rings[index];
-        // The tracing branch is decided once, not per message.
-        if tracing {
-            push_all(
-                ring,
-                msgs.into_iter()
-                    .map(|m| Wire::traced(m, key, Instant::now())),
-            )
+        // Decided once per batch, not per message: payloads alone go in
+        // ring-fulls; messages with metadata one by one through the lane.
+        if key.is_none() && !tracing {
+            push_payloads(ring, msgs.into_iter())
         } else {
-            push_all(ring, msgs.into_iter().map(|m| Wire::new(m, key)))
+            let wires = msgs.into_iter().map(|m| Wire::build(m, key, tracing));
+            push_wires(ring, wires)
         }
     }
 }
 
-fn push_all<M, R, I>(ring: &mut Producer<Wire<M, R>>, items: I) -> Result<(), SendError<Vec<M>>>
+/// Pushes every payload, a ring-full per publication, waiting while full.
+fn push_payloads<M, R, I>(ring: &mut MailSender<M, R>, items: I) -> Result<(), SendError<Vec<M>>>
 where
-    I: Iterator<Item = Wire<M, R>>,
+    I: Iterator<Item = M>,
 {
     let mut items = items.peekable();
     let mut waiter = Waiter::new(None);
     while items.peek().is_some() {
-        match ring.push_iter(&mut items) {
+        match ring.push_payloads(&mut items) {
             Ok(0) => {
                 if let Step::Park(t) = waiter.step() {
                     ring.wait_for_space(t);
                 }
             }
             Ok(_) => waiter = Waiter::new(None),
-            Err(back) => {
-                let all = back
-                    .into_iter()
-                    .chain(items)
-                    .map(Wire::into_payload)
-                    .collect();
-                return Err(SendError::Stopped(all));
+            Err(back) => return Err(SendError::Stopped(back.into_iter().chain(items).collect())),
+        }
+    }
+    Ok(())
+}
+
+/// Pushes every message with its metadata, one at a time, waiting while
+/// the ring is full.
+fn push_wires<M, R, I>(ring: &mut MailSender<M, R>, items: I) -> Result<(), SendError<Vec<M>>>
+where
+    I: Iterator<Item = Wire<M, R>>,
+{
+    let mut items = items.peekable();
+    let mut waiter = Waiter::new(None);
+    while let Some(wire) = items.next() {
+        let mut wire = wire;
+        loop {
+            match ring.try_push(wire) {
+                Ok(()) => {
+                    waiter = Waiter::new(None);
+                    break;
+                }
+                Err(MailError::Full(w)) => {
+                    wire = w;
+                    if let Step::Park(t) = waiter.step() {
+                        ring.wait_for_space(t);
+                    }
+                }
+                Err(MailError::Closed(w)) => {
+                    let all = std::iter::once(w)
+                        .chain(items)
+                        .map(Wire::into_payload)
+                        .collect();
+                    return Err(SendError::Stopped(all));
+                }
             }
         }
     }
@@ -318,6 +375,6 @@ where
 
 impl<M: Send + 'static, R: Send + 'static> Clone for Outbox<M, R> {
     fn clone(&self) -> Self {
-        Self::connect(self.workers.clone(), self.capacity, self.tracing)
+        Self::connect(self.workers.clone(), self.config)
     }
 }

@@ -2,13 +2,12 @@
 //! idling until stopped.
 
 use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
-use super::envelope::Wire;
 use super::event::{EventKind, EventSink};
+use super::mailbox::{MailSender, Mailbox, mailbox};
 use super::shared::{Control, WorkerShared};
 use super::stats::{HANDLER_SAMPLE, WorkerState, now_nanos};
 use super::traits::{Batch, Worker};
 use super::watchdog::{self, Watched};
-use crate::channel::ring::{self, Consumer, Producer};
 use crate::error::panic_message;
 use crate::{Error, Result};
 use std::collections::VecDeque;
@@ -28,7 +27,7 @@ const YIELDS_BEFORE_PARK: u32 = 64;
 pub(crate) struct Launch<M, R = ()> {
     pub(crate) shared: Arc<WorkerShared<M, R>>,
     /// Producer ends of the rings the worker was started with.
-    pub(crate) producers: Vec<Producer<Wire<M, R>>>,
+    pub(crate) producers: Vec<MailSender<M, R>>,
     pub(crate) join: JoinHandle<Result<()>>,
     ready: crossbeam_channel::Receiver<Result<()>>,
 }
@@ -88,7 +87,7 @@ pub(crate) fn launch<W: Worker>(
         life,
     ));
     let (producers, consumers): (Vec<_>, Vec<_>) = (0..rings)
-        .map(|_| ring::ring(config.queue_capacity(), shared.signal.clone()))
+        .map(|_| mailbox(config.queue_capacity(), shared.signal.clone()))
         .unzip();
     let (ready_tx, ready) = crossbeam_channel::bounded(1);
     let thread_shared = shared.clone();
@@ -117,14 +116,13 @@ fn thread_main<W: Worker>(
     worker: W,
     config: WorkerConfig,
     shared: Arc<WorkerShared<W::Message, W::Reply>>,
-    rings: Vec<Consumer<Wire<W::Message, W::Reply>>>,
+    rings: Vec<Mailbox<W::Message, W::Reply>>,
     ready: crossbeam_channel::Sender<Result<()>>,
 ) -> Result<()> {
     shared.stats.set_state(WorkerState::Starting);
     super::current::enter(
         shared.clone(),
-        config.queue_capacity(),
-        config.tracing,
+        super::outbox::SendConfig::of(&config),
         config.io_report.as_ref().map(|h| h.0.clone()),
     );
     shared.stats.own.started_ns.set(now_nanos());
@@ -164,7 +162,7 @@ fn thread_main<W: Worker>(
 struct Runner<W: Worker> {
     worker: W,
     state: Option<W::State>,
-    rings: Vec<Consumer<Wire<W::Message, W::Reply>>>,
+    rings: Vec<Mailbox<W::Message, W::Reply>>,
     shared: Arc<WorkerShared<W::Message, W::Reply>>,
     config: WorkerConfig,
     next_seq: u64,
@@ -321,7 +319,11 @@ impl<W: Worker> Runner<W> {
     /// the snapshot covers it; rings attached before the flush arrived are
     /// already in `rings` (the control queue is FIFO).
     fn start_flush(&mut self, done: crossbeam_channel::Sender<()>) {
-        let targets = self.rings.iter().map(|r| (r.id(), r.tail_now())).collect();
+        let targets = self
+            .rings
+            .iter()
+            .map(|r| (r.ring().id(), r.ring().tail_now()))
+            .collect();
         self.flushes.push(PendingFlush { targets, done });
     }
 
@@ -335,8 +337,8 @@ impl<W: Worker> Runner<W> {
             let reached = f.targets.iter().all(|&(id, target)| {
                 rings
                     .iter()
-                    .find(|r| r.id() == id)
-                    .is_none_or(|r| r.popped() >= target)
+                    .find(|r| r.ring().id() == id)
+                    .is_none_or(|r| r.ring().popped() >= target)
             });
             if reached {
                 let _ = f.done.send(());
@@ -373,7 +375,7 @@ impl<W: Worker> Runner<W> {
         if !worked {
             // The gauge is refreshed when the worker runs dry, not on every
             // pass: off the busy path, and "as last observed" either way.
-            let depth: usize = self.rings.iter().map(Consumer::cached_len).sum();
+            let depth: usize = self.rings.iter().map(|r| r.ring().cached_len()).sum();
             self.shared.stats.own.queue_depth.set(depth as u64);
         }
         worked
@@ -392,7 +394,8 @@ impl<W: Worker> Runner<W> {
         } = self;
         let Some(st) = state.as_mut() else { return 0 };
         let ring = &mut rings[i];
-        if ring.available() == 0 {
+        let ready = ring.ready();
+        if ready == 0 {
             return 0;
         }
         let own = &shared.stats.own;
@@ -403,7 +406,7 @@ impl<W: Worker> Runner<W> {
             own.idle_ns.add(now_nanos().saturating_sub(idle_since));
             own.idle_since.set(0);
         }
-        let mut batch = Batch::new(ring.drain(config.batch_size()), *next_seq);
+        let mut batch = Batch::new(ring.batch(ready.min(config.batch_size()), *next_seq));
         let calls = own.handler_calls.get();
         own.handler_calls.set(calls.wrapping_add(1));
         let timed = (calls % HANDLER_SAMPLE == 0).then(Instant::now);
@@ -618,7 +621,10 @@ impl<W: Worker> Runner<W> {
         let paused = self.paused;
         let ready = || {
             shared.has_control()
-                || (!paused && rings.iter().any(|r| r.len() > 0 || r.is_producer_gone()))
+                || (!paused
+                    && rings
+                        .iter()
+                        .any(|r| r.ring().len() > 0 || r.ring().is_producer_gone()))
         };
         #[cfg(not(loom))]
         if super::local::sleep(&shared.signal, ready, Some(timeout)) {
@@ -659,7 +665,7 @@ impl<W: Worker> Runner<W> {
                 }
             }
             for r in &mut self.rings {
-                if !r.is_closed() {
+                if !r.ring().is_closed() {
                     r.close();
                 }
             }
@@ -744,9 +750,9 @@ impl<W: Worker> Runner<W> {
             r.close();
         }
         for r in &mut self.rings {
-            while let Some(wire) = r.try_pop() {
+            while let Some(env) = r.pop() {
                 abandoned += 1;
-                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(wire)));
+                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(env)));
             }
         }
         self.rings.clear();

@@ -2,11 +2,10 @@
 //! the wake-up signal. Nothing here is touched on the message hot path except
 //! the signal's sleeping flag.
 
-use super::envelope::Wire;
 use super::event::{EventKind, EventSink, WorkerEvent};
+use super::mailbox::Mailbox;
 use super::reply::Life;
 use super::stats::StatsBlock;
-use crate::channel::ring::Consumer;
 use crate::sync::Arc as SyncArc;
 use crate::sync::signal::Signal;
 use parking_lot::Mutex;
@@ -18,7 +17,7 @@ use std::time::Duration;
 /// Commands to a worker, outside the message path.
 pub(crate) enum Control<M, R = ()> {
     /// A new sender's ring.
-    Attach(Consumer<Wire<M, R>>),
+    Attach(Mailbox<M, R>),
     Pause,
     Resume,
     Ping(crossbeam_channel::Sender<()>),

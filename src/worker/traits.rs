@@ -1,8 +1,7 @@
 //! The `Worker` trait and the batch a worker handles at once.
 
 use super::Envelope;
-use super::envelope::Wire;
-use crate::channel::ring::Drain;
+use super::mailbox::Taken;
 use crate::{Error, Result};
 
 /// An isolated unit of work with its own state, driven by messages.
@@ -159,8 +158,7 @@ pub trait Worker: Send + 'static {
 /// a panic), the queue's read index is published once for all messages
 /// taken, and messages not taken stay queued.
 pub struct Batch<'a, M, R = ()> {
-    drain: Drain<'a, Wire<M, R>>,
-    next_seq: u64,
+    messages: Taken<'a, M, R>,
     pub(crate) taken: u64,
     pub(crate) last_failed: bool,
     pub(crate) failures: Vec<(u64, Error)>,
@@ -176,10 +174,9 @@ impl<M, R> std::fmt::Debug for Batch<'_, M, R> {
 }
 
 impl<'a, M, R> Batch<'a, M, R> {
-    pub(crate) fn new(drain: Drain<'a, Wire<M, R>>, next_seq: u64) -> Self {
+    pub(crate) fn new(messages: Taken<'a, M, R>) -> Self {
         Self {
-            drain,
-            next_seq,
+            messages,
             taken: 0,
             last_failed: false,
             failures: Vec::new(),
@@ -188,7 +185,7 @@ impl<'a, M, R> Batch<'a, M, R> {
 
     /// Messages left in the batch.
     pub fn remaining(&self) -> usize {
-        self.drain.remaining()
+        self.messages.remaining()
     }
 
     /// Whether nothing is left.
@@ -199,8 +196,7 @@ impl<'a, M, R> Batch<'a, M, R> {
     /// Takes the next message.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Envelope<M, R>> {
-        let env = self.drain.next()?.into_envelope(self.next_seq);
-        self.next_seq += 1;
+        let env = self.messages.next()?;
         self.taken += 1;
         self.last_failed = false;
         Some(env)
@@ -208,7 +204,7 @@ impl<'a, M, R> Batch<'a, M, R> {
 
     /// Sequence number of the most recently taken message.
     pub(crate) fn last_seq(&self) -> Option<u64> {
-        (self.taken > 0).then(|| self.next_seq - 1)
+        (self.taken > 0).then(|| self.messages.next_seq() - 1)
     }
 
     /// Marks the most recently taken message as failed with `error`.
