@@ -1,4 +1,5 @@
-use super::{Partitioner, hash_key, mix};
+use super::{Builtin, Partitioner, hash_key, mix};
+use std::sync::Arc;
 
 /// A consistent-hash ring with virtual nodes: when a worker is added to a
 /// ring of `n`, only about `1/(n+1)` of the keys move, all of them to the new
@@ -19,8 +20,8 @@ use super::{Partitioner, hash_key, mix};
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConsistentHashPartitioner {
-    /// Sorted by point.
-    points: Vec<(u64, u32)>,
+    /// Sorted by point; shared with the senders that route by it inline.
+    points: Arc<[(u64, u32)]>,
     workers: usize,
     virtual_nodes: usize,
 }
@@ -36,7 +37,7 @@ impl ConsistentHashPartitioner {
             .collect();
         points.sort_unstable();
         Self {
-            points,
+            points: points.into(),
             workers,
             virtual_nodes,
         }
@@ -57,25 +58,34 @@ impl ConsistentHashPartitioner {
     pub fn virtual_nodes(&self) -> usize {
         self.virtual_nodes
     }
+}
 
-    fn owner(&self, key: u64) -> usize {
-        let k = mix(key);
-        let i = self.points.partition_point(|&(p, _)| p < k);
-        let (_, w) = self.points[if i == self.points.len() { 0 } else { i }];
-        w as usize
+/// The worker owning `key` on the ring `points` (sorted, never empty),
+/// among `num_workers`: the rule of [`ConsistentHashPartitioner`], also
+/// applied inline by senders.
+#[inline]
+pub(crate) fn route(points: &[(u64, u32)], key: u64, num_workers: usize) -> usize {
+    let k = mix(key);
+    let i = points.partition_point(|&(p, _)| p < k);
+    let w = points
+        .get(if i == points.len() { 0 } else { i })
+        .map_or(0, |&(_, w)| w as usize);
+    // The pool refuses a ring built for another worker count (see
+    // `expected_workers`); this keeps direct callers in range regardless.
+    if w < num_workers {
+        w
+    } else {
+        w % num_workers.max(1)
     }
 }
 
 impl Partitioner for ConsistentHashPartitioner {
     fn partition(&self, key: u64, num_workers: usize) -> usize {
-        let w = self.owner(key);
-        // The pool refuses a ring built for another worker count (see
-        // `expected_workers`); this keeps direct callers in range regardless.
-        if w < num_workers {
-            w
-        } else {
-            w % num_workers.max(1)
-        }
+        route(&self.points, key, num_workers)
+    }
+
+    fn builtin(&self) -> Option<Builtin> {
+        Some(Builtin::Consistent(self.points.clone()))
     }
 
     fn expected_workers(&self) -> Option<usize> {

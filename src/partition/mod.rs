@@ -66,15 +66,20 @@ pub trait Partitioner: Send + Sync + 'static {
     }
 }
 
-/// The built-in rules a sender applies inline (see [`Partitioner::builtin`]).
+/// The built-in rules a sender applies inline (see [`Partitioner::builtin`]),
+/// with the tables they route by.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Builtin {
     /// [`HashPartitioner`].
     Hash,
     /// [`RoundRobinPartitioner`].
     RoundRobin,
+    /// [`RangePartitioner`], by its upper bounds.
+    Range(std::sync::Arc<[u64]>),
+    /// [`ConsistentHashPartitioner`], by its ring's points.
+    Consistent(std::sync::Arc<[(u64, u32)]>),
 }
 
 /// A sender's routing rule: the built-in ones inline, anything else
@@ -84,6 +89,8 @@ pub enum Builtin {
 pub(crate) enum Route {
     Hash,
     RoundRobin { next: usize },
+    Range(std::sync::Arc<[u64]>),
+    Consistent(std::sync::Arc<[(u64, u32)]>),
     Dyn,
 }
 
@@ -92,6 +99,8 @@ impl Route {
         match p.builtin() {
             Some(Builtin::Hash) => Route::Hash,
             Some(Builtin::RoundRobin) => Route::RoundRobin { next: 0 },
+            Some(Builtin::Range(bounds)) => Route::Range(bounds),
+            Some(Builtin::Consistent(points)) => Route::Consistent(points),
             None => Route::Dyn,
         }
     }
@@ -107,6 +116,8 @@ impl Route {
                 *next = i + 1;
                 i
             }
+            Route::Range(bounds) => range::route(bounds, key, n),
+            Route::Consistent(points) => consistent::route(points, key, n),
             Route::Dyn => p.partition(key, n),
         }
     }

@@ -1,4 +1,5 @@
-use super::Partitioner;
+use super::{Builtin, Partitioner};
+use std::sync::Arc;
 
 /// Ordered ranges of routing keys, one per worker: worker `i` owns keys below
 /// `bounds[i]` and at or above `bounds[i-1]`; the last worker owns the rest.
@@ -16,7 +17,8 @@ use super::Partitioner;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RangePartitioner {
-    bounds: Vec<u64>,
+    /// Shared with the senders that route by it inline.
+    bounds: Arc<[u64]>,
 }
 
 impl RangePartitioner {
@@ -31,7 +33,9 @@ impl RangePartitioner {
                 "range bounds must be strictly increasing".into(),
             ));
         }
-        Ok(Self { bounds })
+        Ok(Self {
+            bounds: bounds.into(),
+        })
     }
 
     /// `workers` equal slices of the 64-bit key space.
@@ -48,10 +52,17 @@ impl RangePartitioner {
     }
 }
 
+/// The worker owning `key` under `bounds`, among `num_workers`: the rule of
+/// [`RangePartitioner`], also applied inline by senders.
+#[inline]
+pub(crate) fn route(bounds: &[u64], key: u64, num_workers: usize) -> usize {
+    let i = bounds.partition_point(|&b| b <= key);
+    i.min(num_workers.max(1) - 1)
+}
+
 impl Partitioner for RangePartitioner {
     fn partition(&self, key: u64, num_workers: usize) -> usize {
-        let i = self.bounds.partition_point(|&b| b <= key);
-        i.min(num_workers.max(1) - 1)
+        route(&self.bounds, key, num_workers)
     }
 
     fn expected_workers(&self) -> Option<usize> {
@@ -60,5 +71,9 @@ impl Partitioner for RangePartitioner {
 
     fn name(&self) -> &'static str {
         "range"
+    }
+
+    fn builtin(&self) -> Option<Builtin> {
+        Some(Builtin::Range(self.bounds.clone()))
     }
 }

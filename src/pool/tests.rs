@@ -485,3 +485,25 @@ fn inline_hash_route_matches_the_partitioner() {
         }
     }
 }
+
+/// The inline range and consistent-hash routes are their partitioners' own
+/// rules, and neither consults the trait object.
+#[test]
+fn inline_range_and_ring_routes_match_their_partitioners() {
+    struct Refuses;
+    impl Partitioner for Refuses {
+        fn partition(&self, _: u64, _: usize) -> usize {
+            panic!("an inline route called the trait object")
+        }
+    }
+    let range = RangePartitioner::with_bounds(vec![10, 1_000, 1 << 40]).unwrap();
+    let ring = crate::partition::ConsistentHashPartitioner::new(5, 64);
+    let mut by_range = crate::partition::Route::of(&range);
+    let mut by_ring = crate::partition::Route::of(&ring);
+    for key in (0..10_000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (k % 40)) {
+        for n in [1, 3, 4, 5] {
+            assert_eq!(by_range.pick(&Refuses, key, n), range.partition(key, n));
+            assert_eq!(by_ring.pick(&Refuses, key, n), ring.partition(key, n));
+        }
+    }
+}
