@@ -110,6 +110,7 @@ fn options(cli: &Cli) -> Result<ShardOptions, DemoError> {
         wal: WalConfig {
             segment_bytes: 8 << 20,
         },
+        cache_bytes: usize::try_from(cli.cache_mb << 20).unwrap_or(usize::MAX),
     })
 }
 
@@ -165,6 +166,18 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
     verify(&shard, &model)?;
     shard.checkpoint()?;
     random_gets(&shard, &model)?;
+    let c = shard.stats().cache;
+    println!(
+        "page cache: {} frames ({:.1} MiB), {} resident; {} hits, {} misses, {} evictions, \
+         {} invalidations",
+        c.frames,
+        (c.frames * cli.page_size as usize) as f64 / (1 << 20) as f64,
+        c.resident,
+        c.hits,
+        c.misses,
+        c.evictions,
+        c.invalidations
+    );
     let bytes = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!(
         "ok: {} keys verified byte for byte after reopen; data file {:.1} MiB",
@@ -431,6 +444,7 @@ mod tests {
             dir: Some(dir.0.clone()),
             keys: 3000,
             page_size: 8192,
+            cache_mb: 1,
         };
         run(&cli).unwrap();
         // The second run starts from what the first left.

@@ -36,6 +36,9 @@ pub struct ShardOptions {
     pub layout: ShardLayout,
     /// The WAL's settings (not recorded: they may change between opens).
     pub wal: WalConfig,
+    /// The bound of the shard's page cache in bytes (not recorded; fewer
+    /// than a page: no cache).
+    pub cache_bytes: usize,
 }
 
 /// One batch of a table scan: user keys and values in order, and the key
@@ -146,7 +149,8 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
             file: file.to_path_buf(),
             source,
         };
-        let mut tree = Tree::open(store, opts.page_size, manifest.tree).map_err(tree_err)?;
+        let mut tree =
+            Tree::open(store, opts.page_size, manifest.tree, opts.cache_bytes).map_err(tree_err)?;
         let (wal, recovery) = Wal::open(wal, opts.wal, Lsn(manifest.lsn), |_, ops| {
             apply(&mut tree, ops)
                 .map(|_| ())

@@ -23,6 +23,7 @@ fn opts(page: u64) -> ShardOptions {
         wal: crate::wal::WalConfig {
             segment_bytes: 64 << 10,
         },
+        cache_bytes: 64 * page as usize,
     }
 }
 

@@ -10,11 +10,13 @@
 //! point leaves the last one whole, and the one before it too.
 //!
 //! Modules: `node` (node encoding, N1-N3), `pager` (page checks, dirty
-//! nodes, copy-on-write; C1-C2), `free` (free space policy, F1-F2), `ops`
+//! nodes, copy-on-write; C1-C3), `cache` (the bounded page cache and its
+//! eviction policy; K1-K3), `free` (free space policy, F1-F2), `ops`
 //! (search, insert, delete; T1), `merge` (underfull nodes into a
 //! neighbour), `cursor` (ordered scans), `overflow` (value chains, O1),
 //! `error`.
 
+mod cache;
 mod cursor;
 mod error;
 mod free;
@@ -26,6 +28,7 @@ mod pager;
 #[cfg(test)]
 mod tests;
 
+pub use cache::CacheStats;
 pub use error::TreeError;
 pub use node::MAX_TREE_KEY;
 pub use overflow::MAX_VALUE;
@@ -80,6 +83,7 @@ pub struct TreeStats {
     pub cooling: usize,
     pub pending: usize,
     pub dirty: usize,
+    pub cache: CacheStats,
 }
 
 /// A copy-on-write B+tree.
@@ -90,13 +94,26 @@ pub struct Tree<S> {
 }
 
 impl<S: PageStore> Tree<S> {
-    /// Opens the tree of a checkpoint.
+    /// Opens the tree of a checkpoint, with a page cache of at most
+    /// `cache_bytes` (less than a page: none).
     ///
     /// # Errors
     /// The free list cannot be read.
-    pub fn open(store: S, size: PageSize, at: TreeRoot) -> Result<Self, TreeError> {
+    pub fn open(
+        store: S,
+        size: PageSize,
+        at: TreeRoot,
+        cache_bytes: usize,
+    ) -> Result<Self, TreeError> {
         Ok(Tree {
-            pager: Pager::open(store, size, at.seq, at.free_head, at.page_count)?,
+            pager: Pager::open(
+                store,
+                size,
+                at.seq,
+                at.free_head,
+                at.page_count,
+                cache_bytes,
+            )?,
             root: at.root,
         })
     }
@@ -270,6 +287,7 @@ impl<S: PageStore> Tree<S> {
             cooling,
             pending,
             dirty: self.pager.dirty_count(),
+            cache: self.pager.cache_stats(),
         }
     }
 }
