@@ -372,3 +372,37 @@ fn a_failed_manifest_write_makes_the_shard_read_only_until_reopened() {
     let s = Shard::open(&file, opts(4096)).unwrap();
     assert_eq!(dump(&s).unwrap(), model);
 }
+
+#[test]
+fn a_point_read_allocates_only_the_value_it_returns() {
+    use crate::shard::alloc_count::allocations;
+    let dir = TempDir::new();
+    let mut s = Shard::open(&dir.file("shard"), opts(4096)).unwrap();
+    let mut model = Model::new();
+    fill(&mut s, &mut model, 0, 2000);
+    s.checkpoint().unwrap();
+    // Warm: the key buffer has its room (a page missing from the cache is
+    // read into a frame, which allocates nothing either).
+    let keys: Vec<_> = model.keys().cloned().collect();
+    for (t, k) in &keys {
+        assert!(s.get(*t, k).unwrap().is_some());
+    }
+    let before = allocations();
+    for ((t, k), want) in &model {
+        let v = s.get(*t, k).unwrap();
+        assert_eq!(v.as_ref(), Some(want));
+    }
+    let gets = allocations() - before;
+    assert_eq!(gets, keys.len() as u64, "one allocation per get: its value");
+    let before = allocations();
+    for (t, k) in &keys {
+        assert!(s.exists(*t, k).unwrap());
+        assert!(!s.exists(*t, b"absent").unwrap());
+        assert_eq!(s.get(*t, b"absent").unwrap(), None);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "exists and misses allocate nothing"
+    );
+}

@@ -37,7 +37,7 @@ use crate::page::{PageId, PageSize};
 use crate::pagestore::PageStore;
 use cursor::Cursor;
 use free::FreeRecord;
-use node::Value;
+use node::{Value, Want};
 use pager::Pager;
 
 /// Deepest tree a descent accepts. With at least three children per inner
@@ -146,7 +146,9 @@ impl<S: PageStore> Tree<S> {
     /// A page on the way failed its checks, or the key is too long.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TreeError> {
         Self::check_key(key)?;
-        self.find(key)?.map(|v| self.resolve(v)).transpose()
+        self.find(key, Want::Value)?
+            .map(|v| self.resolve(v))
+            .transpose()
     }
 
     /// Whether `key` is present (without reading its value).
@@ -155,7 +157,7 @@ impl<S: PageStore> Tree<S> {
     /// As [`Tree::get`].
     pub fn exists(&self, key: &[u8]) -> Result<bool, TreeError> {
         Self::check_key(key)?;
-        Ok(self.find(key)?.is_some())
+        Ok(self.find(key, Want::Presence)?.is_some())
     }
 
     /// Stores `value` under `key`, replacing any value there; values over a

@@ -282,6 +282,24 @@ impl RawValue<'_> {
             RawValue::Overflow { head, len } => Value::Overflow { head, len },
         }
     }
+
+    /// The value, or for [`Want::Presence`] an empty stand-in (no copy).
+    fn found(&self, want: Want) -> Value {
+        match (want, self) {
+            (Want::Presence, RawValue::Inline(_)) => Value::Inline(Vec::new()),
+            _ => self.to_value(),
+        }
+    }
+}
+
+/// What a point lookup needs of the entry it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The value (an inline one is copied out of the page).
+    Value,
+    /// Only whether the key is there: an inline value comes back empty,
+    /// without a copy (or an allocation).
+    Presence,
 }
 
 /// One leaf entry, borrowed from the body.
@@ -369,7 +387,7 @@ pub enum Found {
 /// # Errors
 /// [`TreeError::Malformed`] for a broken entry on the way, or
 /// [`crate::page::PageError::UnexpectedKind`] for a non-tree page.
-pub fn lookup(page: &Page<'_>, key: &[u8]) -> Result<Found, TreeError> {
+pub fn lookup(page: &Page<'_>, key: &[u8], want: Want) -> Result<Found, TreeError> {
     let mut r = Reader::new(page.body, page.id);
     match page.kind {
         PageKind::Leaf => {
@@ -382,7 +400,7 @@ pub fn lookup(page: &Page<'_>, key: &[u8]) -> Result<Found, TreeError> {
                 }
                 match k.cmp(key) {
                     Ordering::Less => prev = Some(k),
-                    Ordering::Equal => return Ok(Found::Leaf(Some(v.to_value()))),
+                    Ordering::Equal => return Ok(Found::Leaf(Some(v.found(want)))),
                     Ordering::Greater => break,
                 }
             }
@@ -589,7 +607,7 @@ mod tests {
                     }
                     Node::Inner(n) => Found::Child(n.children[n.child_index(key)]),
                 };
-                assert_eq!(lookup(&page, key).unwrap(), want, "{key:?}");
+                assert_eq!(lookup(&page, key, Want::Value).unwrap(), want, "{key:?}");
             }
         }
     }
@@ -667,7 +685,7 @@ mod tests {
             let bytes = buf.seal(PageId(4), KINDS[kind], 1, body.len()).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
             let _ = Node::decode(&page);
-            let _ = lookup(&page, &body[..body.len().min(8)]);
+            let _ = lookup(&page, &body[..body.len().min(8)], Want::Value);
         }
 
         /// Valid nodes with bytes changed under a valid checksum: decoding
@@ -689,7 +707,7 @@ mod tests {
             let kind = if inner { PageKind::Inner } else { PageKind::Leaf };
             let bytes = buf.seal(PageId(4), kind, 1, body_len).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
-            let _ = lookup(&page, b"cherry");
+            let _ = lookup(&page, b"cherry", Want::Value);
             if let Ok(n) = Node::decode(&page) {
                 let mut again = PageBuf::new(size);
                 let bytes = n.encode(&mut again, PageId(4), 1).to_vec();

@@ -30,7 +30,7 @@
 use super::cache::{CacheStats, IdMap, PageCache};
 use super::error::TreeError;
 use super::free::{self, FreeRecord, FreeSpace, LoadedList};
-use super::node::{self, Found, Node};
+use super::node::{self, Found, Node, Value, Want};
 use crate::page::{Page, PageBuf, PageError, PageId, PageKind, PageSize};
 use crate::pagestore::{PageStore, first_data_page};
 use std::borrow::Cow;
@@ -237,13 +237,16 @@ impl<S: PageStore> Pager<S> {
 
     /// Looks `key` up in the node at `id`: in the dirty copy, or in place
     /// in the page read from disk (no decoding of the whole node).
-    pub fn lookup(&self, id: PageId, key: &[u8]) -> Result<Found, TreeError> {
+    pub fn lookup(&self, id: PageId, key: &[u8], want: Want) -> Result<Found, TreeError> {
         match self.dirty.get(&id) {
             Some(Node::Leaf(leaf)) => Ok(Found::Leaf(
                 leaf.search(key)
                     .ok()
                     .and_then(|i| leaf.entries.get(i))
-                    .map(|e| e.value.clone()),
+                    .map(|e| match (want, &e.value) {
+                        (Want::Presence, Value::Inline(_)) => Value::Inline(Vec::new()),
+                        (_, v) => v.clone(),
+                    }),
             )),
             Some(Node::Inner(inner)) => {
                 let child = inner.children.get(inner.child_index(key)).copied();
@@ -252,7 +255,7 @@ impl<S: PageStore> Pager<S> {
                     what: "fewer children than separators",
                 })
             }
-            None => self.with_page(id, true, |p| node::lookup(&p, key)),
+            None => self.with_page(id, true, |p| node::lookup(&p, key, want)),
         }
     }
 
