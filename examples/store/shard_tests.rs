@@ -406,3 +406,32 @@ fn a_point_read_allocates_only_the_value_it_returns() {
         "exists and misses allocate nothing"
     );
 }
+
+#[test]
+fn a_file_of_the_previous_format_is_refused_by_name() {
+    let dir = TempDir::new();
+    let file = dir.file("shard");
+    let mut s = Shard::open(&file, opts(4096)).unwrap();
+    let mut model = Model::new();
+    fill(&mut s, &mut model, 0, 100);
+    s.checkpoint().unwrap();
+    drop(s);
+    // Both slots as a version 1 build wrote them (checksummed, valid).
+    let mut bytes = std::fs::read(&file).unwrap();
+    for slot in 0..SLOTS {
+        let b = &mut bytes[slot * SLOT_LEN..(slot + 1) * SLOT_LEN];
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[4..]);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let err = Shard::open(&file, opts(4096)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("format version 1, this build reads version 2"),
+        "{msg}"
+    );
+    assert!(msg.contains(&*file.to_string_lossy()), "{msg}");
+    // Refused before anything was written.
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+}

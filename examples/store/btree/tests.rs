@@ -418,10 +418,12 @@ fn underfull_nodes_merge_after_deletes() {
     at = checkpoint(&mut tree, at);
     check(&tree, size, at);
     let after = tree_pages(&tree);
-    // 1000 entries of 19 bytes fill about 7 pages; unmerged, every one of
-    // the leaves would stay.
+    // 1000 entries of 21 bytes (their slots included) fill about 6 pages,
+    // merged nodes stay at most three quarters full (and leaves under a
+    // quarter merge only with a neighbour); unmerged, every one of the
+    // leaves would stay.
     assert!(
-        before > 80 && after < 20,
+        before > 80 && after < 25,
         "{before} pages before, {after} after"
     );
     let all = tree.scan(b"", None, usize::MAX).unwrap();
