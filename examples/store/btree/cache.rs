@@ -1,8 +1,10 @@
 //! The page cache: a bounded set of one shard's clean tree pages, held in
 //! memory once verified.
 //!
-//! Frames are page-sized slots of one arena of `cache_bytes / page_size`
-//! pages, allocated once (zeroed, so the OS backs it only as it fills). A
+//! Frames are page-sized slots of one arena of up to `cache_bytes /
+//! page_size` pages; the arena grows (doubling, never past that bound) as
+//! frames are first used, and if the memory cannot be had the page is
+//! read uncached instead of failing. A
 //! miss reads the page straight into the frame it will live in and checks
 //! it there (P1 and C2, `pager.rs`); a hit hands out the frame's bytes as
 //! a [`Page`] without a read, a buffer or a checksum. Which frame a new
@@ -18,9 +20,9 @@
 //! cache whenever it allocates, frees or writes it (`pager.rs`), which
 //! covers every way the file's page can change under this process; so a
 //! freed id that is reused is never served with its older contents.
-//! **K3:** memory is bounded: at most `frames` pages are resident (the
-//! arena never grows), and the index, the policy and its ghost list hold
-//! at most a few words per frame.
+//! **K3:** memory is bounded: at most `frames` pages are resident, the
+//! arena never exceeds `frames` pages, and the index, the policy and its
+//! ghost list hold at most a few words per frame.
 
 use super::error::TreeError;
 use crate::page::{HEADER_LEN, Page, PageId, PageKind, PageSize};
@@ -536,7 +538,7 @@ impl PageCache {
                 };
                 frames
             ],
-            arena: vec![0; frames * size.bytes()],
+            arena: Vec::new(),
             stats: CacheStats {
                 frames,
                 ..CacheStats::default()
@@ -557,10 +559,28 @@ impl PageCache {
         }
     }
 
-    /// Bytes of the page arena (fixed at creation, K3).
+    /// Bytes of the page arena (at most `frames` pages, K3).
     #[cfg(test)]
     pub fn arena_bytes(&self) -> usize {
         self.arena.len()
+    }
+
+    /// Grows the arena to hold `frame` (doubling, up to the bound);
+    /// `false` if the memory cannot be had.
+    fn ensure(&mut self, frame: u32) -> bool {
+        let page = self.size.bytes();
+        let need = (frame as usize + 1) * page;
+        let len = self.arena.len();
+        if len >= need {
+            return true;
+        }
+        let bound = self.stats.frames * page;
+        let target = need.max((2 * len).min(bound));
+        if self.arena.try_reserve_exact(target - len).is_err() {
+            return false;
+        }
+        self.arena.resize(target, 0);
+        true
     }
 
     fn frame_range(&self, frame: u32) -> std::ops::Range<usize> {
@@ -602,6 +622,10 @@ impl PageCache {
         let Some((frame, evicted)) = self.index.insert(id) else {
             return Ok(None);
         };
+        if !self.ensure(frame) {
+            self.index.remove(id);
+            return Ok(None);
+        }
         self.stats.evictions += u64::from(evicted.is_some());
         self.stats.misses += 1;
         let range = self.frame_range(frame);
