@@ -110,6 +110,7 @@ fn options(cli: &Cli) -> Result<ShardOptions, DemoError> {
         wal: WalConfig {
             segment_bytes: 8 << 20,
         },
+        cache_bytes: usize::try_from(cli.cache_mb << 20).unwrap_or(usize::MAX),
     })
 }
 
@@ -152,7 +153,7 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
         "crash: shard dropped without a checkpoint ({durable} durable, {segments} WAL segment(s))"
     );
     let t = Instant::now();
-    let shard = Shard::open(file, opts)?;
+    let mut shard = Shard::open(file, opts)?;
     let rec = shard.recovery();
     println!(
         "reopen: {:.1} ms, {} WAL records read, {} batches replayed past the checkpoint, \
@@ -163,6 +164,20 @@ fn demo(cli: &Cli, file: &Path) -> Result<(), DemoError> {
         if rec.truncated.is_some() { "yes" } else { "no" }
     );
     verify(&shard, &model)?;
+    shard.checkpoint()?;
+    random_gets(&shard, &model)?;
+    let c = shard.stats().cache;
+    println!(
+        "page cache: {} frames ({:.1} MiB), {} resident; {} hits, {} misses, {} evictions, \
+         {} invalidations",
+        c.frames,
+        (c.frames * cli.page_size as usize) as f64 / (1 << 20) as f64,
+        c.resident,
+        c.hits,
+        c.misses,
+        c.evictions,
+        c.invalidations
+    );
     let bytes = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!(
         "ok: {} keys verified byte for byte after reopen; data file {:.1} MiB",
@@ -343,6 +358,29 @@ fn scan_range(shard: &Shard, model: &Model) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Point reads of random keys once every page is clean (just after a
+/// checkpoint): the read path a server's GETs take, each from the root.
+fn random_gets(shard: &Shard, model: &Model) -> Result<(), DemoError> {
+    let keys: Vec<_> = model.iter().filter(|(_, v)| v.len() < 4096).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let n = 200_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let ((table, key), value) = keys[(rng.next() % keys.len() as u64) as usize];
+        if shard.get(*table, key)?.as_ref() != Some(value) {
+            return Err(DemoError::Mismatch(format!("{table}: random get {key:?}")));
+        }
+    }
+    println!(
+        "get {} (random keys, clean pages after a checkpoint)",
+        rate(n, t.elapsed())
+    );
+    Ok(())
+}
+
 /// Every model key by `get`, each table by a full scan, and the deleted
 /// keys by `exists`.
 fn verify(shard: &Shard, model: &Model) -> Result<(), DemoError> {
@@ -406,6 +444,7 @@ mod tests {
             dir: Some(dir.0.clone()),
             keys: 3000,
             page_size: 8192,
+            cache_mb: 1,
         };
         run(&cli).unwrap();
         // The second run starts from what the first left.

@@ -64,6 +64,9 @@ pub struct Cli {
     /// Page size in bytes: a power of two from 4096 to 65536.
     #[arg(long, default_value_t = 4096, value_parser = parse_page_size)]
     page_size: u64,
+    /// The shard's page cache in MiB (0: none, every read goes to the file).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    cache_mb: u64,
 }
 
 /// The subcommands; none runs the demo.
@@ -106,6 +109,10 @@ struct ServeArgs {
     /// ...or this many seconds after its first write since the last one.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_secs: u64,
+    /// Page cache of the whole process in MiB, split evenly over the shards
+    /// (0: none, every read goes to the files).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    cache_mb: u64,
 }
 
 impl ServeArgs {
@@ -121,6 +128,7 @@ impl ServeArgs {
                 writes: self.checkpoint_writes,
                 every: std::time::Duration::from_secs(self.checkpoint_secs),
             },
+            cache_bytes: usize::try_from(self.cache_mb << 20).unwrap_or(usize::MAX),
         })
     }
 }

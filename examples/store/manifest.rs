@@ -8,7 +8,8 @@
 //! off len field
 //!   0   4 CRC32C of bytes 4..4096
 //!   4   4 magic "SNMF"
-//!   8   4 format version (1)
+//!   8   4 format version (2: the data file's pages are of page format
+//!         2, `page.rs`; a file of version 1 is refused, never read)
 //!  12   4 page size
 //!  16   8 sequence number (higher is newer)
 //!  24   8 LSN: the WAL position the checkpoint covers (0 until the WAL)
@@ -44,7 +45,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 const MAGIC: [u8; 4] = *b"SNMF";
-const VERSION: u32 = 1;
+/// The data file format this build reads and writes.
+pub const VERSION: u32 = 2;
 
 /// How keys are assigned to shards; recorded so that reopening with
 /// another scheme or shard count is refused instead of misrouting keys.
@@ -98,9 +100,12 @@ pub enum SlotError {
     /// Torn or corrupted.
     #[error("bad checksum")]
     BadChecksum,
-    /// Checksummed, but not a manifest of this format.
-    #[error("bad magic or version")]
+    /// Checksummed, but not a manifest.
+    #[error("bad magic")]
     BadHeader,
+    /// A manifest of another format version.
+    #[error("format version {0}")]
+    Version(u32),
     /// A field out of range under a valid checksum.
     #[error("invalid {0}")]
     BadField(&'static str),
@@ -116,6 +121,19 @@ pub enum ManifestError {
         file: PathBuf,
         slot0: SlotError,
         slot1: SlotError,
+    },
+    /// The file is of another format version (written by another build):
+    /// refused whole, never read as this format.
+    #[error(
+        "{}: data file format version {found}, this build reads version {supported} only \
+         (version 2 added a slot directory to tree pages); open it with the build that \
+         wrote it, or start from another directory",
+        file.display()
+    )]
+    Version {
+        file: PathBuf,
+        found: u32,
+        supported: u32,
     },
     /// The file was created with another page size.
     #[error("{}: page size {on_disk} on disk, {requested} requested", file.display())]
@@ -187,8 +205,11 @@ impl Manifest {
         if u32_at(b, 0) != crc32c::crc32c(&b[4..]) {
             return Err(SlotError::BadChecksum);
         }
-        if b[4..8] != MAGIC || u32_at(b, 8) != VERSION {
+        if b[4..8] != MAGIC {
             return Err(SlotError::BadHeader);
+        }
+        if u32_at(b, 8) != VERSION {
+            return Err(SlotError::Version(u32_at(b, 8)));
         }
         let page_size =
             PageSize::new(u32_at(b, 12) as u64).map_err(|_| SlotError::BadField("page size"))?;
@@ -244,6 +265,17 @@ pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), M
             }
         };
         slots.push(read);
+    }
+    // A slot of another version means the file is of another format: the
+    // other slot is not a fallback (its pages are of that format too).
+    for m in &slots {
+        if let Err(SlotError::Version(found)) = m {
+            return Err(ManifestError::Version {
+                file: file.to_path_buf(),
+                found: *found,
+                supported: VERSION,
+            });
+        }
     }
     let mut best: Option<(Manifest, usize)> = None;
     for (slot, m) in slots.iter().enumerate() {
@@ -310,6 +342,15 @@ mod tests {
     fn round_trip() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn another_version_is_named() {
+        let mut b = sample().encode();
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[4..]);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Manifest::decode(&b), Err(SlotError::Version(1)));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   0   4 CRC32C of bytes 4..page_size (header rest, body and zero padding)
 //!   4   4 magic "SNPG"
 //!   8   1 kind (PageKind)
-//!   9   1 format version (1)
+//!   9   1 format version (2: tree pages carry a slot directory,
+//!         `btree/node.rs`; version 1 files are refused)
 //!  10   2 zero
 //!  12   4 body length (bytes of the body in use)
 //!  16   8 page id (the page's own index in the file)
@@ -32,7 +33,9 @@ use thiserror::Error;
 /// Bytes of the header before every page's body.
 pub const HEADER_LEN: usize = 32;
 const MAGIC: [u8; 4] = *b"SNPG";
-const VERSION: u8 = 1;
+/// The page format this build reads and writes. Version 1 (tree pages
+/// without a slot directory) is refused with [`PageError::BadVersion`].
+pub const VERSION: u8 = 2;
 
 /// A page's index in its data file; its byte offset is `id * page_size`.
 /// Id 0 is never a data page (the manifest slots live there), so 0 encodes
@@ -364,6 +367,24 @@ mod tests {
             Page::open(&bad, size, PageId(5)),
             Err(PageError::BadLength { body_len: 5000, .. })
         ));
+    }
+
+    #[test]
+    fn a_page_of_format_1_is_refused() {
+        let size = PageSize::MIN;
+        let mut bytes = sealed(size, 5, b"x");
+        bytes[9] = 1;
+        let crc = crc32c::crc32c(&bytes[4..]);
+        bytes[..4].copy_from_slice(&crc.to_le_bytes());
+        let err = Page::open(&bytes, size, PageId(5)).unwrap_err();
+        assert_eq!(
+            err,
+            PageError::BadVersion {
+                page: PageId(5),
+                version: 1
+            }
+        );
+        assert_eq!(err.to_string(), "page 5: unknown format version 1");
     }
 
     #[test]

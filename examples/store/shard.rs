@@ -25,6 +25,7 @@ use crate::page::PageSize;
 use crate::pagestore::{FileStore, PageStore, SLOTS, first_data_page};
 use crate::table::{MAX_KEY, TableId};
 use crate::wal::{FsWalDir, Lsn, Op, Recovery, Wal, WalConfig, WalDir};
+use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,9 @@ pub struct ShardOptions {
     pub layout: ShardLayout,
     /// The WAL's settings (not recorded: they may change between opens).
     pub wal: WalConfig,
+    /// The bound of the shard's page cache in bytes (not recorded; fewer
+    /// than a page: no cache).
+    pub cache_bytes: usize,
 }
 
 /// One batch of a table scan: user keys and values in order, and the key
@@ -68,6 +72,9 @@ pub struct Shard<S = FileStore, D: WalDir = FsWalDir> {
     /// would rewrite the pages it refers to), or a batch failed part way
     /// into the tree (S1).
     read_only: Option<&'static str>,
+    /// The table-prefixed key of a point read, reused so a read allocates
+    /// nothing but the value it returns.
+    key_buf: RefCell<Vec<u8>>,
 }
 
 impl Shard<FileStore> {
@@ -146,7 +153,8 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
             file: file.to_path_buf(),
             source,
         };
-        let mut tree = Tree::open(store, opts.page_size, manifest.tree).map_err(tree_err)?;
+        let mut tree =
+            Tree::open(store, opts.page_size, manifest.tree, opts.cache_bytes).map_err(tree_err)?;
         let (wal, recovery) = Wal::open(wal, opts.wal, Lsn(manifest.lsn), |_, ops| {
             apply(&mut tree, ops)
                 .map(|_| ())
@@ -160,6 +168,7 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
             manifest,
             slot,
             read_only: None,
+            key_buf: RefCell::new(Vec::with_capacity(MAX_KEY + 4)),
         })
     }
 
@@ -190,22 +199,44 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
         Ok(table.key(key))
     }
 
-    /// The value of `key` in `table`.
+    /// Runs `f` on the tree key of `key` in `table`, built in the reused
+    /// key buffer (or a fresh one if that is in use).
+    fn with_tree_key<T>(
+        &self,
+        table: TableId,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T, TreeError>,
+    ) -> Result<T, StoreError> {
+        if key.len() > MAX_KEY {
+            return Err(StoreError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY,
+            });
+        }
+        let result = match self.key_buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                table.key_into(key, &mut buf);
+                f(&buf)
+            }
+            Err(_) => f(&table.key(key)),
+        };
+        result.map_err(|e| self.tree_err(e))
+    }
+
+    /// The value of `key` in `table`. Allocates only the value returned.
     ///
     /// # Errors
     /// The key is too long, or a page failed its checks (named).
     pub fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let k = Self::tree_key(table, key)?;
-        self.tree.get(&k).map_err(|e| self.tree_err(e))
+        self.with_tree_key(table, key, |k| self.tree.get(k))
     }
 
-    /// Whether `key` is in `table`.
+    /// Whether `key` is in `table` (without copying its value).
     ///
     /// # Errors
     /// As [`Shard::get`].
     pub fn exists(&self, table: TableId, key: &[u8]) -> Result<bool, StoreError> {
-        let k = Self::tree_key(table, key)?;
-        self.tree.exists(&k).map_err(|e| self.tree_err(e))
+        self.with_tree_key(table, key, |k| self.tree.exists(k))
     }
 
     /// Stores `value` under `key` in `table` (a batch of one); durable
@@ -385,6 +416,9 @@ fn sync_parent(file: &Path) -> std::io::Result<()> {
     }
 }
 
+#[cfg(test)]
+#[path = "alloc_count.rs"]
+mod alloc_count;
 #[cfg(test)]
 #[path = "shard_tests.rs"]
 mod tests;

@@ -23,6 +23,7 @@ fn opts(page: u64) -> ShardOptions {
         wal: crate::wal::WalConfig {
             segment_bytes: 64 << 10,
         },
+        cache_bytes: 64 * page as usize,
     }
 }
 
@@ -370,4 +371,67 @@ fn a_failed_manifest_write_makes_the_shard_read_only_until_reopened() {
     // has everything.
     let s = Shard::open(&file, opts(4096)).unwrap();
     assert_eq!(dump(&s).unwrap(), model);
+}
+
+#[test]
+fn a_point_read_allocates_only_the_value_it_returns() {
+    use crate::shard::alloc_count::allocations;
+    let dir = TempDir::new();
+    let mut s = Shard::open(&dir.file("shard"), opts(4096)).unwrap();
+    let mut model = Model::new();
+    fill(&mut s, &mut model, 0, 2000);
+    s.checkpoint().unwrap();
+    // Warm: the key buffer has its room (a page missing from the cache is
+    // read into a frame, which allocates nothing either).
+    let keys: Vec<_> = model.keys().cloned().collect();
+    for (t, k) in &keys {
+        assert!(s.get(*t, k).unwrap().is_some());
+    }
+    let before = allocations();
+    for ((t, k), want) in &model {
+        let v = s.get(*t, k).unwrap();
+        assert_eq!(v.as_ref(), Some(want));
+    }
+    let gets = allocations() - before;
+    assert_eq!(gets, keys.len() as u64, "one allocation per get: its value");
+    let before = allocations();
+    for (t, k) in &keys {
+        assert!(s.exists(*t, k).unwrap());
+        assert!(!s.exists(*t, b"absent").unwrap());
+        assert_eq!(s.get(*t, b"absent").unwrap(), None);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "exists and misses allocate nothing"
+    );
+}
+
+#[test]
+fn a_file_of_the_previous_format_is_refused_by_name() {
+    let dir = TempDir::new();
+    let file = dir.file("shard");
+    let mut s = Shard::open(&file, opts(4096)).unwrap();
+    let mut model = Model::new();
+    fill(&mut s, &mut model, 0, 100);
+    s.checkpoint().unwrap();
+    drop(s);
+    // Both slots as a version 1 build wrote them (checksummed, valid).
+    let mut bytes = std::fs::read(&file).unwrap();
+    for slot in 0..SLOTS {
+        let b = &mut bytes[slot * SLOT_LEN..(slot + 1) * SLOT_LEN];
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[4..]);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let err = Shard::open(&file, opts(4096)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("format version 1, this build reads version 2"),
+        "{msg}"
+    );
+    assert!(msg.contains(&*file.to_string_lossy()), "{msg}");
+    // Refused before anything was written.
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
 }

@@ -27,6 +27,7 @@ fn opts() -> ShardOptions {
         wal: WalConfig {
             segment_bytes: 32 << 10,
         },
+        cache_bytes: 256 << 10,
     }
 }
 

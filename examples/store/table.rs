@@ -36,6 +36,14 @@ impl TableId {
         k
     }
 
+    /// The tree key of `key` in this table, written into `out` (replacing
+    /// what it held; no allocation once `out` has the room).
+    pub fn key_into(self, key: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.0.to_be_bytes());
+        out.extend_from_slice(key);
+    }
+
     /// The first tree key past this table, `None` for the last table.
     pub fn end(self) -> Option<Vec<u8>> {
         self.0.checked_add(1).map(|n| n.to_be_bytes().to_vec())
@@ -61,5 +69,8 @@ mod tests {
         assert_eq!(a.strip(&a.key(b"k")), Some(&b"k"[..]));
         assert_eq!(a.strip(&b.key(b"k")), None);
         assert_eq!(TableId(u32::MAX).end(), None);
+        let mut buf = b"left over".to_vec();
+        a.key_into(b"k", &mut buf);
+        assert_eq!(buf, a.key(b"k"));
     }
 }

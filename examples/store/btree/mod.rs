@@ -10,11 +10,13 @@
 //! point leaves the last one whole, and the one before it too.
 //!
 //! Modules: `node` (node encoding, N1-N3), `pager` (page checks, dirty
-//! nodes, copy-on-write; C1-C2), `free` (free space policy, F1-F2), `ops`
+//! nodes, copy-on-write; C1-C3), `cache` (the bounded page cache and its
+//! eviction policy; K1-K3), `free` (free space policy, F1-F2), `ops`
 //! (search, insert, delete; T1), `merge` (underfull nodes into a
 //! neighbour), `cursor` (ordered scans), `overflow` (value chains, O1),
 //! `error`.
 
+mod cache;
 mod cursor;
 mod error;
 mod free;
@@ -26,6 +28,7 @@ mod pager;
 #[cfg(test)]
 mod tests;
 
+pub use cache::CacheStats;
 pub use error::TreeError;
 pub use node::MAX_TREE_KEY;
 pub use overflow::MAX_VALUE;
@@ -34,7 +37,7 @@ use crate::page::{PageId, PageSize};
 use crate::pagestore::PageStore;
 use cursor::Cursor;
 use free::FreeRecord;
-use node::Value;
+use node::{Value, Want};
 use pager::Pager;
 
 /// Deepest tree a descent accepts. With at least three children per inner
@@ -80,6 +83,7 @@ pub struct TreeStats {
     pub cooling: usize,
     pub pending: usize,
     pub dirty: usize,
+    pub cache: CacheStats,
 }
 
 /// A copy-on-write B+tree.
@@ -90,13 +94,26 @@ pub struct Tree<S> {
 }
 
 impl<S: PageStore> Tree<S> {
-    /// Opens the tree of a checkpoint.
+    /// Opens the tree of a checkpoint, with a page cache of at most
+    /// `cache_bytes` (less than a page: none).
     ///
     /// # Errors
     /// The free list cannot be read.
-    pub fn open(store: S, size: PageSize, at: TreeRoot) -> Result<Self, TreeError> {
+    pub fn open(
+        store: S,
+        size: PageSize,
+        at: TreeRoot,
+        cache_bytes: usize,
+    ) -> Result<Self, TreeError> {
         Ok(Tree {
-            pager: Pager::open(store, size, at.seq, at.free_head, at.page_count)?,
+            pager: Pager::open(
+                store,
+                size,
+                at.seq,
+                at.free_head,
+                at.page_count,
+                cache_bytes,
+            )?,
             root: at.root,
         })
     }
@@ -129,7 +146,9 @@ impl<S: PageStore> Tree<S> {
     /// A page on the way failed its checks, or the key is too long.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TreeError> {
         Self::check_key(key)?;
-        self.find(key)?.map(|v| self.resolve(v)).transpose()
+        self.find(key, Want::Value)?
+            .map(|v| self.resolve(v))
+            .transpose()
     }
 
     /// Whether `key` is present (without reading its value).
@@ -138,7 +157,7 @@ impl<S: PageStore> Tree<S> {
     /// As [`Tree::get`].
     pub fn exists(&self, key: &[u8]) -> Result<bool, TreeError> {
         Self::check_key(key)?;
-        Ok(self.find(key)?.is_some())
+        Ok(self.find(key, Want::Presence)?.is_some())
     }
 
     /// Stores `value` under `key`, replacing any value there; values over a
@@ -270,6 +289,7 @@ impl<S: PageStore> Tree<S> {
             cooling,
             pending,
             dirty: self.pager.dirty_count(),
+            cache: self.pager.cache_stats(),
         }
     }
 }

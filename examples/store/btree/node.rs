@@ -1,25 +1,32 @@
-//! B+tree nodes in memory and their page encoding.
+//! B+tree nodes in memory and their page encoding (page format 2).
 //!
-//! Leaf body (little endian): `count: u16`, then `count` entries of
-//! `key_len: u16, tag: u8, key`, followed by `value_len: u32, value` for an
-//! inline value (tag 0) or `value_len: u64, head: u64` for a value in an
-//! overflow chain (tag 1).
+//! Leaf body (little endian): `count: u16`, a slot directory of `count`
+//! entry offsets (`u16`, from the start of the body), then the `count`
+//! entries, each `key_len: u16, tag: u8, key`, followed by `value_len:
+//! u32, value` for an inline value (tag 0) or `value_len: u64, head: u64`
+//! for a value in an overflow chain (tag 1).
 //!
-//! Inner body: `children: u16, child0: u64`, then `children - 1` entries of
+//! Inner body: `children: u16, child0: u64`, a slot directory of
+//! `children - 1` offsets (`u16`), then `children - 1` entries of
 //! `key_len: u16, separator, child: u64`.
+//!
+//! The slot directory lets a point lookup binary-search a page in place
+//! (`lookup`) instead of scanning its entries. Entries follow the
+//! directory in key order, back to back, so the offsets are redundant
+//! with the entries' lengths and decoding checks they agree.
 //!
 //! **Invariant N1:** a leaf's keys are strictly ascending, each at most
 //! [`MAX_TREE_KEY`] bytes.
 //! **Invariant N2:** an inner node has at least one child and exactly one
 //! separator fewer than children, ascending; child `i` holds exactly the
 //! keys `k` with `seps[i - 1] <= k < seps[i]` (no bound past either end).
-//! **Invariant N3:** every entry fits a third of a page body
-//! ([`MAX_ENTRY`] against the smallest page), so a node that overflows by
-//! one entry always splits into two that fit.
+//! **Invariant N3:** every entry (with its slot) fits a third of a page
+//! body ([`MAX_ENTRY`] against the smallest page), so a node that
+//! overflows by one entry always splits into two that fit.
 //!
-//! Decoding checks N1 and N2 and that the body is consumed exactly, so a
-//! page with a valid checksum but a broken structure is an error, not a
-//! panic later.
+//! Decoding checks N1 and N2, that every slot points at its entry and
+//! that the body is consumed exactly, so a page with a valid checksum but
+//! a broken structure is an error, not a panic later.
 
 use super::error::TreeError;
 use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
@@ -27,9 +34,11 @@ use std::cmp::Ordering;
 
 /// Longest key the tree stores (a table prefix plus a user key).
 pub const MAX_TREE_KEY: usize = 1028;
-/// The largest encoded entry of either node kind (an overflow reference
-/// beside a longest key).
-const MAX_ENTRY: usize = 2 + 1 + MAX_TREE_KEY + 16;
+/// The largest encoded entry of either node kind with its slot (an
+/// overflow reference beside a longest key).
+const MAX_ENTRY: usize = SLOT + 2 + 1 + MAX_TREE_KEY + 16;
+/// Bytes of one slot directory offset.
+const SLOT: usize = 2;
 const _: () = assert!(MAX_ENTRY * 3 <= 4096 - crate::page::HEADER_LEN - INNER_HEAD);
 
 const LEAF_HEAD: usize = 2;
@@ -73,9 +82,11 @@ pub enum Node {
     Inner(Inner),
 }
 
-/// Bytes an entry with a key of `key_len` takes in a leaf.
+/// Bytes an entry with a key of `key_len` takes in a leaf, its slot
+/// included.
 pub fn leaf_entry_len(key_len: usize, value: &Value) -> usize {
-    2 + 1
+    SLOT + 2
+        + 1
         + key_len
         + match value {
             Value::Inline(v) => 4 + v.len(),
@@ -94,7 +105,7 @@ pub fn fits_inline(size: PageSize, key_len: usize, value_len: usize) -> bool {
 }
 
 fn sep_len(sep: &[u8]) -> usize {
-    2 + sep.len() + 8
+    SLOT + 2 + sep.len() + 8
 }
 
 impl Leaf {
@@ -210,7 +221,9 @@ impl Node {
         let kind = match self {
             Node::Leaf(l) => {
                 w.put(&(l.entries.len() as u16).to_le_bytes());
-                for e in &l.entries {
+                let dir = w.reserve(l.entries.len());
+                for (i, e) in l.entries.iter().enumerate() {
+                    w.slot(dir, i);
                     w.put(&(e.key.len() as u16).to_le_bytes());
                     match &e.value {
                         Value::Inline(v) => {
@@ -233,7 +246,9 @@ impl Node {
                 w.put(&(n.children.len() as u16).to_le_bytes());
                 let first = n.children.first().map_or(0, |c| c.0);
                 w.put(&first.to_le_bytes());
-                for (sep, child) in n.seps.iter().zip(n.children.iter().skip(1)) {
+                let dir = w.reserve(n.seps.len());
+                for (i, (sep, child)) in n.seps.iter().zip(n.children.iter().skip(1)).enumerate() {
+                    w.slot(dir, i);
                     w.put(&(sep.len() as u16).to_le_bytes());
                     w.put(sep);
                     w.put(&child.0.to_le_bytes());
@@ -282,6 +297,24 @@ impl RawValue<'_> {
             RawValue::Overflow { head, len } => Value::Overflow { head, len },
         }
     }
+
+    /// The value, or for [`Want::Presence`] an empty stand-in (no copy).
+    fn found(&self, want: Want) -> Value {
+        match (want, self) {
+            (Want::Presence, RawValue::Inline(_)) => Value::Inline(Vec::new()),
+            _ => self.to_value(),
+        }
+    }
+}
+
+/// What a point lookup needs of the entry it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The value (an inline one is copied out of the page).
+    Value,
+    /// Only whether the key is there: an inline value comes back empty,
+    /// without a copy (or an allocation).
+    Presence,
 }
 
 /// One leaf entry, borrowed from the body.
@@ -319,8 +352,10 @@ fn inner_entry<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], PageId), TreeError> 
 
 fn decode_leaf(r: &mut Reader<'_>) -> Result<Leaf, TreeError> {
     let count = r.u16()? as usize;
+    let dir = r.directory(count)?;
     let mut entries: Vec<Entry> = Vec::with_capacity(count.min(4096));
-    for _ in 0..count {
+    for i in 0..count {
+        r.at_slot(dir, i)?;
         let (key, value) = leaf_entry(r)?;
         if entries.last().is_some_and(|p| p.key.as_slice() >= key) {
             return Err(r.malformed("leaf keys out of order"));
@@ -341,7 +376,9 @@ fn decode_inner(r: &mut Reader<'_>) -> Result<Inner, TreeError> {
     let mut children = Vec::with_capacity(count.min(4096));
     let mut seps: Vec<Vec<u8>> = Vec::with_capacity(count.min(4096));
     children.push(r.child()?);
-    for _ in 1..count {
+    let dir = r.directory(count - 1)?;
+    for i in 0..count - 1 {
+        r.at_slot(dir, i)?;
         let (sep, child) = inner_entry(r)?;
         if seps.last().is_some_and(|p| p.as_slice() >= sep) {
             return Err(r.malformed("separators out of order"));
@@ -361,51 +398,74 @@ pub enum Found {
     Child(PageId),
 }
 
-/// Looks `key` up in a page without decoding the whole node: it parses
-/// entries in order and stops at the first key past `key`. It checks the
-/// order of what it reads (N1, N2) and bounds every read, but not the part
-/// of the page it does not reach (the checksum covers that).
+/// Looks `key` up in a page without decoding the whole node: a binary
+/// search over its slot directory, parsing only the entries it probes. It
+/// bounds every read and checks that the keys it probes are in order
+/// (N1, N2: each lies strictly between the nearest probed keys below and
+/// above it), but not the entries it does not reach (the checksum covers
+/// those).
 ///
 /// # Errors
-/// [`TreeError::Malformed`] for a broken entry on the way, or
+/// [`TreeError::Malformed`] for a broken entry or slot on the way, or
 /// [`crate::page::PageError::UnexpectedKind`] for a non-tree page.
-pub fn lookup(page: &Page<'_>, key: &[u8]) -> Result<Found, TreeError> {
+pub fn lookup(page: &Page<'_>, key: &[u8], want: Want) -> Result<Found, TreeError> {
     let mut r = Reader::new(page.body, page.id);
     match page.kind {
         PageKind::Leaf => {
-            let count = r.u16()?;
-            let mut prev: Option<&[u8]> = None;
-            for _ in 0..count {
+            let count = r.u16()? as usize;
+            let dir = r.directory(count)?;
+            let (mut lo, mut hi) = (0, count);
+            let (mut below, mut above): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                r.seek_slot(dir, mid)?;
                 let (k, v) = leaf_entry(&mut r)?;
-                if prev.is_some_and(|p| p >= k) {
+                if below.is_some_and(|b| b >= k) || above.is_some_and(|a| a <= k) {
                     return Err(r.malformed("leaf keys out of order"));
                 }
                 match k.cmp(key) {
-                    Ordering::Less => prev = Some(k),
-                    Ordering::Equal => return Ok(Found::Leaf(Some(v.to_value()))),
-                    Ordering::Greater => break,
+                    Ordering::Less => {
+                        below = Some(k);
+                        lo = mid + 1;
+                    }
+                    Ordering::Equal => return Ok(Found::Leaf(Some(v.found(want)))),
+                    Ordering::Greater => {
+                        above = Some(k);
+                        hi = mid;
+                    }
                 }
             }
             Ok(Found::Leaf(None))
         }
         PageKind::Inner => {
-            let count = r.u16()?;
+            let count = r.u16()? as usize;
             if count == 0 {
                 return Err(r.malformed("inner node without children"));
             }
-            let mut child = r.child()?;
-            let mut prev: Option<&[u8]> = None;
-            for _ in 1..count {
+            let first = r.child()?;
+            let dir = r.directory(count - 1)?;
+            // The number of separators <= key: the index of the child.
+            let (mut lo, mut hi) = (0, count - 1);
+            let (mut below, mut above): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+            let mut child = first;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                r.seek_slot(dir, mid)?;
                 let (sep, next) = inner_entry(&mut r)?;
-                if prev.is_some_and(|p| p >= sep) {
+                if below.is_some_and(|b| b >= sep) || above.is_some_and(|a| a <= sep) {
                     return Err(r.malformed("separators out of order"));
                 }
-                if sep > key {
-                    break;
+                if sep <= key {
+                    below = Some(sep);
+                    child = next;
+                    lo = mid + 1;
+                } else {
+                    above = Some(sep);
+                    hi = mid;
                 }
-                prev = Some(sep);
-                child = next;
             }
+            // `child` is the child after the last separator <= key seen,
+            // which is separator lo - 1 (or child 0 when there is none).
             Ok(Found::Child(child))
         }
         found => Err(crate::page::PageError::UnexpectedKind {
@@ -431,6 +491,29 @@ impl Writer<'_> {
         }
         self.at += bytes.len();
     }
+
+    /// Skips a slot directory of `n` offsets; returns where it starts.
+    fn reserve(&mut self, n: usize) -> usize {
+        let at = self.at;
+        self.at += n * SLOT;
+        at
+    }
+
+    /// Records the current position as entry `i`'s offset in the
+    /// directory at `dir`.
+    fn slot(&mut self, dir: usize, i: usize) {
+        let off = (self.at as u16).to_le_bytes();
+        if let Some(dst) = self.b.get_mut(dir + i * SLOT..dir + (i + 1) * SLOT) {
+            dst.copy_from_slice(&off);
+        }
+    }
+}
+
+/// A slot directory's place in a body: where it starts and its length.
+#[derive(Clone, Copy)]
+struct Dir {
+    start: usize,
+    n: usize,
 }
 
 /// Bounds-checked reads of a page body.
@@ -494,6 +577,45 @@ impl<'a> Reader<'a> {
             0 => Err(self.malformed("null child")),
             c => Ok(PageId(c)),
         }
+    }
+
+    /// The slot directory of `n` offsets at the current position, skipped
+    /// over.
+    fn directory(&mut self, n: usize) -> Result<Dir, TreeError> {
+        let start = self.at;
+        let len = n
+            .checked_mul(SLOT)
+            .ok_or(self.malformed("slot directory too large"))?;
+        self.bytes(len)?;
+        Ok(Dir { start, n })
+    }
+
+    fn offset(&self, dir: Dir, i: usize) -> Result<usize, TreeError> {
+        let at = dir.start + i * SLOT;
+        match (i < dir.n, self.b.get(at..at + SLOT)) {
+            (true, Some(s)) => Ok(u16::from_le_bytes([s[0], s[1]]) as usize),
+            _ => Err(self.malformed("slot past the directory")),
+        }
+    }
+
+    /// Checks that entry `i`'s slot points at the current position
+    /// (decoding reads the entries in order).
+    fn at_slot(&self, dir: Dir, i: usize) -> Result<(), TreeError> {
+        if self.offset(dir, i)? != self.at {
+            return Err(self.malformed("slot does not point at its entry"));
+        }
+        Ok(())
+    }
+
+    /// Moves to entry `i`; an offset into the header or the directory
+    /// itself, or past the body, is malformed.
+    fn seek_slot(&mut self, dir: Dir, i: usize) -> Result<(), TreeError> {
+        let off = self.offset(dir, i)?;
+        if off < dir.start + dir.n * SLOT || off >= self.b.len() {
+            return Err(self.malformed("slot outside the entries"));
+        }
+        self.at = off;
+        Ok(())
     }
 
     fn finish(&self) -> Result<(), TreeError> {
@@ -589,7 +711,78 @@ mod tests {
                     }
                     Node::Inner(n) => Found::Child(n.children[n.child_index(key)]),
                 };
-                assert_eq!(lookup(&page, key).unwrap(), want, "{key:?}");
+                assert_eq!(lookup(&page, key, Want::Value).unwrap(), want, "{key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn binary_search_agrees_with_the_decoded_node_at_every_size() {
+        let size = PageSize::MIN;
+        for n in 1..=60u32 {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|i| format!("k{:04}", i * 2).into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let mut l = leaf(&refs);
+            for e in &mut l.entries {
+                e.value = Value::Inline(vec![7; 20]);
+            }
+            let inner = Inner {
+                children: (0..=n as u64).map(|c| PageId(100 + c)).collect(),
+                seps: keys.clone(),
+            };
+            for node in [Node::Leaf(l), Node::Inner(inner)] {
+                let mut buf = PageBuf::new(size);
+                let bytes = node.encode(&mut buf, PageId(4), 1).to_vec();
+                let page = Page::open(&bytes, size, PageId(4)).unwrap();
+                assert_eq!(Node::decode(&page).unwrap(), node);
+                // Every key, every gap between keys, and both ends.
+                for i in 0..=2 * n + 1 {
+                    let probe = format!("k{:04}", i).into_bytes();
+                    for key in [probe.as_slice(), b"", b"z"] {
+                        let want = match &node {
+                            Node::Leaf(l) => {
+                                Found::Leaf(l.search(key).ok().map(|i| l.entries[i].value.clone()))
+                            }
+                            Node::Inner(x) => Found::Child(x.children[x.child_index(key)]),
+                        };
+                        assert_eq!(
+                            lookup(&page, key, Want::Value).unwrap(),
+                            want,
+                            "{n} {key:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_pointing_elsewhere_is_malformed() {
+        let size = PageSize::MIN;
+        for node in [sample_leaf(), sample_inner()] {
+            let mut buf = PageBuf::new(size);
+            let body_len = node.encoded_len();
+            node.encode(&mut buf, PageId(4), 1);
+            let kind = match node {
+                Node::Leaf(_) => PageKind::Leaf,
+                Node::Inner(_) => PageKind::Inner,
+            };
+            // The directory's first slot, after the count (and child 0).
+            let dir = if kind == PageKind::Leaf { 2 } else { 10 };
+            for off in [0u16, dir as u16, 3000, u16::MAX] {
+                buf.body_mut()[dir..dir + 2].copy_from_slice(&off.to_le_bytes());
+                let bytes = buf.seal(PageId(4), kind, 1, body_len).to_vec();
+                let page = Page::open(&bytes, size, PageId(4)).unwrap();
+                assert!(matches!(
+                    Node::decode(&page),
+                    Err(TreeError::Malformed { .. })
+                ));
+                // A lookup probing that slot refuses it too, never panics.
+                for key in [&b""[..], b"apple", b"d", b"zzz"] {
+                    let _ = lookup(&page, key, Want::Value);
+                }
             }
         }
     }
@@ -667,7 +860,7 @@ mod tests {
             let bytes = buf.seal(PageId(4), KINDS[kind], 1, body.len()).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
             let _ = Node::decode(&page);
-            let _ = lookup(&page, &body[..body.len().min(8)]);
+            let _ = lookup(&page, &body[..body.len().min(8)], Want::Value);
         }
 
         /// Valid nodes with bytes changed under a valid checksum: decoding
@@ -689,7 +882,7 @@ mod tests {
             let kind = if inner { PageKind::Inner } else { PageKind::Leaf };
             let bytes = buf.seal(PageId(4), kind, 1, body_len).to_vec();
             let page = Page::open(&bytes, size, PageId(4)).unwrap();
-            let _ = lookup(&page, b"cherry");
+            let _ = lookup(&page, b"cherry", Want::Value);
             if let Ok(n) = Node::decode(&page) {
                 let mut again = PageBuf::new(size);
                 let bytes = n.encode(&mut again, PageId(4), 1).to_vec();

@@ -18,7 +18,7 @@
 //! entries between neighbours), which N2 does not need.
 
 use super::error::TreeError;
-use super::node::{Entry, Found, Inner, Leaf, Node, Value};
+use super::node::{Entry, Found, Inner, Leaf, Node, Value, Want};
 use super::{MAX_DEPTH, Tree};
 use crate::page::PageId;
 use crate::pagestore::PageStore;
@@ -51,13 +51,14 @@ fn step(inner: &Inner, key: &[u8], page: PageId) -> Result<(usize, PageId), Tree
 }
 
 impl<S: PageStore> Tree<S> {
-    /// The value reference stored under `key`.
-    pub(super) fn find(&self, key: &[u8]) -> Result<Option<Value>, TreeError> {
+    /// The value reference stored under `key` (for [`Want::Presence`], an
+    /// inline value comes back empty).
+    pub(super) fn find(&self, key: &[u8], want: Want) -> Result<Option<Value>, TreeError> {
         let Some(mut id) = self.root else {
             return Ok(None);
         };
         for _ in 0..=MAX_DEPTH {
-            match self.pager.lookup(id, key)? {
+            match self.pager.lookup(id, key, want)? {
                 Found::Leaf(value) => return Ok(value),
                 Found::Child(child) => id = child,
             }
@@ -178,7 +179,7 @@ impl<S: PageStore> Tree<S> {
             return Ok(None);
         };
         // Look first, so a missing key copies nothing.
-        if self.find(key)?.is_none() {
+        if self.find(key, Want::Presence)?.is_none() {
             return Ok(None);
         }
         let path = self.copy_path(root, key)?;

@@ -51,7 +51,7 @@ impl<S: PageStore> Pager<S> {
     pub fn write_value(&mut self, value: &[u8]) -> Result<Vec<PageId>, TreeError> {
         let chunk = chunk_len(self.size);
         let ids: Vec<PageId> = (0..value.len().div_ceil(chunk))
-            .map(|_| self.space.allocate())
+            .map(|_| self.allocate())
             .collect();
         let mut buf = self.page_buf();
         let epoch = self.write_epoch();
@@ -61,10 +61,9 @@ impl<S: PageStore> Pager<S> {
             body[..LINK_HEAD].copy_from_slice(&next.to_le_bytes());
             body[LINK_HEAD..LINK_HEAD + data.len()].copy_from_slice(data);
             let bytes = buf.seal(id, PageKind::Overflow, epoch, LINK_HEAD + data.len());
-            let written = self.store.write_page(id, bytes);
-            if let Err(source) = written {
+            if let Err(e) = self.write_page(id, bytes) {
                 self.free_chain(ids);
-                return Err(TreeError::Write { page: id, source });
+                return Err(e);
             }
         }
         Ok(ids)
@@ -138,7 +137,7 @@ impl<S: PageStore> Pager<S> {
         match self.walk_value(head, len, |id, _| ids.push(id)) {
             Ok(()) => {
                 for id in ids {
-                    self.space.free(id);
+                    self.free_page(id);
                 }
             }
             Err(e) => {
@@ -151,7 +150,7 @@ impl<S: PageStore> Pager<S> {
     /// Frees the pages of a chain just written and never referenced.
     pub fn free_chain(&mut self, ids: Vec<PageId>) {
         for id in ids {
-            self.space.free(id);
+            self.free_page(id);
         }
     }
 }

@@ -16,14 +16,25 @@
 //! [`TreeError::Stale`], never served. (F1 already keeps the pages of both
 //! kept checkpoints from being rewritten; this catches what it cannot,
 //! such as a file restored from a mix of copies.)
+//!
+//! **Reads** of tree pages (leaves and inner nodes) go through the shard's
+//! page cache (`cache.rs`, K1-K3): a miss reads the page into a cache
+//! frame and checks it there (P1, C2); a hit serves the frame without a
+//! read, a buffer or a checksum (C2's epoch test, a comparison, is
+//! repeated). Overflow links and free-list pages, each read once per use,
+//! bypass it (they would only push tree pages out) through one scratch
+//! buffer. **Invariant C3** (K2 in `cache.rs`): every allocation, free and
+//! page write here drops the id from the cache first, so the cache never
+//! serves an id's older contents; nothing else writes pages.
 
+use super::cache::{CacheStats, IdMap, PageCache};
 use super::error::TreeError;
 use super::free::{self, FreeRecord, FreeSpace, LoadedList};
-use super::node::{self, Found, Node};
-use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
+use super::node::{self, Found, Node, Value, Want};
+use crate::page::{Page, PageBuf, PageError, PageId, PageKind, PageSize};
 use crate::pagestore::{PageStore, first_data_page};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::io;
 
 /// Pages of one tree: store, free space and dirty nodes.
@@ -33,7 +44,12 @@ pub struct Pager<S> {
     pub(super) size: PageSize,
     pub(super) space: FreeSpace,
     /// Nodes changed since the last checkpoint, by their fresh ids (C1).
-    dirty: HashMap<PageId, Node>,
+    dirty: IdMap<Node>,
+    /// Clean tree pages, checked once (C3). Reads take `&self`; a read
+    /// that finds it borrowed (none does today) bypasses it.
+    cache: RefCell<PageCache>,
+    /// The buffer of reads that bypass the cache.
+    scratch: RefCell<Vec<u8>>,
     /// The sequence number of the durable checkpoint; pages written now are
     /// for `durable + 1`.
     durable: u64,
@@ -46,7 +62,8 @@ pub struct Pager<S> {
 
 impl<S: PageStore> Pager<S> {
     /// Opens the pages of checkpoint `durable`, whose free list starts at
-    /// `free_head`, in a file of `page_count` pages.
+    /// `free_head`, in a file of `page_count` pages, with a page cache of
+    /// at most `cache_bytes`.
     ///
     /// # Errors
     /// A free-list page that cannot be read or is malformed.
@@ -56,12 +73,15 @@ impl<S: PageStore> Pager<S> {
         durable: u64,
         free_head: Option<PageId>,
         page_count: u64,
+        cache_bytes: usize,
     ) -> Result<Self, TreeError> {
         let mut pager = Pager {
             store,
             size,
             space: FreeSpace::loaded(LoadedList::default(), page_count),
-            dirty: HashMap::new(),
+            dirty: IdMap::default(),
+            cache: RefCell::new(PageCache::new(size, cache_bytes)),
+            scratch: RefCell::new(vec![0; size.bytes()]),
             durable,
             orphans: Vec::new(),
         };
@@ -74,36 +94,79 @@ impl<S: PageStore> Pager<S> {
         self.durable + 1
     }
 
-    /// Reads page `id`, checks it (C2) and hands it to `f`.
+    /// Refuses a page written for a later epoch (C2).
+    fn check_epoch(&self, page: &Page<'_>) -> Result<(), TreeError> {
+        if page.epoch > self.epoch() {
+            return Err(TreeError::Stale {
+                page: page.id,
+                epoch: page.epoch,
+                durable: self.durable,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` from page `id`; a file that ends inside the page is a
+    /// truncated page (P1).
+    fn read_into(&self, id: PageId, buf: &mut [u8]) -> Result<(), TreeError> {
+        match self.store.read_page(id, buf) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(PageError::Truncated {
+                page: id,
+                len: 0,
+                expected: self.size.bytes(),
+            }
+            .into()),
+            Err(source) => Err(TreeError::Read { page: id, source }),
+        }
+    }
+
+    /// Reads page `id` into `buf`, checks it (P1, C2) and hands it to `f`.
+    fn read_checked<T>(
+        &self,
+        id: PageId,
+        buf: &mut [u8],
+        f: impl FnOnce(Page<'_>) -> Result<T, TreeError>,
+    ) -> Result<T, TreeError> {
+        self.read_into(id, buf)?;
+        let page = Page::open(buf, self.size, id)?;
+        self.check_epoch(&page)?;
+        f(page)
+    }
+
+    /// Page `id`, checked (C2), handed to `f`: from the cache, or read
+    /// into it when `cache_it` (a tree page), or read into the scratch
+    /// buffer.
     fn with_page<T>(
         &self,
         id: PageId,
+        cache_it: bool,
         f: impl FnOnce(Page<'_>) -> Result<T, TreeError>,
     ) -> Result<T, TreeError> {
         let limit = self.space.next();
         if id < first_data_page(self.size) || id.0 >= limit {
             return Err(TreeError::OutOfRange { page: id, limit });
         }
-        let mut buf = vec![0; self.size.bytes()];
-        if let Err(e) = self.store.read_page(id, &mut buf) {
-            if e.kind() != io::ErrorKind::UnexpectedEof {
-                return Err(TreeError::Read {
-                    page: id,
-                    source: e,
-                });
+        if let Ok(mut cache) = self.cache.try_borrow_mut() {
+            if let Some(page) = cache.get(id) {
+                self.check_epoch(&page)?;
+                return f(page);
             }
-            // The file ends inside the page: report it as truncated.
-            buf.clear();
+            if cache_it && cache.frames() > 0 {
+                let filled = cache.fill(
+                    id,
+                    |buf| self.read_into(id, buf),
+                    |page| self.check_epoch(page),
+                )?;
+                if let Some(page) = filled {
+                    return f(page);
+                }
+            }
         }
-        let page = Page::open(&buf, self.size, id)?;
-        if page.epoch > self.epoch() {
-            return Err(TreeError::Stale {
-                page: id,
-                epoch: page.epoch,
-                durable: self.durable,
-            });
+        match self.scratch.try_borrow_mut() {
+            Ok(mut buf) => self.read_checked(id, &mut buf, f),
+            Err(_) => self.read_checked(id, &mut vec![0; self.size.bytes()], f),
         }
-        f(page)
     }
 
     /// Reads page `id`, which must be of `kind`, and hands its body to `f`.
@@ -113,7 +176,43 @@ impl<S: PageStore> Pager<S> {
         kind: PageKind,
         f: impl FnOnce(&[u8]) -> Result<T, TreeError>,
     ) -> Result<T, TreeError> {
-        self.with_page(id, |page| f(page.expect(kind)?.body))
+        let cache_it = matches!(kind, PageKind::Leaf | PageKind::Inner);
+        self.with_page(id, cache_it, |page| f(page.expect(kind)?.body))
+    }
+
+    /// The cache's counts.
+    pub fn cache_stats(&self) -> CacheStats {
+        match self.cache.try_borrow() {
+            Ok(c) => c.stats(),
+            Err(_) => CacheStats::default(),
+        }
+    }
+
+    /// Bytes of the cache's page arena.
+    #[cfg(test)]
+    pub fn cache_arena_bytes(&self) -> usize {
+        self.cache.borrow().arena_bytes()
+    }
+
+    /// An id that may be written now (F1), dropped from the cache (C3).
+    pub fn allocate(&mut self) -> PageId {
+        let id = self.space.allocate();
+        self.cache.get_mut().invalidate(id);
+        id
+    }
+
+    /// `id` is no longer in use (F2); dropped from the cache (C3).
+    pub fn free_page(&mut self, id: PageId) {
+        self.cache.get_mut().invalidate(id);
+        self.space.free(id);
+    }
+
+    /// Writes page `id`, dropping it from the cache first (C3).
+    pub fn write_page(&mut self, id: PageId, bytes: &[u8]) -> Result<(), TreeError> {
+        self.cache.get_mut().invalidate(id);
+        self.store
+            .write_page(id, bytes)
+            .map_err(|source| TreeError::Write { page: id, source })
     }
 
     /// A buffer for one page.
@@ -130,19 +229,24 @@ impl<S: PageStore> Pager<S> {
     pub fn node(&self, id: PageId) -> Result<Cow<'_, Node>, TreeError> {
         match self.dirty.get(&id) {
             Some(n) => Ok(Cow::Borrowed(n)),
-            None => self.with_page(id, |p| Node::decode(&p)).map(Cow::Owned),
+            None => self
+                .with_page(id, true, |p| Node::decode(&p))
+                .map(Cow::Owned),
         }
     }
 
     /// Looks `key` up in the node at `id`: in the dirty copy, or in place
     /// in the page read from disk (no decoding of the whole node).
-    pub fn lookup(&self, id: PageId, key: &[u8]) -> Result<Found, TreeError> {
+    pub fn lookup(&self, id: PageId, key: &[u8], want: Want) -> Result<Found, TreeError> {
         match self.dirty.get(&id) {
             Some(Node::Leaf(leaf)) => Ok(Found::Leaf(
                 leaf.search(key)
                     .ok()
                     .and_then(|i| leaf.entries.get(i))
-                    .map(|e| e.value.clone()),
+                    .map(|e| match (want, &e.value) {
+                        (Want::Presence, Value::Inline(_)) => Value::Inline(Vec::new()),
+                        (_, v) => v.clone(),
+                    }),
             )),
             Some(Node::Inner(inner)) => {
                 let child = inner.children.get(inner.child_index(key)).copied();
@@ -151,7 +255,7 @@ impl<S: PageStore> Pager<S> {
                     what: "fewer children than separators",
                 })
             }
-            None => self.with_page(id, |p| node::lookup(&p, key)),
+            None => self.with_page(id, true, |p| node::lookup(&p, key, want)),
         }
     }
 
@@ -160,9 +264,9 @@ impl<S: PageStore> Pager<S> {
     pub fn node_mut(&mut self, id: PageId) -> Result<(PageId, &mut Node), TreeError> {
         let mut at = id;
         if !self.dirty.contains_key(&id) {
-            let node = self.with_page(id, |p| Node::decode(&p))?;
-            at = self.space.allocate();
-            self.space.free(id);
+            let node = self.with_page(id, true, |p| Node::decode(&p))?;
+            at = self.allocate();
+            self.free_page(id);
             self.dirty.insert(at, node);
         }
         match self.dirty.get_mut(&at) {
@@ -176,7 +280,7 @@ impl<S: PageStore> Pager<S> {
 
     /// Stores a new node at a fresh id.
     pub fn insert(&mut self, node: Node) -> PageId {
-        let id = self.space.allocate();
+        let id = self.allocate();
         self.dirty.insert(id, node);
         id
     }
@@ -184,7 +288,7 @@ impl<S: PageStore> Pager<S> {
     /// The node at `id` is no longer part of the tree.
     pub fn discard(&mut self, id: PageId) {
         self.dirty.remove(&id);
-        self.space.free(id);
+        self.free_page(id);
     }
 
     /// Number of dirty nodes.
@@ -218,6 +322,7 @@ impl<S: PageStore> Pager<S> {
                 });
             }
             let bytes = node.encode(&mut buf, id, epoch);
+            self.cache.get_mut().invalidate(id);
             self.store
                 .write_page(id, bytes)
                 .map_err(|source| TreeError::Write { page: id, source })?;
@@ -243,9 +348,7 @@ impl<S: PageStore> Pager<S> {
             let next = record.list_pages.get(i + 1).copied();
             let len = free::encode_list_page(buf.body_mut(), next, &entries[from..to]);
             let bytes = buf.seal(id, PageKind::FreeList, epoch, len);
-            self.store
-                .write_page(id, bytes)
-                .map_err(|source| TreeError::Write { page: id, source })?;
+            self.write_page(id, bytes)?;
         }
         Ok(())
     }

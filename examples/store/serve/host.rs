@@ -301,6 +301,7 @@ mod tests {
             wal: WalConfig {
                 segment_bytes: 64 << 10,
             },
+            cache_bytes: 1 << 20,
         };
         let shard = Shard::open(&dir.file("shard-0.data"), opts).unwrap();
         let policy = CheckpointPolicy {

@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub max_bulk: usize,
     pub page_size: PageSize,
     pub checkpoint: CheckpointPolicy,
+    /// The page cache of all shards together, split evenly.
+    pub cache_bytes: usize,
 }
 
 /// Where a reply goes: the connection's worker, the connection, the
@@ -243,6 +245,7 @@ impl Node {
             wal: WalConfig {
                 segment_bytes: 8 << 20,
             },
+            cache_bytes: self.cfg.cache_bytes / self.shards.max(1),
         };
         Shard::open(&file, opts).map_err(|e| {
             Error::InvalidConfig(format!(
