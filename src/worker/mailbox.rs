@@ -147,6 +147,7 @@ pub(crate) fn mailbox<M, R>(
             ring: consumer,
             lane,
             seen_tail: 0,
+            moving: false,
         },
     )
 }
@@ -252,6 +253,9 @@ pub(crate) struct Mailbox<M, R = ()> {
     lane: Arc<Lane<R>>,
     /// The producer's tail at the last look (temporal slipping).
     seen_tail: usize,
+    /// Whether the tail had moved at the last look that offered messages:
+    /// the sender is streaming.
+    moving: bool,
 }
 
 impl<M, R> Mailbox<M, R> {
@@ -264,13 +268,24 @@ impl<M, R> Mailbox<M, R> {
         let head = self.ring.popped();
         let tail = head.wrapping_add(avail);
         if avail == 0 || tail == self.seen_tail || self.ring.is_closed() {
+            self.moving = false;
             return avail;
         }
         self.seen_tail = tail;
+        self.moving = true;
         let whole = self.ring.line_start(tail);
         // Below `head` when the tail is still in the line `head` is in.
         let settled = whole.wrapping_sub(head);
         if settled <= avail { settled } else { 0 }
+    }
+
+    /// Whether the last [`Mailbox::ready`] saw the sender still writing
+    /// (its tail had moved since the look before): it is streaming, and a
+    /// worker that took less than a full batch does better to let the ring
+    /// fill a little than to poll it again at once (see `runtime.rs`).
+    #[inline]
+    pub(crate) fn sender_streaming(&self) -> bool {
+        self.moving
     }
 
     /// Up to `max` messages in place, numbered from `next_seq`.
