@@ -160,6 +160,93 @@ fn rtrb_run(n: u64, batched: bool) -> f64 {
 
 /// A plain pool: one worker thread per crossbeam channel, the producer
 /// hashes the key with the same partitioner and picks the channel.
+/// A 64-byte message: one cache line of payload.
+type Line = [u64; 8];
+
+/// Sums the first word of what it is sent; answers a flush with the sum.
+struct LineSummer;
+
+impl Worker for LineSummer {
+    type State = u64;
+    type Message = Line;
+    type Reply = u64;
+    fn init(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+    #[inline]
+    fn handle_message(&mut self, sum: &mut u64, mut m: Envelope<Line, u64>) -> Result<()> {
+        if m.payload[0] == FLUSH {
+            m.reply(*sum)?;
+        } else {
+            *sum += m.payload[0] ^ m.payload[7];
+        }
+        Ok(())
+    }
+}
+
+fn line(i: u64) -> Line {
+    [i, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// [`default_plan_run`] with 64-byte messages.
+fn default_plan_line_run(n: u64) -> f64 {
+    let pool = WorkerPool::new().expect("pool");
+    let mut group = pool.spawn_workers(1, || LineSummer).expect("group");
+    let taken = group.placements()[0].cpu;
+    let (a, b) = cpu_pair();
+    let producer_cpu = if taken == Some(a) { b } else { a };
+    let mut tx = group.sender();
+    let producer = thread::spawn(move || {
+        pin(producer_cpu);
+        let t0 = Instant::now();
+        for i in 0..n {
+            tx.send_partitioned(&i, line(i)).unwrap();
+        }
+        let sum: u64 = tx.request(0, line(FLUSH)).unwrap().wait().unwrap();
+        assert_eq!(sum, n * (n - 1) / 2, "lost or corrupted messages");
+        t0.elapsed()
+    });
+    let d = producer.join().unwrap();
+    group.stop_all().unwrap();
+    rate(n, d)
+}
+
+/// [`rtrb_run`] (one at a time) with 64-byte messages.
+fn rtrb_line_run(n: u64) -> f64 {
+    let (a, b) = cpu_pair();
+    let (mut p, mut c) = rtrb::RingBuffer::<Line>::new(CAP);
+    let consumer = thread::spawn(move || {
+        pin(b);
+        let (mut got, mut sum) = (0, 0u64);
+        while got < n {
+            if let Ok(v) = c.pop() {
+                sum += v[0] ^ v[7];
+                got += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+        Instant::now()
+    });
+    let producer = thread::spawn(move || {
+        pin(a);
+        let t0 = Instant::now();
+        let mut next = 0;
+        while next < n {
+            if p.push(line(next)).is_ok() {
+                next += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        t0
+    });
+    let t0 = producer.join().unwrap();
+    let t1 = consumer.join().unwrap();
+    rate(n, t1 - t0)
+}
+
 fn crossbeam_pool_run(n: u64) -> f64 {
     let (a, b) = cpu_pair();
     let (tx, rx) = crossbeam_channel::bounded::<(u64, u64)>(CAP);
@@ -225,6 +312,19 @@ fn tables() {
             Throughput {
                 name: "plain crossbeam-channel pool",
                 run: Box::new(|| crossbeam_pool_run(N)),
+            },
+        ],
+    );
+    compare_throughput(
+        "Pool send_partitioned, 64-byte messages one at a time (default plan against a raw rtrb ring)",
+        vec![
+            Throughput {
+                name: "shared-nothing pool send_partitioned, [u64; 8] (default plan)",
+                run: Box::new(|| default_plan_line_run(N / 2)),
+            },
+            Throughput {
+                name: "raw rtrb ring, [u64; 8], same two pinned threads",
+                run: Box::new(|| rtrb_line_run(N / 2)),
             },
         ],
     );
