@@ -13,7 +13,7 @@ use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::prelude::*;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Throughput, compare_throughput, cpu_pair, pin, rate};
+use support::{Latency, Throughput, compare_latency, compare_throughput, cpu_pair, pin, rate};
 
 const CAP: usize = 1024;
 const CHUNK: u64 = 64;
@@ -247,6 +247,81 @@ fn rtrb_line_run(n: u64) -> f64 {
     rate(n, t1 - t0)
 }
 
+/// Request round trips to one worker on the default plan, from a thread
+/// pinned to a CPU the plan left free; with `stream`, each request follows
+/// that many plain messages (a request behind a burst).
+fn default_plan_requests(rtts: u64, stream: u64, h: &mut hdrhistogram::Histogram<u64>) {
+    let pool = WorkerPool::new().expect("pool");
+    let mut group = pool.spawn_workers(1, || Summer).expect("group");
+    let taken = group.placements()[0].cpu;
+    let (a, b) = cpu_pair();
+    let producer_cpu = if taken == Some(a) { b } else { a };
+    let mut tx = group.sender();
+    let hist = thread::spawn(move || {
+        pin(producer_cpu);
+        let mut h = support::histogram();
+        for i in 0..1_000 + rtts {
+            for _ in 0..stream {
+                tx.send_to_worker(0, 0).unwrap();
+            }
+            let t0 = Instant::now();
+            tx.request(0, FLUSH).unwrap().wait().unwrap();
+            if i >= 1_000 {
+                h.record(t0.elapsed().as_nanos() as u64).unwrap();
+            }
+        }
+        h
+    })
+    .join()
+    .unwrap();
+    group.stop_all().unwrap();
+    h.add(hist).unwrap();
+}
+
+/// The floor for a request: a value there and back over two raw rtrb rings
+/// between the same two pinned threads, busy-polled.
+fn rtrb_requests(rtts: u64, h: &mut hdrhistogram::Histogram<u64>) {
+    let (a, b) = cpu_pair();
+    let (mut tx_ab, mut rx_ab) = rtrb::RingBuffer::<u64>::new(CAP);
+    let (mut tx_ba, mut rx_ba) = rtrb::RingBuffer::<u64>::new(CAP);
+    let total = 1_000 + rtts;
+    let ponger = thread::spawn(move || {
+        pin(b);
+        for _ in 0..total {
+            let v = loop {
+                if let Ok(v) = rx_ab.pop() {
+                    break v;
+                }
+                std::hint::spin_loop();
+            };
+            while tx_ba.push(v).is_err() {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let hist = thread::spawn(move || {
+        pin(a);
+        let mut h = support::histogram();
+        for i in 0..total {
+            let t0 = Instant::now();
+            while tx_ab.push(i).is_err() {
+                std::hint::spin_loop();
+            }
+            while rx_ba.pop().is_err() {
+                std::hint::spin_loop();
+            }
+            if i >= 1_000 {
+                h.record(t0.elapsed().as_nanos() as u64).unwrap();
+            }
+        }
+        h
+    })
+    .join()
+    .unwrap();
+    ponger.join().unwrap();
+    h.add(hist).unwrap();
+}
+
 fn crossbeam_pool_run(n: u64) -> f64 {
     let (a, b) = cpu_pair();
     let (tx, rx) = crossbeam_channel::bounded::<(u64, u64)>(CAP);
@@ -325,6 +400,24 @@ fn tables() {
             Throughput {
                 name: "raw rtrb ring, [u64; 8], same two pinned threads",
                 run: Box::new(|| rtrb_line_run(N / 2)),
+            },
+        ],
+    );
+    const RTTS: u64 = 20_000;
+    compare_latency(
+        "Pool request round trip, one worker on the default plan",
+        vec![
+            Latency {
+                name: "raw rtrb rings there and back (busy-polled floor)",
+                run: Box::new(|h| rtrb_requests(RTTS, h)),
+            },
+            Latency {
+                name: "shared-nothing request + wait (default plan)",
+                run: Box::new(|h| default_plan_requests(RTTS, 0, h)),
+            },
+            Latency {
+                name: "shared-nothing request + wait, behind 64 plain messages",
+                run: Box::new(|h| default_plan_requests(RTTS / 4, 64, h)),
             },
         ],
     );
