@@ -612,3 +612,70 @@ fn sync_never_still_reaches_the_disk_on_the_clock() {
         R::Arr(Some(vec![bulk("a"), bulk("b"), bulk("c")]))
     );
 }
+
+/// Runs `store serve` with `extra`, expecting it to exit by itself within
+/// 30 s (refused at start); its status and stderr.
+fn serve_until_exit(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = serve_command(dir, extra).spawn().expect("spawn store");
+    let stderr = common::collect_stderr(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "store serve {extra:?} kept running; stderr:\n{}",
+                stderr.lock().expect("lock")
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The stderr thread ends at EOF, shortly after the exit.
+    thread::sleep(Duration::from_millis(100));
+    let text = stderr.lock().expect("lock").clone();
+    (status, text)
+}
+
+#[test]
+fn sync_interval_acknowledges_at_once_and_reaches_the_disk_within_it() {
+    let dir = TempDir::new("interval");
+    for bad in ["interval:0", "interval:", "interval:x", "sometimes"] {
+        let (status, err) = serve_until_exit(&dir.0, &["--sync", bad]);
+        assert_eq!(status.code(), Some(2), "--sync {bad}: {err}");
+        assert!(err.contains("--sync"), "--sync {bad}: {err}");
+    }
+    let server = Server::start(&dir.0, &["--sync", "interval:50"]);
+    let mut c = server.client();
+    assert_eq!(c.run("MSET i1 a i2 b i3 c"), ok());
+    assert_eq!(c.run("SET i4 d"), ok());
+    assert_eq!(c.run("INCR n"), R::Int(1));
+    assert_eq!(
+        c.run("MGET i1 i2 i3 i4 n"),
+        R::Arr(Some(vec![
+            bulk("a"),
+            bulk("b"),
+            bulk("c"),
+            bulk("d"),
+            bulk("1")
+        ]))
+    );
+    // Synced within 50 ms (and a tick) of the writes.
+    thread::sleep(Duration::from_millis(500));
+    server.kill();
+    let server = Server::start(&dir.0, &["--sync", "interval:50"]);
+    let mut c = server.client();
+    assert_eq!(
+        c.run("MGET i1 i2 i3 i4 n"),
+        R::Arr(Some(vec![
+            bulk("a"),
+            bulk("b"),
+            bulk("c"),
+            bulk("d"),
+            bulk("1")
+        ]))
+    );
+    assert_eq!(c.run("DBSIZE"), R::Int(5));
+}

@@ -7,8 +7,11 @@
 //! worker round [`Host::commit`] syncs the WAL once for every write of
 //! the round and releases the held replies (as errors if the sync
 //! failed). So an acknowledged write is durable, and no reader ever sees
-//! a value that a crash could take back. With `--sync never` replies go
-//! out after apply and the WAL is synced on the clock (`NEVER_SYNC`).
+//! a value that a crash could take back. With `--sync interval:MS` and
+//! `--sync never` replies go out after apply and the WAL is synced once
+//! MS (`never`: [`NEVER_SYNC`]) have passed since the last sync, checked
+//! after every round and on every tick, so a write is synced at most MS
+//! plus one tick after it.
 //!
 //! Checkpoints bound the WAL: after `checkpoint_writes` writes, or
 //! `checkpoint_every` after the first write since the last one.
@@ -226,31 +229,54 @@ impl<O> Host<O> {
     }
 
     /// Group commit (`--sync always`, once per round): syncs the WAL if
-    /// anything was written and returns the replies it held.
+    /// anything was written and returns the replies it held. Under the
+    /// other policies, a time-driven sync if one is due.
     pub fn commit(&mut self) -> Vec<(O, Reply)> {
-        if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
-            if let Err(e) = self.sync_wal() {
+        if self.sync == SyncMode::Always {
+            if self.exec.engine_mut().dirty
+                && let Err(e) = self.sync_wal()
+            {
                 let text = format!("ERR write not durable: {e}");
                 for (_, reply) in &mut self.held {
                     *reply = Reply::error(text.clone());
                 }
             }
+        } else {
+            self.timed_sync();
         }
         self.maybe_checkpoint();
         std::mem::take(&mut self.held)
     }
 
-    /// The clock: `--sync never` syncs now and then; checkpoints by time.
+    /// The clock: `--sync interval:MS` and `never` sync when due;
+    /// checkpoints by time.
     pub fn tick(&mut self) {
-        if self.sync == SyncMode::Never
-            && self.exec.engine_mut().dirty
-            && self.last_sync.elapsed() >= NEVER_SYNC
-        {
+        self.timed_sync();
+        self.maybe_checkpoint();
+    }
+
+    /// How long written records may stay unsynced: `None` under `always`
+    /// (each round's commit syncs them).
+    fn sync_period(&self) -> Option<Duration> {
+        match self.sync {
+            SyncMode::Always => None,
+            SyncMode::Interval(every) => Some(every),
+            SyncMode::Never => Some(NEVER_SYNC),
+        }
+    }
+
+    /// Syncs the WAL if something is unsynced and the period has passed
+    /// since the last sync (a failure is logged; the WAL refuses writes
+    /// until the next due sync retries it, W3).
+    fn timed_sync(&mut self) {
+        let Some(period) = self.sync_period() else {
+            return;
+        };
+        if self.exec.engine_mut().dirty && self.last_sync.elapsed() >= period {
             if let Err(e) = self.sync_wal() {
                 tracing::error!(target: "store", shard = self.index, "WAL sync: {e}");
             }
         }
-        self.maybe_checkpoint();
     }
 
     fn sync_wal(&mut self) -> Result<(), StoreError> {
@@ -351,6 +377,35 @@ mod tests {
         std::thread::sleep(NEVER_SYNC);
         h.tick();
         assert!(!h.exec.engine_mut().dirty);
+    }
+
+    #[test]
+    fn interval_answers_after_apply_and_syncs_once_the_interval_passed() {
+        let dir = TempDir::new();
+        let every = Duration::from_millis(300);
+        let mut h = host(&dir, SyncMode::Interval(every), 1_000_000);
+        // Synced at open, so the first write waits for its interval.
+        h.last_sync = Instant::now();
+        assert_eq!(h.run(1, 0, req("SET k v"), 0), Some((1, Reply::OK)));
+        assert_eq!(
+            h.run(2, 0, req("GET k"), 0),
+            Some((2, Reply::Bulk(b"v".to_vec())))
+        );
+        assert!(h.commit().is_empty());
+        h.tick();
+        assert!(h.exec.engine_mut().dirty, "synced before its interval");
+        let (_, durable) = h.exec.engine_mut().shard.wal_state();
+        assert_eq!(durable.0, 0);
+        std::thread::sleep(every);
+        // Due: the round's commit syncs it (the tick would too).
+        assert!(h.commit().is_empty());
+        assert!(!h.exec.engine_mut().dirty);
+        let (_, durable) = h.exec.engine_mut().shard.wal_state();
+        assert_eq!(durable.0, 1);
+        // The next write again waits for its interval.
+        assert_eq!(h.run(3, 0, req("SET k w"), 0), Some((3, Reply::OK)));
+        h.tick();
+        assert!(h.exec.engine_mut().dirty);
     }
 
     #[test]

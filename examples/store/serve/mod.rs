@@ -48,14 +48,11 @@ pub use host::{CheckpointPolicy, MAX_STRING};
 /// delivery is.
 const TICK: Duration = Duration::from_millis(10);
 
-/// When writes are acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SyncMode {
-    /// After the shard's group commit (one WAL sync per worker round).
-    Always,
-    /// After apply (the WAL is synced every 200 ms).
-    Never,
-}
+/// When writes are acknowledged (`--sync`, the broker's syntax):
+/// `always` after the shard's group commit (one WAL sync per worker
+/// round); `interval:MS` after apply, the WAL synced at most MS (plus a
+/// tick) after the write; `never` after apply, synced every 200 ms.
+pub use crate::sync_policy::SyncPolicy as SyncMode;
 
 /// What `serve` needs from the command line.
 #[derive(Clone, Debug)]
@@ -422,7 +419,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         port: addr.port(),
         pid: std::process::id(),
         started_ms: now_ms(),
-        appendonly: cfg.sync == SyncMode::Always,
+        appendonly: cfg.sync != SyncMode::Never,
         max_bulk: cfg.max_bulk,
     };
     let (io2, cfg2) = (io.clone(), cfg.clone());
@@ -437,7 +434,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     crate::mesh::wire(&mut group)?;
     let local = crate::mesh::listen(&mut group, mode, &io, addr)?;
     println!(
-        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {:?})",
+        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {})",
         cfg.dir.display(),
         cfg.sync
     );
