@@ -49,6 +49,8 @@ fn serve_command_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Comman
 struct Server {
     child: Child,
     addr: String,
+    /// Its stderr so far.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -79,7 +81,11 @@ impl Server {
                 stderr.lock().expect("lock")
             );
         };
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stderr,
+        }
     }
 
     fn port(&self) -> String {
@@ -813,4 +819,253 @@ fn sync_interval_acknowledges_at_once_and_reaches_the_disk_within_it() {
         ]))
     );
     assert_eq!(c.run("DBSIZE"), R::Int(5));
+}
+
+/// The corruption test's value of `key`: unique in the files, so a test
+/// can find the page (or WAL record) holding it.
+fn marked_value(key: &str) -> String {
+    format!("v{key}-{}", "x".repeat(60))
+}
+
+/// Pipelines `SET {prefix}{i}` for `i` in `0..n`, each acknowledged.
+fn set_marked(c: &mut Client, prefix: &str, n: usize) {
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        bytes.extend(cmd(&format!("SET {key} {}", marked_value(&key))));
+    }
+    c.send(&bytes);
+    for i in 0..n {
+        assert_eq!(c.read(), ok(), "SET {prefix}{i}");
+    }
+}
+
+/// Copies the store directory `from` into `to` (files and the WAL
+/// directories, one level deep).
+fn copy_store(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            for inner in std::fs::read_dir(entry.path()).expect("read dir") {
+                let inner = inner.expect("entry");
+                std::fs::copy(inner.path(), dest.join(inner.file_name())).expect("copy");
+            }
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// The offset of the only occurrence of `needle` in `file`.
+fn offset_of(file: &Path, needle: &[u8]) -> u64 {
+    let bytes = std::fs::read(file).expect("read");
+    let hits: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(hits.len(), 1, "{} holds {needle:?} once", file.display());
+    hits[0] as u64
+}
+
+/// Flips one bit of the byte at `at` in `file`.
+fn flip(file: &Path, at: u64) {
+    let mut bytes = std::fs::read(file).expect("read");
+    bytes[at as usize] ^= 0x10;
+    std::fs::write(file, bytes).expect("write");
+}
+
+/// Waits (bounded) until the server's stderr holds `want`.
+fn stderr_shows(server: &Server, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = server.stderr.lock().expect("lock").clone();
+        if text.contains(want) || Instant::now() > deadline {
+            return text;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A flipped byte in a data page, in either manifest slot, in both, and
+/// in the WAL, each with the server stopped, then restarted: the damage is
+/// named (file and page, slot or offset) on stderr and, for a read that
+/// touches a bad page, in its `-ERR`; it is never served as data and never
+/// a panic; what survives is exactly what the other slot and the WAL hold.
+///
+/// The store (one shard): keys `a*` (2000, then a checkpoint: slot 1),
+/// `b*` (2000, a checkpoint: slot 0, the newest), `c*` (500, in the WAL
+/// only; the WAL still holds every record, in one segment).
+#[test]
+fn corruption_is_named_never_served_and_recovered_around() {
+    let base = TempDir::new("corrupt-base");
+    let opts = ["--shards", "1", "--checkpoint-writes", "2000"];
+    let server = Server::start(&base.0, &opts);
+    let mut c = server.client();
+    set_marked(&mut c, "a", 2000);
+    set_marked(&mut c, "b", 2000);
+    set_marked(&mut c, "c", 500);
+    server.kill();
+    let data = |dir: &Path| dir.join("shard-0.data");
+    let wal = |dir: &Path| {
+        let wal_dir = dir.join("shard-0.wal");
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal_dir)
+            .expect("wal dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(segments.len(), 1, "one WAL segment: {segments:?}");
+        segments.remove(0)
+    };
+    let all: Vec<String> = [("a", 2000), ("b", 2000), ("c", 500)]
+        .iter()
+        .flat_map(|&(p, n)| (0..n).map(move |i| format!("{p}{i}")))
+        .collect();
+    // GETs of `keys`, pipelined.
+    let get_all = |c: &mut Client, keys: &[String]| -> Vec<R> {
+        let mut out = Vec::new();
+        for group in keys.chunks(500) {
+            let mut bytes = Vec::new();
+            for k in group {
+                bytes.extend(cmd(&format!("GET {k}")));
+            }
+            c.send(&bytes);
+            out.extend(group.iter().map(|_| c.read()));
+        }
+        out
+    };
+
+    // A data page: the leaf holding a500 (written once, at the first
+    // checkpoint, and still in the newest tree).
+    let dir = TempDir::new("corrupt-page");
+    copy_store(&base.0, &dir.0);
+    let at = offset_of(&data(&dir.0), marked_value("a500").as_bytes());
+    flip(&data(&dir.0), at + 10);
+    let page = format!("page {}", at / 4096);
+    let server = Server::start(&dir.0, &opts);
+    let mut c = server.client();
+    let mut bad = 0;
+    for (key, got) in all.iter().zip(get_all(&mut c, &all)) {
+        match got {
+            R::Bulk(Some(v)) => assert_eq!(v, marked_value(key).into_bytes(), "{key}"),
+            R::Err(e) => {
+                assert!(
+                    e.contains("shard-0.data") && e.contains(&page),
+                    "{key}: {e}"
+                );
+                assert!(key.starts_with('a'), "{key}: {e}");
+                bad += 1;
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    // The leaf's keys, and only those (a leaf holds tens of these).
+    assert!((1..200).contains(&bad), "{bad} keys unreadable");
+    let R::Err(e) = c.run("SET a500 new") else {
+        panic!("a write into the bad page succeeded");
+    };
+    assert!(e.contains(&page), "{e}");
+    assert_eq!(c.run("GET b7"), bulk(&marked_value("b7")));
+    let log = stderr_shows(&server, &page);
+    assert!(
+        log.contains("shard-0.data") && log.contains(&page),
+        "stderr:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "stderr:\n{log}");
+    server.kill();
+
+    // One manifest slot, then the other: the store opens from the other
+    // slot, replays the WAL past it, and every key survives.
+    for (slot, checkpoint) in [(0u64, 2), (1, 3)] {
+        let dir = TempDir::new("corrupt-slot");
+        copy_store(&base.0, &dir.0);
+        flip(&data(&dir.0), slot * 4096 + 200);
+        let server = Server::start(&dir.0, &opts);
+        let want = format!(
+            "manifest slot {slot} (bytes {}..{})",
+            slot * 4096,
+            (slot + 1) * 4096
+        );
+        let log = stderr_shows(&server, &want);
+        assert!(
+            log.contains(&want) && log.contains(&format!("opening at checkpoint {checkpoint}")),
+            "slot {slot}; stderr:\n{log}"
+        );
+        let mut c = server.client();
+        for (key, got) in all.iter().zip(get_all(&mut c, &all)) {
+            assert_eq!(got, bulk(&marked_value(key)), "slot {slot} damaged: {key}");
+        }
+        server.kill();
+    }
+
+    // Both slots: refused at start, both named, no panic.
+    let dir = TempDir::new("corrupt-slots");
+    copy_store(&base.0, &dir.0);
+    flip(&data(&dir.0), 200);
+    flip(&data(&dir.0), 4096 + 200);
+    let (status, err) = serve_until_exit(&dir.0, &opts);
+    assert_eq!(status.code(), Some(1), "stderr:\n{err}");
+    assert!(
+        err.contains(
+            "shard-0.data: no valid manifest (slot 0: bad checksum; slot 1: bad checksum)"
+        ),
+        "stderr:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+
+    // A page the WAL's replay needs (the last leaf, where c* go): the
+    // store refuses to start, naming the file and the page (and not
+    // blaming the command line).
+    let dir = TempDir::new("corrupt-replay");
+    copy_store(&base.0, &dir.0);
+    let at = offset_of(&data(&dir.0), marked_value("b999").as_bytes());
+    flip(&data(&dir.0), at + 10);
+    let (status, err) = serve_until_exit(&dir.0, &opts);
+    assert_eq!(status.code(), Some(1), "stderr:\n{err}");
+    let page = format!("shard-0.data: page {}: bad checksum", at / 4096);
+    assert!(err.contains(&page), "stderr:\n{err}");
+    assert!(
+        !err.contains("--shards") && !err.contains("panicked"),
+        "stderr:\n{err}"
+    );
+
+    // The WAL: the record of c250. Recovery keeps the records before it
+    // (a*, b* are in the checkpoint anyway, c0..c249 replayed) and cuts
+    // there: c250 on are gone, named on stderr; never a wrong value.
+    let dir = TempDir::new("corrupt-wal");
+    copy_store(&base.0, &dir.0);
+    let segment = wal(&dir.0);
+    let at = offset_of(&segment, marked_value("c250").as_bytes());
+    flip(&segment, at + 3);
+    let server = Server::start(&dir.0, &opts);
+    let log = stderr_shows(&server, "invalid WAL record");
+    let name = segment.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        log.contains(name) && log.contains("invalid WAL record at offset"),
+        "stderr:\n{log}"
+    );
+    let mut c = server.client();
+    for (key, got) in all.iter().zip(get_all(&mut c, &all)) {
+        let lost = key
+            .strip_prefix('c')
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i >= 250);
+        let want = if lost {
+            R::Bulk(None)
+        } else {
+            bulk(&marked_value(key))
+        };
+        assert_eq!(got, want, "{key}");
+    }
+    // The cut is repaired: writes go on, and survive another restart.
+    assert_eq!(c.run("SET after-cut yes"), ok());
+    server.kill();
+    let server = Server::start(&dir.0, &opts);
+    let mut c = server.client();
+    assert_eq!(c.run("GET after-cut"), bulk("yes"));
+    assert_eq!(c.run("GET c249"), bulk(&marked_value("c249")));
+    assert_eq!(c.run("GET c250"), R::Bulk(None));
 }

@@ -224,16 +224,22 @@ impl Manifest {
     }
 }
 
-/// The newest valid manifest of `file` and the slot it is in.
+/// Each slot of `file` as read: its manifest, or why it is not usable. A
+/// slot past the end of the file or all zeros was never written
+/// ([`SlotError::Missing`]); any other failure is damage (a torn write or a
+/// flipped byte), which the server reports at start.
 ///
 /// # Errors
-/// [`ManifestError::NoValidSlot`] if neither slot is valid (each slot's
-/// reason given), [`ManifestError::Io`] if a slot cannot be read.
-pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), ManifestError> {
+/// [`ManifestError::Io`] if a slot cannot be read.
+pub fn read_slots<S: PageStore>(
+    store: &S,
+    file: &Path,
+) -> Result<Vec<Result<Manifest, SlotError>>, ManifestError> {
     let mut slots = Vec::with_capacity(SLOTS);
     for slot in 0..SLOTS {
         let mut buf = vec![0; SLOT_LEN];
         let read = match store.read_slot(slot, &mut buf) {
+            Ok(()) if buf.iter().all(|&b| b == 0) => Err(SlotError::Missing),
             Ok(()) => Manifest::decode(&buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(SlotError::Missing),
             Err(source) => {
@@ -245,6 +251,16 @@ pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), M
         };
         slots.push(read);
     }
+    Ok(slots)
+}
+
+/// The newest valid manifest of `file` and the slot it is in.
+///
+/// # Errors
+/// [`ManifestError::NoValidSlot`] if neither slot is valid (each slot's
+/// reason given), [`ManifestError::Io`] if a slot cannot be read.
+pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), ManifestError> {
+    let slots = read_slots(store, file)?;
     let mut best: Option<(Manifest, usize)> = None;
     for (slot, m) in slots.iter().enumerate() {
         if let Ok(m) = m
@@ -327,5 +343,38 @@ mod tests {
             Manifest::decode(&m.encode()),
             Err(SlotError::BadField("page reference"))
         );
+    }
+
+    #[test]
+    fn read_slots_tells_never_written_from_damaged() {
+        use crate::pagestore::FileStore;
+        let dir = crate::test_dir::TempDir::new();
+        let file = dir.file("m.data");
+        let (mut fs, _) = FileStore::open(&file, PageSize::MIN).unwrap();
+        // An empty file: neither slot written.
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(
+            slots,
+            vec![Err(SlotError::Missing), Err(SlotError::Missing)]
+        );
+        // Slot 1 written, slot 0 zeros.
+        store(&mut fs, &file, 1, &sample()).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(slots, vec![Err(SlotError::Missing), Ok(sample())]);
+        assert_eq!(load(&fs, &file).unwrap(), (sample(), 1));
+        // A flipped byte in slot 1: damaged, not missing.
+        let mut bad = sample().encode();
+        bad[300] ^= 1;
+        fs.write_slot(1, &bad).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(slots[1], Err(SlotError::BadChecksum));
+        assert!(matches!(
+            load(&fs, &file),
+            Err(ManifestError::NoValidSlot {
+                slot0: SlotError::Missing,
+                slot1: SlotError::BadChecksum,
+                ..
+            })
+        ));
     }
 }

@@ -49,28 +49,59 @@ const SWEEP: usize = 1024;
 /// finds one and clear keeps it exact, so DBSIZE is O(1) after the first.
 #[derive(Debug)]
 pub struct ShardEngine {
+    /// The shard's index (in log lines).
+    index: usize,
     shard: Shard,
     counts: HashMap<TableId, u64>,
     /// A write applied since the last WAL sync.
     dirty: bool,
     /// Writes since the last checkpoint.
     writes: u64,
+    errors: ErrorLog,
 }
 
-fn storage(e: StoreError) -> EngineError {
-    match e {
-        StoreError::KeyTooLong { len, max } => EngineError::KeyTooLong { len, max },
-        other => EngineError::Storage(other.to_string()),
+/// How often a repeated storage error is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs a storage failure without flooding stderr when it repeats (every
+/// write during a full disk, every read of one bad page): a message is
+/// logged when it differs from the last one, or [`LOG_EVERY`] after it,
+/// with how many were not logged in between.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    last: Option<(String, Instant)>,
+    quiet: u64,
+}
+
+impl ErrorLog {
+    pub fn log(&mut self, shard: usize, what: &str, text: &str) {
+        let now = Instant::now();
+        if let Some((last, at)) = &self.last
+            && last == text
+            && now.duration_since(*at) < LOG_EVERY
+        {
+            self.quiet += 1;
+            return;
+        }
+        if self.quiet > 0 {
+            tracing::error!(target: "store", shard, "{what}: {text} ({} more since the last line)", self.quiet);
+        } else {
+            tracing::error!(target: "store", shard, "{what}: {text}");
+        }
+        self.last = Some((text.to_owned(), now));
+        self.quiet = 0;
     }
 }
 
 impl ShardEngine {
-    pub fn new(shard: Shard) -> Self {
+    pub fn new(index: usize, shard: Shard) -> Self {
         ShardEngine {
+            index,
             shard,
             counts: HashMap::new(),
             dirty: false,
             writes: 0,
+            errors: ErrorLog::default(),
         }
     }
 
@@ -78,15 +109,30 @@ impl ShardEngine {
         self.dirty = true;
         self.writes += 1;
     }
+
+    /// A storage failure as the command layer's error (its reply is `-ERR`
+    /// and the message, which names the file and the page or offset),
+    /// logged.
+    fn fail(&mut self, e: StoreError) -> EngineError {
+        match e {
+            StoreError::KeyTooLong { len, max } => EngineError::KeyTooLong { len, max },
+            other => {
+                // One line on the wire whatever the OS's message holds.
+                let text = other.to_string().replace(['\r', '\n'], " ");
+                self.errors.log(self.index, "storage", &text);
+                EngineError::Storage(text)
+            }
+        }
+    }
 }
 
 impl Engine for ShardEngine {
     fn get(&mut self, db: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.shard.get(db, key).map_err(storage)
+        self.shard.get(db, key).map_err(|e| self.fail(e))
     }
 
     fn exists(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
-        self.shard.exists(db, key).map_err(storage)
+        self.shard.exists(db, key).map_err(|e| self.fail(e))
     }
 
     fn put(&mut self, db: TableId, key: &[u8], value: Vec<u8>) -> Result<(), EngineError> {
@@ -94,8 +140,9 @@ impl Engine for ShardEngine {
             return Err(EngineError::ValueTooLarge);
         }
         // K1: only a counted table pays for the lookup.
-        let new = self.counts.contains_key(&db) && !self.shard.exists(db, key).map_err(storage)?;
-        self.shard.put(db, key, &value).map_err(storage)?;
+        let new = self.counts.contains_key(&db)
+            && !self.shard.exists(db, key).map_err(|e| self.fail(e))?;
+        self.shard.put(db, key, &value).map_err(|e| self.fail(e))?;
         self.wrote();
         if let (true, Some(n)) = (new, self.counts.get_mut(&db)) {
             *n += 1;
@@ -104,7 +151,7 @@ impl Engine for ShardEngine {
     }
 
     fn delete(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
-        let found = self.shard.delete(db, key).map_err(storage)?;
+        let found = self.shard.delete(db, key).map_err(|e| self.fail(e))?;
         if found {
             self.wrote();
             if let Some(n) = self.counts.get_mut(&db) {
@@ -115,7 +162,10 @@ impl Engine for ShardEngine {
     }
 
     fn scan(&mut self, db: TableId, start: &[u8], limit: usize) -> Result<ScanBatch, EngineError> {
-        let s = self.shard.scan(db, start, limit.max(1)).map_err(storage)?;
+        let s = self
+            .shard
+            .scan(db, start, limit.max(1))
+            .map_err(|e| self.fail(e))?;
         Ok(ScanBatch {
             entries: s.entries,
             resume: s.resume,
@@ -127,7 +177,7 @@ impl Engine for ShardEngine {
         // K1: recounted if a batch fails part way.
         self.counts.remove(&db);
         loop {
-            let batch = self.shard.scan(db, b"", SWEEP).map_err(storage)?;
+            let batch = self.shard.scan(db, b"", SWEEP).map_err(|e| self.fail(e))?;
             if batch.entries.is_empty() {
                 return Ok(());
             }
@@ -136,7 +186,7 @@ impl Engine for ShardEngine {
                 .iter()
                 .map(|(key, _)| Op::Delete { table: db, key })
                 .collect();
-            self.shard.write_batch(&ops).map_err(storage)?;
+            self.shard.write_batch(&ops).map_err(|e| self.fail(e))?;
             self.wrote();
             if batch.resume.is_none() {
                 self.counts.insert(db, 0);
@@ -158,11 +208,14 @@ impl Engine for ShardEngine {
 
 impl ShardEngine {
     /// Counts `db`'s keys with a scan.
-    fn count(&self, db: TableId) -> Result<u64, EngineError> {
+    fn count(&mut self, db: TableId) -> Result<u64, EngineError> {
         let mut n = 0u64;
         let mut start = Vec::new();
         loop {
-            let batch = self.shard.scan(db, &start, SWEEP).map_err(storage)?;
+            let batch = self
+                .shard
+                .scan(db, &start, SWEEP)
+                .map_err(|e| self.fail(e))?;
             n += batch.entries.len() as u64;
             match batch.resume {
                 Some(k) => start = k,
@@ -202,7 +255,7 @@ impl<O> Host<O> {
     ) -> Self {
         Host {
             index,
-            exec: Executor::new(ShardEngine::new(shard), server),
+            exec: Executor::new(ShardEngine::new(index, shard), server),
             sync,
             policy,
             held: Vec::new(),
@@ -236,7 +289,10 @@ impl<O> Host<O> {
             if self.exec.engine_mut().dirty
                 && let Err(e) = self.sync_wal()
             {
-                let text = format!("ERR write not durable: {e}");
+                let index = self.index;
+                let why = e.to_string().replace(['\r', '\n'], " ");
+                self.exec.engine_mut().errors.log(index, "WAL sync", &why);
+                let text = format!("ERR write not durable: {why}");
                 for (_, reply) in &mut self.held {
                     *reply = Reply::error(text.clone());
                 }
@@ -274,7 +330,9 @@ impl<O> Host<O> {
         };
         if self.exec.engine_mut().dirty && self.last_sync.elapsed() >= period {
             if let Err(e) = self.sync_wal() {
-                tracing::error!(target: "store", shard = self.index, "WAL sync: {e}");
+                let index = self.index;
+                let why = e.to_string();
+                self.exec.engine_mut().errors.log(index, "WAL sync", &why);
             }
         }
     }
@@ -301,7 +359,7 @@ impl<O> Host<O> {
                 engine.writes = 0;
                 tracing::debug!(target: "store", shard = self.index, "checkpoint {seq}");
             }
-            Err(e) => tracing::error!(target: "store", shard = self.index, "checkpoint: {e}"),
+            Err(e) => engine.errors.log(self.index, "checkpoint", &e.to_string()),
         }
     }
 }
@@ -432,6 +490,21 @@ mod tests {
         // The write count triggers a checkpoint on the next commit.
         h.commit();
         assert_eq!(h.exec.engine_mut().writes, 0);
+    }
+
+    #[test]
+    fn a_repeated_error_is_logged_once_then_counted() {
+        let mut log = ErrorLog::default();
+        log.log(0, "storage", "disk full");
+        log.log(0, "storage", "disk full");
+        log.log(0, "storage", "disk full");
+        assert_eq!(log.quiet, 2);
+        log.log(0, "storage", "page 7: bad checksum");
+        assert_eq!(log.quiet, 0);
+        assert_eq!(
+            log.last.as_ref().map(|(t, _)| t.as_str()),
+            Some("page 7: bad checksum")
+        );
     }
 
     #[test]
