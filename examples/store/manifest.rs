@@ -282,6 +282,23 @@ pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), M
     })
 }
 
+/// A new file's first manifest: `m` into slot 0 and zeros into slot 1
+/// (never written, [`read_slots`] says), then a sync. Writing slot 1 now
+/// allocates its blocks, so no later checkpoint's manifest write has to:
+/// on a full disk that write would fail with ENOSPC and leave the shard
+/// read-only (a manifest write that failed may or may not be on disk).
+///
+/// # Errors
+/// [`ManifestError::Io`].
+pub fn create<S: PageStore>(store: &mut S, file: &Path, m: &Manifest) -> Result<(), ManifestError> {
+    let io = |source| ManifestError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    store.write_slot(1, &[0; SLOT_LEN]).map_err(io)?;
+    self::store(store, file, 0, m)
+}
+
 /// Writes `m` into `slot` and syncs.
 ///
 /// # Errors
@@ -376,5 +393,44 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_new_shard_file_holds_both_slots_allocated() {
+        use crate::shard::{Shard, ShardOptions};
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::test_dir::TempDir::new();
+        let file = dir.file("shard-0.data");
+        let opts = ShardOptions {
+            page_size: PageSize::MIN,
+            layout: ShardLayout {
+                count: 1,
+                index: 0,
+                partitioning: Partitioning::Hash,
+            },
+            wal: crate::wal::WalConfig {
+                segment_bytes: 64 << 10,
+            },
+        };
+        drop(Shard::open(&file, opts).unwrap());
+        let meta = std::fs::metadata(&file).unwrap();
+        assert!(
+            meta.len() >= (SLOTS * SLOT_LEN) as u64,
+            "{} bytes",
+            meta.len()
+        );
+        // Blocks, not a hole: a later manifest write allocates nothing.
+        assert!(
+            meta.blocks() * 512 >= (SLOTS * SLOT_LEN) as u64,
+            "{} blocks",
+            meta.blocks()
+        );
+        let (fs, _) = crate::pagestore::FileStore::open(&file, PageSize::MIN).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert!(slots[0].is_ok());
+        assert_eq!(slots[1], Err(SlotError::Missing));
+        // And it opens again.
+        drop(fs);
+        assert!(Shard::open(&file, opts).is_ok());
     }
 }

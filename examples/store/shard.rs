@@ -121,7 +121,7 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
                 lsn: 0,
                 layout: opts.layout,
             };
-            manifest::store(&mut store, file, 0, &m)?;
+            manifest::create(&mut store, file, &m)?;
             (m, 0)
         } else {
             manifest::load(&store, file)?
