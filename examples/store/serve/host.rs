@@ -1,13 +1,20 @@
 //! The shard side of a worker: the shard as a `resp::Engine`, the
 //! executor over it, and group commit.
 //!
-//! **D1 (`--sync always`):** no reply leaves a shard while it holds a
-//! write that is not durable. A reply produced while the shard is dirty
-//! (it has applied a write since its last `sync_wal`) is held; once per
-//! worker round [`Host::commit`] syncs the WAL once for every write of
-//! the round and releases the held replies (as errors if the sync
-//! failed). So an acknowledged write is durable, and no reader ever sees
-//! a value that a crash could take back. With `--sync interval:MS` and
+//! **D1 (`--sync always`):** no reply that depends on a write not yet
+//! durable leaves the shard. A reply is held if its command wrote, or if
+//! it read a key (or a range, or a table's count) that a write since the
+//! last successful `sync_wal` changed ([`Unsynced`]); once per worker
+//! round [`Host::commit`] syncs the WAL once for every write of the round
+//! and releases the held replies (as errors if the sync failed). So an
+//! acknowledged write is durable, and no reader ever sees a value that a
+//! crash could take back; a reply that depends on nothing unsynced goes
+//! out at once. While a failed sync is being retried (a full disk: W3
+//! performs it again whole on every commit), writes are refused at once
+//! with the WAL's error, reads of what the failed writes touched wait and
+//! fail with it, and every other read answers; a failed write's `-ERR`
+//! means "not known to be durable": if a retry succeeds later (space
+//! freed), it is. With `--sync interval:MS` and
 //! `--sync never` replies go out after apply and the WAL is synced once
 //! MS (`never`: [`NEVER_SYNC`]) have passed since the last sync, checked
 //! after every round and on every tick, so a write is synced at most MS
@@ -28,7 +35,7 @@ use crate::resp::value::MAX_TRAILER;
 use crate::shard::Shard;
 use crate::table::TableId;
 use crate::wal::Op;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Longest string a client may store: the value and its trailer fit the
@@ -58,38 +65,104 @@ pub struct ShardEngine {
     /// Writes since the last checkpoint.
     writes: u64,
     errors: ErrorLog,
+    /// D1 (kept only under `--sync always`): what changed since the last
+    /// successful WAL sync.
+    track: bool,
+    unsynced: Unsynced,
+    /// Since [`ShardEngine::begin`]: the command wrote, or read something
+    /// in `unsynced`.
+    wrote_now: bool,
+    observed: bool,
+}
+
+/// D1's record of the writes since the last successful WAL sync: tree keys
+/// put or deleted, and tables cleared. Bounded by one round's writes (it
+/// is emptied by each successful sync, and a failed one refuses writes
+/// until it is retried).
+#[derive(Debug, Default)]
+pub struct Unsynced {
+    keys: BTreeSet<Vec<u8>>,
+    cleared: HashSet<TableId>,
+}
+
+impl Unsynced {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.cleared.is_empty()
+    }
+
+    /// Whether `key` of `db` changed.
+    fn key(&self, db: TableId, key: &[u8]) -> bool {
+        !self.is_empty() && (self.cleared.contains(&db) || self.keys.contains(&db.key(key)))
+    }
+
+    /// Whether a key of `db` from `from` on, up to `to` (exclusive; `None`:
+    /// the table's end), changed.
+    fn range(&self, db: TableId, from: &[u8], to: Option<&[u8]>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        if self.cleared.contains(&db) {
+            return true;
+        }
+        let lo = db.key(from);
+        match to.map(|k| db.key(k)).or_else(|| db.end()) {
+            Some(hi) if lo < hi => self.keys.range(lo..hi).next().is_some(),
+            Some(_) => false,
+            None => self.keys.range(lo..).next().is_some(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.cleared.clear();
+    }
 }
 
 /// How often a repeated storage error is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Logs a storage failure without flooding stderr when it repeats (every
-/// write during a full disk, every read of one bad page): a message is
-/// logged when it differs from the last one, or [`LOG_EVERY`] after it,
-/// with how many were not logged in between.
+/// Logs storage failures without flooding stderr when they repeat (every
+/// write during a full disk, every read of one bad page): per kind of
+/// failure (`what`), a message is logged when it differs from that kind's
+/// last one, or [`LOG_EVERY`] after it, with how many were not logged in
+/// between.
 #[derive(Debug, Default)]
 pub struct ErrorLog {
-    last: Option<(String, Instant)>,
+    kinds: HashMap<&'static str, Logged>,
+}
+
+/// One kind's last logged message, when, and the repeats since.
+#[derive(Debug)]
+struct Logged {
+    text: String,
+    at: Instant,
     quiet: u64,
 }
 
 impl ErrorLog {
-    pub fn log(&mut self, shard: usize, what: &str, text: &str) {
+    pub fn log(&mut self, shard: usize, what: &'static str, text: &str) {
         let now = Instant::now();
-        if let Some((last, at)) = &self.last
-            && last == text
-            && now.duration_since(*at) < LOG_EVERY
-        {
-            self.quiet += 1;
-            return;
+        let mut quiet = 0;
+        if let Some(last) = self.kinds.get_mut(what) {
+            if last.text == text && now.duration_since(last.at) < LOG_EVERY {
+                last.quiet += 1;
+                return;
+            }
+            quiet = last.quiet;
         }
-        if self.quiet > 0 {
-            tracing::error!(target: "store", shard, "{what}: {text} ({} more since the last line)", self.quiet);
+        if quiet > 0 {
+            tracing::error!(target: "store", shard, "{what}: {text} ({quiet} more since the last line)");
         } else {
             tracing::error!(target: "store", shard, "{what}: {text}");
         }
-        self.last = Some((text.to_owned(), now));
-        self.quiet = 0;
+        self.kinds.insert(
+            what,
+            Logged {
+                text: text.to_owned(),
+                at: now,
+                quiet: 0,
+            },
+        );
     }
 }
 
@@ -102,12 +175,46 @@ impl ShardEngine {
             dirty: false,
             writes: 0,
             errors: ErrorLog::default(),
+            track: false,
+            unsynced: Unsynced::default(),
+            wrote_now: false,
+            observed: false,
         }
     }
 
-    fn wrote(&mut self) {
+    /// A command starts (D1's per-command flags).
+    fn begin(&mut self) {
+        self.wrote_now = false;
+        self.observed = false;
+    }
+
+    /// Whether the command since [`ShardEngine::begin`] depends on a
+    /// write not yet durable (D1).
+    fn depends_on_unsynced(&self) -> bool {
+        self.wrote_now || self.observed
+    }
+
+    /// A write of `key` in `db` (`None`: the whole table) was applied.
+    fn wrote(&mut self, db: TableId, key: Option<&[u8]>) {
         self.dirty = true;
+        self.wrote_now = true;
         self.writes += 1;
+        if self.track {
+            match key {
+                Some(k) => {
+                    self.unsynced.keys.insert(db.key(k));
+                }
+                None => {
+                    self.unsynced.cleared.insert(db);
+                }
+            }
+        }
+    }
+
+    /// Every write so far is durable.
+    fn synced(&mut self) {
+        self.dirty = false;
+        self.unsynced.clear();
     }
 
     /// A storage failure as the command layer's error (its reply is `-ERR`
@@ -128,10 +235,12 @@ impl ShardEngine {
 
 impl Engine for ShardEngine {
     fn get(&mut self, db: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.observed |= self.unsynced.key(db, key);
         self.shard.get(db, key).map_err(|e| self.fail(e))
     }
 
     fn exists(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
+        self.observed |= self.unsynced.key(db, key);
         self.shard.exists(db, key).map_err(|e| self.fail(e))
     }
 
@@ -143,7 +252,7 @@ impl Engine for ShardEngine {
         let new = self.counts.contains_key(&db)
             && !self.shard.exists(db, key).map_err(|e| self.fail(e))?;
         self.shard.put(db, key, &value).map_err(|e| self.fail(e))?;
-        self.wrote();
+        self.wrote(db, Some(key));
         if let (true, Some(n)) = (new, self.counts.get_mut(&db)) {
             *n += 1;
         }
@@ -153,7 +262,7 @@ impl Engine for ShardEngine {
     fn delete(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
         let found = self.shard.delete(db, key).map_err(|e| self.fail(e))?;
         if found {
-            self.wrote();
+            self.wrote(db, Some(key));
             if let Some(n) = self.counts.get_mut(&db) {
                 *n = n.saturating_sub(1);
             }
@@ -166,6 +275,7 @@ impl Engine for ShardEngine {
             .shard
             .scan(db, start, limit.max(1))
             .map_err(|e| self.fail(e))?;
+        self.observed |= self.unsynced.range(db, start, s.resume.as_deref());
         Ok(ScanBatch {
             entries: s.entries,
             resume: s.resume,
@@ -187,7 +297,7 @@ impl Engine for ShardEngine {
                 .map(|(key, _)| Op::Delete { table: db, key })
                 .collect();
             self.shard.write_batch(&ops).map_err(|e| self.fail(e))?;
-            self.wrote();
+            self.wrote(db, None);
             if batch.resume.is_none() {
                 self.counts.insert(db, 0);
                 return Ok(());
@@ -197,6 +307,7 @@ impl Engine for ShardEngine {
 
     /// `db`'s key count (K1: a scan the first time).
     fn len(&mut self, db: TableId) -> Result<u64, EngineError> {
+        self.observed |= self.unsynced.range(db, b"", None);
         if let Some(n) = self.counts.get(&db) {
             return Ok(*n);
         }
@@ -255,7 +366,13 @@ impl<O> Host<O> {
     ) -> Self {
         Host {
             index,
-            exec: Executor::new(ShardEngine::new(index, shard), server),
+            exec: Executor::new(
+                ShardEngine {
+                    track: sync == SyncMode::Always,
+                    ..ShardEngine::new(index, shard)
+                },
+                server,
+            ),
             sync,
             policy,
             held: Vec::new(),
@@ -268,8 +385,9 @@ impl<O> Host<O> {
     /// [`Host::commit`].
     pub fn run(&mut self, origin: O, db: u32, req: Request, now_ms: i64) -> Option<(O, Reply)> {
         let mut session = Session::in_db(db);
+        self.exec.engine_mut().begin();
         let reply = self.exec.execute(&mut session, req, now_ms);
-        if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
+        if self.sync == SyncMode::Always && self.exec.engine_mut().depends_on_unsynced() {
             self.held.push((origin, reply));
             return None;
         }
@@ -341,7 +459,7 @@ impl<O> Host<O> {
         self.last_sync = Instant::now();
         let engine = self.exec.engine_mut();
         engine.shard.sync_wal()?;
-        engine.dirty = false;
+        engine.synced();
         Ok(())
     }
 
@@ -427,6 +545,63 @@ mod tests {
     }
 
     #[test]
+    fn always_holds_only_replies_that_depend_on_an_unsynced_write() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Always, 1_000_000);
+        assert_eq!(h.run(1, 0, req("SET a 1"), 0), None);
+        assert!(h.commit().len() == 1);
+        assert_eq!(h.run(2, 0, req("SET k v"), 0), None);
+        // Nothing unsynced in what these read: answered at once.
+        assert_eq!(
+            h.run(3, 0, req("GET a"), 0),
+            Some((3, Reply::Bulk(b"1".to_vec())))
+        );
+        assert_eq!(
+            h.run(4, 0, req("EXISTS b"), 0),
+            Some((4, Reply::Integer(0)))
+        );
+        assert_eq!(h.run(5, 1, req("DBSIZE"), 0), Some((5, Reply::Integer(0))));
+        assert!(h.run(6, 0, req("SCAN 0 MATCH zz COUNT 1"), 0).is_some());
+        // These read k, its range or its table's count: held.
+        assert_eq!(h.run(7, 0, req("EXISTS k"), 0), None);
+        assert_eq!(h.run(8, 0, req("DBSIZE"), 0), None);
+        assert_eq!(h.run(9, 0, req("SCAN 0"), 0), None);
+        // SET NX reads k and writes nothing: held too.
+        assert_eq!(h.run(10, 0, req("SET k w NX"), 0), None);
+        let released: Vec<u32> = h.commit().into_iter().map(|(o, _)| o).collect();
+        assert_eq!(released, vec![2, 7, 8, 9, 10]);
+        // Synced: nothing is held.
+        assert!(h.run(11, 0, req("DBSIZE"), 0).is_some());
+        // A cleared table is unsynced as a whole.
+        assert_eq!(h.run(12, 0, req("FLUSHDB"), 0), None);
+        assert_eq!(h.run(13, 0, req("GET zzz"), 0), None);
+        assert!(h.run(14, 1, req("GET zzz"), 0).is_some());
+        assert_eq!(h.commit().len(), 2);
+        assert!(h.exec.engine_mut().unsynced.is_empty());
+    }
+
+    #[test]
+    fn unsynced_ranges_are_bounded_by_the_table_and_never_panic() {
+        let mut u = Unsynced::default();
+        assert!(!u.range(TableId(0), b"", None));
+        u.keys.insert(TableId(1).key(b"m"));
+        assert!(u.range(TableId(1), b"", None));
+        assert!(u.range(TableId(1), b"a", Some(b"n")));
+        assert!(!u.range(TableId(1), b"a", Some(b"m")));
+        assert!(!u.range(TableId(1), b"n", None));
+        assert!(!u.range(TableId(0), b"", None));
+        assert!(!u.range(TableId(2), b"", None));
+        // An inverted or empty range is empty, not a panic.
+        assert!(!u.range(TableId(1), b"z", Some(b"a")));
+        assert!(!u.range(TableId(1), b"m", Some(b"m")));
+        assert!(!u.range(TableId(u32::MAX), b"", None));
+        u.cleared.insert(TableId(u32::MAX));
+        assert!(u.range(TableId(u32::MAX), b"x", None));
+        assert!(u.key(TableId(u32::MAX), b"x"));
+        assert!(!u.key(TableId(0), b"m"));
+    }
+
+    #[test]
     fn never_answers_after_apply_and_the_tick_syncs() {
         let dir = TempDir::new();
         let mut h = host(&dir, SyncMode::Never, 1_000_000);
@@ -495,14 +670,19 @@ mod tests {
     #[test]
     fn a_repeated_error_is_logged_once_then_counted() {
         let mut log = ErrorLog::default();
+        let quiet = |log: &ErrorLog, what| log.kinds.get(what).map(|l| l.quiet);
         log.log(0, "storage", "disk full");
         log.log(0, "storage", "disk full");
+        // Another kind interleaved does not end the storage run.
+        log.log(0, "WAL sync", "disk full, sync");
         log.log(0, "storage", "disk full");
-        assert_eq!(log.quiet, 2);
+        log.log(0, "WAL sync", "disk full, sync");
+        assert_eq!(quiet(&log, "storage"), Some(2));
+        assert_eq!(quiet(&log, "WAL sync"), Some(1));
         log.log(0, "storage", "page 7: bad checksum");
-        assert_eq!(log.quiet, 0);
+        assert_eq!(quiet(&log, "storage"), Some(0));
         assert_eq!(
-            log.last.as_ref().map(|(t, _)| t.as_str()),
+            log.kinds.get("storage").map(|l| l.text.as_str()),
             Some("page 7: bad checksum")
         );
     }
