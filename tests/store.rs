@@ -1076,7 +1076,8 @@ fn corruption_is_named_never_served_and_recovered_around() {
 /// test skips, saying why, where it cannot mount one): writes fail with an
 /// `-ERR` naming the WAL file and the cause, on a connection that stays
 /// open; reads go on answering, acknowledged keys included; once space is
-/// freed writes succeed again; and after `kill -9` every key that got
+/// freed writes succeed again (also after a value's overflow chain met the
+/// full disk in the data file); and after `kill -9` every key that got
 /// `+OK` reads back.
 #[test]
 fn a_full_disk_fails_writes_with_errors_keeps_reads_and_loses_nothing() {
@@ -1168,6 +1169,39 @@ fn a_full_disk_fails_writes_with_errors_keeps_reads_and_loses_nothing() {
     for i in 0..30 {
         let key = format!("after-full{i}");
         assert_eq!(c.run(&format!("SET {key} yes")), ok(), "{key}");
+        acked.push((key, "yes".into()));
+    }
+    // A value big enough for an overflow chain meets the full disk in the
+    // data file (its pages are written at apply): -ERR, and the shard
+    // still takes writes once space is back (it was fenced read-only).
+    let filler = fs.fill_leaving(16 << 10);
+    let big = "z".repeat(20_000);
+    let mut big_errors = 0;
+    for i in 0..9 {
+        match c.run(&format!("SET big{i} {big}")) {
+            R::Simple(s) if s == "OK" => acked.push((format!("big{i}"), big.clone())),
+            R::Err(e) => {
+                assert!(e.contains("No space left on device"), "{e}");
+                big_errors += 1;
+            }
+            other => panic!("SET big{i}: {other:?}"),
+        }
+    }
+    assert!(big_errors > 0, "the big values all fitted");
+    std::fs::remove_file(&filler).expect("remove the filler");
+    for i in 0..30 {
+        let key = format!("after-big{i}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match c.run(&format!("SET {key} yes")) {
+                R::Simple(s) if s == "OK" => break,
+                // The WAL's retry comes on the next round or tick.
+                R::Err(e) if Instant::now() < deadline && e.contains("WAL") => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                other => panic!("SET {key} once space was freed: {other:?}"),
+            }
+        }
         acked.push((key, "yes".into()));
     }
     let log = server.stderr.lock().expect("lock").clone();
