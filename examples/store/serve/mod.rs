@@ -365,15 +365,28 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
 fn report_recovery(index: usize, file: &Path, r: &crate::wal::Recovery) {
     if let Some((first, found, kept)) = r.truncated {
         let segment = crate::shard::wal_dir(file).join(crate::wal::segment_name(first));
-        tracing::error!(
-            target: "store",
-            shard = index,
-            "{}: invalid WAL record at offset {kept} (torn or damaged); cut {} bytes \
-             there, {} later segment(s) removed: the writes from there on are lost",
+        let cut = format!(
+            "{}: invalid WAL record at offset {kept}; cut {} bytes there and removed {} \
+             later segment(s)",
             segment.display(),
             found - kept,
             r.removed.len()
         );
+        match r.damage {
+            // V2: a whole record followed, so this was written whole once.
+            Some(later) => tracing::error!(
+                target: "store",
+                shard = index,
+                "{cut}: damage, not a torn tail (a valid record, LSN {}, follows it): \
+                 the writes from there on, acknowledged ones among them, are lost",
+                later.0
+            ),
+            None => tracing::warn!(
+                target: "store",
+                shard = index,
+                "{cut}: a torn tail (a crash mid-write; nothing valid follows)"
+            ),
+        }
     }
     tracing::info!(
         target: "store",
