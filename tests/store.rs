@@ -776,8 +776,12 @@ fn serve_until_exit(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, St
         }
         thread::sleep(Duration::from_millis(20));
     };
-    // The stderr thread ends at EOF, shortly after the exit.
-    thread::sleep(Duration::from_millis(100));
+    // The stderr thread ends at EOF, shortly after the exit, dropping its
+    // handle on the text.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::sync::Arc::strong_count(&stderr) > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
     let text = stderr.lock().expect("lock").clone();
     (status, text)
 }
