@@ -96,17 +96,9 @@ pub enum Mode {
     Floor,
 }
 
-/// When appended records are made durable, and so when they are acked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Ack only after fdatasync; one sync covers every record appended since
-    /// the last one (group commit).
-    Always,
-    /// Ack after the write; sync at most this often.
-    Interval(Duration),
-    /// Ack after the write; leave syncing to the kernel.
-    Never,
-}
+/// When appended records are made durable, and so when they are acked
+/// (`examples/common/sync_policy.rs`, shared with the store).
+pub use crate::sync_policy::SyncPolicy as FsyncPolicy;
 
 // The flags below are global (accepted before or after the mode) and take
 // a value even when it starts with `-`, so `--depth -1` is refused as a
@@ -295,19 +287,7 @@ fn parse_positive(value: &str) -> Result<usize, String> {
 
 /// `always`, `never` or `interval:MS` (MS > 0).
 pub fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
-    match value {
-        "always" => Ok(FsyncPolicy::Always),
-        "never" => Ok(FsyncPolicy::Never),
-        _ => {
-            let ms = value
-                .strip_prefix("interval:")
-                .ok_or("expected always, never or interval:MS")?;
-            match ms.parse::<u64>() {
-                Ok(ms) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
-                _ => Err("interval needs a positive number of milliseconds".to_owned()),
-            }
-        }
-    }
+    crate::sync_policy::parse(value)
 }
 
 /// A byte count: digits with an optional binary suffix (K, KiB, M, MiB, G, GiB).

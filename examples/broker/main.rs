@@ -31,6 +31,8 @@ mod log;
 mod protocol;
 mod server;
 mod stats;
+#[path = "../common/sync_policy.rs"]
+mod sync_policy;
 #[cfg(test)]
 #[path = "../common/test_dir.rs"]
 mod test_dir;

@@ -15,7 +15,7 @@
 //! ```text
 //! cargo run --example store                     # the demo, in a temp dir
 //! cargo run --example store -- --dir D --keys N --page-size 8192
-//! cargo run --release --example store -- serve --dir D --addr 127.0.0.1:6379 [--shards N] [--sync always|never]
+//! cargo run --release --example store -- serve --dir D --addr 127.0.0.1:6379 [--shards N] [--sync always|interval:MS|never]
 //! ```
 
 mod btree;
@@ -31,6 +31,8 @@ mod pagestore;
 mod resp;
 mod serve;
 mod shard;
+#[path = "../common/sync_policy.rs"]
+mod sync_policy;
 mod table;
 #[cfg(test)]
 #[path = "../common/test_dir.rs"]
@@ -92,8 +94,9 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:6379")]
     addr: String,
     /// `always`: acknowledge writes after the shard's group commit;
+    /// `interval:MS`: after apply, the WAL synced at most MS later;
     /// `never`: after apply (the WAL is synced every 200 ms).
-    #[arg(long, value_enum, default_value_t = serve::SyncMode::Always)]
+    #[arg(long, default_value = "always", value_parser = sync_policy::parse)]
     sync: serve::SyncMode,
     /// Longest bulk string a client may send, in bytes (capped so a
     /// stored value fits the tree's largest value).

@@ -245,16 +245,22 @@ impl Manifest {
     }
 }
 
-/// The newest valid manifest of `file` and the slot it is in.
+/// Each slot of `file` as read: its manifest, or why it is not usable. A
+/// slot past the end of the file or all zeros was never written
+/// ([`SlotError::Missing`]); any other failure is damage (a torn write or a
+/// flipped byte), which the server reports at start.
 ///
 /// # Errors
-/// [`ManifestError::NoValidSlot`] if neither slot is valid (each slot's
-/// reason given), [`ManifestError::Io`] if a slot cannot be read.
-pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), ManifestError> {
+/// [`ManifestError::Io`] if a slot cannot be read.
+pub fn read_slots<S: PageStore>(
+    store: &S,
+    file: &Path,
+) -> Result<Vec<Result<Manifest, SlotError>>, ManifestError> {
     let mut slots = Vec::with_capacity(SLOTS);
     for slot in 0..SLOTS {
         let mut buf = vec![0; SLOT_LEN];
         let read = match store.read_slot(slot, &mut buf) {
+            Ok(()) if buf.iter().all(|&b| b == 0) => Err(SlotError::Missing),
             Ok(()) => Manifest::decode(&buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(SlotError::Missing),
             Err(source) => {
@@ -266,6 +272,17 @@ pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), M
         };
         slots.push(read);
     }
+    Ok(slots)
+}
+
+/// The newest valid manifest of `file` and the slot it is in.
+///
+/// # Errors
+/// [`ManifestError::Version`] if a slot is of another format version,
+/// [`ManifestError::NoValidSlot`] if neither slot is valid (each slot's
+/// reason given), [`ManifestError::Io`] if a slot cannot be read.
+pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), ManifestError> {
+    let slots = read_slots(store, file)?;
     // A slot of another version means the file is of another format: the
     // other slot is not a fallback (its pages are of that format too).
     for m in &slots {
@@ -296,6 +313,23 @@ pub fn load<S: PageStore>(store: &S, file: &Path) -> Result<(Manifest, usize), M
         slot0: reasons.next().unwrap_or(SlotError::Missing),
         slot1: reasons.next().unwrap_or(SlotError::Missing),
     })
+}
+
+/// A new file's first manifest: `m` into slot 0 and zeros into slot 1
+/// (never written, [`read_slots`] says), then a sync. Writing slot 1 now
+/// allocates its blocks, so no later checkpoint's manifest write has to:
+/// on a full disk that write would fail with ENOSPC and leave the shard
+/// read-only (a manifest write that failed may or may not be on disk).
+///
+/// # Errors
+/// [`ManifestError::Io`].
+pub fn create<S: PageStore>(store: &mut S, file: &Path, m: &Manifest) -> Result<(), ManifestError> {
+    let io = |source| ManifestError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    store.write_slot(1, &[0; SLOT_LEN]).map_err(io)?;
+    self::store(store, file, 0, m)
 }
 
 /// Writes `m` into `slot` and syncs.
@@ -368,5 +402,78 @@ mod tests {
             Manifest::decode(&m.encode()),
             Err(SlotError::BadField("page reference"))
         );
+    }
+
+    #[test]
+    fn read_slots_tells_never_written_from_damaged() {
+        use crate::pagestore::FileStore;
+        let dir = crate::test_dir::TempDir::new();
+        let file = dir.file("m.data");
+        let (mut fs, _) = FileStore::open(&file, PageSize::MIN).unwrap();
+        // An empty file: neither slot written.
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(
+            slots,
+            vec![Err(SlotError::Missing), Err(SlotError::Missing)]
+        );
+        // Slot 1 written, slot 0 zeros.
+        store(&mut fs, &file, 1, &sample()).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(slots, vec![Err(SlotError::Missing), Ok(sample())]);
+        assert_eq!(load(&fs, &file).unwrap(), (sample(), 1));
+        // A flipped byte in slot 1: damaged, not missing.
+        let mut bad = sample().encode();
+        bad[300] ^= 1;
+        fs.write_slot(1, &bad).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert_eq!(slots[1], Err(SlotError::BadChecksum));
+        assert!(matches!(
+            load(&fs, &file),
+            Err(ManifestError::NoValidSlot {
+                slot0: SlotError::Missing,
+                slot1: SlotError::BadChecksum,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_new_shard_file_holds_both_slots_allocated() {
+        use crate::shard::{Shard, ShardOptions};
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::test_dir::TempDir::new();
+        let file = dir.file("shard-0.data");
+        let opts = ShardOptions {
+            page_size: PageSize::MIN,
+            layout: ShardLayout {
+                count: 1,
+                index: 0,
+                partitioning: Partitioning::Hash,
+            },
+            wal: crate::wal::WalConfig {
+                segment_bytes: 64 << 10,
+            },
+            cache_bytes: 1 << 20,
+        };
+        drop(Shard::open(&file, opts).unwrap());
+        let meta = std::fs::metadata(&file).unwrap();
+        assert!(
+            meta.len() >= (SLOTS * SLOT_LEN) as u64,
+            "{} bytes",
+            meta.len()
+        );
+        // Blocks, not a hole: a later manifest write allocates nothing.
+        assert!(
+            meta.blocks() * 512 >= (SLOTS * SLOT_LEN) as u64,
+            "{} blocks",
+            meta.blocks()
+        );
+        let (fs, _) = crate::pagestore::FileStore::open(&file, PageSize::MIN).unwrap();
+        let slots = read_slots(&fs, &file).unwrap();
+        assert!(slots[0].is_ok());
+        assert_eq!(slots[1], Err(SlotError::Missing));
+        // And it opens again.
+        drop(fs);
+        assert!(Shard::open(&file, opts).is_ok());
     }
 }

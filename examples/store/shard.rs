@@ -15,7 +15,10 @@
 //! after its LSN, in order: a batch reaches the WAL queue only once it is
 //! wholly applied, and a batch whose application failed part way leaves
 //! the shard read-only until reopened (so does any tree error in a write:
-//! its record is never queued, so a reopen has none of it). Replay is idempotent: records at or below the
+//! its record is never queued, so a reopen has none of it; but not a
+//! failed overflow-chain write of the batch's first op, which leaves the
+//! tree unchanged, so a full disk does not fence the shard). Replay is
+//! idempotent: records at or below the
 //! manifest's LSN are skipped, and LSNs go on past both.
 
 use crate::btree::{MAX_VALUE, ScanBatch, Tree, TreeError, TreeRoot, TreeStats};
@@ -128,7 +131,7 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
                 lsn: 0,
                 layout: opts.layout,
             };
-            manifest::store(&mut store, file, 0, &m)?;
+            manifest::create(&mut store, file, &m)?;
             (m, 0)
         } else {
             manifest::load(&store, file)?
@@ -295,9 +298,14 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
         let record = self.wal.encode(ops)?;
         match apply(&mut self.tree, ops) {
             Ok(found) => Ok((self.wal.push(record)?, found)),
-            Err((_, e)) => {
-                // The tree may hold part of the batch: S1.
-                self.read_only = Some("batch in the tree");
+            Err((at, e)) => {
+                // The tree may hold part of the batch: S1. Except when the
+                // first op failed writing its overflow chain (a full disk):
+                // the only page writes of an apply, made before the leaf
+                // is touched and freed on failure, so nothing changed.
+                if at > 0 || !matches!(e, TreeError::Write { .. }) {
+                    self.read_only = Some("batch in the tree");
+                }
                 Err(self.tree_err(e))
             }
         }

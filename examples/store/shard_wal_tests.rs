@@ -372,3 +372,44 @@ fn a_checkpoint_covers_writes_the_wal_never_synced() {
     let s = Shard::open(&file, opts()).unwrap();
     assert_eq!(dump(&s), model);
 }
+
+#[test]
+fn a_lone_put_whose_overflow_chain_fails_to_write_leaves_the_shard_writable() {
+    let dir = TempDir::new();
+    let file = dir.file("shard");
+    let (inner, new) = FileStore::open(&file, PageSize::MIN).unwrap();
+    let store = super::tests::FailingSlots {
+        inner,
+        fail: false,
+        fail_pages: false,
+    };
+    let wal = FsWalDir::create(&wal_dir(&file)).unwrap();
+    let mut s = Shard::open_with(store, new, &file, wal, opts()).unwrap();
+    let mut model = Model::new();
+    write(&mut s, &mut model, 0, 200);
+    // A full disk: the chain's page write fails before the leaf is
+    // touched (and the chain is freed), so the tree is as it was.
+    s.tree.store_mut().fail_pages = true;
+    let big = vec![7u8; 20_000];
+    assert!(matches!(
+        s.put(T0, b"big", &big),
+        Err(StoreError::Tree {
+            source: TreeError::Write { .. },
+            ..
+        })
+    ));
+    assert_eq!(s.get(T0, b"big").unwrap(), None);
+    assert_eq!(dump(&s), model);
+    // Space again: writes go on, the big value included.
+    s.tree.store_mut().fail_pages = false;
+    s.put(T0, b"big", &big).unwrap();
+    s.put(T0, b"after", b"v").unwrap();
+    model.insert((T0, b"big".to_vec()), big);
+    model.insert((T0, b"after".to_vec()), b"v".to_vec());
+    s.sync_wal().unwrap();
+    s.checkpoint().unwrap();
+    assert_eq!(dump(&s), model);
+    drop(s);
+    let s = Shard::open(&file, opts()).unwrap();
+    assert_eq!(dump(&s), model);
+}

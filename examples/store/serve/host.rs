@@ -1,14 +1,24 @@
 //! The shard side of a worker: the shard as a `resp::Engine`, the
 //! executor over it, and group commit.
 //!
-//! **D1 (`--sync always`):** no reply leaves a shard while it holds a
-//! write that is not durable. A reply produced while the shard is dirty
-//! (it has applied a write since its last `sync_wal`) is held; once per
-//! worker round [`Host::commit`] syncs the WAL once for every write of
-//! the round and releases the held replies (as errors if the sync
-//! failed). So an acknowledged write is durable, and no reader ever sees
-//! a value that a crash could take back. With `--sync never` replies go
-//! out after apply and the WAL is synced on the clock (`NEVER_SYNC`).
+//! **D1 (`--sync always`):** no reply that depends on a write not yet
+//! durable leaves the shard. A reply is held if its command wrote, or if
+//! it read a key (or a range, or a table's count) that a write since the
+//! last successful `sync_wal` changed ([`Unsynced`]); once per worker
+//! round [`Host::commit`] syncs the WAL once for every write of the round
+//! and releases the held replies (as errors if the sync failed). So an
+//! acknowledged write is durable, and no reader ever sees a value that a
+//! crash could take back; a reply that depends on nothing unsynced goes
+//! out at once. While a failed sync is being retried (a full disk: W3
+//! performs it again whole on every commit), writes are refused at once
+//! with the WAL's error, reads of what the failed writes touched wait and
+//! fail with it, and every other read answers; a failed write's `-ERR`
+//! means "not known to be durable": if a retry succeeds later (space
+//! freed), it is. With `--sync interval:MS` and
+//! `--sync never` replies go out after apply and the WAL is synced once
+//! MS (`never`: [`NEVER_SYNC`]) have passed since the last sync, checked
+//! after every round and on every tick, so a write is synced at most MS
+//! plus one tick after it.
 //!
 //! Checkpoints bound the WAL: after `checkpoint_writes` writes, or
 //! `checkpoint_every` after the first write since the last one.
@@ -25,7 +35,7 @@ use crate::resp::value::MAX_TRAILER;
 use crate::shard::Shard;
 use crate::table::TableId;
 use crate::wal::Op;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Longest string a client may store: the value and its trailer fit the
@@ -46,44 +56,192 @@ const SWEEP: usize = 1024;
 /// finds one and clear keeps it exact, so DBSIZE is O(1) after the first.
 #[derive(Debug)]
 pub struct ShardEngine {
+    /// The shard's index (in log lines).
+    index: usize,
     shard: Shard,
     counts: HashMap<TableId, u64>,
     /// A write applied since the last WAL sync.
     dirty: bool,
     /// Writes since the last checkpoint.
     writes: u64,
+    errors: ErrorLog,
+    /// D1 (kept only under `--sync always`): what changed since the last
+    /// successful WAL sync.
+    track: bool,
+    unsynced: Unsynced,
+    /// Since [`ShardEngine::begin`]: the command wrote, or read something
+    /// in `unsynced`.
+    wrote_now: bool,
+    observed: bool,
 }
 
-fn storage(e: StoreError) -> EngineError {
-    match e {
-        StoreError::KeyTooLong { len, max } => EngineError::KeyTooLong { len, max },
-        other => EngineError::Storage(other.to_string()),
+/// D1's record of the writes since the last successful WAL sync: tree keys
+/// put or deleted, and tables cleared. Bounded by one round's writes (it
+/// is emptied by each successful sync, and a failed one refuses writes
+/// until it is retried).
+#[derive(Debug, Default)]
+pub struct Unsynced {
+    keys: BTreeSet<Vec<u8>>,
+    cleared: HashSet<TableId>,
+}
+
+impl Unsynced {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.cleared.is_empty()
+    }
+
+    /// Whether `key` of `db` changed.
+    fn key(&self, db: TableId, key: &[u8]) -> bool {
+        !self.is_empty() && (self.cleared.contains(&db) || self.keys.contains(&db.key(key)))
+    }
+
+    /// Whether a key of `db` from `from` on, up to `to` (exclusive; `None`:
+    /// the table's end), changed.
+    fn range(&self, db: TableId, from: &[u8], to: Option<&[u8]>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        if self.cleared.contains(&db) {
+            return true;
+        }
+        let lo = db.key(from);
+        match to.map(|k| db.key(k)).or_else(|| db.end()) {
+            Some(hi) if lo < hi => self.keys.range(lo..hi).next().is_some(),
+            Some(_) => false,
+            None => self.keys.range(lo..).next().is_some(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.cleared.clear();
+    }
+}
+
+/// How often a repeated storage error is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs storage failures without flooding stderr when they repeat (every
+/// write during a full disk, every read of one bad page): per kind of
+/// failure (`what`), a message is logged when it differs from that kind's
+/// last one, or [`LOG_EVERY`] after it, with how many were not logged in
+/// between.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    kinds: HashMap<&'static str, Logged>,
+}
+
+/// One kind's last logged message, when, and the repeats since.
+#[derive(Debug)]
+struct Logged {
+    text: String,
+    at: Instant,
+    quiet: u64,
+}
+
+impl ErrorLog {
+    pub fn log(&mut self, shard: usize, what: &'static str, text: &str) {
+        let now = Instant::now();
+        let mut quiet = 0;
+        if let Some(last) = self.kinds.get_mut(what) {
+            if last.text == text && now.duration_since(last.at) < LOG_EVERY {
+                last.quiet += 1;
+                return;
+            }
+            quiet = last.quiet;
+        }
+        if quiet > 0 {
+            tracing::error!(target: "store", shard, "{what}: {text} ({quiet} more since the last line)");
+        } else {
+            tracing::error!(target: "store", shard, "{what}: {text}");
+        }
+        self.kinds.insert(
+            what,
+            Logged {
+                text: text.to_owned(),
+                at: now,
+                quiet: 0,
+            },
+        );
     }
 }
 
 impl ShardEngine {
-    pub fn new(shard: Shard) -> Self {
+    pub fn new(index: usize, shard: Shard) -> Self {
         ShardEngine {
+            index,
             shard,
             counts: HashMap::new(),
             dirty: false,
             writes: 0,
+            errors: ErrorLog::default(),
+            track: false,
+            unsynced: Unsynced::default(),
+            wrote_now: false,
+            observed: false,
         }
     }
 
-    fn wrote(&mut self) {
+    /// A command starts (D1's per-command flags).
+    fn begin(&mut self) {
+        self.wrote_now = false;
+        self.observed = false;
+    }
+
+    /// Whether the command since [`ShardEngine::begin`] depends on a
+    /// write not yet durable (D1).
+    fn depends_on_unsynced(&self) -> bool {
+        self.wrote_now || self.observed
+    }
+
+    /// A write of `key` in `db` (`None`: the whole table) was applied.
+    fn wrote(&mut self, db: TableId, key: Option<&[u8]>) {
         self.dirty = true;
+        self.wrote_now = true;
         self.writes += 1;
+        if self.track {
+            match key {
+                Some(k) => {
+                    self.unsynced.keys.insert(db.key(k));
+                }
+                None => {
+                    self.unsynced.cleared.insert(db);
+                }
+            }
+        }
+    }
+
+    /// Every write so far is durable.
+    fn synced(&mut self) {
+        self.dirty = false;
+        self.unsynced.clear();
+    }
+
+    /// A storage failure as the command layer's error (its reply is `-ERR`
+    /// and the message, which names the file and the page or offset),
+    /// logged.
+    fn fail(&mut self, e: StoreError) -> EngineError {
+        match e {
+            StoreError::KeyTooLong { len, max } => EngineError::KeyTooLong { len, max },
+            other => {
+                // One line on the wire whatever the OS's message holds.
+                let text = other.to_string().replace(['\r', '\n'], " ");
+                self.errors.log(self.index, "storage", &text);
+                EngineError::Storage(text)
+            }
+        }
     }
 }
 
 impl Engine for ShardEngine {
     fn get(&mut self, db: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.shard.get(db, key).map_err(storage)
+        self.observed |= self.unsynced.key(db, key);
+        self.shard.get(db, key).map_err(|e| self.fail(e))
     }
 
     fn exists(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
-        self.shard.exists(db, key).map_err(storage)
+        self.observed |= self.unsynced.key(db, key);
+        self.shard.exists(db, key).map_err(|e| self.fail(e))
     }
 
     fn put(&mut self, db: TableId, key: &[u8], value: Vec<u8>) -> Result<(), EngineError> {
@@ -91,9 +249,10 @@ impl Engine for ShardEngine {
             return Err(EngineError::ValueTooLarge);
         }
         // K1: only a counted table pays for the lookup.
-        let new = self.counts.contains_key(&db) && !self.shard.exists(db, key).map_err(storage)?;
-        self.shard.put(db, key, &value).map_err(storage)?;
-        self.wrote();
+        let new = self.counts.contains_key(&db)
+            && !self.shard.exists(db, key).map_err(|e| self.fail(e))?;
+        self.shard.put(db, key, &value).map_err(|e| self.fail(e))?;
+        self.wrote(db, Some(key));
         if let (true, Some(n)) = (new, self.counts.get_mut(&db)) {
             *n += 1;
         }
@@ -101,9 +260,9 @@ impl Engine for ShardEngine {
     }
 
     fn delete(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
-        let found = self.shard.delete(db, key).map_err(storage)?;
+        let found = self.shard.delete(db, key).map_err(|e| self.fail(e))?;
         if found {
-            self.wrote();
+            self.wrote(db, Some(key));
             if let Some(n) = self.counts.get_mut(&db) {
                 *n = n.saturating_sub(1);
             }
@@ -112,7 +271,11 @@ impl Engine for ShardEngine {
     }
 
     fn scan(&mut self, db: TableId, start: &[u8], limit: usize) -> Result<ScanBatch, EngineError> {
-        let s = self.shard.scan(db, start, limit.max(1)).map_err(storage)?;
+        let s = self
+            .shard
+            .scan(db, start, limit.max(1))
+            .map_err(|e| self.fail(e))?;
+        self.observed |= self.unsynced.range(db, start, s.resume.as_deref());
         Ok(ScanBatch {
             entries: s.entries,
             resume: s.resume,
@@ -124,7 +287,7 @@ impl Engine for ShardEngine {
         // K1: recounted if a batch fails part way.
         self.counts.remove(&db);
         loop {
-            let batch = self.shard.scan(db, b"", SWEEP).map_err(storage)?;
+            let batch = self.shard.scan(db, b"", SWEEP).map_err(|e| self.fail(e))?;
             if batch.entries.is_empty() {
                 return Ok(());
             }
@@ -133,8 +296,8 @@ impl Engine for ShardEngine {
                 .iter()
                 .map(|(key, _)| Op::Delete { table: db, key })
                 .collect();
-            self.shard.write_batch(&ops).map_err(storage)?;
-            self.wrote();
+            self.shard.write_batch(&ops).map_err(|e| self.fail(e))?;
+            self.wrote(db, None);
             if batch.resume.is_none() {
                 self.counts.insert(db, 0);
                 return Ok(());
@@ -144,6 +307,7 @@ impl Engine for ShardEngine {
 
     /// `db`'s key count (K1: a scan the first time).
     fn len(&mut self, db: TableId) -> Result<u64, EngineError> {
+        self.observed |= self.unsynced.range(db, b"", None);
         if let Some(n) = self.counts.get(&db) {
             return Ok(*n);
         }
@@ -155,11 +319,14 @@ impl Engine for ShardEngine {
 
 impl ShardEngine {
     /// Counts `db`'s keys with a scan.
-    fn count(&self, db: TableId) -> Result<u64, EngineError> {
+    fn count(&mut self, db: TableId) -> Result<u64, EngineError> {
         let mut n = 0u64;
         let mut start = Vec::new();
         loop {
-            let batch = self.shard.scan(db, &start, SWEEP).map_err(storage)?;
+            let batch = self
+                .shard
+                .scan(db, &start, SWEEP)
+                .map_err(|e| self.fail(e))?;
             n += batch.entries.len() as u64;
             match batch.resume {
                 Some(k) => start = k,
@@ -199,7 +366,13 @@ impl<O> Host<O> {
     ) -> Self {
         Host {
             index,
-            exec: Executor::new(ShardEngine::new(shard), server),
+            exec: Executor::new(
+                ShardEngine {
+                    track: sync == SyncMode::Always,
+                    ..ShardEngine::new(index, shard)
+                },
+                server,
+            ),
             sync,
             policy,
             held: Vec::new(),
@@ -212,8 +385,9 @@ impl<O> Host<O> {
     /// [`Host::commit`].
     pub fn run(&mut self, origin: O, db: u32, req: Request, now_ms: i64) -> Option<(O, Reply)> {
         let mut session = Session::in_db(db);
+        self.exec.engine_mut().begin();
         let reply = self.exec.execute(&mut session, req, now_ms);
-        if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
+        if self.sync == SyncMode::Always && self.exec.engine_mut().depends_on_unsynced() {
             self.held.push((origin, reply));
             return None;
         }
@@ -226,38 +400,66 @@ impl<O> Host<O> {
     }
 
     /// Group commit (`--sync always`, once per round): syncs the WAL if
-    /// anything was written and returns the replies it held.
+    /// anything was written and returns the replies it held. Under the
+    /// other policies, a time-driven sync if one is due.
     pub fn commit(&mut self) -> Vec<(O, Reply)> {
-        if self.sync == SyncMode::Always && self.exec.engine_mut().dirty {
-            if let Err(e) = self.sync_wal() {
-                let text = format!("ERR write not durable: {e}");
+        if self.sync == SyncMode::Always {
+            if self.exec.engine_mut().dirty
+                && let Err(e) = self.sync_wal()
+            {
+                let index = self.index;
+                let why = e.to_string().replace(['\r', '\n'], " ");
+                self.exec.engine_mut().errors.log(index, "WAL sync", &why);
+                let text = format!("ERR write not durable: {why}");
                 for (_, reply) in &mut self.held {
                     *reply = Reply::error(text.clone());
                 }
             }
+        } else {
+            self.timed_sync();
         }
         self.maybe_checkpoint();
         std::mem::take(&mut self.held)
     }
 
-    /// The clock: `--sync never` syncs now and then; checkpoints by time.
+    /// The clock: `--sync interval:MS` and `never` sync when due;
+    /// checkpoints by time.
     pub fn tick(&mut self) {
-        if self.sync == SyncMode::Never
-            && self.exec.engine_mut().dirty
-            && self.last_sync.elapsed() >= NEVER_SYNC
-        {
+        self.timed_sync();
+        self.maybe_checkpoint();
+    }
+
+    /// How long written records may stay unsynced: `None` under `always`
+    /// (each round's commit syncs them).
+    fn sync_period(&self) -> Option<Duration> {
+        match self.sync {
+            SyncMode::Always => None,
+            SyncMode::Interval(every) => Some(every),
+            SyncMode::Never => Some(NEVER_SYNC),
+        }
+    }
+
+    /// Syncs the WAL if something is unsynced and the period has passed
+    /// since the last sync (a failure is logged; the WAL refuses writes
+    /// until the next due sync retries it, W3).
+    fn timed_sync(&mut self) {
+        let Some(period) = self.sync_period() else {
+            return;
+        };
+        if self.exec.engine_mut().dirty && self.last_sync.elapsed() >= period {
             if let Err(e) = self.sync_wal() {
-                tracing::error!(target: "store", shard = self.index, "WAL sync: {e}");
+                let index = self.index;
+                let why = e.to_string();
+                self.exec.engine_mut().errors.log(index, "WAL sync", &why);
             }
         }
-        self.maybe_checkpoint();
     }
 
     fn sync_wal(&mut self) -> Result<(), StoreError> {
         self.last_sync = Instant::now();
         let engine = self.exec.engine_mut();
         engine.shard.sync_wal()?;
-        engine.dirty = false;
+        engine.synced();
         Ok(())
     }
 
@@ -275,7 +477,7 @@ impl<O> Host<O> {
                 engine.writes = 0;
                 tracing::debug!(target: "store", shard = self.index, "checkpoint {seq}");
             }
-            Err(e) => tracing::error!(target: "store", shard = self.index, "checkpoint: {e}"),
+            Err(e) => engine.errors.log(self.index, "checkpoint", &e.to_string()),
         }
     }
 }
@@ -344,6 +546,63 @@ mod tests {
     }
 
     #[test]
+    fn always_holds_only_replies_that_depend_on_an_unsynced_write() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Always, 1_000_000);
+        assert_eq!(h.run(1, 0, req("SET a 1"), 0), None);
+        assert!(h.commit().len() == 1);
+        assert_eq!(h.run(2, 0, req("SET k v"), 0), None);
+        // Nothing unsynced in what these read: answered at once.
+        assert_eq!(
+            h.run(3, 0, req("GET a"), 0),
+            Some((3, Reply::Bulk(b"1".to_vec())))
+        );
+        assert_eq!(
+            h.run(4, 0, req("EXISTS b"), 0),
+            Some((4, Reply::Integer(0)))
+        );
+        assert_eq!(h.run(5, 1, req("DBSIZE"), 0), Some((5, Reply::Integer(0))));
+        assert!(h.run(6, 0, req("SCAN 0 MATCH zz COUNT 1"), 0).is_some());
+        // These read k, its range or its table's count: held.
+        assert_eq!(h.run(7, 0, req("EXISTS k"), 0), None);
+        assert_eq!(h.run(8, 0, req("DBSIZE"), 0), None);
+        assert_eq!(h.run(9, 0, req("SCAN 0"), 0), None);
+        // SET NX reads k and writes nothing: held too.
+        assert_eq!(h.run(10, 0, req("SET k w NX"), 0), None);
+        let released: Vec<u32> = h.commit().into_iter().map(|(o, _)| o).collect();
+        assert_eq!(released, vec![2, 7, 8, 9, 10]);
+        // Synced: nothing is held.
+        assert!(h.run(11, 0, req("DBSIZE"), 0).is_some());
+        // A cleared table is unsynced as a whole.
+        assert_eq!(h.run(12, 0, req("FLUSHDB"), 0), None);
+        assert_eq!(h.run(13, 0, req("GET zzz"), 0), None);
+        assert!(h.run(14, 1, req("GET zzz"), 0).is_some());
+        assert_eq!(h.commit().len(), 2);
+        assert!(h.exec.engine_mut().unsynced.is_empty());
+    }
+
+    #[test]
+    fn unsynced_ranges_are_bounded_by_the_table_and_never_panic() {
+        let mut u = Unsynced::default();
+        assert!(!u.range(TableId(0), b"", None));
+        u.keys.insert(TableId(1).key(b"m"));
+        assert!(u.range(TableId(1), b"", None));
+        assert!(u.range(TableId(1), b"a", Some(b"n")));
+        assert!(!u.range(TableId(1), b"a", Some(b"m")));
+        assert!(!u.range(TableId(1), b"n", None));
+        assert!(!u.range(TableId(0), b"", None));
+        assert!(!u.range(TableId(2), b"", None));
+        // An inverted or empty range is empty, not a panic.
+        assert!(!u.range(TableId(1), b"z", Some(b"a")));
+        assert!(!u.range(TableId(1), b"m", Some(b"m")));
+        assert!(!u.range(TableId(u32::MAX), b"", None));
+        u.cleared.insert(TableId(u32::MAX));
+        assert!(u.range(TableId(u32::MAX), b"x", None));
+        assert!(u.key(TableId(u32::MAX), b"x"));
+        assert!(!u.key(TableId(0), b"m"));
+    }
+
+    #[test]
     fn never_answers_after_apply_and_the_tick_syncs() {
         let dir = TempDir::new();
         let mut h = host(&dir, SyncMode::Never, 1_000_000);
@@ -352,6 +611,35 @@ mod tests {
         std::thread::sleep(NEVER_SYNC);
         h.tick();
         assert!(!h.exec.engine_mut().dirty);
+    }
+
+    #[test]
+    fn interval_answers_after_apply_and_syncs_once_the_interval_passed() {
+        let dir = TempDir::new();
+        let every = Duration::from_millis(300);
+        let mut h = host(&dir, SyncMode::Interval(every), 1_000_000);
+        // Synced at open, so the first write waits for its interval.
+        h.last_sync = Instant::now();
+        assert_eq!(h.run(1, 0, req("SET k v"), 0), Some((1, Reply::OK)));
+        assert_eq!(
+            h.run(2, 0, req("GET k"), 0),
+            Some((2, Reply::Bulk(b"v".to_vec())))
+        );
+        assert!(h.commit().is_empty());
+        h.tick();
+        assert!(h.exec.engine_mut().dirty, "synced before its interval");
+        let (_, durable) = h.exec.engine_mut().shard.wal_state();
+        assert_eq!(durable.0, 0);
+        std::thread::sleep(every);
+        // Due: the round's commit syncs it (the tick would too).
+        assert!(h.commit().is_empty());
+        assert!(!h.exec.engine_mut().dirty);
+        let (_, durable) = h.exec.engine_mut().shard.wal_state();
+        assert_eq!(durable.0, 1);
+        // The next write again waits for its interval.
+        assert_eq!(h.run(3, 0, req("SET k w"), 0), Some((3, Reply::OK)));
+        h.tick();
+        assert!(h.exec.engine_mut().dirty);
     }
 
     #[test]
@@ -378,6 +666,26 @@ mod tests {
         // The write count triggers a checkpoint on the next commit.
         h.commit();
         assert_eq!(h.exec.engine_mut().writes, 0);
+    }
+
+    #[test]
+    fn a_repeated_error_is_logged_once_then_counted() {
+        let mut log = ErrorLog::default();
+        let quiet = |log: &ErrorLog, what| log.kinds.get(what).map(|l| l.quiet);
+        log.log(0, "storage", "disk full");
+        log.log(0, "storage", "disk full");
+        // Another kind interleaved does not end the storage run.
+        log.log(0, "WAL sync", "disk full, sync");
+        log.log(0, "storage", "disk full");
+        log.log(0, "WAL sync", "disk full, sync");
+        assert_eq!(quiet(&log, "storage"), Some(2));
+        assert_eq!(quiet(&log, "WAL sync"), Some(1));
+        log.log(0, "storage", "page 7: bad checksum");
+        assert_eq!(quiet(&log, "storage"), Some(0));
+        assert_eq!(
+            log.kinds.get("storage").map(|l| l.text.as_str()),
+            Some("page 7: bad checksum")
+        );
     }
 
     #[test]

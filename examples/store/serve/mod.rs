@@ -22,7 +22,8 @@ mod conn;
 mod host;
 mod info;
 
-use crate::manifest::{Partitioning, ShardLayout};
+use crate::error::StoreError;
+use crate::manifest::{ManifestError, Partitioning, ShardLayout, SlotError};
 use crate::page::PageSize;
 use crate::pagestore::FileStore;
 use crate::resp::admin::ServerInfo;
@@ -48,14 +49,11 @@ pub use host::{CheckpointPolicy, MAX_STRING};
 /// delivery is.
 const TICK: Duration = Duration::from_millis(10);
 
-/// When writes are acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SyncMode {
-    /// After the shard's group commit (one WAL sync per worker round).
-    Always,
-    /// After apply (the WAL is synced every 200 ms).
-    Never,
-}
+/// When writes are acknowledged (`--sync`, the broker's syntax):
+/// `always` after the shard's group commit (one WAL sync per worker
+/// round); `interval:MS` after apply, the WAL synced at most MS (plus a
+/// tick) after the write; `never` after apply, synced every 200 ms.
+pub use crate::sync_policy::SyncPolicy as SyncMode;
 
 /// What `serve` needs from the command line.
 #[derive(Clone, Debug)]
@@ -247,11 +245,17 @@ impl Node {
             },
             cache_bytes: self.cfg.cache_bytes / self.shards.max(1),
         };
-        Shard::open(&file, opts).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "{e} (pass the --shards and --page-size the directory was made with)"
-            ))
-        })
+        let shard = Shard::open(&file, opts).map_err(|e| {
+            let hint = match &e {
+                StoreError::Manifest(
+                    ManifestError::PageSize { .. } | ManifestError::Layout { .. },
+                ) => " (pass the --shards and --page-size the directory was made with)",
+                _ => "",
+            };
+            Error::InvalidConfig(format!("{e}{hint}"))
+        })?;
+        report_recovery(self.index, &file, shard.recovery());
+        Ok(shard)
     }
 
     fn network(&self) -> Result<(Option<NetworkWorker>, Vec<NetClient>)> {
@@ -358,6 +362,86 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
     }
 }
 
+/// Logs what opening shard `index`'s WAL repaired: a cut names the
+/// segment file and the offset of the first invalid record (a torn tail
+/// from a crash mid-write, or damage: the records from there on are gone).
+fn report_recovery(index: usize, file: &Path, r: &crate::wal::Recovery) {
+    if let Some((first, found, kept)) = r.truncated {
+        let segment = crate::shard::wal_dir(file).join(crate::wal::segment_name(first));
+        let cut = format!(
+            "{}: invalid WAL record at offset {kept}; cut {} bytes there and removed {} \
+             later segment(s)",
+            segment.display(),
+            found - kept,
+            r.removed.len()
+        );
+        match r.damage {
+            // V2: a whole record followed, so this was written whole once.
+            Some(later) => tracing::error!(
+                target: "store",
+                shard = index,
+                "{cut}: damage, not a torn tail (a valid record, LSN {}, follows it): \
+                 the writes from there on, acknowledged ones among them, are lost",
+                later.0
+            ),
+            None => tracing::warn!(
+                target: "store",
+                shard = index,
+                "{cut}: a torn tail (a crash mid-write; nothing valid follows)"
+            ),
+        }
+    }
+    tracing::info!(
+        target: "store",
+        shard = index,
+        "{}: opened ({} WAL records, {} replayed)",
+        file.display(),
+        r.records,
+        r.replayed
+    );
+}
+
+/// Reads both manifest slots of each existing shard file before any
+/// worker starts: a damaged slot is logged (the file, the slot and its
+/// bytes, why, and the checkpoint the other slot opens at), and a file
+/// with neither slot valid is refused, naming both reasons.
+///
+/// # Errors
+/// A file cannot be opened or has no valid manifest.
+fn check_manifests(dir: &Path, shards: usize, page_size: PageSize) -> Result<(), ServeError> {
+    for index in 0..shards {
+        let file = dir.join(format!("shard-{index}.data"));
+        match std::fs::metadata(&file) {
+            Ok(m) if m.len() > 0 => {}
+            _ => continue,
+        }
+        let (store, _) = FileStore::open(&file, page_size).map_err(|source| ServeError::Open {
+            file: file.clone(),
+            source,
+        })?;
+        let slots = crate::manifest::read_slots(&store, &file)?;
+        let (newest, _) = crate::manifest::load(&store, &file)?;
+        for (slot, read) in slots.iter().enumerate() {
+            if let Err(why) = read
+                && *why != SlotError::Missing
+            {
+                let at = slot * crate::pagestore::SLOT_LEN;
+                tracing::error!(
+                    target: "store",
+                    shard = index,
+                    "{}: manifest slot {slot} (bytes {at}..{}) is damaged: {why}; \
+                     opening at checkpoint {} (LSN {}) from the other slot",
+                    file.display(),
+                    at + crate::pagestore::SLOT_LEN,
+                    newest.tree.seq,
+                    newest.lsn
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The shard count the store in `dir` records (shard 0's newest
 /// manifest), `None` for a new directory.
 ///
@@ -415,17 +499,18 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         _ => {}
     }
     let pool = WorkerPool::new()?;
-    let mode = pool.plan().network_mode;
-    let io = pool.start_io()?;
     let shards = cfg
         .shards
         .or(recorded)
         .unwrap_or(pool.app_plan().app_workers.len().max(1));
+    check_manifests(&cfg.dir, shards, cfg.page_size)?;
+    let mode = pool.plan().network_mode;
+    let io = pool.start_io()?;
     let server = ServerInfo {
         port: addr.port(),
         pid: std::process::id(),
         started_ms: now_ms(),
-        appendonly: cfg.sync == SyncMode::Always,
+        appendonly: cfg.sync != SyncMode::Never,
         max_bulk: cfg.max_bulk,
     };
     let (io2, cfg2) = (io.clone(), cfg.clone());
@@ -440,7 +525,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     crate::mesh::wire(&mut group)?;
     let local = crate::mesh::listen(&mut group, mode, &io, addr)?;
     println!(
-        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {:?})",
+        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {})",
         cfg.dir.display(),
         cfg.sync
     );

@@ -9,6 +9,9 @@
 //! replayed. **V1:** the kept records are exactly the longest valid prefix
 //! of the WAL, so a torn tail, a flipped byte or a stale record (a good
 //! checksum but the wrong LSN) all end it at the last whole record before.
+//! **V2:** a cut is reported as damage ([`Recovery::damage`]) when a valid
+//! record with a later LSN follows it, which a crash mid-write never
+//! leaves, so the log can say that acknowledged writes were lost.
 
 use super::Segment;
 use super::error::WalError;
@@ -32,7 +35,18 @@ pub struct Recovery {
     /// Segments removed: after a cut, or wholly covered by the checkpoint
     /// when the WAL ends before it.
     pub removed: Vec<Lsn>,
+    /// Damage, not a torn tail: the LSN of a valid record found past the
+    /// cut (in the cut segment, within [`PROBE`] bytes, or a later
+    /// segment's first). Records from the cut up to it were once written
+    /// whole, so acknowledged writes are among the lost; a crash mid-write
+    /// leaves nothing valid after its torn record. (A stored value that
+    /// holds the bytes of a valid record could pass for one after a torn
+    /// tail: only the report overstates, nothing is replayed from it.)
+    pub damage: Option<Lsn>,
 }
+
+/// How far past a cut recovery looks for a valid record (V2).
+pub const PROBE: u64 = 16 << 20;
 
 /// The WAL as recovery leaves it.
 pub(super) struct Recovered {
@@ -132,6 +146,35 @@ fn scan<F: WalFile, E: From<WalError>>(
     })
 }
 
+/// **V2:** the first valid record in `(cut, end)` (within [`PROBE`]
+/// bytes of the cut) whose LSN is past `next` (the cut record's), if any:
+/// evidence that the cut is damage rather than a torn tail. Bounded: one
+/// read of at most `PROBE` bytes, one header check per byte, and a
+/// checksum only for a header whose LSN and length fit.
+fn probe<F: WalFile>(file: &F, cut: u64, end: u64, next: Lsn) -> io::Result<Option<Lsn>> {
+    let from = cut + 1;
+    let to = end.min(cut.saturating_add(PROBE));
+    if to <= from || to - from < HEADER as u64 {
+        return Ok(None);
+    }
+    let mut buf = vec![0; (to - from) as usize];
+    file.read_exact_at(from, &mut buf)?;
+    // No more records can follow than there are headers' worth of bytes.
+    let most = next.0.saturating_add(buf.len() as u64 / HEADER as u64);
+    for at in 0..=buf.len() - HEADER {
+        let Some(head) = buf[at..at + HEADER].try_into().ok().and_then(Header::parse) else {
+            continue;
+        };
+        if head.lsn <= next || head.lsn.0 > most || head.total() > (buf.len() - at) as u64 {
+            continue;
+        }
+        if record::decode(&head, &buf[at..at + head.total() as usize]).is_some() {
+            return Ok(Some(head.lsn));
+        }
+    }
+    Ok(None)
+}
+
 /// Recovers the WAL in `dir` for a checkpoint covering every LSN up to
 /// `after`; see the module docs. Leaves at least one segment (creating
 /// one at the next LSN if none is usable), with every repair synced.
@@ -181,6 +224,9 @@ pub(super) fn recover<D: WalDir, E: From<WalError>>(
         });
         end = Some(s.next);
         if s.valid < s.found {
+            recovery.damage = probe(&file, s.valid, s.found, s.next)
+                .map_err(io_err("read", &path, s.valid))?
+                .or_else(|| firsts.get(i + 1).copied());
             file.truncate(s.valid)
                 .map_err(io_err("truncate", &path, s.valid))?;
             file.sync_data().map_err(io_err("sync", &path, s.valid))?;

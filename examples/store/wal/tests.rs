@@ -138,6 +138,7 @@ fn a_torn_tail_at_every_byte_is_cut_back_to_the_last_whole_record() {
         assert_eq!(got, expect(1, 4), "cut at {cut}");
         let torn = (cut > last).then_some((Lsn(1), cut as u64, last as u64));
         assert_eq!(rec.truncated, torn, "cut at {cut}");
+        assert_eq!(rec.damage, None, "a torn tail is no damage: cut at {cut}");
         assert_eq!(fs::metadata(&file).unwrap().len(), last as u64);
         // The next record takes the torn one's LSN and place.
         assert_eq!(wal.append(&ops(&batch(5))).unwrap(), Lsn(5));
@@ -160,6 +161,9 @@ fn a_flipped_byte_anywhere_cuts_at_the_record_holding_it() {
         assert_eq!(got, expect(1, hit as u64), "byte {at}");
         let kept = starts[hit];
         assert_eq!(rec.truncated, Some((Lsn(1), good.len() as u64, kept)));
+        // V2: damage when a whole record follows (not in the last one).
+        let next = (hit < 4).then_some(Lsn(hit as u64 + 2));
+        assert_eq!(rec.damage, next, "byte {at}");
         assert_eq!(fs::metadata(&file).unwrap().len(), kept, "byte {at}");
     }
 }
@@ -174,6 +178,7 @@ fn a_zero_tail_is_cut_and_never_replayed() {
     let (_, rec, got) = open(&dir.0, 1 << 20, 0).unwrap();
     assert_eq!(got, expect(1, 5));
     assert_eq!(rec.truncated.map(|t| t.2), Some(starts[5]));
+    assert_eq!(rec.damage, None);
 }
 
 #[test]
@@ -191,6 +196,7 @@ fn damage_in_a_middle_segment_removes_the_later_ones() {
     let (mut wal, rec, got) = open(&dir.0, 2048, 0).unwrap();
     assert_eq!(got, expect(1, mid.0 - 1));
     assert_eq!(rec.truncated.map(|t| (t.0, t.2)), Some((mid, 0)));
+    assert!(rec.damage.is_some_and(|l| l > mid), "{:?}", rec.damage);
     let later: Vec<Lsn> = firsts.iter().copied().filter(|&f| f > mid).collect();
     assert_eq!(rec.removed, later);
     for f in &later {
