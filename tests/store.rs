@@ -574,7 +574,8 @@ fn check_round(c: &mut Client, round: usize, acked: usize, sample: Option<(&mut 
 /// rounds'. Each round picks its kill point (after a random number of
 /// acknowledged SETs, 0 to 18000 of 20000, then a random 0-3 ms, so the
 /// kill lands mid-pipeline: in a round's apply, its sync, between the
-/// two) and its checkpoint cadence (so kills land in checkpoints too).
+/// two), its checkpoint cadence (so kills land in checkpoints too) and
+/// where its group commits run (`--wal-io shard` or `storage`).
 ///
 /// Soak mode: `STORE_SOAK=100 cargo test --test store kill_9` runs 100
 /// rounds (any count from 20); `STORE_SEED=N` replays a failing run's
@@ -600,7 +601,11 @@ fn kill_9_at_random_points_loses_no_acknowledged_write() {
     let mut acked: Vec<usize> = Vec::new();
     for round in 0..rounds {
         let checkpoint = ["50", "700", "5000", "100000"][rng.below(4) as usize];
-        let server = Server::start(&dir.0, &["--checkpoint-writes", checkpoint]);
+        let wal_io = ["shard", "storage"][rng.below(2) as usize];
+        let server = Server::start(
+            &dir.0,
+            &["--checkpoint-writes", checkpoint, "--wal-io", wal_io],
+        );
         let mut c = server.client();
         if let Some(&last) = acked.last() {
             check_round(&mut c, round - 1, last, None);
@@ -615,7 +620,10 @@ fn kill_9_at_random_points_loses_no_acknowledged_write() {
             then: Duration::from_micros(rng.below(3000)),
         };
         let n = set_until_killed(server, round, at);
-        eprintln!("round {round}: checkpoint every {checkpoint}, {at:?}: {n} acknowledged");
+        eprintln!(
+            "round {round}: checkpoint every {checkpoint}, WAL I/O on the {wal_io}, {at:?}: \
+             {n} acknowledged"
+        );
         acked.push(n);
     }
     let server = Server::start(&dir.0, &[]);
@@ -1089,12 +1097,22 @@ fn corruption_is_named_never_served_and_recovered_around() {
 /// `+OK` reads back.
 #[test]
 fn a_full_disk_fails_writes_with_errors_keeps_reads_and_loses_nothing() {
+    full_disk("shard");
+}
+
+#[test]
+fn a_full_disk_with_the_wal_on_the_storage_worker_loses_nothing() {
+    full_disk("storage");
+}
+
+/// The disk-full test with `--wal-io wal_io`.
+fn full_disk(wal_io: &str) {
     let Some(fs) = loop_fs::LoopFs::mount_or_skip("store-enospc", 32) else {
         return;
     };
     let dir = fs.dir.0.join("store");
     // Checkpoints every 200 writes: some meet the full disk too.
-    let opts = ["--checkpoint-writes", "200"];
+    let opts = ["--checkpoint-writes", "200", "--wal-io", wal_io];
     let server = Server::start(&dir, &opts);
     let mut c = server.client();
     set_marked(&mut c, "pre", 300);

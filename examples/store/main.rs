@@ -98,6 +98,11 @@ struct ServeArgs {
     /// `never`: after apply (the WAL is synced every 200 ms).
     #[arg(long, default_value = "always", value_parser = sync_policy::parse)]
     sync: serve::SyncMode,
+    /// Where each shard's WAL group commits run: `shard` (its own thread:
+    /// write, fdatasync) or `storage` (a storage I/O worker, while the
+    /// shard goes on applying commands).
+    #[arg(long, value_enum, default_value_t = serve::WalIoMode::Shard)]
+    wal_io: serve::WalIoMode,
     /// Longest bulk string a client may send, in bytes (capped so a
     /// stored value fits the tree's largest value).
     #[arg(long, default_value_t = 512 << 20)]
@@ -125,6 +130,7 @@ impl ServeArgs {
             shards: self.shards.map(|n| n as usize),
             addr: self.addr.clone(),
             sync: self.sync,
+            wal_io: self.wal_io,
             max_bulk: self.max_bulk.min(serve::MAX_STRING),
             page_size: page::PageSize::new(self.page_size)?,
             checkpoint: serve::CheckpointPolicy {

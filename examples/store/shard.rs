@@ -323,6 +323,38 @@ impl<S: PageStore, D: WalDir> Shard<S, D> {
         Ok(self.wal.sync()?)
     }
 
+    /// Deferred group commit (`--wal-io storage`): everything queued in
+    /// the WAL as one [`crate::wal::WalIo`] to perform elsewhere, then
+    /// report with [`Shard::complete_wal_io`]; `None` if nothing is queued
+    /// or one is out (W3).
+    pub fn take_wal_io(&mut self) -> Option<crate::wal::WalIo> {
+        self.wal.take_io()
+    }
+
+    /// The [`crate::wal::WalIo`] from [`Shard::take_wal_io`] was performed
+    /// with `result`: on success returns the durable LSN; on failure the
+    /// WAL keeps it to perform again first, as [`Shard::sync_wal`] does.
+    ///
+    /// # Errors
+    /// `result`'s error.
+    pub fn complete_wal_io(
+        &mut self,
+        io: crate::wal::WalIo,
+        result: Result<(), crate::wal::WalError>,
+    ) -> Result<Lsn, StoreError> {
+        Ok(self.wal.complete(io, result)?)
+    }
+
+    /// The LSN of the last write applied.
+    pub fn last_lsn(&self) -> Lsn {
+        self.wal.last_lsn()
+    }
+
+    /// The first LSNs of the WAL's segment files, oldest first.
+    pub fn wal_segments(&self) -> Vec<Lsn> {
+        self.wal.segment_firsts()
+    }
+
     /// What opening the WAL found: records, replayed batches, repairs.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery

@@ -24,6 +24,7 @@
 //! `checkpoint_every` after the first write since the last one.
 
 use super::SyncMode;
+use super::wal_disk::WalDisk;
 use crate::btree::MAX_VALUE;
 use crate::error::StoreError;
 use crate::resp::admin::ServerInfo;
@@ -35,7 +36,8 @@ use crate::resp::value::MAX_TRAILER;
 use crate::shard::Shard;
 use crate::table::TableId;
 use crate::wal::Op;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use shared_nothing::io::StorageCompletion;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Longest string a client may store: the value and its trailer fit the
@@ -60,29 +62,31 @@ pub struct ShardEngine {
     index: usize,
     shard: Shard,
     counts: HashMap<TableId, u64>,
-    /// A write applied since the last WAL sync.
-    dirty: bool,
+    /// The LSN of the last write applied that changed something, and the
+    /// WAL's durable LSN as last reported: the shard is dirty while the
+    /// first is past the second.
+    last_write: u64,
+    durable: u64,
     /// Writes since the last checkpoint.
     writes: u64,
     errors: ErrorLog,
-    /// D1 (kept only under `--sync always`): what changed since the last
-    /// successful WAL sync.
+    /// D1 (kept only under `--sync always`): what changed past `durable`.
     track: bool,
     unsynced: Unsynced,
-    /// Since [`ShardEngine::begin`]: the command wrote, or read something
-    /// in `unsynced`.
-    wrote_now: bool,
-    observed: bool,
+    /// Since [`ShardEngine::begin`]: the LSN the command's reply depends
+    /// on (its own writes', and those of unsynced changes it read).
+    need: u64,
 }
 
-/// D1's record of the writes since the last successful WAL sync: tree keys
-/// put or deleted, and tables cleared. Bounded by one round's writes (it
-/// is emptied by each successful sync, and a failed one refuses writes
-/// until it is retried).
+/// D1's record of the writes not yet durable: tree keys put or deleted,
+/// and tables cleared, each with the LSN of its last such write. Bounded by
+/// the writes of a round or two (entries at or below the durable LSN go
+/// with each successful sync, and a failed one refuses writes until it is
+/// retried).
 #[derive(Debug, Default)]
 pub struct Unsynced {
-    keys: BTreeSet<Vec<u8>>,
-    cleared: HashSet<TableId>,
+    keys: BTreeMap<Vec<u8>, u64>,
+    cleared: HashMap<TableId, u64>,
 }
 
 impl Unsynced {
@@ -90,31 +94,40 @@ impl Unsynced {
         self.keys.is_empty() && self.cleared.is_empty()
     }
 
-    /// Whether `key` of `db` changed.
-    fn key(&self, db: TableId, key: &[u8]) -> bool {
-        !self.is_empty() && (self.cleared.contains(&db) || self.keys.contains(&db.key(key)))
-    }
-
-    /// Whether a key of `db` from `from` on, up to `to` (exclusive; `None`:
-    /// the table's end), changed.
-    fn range(&self, db: TableId, from: &[u8], to: Option<&[u8]>) -> bool {
+    /// The LSN a read of `key` in `db` depends on (0: nothing unsynced).
+    fn key(&self, db: TableId, key: &[u8]) -> u64 {
         if self.is_empty() {
-            return false;
+            return 0;
         }
-        if self.cleared.contains(&db) {
-            return true;
-        }
-        let lo = db.key(from);
-        match to.map(|k| db.key(k)).or_else(|| db.end()) {
-            Some(hi) if lo < hi => self.keys.range(lo..hi).next().is_some(),
-            Some(_) => false,
-            None => self.keys.range(lo..).next().is_some(),
-        }
+        let cleared = self.cleared.get(&db).copied().unwrap_or(0);
+        let put = self.keys.get(&db.key(key)).copied().unwrap_or(0);
+        cleared.max(put)
     }
 
-    fn clear(&mut self) {
-        self.keys.clear();
-        self.cleared.clear();
+    /// The LSN a read of `db`'s keys from `from` on, up to `to`
+    /// (exclusive; `None`: the table's end), depends on (0: nothing
+    /// unsynced there).
+    fn range(&self, db: TableId, from: &[u8], to: Option<&[u8]>) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        let cleared = self.cleared.get(&db).copied().unwrap_or(0);
+        let lo = db.key(from);
+        let max = |r: std::collections::btree_map::Range<'_, Vec<u8>, u64>| {
+            r.map(|(_, &l)| l).max().unwrap_or(0)
+        };
+        let put = match to.map(|k| db.key(k)).or_else(|| db.end()) {
+            Some(hi) if lo < hi => max(self.keys.range(lo..hi)),
+            Some(_) => 0,
+            None => max(self.keys.range(lo..)),
+        };
+        cleared.max(put)
+    }
+
+    /// Everything up to `durable` is durable.
+    fn synced(&mut self, durable: u64) {
+        self.keys.retain(|_, l| *l > durable);
+        self.cleared.retain(|_, l| *l > durable);
     }
 }
 
@@ -168,53 +181,64 @@ impl ErrorLog {
 
 impl ShardEngine {
     pub fn new(index: usize, shard: Shard) -> Self {
+        let (_, durable) = shard.wal_state();
         ShardEngine {
             index,
             shard,
             counts: HashMap::new(),
-            dirty: false,
+            last_write: durable.0,
+            durable: durable.0,
             writes: 0,
             errors: ErrorLog::default(),
             track: false,
             unsynced: Unsynced::default(),
-            wrote_now: false,
-            observed: false,
+            need: 0,
         }
     }
 
-    /// A command starts (D1's per-command flags).
+    /// A command starts (D1's per-command LSN).
     fn begin(&mut self) {
-        self.wrote_now = false;
-        self.observed = false;
+        self.need = 0;
     }
 
     /// Whether the command since [`ShardEngine::begin`] depends on a
     /// write not yet durable (D1).
     fn depends_on_unsynced(&self) -> bool {
-        self.wrote_now || self.observed
+        self.need > self.durable
+    }
+
+    /// A write applied that is not yet durable.
+    fn dirty(&self) -> bool {
+        self.last_write > self.durable
+    }
+
+    /// A read depending on the unsynced change at `lsn` (0: none).
+    fn observed(&mut self, lsn: u64) {
+        self.need = self.need.max(lsn);
     }
 
     /// A write of `key` in `db` (`None`: the whole table) was applied.
     fn wrote(&mut self, db: TableId, key: Option<&[u8]>) {
-        self.dirty = true;
-        self.wrote_now = true;
+        let lsn = self.shard.last_lsn().0;
+        self.last_write = lsn;
+        self.need = self.need.max(lsn);
         self.writes += 1;
         if self.track {
             match key {
                 Some(k) => {
-                    self.unsynced.keys.insert(db.key(k));
+                    self.unsynced.keys.insert(db.key(k), lsn);
                 }
                 None => {
-                    self.unsynced.cleared.insert(db);
+                    self.unsynced.cleared.insert(db, lsn);
                 }
             }
         }
     }
 
-    /// Every write so far is durable.
-    fn synced(&mut self) {
-        self.dirty = false;
-        self.unsynced.clear();
+    /// Every write up to `durable` is durable.
+    fn synced(&mut self, durable: u64) {
+        self.durable = self.durable.max(durable);
+        self.unsynced.synced(self.durable);
     }
 
     /// A storage failure as the command layer's error (its reply is `-ERR`
@@ -235,12 +259,12 @@ impl ShardEngine {
 
 impl Engine for ShardEngine {
     fn get(&mut self, db: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.observed |= self.unsynced.key(db, key);
+        self.observed(self.unsynced.key(db, key));
         self.shard.get(db, key).map_err(|e| self.fail(e))
     }
 
     fn exists(&mut self, db: TableId, key: &[u8]) -> Result<bool, EngineError> {
-        self.observed |= self.unsynced.key(db, key);
+        self.observed(self.unsynced.key(db, key));
         self.shard.exists(db, key).map_err(|e| self.fail(e))
     }
 
@@ -275,7 +299,7 @@ impl Engine for ShardEngine {
             .shard
             .scan(db, start, limit.max(1))
             .map_err(|e| self.fail(e))?;
-        self.observed |= self.unsynced.range(db, start, s.resume.as_deref());
+        self.observed(self.unsynced.range(db, start, s.resume.as_deref()));
         Ok(ScanBatch {
             entries: s.entries,
             resume: s.resume,
@@ -307,7 +331,7 @@ impl Engine for ShardEngine {
 
     /// `db`'s key count (K1: a scan the first time).
     fn len(&mut self, db: TableId) -> Result<u64, EngineError> {
-        self.observed |= self.unsynced.range(db, b"", None);
+        self.observed(self.unsynced.range(db, b"", None));
         if let Some(n) = self.counts.get(&db) {
             return Ok(*n);
         }
@@ -344,16 +368,19 @@ pub struct CheckpointPolicy {
 }
 
 /// A worker's shard, its executor and the replies D1 holds, each with
-/// where it goes (`O`).
+/// where it goes (`O`) and the LSN it waits for.
 #[derive(Debug)]
 pub struct Host<O> {
     index: usize,
     exec: Executor<ShardEngine>,
     sync: SyncMode,
     policy: CheckpointPolicy,
-    held: Vec<(O, Reply)>,
+    held: Vec<(O, Reply, u64)>,
     last_checkpoint: Instant,
     last_sync: Instant,
+    /// `--wal-io storage`: group commits on a storage worker (`None`: on
+    /// this thread, `Shard::sync_wal`).
+    disk: Option<WalDisk>,
 }
 
 impl<O> Host<O> {
@@ -378,17 +405,25 @@ impl<O> Host<O> {
             held: Vec::new(),
             last_checkpoint: Instant::now(),
             last_sync: Instant::now(),
+            disk: None,
         }
     }
 
+    /// Group commits through `disk` from now on.
+    pub fn with_disk(mut self, disk: WalDisk) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
     /// Runs one request; its reply now, or `None` if D1 holds it until
-    /// [`Host::commit`].
+    /// the WAL is durable up to what it depends on.
     pub fn run(&mut self, origin: O, db: u32, req: Request, now_ms: i64) -> Option<(O, Reply)> {
         let mut session = Session::in_db(db);
         self.exec.engine_mut().begin();
         let reply = self.exec.execute(&mut session, req, now_ms);
-        if self.sync == SyncMode::Always && self.exec.engine_mut().depends_on_unsynced() {
-            self.held.push((origin, reply));
+        let engine = self.exec.engine_mut();
+        if self.sync == SyncMode::Always && engine.depends_on_unsynced() {
+            self.held.push((origin, reply, engine.need));
             return None;
         }
         Some((origin, reply))
@@ -399,34 +434,50 @@ impl<O> Host<O> {
         self.exec.connect()
     }
 
-    /// Group commit (`--sync always`, once per round): syncs the WAL if
-    /// anything was written and returns the replies it held. Under the
-    /// other policies, a time-driven sync if one is due.
+    /// Group commit (`--sync always`, once per round): starts a WAL sync
+    /// if anything was written and none is in flight, and returns the held
+    /// replies the WAL is durable for (on this thread, all of them). Under
+    /// the other policies, a time-driven sync if one is due.
     pub fn commit(&mut self) -> Vec<(O, Reply)> {
+        if let Some(d) = &mut self.disk {
+            d.flush();
+        }
         if self.sync == SyncMode::Always {
-            if self.exec.engine_mut().dirty
-                && let Err(e) = self.sync_wal()
-            {
-                let index = self.index;
-                let why = e.to_string().replace(['\r', '\n'], " ");
-                self.exec.engine_mut().errors.log(index, "WAL sync", &why);
-                let text = format!("ERR write not durable: {why}");
-                for (_, reply) in &mut self.held {
-                    *reply = Reply::error(text.clone());
-                }
+            if self.exec.engine_mut().dirty() {
+                self.start_sync();
             }
         } else {
             self.timed_sync();
         }
         self.maybe_checkpoint();
-        std::mem::take(&mut self.held)
+        self.release()
     }
 
     /// The clock: `--sync interval:MS` and `never` sync when due;
     /// checkpoints by time.
     pub fn tick(&mut self) {
+        if let Some(d) = &mut self.disk {
+            d.flush();
+        }
         self.timed_sync();
         self.maybe_checkpoint();
+    }
+
+    /// `--wal-io storage`: a completion from the storage worker; the
+    /// replies a finished sync releases (and, if it succeeded, the next
+    /// sync starts at once when writes wait for it; a failed one is
+    /// performed again from the next round or tick, not in a loop here).
+    pub fn on_disk(&mut self, c: StorageCompletion) -> Vec<(O, Reply)> {
+        let done = self.disk.as_mut().and_then(|d| d.on_completion(c));
+        if let Some((io, result)) = done {
+            let outcome = self.exec.engine_mut().shard.complete_wal_io(io, result);
+            let ok = outcome.is_ok();
+            self.synced(outcome);
+            if ok && self.sync == SyncMode::Always && self.exec.engine_mut().dirty() {
+                self.start_sync();
+            }
+        }
+        self.release()
     }
 
     /// How long written records may stay unsynced: `None` under `always`
@@ -439,35 +490,84 @@ impl<O> Host<O> {
         }
     }
 
-    /// Syncs the WAL if something is unsynced and the period has passed
-    /// since the last sync (a failure is logged; the WAL refuses writes
-    /// until the next due sync retries it, W3).
+    /// Starts a WAL sync if something is unsynced and the period has
+    /// passed since the last one (a failure is logged; the WAL refuses
+    /// writes until the next due sync retries it, W3).
     fn timed_sync(&mut self) {
         let Some(period) = self.sync_period() else {
             return;
         };
-        if self.exec.engine_mut().dirty && self.last_sync.elapsed() >= period {
-            if let Err(e) = self.sync_wal() {
+        if self.exec.engine_mut().dirty() && self.last_sync.elapsed() >= period {
+            self.start_sync();
+        }
+    }
+
+    /// Whether a sync is in flight on the storage worker.
+    fn in_flight(&self) -> bool {
+        self.disk.as_ref().is_some_and(WalDisk::in_flight)
+    }
+
+    /// Syncs the WAL: here and now, or by starting the storage worker on
+    /// it (nothing if a sync is in flight: its completion starts the next).
+    fn start_sync(&mut self) {
+        if self.in_flight() {
+            return;
+        }
+        self.last_sync = Instant::now();
+        let engine = self.exec.engine_mut();
+        let Some(disk) = &mut self.disk else {
+            let outcome = engine.shard.sync_wal();
+            self.synced(outcome);
+            return;
+        };
+        if let Some(io) = engine.shard.take_wal_io()
+            && let Some((io, result)) = disk.start(io)
+        {
+            let outcome = engine.shard.complete_wal_io(io, result);
+            self.synced(outcome);
+        }
+    }
+
+    /// A sync's outcome: the durable LSN moves on, or every held reply
+    /// becomes the error (its write is not known to be durable; the WAL
+    /// performs the failed sync again, W3).
+    fn synced(&mut self, outcome: Result<crate::wal::Lsn, StoreError>) {
+        match outcome {
+            Ok(lsn) => self.exec.engine_mut().synced(lsn.0),
+            Err(e) => {
                 let index = self.index;
-                let why = e.to_string();
+                let why = e.to_string().replace(['\r', '\n'], " ");
                 self.exec.engine_mut().errors.log(index, "WAL sync", &why);
+                let text = format!("ERR write not durable: {why}");
+                for (_, reply, need) in &mut self.held {
+                    *reply = Reply::error(text.clone());
+                    *need = 0;
+                }
             }
         }
     }
 
-    fn sync_wal(&mut self) -> Result<(), StoreError> {
-        self.last_sync = Instant::now();
-        let engine = self.exec.engine_mut();
-        engine.shard.sync_wal()?;
-        engine.synced();
-        Ok(())
+    /// The held replies whose LSN is durable (or that failed).
+    fn release(&mut self) -> Vec<(O, Reply)> {
+        let durable = self.exec.engine_mut().durable;
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, _, need)| *need <= durable);
+        self.held = keep;
+        out.into_iter().map(|(o, r, _)| (o, r)).collect()
     }
 
     fn maybe_checkpoint(&mut self) {
         let writes = self.exec.engine_mut().writes;
         let due = writes >= self.policy.writes
             || (writes > 0 && self.last_checkpoint.elapsed() >= self.policy.every);
-        if !due || (self.sync == SyncMode::Always && self.exec.engine_mut().dirty) {
+        if !due
+            || self.in_flight()
+            || (self.sync == SyncMode::Always && self.exec.engine_mut().dirty())
+        {
             return;
         }
         self.last_checkpoint = Instant::now();
@@ -478,6 +578,9 @@ impl<O> Host<O> {
                 tracing::debug!(target: "store", shard = self.index, "checkpoint {seq}");
             }
             Err(e) => engine.errors.log(self.index, "checkpoint", &e.to_string()),
+        }
+        if let Some(d) = &mut self.disk {
+            d.forget_removed(&engine.shard.wal_segments());
         }
     }
 }
@@ -584,22 +687,155 @@ mod tests {
     #[test]
     fn unsynced_ranges_are_bounded_by_the_table_and_never_panic() {
         let mut u = Unsynced::default();
-        assert!(!u.range(TableId(0), b"", None));
-        u.keys.insert(TableId(1).key(b"m"));
-        assert!(u.range(TableId(1), b"", None));
-        assert!(u.range(TableId(1), b"a", Some(b"n")));
-        assert!(!u.range(TableId(1), b"a", Some(b"m")));
-        assert!(!u.range(TableId(1), b"n", None));
-        assert!(!u.range(TableId(0), b"", None));
-        assert!(!u.range(TableId(2), b"", None));
+        assert_eq!(u.range(TableId(0), b"", None), 0);
+        u.keys.insert(TableId(1).key(b"m"), 7);
+        u.keys.insert(TableId(1).key(b"p"), 9);
+        assert_eq!(u.range(TableId(1), b"", None), 9);
+        assert_eq!(u.range(TableId(1), b"a", Some(b"n")), 7);
+        assert_eq!(u.range(TableId(1), b"a", Some(b"m")), 0);
+        assert_eq!(u.range(TableId(1), b"n", None), 9);
+        assert_eq!(u.range(TableId(0), b"", None), 0);
+        assert_eq!(u.range(TableId(2), b"", None), 0);
         // An inverted or empty range is empty, not a panic.
-        assert!(!u.range(TableId(1), b"z", Some(b"a")));
-        assert!(!u.range(TableId(1), b"m", Some(b"m")));
-        assert!(!u.range(TableId(u32::MAX), b"", None));
-        u.cleared.insert(TableId(u32::MAX));
-        assert!(u.range(TableId(u32::MAX), b"x", None));
-        assert!(u.key(TableId(u32::MAX), b"x"));
-        assert!(!u.key(TableId(0), b"m"));
+        assert_eq!(u.range(TableId(1), b"z", Some(b"a")), 0);
+        assert_eq!(u.range(TableId(1), b"m", Some(b"m")), 0);
+        assert_eq!(u.range(TableId(u32::MAX), b"", None), 0);
+        u.cleared.insert(TableId(u32::MAX), 11);
+        assert_eq!(u.range(TableId(u32::MAX), b"x", None), 11);
+        assert_eq!(u.key(TableId(u32::MAX), b"x"), 11);
+        assert_eq!(u.key(TableId(1), b"m"), 7);
+        assert_eq!(u.key(TableId(0), b"m"), 0);
+        // Durable through 8: only what came after stays.
+        u.synced(8);
+        assert_eq!(u.key(TableId(1), b"m"), 0);
+        assert_eq!(u.key(TableId(1), b"p"), 9);
+        assert_eq!(u.key(TableId(u32::MAX), b"x"), 11);
+        u.synced(11);
+        assert!(u.is_empty());
+    }
+
+    /// A host whose group commits run on a storage worker, with the
+    /// queue its completions arrive in.
+    fn disk_host(
+        dir: &TempDir,
+    ) -> (
+        Host<u32>,
+        shared_nothing::worker::ResultQueue<StorageCompletion>,
+        shared_nothing::io::StorageWorker,
+    ) {
+        use shared_nothing::io::{StorageConfig, StorageWorker};
+        let worker = StorageWorker::start(0, StorageConfig::new()).unwrap();
+        let (sink, done) = shared_nothing::worker::ResultSink::queue();
+        let client = worker.client(sink).unwrap();
+        let wal = crate::shard::wal_dir(&dir.file("shard-0.data"));
+        let h = host(dir, SyncMode::Always, 1_000_000).with_disk(WalDisk::new(client, &wal));
+        (h, done, worker)
+    }
+
+    /// Feeds completions to `h` until `want` replies came out (bounded).
+    fn pump(
+        h: &mut Host<u32>,
+        done: &mut shared_nothing::worker::ResultQueue<StorageCompletion>,
+        want: usize,
+    ) -> Vec<(u32, Reply)> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            if out.len() >= want {
+                break;
+            }
+            match done.recv_timeout(Duration::from_secs(10)) {
+                Ok(c) => out.extend(h.on_disk(c)),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn on_the_storage_worker_replies_wait_for_the_sync_of_what_they_depend_on() {
+        let dir = TempDir::new();
+        let (mut h, mut done, _worker) = disk_host(&dir);
+        assert_eq!(h.run(1, 0, req("SET k v"), 0), None);
+        // The sync is in flight: nothing is released yet.
+        assert!(h.commit().is_empty());
+        assert!(h.in_flight());
+        // Meanwhile: a write that needs the next sync, a read of k (needs
+        // the first), a read of nothing unsynced (at once).
+        assert_eq!(h.run(2, 0, req("SET j w"), 0), None);
+        assert_eq!(h.run(3, 0, req("GET k"), 0), None);
+        assert_eq!(h.run(4, 0, req("GET zz"), 0), Some((4, Reply::Null)));
+        assert!(
+            h.commit().is_empty(),
+            "a second sync started beside the first"
+        );
+        // The first sync releases 1 and 3 and starts the next, which
+        // releases 2.
+        let first = pump(&mut h, &mut done, 2);
+        assert_eq!(first, vec![(1, Reply::OK), (3, Reply::Bulk(b"v".to_vec()))]);
+        assert!(h.in_flight());
+        assert_eq!(pump(&mut h, &mut done, 1), vec![(2, Reply::OK)]);
+        assert!(!h.in_flight());
+        assert!(!h.exec.engine_mut().dirty());
+        assert!(h.exec.engine_mut().unsynced.is_empty());
+        let (_, durable) = h.exec.engine_mut().shard.wal_state();
+        assert_eq!(durable.0, 2);
+        // On disk: a reopen replays both.
+        drop(h);
+        let mut h = host(&dir, SyncMode::Always, 1_000_000);
+        assert_eq!(
+            h.run(5, 0, req("GET j"), 0),
+            Some((5, Reply::Bulk(b"w".to_vec())))
+        );
+        assert_eq!(
+            h.run(6, 0, req("GET k"), 0),
+            Some((6, Reply::Bulk(b"v".to_vec())))
+        );
+    }
+
+    #[test]
+    fn on_the_storage_worker_a_failed_sync_fails_its_replies_and_is_performed_again() {
+        let dir = TempDir::new();
+        let (mut h, mut done, _worker) = disk_host(&dir);
+        // The WAL's directory gone: the segment cannot be opened.
+        let wal = crate::shard::wal_dir(&dir.file("shard-0.data"));
+        std::fs::remove_dir_all(&wal).unwrap();
+        assert_eq!(h.run(1, 0, req("SET k v"), 0), None);
+        assert!(h.commit().is_empty());
+        let failed = pump(&mut h, &mut done, 1);
+        assert_eq!(failed.len(), 1);
+        let Reply::Error(text) = &failed[0].1 else {
+            panic!("{failed:?}");
+        };
+        let text = String::from_utf8_lossy(text);
+        assert!(
+            text.starts_with("ERR write not durable") && text.contains(".wal"),
+            "{text}"
+        );
+        // W3: writes are refused until the failed sync is performed again.
+        let (_, refused) = h.run(2, 0, req("SET j w"), 0).unwrap();
+        assert!(matches!(refused, Reply::Error(_)), "{refused:?}");
+        // A read of k still waits for it (D1); other reads answer.
+        assert_eq!(h.run(3, 0, req("GET k"), 0), None);
+        assert_eq!(h.run(4, 0, req("GET zz"), 0), Some((4, Reply::Null)));
+        // The directory back: the retry succeeds and releases the read.
+        std::fs::create_dir_all(&wal).unwrap();
+        assert!(h.commit().is_empty());
+        assert_eq!(
+            pump(&mut h, &mut done, 1),
+            vec![(3, Reply::Bulk(b"v".to_vec()))]
+        );
+        assert_eq!(h.run(5, 0, req("SET j w"), 0), None);
+        h.commit();
+        assert_eq!(pump(&mut h, &mut done, 1), vec![(5, Reply::OK)]);
+        drop(h);
+        let mut h = host(&dir, SyncMode::Always, 1_000_000);
+        assert_eq!(
+            h.run(6, 0, req("MGET k j"), 0).map(|(_, r)| r),
+            Some(Reply::Array(vec![
+                Reply::Bulk(b"v".to_vec()),
+                Reply::Bulk(b"w".to_vec()),
+            ]))
+        );
     }
 
     #[test]
@@ -610,7 +846,7 @@ mod tests {
         assert!(h.commit().is_empty());
         std::thread::sleep(NEVER_SYNC);
         h.tick();
-        assert!(!h.exec.engine_mut().dirty);
+        assert!(!h.exec.engine_mut().dirty());
     }
 
     #[test]
@@ -627,19 +863,19 @@ mod tests {
         );
         assert!(h.commit().is_empty());
         h.tick();
-        assert!(h.exec.engine_mut().dirty, "synced before its interval");
+        assert!(h.exec.engine_mut().dirty(), "synced before its interval");
         let (_, durable) = h.exec.engine_mut().shard.wal_state();
         assert_eq!(durable.0, 0);
         std::thread::sleep(every);
         // Due: the round's commit syncs it (the tick would too).
         assert!(h.commit().is_empty());
-        assert!(!h.exec.engine_mut().dirty);
+        assert!(!h.exec.engine_mut().dirty());
         let (_, durable) = h.exec.engine_mut().shard.wal_state();
         assert_eq!(durable.0, 1);
         // The next write again waits for its interval.
         assert_eq!(h.run(3, 0, req("SET k w"), 0), Some((3, Reply::OK)));
         h.tick();
-        assert!(h.exec.engine_mut().dirty);
+        assert!(h.exec.engine_mut().dirty());
     }
 
     #[test]

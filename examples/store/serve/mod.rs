@@ -21,6 +21,7 @@
 mod conn;
 mod host;
 mod info;
+mod wal_disk;
 
 use crate::error::StoreError;
 use crate::manifest::{ManifestError, Partitioning, ShardLayout, SlotError};
@@ -33,7 +34,9 @@ use crate::shard::{Shard, ShardOptions};
 use crate::table::TableId;
 use crate::wal::WalConfig;
 use host::Host;
-use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker};
+use shared_nothing::io::{
+    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, StorageCompletion,
+};
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
@@ -55,6 +58,16 @@ const TICK: Duration = Duration::from_millis(10);
 /// tick) after the write; `never` after apply, synced every 200 ms.
 pub use crate::sync_policy::SyncPolicy as SyncMode;
 
+/// Where a shard's group commits run (`--wal-io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalIoMode {
+    /// On the shard's own thread (`Shard::sync_wal`: write, fdatasync).
+    Shard,
+    /// On a storage I/O worker (`wal_disk.rs`): the shard goes on applying
+    /// commands while a sync is in flight.
+    Storage,
+}
+
 /// What `serve` needs from the command line.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -63,6 +76,7 @@ pub struct ServeConfig {
     pub shards: Option<usize>,
     pub addr: String,
     pub sync: SyncMode,
+    pub wal_io: WalIoMode,
     /// Already capped at [`MAX_STRING`].
     pub max_bulk: usize,
     pub page_size: PageSize,
@@ -107,6 +121,8 @@ pub enum Msg {
     },
     /// To a connection's worker: a reply.
     Done(Done),
+    /// `--wal-io storage`: a storage completion of this shard's WAL.
+    Disk(StorageCompletion),
 }
 
 /// Why the server could not start.
@@ -290,13 +306,22 @@ impl Worker for Node {
     fn init(&mut self) -> Result<NodeState> {
         let shard = self.open_shard()?;
         let (net, clients) = self.network()?;
-        let host = Host::new(
+        let mut host = Host::new(
             self.index,
             shard,
             self.server.clone(),
             self.cfg.sync,
             self.cfg.checkpoint,
         );
+        if self.cfg.wal_io == WalIoMode::Storage {
+            let storage = self.io.storage(self.index % self.io.storage_count().max(1));
+            let client = storage.client(ResultSink::to_current_worker(Msg::Disk)?)?;
+            let file = self.cfg.dir.join(format!("shard-{}.data", self.index));
+            host = host.with_disk(wal_disk::WalDisk::new(
+                client,
+                &crate::shard::wal_dir(&file),
+            ));
+        }
         let front = crate::resp::exec::Executor::new(
             crate::resp::engine::MemEngine::default(),
             self.server.clone(),
@@ -359,6 +384,10 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             }
         }
         Msg::Done(done) => conn::on_done(st, done),
+        Msg::Disk(c) => {
+            let released = st.host.on_disk(c);
+            st.answer(released);
+        }
     }
 }
 
@@ -525,9 +554,14 @@ pub fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     crate::mesh::wire(&mut group)?;
     let local = crate::mesh::listen(&mut group, mode, &io, addr)?;
     println!(
-        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {})",
+        "store: listening on {local} (shards: {shards}, network {mode}, data in {}, sync {}, \
+         WAL I/O on the {})",
         cfg.dir.display(),
-        cfg.sync
+        cfg.sync,
+        match cfg.wal_io {
+            WalIoMode::Shard => "shard's thread",
+            WalIoMode::Storage => "storage worker",
+        }
     );
     crate::mesh::clock(&group, TICK)
 }
