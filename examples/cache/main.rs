@@ -8,9 +8,17 @@
 //! cargo run --example cache -- -c /etc/elcache/elcache.json
 //! ```
 
+mod arc;
+// The demo uses part of it, tests/cache.rs all of it.
+#[allow(dead_code)]
+mod client;
 mod config;
+mod demo;
+mod engine;
+mod http;
 #[path = "../common/logging.rs"]
 mod logging;
+mod serve;
 #[cfg(test)]
 #[path = "../common/test_dir.rs"]
 mod test_dir;
@@ -28,6 +36,42 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("cache: configuration {cfg:?}; the server is not built yet");
-    ExitCode::FAILURE
+    if !cfg.seeds.is_empty() {
+        tracing::warn!("cluster mode (-s) is not built yet; the seeds are ignored");
+    }
+    if cfg.memory_bytes == 0 {
+        eprintln!("cache: -m 0: the memory tier is the only tier built so far");
+        return ExitCode::from(2);
+    }
+    let mut cfg = cfg;
+    let demo = cli.command == Some(config::Mode::Demo);
+    if demo {
+        cfg.bind = "127.0.0.1".into();
+        cfg.port = 0;
+        cfg.memory_bytes = 64 << 20;
+    }
+    match serve::start(&cfg) {
+        Ok((addr, group)) => {
+            if demo {
+                std::thread::spawn(move || {
+                    let code = match demo::run(addr) {
+                        Ok(()) => {
+                            println!("cache demo: all checks passed");
+                            0
+                        }
+                        Err(e) => {
+                            eprintln!("cache demo: {e}");
+                            1
+                        }
+                    };
+                    std::process::exit(code);
+                });
+            }
+            serve::run_clock(&group)
+        }
+        Err(e) => {
+            eprintln!("cache: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
