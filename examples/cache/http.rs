@@ -96,6 +96,15 @@ impl HeadError {
     }
 }
 
+/// Whether the request line ends in a well-formed `HTTP/x.y` (another
+/// version: 505) rather than in garbage (400).
+fn is_other_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
 fn has_token(value: &str, token: &str) -> bool {
     value
         .split(',')
@@ -120,7 +129,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(httparse::Error::Version) if is_other_version(buf) => return Err(HeadError::Version),
         Err(_) => return Err(HeadError::Bad("unparsable request line or header")),
     };
     if n > MAX_HEAD {
@@ -543,6 +552,8 @@ mod tests {
     fn refuses_bad_heads() {
         let bad = |t: &str| head(t).unwrap_err().status();
         assert_eq!(bad("NONSENSE\r\n\r\n"), 400);
+        assert_eq!(bad("THIS IS NOT HTTP\r\n\r\n"), 400);
+        assert_eq!(bad("GET / HTTP/2.0\r\n\r\n"), 505);
         assert_eq!(bad("GET nopath HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(bad("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
         assert_eq!(
