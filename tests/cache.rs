@@ -29,7 +29,13 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(common::example_bin("cache"))
+        Server::start_env(extra, &[])
+    }
+
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(common::example_bin("cache"));
+        cmd.envs(env.iter().copied());
+        let mut child = cmd
             .args(["--bind", "127.0.0.1", "--port", "0", "-m", "64"])
             .args(extra)
             .env("SHARED_NOTHING_APP_WORKERS", "3")
@@ -431,6 +437,24 @@ fn pipelining_and_malformed_requests_leave_others_alone() {
         "the cut PUT stored nothing"
     );
     assert_eq!(get(&mut bystander, "p4", &[]).body, b"v4");
+}
+
+/// The same requests through the dedicated network worker (the plan on
+/// larger machines) instead of each worker's own backend.
+#[test]
+fn dedicated_network_worker() {
+    let s = Server::start_env(&[], &[("SHARED_NOTHING_NETWORK_MODE", "dedicated")]);
+    let mut clients: Vec<Client> = (0..4).map(|_| s.client()).collect();
+    let v = value((4 << 20) + 3, 4);
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(put(c, &format!("d{i}"), &v).status, 201);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = get(c, &format!("d{i}"), &[]);
+        assert!(r.status == 200 && r.body == v, "d{i}");
+        let r = get(c, &format!("d{i}"), &[("Range", "bytes=-5")]);
+        assert_eq!(r.body, &v[v.len() - 5..]);
+    }
 }
 
 #[test]

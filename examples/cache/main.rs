@@ -1,11 +1,17 @@
 //! `cache`: an ElCache-compatible blob cache (issue 13), built only on the
 //! crate's public API. ElCache's command line and `-c` JSON file
-//! (`config.rs`).
+//! (`config.rs`); values in 4 MiB content-addressed chunks, stored once
+//! per owner, over a byte-sized ARC memory tier (`engine.rs`, `arc.rs`);
+//! keys hash-partitioned over the application workers, one engine each;
+//! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`). Not
+//! built yet: the disk tier, the unix-socket SDK protocol, `/metrics`,
+//! `/sparse`, cluster mode (`BACKLOG.md`).
 //!
 //! ```text
 //! cargo run --release --example cache                      # ElCache's defaults: port 8080, 1 GiB
 //! cargo run --example cache -- -p 0 --bind 127.0.0.1 -m 64
 //! cargo run --example cache -- -c /etc/elcache/elcache.json
+//! cargo run --example cache -- demo                        # serves itself a few requests, exits
 //! ```
 
 mod arc;
