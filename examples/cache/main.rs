@@ -1,0 +1,83 @@
+//! `cache`: an ElCache-compatible blob cache (issue 13), built only on the
+//! crate's public API. ElCache's command line and `-c` JSON file
+//! (`config.rs`); values in 4 MiB content-addressed chunks, stored once
+//! per owner, over a byte-sized ARC memory tier (`engine.rs`, `arc.rs`);
+//! keys hash-partitioned over the application workers, one engine each;
+//! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`). Not
+//! built yet: the disk tier, the unix-socket SDK protocol, `/metrics`,
+//! `/sparse`, cluster mode (`BACKLOG.md`).
+//!
+//! ```text
+//! cargo run --release --example cache                      # ElCache's defaults: port 8080, 1 GiB
+//! cargo run --example cache -- -p 0 --bind 127.0.0.1 -m 64
+//! cargo run --example cache -- -c /etc/elcache/elcache.json
+//! cargo run --example cache -- demo                        # serves itself a few requests, exits
+//! ```
+
+mod arc;
+// The demo uses part of it, tests/cache.rs all of it.
+#[allow(dead_code)]
+mod client;
+mod config;
+mod demo;
+mod engine;
+mod http;
+#[path = "../common/logging.rs"]
+mod logging;
+mod serve;
+#[cfg(test)]
+#[path = "../common/test_dir.rs"]
+mod test_dir;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    logging::init("cache");
+    let cli = config::Cli::parse();
+    let cfg = match cli.resolve() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("cache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !cfg.seeds.is_empty() {
+        tracing::warn!("cluster mode (-s) is not built yet; the seeds are ignored");
+    }
+    if cfg.memory_bytes == 0 {
+        eprintln!("cache: -m 0: the memory tier is the only tier built so far");
+        return ExitCode::from(2);
+    }
+    let mut cfg = cfg;
+    let demo = cli.command == Some(config::Mode::Demo);
+    if demo {
+        cfg.bind = "127.0.0.1".into();
+        cfg.port = 0;
+        cfg.memory_bytes = 64 << 20;
+    }
+    match serve::start(&cfg) {
+        Ok((addr, group)) => {
+            if demo {
+                std::thread::spawn(move || {
+                    let code = match demo::run(addr) {
+                        Ok(()) => {
+                            println!("cache demo: all checks passed");
+                            0
+                        }
+                        Err(e) => {
+                            eprintln!("cache demo: {e}");
+                            1
+                        }
+                    };
+                    std::process::exit(code);
+                });
+            }
+            serve::run_clock(&group)
+        }
+        Err(e) => {
+            eprintln!("cache: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,999 @@
+//! The connection side: HTTP/1.1 requests parsed from a socket's bytes,
+//! routed to their key's owner, and answered in order.
+//!
+//! A connection runs one request at a time (C1): the next request is
+//! parsed from the buffered input only once the previous response is
+//! wholly queued on the socket, so pipelined requests are answered in
+//! order. While a request waits for its owner the socket keeps being
+//! read into the buffer, up to [`MAX_INBUF`] bytes; past that it is
+//! paused until the buffer drains.
+//!
+//! A PUT body (`Content-Length` or chunked) is cut into [`CHUNK`]-byte
+//! buffers as it arrives, each sent to the owner at once (moved, not
+//! copied), so a body is never held whole on this side; one over
+//! `--max-body` (or one worker's memory tier) is answered 413 and the
+//! connection closed. A GET's first piece comes with its metadata; the
+//! rest is pulled from the owner one piece at a time, at most
+//! [`WINDOW`] pieces queued on the socket (C2), so a slow reader holds
+//! back the owner instead of filling memory.
+//!
+//! A malformed request (bad request line or framing, a head over
+//! `MAX_HEAD`, a body cut short) is answered with its status and
+//! `Connection: close`, and only that connection is closed.
+
+use super::owner::PIECE;
+use super::{Answer, NodeState, Op, Origin, PutEnd, owner_of};
+use crate::engine::{CHUNK, Stats};
+use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest key (ElCache's limit; 400 beyond it).
+pub const MAX_KEY: usize = 8192;
+/// GET pieces queued on a socket at once (C2).
+pub const WINDOW: usize = 2;
+/// Input buffered while a request is in progress before the socket is
+/// paused.
+pub const MAX_INBUF: usize = 1 << 20;
+
+const CACHE_ALLOW: &str = "GET, PUT, POST, DELETE, HEAD, OPTIONS";
+
+/// A response not yet encoded.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    /// A HEAD: the head alone, `Content-Length` as for a GET.
+    head_only: bool,
+    /// `Content-Length` when it is not the body's (HEAD metadata).
+    length: Option<u64>,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", content_type.to_owned())],
+            body: body.into(),
+            head_only: false,
+            length: None,
+        }
+    }
+
+    fn text(status: u16, msg: &str) -> Reply {
+        Reply::new(status, "text/plain", format!("{msg}\n"))
+    }
+
+    fn json(value: &serde_json::Value) -> Reply {
+        let body = serde_json::to_string_pretty(value).unwrap_or_default();
+        Reply::new(200, "application/json", body)
+    }
+
+    fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            head_only: false,
+            length: None,
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl ToString) -> Reply {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    fn head_only(mut self, on: bool) -> Reply {
+        self.head_only = on;
+        self
+    }
+
+    fn render(self, close: bool) -> Vec<u8> {
+        let length = match self.status {
+            204 => None,
+            _ => Some(self.length.unwrap_or(self.body.len() as u64)),
+        };
+        let mut out = http::response_head(self.status, &self.headers, length, close);
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+/// What a parsed request does.
+#[derive(Debug)]
+enum Action {
+    Respond(Reply),
+    Op {
+        owner: usize,
+        op: Op,
+        head_only: bool,
+        key: Vec<u8>,
+    },
+    Stats,
+    Put {
+        owner: usize,
+        end: PutEnd,
+    },
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+}
+
+/// Where body bytes go.
+#[derive(Debug)]
+enum Sink {
+    Put {
+        owner: usize,
+        end: PutEnd,
+        /// The chunk being filled (at most [`CHUNK`] bytes).
+        buf: Vec<u8>,
+    },
+    /// A body the request does not use.
+    Discard { then: Box<Action> },
+}
+
+#[derive(Debug)]
+enum State {
+    /// Parsing the next request head.
+    Idle,
+    Body {
+        framing: Framing,
+        sink: Sink,
+        total: u64,
+    },
+    /// Waiting for the owner's answer.
+    Wait { head_only: bool, key: Vec<u8> },
+    /// `/stats`: waiting for every worker's counters.
+    Stats { left: usize, sum: Stats },
+    /// Sending a GET's body, `[next, end)` still to come.
+    Stream {
+        owner: usize,
+        key: Vec<u8>,
+        id: u64,
+        next: u64,
+        end: u64,
+        reading: bool,
+    },
+}
+
+/// One connection owned by this worker.
+#[derive(Debug)]
+pub struct Conn {
+    peer: SocketAddr,
+    inbuf: Vec<u8>,
+    state: State,
+    /// The current request's number (answers for others are stale).
+    seq: u64,
+    keep_alive: bool,
+    /// Tracked sends (GET pieces) not yet taken by the socket.
+    unsent: usize,
+    held: bool,
+    peer_closed: bool,
+    closed: bool,
+}
+
+impl Conn {
+    fn new(peer: SocketAddr) -> Conn {
+        Conn {
+            peer,
+            inbuf: Vec::new(),
+            state: State::Idle,
+            seq: 0,
+            keep_alive: true,
+            unsent: 0,
+            held: false,
+            peer_closed: false,
+            closed: false,
+        }
+    }
+}
+
+pub fn on_event(st: &mut NodeState, ev: NetEvent) {
+    let id = ev.conn;
+    match ev.kind {
+        NetEventKind::Accepted { peer, .. } => {
+            st.conns.insert(id, Conn::new(peer));
+        }
+        NetEventKind::Data(buf) => {
+            let Some(c) = st.conns.get_mut(&id) else {
+                return;
+            };
+            if c.closed {
+                return;
+            }
+            if c.inbuf.is_empty() {
+                c.inbuf = buf;
+            } else {
+                c.inbuf.extend_from_slice(&buf);
+            }
+            process(st, id);
+        }
+        NetEventKind::PeerClosed => {
+            let Some(c) = st.conns.get_mut(&id) else {
+                return;
+            };
+            c.peer_closed = true;
+            c.keep_alive = false;
+            if matches!(c.state, State::Body { .. }) {
+                fail(st, id, 400, "request body cut short");
+            } else {
+                process(st, id);
+            }
+        }
+        NetEventKind::Error(e) => {
+            if let Some(c) = st.conns.get(&id) {
+                tracing::debug!(peer = %c.peer, "connection error: {e}");
+            }
+        }
+        NetEventKind::Closed => {
+            if let Some(c) = st.conns.remove(&id) {
+                abort_put(st, id, c.seq, &c.state);
+            }
+        }
+        NetEventKind::Sent { .. } => {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.unsent = c.unsent.saturating_sub(1);
+                process(st, id);
+            }
+        }
+        NetEventKind::SendRefused { queued, .. } => {
+            if let Some(c) = st.conns.get(&id) {
+                tracing::warn!(peer = %c.peer, queued, "send refused (the peer does not read); closing");
+            }
+            close(st, id);
+        }
+        _ => {}
+    }
+}
+
+/// An owner's answer for request `origin`.
+pub fn on_answer(st: &mut NodeState, origin: Origin, answer: Answer) {
+    let id = origin.conn;
+    match st.conns.get(&id) {
+        Some(c) if !c.closed && c.seq == origin.seq => {}
+        _ => return,
+    }
+    apply(st, id, answer);
+    process(st, id);
+}
+
+fn origin(st: &NodeState, id: ConnId, seq: u64) -> Origin {
+    Origin {
+        worker: st.index,
+        conn: id,
+        seq,
+    }
+}
+
+/// Tells the owner of a PUT in progress to drop what it staged.
+fn abort_put(st: &mut NodeState, id: ConnId, seq: u64, state: &State) {
+    if let State::Body {
+        sink: Sink::Put { owner, .. },
+        ..
+    } = state
+    {
+        let o = origin(st, id, seq);
+        let _ = st.run(*owner, o, Op::Abort);
+    }
+}
+
+/// Runs requests while they can make progress (module docs, C1).
+fn process(st: &mut NodeState, id: ConnId) {
+    // Each turn consumes input, finishes a response or changes state;
+    // the bound only guards against a logic error spinning forever.
+    for _ in 0..1_000_000 {
+        let Some(c) = st.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        match &c.state {
+            State::Idle => {
+                if c.inbuf.is_empty() {
+                    if c.peer_closed {
+                        close(st, id);
+                    }
+                    break;
+                }
+                match http::parse_head(&c.inbuf) {
+                    Ok(None) => {
+                        if c.peer_closed {
+                            fail(st, id, 400, "request head cut short");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        fail(st, id, e.status(), &e.to_string());
+                        return;
+                    }
+                    Ok(Some((head, n))) => {
+                        c.inbuf.drain(..n);
+                        c.seq += 1;
+                        c.keep_alive = head.keep_alive && !c.peer_closed;
+                        begin(st, id, &head);
+                    }
+                }
+            }
+            State::Body { .. } => {
+                if !feed_body(st, id) {
+                    break;
+                }
+            }
+            State::Stream { .. } => {
+                pump(st, id);
+                if matches!(
+                    st.conns.get(&id).map(|c| &c.state),
+                    Some(State::Stream { .. })
+                ) {
+                    break;
+                }
+            }
+            State::Wait { .. } | State::Stats { .. } => break,
+        }
+    }
+    flow(st, id);
+}
+
+/// Pauses reading past [`MAX_INBUF`] buffered bytes, resumes below half.
+fn flow(st: &mut NodeState, id: ConnId) {
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    if c.closed {
+        return;
+    }
+    if !c.held && c.inbuf.len() > MAX_INBUF {
+        c.held = true;
+        net_request(st, id, NetClient::pause_reading);
+    } else if c.held && c.inbuf.len() <= MAX_INBUF / 2 {
+        c.held = false;
+        net_request(st, id, NetClient::resume_reading);
+    }
+}
+
+/// Starts the request `head`: its action now, or its body first.
+fn begin(st: &mut NodeState, id: ConnId, head: &Head) {
+    let action = route(st, head);
+    let limit = st.limits.max_body;
+    let framing = match head.body {
+        BodyLen::None => return start(st, id, action),
+        BodyLen::Length(n) if n > limit => {
+            return fail(st, id, 413, &format!("body over the {limit}-byte limit"));
+        }
+        BodyLen::Length(n) => Framing::Length(n),
+        BodyLen::Chunked => Framing::Chunked(Chunked::default()),
+    };
+    let sink = match action {
+        // A refused request's body is not read: answer and close.
+        Action::Respond(reply) if reply.status >= 400 => {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.keep_alive = false;
+            }
+            send(st, id, reply);
+            return close(st, id);
+        }
+        Action::Put { owner, end } => Sink::Put {
+            owner,
+            end,
+            buf: Vec::new(),
+        },
+        other => Sink::Discard {
+            then: Box::new(other),
+        },
+    };
+    if head.expect_continue {
+        raw_send(st, id, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
+    }
+    if let Some(c) = st.conns.get_mut(&id) {
+        c.state = State::Body {
+            framing,
+            sink,
+            total: 0,
+        };
+    }
+}
+
+/// Consumes buffered body bytes; `true` once the body is complete (the
+/// state has moved on), `false` when more input is needed or the
+/// connection failed.
+fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
+    let limit = st.limits.max_body;
+    let Some(c) = st.conns.get_mut(&id) else {
+        return false;
+    };
+    let seq = c.seq;
+    let Conn { inbuf, state, .. } = c;
+    let State::Body {
+        framing,
+        sink,
+        total,
+    } = state
+    else {
+        return false;
+    };
+    let mut full: Vec<Vec<u8>> = Vec::new();
+    let mut over = false;
+    let mut take = |bytes: &[u8]| {
+        *total += bytes.len() as u64;
+        if *total > limit {
+            over = true;
+            return;
+        }
+        if let Sink::Put { buf, .. } = sink {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let n = rest.len().min(CHUNK - buf.len());
+                buf.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if buf.len() == CHUNK {
+                    full.push(std::mem::take(buf));
+                }
+            }
+        }
+    };
+    let (used, done) = match framing {
+        Framing::Length(left) => {
+            let n = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(inbuf.len());
+            take(&inbuf[..n]);
+            *left -= n as u64;
+            (n, *left == 0)
+        }
+        Framing::Chunked(d) => match d.feed(inbuf, &mut take) {
+            Ok(n) => (n, d.is_done()),
+            Err(e) => {
+                let owner = match sink {
+                    Sink::Put { owner, .. } => Some(*owner),
+                    Sink::Discard { .. } => None,
+                };
+                let o = origin(st, id, seq);
+                if let Some(owner) = owner {
+                    let _ = st.run(owner, o, Op::Abort);
+                }
+                fail_plain(st, id, 400, &e.to_string());
+                return false;
+            }
+        },
+    };
+    inbuf.drain(..used);
+    let owner = match sink {
+        Sink::Put { owner, .. } => Some(*owner),
+        Sink::Discard { .. } => None,
+    };
+    let o = origin(st, id, seq);
+    if let Some(owner) = owner {
+        for data in full {
+            let _ = st.run(owner, o, Op::Put { data, end: None });
+        }
+        if over {
+            let _ = st.run(owner, o, Op::Abort);
+        }
+    }
+    if over {
+        fail_plain(st, id, 413, &format!("body over the {limit}-byte limit"));
+        return false;
+    }
+    if !done {
+        return false;
+    }
+    let Some(c) = st.conns.get_mut(&id) else {
+        return false;
+    };
+    let state = std::mem::replace(
+        &mut c.state,
+        State::Wait {
+            head_only: false,
+            key: Vec::new(),
+        },
+    );
+    match state {
+        State::Body {
+            sink: Sink::Put { owner, end, buf },
+            ..
+        } => {
+            let put = Op::Put {
+                data: buf,
+                end: Some(end),
+            };
+            if let Some(a) = st.run(owner, o, put) {
+                apply(st, id, a);
+            }
+        }
+        State::Body {
+            sink: Sink::Discard { then },
+            ..
+        } => start(st, id, *then),
+        other => c.state = other,
+    }
+    true
+}
+
+/// Runs a request's action once its body (if any) is in.
+fn start(st: &mut NodeState, id: ConnId, action: Action) {
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    let o = Origin {
+        worker: st.index,
+        conn: id,
+        seq: c.seq,
+    };
+    match action {
+        Action::Respond(reply) => {
+            send(st, id, reply);
+            finish(st, id);
+        }
+        Action::Op {
+            owner,
+            op,
+            head_only,
+            key,
+        } => {
+            c.state = State::Wait { head_only, key };
+            if let Some(a) = st.run(owner, o, op) {
+                apply(st, id, a);
+            }
+        }
+        Action::Stats => {
+            c.state = State::Stats {
+                left: st.workers,
+                sum: Stats::default(),
+            };
+            for w in 0..st.workers {
+                if let Some(a) = st.run(w, o, Op::Stats) {
+                    apply(st, id, a);
+                }
+            }
+        }
+        Action::Put { owner, end } => {
+            c.state = State::Wait {
+                head_only: false,
+                key: Vec::new(),
+            };
+            let put = Op::Put {
+                data: Vec::new(),
+                end: Some(end),
+            };
+            if let Some(a) = st.run(owner, o, put) {
+                apply(st, id, a);
+            }
+        }
+    }
+}
+
+/// The response is wholly queued: next request (or close).
+fn finish(st: &mut NodeState, id: ConnId) {
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    c.state = State::Idle;
+    if !c.keep_alive {
+        close(st, id);
+    }
+}
+
+fn stats_json(s: &Stats) -> serde_json::Value {
+    serde_json::json!({
+        "hits": s.hits,
+        "misses": s.misses,
+        "partial_hits": s.partial_hits,
+        "bytes_read": s.bytes_read,
+        "bytes_written": s.bytes_written,
+        "evictions": s.evictions,
+        "entry_count": s.entry_count,
+        "size_bytes": s.size_bytes,
+        "capacity_bytes": s.capacity_bytes,
+        "hit_rate_percent": s.hit_rate_percent(),
+    })
+}
+
+/// Applies an owner's answer to the request in progress.
+fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
+    let workers = st.workers;
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    let state = std::mem::replace(&mut c.state, State::Idle);
+    match (state, answer) {
+        (
+            State::Wait { key, .. },
+            Answer::Got {
+                size,
+                chunks,
+                flags,
+                id: entry,
+                want,
+                first,
+            },
+        ) => {
+            let (status, offset, len) = match want {
+                Want::Whole => (200, 0, size),
+                Want::Part { offset, len } => (206, offset, len),
+                Want::Unsatisfiable => {
+                    let reply = Reply::text(416, "Range Not Satisfiable")
+                        .header("Content-Range", format!("bytes */{size}"));
+                    send(st, id, reply);
+                    return finish(st, id);
+                }
+            };
+            let mut reply = Reply::empty(status)
+                .header("Content-Type", "application/octet-stream")
+                .header("X-ElCache-Hit", "hit")
+                .header("X-ElCache-Size", size)
+                .header("X-ElCache-Chunks", chunks)
+                .header("X-ElCache-Flags", flags)
+                .header("Accept-Ranges", "bytes");
+            if status == 206 {
+                reply = reply.header(
+                    "Content-Range",
+                    format!("bytes {offset}-{}/{size}", offset + len - 1),
+                );
+            }
+            reply.length = Some(len);
+            let next = offset + first.len() as u64;
+            let end = offset + len;
+            let mut bytes = reply.render(!c.keep_alive);
+            bytes.extend_from_slice(&first);
+            drop(first);
+            c.unsent += 1;
+            let seq = c.seq;
+            if next < end && next > offset {
+                c.state = State::Stream {
+                    owner: owner_of(&key, workers),
+                    key,
+                    id: entry,
+                    next,
+                    end,
+                    reading: false,
+                };
+            }
+            tracked_send(st, id, bytes, seq);
+            if next >= end {
+                finish(st, id);
+            } else if next == offset {
+                // A non-empty range always comes with bytes; without
+                // them the promised length cannot be kept.
+                close(st, id);
+            }
+        }
+        (State::Wait { head_only, .. }, Answer::Missing | Answer::Gone) => {
+            send(
+                st,
+                id,
+                Reply::text(404, "Key not found").head_only(head_only),
+            );
+            finish(st, id);
+        }
+        (
+            State::Wait { .. },
+            Answer::Meta {
+                size,
+                chunks,
+                flags,
+            },
+        ) => {
+            let mut reply = Reply::empty(200)
+                .header("X-ElCache-Size", size)
+                .header("X-ElCache-Chunks", chunks)
+                .header("X-ElCache-Flags", flags)
+                .header("Accept-Ranges", "bytes")
+                .head_only(true);
+            reply.length = Some(size);
+            send(st, id, reply);
+            finish(st, id);
+        }
+        (State::Wait { .. }, Answer::Stored) => {
+            send(st, id, Reply::empty(201));
+            finish(st, id);
+        }
+        (State::Wait { .. }, Answer::Refused { status, reason }) => {
+            send(st, id, Reply::text(status, &reason));
+            finish(st, id);
+        }
+        (State::Wait { .. }, Answer::Deleted) => {
+            send(st, id, Reply::empty(204));
+            finish(st, id);
+        }
+        (State::Stats { left, mut sum }, Answer::Stats(s)) => {
+            sum.add(&s);
+            if left <= 1 {
+                send(st, id, Reply::json(&stats_json(&sum)));
+                finish(st, id);
+            } else {
+                c.state = State::Stats {
+                    left: left - 1,
+                    sum,
+                };
+            }
+        }
+        (
+            State::Stream {
+                owner,
+                key,
+                id: entry,
+                next,
+                end,
+                ..
+            },
+            Answer::Piece(piece),
+        ) if !piece.is_empty() => {
+            let next = next + piece.len() as u64;
+            c.unsent += 1;
+            let seq = c.seq;
+            if next < end {
+                c.state = State::Stream {
+                    owner,
+                    key,
+                    id: entry,
+                    next,
+                    end,
+                    reading: false,
+                };
+                tracked_send(st, id, piece, seq);
+            } else {
+                tracked_send(st, id, piece, seq);
+                finish(st, id);
+            }
+        }
+        (State::Stream { .. }, _) => {
+            // The value changed under a long GET: its head is sent, so
+            // the only honest end is to cut the connection.
+            tracing::debug!(peer = %c.peer, "value changed during a GET; closing");
+            close(st, id);
+        }
+        (state, answer) => {
+            tracing::debug!(?answer, "answer out of place; ignored");
+            c.state = state;
+        }
+    }
+}
+
+/// Pulls the next pieces of a GET, at most [`WINDOW`] queued (C2).
+fn pump(st: &mut NodeState, id: ConnId) {
+    for _ in 0..=WINDOW {
+        let Some(c) = st.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closed || c.unsent >= WINDOW {
+            return;
+        }
+        let seq = c.seq;
+        let State::Stream {
+            owner,
+            key,
+            id: entry,
+            next,
+            end,
+            reading,
+        } = &mut c.state
+        else {
+            return;
+        };
+        if *reading || *next >= *end {
+            return;
+        }
+        *reading = true;
+        let op = Op::Read {
+            key: key.clone(),
+            id: *entry,
+            offset: *next,
+            len: (*end - *next).min(PIECE),
+        };
+        let owner = *owner;
+        let o = origin(st, id, seq);
+        match st.run(owner, o, op) {
+            Some(a) => apply(st, id, a),
+            None => return,
+        }
+    }
+}
+
+/// Routes a request head to its action.
+fn route(st: &NodeState, head: &Head) -> Action {
+    let m = &head.method;
+    let not_allowed = |allow: &str| {
+        Action::Respond(Reply::text(405, "Method Not Allowed").header("Allow", allow))
+    };
+    match head.path.as_str() {
+        "/health" => match m {
+            Method::Get | Method::Head => Action::Respond(
+                Reply::json(&serde_json::json!({"status": "healthy"}))
+                    .head_only(*m == Method::Head),
+            ),
+            _ => not_allowed("GET, HEAD"),
+        },
+        "/stats" => match m {
+            Method::Get => Action::Stats,
+            _ => not_allowed("GET"),
+        },
+        "/cluster" | "/cluster/nodes" => match m {
+            Method::Get => Action::Respond(Reply::json(&serde_json::json!({"mode": "standalone"}))),
+            _ => not_allowed("GET"),
+        },
+        path => match path.strip_prefix("/cache/") {
+            Some(key) if !key.is_empty() && !key.contains('/') => cache_route(st, head, key),
+            _ => Action::Respond(Reply::text(404, "Not Found")),
+        },
+    }
+}
+
+fn bad(msg: &str) -> Action {
+    Action::Respond(Reply::text(400, msg))
+}
+
+fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
+    if key.len() > MAX_KEY {
+        return bad("Key too long");
+    }
+    let key = key.as_bytes().to_vec();
+    let owner = owner_of(&key, st.workers);
+    let op = |op: Op, head_only: bool, key: Vec<u8>| Action::Op {
+        owner,
+        op,
+        head_only,
+        key,
+    };
+    match &head.method {
+        Method::Get => {
+            let query = match head.query.as_deref().map(http::parse_query_range) {
+                Some(Err(e)) => return bad(&e.to_string()),
+                Some(Ok(q)) => q,
+                None => None,
+            };
+            let range = query.unwrap_or_else(|| {
+                head.range
+                    .as_deref()
+                    .and_then(http::parse_range_header)
+                    .map_or(RangeReq::Whole, RangeReq::Header)
+            });
+            op(
+                Op::Get {
+                    key: key.clone(),
+                    range,
+                },
+                false,
+                key,
+            )
+        }
+        Method::Head => op(Op::Head { key: key.clone() }, true, key),
+        Method::Delete => op(Op::Delete { key }, false, Vec::new()),
+        Method::Put | Method::Post => {
+            let ttl = match head.ttl.as_deref().map(str::parse::<i64>) {
+                None | Some(Ok(0)) => None,
+                Some(Ok(n)) if n > 0 => Some(Duration::from_secs(n.unsigned_abs())),
+                Some(_) => {
+                    return bad("X-ElCache-TTL must be a whole number of seconds, 0 or more");
+                }
+            };
+            let flags = match head.flags.as_deref().map(str::parse::<u64>) {
+                None => 0,
+                // Cut to 32 bits, as ElCache does.
+                Some(Ok(n)) => n as u32,
+                Some(Err(_)) => return bad("X-ElCache-Flags must be an unsigned number"),
+            };
+            if head.no_memory {
+                return Action::Respond(Reply::text(
+                    507,
+                    "X-ElCache-No-Memory: true, and the memory tier is this server's only tier",
+                ));
+            }
+            Action::Put {
+                owner,
+                end: PutEnd { key, ttl, flags },
+            }
+        }
+        Method::Options => Action::Respond(
+            Reply::empty(200)
+                .header("Allow", CACHE_ALLOW)
+                .header("Accept-Ranges", "bytes"),
+        ),
+        Method::Other(_) => {
+            Action::Respond(Reply::text(405, "Method Not Allowed").header("Allow", CACHE_ALLOW))
+        }
+    }
+}
+
+/// Answers `status` with `Connection: close`, drops a PUT in progress,
+/// and closes.
+fn fail(st: &mut NodeState, id: ConnId, status: u16, msg: &str) {
+    if let Some(c) = st.conns.get_mut(&id) {
+        let state = std::mem::replace(&mut c.state, State::Idle);
+        let seq = c.seq;
+        abort_put(st, id, seq, &state);
+    }
+    fail_plain(st, id, status, msg);
+}
+
+/// As [`fail`], the PUT (if any) already dropped.
+fn fail_plain(st: &mut NodeState, id: ConnId, status: u16, msg: &str) {
+    if let Some(c) = st.conns.get_mut(&id) {
+        tracing::debug!(peer = %c.peer, status, "{msg}");
+        c.keep_alive = false;
+        c.state = State::Idle;
+        c.inbuf.clear();
+    }
+    send(st, id, Reply::text(status, msg));
+    close(st, id);
+}
+
+fn send(st: &mut NodeState, id: ConnId, reply: Reply) {
+    let close = st.conns.get(&id).is_none_or(|c| !c.keep_alive);
+    raw_send(st, id, reply.render(close));
+}
+
+fn raw_send(st: &mut NodeState, id: ConnId, bytes: Vec<u8>) {
+    submit(st, id, bytes, None);
+}
+
+fn tracked_send(st: &mut NodeState, id: ConnId, bytes: Vec<u8>, tag: u64) {
+    submit(st, id, bytes, Some(tag));
+}
+
+/// Writes `bytes` to `id`, retried while the network worker's queue is
+/// full (it is draining); dropped once the connection is gone.
+fn submit(st: &mut NodeState, id: ConnId, bytes: Vec<u8>, tag: Option<u64>) {
+    if st.conns.get(&id).is_none_or(|c| c.closed) {
+        return;
+    }
+    let n = st.clients.len().max(1);
+    let Some(client) = st.clients.get_mut(id.worker() % n) else {
+        return;
+    };
+    let mut buf = bytes;
+    for _ in 0..1_000_000 {
+        let sent = match tag {
+            Some(t) => client.send_tracked(id, buf, t),
+            None => client.send(id, buf),
+        };
+        match sent {
+            Ok(()) => return,
+            Err(e) if e.is_full() => {
+                buf = e.into_inner();
+                std::thread::yield_now();
+            }
+            Err(_) => return,
+        }
+    }
+    tracing::warn!("network worker queue stayed full; response dropped");
+}
+
+/// Asks the network worker to close `id` after its queued sends.
+fn close(st: &mut NodeState, id: ConnId) {
+    match st.conns.get_mut(&id) {
+        Some(c) if !c.closed => c.closed = true,
+        _ => return,
+    }
+    net_request(st, id, NetClient::close);
+}
+
+fn net_request(
+    st: &mut NodeState,
+    id: ConnId,
+    request: fn(&mut NetClient, ConnId) -> Result<(), SubmitError<ConnId>>,
+) {
+    let n = st.clients.len().max(1);
+    let Some(client) = st.clients.get_mut(id.worker() % n) else {
+        return;
+    };
+    let mut conn = id;
+    for _ in 0..1_000_000 {
+        match request(client, conn) {
+            Ok(()) => return,
+            Err(e) if e.is_full() => {
+                conn = e.into_inner();
+                std::thread::yield_now();
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The server: one [`Engine`] per application worker, behind the HTTP
+//! front on the pool's network workers.
+//!
+//! Worker `i` of a group of `n` owns the keys that `HashPartitioner`
+//! sends to `i` ([`owner_of`]) and its own memory tier (`--memory / n`
+//! bytes), and it serves the connections the network layer gives it
+//! (thread-per-core: each worker listens on the shared port through its
+//! own backend; dedicated: a network worker hands connections out round
+//! robin). A connection's worker parses requests (`conn.rs`) and runs
+//! each on its key's owner (`owner.rs`): in place when the owner is
+//! itself, otherwise as an [`Msg::Op`] to the owner, answered by an
+//! [`Msg::Answer`]; both go through [`ResultSink`]s, which never block,
+//! so no worker ever waits on another. The workers share nothing: a
+//! value's bytes travel between them only inside messages (a PUT's
+//! chunks to the owner, a GET's pieces back).
+//!
+//! The thread that called [`serve`] is the clock ([`Msg::Tick`] every
+//! [`TICK`]): sink backlogs are retried and expired entries swept.
+
+mod conn;
+mod owner;
+
+use crate::config::Config;
+use crate::engine::{Engine, Stats};
+use crate::http::{RangeReq, Want};
+use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker};
+use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
+use shared_nothing::pool::NetworkMode;
+use shared_nothing::prelude::*;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Clock period.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Where an answer goes: the connection's worker, the connection and
+/// the request's number on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub worker: usize,
+    pub conn: ConnId,
+    pub seq: u64,
+}
+
+/// A PUT's last message: what to store it as.
+#[derive(Debug)]
+pub struct PutEnd {
+    pub key: Vec<u8>,
+    pub ttl: Option<Duration>,
+    pub flags: u32,
+}
+
+/// Work for a key's owner.
+#[derive(Debug)]
+pub enum Op {
+    /// A GET: metadata and the first piece of what `range` selects.
+    Get {
+        key: Vec<u8>,
+        range: RangeReq,
+    },
+    /// A HEAD: metadata only.
+    Head {
+        key: Vec<u8>,
+    },
+    /// The next piece of a GET already answered (entry `id`).
+    Read {
+        key: Vec<u8>,
+        id: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// The next chunk of a PUT body; with `end`, the last, and the value
+    /// is stored.
+    Put {
+        data: Vec<u8>,
+        end: Option<PutEnd>,
+    },
+    /// The PUT's body will not come (the connection failed): drop what
+    /// was staged.
+    Abort,
+    Delete {
+        key: Vec<u8>,
+    },
+    /// This worker's counters, for `/stats`.
+    Stats,
+}
+
+/// An owner's answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// A GET hit: what the range selected and its first piece.
+    Got {
+        size: u64,
+        chunks: u64,
+        flags: u32,
+        id: u64,
+        want: Want,
+        first: Vec<u8>,
+    },
+    /// No such key (or expired).
+    Missing,
+    /// A HEAD hit.
+    Meta {
+        size: u64,
+        chunks: u64,
+        flags: u32,
+    },
+    Piece(Vec<u8>),
+    /// The entry changed or went away during a long GET.
+    Gone,
+    Stored,
+    /// Not stored: the status and why.
+    Refused {
+        status: u16,
+        reason: String,
+    },
+    Deleted,
+    Stats(Stats),
+}
+
+/// Everything that travels between workers.
+#[derive(Debug)]
+pub enum Msg {
+    Net(NetEvent),
+    Wire(Vec<ResultSink<Msg>>),
+    Listen(SocketAddr),
+    Tick,
+    Op { origin: Origin, op: Op },
+    Answer { origin: Origin, answer: Answer },
+}
+
+#[path = "../../common/mesh.rs"]
+pub mod mesh;
+
+impl mesh::MeshMsg for Msg {
+    fn wire(sinks: Vec<ResultSink<Msg>>) -> Msg {
+        Msg::Wire(sinks)
+    }
+    fn listen(addr: SocketAddr) -> Msg {
+        Msg::Listen(addr)
+    }
+    fn net(ev: NetEvent) -> Msg {
+        Msg::Net(ev)
+    }
+    fn tick() -> Msg {
+        Msg::Tick
+    }
+    fn into_setup(self) -> std::result::Result<mesh::Setup<Msg>, Msg> {
+        match self {
+            Msg::Wire(sinks) => Ok(mesh::Setup::Wire(sinks)),
+            Msg::Listen(addr) => Ok(mesh::Setup::Listen(addr)),
+            other => Err(other),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("{0}")]
+    Pool(#[from] shared_nothing::Error),
+    #[error("cannot resolve {addr}: {reason}")]
+    Addr { addr: String, reason: String },
+    #[error(transparent)]
+    Mesh(#[from] mesh::MeshError),
+}
+
+/// The worker that owns `key` among `workers`.
+pub fn owner_of(key: &[u8], workers: usize) -> usize {
+    HashPartitioner::new().partition(hash_key(key), workers)
+}
+
+/// What every worker knows of the configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// One worker's memory tier.
+    pub capacity: u64,
+    /// Largest body (at most `capacity`).
+    pub max_body: u64,
+}
+
+/// One application worker.
+struct Node {
+    index: usize,
+    workers: usize,
+    limits: Limits,
+    io: IoWorkers,
+    mode: NetworkMode,
+}
+
+/// A worker's state, built on its own thread.
+pub struct NodeState {
+    index: usize,
+    workers: usize,
+    limits: Limits,
+    clients: Vec<NetClient>,
+    net: Option<NetworkWorker>,
+    peers: Vec<ResultSink<Msg>>,
+    conns: HashMap<ConnId, conn::Conn>,
+    engine: Engine,
+    /// PUT bodies being received, by request (`owner.rs`).
+    staging: HashMap<Origin, owner::Staging>,
+}
+
+impl NodeState {
+    /// Runs `op` on worker `owner`: here, returning the answer, or sent
+    /// there (the answer comes back as a message).
+    fn run(&mut self, owner: usize, origin: Origin, op: Op) -> Option<Answer> {
+        if owner == self.index {
+            owner::run(self, origin, op)
+        } else {
+            self.deliver(owner, Msg::Op { origin, op });
+            None
+        }
+    }
+
+    /// Delivers without blocking (a full queue backlogs in the sink).
+    fn deliver(&mut self, to: usize, msg: Msg) {
+        match self.peers.get_mut(to) {
+            Some(sink) => sink.deliver(msg),
+            None => tracing::warn!(worker = self.index, "not wired yet, dropped a message"),
+        }
+    }
+}
+
+impl Node {
+    fn network(&self) -> Result<(Option<NetworkWorker>, Vec<NetClient>)> {
+        Ok(match self.mode {
+            NetworkMode::ThreadPerCore => {
+                let config = NetConfig::new()
+                    .reuse_port(true)
+                    .name(format!("cache-net-{}", self.index));
+                let net = NetworkWorker::start_local(self.index, config)?;
+                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
+                (Some(net), vec![client])
+            }
+            _ => {
+                let clients = (0..self.io.network_count())
+                    .map(|i| {
+                        self.io
+                            .network(i)
+                            .client(ResultSink::to_current_worker(Msg::Net)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (None, clients)
+            }
+        })
+    }
+}
+
+impl Worker for Node {
+    type State = NodeState;
+    type Message = Msg;
+    type Reply = ();
+
+    fn init(&mut self) -> Result<NodeState> {
+        let (net, clients) = self.network()?;
+        Ok(NodeState {
+            index: self.index,
+            workers: self.workers,
+            limits: self.limits.clone(),
+            clients,
+            net,
+            peers: Vec::new(),
+            conns: HashMap::new(),
+            engine: Engine::new(self.limits.capacity),
+            staging: HashMap::new(),
+        })
+    }
+
+    fn handle_message(&mut self, st: &mut NodeState, msg: Envelope<Msg>) -> Result<()> {
+        let mut msg = msg;
+        let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
+        handle(st, payload, &mut msg);
+        Ok(())
+    }
+
+    fn handle_batch(&mut self, st: &mut NodeState, batch: &mut Batch<'_, Msg>) -> Result<()> {
+        while let Some(mut msg) = batch.next() {
+            let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
+            handle(st, payload, &mut msg);
+        }
+        Ok(())
+    }
+}
+
+fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
+    let net = st.net.as_ref();
+    let Some(msg) = mesh::take_setup(msg, env, &mut st.peers, net, st.index) else {
+        return;
+    };
+    match msg {
+        Msg::Net(ev) => conn::on_event(st, ev),
+        Msg::Wire(_) | Msg::Listen(_) => {}
+        Msg::Tick => {
+            for p in &mut st.peers {
+                p.flush();
+            }
+            st.engine.expire(std::time::Instant::now(), 4096);
+        }
+        Msg::Op { origin, op } => {
+            if let Some(answer) = owner::run(st, origin, op) {
+                if origin.worker == st.index {
+                    conn::on_answer(st, origin, answer);
+                } else {
+                    st.deliver(origin.worker, Msg::Answer { origin, answer });
+                }
+            }
+        }
+        Msg::Answer { origin, answer } => conn::on_answer(st, origin, answer),
+    }
+}
+
+fn resolve_addr(bind: &str, port: u16) -> Result<SocketAddr, ServeError> {
+    let text = format!("{bind}:{port}");
+    let err = |reason: String| ServeError::Addr {
+        addr: text.clone(),
+        reason,
+    };
+    (bind, port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no address".to_owned()))
+}
+
+/// Starts the workers and listens; returns the bound address and the
+/// group (whose clock the caller runs, [`run_clock`]).
+///
+/// # Errors
+/// The pool or the network cannot start, or the address cannot be bound.
+pub fn start(
+    cfg: &Config,
+) -> Result<(SocketAddr, WorkerGroup<impl Worker<Message = Msg>>), ServeError> {
+    let addr = resolve_addr(&cfg.bind, cfg.port)?;
+    let pool = WorkerPool::new()?;
+    let mode = pool.plan().network_mode;
+    let io = pool.start_io()?;
+    let workers = pool.app_plan().app_workers.len().max(1);
+    let capacity = cfg.memory_bytes / workers as u64;
+    let limits = Limits {
+        capacity,
+        max_body: cfg.max_body.min(capacity),
+    };
+    let io2 = io.clone();
+    let mut group = pool.spawn_workers(workers, move |index| Node {
+        index,
+        workers,
+        limits: limits.clone(),
+        io: io2.clone(),
+        mode,
+    })?;
+    mesh::wire(&mut group)?;
+    let local = mesh::listen(&mut group, mode, &io, addr)?;
+    println!(
+        "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker)",
+        capacity >> 20
+    );
+    Ok((local, group))
+}
+
+/// The calling thread becomes the clock, until the process ends.
+pub fn run_clock<W: Worker<Message = Msg>>(group: &WorkerGroup<W>) -> ! {
+    mesh::clock(group, TICK)
+}

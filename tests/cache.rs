@@ -1,0 +1,548 @@
+//! End to end: the real `cache` example binary over real TCP on
+//! 127.0.0.1, spoken to by the Rust client in `examples/cache/client.rs`
+//! and by curl where it is installed.
+//!
+//! Servers run with three application workers
+//! (`SHARED_NOTHING_APP_WORKERS=3`), so most keys are owned by a worker
+//! other than the connection's and requests really cross workers as
+//! messages. Every wait is bounded: sockets have timeouts, loops counts.
+
+#[path = "../examples/cache/client.rs"]
+#[allow(dead_code)]
+mod client;
+mod common;
+
+use client::{Client, Response};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server; killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(common::example_bin("cache"));
+        cmd.envs(env.iter().copied());
+        let mut child = cmd
+            .args(["--bind", "127.0.0.1", "--port", "0", "-m", "64"])
+            .args(extra)
+            .env("SHARED_NOTHING_APP_WORKERS", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cache");
+        let stderr = common::collect_stderr(&mut child);
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no address; stderr:\n{}", stderr.lock().expect("lock"));
+            }
+        };
+        Server { child, addr }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.addr, TIMEOUT).expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn value(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x9E37_79B9u32 ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn put(c: &mut Client, key: &str, body: &[u8]) -> Response {
+    c.request("PUT", &format!("/cache/{key}"), &[], body)
+        .expect("PUT")
+}
+
+fn get(c: &mut Client, key: &str, headers: &[(&str, &str)]) -> Response {
+    c.request("GET", &format!("/cache/{key}"), headers, b"")
+        .expect("GET")
+}
+
+#[test]
+fn crud_headers_and_stats() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    let r = put(&mut c, "greeting", b"Hello, World!");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Content-Length"), Some("0"));
+    let r = get(&mut c, "greeting", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"Hello, World!");
+    assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+    assert_eq!(r.header("X-ElCache-Hit"), Some("hit"));
+    assert_eq!(r.header("X-ElCache-Size"), Some("13"));
+    assert_eq!(r.header("X-ElCache-Chunks"), Some("1"));
+    assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    // Overwrite (POST too) answers 201, as ElCache does.
+    let r = c.request("POST", "/cache/greeting", &[], b"bye").unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(get(&mut c, "greeting", &[]).body, b"bye");
+    let r = c.request("HEAD", "/cache/greeting", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("3"));
+    assert_eq!(r.header("X-ElCache-Size"), Some("3"));
+    assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    assert!(r.body.is_empty());
+    let r = c.request("OPTIONS", "/cache/greeting", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Allow"),
+        Some("GET, PUT, POST, DELETE, HEAD, OPTIONS")
+    );
+    let r = c.request("DELETE", "/cache/greeting", &[], b"").unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("Content-Length"), None, "no Content-Length on 204");
+    let r = c.request("DELETE", "/cache/greeting", &[], b"").unwrap();
+    assert_eq!(r.status, 204, "DELETE is idempotent");
+    let r = get(&mut c, "greeting", &[]);
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (404, &b"Key not found\n"[..])
+    );
+    let r = c.request("HEAD", "/cache/greeting", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    // The HEAD 404 has no body: the next response parses cleanly.
+    let r = c.request("GET", "/health", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(health["status"], "healthy");
+    let r = c.request("GET", "/cluster", &[], b"").unwrap();
+    let cluster: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(cluster["mode"], "standalone");
+
+    // Keys spread over the three workers; counts are summed over them.
+    for i in 0..30 {
+        assert_eq!(put(&mut c, &format!("k{i}"), b"0123456789").status, 201);
+    }
+    for i in 0..30 {
+        assert_eq!(get(&mut c, &format!("k{i}"), &[]).status, 200);
+    }
+    for i in 0..5 {
+        assert_eq!(get(&mut c, &format!("absent{i}"), &[]).status, 404);
+    }
+    let r = c.request("GET", "/stats", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let st: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    // Hits: 2 GETs of "greeting" and the 30; misses: 1 + 5.
+    assert_eq!(st["hits"], 32, "{st}");
+    assert_eq!(st["misses"], 6, "{st}");
+    assert_eq!(st["entry_count"], 30, "{st}");
+    assert_eq!(st["partial_hits"], 0);
+    assert_eq!(st["bytes_written"], 13 + 3 + 300, "{st}");
+    assert_eq!(st["bytes_read"], 13 + 3 + 300, "{st}");
+    // 30 identical values: one 10-byte chunk per owner that holds any.
+    let size = st["size_bytes"].as_u64().unwrap();
+    assert!(size % 10 == 0 && (10..=30).contains(&size), "{st}");
+    assert_eq!(st["capacity_bytes"], 3 * ((64 << 20) / 3), "{st}");
+    let rate = st["hit_rate_percent"].as_f64().unwrap();
+    assert!((rate - 32.0 * 100.0 / 38.0).abs() < 1e-9, "{rate}");
+    assert_eq!(st["evictions"], 0, "64 MiB holds everything: {st}");
+}
+
+#[test]
+fn ranges_follow_rfc_9110() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    put(&mut c, "r", b"Hello World");
+    let ranged = |c: &mut Client, range: &str| get(c, "r", &[("Range", range)]);
+    for (range, first, last) in [
+        ("bytes=0-9", 0, 9),
+        ("bytes=5-", 5, 10),
+        ("bytes=-3", 8, 10),
+        ("bytes=0-99", 0, 10),
+        ("bytes=-20", 0, 10),
+    ] {
+        let r = ranged(&mut c, range);
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(r.body, &b"Hello World"[first..=last], "{range}");
+        let cr = format!("bytes {first}-{last}/11");
+        assert_eq!(r.header("Content-Range"), Some(cr.as_str()), "{range}");
+        assert_eq!(r.header("X-ElCache-Size"), Some("11"));
+    }
+    for range in ["bytes=20-30", "bytes=-0", "bytes=11-"] {
+        let r = ranged(&mut c, range);
+        assert_eq!(r.status, 416, "{range}");
+        assert_eq!(r.header("Content-Range"), Some("bytes */11"), "{range}");
+    }
+    for range in [
+        "bytes=5-4",
+        "bytes=7-2",
+        "bytes=0-1,4-5",
+        "items=0-1",
+        "bytes",
+        "bytes=-",
+        "bytes=a-b",
+    ] {
+        let r = ranged(&mut c, range);
+        assert_eq!(r.status, 200, "{range} is ignored");
+        assert_eq!(r.body, b"Hello World");
+        assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+    }
+    // ?range=OFFSET-LENGTH wins over the header.
+    let r = c
+        .request("GET", "/cache/r?range=2-3", &[("Range", "bytes=0-0")], b"")
+        .unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"llo"[..]));
+    assert_eq!(r.header("Content-Range"), Some("bytes 2-4/11"));
+    let r = c.request("GET", "/cache/r?range=2-0", &[], b"").unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"llo World"[..]));
+    let r = c.request("GET", "/cache/r?range=20-1", &[], b"").unwrap();
+    assert_eq!(r.status, 416);
+    let r = c.request("GET", "/cache/r?range=x-1", &[], b"").unwrap();
+    assert_eq!(r.status, 400, "a bad number is 400, not 500");
+    let r = c.request("GET", "/cache/r?range=5", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "no '-': ignored");
+    // An empty value: 200 with no body, any range unsatisfiable.
+    assert_eq!(put(&mut c, "empty", b"").status, 201);
+    let r = get(&mut c, "empty", &[]);
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("X-ElCache-Chunks"), Some("0"));
+    let r = get(&mut c, "empty", &[("Range", "bytes=0-")]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("Content-Range"), Some("bytes */0"));
+}
+
+#[test]
+fn large_values_chunked_bodies_and_continue() {
+    let s = Server::start(&[]);
+    let mut c = s.client();
+    // 9 MiB + 5: three chunks, streamed in pieces through another worker.
+    let v = value((9 << 20) + 5, 1);
+    assert_eq!(put(&mut c, "big", &v).status, 201);
+    let r = get(&mut c, "big", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-ElCache-Chunks"), Some("3"));
+    assert!(r.body == v, "9 MiB value read back");
+    let start = (4 << 20) - 7;
+    let range = format!("bytes={start}-{}", start + (5 << 20));
+    let r = get(&mut c, "big", &[("Range", &range)]);
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body == v[start..=start + (5 << 20)],
+        "range across chunks"
+    );
+    // The same value under another key shares its chunks.
+    assert_eq!(put(&mut c, "big2", &v).status, 201);
+    let st: serde_json::Value =
+        serde_json::from_slice(&c.request("GET", "/stats", &[], b"").unwrap().body).unwrap();
+    let size = st["size_bytes"].as_u64().unwrap();
+    let len = v.len() as u64;
+    // Two owners may each hold a copy; one owner holds it once.
+    assert!(size == len || size == 2 * len, "{size}");
+
+    // Chunked upload with Expect: 100-continue, in pieces.
+    let mut body = Vec::new();
+    let payload = value(100_000, 2);
+    for part in payload.chunks(7_000) {
+        body.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        body.extend_from_slice(part);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    c.write_raw(
+        b"PUT /cache/chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 100);
+    c.write_raw(&body).unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 201);
+    assert!(get(&mut c, "chunked", &[]).body == payload);
+}
+
+#[test]
+fn ttl_flags_and_request_errors() {
+    let s = Server::start(&["--max-body", "1000"]);
+    let mut c = s.client();
+    let r = c
+        .request(
+            "PUT",
+            "/cache/t",
+            &[("X-ElCache-TTL", "1"), ("X-ElCache-Flags", "7")],
+            b"v",
+        )
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let r = c.request("HEAD", "/cache/t", &[], b"").unwrap();
+    assert_eq!((r.status, r.header("X-ElCache-Flags")), (200, Some("7")));
+    let r = c
+        .request("PUT", "/cache/zero", &[("X-ElCache-TTL", "0")], b"v")
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let mut expired = false;
+    for _ in 0..100 {
+        thread::sleep(Duration::from_millis(50));
+        if c.request("HEAD", "/cache/t", &[], b"").unwrap().status == 404 {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "HEAD respects the TTL");
+    assert_eq!(get(&mut c, "t", &[]).status, 404);
+    assert_eq!(get(&mut c, "zero", &[]).status, 200, "TTL 0: no expiry");
+    for (name, value) in [
+        ("X-ElCache-TTL", "soon"),
+        ("X-ElCache-TTL", "-1"),
+        ("X-ElCache-Flags", "x"),
+    ] {
+        let r = c
+            .request("PUT", "/cache/bad", &[(name, value)], b"v")
+            .unwrap();
+        assert_eq!(r.status, 400, "{name}: {value}");
+        c = s.client();
+    }
+    let long_key = "k".repeat(8193);
+    let r = c
+        .request("PUT", &format!("/cache/{long_key}"), &[], b"v")
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let mut c = s.client();
+    let r = c.request("PATCH", "/cache/x", &[], b"").unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.header("Allow"),
+        Some("GET, PUT, POST, DELETE, HEAD, OPTIONS")
+    );
+    let r = c.request("DELETE", "/health", &[], b"").unwrap();
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
+    let r = c.request("GET", "/nowhere", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    let r = c.request("GET", "/cache/", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    let r = c.request("GET", "/cache/a/b", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    // Over --max-body: 413 and the connection closes.
+    let r = c.request("PUT", "/cache/huge", &[], &[b'x'; 1001]).unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("Connection"), Some("close"));
+    let mut c = s.client();
+    let mut body = b"PUT /cache/huge HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    body.extend_from_slice(b"3e9\r\n");
+    body.extend_from_slice(&[b'x'; 1001]);
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    c.write_raw(&body).unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 413);
+    let mut c = s.client();
+    assert_eq!(get(&mut c, "huge", &[]).status, 404, "nothing stored");
+    let r = c
+        .request("PUT", "/cache/m", &[("X-ElCache-No-Memory", "true")], b"v")
+        .unwrap();
+    assert_eq!(r.status, 507);
+}
+
+#[test]
+fn pipelining_and_malformed_requests_leave_others_alone() {
+    let s = Server::start(&[]);
+    let mut bystander = s.client();
+    put(&mut bystander, "keep", b"kept");
+    // Pipelined: ten requests in one write, answered in order.
+    let mut c = s.client();
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.extend_from_slice(
+            format!("PUT /cache/p{i} HTTP/1.1\r\nContent-Length: 2\r\n\r\nv{i}").as_bytes(),
+        );
+    }
+    for i in 0..5 {
+        batch.extend_from_slice(format!("GET /cache/p{i} HTTP/1.1\r\n\r\n").as_bytes());
+    }
+    c.write_raw(&batch).unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.read_response(false).unwrap().status, 201);
+    }
+    for i in 0..5 {
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.body, format!("v{i}").as_bytes());
+    }
+    // Bad request line.
+    let mut bad = s.client();
+    bad.write_raw(b"THIS IS NOT HTTP\r\n\r\n").unwrap();
+    let r = bad.read_response(false).unwrap();
+    assert_eq!((r.status, r.header("Connection")), (400, Some("close")));
+    assert!(bad.read_to_close().unwrap().is_empty(), "then closed");
+    // Huge head.
+    let mut huge = s.client();
+    let mut head = b"GET /cache/keep HTTP/1.1\r\nX-Filler: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 64 << 10));
+    let _ = huge.write_raw(&head);
+    let r = huge.read_response(false).unwrap();
+    assert_eq!(r.status, 431);
+    // Truncated body: the peer stops sending half-way.
+    let mut cut = s.client();
+    cut.write_raw(b"PUT /cache/cut HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly some")
+        .unwrap();
+    cut.shutdown_write().unwrap();
+    let r = cut.read_response(false).unwrap();
+    assert_eq!(r.status, 400);
+    // Bad chunked framing.
+    let mut framing = s.client();
+    framing
+        .write_raw(b"PUT /cache/f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        .unwrap();
+    assert_eq!(framing.read_response(false).unwrap().status, 400);
+    // HTTP/1.0 closes after the response.
+    let mut old = s.client();
+    old.write_raw(b"GET /cache/keep HTTP/1.0\r\n\r\n").unwrap();
+    let r = old.read_response(false).unwrap();
+    assert_eq!(r.body, b"kept");
+    assert!(old.read_to_close().unwrap().is_empty());
+    // The bystander's keep-alive connection is untouched.
+    assert_eq!(get(&mut bystander, "keep", &[]).body, b"kept");
+    assert_eq!(
+        get(&mut bystander, "cut", &[]).status,
+        404,
+        "the cut PUT stored nothing"
+    );
+    assert_eq!(get(&mut bystander, "p4", &[]).body, b"v4");
+}
+
+/// The same requests through the dedicated network worker (the plan on
+/// larger machines) instead of each worker's own backend.
+#[test]
+fn dedicated_network_worker() {
+    let s = Server::start_env(&[], &[("SHARED_NOTHING_NETWORK_MODE", "dedicated")]);
+    let mut clients: Vec<Client> = (0..4).map(|_| s.client()).collect();
+    let v = value((4 << 20) + 3, 4);
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(put(c, &format!("d{i}"), &v).status, 201);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = get(c, &format!("d{i}"), &[]);
+        assert!(r.status == 200 && r.body == v, "d{i}");
+        let r = get(c, &format!("d{i}"), &[("Range", "bytes=-5")]);
+        assert_eq!(r.body, &v[v.len() - 5..]);
+    }
+}
+
+#[test]
+fn curl_where_installed() {
+    let have = Command::new("curl").arg("--version").output();
+    if !have.is_ok_and(|o| o.status.success()) {
+        eprintln!("curl is not installed: skipping the curl checks");
+        return;
+    }
+    let s = Server::start(&[]);
+    let base = format!("http://{}", s.addr);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let key = format!("{base}/cache/mykey");
+    curl(&["-X", "PUT", &key, "-d", "Hello, World!"]);
+    assert_eq!(curl(&[&key]), b"Hello, World!");
+    assert_eq!(curl(&["-H", "Range: bytes=0-4", &key]), b"Hello");
+    let code = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Range: bytes=50-60",
+        &key,
+    ]);
+    assert_eq!(code, b"416");
+    let head = curl(&["-I", &key]);
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.contains("x-elcache-size: 13"), "{head}");
+    // A body large enough for curl to send Expect: 100-continue.
+    let dir = common::TempDir::new("curl");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("body");
+    let big = value(3 << 20, 9);
+    std::fs::write(&file, &big).unwrap();
+    let upload = format!("@{}", file.display());
+    curl(&[
+        "-X",
+        "PUT",
+        &format!("{base}/cache/file"),
+        "--data-binary",
+        &upload,
+    ]);
+    assert!(curl(&[&format!("{base}/cache/file")]) == big);
+    curl(&[
+        "-X",
+        "PUT",
+        &format!("{base}/cache/chunked"),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &upload,
+    ]);
+    assert!(curl(&[&format!("{base}/cache/chunked")]) == big);
+    curl(&["-X", "DELETE", &key]);
+    let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", &key]);
+    assert_eq!(code, b"404");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&curl(&[&format!("{base}/stats")])).unwrap();
+    assert!(stats["hits"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn command_line_errors_exit_2() {
+    for args in [&["--nope"][..], &["-p", "x"], &["-m", "0"]] {
+        let out = Command::new(common::example_bin("cache"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cache");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = Command::new(common::example_bin("cache"))
+        .arg("-v")
+        .output()
+        .expect("run cache");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ElCache version 0.1.0"));
+}
