@@ -20,6 +20,7 @@
 
 mod btree;
 mod demo;
+mod embedded;
 mod error;
 #[path = "../common/logging.rs"]
 mod logging;
