@@ -39,6 +39,8 @@ fn point_operations_round_trip_and_survive_reopen() {
             .put(T, &key(7), "again")
             .delete(T, &key(8));
         assert_eq!(batch.len(), 3);
+        assert!(!batch.is_empty() && WriteBatch::new().is_empty());
+        assert_eq!(s.dir(), sub.0.as_path());
         s.write(batch).unwrap();
         assert_eq!(s.get(T, &key(7)).unwrap().as_deref(), Some(&b"again"[..]));
         assert!(!s.exists(T, &key(8)).unwrap());
