@@ -16,10 +16,16 @@
 //! cargo run --example store                     # the demo, in a temp dir
 //! cargo run --example store -- --dir D --keys N --page-size 8192
 //! cargo run --release --example store -- serve --dir D --addr 127.0.0.1:6379 [--shards N] [--sync always|interval:MS|never]
+//! cargo run --release --example store -- bench [--smoke] [--keys N --rounds R --writers W --shards S]
 //! ```
 
+mod bench;
 mod btree;
 mod demo;
+// The embedded API is wider than the bench and demo use (its unit tests
+// cover the rest).
+#[cfg_attr(not(test), allow(dead_code))]
+mod embedded;
 mod error;
 #[path = "../common/logging.rs"]
 mod logging;
@@ -76,6 +82,8 @@ pub struct Cli {
 enum Command {
     /// Serves the store over the Redis protocol (RESP2).
     Serve(ServeArgs),
+    /// Benchmarks the embedded API against redb and fjall.
+    Bench(bench::BenchArgs),
 }
 
 /// `store serve`'s options.
@@ -151,6 +159,8 @@ enum MainError {
     PageSize(#[from] page::PageSizeError),
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+    #[error("bench: {0}")]
+    Bench(#[from] bench::BenchError),
 }
 
 fn parse_page_size(s: &str) -> Result<u64, String> {
@@ -166,6 +176,7 @@ fn main() -> ExitCode {
             .config()
             .map_err(MainError::from)
             .and_then(|cfg| Ok(serve::serve(&cfg)?)),
+        Some(Command::Bench(args)) => bench::run(args).map_err(MainError::from),
         None => demo::run(&cli).map_err(MainError::from),
     };
     match result {
