@@ -10,7 +10,7 @@
 //! its handler passes every message through [`take_setup`] first, which
 //! answers the wiring and listening requests.
 
-use shared_nothing::io::{NetEvent, NetworkWorker, ReservedPort};
+use shared_nothing::io::{NetClient, NetConfig, NetEvent, NetworkWorker, ReservedPort};
 use shared_nothing::partition::RoundRobinPartitioner;
 use shared_nothing::pool::{IoWorkers, NetworkMode, WorkerGroup};
 use shared_nothing::prelude::*;
@@ -156,6 +156,38 @@ fn listen_here<M: MeshMsg>(
     let me = ResultSink::to_current_worker(M::net)?;
     net.listen(addr, vec![me], Arc::new(RoundRobinPartitioner::new()))?;
     Ok(())
+}
+
+/// A worker's network in `mode`, called from its `init`: thread-per-core,
+/// its own backend (named `{name}-net-{index}`, `SO_REUSEPORT`, so
+/// [`listen`] can put every worker on one port) and one client of it;
+/// dedicated, no backend and a client of each of the pool's network
+/// workers. Socket events come to this worker as [`MeshMsg::net`].
+///
+/// # Errors
+/// The backend cannot start, or this is not a worker thread.
+pub fn network<M: MeshMsg>(
+    mode: NetworkMode,
+    io: &IoWorkers,
+    index: usize,
+    name: &str,
+) -> shared_nothing::Result<(Option<NetworkWorker>, Vec<NetClient>)> {
+    Ok(match mode {
+        NetworkMode::ThreadPerCore => {
+            let config = NetConfig::new()
+                .reuse_port(true)
+                .name(format!("{name}-net-{index}"));
+            let net = NetworkWorker::start_local(index, config)?;
+            let client = net.client(ResultSink::to_current_worker(M::net)?)?;
+            (Some(net), vec![client])
+        }
+        _ => {
+            let clients = (0..io.network_count())
+                .map(|i| io.network(i).client(ResultSink::to_current_worker(M::net)?))
+                .collect::<shared_nothing::Result<Vec<_>>>()?;
+            (None, clients)
+        }
+    })
 }
 
 /// The calling thread becomes the group's clock: a tick to every worker

@@ -25,9 +25,7 @@ mod space;
 pub use logs::LogKey;
 
 use crate::config::Config;
-use shared_nothing::io::{
-    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, StorageCompletion,
-};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker, StorageCompletion};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
@@ -162,26 +160,8 @@ impl Worker for Node {
     type Reply = ();
 
     fn init(&mut self) -> Result<NodeState> {
-        let (net, clients) = match self.mode {
-            NetworkMode::ThreadPerCore => {
-                let config = NetConfig::new()
-                    .reuse_port(true)
-                    .name(format!("broker-net-{}", self.index));
-                let net = NetworkWorker::start_local(self.index, config)?;
-                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
-                (Some(net), vec![client])
-            }
-            _ => {
-                let clients = (0..self.io.network_count())
-                    .map(|i| {
-                        self.io
-                            .network(i)
-                            .client(ResultSink::to_current_worker(Msg::Net)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (None, clients)
-            }
-        };
+        let (net, clients) =
+            crate::mesh::network::<Msg>(self.mode, &self.io, self.index, "broker")?;
         let mut logs = logs::Logs::new(
             self.index,
             self.cfg.clone(),

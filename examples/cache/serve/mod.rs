@@ -23,7 +23,7 @@ mod owner;
 use crate::config::Config;
 use crate::engine::{Engine, Stats};
 use crate::http::{RangeReq, Want};
-use shared_nothing::io::{ConnId, NetClient, NetConfig, NetEvent, NetworkWorker};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker};
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
@@ -227,26 +227,7 @@ impl NodeState {
 
 impl Node {
     fn network(&self) -> Result<(Option<NetworkWorker>, Vec<NetClient>)> {
-        Ok(match self.mode {
-            NetworkMode::ThreadPerCore => {
-                let config = NetConfig::new()
-                    .reuse_port(true)
-                    .name(format!("cache-net-{}", self.index));
-                let net = NetworkWorker::start_local(self.index, config)?;
-                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
-                (Some(net), vec![client])
-            }
-            _ => {
-                let clients = (0..self.io.network_count())
-                    .map(|i| {
-                        self.io
-                            .network(i)
-                            .client(ResultSink::to_current_worker(Msg::Net)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (None, clients)
-            }
-        })
+        mesh::network::<Msg>(self.mode, &self.io, self.index, "cache")
     }
 }
 

@@ -34,9 +34,7 @@ use crate::shard::{Shard, ShardOptions};
 use crate::table::TableId;
 use crate::wal::WalConfig;
 use host::Host;
-use shared_nothing::io::{
-    ConnId, NetClient, NetConfig, NetEvent, NetworkWorker, StorageCompletion,
-};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker, StorageCompletion};
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
@@ -275,26 +273,7 @@ impl Node {
     }
 
     fn network(&self) -> Result<(Option<NetworkWorker>, Vec<NetClient>)> {
-        Ok(match self.mode {
-            NetworkMode::ThreadPerCore => {
-                let config = NetConfig::new()
-                    .reuse_port(true)
-                    .name(format!("store-net-{}", self.index));
-                let net = NetworkWorker::start_local(self.index, config)?;
-                let client = net.client(ResultSink::to_current_worker(Msg::Net)?)?;
-                (Some(net), vec![client])
-            }
-            _ => {
-                let clients = (0..self.io.network_count())
-                    .map(|i| {
-                        self.io
-                            .network(i)
-                            .client(ResultSink::to_current_worker(Msg::Net)?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (None, clients)
-            }
-        })
+        crate::mesh::network::<Msg>(self.mode, &self.io, self.index, "store")
     }
 }
 
