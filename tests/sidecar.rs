@@ -454,3 +454,41 @@ fn daemon_killed_under_load_keeps_every_accepted_write_exactly_once() {
     }
     assert!(!promised.is_empty());
 }
+
+#[test]
+fn a_torn_wal_tail_is_cut_at_start_and_the_log_stays_usable() {
+    let (_d, root) = root("torn");
+    let name = unique_name("torn");
+    let mut daemon = Daemon::start(&name, &root);
+    let mut c = daemon.attach();
+    let h = c.open_wait("f", true).unwrap();
+    let w = c.append(h, b"first").unwrap();
+    c.wait_completed(w).unwrap();
+    drop(c);
+    daemon.kill9();
+    // A record header promising more than follows: what a crash mid-write
+    // of the log leaves.
+    let wal = root.join(".sidecar-wal/wal.log");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 2, 9, 9]);
+    std::fs::write(&wal, &bytes).unwrap();
+    let mut daemon = Daemon::start(&name, &root);
+    assert!(daemon.banner.contains("log cut"), "{}", daemon.banner);
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len() as usize,
+        whole,
+        "cut back to the last whole record"
+    );
+    let mut c = daemon.attach();
+    let h = c.open_wait("f", false).unwrap();
+    let w = c.append(h, b" second").unwrap();
+    c.wait_accepted(w).unwrap();
+    drop(c);
+    daemon.kill9();
+    let daemon = Daemon::start(&name, &root);
+    assert!(!daemon.banner.contains("log cut"), "{}", daemon.banner);
+    let mut c = daemon.attach();
+    let h = c.open_wait("f", false).unwrap();
+    assert_eq!(c.read_wait(h, 0, 64).unwrap(), b"first second");
+}
