@@ -1,0 +1,149 @@
+//! The engine's side of the storage worker's completions: each moves
+//! one operation on (a WAL batch to ACCEPTED and its file writes, a file
+//! write to the group sync, a sync to COMPLETED, a read into the client's
+//! buffer), per E1.
+
+use super::{Pend, State};
+use crate::layout::{kind, status};
+use shared_nothing::io::{IoBuf, IoError, StorageCompletion, StorageOutput};
+
+impl State {
+    pub(super) fn disk(&mut self, c: StorageCompletion) {
+        let Some(p) = self.pend.remove(&c.token) else {
+            return;
+        };
+        if let Err(e) = &c.result {
+            tracing::debug!(error = %e, "storage request failed");
+        }
+        let result = c
+            .result
+            .map_err(|e: IoError| -e.errno().unwrap_or(libc::EIO));
+        self.finish(p, result, c.buf);
+    }
+
+    /// A storage request's outcome (`Err`: a negative errno or a status).
+    pub(super) fn finish(
+        &mut self,
+        p: Pend,
+        result: std::result::Result<StorageOutput, i32>,
+        buf: Option<IoBuf>,
+    ) {
+        let errno = |e: &i32| *e;
+        match p {
+            Pend::Wal { lsns, files, len } => {
+                self.wal_busy = false;
+                match &result {
+                    Ok(_) => {
+                        self.wal_len += len;
+                        for lsn in lsns {
+                            let Some(w) = self.writes.get(&lsn) else {
+                                continue;
+                            };
+                            let (client, user, key, offset, end) = (
+                                w.client,
+                                w.user,
+                                w.key,
+                                w.offset,
+                                w.offset + w.data.len() as u64,
+                            );
+                            self.post(client, user, kind::ACCEPTED, status::OK, offset);
+                            if let Some(f) = self.files.get_mut(&key) {
+                                f.queue.push_back((lsn, offset, end));
+                                self.dirty.push(key);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(status = *e, "WAL write failed; its writes are refused");
+                        for key in files {
+                            if let Some(f) = self.files.get_mut(&key) {
+                                f.journaled = false;
+                            }
+                        }
+                        for lsn in lsns {
+                            self.outstanding.remove(&lsn);
+                            let Some(w) = self.writes.remove(&lsn) else {
+                                continue;
+                            };
+                            self.post(w.client, w.user, kind::COMPLETED, status::WAL_FAILED, 0);
+                            self.finished(w.client);
+                            if let Some(f) = self.files.get_mut(&w.key) {
+                                f.unapplied.remove(&lsn);
+                            }
+                            self.dirty.push(w.key);
+                        }
+                    }
+                }
+            }
+            Pend::Data { lsn } => {
+                let Some(w) = self.writes.get(&lsn) else {
+                    return;
+                };
+                let (key, client, user) = (w.key, w.client, w.user);
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.inflight.retain(|x| x.0 != lsn);
+                    f.unapplied.remove(&lsn);
+                    match &result {
+                        Ok(_) => f.unsynced.push(lsn),
+                        Err(e) => {
+                            // Stays outstanding: the next start replays it.
+                            let s = errno(e);
+                            self.writes.remove(&lsn);
+                            self.post(client, user, kind::COMPLETED, s, 0);
+                            self.finished(client);
+                        }
+                    }
+                }
+                self.dirty.push(key);
+            }
+            Pend::DataSync { key, lsns } => {
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.syncing = false;
+                }
+                for lsn in lsns {
+                    let Some(w) = self.writes.remove(&lsn) else {
+                        continue;
+                    };
+                    match &result {
+                        Ok(_) => {
+                            self.outstanding.remove(&lsn);
+                            self.post(w.client, w.user, kind::COMPLETED, status::OK, w.offset);
+                        }
+                        Err(e) => self.post(w.client, w.user, kind::COMPLETED, errno(e), 0),
+                    }
+                    self.finished(w.client);
+                }
+                self.dirty.push(key);
+            }
+            Pend::Read { client, user, at } => {
+                match (&result, buf) {
+                    (Ok(StorageOutput::Read(n)), Some(buf)) => {
+                        let bytes = buf.into_vec();
+                        let n = (*n).min(bytes.len());
+                        if let Some(cl) = self.clients.get(&client) {
+                            cl.region.copy_in(at, &bytes[..n]);
+                        }
+                        self.post(client, user, kind::COMPLETED, status::OK, n as u64);
+                    }
+                    (Err(e), _) => self.post(client, user, kind::COMPLETED, errno(e), 0),
+                    _ => self.post(client, user, kind::COMPLETED, -libc::EIO, 0),
+                }
+                self.finished(client);
+            }
+            Pend::Sync { client, user } => {
+                let s = result.as_ref().map_or_else(errno, |_| status::OK);
+                self.post(client, user, kind::COMPLETED, s, 0);
+                self.finished(client);
+            }
+            Pend::Open { key } => {
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.opening = None;
+                }
+                if let Err(e) = &result {
+                    tracing::warn!(status = *e, "storage worker could not open a resolved file");
+                }
+            }
+            Pend::Close => {}
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The engine: one application worker that owns every attached client's
+//! rings, the open files and the WAL, and drives the storage I/O worker.
+//! Everything reaches it as a message: attachments and hang-ups from the
+//! attach thread, doorbells, and the storage worker's completions.
+//!
+//! A write goes: ring -> checked and copied out of shared memory -> WAL
+//! batch -> one group-committed WAL write per round (one in flight) ->
+//! ACCEPTED -> written to its file (F1) -> group `fdatasync` of the file
+//! -> COMPLETED, and the WAL's DONE watermark moves past it.
+//!
+//! **Invariant (E1):** nothing is written to a client's file before its
+//! WAL record is durable, and no ACCEPTED leaves before that; no
+//! COMPLETED leaves before the file's `fdatasync` that covers the write.
+//!
+//! **Invariant (E2):** the engine reads a client's region only through
+//! `Consumer::pop` copies and `Region::copy_out` of ranges the decoder
+//! bounded, and writes it only at the completion ring and at read
+//! buffers the decoder bounded; garbage gets an error completion, a
+//! broken ring protocol a detach, never a panic.
+
+mod complete;
+
+use super::files::{Deferred, File, Files, Later};
+use crate::layout::{self, Layout, kind, status};
+use crate::proto::{self, Request};
+use crate::resolve::{FileKey, Root};
+use crate::ring::{Consumer, Pop, Producer, RingAt, ring_if_armed};
+use crate::shm::{EventFd, Region};
+use crate::wal;
+use shared_nothing::io::{
+    Durability, FileId, IoBuf, OpenOptions, StorageClient, StorageCompletion, StorageOp,
+    StorageWorker, SubmitError,
+};
+use shared_nothing::prelude::*;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a client's ring is polled after its last request before the
+/// engine arms its doorbell.
+const SPIN: Duration = Duration::from_micros(50);
+/// Requests taken from one client per pass.
+const PASS: usize = 64;
+/// Operations of one client in flight or waiting in its completion
+/// backlog at most; past it the engine stops taking its requests.
+const CLIENT_LIMIT: usize = 1024;
+
+/// A new client, from the attach thread.
+#[derive(Debug)]
+pub struct Attached {
+    pub id: u64,
+    pub region: Arc<Region>,
+    pub to_client: EventFd,
+}
+
+#[derive(Debug)]
+pub enum Msg {
+    Attach(Box<Attached>),
+    Doorbell(u64),
+    Hangup(u64),
+    Disk(StorageCompletion),
+    Poll,
+}
+
+/// What the engine starts with (from replay).
+#[derive(Debug)]
+pub struct Start {
+    pub storage: Arc<StorageWorker>,
+    pub root: Root,
+    pub wal: FileId,
+    pub wal_len: u64,
+    pub next_lsn: u64,
+    pub next_file: u32,
+    /// Where to ask the attach thread to drop a client's socket.
+    pub kick: crossbeam_channel::Sender<u64>,
+    pub kick_waker: Arc<mio::Waker>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    start: Option<Start>,
+}
+
+impl Engine {
+    pub fn new(start: Start) -> Engine {
+        Engine { start: Some(start) }
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    region: Arc<Region>,
+    layout: Layout,
+    req: Consumer<8>,
+    comp: Producer<4>,
+    bell: EventFd,
+    backlog: VecDeque<[u64; 4]>,
+    handles: HashMap<u64, FileKey>,
+    next_handle: u64,
+    inflight: usize,
+    last_active: Instant,
+    hot: bool,
+}
+
+#[derive(Debug)]
+struct WriteOp {
+    client: u64,
+    user: u64,
+    key: FileKey,
+    offset: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Pend {
+    Wal {
+        lsns: Vec<u64>,
+        files: Vec<FileKey>,
+        len: u64,
+    },
+    Data {
+        lsn: u64,
+    },
+    DataSync {
+        key: FileKey,
+        lsns: Vec<u64>,
+    },
+    Read {
+        client: u64,
+        user: u64,
+        at: usize,
+    },
+    Sync {
+        client: u64,
+        user: u64,
+    },
+    Open {
+        key: FileKey,
+    },
+    Close,
+}
+
+#[derive(Debug)]
+pub struct State {
+    io: StorageClient,
+    me: ResultSink<Msg>,
+    root: Root,
+    kick: crossbeam_channel::Sender<u64>,
+    kick_waker: Arc<mio::Waker>,
+    clients: HashMap<u64, Client>,
+    files: Files,
+    pend: HashMap<u64, Pend>,
+    next_token: u64,
+    writes: HashMap<u64, WriteOp>,
+    /// Accepted or journaling writes not yet completed.
+    outstanding: BTreeSet<u64>,
+    wal: FileId,
+    wal_len: u64,
+    wal_busy: bool,
+    batch: Vec<u8>,
+    batch_lsns: Vec<u64>,
+    batch_files: Vec<FileKey>,
+    next_lsn: u64,
+    next_file: u32,
+    done_journaled: u64,
+    dirty: Vec<FileKey>,
+    poll_queued: bool,
+}
+
+impl Worker for Engine {
+    type State = State;
+    type Message = Msg;
+    type Reply = ();
+
+    fn init(&mut self) -> Result<State> {
+        let s = self
+            .start
+            .take()
+            .ok_or_else(|| Error::InvalidConfig("sidecar engine restarted".into()))?;
+        let io = s
+            .storage
+            .client(ResultSink::to_current_worker(Msg::Disk)?)?;
+        Ok(State {
+            io,
+            me: ResultSink::to_current_worker(|m| m)?,
+            root: s.root,
+            kick: s.kick,
+            kick_waker: s.kick_waker,
+            clients: HashMap::new(),
+            files: HashMap::new(),
+            pend: HashMap::new(),
+            next_token: 0,
+            writes: HashMap::new(),
+            outstanding: BTreeSet::new(),
+            wal: s.wal,
+            wal_len: s.wal_len,
+            wal_busy: false,
+            batch: Vec::new(),
+            batch_lsns: Vec::new(),
+            batch_files: Vec::new(),
+            next_lsn: s.next_lsn,
+            next_file: s.next_file,
+            done_journaled: s.next_lsn - 1,
+            dirty: Vec::new(),
+            poll_queued: false,
+        })
+    }
+
+    fn handle_message(&mut self, st: &mut State, m: Envelope<Msg>) -> Result<()> {
+        match m.payload {
+            Msg::Attach(a) => st.attach(*a),
+            Msg::Doorbell(id) => {
+                if let Some(c) = st.clients.get_mut(&id) {
+                    c.region
+                        .word(layout::DAEMON_ARMED)
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    c.hot = true;
+                    c.last_active = Instant::now();
+                    st.drain(id);
+                }
+            }
+            Msg::Hangup(id) => st.detach(id, "hung up"),
+            Msg::Disk(c) => st.disk(c),
+            Msg::Poll => st.poll_queued = false,
+        }
+        Ok(())
+    }
+
+    fn after_round(&mut self, st: &mut State) -> Result<()> {
+        st.round();
+        Ok(())
+    }
+
+    fn tick(&mut self, st: &mut State) -> Result<()> {
+        // Completion rings that were full: retry.
+        st.round();
+        Ok(())
+    }
+}
+
+impl State {
+    fn attach(&mut self, a: Attached) {
+        let layout = Layout::standard();
+        let req = Consumer::new(
+            a.region.clone(),
+            RingAt {
+                off: layout.req_off,
+                slots: layout.req_slots,
+                head: layout::REQ_HEAD,
+            },
+        );
+        let comp = Producer::new(
+            a.region.clone(),
+            RingAt {
+                off: layout.comp_off,
+                slots: layout.comp_slots,
+                head: layout::COMP_HEAD,
+            },
+        );
+        tracing::info!(client = a.id, bytes = a.region.len(), "client attached");
+        self.clients.insert(
+            a.id,
+            Client {
+                region: a.region,
+                layout,
+                req,
+                comp,
+                bell: a.to_client,
+                backlog: VecDeque::new(),
+                handles: HashMap::new(),
+                next_handle: 1,
+                inflight: 0,
+                last_active: Instant::now(),
+                hot: true,
+            },
+        );
+        self.drain(a.id);
+    }
+
+    /// Drops a client: its handles close, its region is unmapped. Its
+    /// accepted writes still complete (their completions go nowhere).
+    fn detach(&mut self, id: u64, why: &str) {
+        let Some(c) = self.clients.remove(&id) else {
+            return;
+        };
+        for key in c.handles.into_values() {
+            self.release(key);
+        }
+        let _ = self.kick.send(id);
+        let _ = self.kick_waker.wake();
+        tracing::info!(client = id, why, "client detached; region freed");
+    }
+
+    fn token(&mut self, p: Pend) -> u64 {
+        self.next_token += 1;
+        self.pend.insert(self.next_token, p);
+        self.next_token
+    }
+
+    /// Submits to the storage worker; on refusal the pending entry is
+    /// taken back and the error returned.
+    fn submit(&mut self, p: Pend, op: StorageOp) -> std::result::Result<(), (Pend, i32)> {
+        let t = self.token(p);
+        match self.io.submit(t, op) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let p = self.pend.remove(&t).expect("just inserted");
+                let s = match e {
+                    SubmitError::Full(_) => -libc::EAGAIN,
+                    _ => status::SHUTDOWN,
+                };
+                Err((p, s))
+            }
+        }
+    }
+
+    fn post(&mut self, client: u64, user: u64, k: u32, s: i32, value: u64) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.backlog.push_back(proto::completion(user, k, s, value));
+        }
+    }
+
+    /// An operation of `client` finished (for its flow control).
+    fn finished(&mut self, client: u64) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.inflight = c.inflight.saturating_sub(1);
+            c.hot = true;
+        }
+    }
+
+    /// Takes requests from a client's ring, as many as its limit allows.
+    fn drain(&mut self, id: u64) -> usize {
+        let mut taken = 0;
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else {
+                return taken;
+            };
+            if taken >= PASS || c.inflight + c.backlog.len() >= CLIENT_LIMIT {
+                c.req.release();
+                return taken;
+            }
+            let words = match c.req.pop() {
+                Pop::Empty => {
+                    c.req.release();
+                    return taken;
+                }
+                Pop::Item(w) => w,
+                Pop::Broken { seen, expected } => {
+                    tracing::warn!(client = id, seen, expected, "request ring sequence broken");
+                    c.backlog.push_back(proto::completion(
+                        0,
+                        kind::COMPLETED,
+                        status::BAD_SEQUENCE,
+                        expected,
+                    ));
+                    self.flush_client(id);
+                    self.detach(id, "broke the ring protocol");
+                    return taken;
+                }
+            };
+            taken += 1;
+            c.last_active = Instant::now();
+            let layout = c.layout;
+            match proto::decode(&words, &layout) {
+                Ok((user, r)) => self.request(id, user, r),
+                Err((user, s)) => self.post(id, user, kind::COMPLETED, s, 0),
+            }
+        }
+    }
+
+    fn request(&mut self, id: u64, user: u64, r: Request) {
+        let handle_key =
+            |st: &State, h: u64| st.clients.get(&id).and_then(|c| c.handles.get(&h).copied());
+        match r {
+            Request::Open { at, len, create } => {
+                let path = self.clients[&id].region.copy_out(at, len);
+                match self.open(&path, create) {
+                    Ok(key) => {
+                        let c = self.clients.get_mut(&id).expect("client");
+                        let h = c.next_handle;
+                        c.next_handle += 1;
+                        c.handles.insert(h, key);
+                        self.post(id, user, kind::COMPLETED, status::OK, h);
+                    }
+                    Err(s) => self.post(id, user, kind::COMPLETED, s, 0),
+                }
+            }
+            Request::Write {
+                handle,
+                offset,
+                at,
+                len,
+            } => match handle_key(self, handle) {
+                Some(key) => self.write(id, user, key, Some(offset), at, len),
+                None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
+            },
+            Request::Append { handle, at, len } => match handle_key(self, handle) {
+                Some(key) => self.write(id, user, key, None, at, len),
+                None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
+            },
+            Request::Read {
+                handle,
+                offset,
+                at,
+                len,
+            } => self.defer(id, user, handle, Later::Read { offset, at, len }),
+            Request::Sync { handle, data_only } => {
+                self.defer(id, user, handle, Later::Sync { data_only })
+            }
+            Request::Close { handle } => self.defer(id, user, handle, Later::Close { handle }),
+        }
+    }
+
+    /// Opens (or shares) the file `path` names beneath the root.
+    fn open(&mut self, path: &[u8], create: bool) -> std::result::Result<FileKey, i32> {
+        let (fd, key, len) = self.root.open_beneath(path, create)?;
+        if let Some(f) = self.files.get_mut(&key) {
+            f.refs += 1;
+            return Ok(key);
+        }
+        // The storage worker opens the very file openat2 resolved, through
+        // its descriptor's magic link: no second path walk.
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let t = self.token(Pend::Open { key });
+        let opts = OpenOptions::new().read(true).write(true);
+        let id = match self.io.open(t, &proc_path, opts) {
+            Ok(id) => id,
+            Err(_) => {
+                self.pend.remove(&t);
+                return Err(-libc::EAGAIN);
+            }
+        };
+        self.next_file += 1;
+        let mut f = File::new(id, self.next_file, path.to_vec(), len, fd);
+        f.refs = 1;
+        self.files.insert(key, f);
+        Ok(key)
+    }
+
+    fn write(
+        &mut self,
+        id: u64,
+        user: u64,
+        key: FileKey,
+        offset: Option<u64>,
+        at: usize,
+        len: usize,
+    ) {
+        let f = self.files.get_mut(&key).expect("handle names an open file");
+        let offset = offset.unwrap_or(f.end);
+        let Some(end) = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= i64::MAX as u64)
+        else {
+            self.post(id, user, kind::COMPLETED, status::BAD_RANGE, 0);
+            return;
+        };
+        f.end = f.end.max(end);
+        let data = self.clients[&id].region.copy_out(at, len);
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        if !f.journaled {
+            wal::encode_path(&mut self.batch, f.file_no, &f.path);
+            f.journaled = true;
+            self.batch_files.push(key);
+        }
+        wal::encode_write(&mut self.batch, lsn, f.file_no, offset, &data);
+        f.unapplied.insert(lsn);
+        self.batch_lsns.push(lsn);
+        self.outstanding.insert(lsn);
+        self.writes.insert(
+            lsn,
+            WriteOp {
+                client: id,
+                user,
+                key,
+                offset,
+                data,
+            },
+        );
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.inflight += 1;
+        }
+    }
+
+    fn defer(&mut self, id: u64, user: u64, handle: u64, what: Later) {
+        let Some(key) = self
+            .clients
+            .get(&id)
+            .and_then(|c| c.handles.get(&handle).copied())
+        else {
+            self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0);
+            return;
+        };
+        let after = self.next_lsn - 1;
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.inflight += 1;
+        }
+        let f = self.files.get_mut(&key).expect("handle names an open file");
+        f.deferred.push_back(Deferred {
+            after,
+            client: id,
+            user,
+            what,
+        });
+        self.dirty.push(key);
+    }
+
+    fn run_deferred(&mut self, key: FileKey) {
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        let id = f.id;
+        for d in f.take_runnable() {
+            if !self.clients.contains_key(&d.client) {
+                continue;
+            }
+            let (client, user) = (d.client, d.user);
+            let r = match d.what {
+                Later::Read { offset, at, len } => self.submit(
+                    Pend::Read { client, user, at },
+                    StorageOp::ReadAt {
+                        file: id,
+                        offset,
+                        len,
+                        buf: IoBuf::Vec(Vec::with_capacity(len)),
+                    },
+                ),
+                Later::Sync { data_only } => self.submit(
+                    Pend::Sync { client, user },
+                    StorageOp::Sync {
+                        file: id,
+                        data_only,
+                    },
+                ),
+                Later::Close { handle } => {
+                    if let Some(k) = self
+                        .clients
+                        .get_mut(&client)
+                        .and_then(|c| c.handles.remove(&handle))
+                    {
+                        self.release(k);
+                    }
+                    self.post(client, user, kind::COMPLETED, status::OK, 0);
+                    self.finished(client);
+                    Ok(())
+                }
+            };
+            if let Err((_, s)) = r {
+                self.post(client, user, kind::COMPLETED, s, 0);
+                self.finished(client);
+            }
+        }
+        self.maybe_close(key);
+    }
+
+    /// One handle of the file is gone.
+    fn release(&mut self, key: FileKey) {
+        if let Some(f) = self.files.get_mut(&key) {
+            f.refs = f.refs.saturating_sub(1);
+        }
+        self.maybe_close(key);
+    }
+
+    fn maybe_close(&mut self, key: FileKey) {
+        if !self.files.get(&key).is_some_and(File::idle) {
+            return;
+        }
+        let f = self.files.remove(&key).expect("checked");
+        let _ = self.submit(Pend::Close, StorageOp::Close { file: f.id });
+    }
+
+    /// Once per round: the WAL batch, file writes and syncs, completions,
+    /// and the spinning clients' rings.
+    fn round(&mut self) {
+        let now = Instant::now();
+        let hot: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.hot)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in hot {
+            if self.drain(id) > 0 {
+                continue;
+            }
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            if c.inflight + c.backlog.len() >= CLIENT_LIMIT {
+                // Woken again when an operation finishes.
+                c.hot = false;
+            } else if now.duration_since(c.last_active) > SPIN {
+                let armed = c.region.word(layout::DAEMON_ARMED);
+                armed.store(1, std::sync::atomic::Ordering::SeqCst);
+                if c.req.is_empty_after_arming() {
+                    c.hot = false;
+                } else {
+                    armed.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.flush_wal();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_by_key(|k| (k.dev, k.ino));
+        dirty.dedup();
+        for key in dirty {
+            self.pump(key);
+            self.run_deferred(key);
+        }
+        let ids: Vec<u64> = self.clients.keys().copied().collect();
+        for id in ids {
+            self.flush_client(id);
+        }
+        if !self.poll_queued && self.clients.values().any(|c| c.hot) {
+            self.poll_queued = true;
+            self.me.deliver(Msg::Poll);
+        }
+    }
+
+    fn flush_wal(&mut self) {
+        let watermark = self
+            .outstanding
+            .first()
+            .map_or(self.next_lsn - 1, |l| l - 1);
+        if self.wal_busy || (self.batch.is_empty() && watermark <= self.done_journaled) {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.batch);
+        if watermark > self.done_journaled {
+            wal::encode_done(&mut buf, watermark);
+            self.done_journaled = watermark;
+        }
+        let lsns = std::mem::take(&mut self.batch_lsns);
+        let files = std::mem::take(&mut self.batch_files);
+        // A batch of only a DONE record needs no sync of its own: losing
+        // it only makes replay apply completed writes again (W1).
+        let durability = if lsns.is_empty() {
+            Durability::Buffered
+        } else {
+            Durability::GroupCommit
+        };
+        let len = buf.len() as u64;
+        let op = StorageOp::WriteAt {
+            file: self.wal,
+            offset: self.wal_len,
+            buf: IoBuf::Vec(buf),
+            durability,
+        };
+        match self.submit(Pend::Wal { lsns, files, len }, op) {
+            Ok(()) => self.wal_busy = true,
+            // Answered as a failed WAL write would be.
+            Err((p, s)) => self.finish(p, Err(s), None),
+        }
+    }
+
+    /// Starts a file's ready writes (F1) and its group sync.
+    fn pump(&mut self, key: FileKey) {
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        let id = f.id;
+        let ready = f.take_ready();
+        let sync = if !f.syncing && !f.unsynced.is_empty() && f.inflight.is_empty() {
+            f.syncing = true;
+            Some(std::mem::take(&mut f.unsynced))
+        } else {
+            None
+        };
+        for lsn in ready {
+            let Some(w) = self.writes.get(&lsn) else {
+                continue;
+            };
+            let op = StorageOp::WriteAt {
+                file: id,
+                offset: w.offset,
+                buf: IoBuf::Vec(w.data.clone()),
+                durability: Durability::Buffered,
+            };
+            if let Err((p, s)) = self.submit(Pend::Data { lsn }, op) {
+                self.finish(p, Err(s), None);
+            }
+        }
+        if let Some(lsns) = sync {
+            let op = StorageOp::Sync {
+                file: id,
+                data_only: true,
+            };
+            if let Err((p, s)) = self.submit(Pend::DataSync { key, lsns }, op) {
+                self.finish(p, Err(s), None);
+            }
+        }
+    }
+
+    /// Moves a client's completion backlog into its ring, and rings its
+    /// doorbell once if it sleeps.
+    fn flush_client(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut pushed = false;
+        while let Some(w) = c.backlog.front() {
+            if !c.comp.push(w) {
+                break;
+            }
+            c.backlog.pop_front();
+            pushed = true;
+        }
+        if pushed {
+            ring_if_armed(&c.region, layout::CLIENT_ARMED, &c.bell);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The daemon (`sidecar serve`): replay, then the storage I/O worker, the
+//! engine worker and the attach thread. `Daemon::start` returns once the
+//! socket listens; `stop` (or drop) ends it.
+
+mod attach;
+mod engine;
+mod files;
+mod replay;
+
+use crate::layout;
+use crate::resolve::Root;
+use shared_nothing::io::{StorageConfig, StorageWorker};
+use shared_nothing::prelude::*;
+use shared_nothing::worker::WorkerHandle;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What `serve` needs.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub name: String,
+    pub root: PathBuf,
+    /// The WAL's directory (default: `ROOT/.sidecar-wal`).
+    pub wal: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Daemon {
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    attach: Option<JoinHandle<()>>,
+    engine: Option<WorkerHandle<engine::Msg>>,
+    storage: Option<Arc<StorageWorker>>,
+    /// The line `serve` prints once it listens.
+    pub banner: String,
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
+
+/// Binds `path`, replacing a stale socket but never a live daemon's.
+fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io_err(
+                    &path.display().to_string(),
+                    "a daemon already listens there",
+                ));
+            }
+            std::fs::remove_file(path)?;
+            std::os::unix::net::UnixListener::bind(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Daemon {
+    pub fn start(cfg: &DaemonConfig) -> std::io::Result<Daemon> {
+        if !layout::valid_name(&cfg.name) {
+            return Err(io_err(
+                "--name",
+                format!(
+                    "{:?}: use 1-64 of [A-Za-z0-9._-], not starting with '.'",
+                    cfg.name
+                ),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.root)?;
+        let wal_dir = cfg
+            .wal
+            .clone()
+            .unwrap_or_else(|| cfg.root.join(".sidecar-wal"));
+        std::fs::create_dir_all(&wal_dir)?;
+        let mut root = Root::open(&cfg.root, &wal_dir)?;
+        let storage = StorageWorker::start(0, StorageConfig::new().name("sidecar-storage"))
+            .map_err(|e| io_err("storage worker", e))?;
+        let backend = format!("{:?}", storage.backend());
+        let r = replay::replay(&storage, &mut root, &wal_dir)?;
+        let storage = Arc::new(storage);
+        let socket = layout::socket_path(&cfg.name);
+        let std_listener = bind(&socket)?;
+        std_listener.set_nonblocking(true)?;
+        let mut listener = mio::net::UnixListener::from_std(std_listener);
+        let poll = mio::Poll::new()?;
+        poll.registry()
+            .register(&mut listener, attach::LISTENER, mio::Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
+        let (kick, kicks) = crossbeam_channel::unbounded();
+        let start = engine::Start {
+            storage: storage.clone(),
+            root,
+            wal: r.wal,
+            wal_len: r.wal_len,
+            next_lsn: r.next_lsn,
+            next_file: r.next_file,
+            kick,
+            kick_waker: waker.clone(),
+        };
+        let config = WorkerConfig::new()
+            .with_name("sidecar-engine")
+            .with_tick_interval(Duration::from_millis(1));
+        let engine = shared_nothing::worker::spawn(engine::Engine::new(start), config)
+            .map_err(|e| io_err("engine worker", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let attacher = attach::Attacher {
+            poll,
+            listener,
+            engine: engine.sender(),
+            kicks,
+            stop: stop.clone(),
+        };
+        let attach = std::thread::Builder::new()
+            .name("sidecar-attach".into())
+            .spawn(move || attacher.run())?;
+        let banner = format!(
+            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}; one engine worker, storage worker on {})",
+            cfg.name,
+            socket.display(),
+            cfg.root.display(),
+            wal_dir.display(),
+            r.applied,
+            r.cut.map(|c| format!(", log cut: {c}")).unwrap_or_default(),
+            backend,
+        );
+        Ok(Daemon {
+            socket,
+            stop,
+            waker,
+            attach: Some(attach),
+            engine: Some(engine),
+            storage: Some(storage),
+            banner,
+        })
+    }
+
+    /// Stops taking clients, then stops the engine and the storage worker
+    /// (which finishes what is in flight). Accepted writes not yet
+    /// completed are replayed by the next start.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(j) = self.attach.take() {
+            let _ = j.join();
+        }
+        if let Some(mut e) = self.engine.take() {
+            let _ = e.stop();
+        }
+        if let Some(s) = self.storage.take()
+            && let Ok(mut s) = Arc::try_unwrap(s)
+        {
+            let _ = s.stop();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
