@@ -22,112 +22,18 @@ mod ring;
 #[path = "../examples/sidecar/shm.rs"]
 #[allow(dead_code)]
 mod shm;
+mod sidecar_harness;
 #[path = "../examples/sidecar/wal.rs"]
 #[allow(dead_code)]
 mod wal;
 
-use client::Client;
 use layout::{op, status};
+use sidecar_harness::{Daemon, root, status_of, unique_name};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn unique_name(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A daemon process; killed on drop.
-struct Daemon {
-    child: Child,
-    name: String,
-    stderr: Arc<Mutex<String>>,
-    banner: String,
-}
-
-impl Daemon {
-    fn start(name: &str, root: &Path) -> Daemon {
-        let mut child = Command::new(common::example_bin("sidecar"))
-            .args(["serve", "--name", name, "--root"])
-            .arg(root)
-            .env("RUST_LOG", "warn,sidecar=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sidecar serve");
-        let stderr = common::collect_stderr(&mut child);
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let banner = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) if l.contains("listening on") => l,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "daemon did not start: {other:?}\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        Daemon {
-            child,
-            name: name.to_owned(),
-            stderr,
-            banner,
-        }
-    }
-
-    fn attach(&self) -> Client {
-        Client::attach(&self.name).expect("attach")
-    }
-
-    /// Waits for `needle` in the daemon's log.
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.stderr.lock().unwrap().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn root(tag: &str) -> (common::TempDir, PathBuf) {
-    let d = common::TempDir::new(tag);
-    let r = d.0.join("root");
-    std::fs::create_dir_all(&r).unwrap();
-    (d, r)
-}
-
-fn status_of<T: std::fmt::Debug>(r: client::Result<T>) -> Option<i32> {
-    r.err().and_then(|e| e.status())
-}
 
 #[test]
 fn file_operations_round_trip() {

@@ -346,7 +346,7 @@ impl Client {
         }
         let user = self.next_user;
         self.next_user += 1;
-        let is_write = matches!(opcode, op::WRITE | op::APPEND);
+        let is_write = matches!(opcode, op::WRITE | op::APPEND | op::SEND);
         let (off, len) = match (data, read_len) {
             (Some(d), _) => {
                 let off = self.buffer(d.len() as u64)?;
@@ -400,6 +400,26 @@ impl Client {
 
     pub fn close(&mut self, handle: u64) -> Result<u64> {
         self.request(op::CLOSE, 0, handle, 0, None, 0)
+    }
+
+    /// Looks up the daemon's destination `name`; `wait_completed`
+    /// returns its handle.
+    pub fn dest(&mut self, name: &str) -> Result<u64> {
+        self.request(op::DEST, 0, 0, 0, Some(name.as_bytes()), 0)
+    }
+
+    /// The handle of destination `name`, waited for.
+    pub fn dest_wait(&mut self, name: &str) -> Result<u64> {
+        let u = self.dest(name)?;
+        self.wait_completed(u)
+    }
+
+    /// Sends `payload` to a destination: `wait_accepted` returns the
+    /// operation id the destination will see (journaled: delivered at
+    /// least once from here on), `wait_completed` the attempts it took
+    /// once the destination acknowledged it, or the cause it failed with.
+    pub fn send(&mut self, dest: u64, payload: &[u8]) -> Result<u64> {
+        self.request(op::SEND, 0, dest, 0, Some(payload), 0)
     }
 
     fn outcome(s: i32, value: u64) -> Result<u64> {

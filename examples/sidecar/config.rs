@@ -1,6 +1,8 @@
 //! The command line (clap's derive API, as the other examples).
 
+use crate::dest::DestSpec;
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -26,6 +28,34 @@ pub enum Command {
         /// The WAL's directory [default: ROOT/.sidecar-wal].
         #[arg(long)]
         wal: Option<PathBuf>,
+        /// A destination clients may send to:
+        /// NAME=HOST:PORT[,tls][,ca=FILE][,sni=HOST] (repeatable; `tls`
+        /// without `ca=` trusts the system's CA bundle).
+        #[arg(long = "dest")]
+        dests: Vec<DestSpec>,
+        /// Attempts per send before it fails with its last cause.
+        #[arg(long, default_value_t = 8)]
+        send_attempts: u32,
+        /// Milliseconds from acceptance before a send fails.
+        #[arg(long, default_value_t = 10_000)]
+        send_timeout_ms: u64,
+        /// Connections per destination.
+        #[arg(long, default_value_t = 2)]
+        pool: usize,
+    },
+    /// A destination for sends: acknowledges every frame, prints each new
+    /// operation id as "received ID" (tests, trying the daemon out).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Serve TLS with a fresh rcgen CA and certificate; the CA goes
+        /// to DIR/ca.pem (for --dest ...,tls,ca=DIR/ca.pem).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Misbehave: none, silent (never acknowledge), reset-first:N
+        /// (reset the first N connections part way through a frame).
+        #[arg(long, default_value = "none")]
+        fault: crate::sink::Fault,
     },
     /// Daemon and clients in one process, checking the results (the default).
     Demo,

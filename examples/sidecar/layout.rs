@@ -163,6 +163,17 @@ pub mod op {
     pub const FSYNC: u16 = 5;
     pub const FDATASYNC: u16 = 6;
     pub const CLOSE: u16 = 7;
+    /// Look up the destination (a `--dest` of the daemon) whose name is
+    /// the data buffer; completes with its handle as the value.
+    pub const DEST: u16 = 8;
+    /// Send the data buffer to the destination whose handle is the
+    /// request's handle: accepted (journaled), then completed once the
+    /// destination acknowledged it (`delivery.rs`), or failed after the
+    /// daemon's bound on attempts and time with the last cause as the
+    /// status; either completion's value is the attempts made. The
+    /// operation id the destination sees is the accepted completion's
+    /// value.
+    pub const SEND: u16 = 9;
 
     /// `OPEN` flags (request word 1, bits 16..32).
     pub const CREATE: u16 = 1;
@@ -201,6 +212,17 @@ pub mod status {
     pub const WAL_FAILED: i32 = 8;
     /// The daemon is stopping.
     pub const SHUTDOWN: i32 = 9;
+    /// No destination of that name.
+    pub const NO_DEST: i32 = 10;
+    /// The TLS handshake or session failed (a bad certificate, say).
+    pub const TLS_FAILED: i32 = 11;
+    /// The destination closed the connection before acknowledging.
+    pub const DEST_CLOSED: i32 = 12;
+    /// The destination broke the delivery protocol (a wrong ack).
+    pub const DEST_PROTOCOL: i32 = 13;
+    /// The send's time bound passed with no more specific cause (the
+    /// destination took it but never acknowledged).
+    pub const SEND_TIMEOUT: i32 = 14;
 
     /// A status as words.
     pub fn describe(s: i32) -> String {
@@ -215,6 +237,11 @@ pub mod status {
             BAD_SEQUENCE => "request sequence broken (client detached)".into(),
             WAL_FAILED => "WAL write failed".into(),
             SHUTDOWN => "daemon stopping".into(),
+            NO_DEST => "no such destination".into(),
+            TLS_FAILED => "TLS failed (handshake or certificate)".into(),
+            DEST_CLOSED => "destination closed before acknowledging".into(),
+            DEST_PROTOCOL => "destination broke the delivery protocol".into(),
+            SEND_TIMEOUT => "no acknowledgement within the send bound".into(),
             e if e < 0 => format!("{} (errno {})", std::io::Error::from_raw_os_error(-e), -e),
             e => format!("unknown status {e}"),
         }

@@ -14,7 +14,9 @@
 mod client;
 mod config;
 mod daemon;
+mod delivery;
 mod demo;
+mod dest;
 mod layout;
 mod load;
 #[path = "../common/logging.rs"]
@@ -24,6 +26,7 @@ mod records;
 mod resolve;
 mod ring;
 mod shm;
+mod sink;
 mod wal;
 
 use clap::Parser;
@@ -33,7 +36,30 @@ fn main() {
     logging::init("sidecar");
     let cli = Cli::parse();
     let r: Result<(), Box<dyn std::error::Error>> = match cli.command.unwrap_or(Command::Demo) {
-        Command::Serve { name, root, wal } => serve(daemon::DaemonConfig { name, root, wal }),
+        Command::Serve {
+            name,
+            root,
+            wal,
+            dests,
+            send_attempts,
+            send_timeout_ms,
+            pool,
+        } => serve(daemon::DaemonConfig {
+            name,
+            root,
+            wal,
+            dests,
+            policy: daemon::SendPolicy {
+                attempts: send_attempts.max(1),
+                timeout: std::time::Duration::from_millis(send_timeout_ms),
+                pool: pool.max(1),
+            },
+        }),
+        Command::Sink {
+            listen,
+            tls_dir,
+            fault,
+        } => run_sink(listen, tls_dir, fault),
         Command::Demo => demo::run(),
         Command::Load {
             name,
@@ -46,6 +72,38 @@ fn main() {
     if let Err(e) = r {
         eprintln!("sidecar: {e}");
         std::process::exit(1);
+    }
+}
+
+fn run_sink(
+    listen: std::net::SocketAddr,
+    tls_dir: Option<std::path::PathBuf>,
+    fault: sink::Fault,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let tls = match &tls_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let id = sink::Identity::generate()?;
+            let ca = id.write_ca(dir)?;
+            eprintln!("sink: CA certificate in {}", ca.display());
+            Some(id.server_config()?)
+        }
+        None => None,
+    };
+    let s = sink::Sink::start(listen, tls, fault)?;
+    println!("sink listening on {}", s.addr);
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.flush()?;
+    let mut printed = 0u64;
+    loop {
+        let new: Vec<u64> = s.with(|r| r.ids.range(printed + 1..).map(|(id, _)| *id).collect());
+        for id in new {
+            writeln!(out, "received {id}")?;
+            printed = printed.max(id);
+        }
+        out.flush()?;
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -46,6 +46,16 @@ pub enum Request {
     Close {
         handle: u64,
     },
+    /// A destination's name to look up.
+    Dest {
+        at: usize,
+        len: usize,
+    },
+    Send {
+        dest: u64,
+        at: usize,
+        len: usize,
+    },
 }
 
 /// A request slot's words (the sequence word left 0 for the ring).
@@ -147,6 +157,27 @@ pub fn decode(w: &[u64; 8], layout: &Layout) -> Result<(u64, Request), (u64, i32
             data_only: opcode == op::FDATASYNC,
         }),
         op::CLOSE => no_flags(Request::Close { handle }),
+        op::DEST | op::SEND if offset != 0 || (opcode == op::DEST && handle != 0) => {
+            refuse(status::BAD_FLAGS)
+        }
+        op::DEST => {
+            if len == 0 || len > 64 {
+                return refuse(status::NO_DEST);
+            }
+            let at = buffer()?;
+            no_flags(Request::Dest {
+                at,
+                len: len as usize,
+            })
+        }
+        op::SEND => {
+            let at = buffer()?;
+            no_flags(Request::Send {
+                dest: handle,
+                at,
+                len: len as usize,
+            })
+        }
         _ => refuse(status::BAD_OPCODE),
     }
 }
@@ -203,6 +234,25 @@ mod tests {
             d(encode(op::CLOSE, 1, 8, 0, 0, 0, 0)),
             Err((8, status::BAD_FLAGS))
         );
+        assert_eq!(
+            d(encode(op::DEST, 0, 10, 0, 0, 0, 65)),
+            Err((10, status::NO_DEST))
+        );
+        assert_eq!(
+            d(encode(op::SEND, 0, 11, 1, 0, 16, u64::MAX)),
+            Err((11, status::BAD_RANGE))
+        );
+        assert_eq!(
+            d(encode(op::SEND, 0, 12, 2, 0, 8, 3)),
+            Ok((
+                12,
+                Request::Send {
+                    dest: 2,
+                    at: l.data_off + 8,
+                    len: 3
+                }
+            ))
+        );
         let mut w = encode(op::CLOSE, 0, 9, 0, 0, 0, 0);
         w[7] = 1;
         assert_eq!(d(w), Err((9, status::BAD_FLAGS)));
@@ -238,7 +288,8 @@ mod tests {
             if let Ok((_, r)) = decode(&w, &l) {
                 let (at, len) = match r {
                     Request::Open { at, len, .. } | Request::Write { at, len, .. }
-                    | Request::Append { at, len, .. } | Request::Read { at, len, .. } => (at, len),
+                    | Request::Append { at, len, .. } | Request::Read { at, len, .. }
+                    | Request::Dest { at, len } | Request::Send { at, len, .. } => (at, len),
                     _ => (l.data_off, 0),
                 };
                 prop_assert!(at >= l.data_off && at % 8 == 0);

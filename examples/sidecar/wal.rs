@@ -11,7 +11,10 @@
 //!   accepted, so applying a record twice writes the same bytes to the
 //!   same place);
 //! - `DONE  (3) through: u64`: every write with an LSN up to `through` is
-//!   on disk in its file.
+//!   on disk in its file, and every send up to it acknowledged by its
+//!   destination (or failed, and said so to its client);
+//! - `SEND  (4) lsn: u64, name length: u8, destination name, payload`: an
+//!   accepted send (its LSN is the operation id the destination sees).
 //!
 //! **Invariant (W1):** replay applies, in LSN order, every WRITE past the
 //! last DONE. Re-applying a suffix in order leaves each file as applying
@@ -19,11 +22,13 @@
 //! the daemon dies during replay. The scan stops at the first record that
 //! is short or fails its CRC (a torn tail): nothing after it was ever
 //! acknowledged, since an ack waits for the sync of the write that holds
-//! it.
+//! it. Replay sends every SEND past the last DONE again (W2): at least
+//! once, with the same operation id, so receivers drop duplicates.
 
 const KIND_PATH: u8 = 1;
 const KIND_WRITE: u8 = 2;
 const KIND_DONE: u8 = 3;
+const KIND_SEND: u8 = 4;
 /// No record body is larger (the data area bounds a write far below).
 pub const MAX_BODY: usize = 64 << 20;
 
@@ -42,6 +47,11 @@ pub enum Record {
     },
     Done {
         through: u64,
+    },
+    Send {
+        lsn: u64,
+        dest: Vec<u8>,
+        data: Vec<u8>,
     },
 }
 
@@ -80,6 +90,17 @@ pub fn encode_done(out: &mut Vec<u8>, through: u64) {
     });
 }
 
+/// `dest` is a destination name (at most 64 bytes, `layout::valid_name`).
+pub fn encode_send(out: &mut Vec<u8>, lsn: u64, dest: &[u8], data: &[u8]) {
+    frame(out, |b| {
+        b.push(KIND_SEND);
+        b.extend_from_slice(&lsn.to_le_bytes());
+        b.push(dest.len() as u8);
+        b.extend_from_slice(dest);
+        b.extend_from_slice(data);
+    });
+}
+
 fn decode_body(b: &[u8]) -> Option<Record> {
     let u32_at = |i: usize| {
         b.get(i..i + 4)
@@ -103,6 +124,14 @@ fn decode_body(b: &[u8]) -> Option<Record> {
         KIND_DONE if b.len() == 9 => Some(Record::Done {
             through: u64_at(1)?,
         }),
+        KIND_SEND => {
+            let n = usize::from(*b.get(9)?);
+            Some(Record::Send {
+                lsn: u64_at(1)?,
+                dest: b.get(10..10 + n)?.to_vec(),
+                data: b.get(10 + n..)?.to_vec(),
+            })
+        }
         _ => None,
     }
 }
@@ -158,6 +187,8 @@ pub fn scan(bytes: &[u8]) -> Scan {
 pub struct Pending {
     pub paths: std::collections::HashMap<u32, Vec<u8>>,
     pub writes: Vec<(u64, u32, u64, Vec<u8>)>,
+    /// Sends past the last DONE, in LSN order: `(lsn, destination, data)`.
+    pub sends: Vec<(u64, Vec<u8>, Vec<u8>)>,
     pub max_lsn: u64,
     pub max_file: u32,
     pub done: u64,
@@ -182,13 +213,29 @@ pub fn pending(records: Vec<Record>) -> Pending {
                 writes.push((lsn, file, offset, data));
             }
             Record::Done { through } => p.done = p.done.max(through),
+            Record::Send { lsn, dest, data } => {
+                p.max_lsn = p.max_lsn.max(lsn);
+                p.sends.push((lsn, dest, data));
+            }
         }
     }
     let done = p.done;
     writes.retain(|w| w.0 > done);
     writes.sort_by_key(|w| w.0);
     p.writes = writes;
+    p.sends.retain(|s| s.0 > done);
+    p.sends.sort_by_key(|s| s.0);
     p
+}
+
+impl Pending {
+    /// What a DONE written after replay may cover: everything up to the
+    /// first send still to deliver (writes are applied by then).
+    pub fn done_after_replay(&self) -> u64 {
+        self.sends
+            .first()
+            .map_or(self.max_lsn.max(self.done), |s| s.0 - 1)
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +260,32 @@ mod tests {
         assert_eq!(p.done, 1);
         assert_eq!(p.writes, vec![(2, 1, 15, b"world".to_vec())]);
         assert_eq!(p.paths[&1], b"a/b");
+    }
+
+    #[test]
+    fn sends_past_done_are_pending_and_hold_the_watermark() {
+        let mut b = Vec::new();
+        encode_send(&mut b, 1, b"logs", b"early");
+        encode_done(&mut b, 1);
+        encode_send(&mut b, 3, b"logs", b"late");
+        encode_write(&mut b, 2, 1, 0, b"w");
+        encode_write(&mut b, 4, 1, 1, b"x");
+        let s = scan(&b);
+        assert_eq!(s.cut, None);
+        let p = pending(s.records);
+        assert_eq!(p.sends, vec![(3, b"logs".to_vec(), b"late".to_vec())]);
+        assert_eq!(p.writes.len(), 2);
+        assert_eq!(p.max_lsn, 4);
+        assert_eq!(p.done_after_replay(), 2, "a DONE may not pass send 3");
+        // A send whose name length runs past its body is refused.
+        let mut bad = Vec::new();
+        frame(&mut bad, |x| {
+            x.push(KIND_SEND);
+            x.extend_from_slice(&5u64.to_le_bytes());
+            x.push(200);
+            x.extend_from_slice(b"ab");
+        });
+        assert!(scan(&bad).cut.is_some());
     }
 
     #[test]

@@ -6,10 +6,12 @@ mod attach;
 mod engine;
 mod files;
 mod replay;
+mod send;
 
+use crate::dest::DestSpec;
 use crate::layout;
 use crate::resolve::Root;
-use shared_nothing::io::{StorageConfig, StorageWorker};
+use shared_nothing::io::{NetConfig, NetworkWorker, StorageConfig, StorageWorker};
 use shared_nothing::prelude::*;
 use shared_nothing::worker::WorkerHandle;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,23 @@ pub struct DaemonConfig {
     pub root: PathBuf,
     /// The WAL's directory (default: `ROOT/.sidecar-wal`).
     pub wal: Option<PathBuf>,
+    /// Where clients may send.
+    pub dests: Vec<DestSpec>,
+    pub policy: SendPolicy,
+}
+
+/// How hard sends are tried (`send::Policy`, from the command line).
+pub type SendPolicy = send::Policy;
+
+impl SendPolicy {
+    /// 8 attempts, 10 s, 2 connections per destination.
+    pub fn standard() -> SendPolicy {
+        SendPolicy {
+            attempts: 8,
+            timeout: Duration::from_secs(10),
+            pool: 2,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -35,6 +54,7 @@ pub struct Daemon {
     attach: Option<JoinHandle<()>>,
     engine: Option<WorkerHandle<engine::Msg>>,
     storage: Option<Arc<StorageWorker>>,
+    net: Option<Arc<NetworkWorker>>,
     /// The line `serve` prints once it listens.
     pub banner: String,
 }
@@ -84,10 +104,63 @@ impl Daemon {
             .unwrap_or_else(|| cfg.root.join(".sidecar-wal"));
         std::fs::create_dir_all(&wal_dir)?;
         let mut root = Root::open(&cfg.root, &wal_dir)?;
+        let mut dests = Vec::new();
+        for d in &cfg.dests {
+            if dests.iter().any(|x: &crate::dest::Dest| x.name == d.name) {
+                return Err(io_err("--dest", format!("{} given twice", d.name)));
+            }
+            dests.push(d.resolve().map_err(|e| io_err("--dest", e))?);
+        }
         let storage = StorageWorker::start(0, StorageConfig::new().name("sidecar-storage"))
             .map_err(|e| io_err("storage worker", e))?;
         let backend = format!("{:?}", storage.backend());
         let r = replay::replay(&storage, &mut root, &wal_dir)?;
+        // Accepted sends are never dropped for want of a destination: a
+        // log that holds sends to one no longer configured is refused.
+        let mut sends = Vec::with_capacity(r.sends.len());
+        for (lsn, name, data) in r.sends {
+            let Some(i) = dests.iter().position(|d| d.name.as_bytes() == name) else {
+                return Err(io_err(
+                    "replay",
+                    format!(
+                        "the WAL holds send {lsn} to destination {:?}, which is not configured (pass --dest {}=HOST:PORT)",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(&name)
+                    ),
+                ));
+            };
+            sends.push((lsn, i as u64 + 1, data));
+        }
+        let resent = sends.len();
+        let net = if dests.is_empty() {
+            None
+        } else {
+            let config = NetConfig::new()
+                .name("sidecar-net")
+                .send_queue_limit(64 << 20);
+            Some(Arc::new(
+                NetworkWorker::start(1, config).map_err(|e| io_err("network worker", e))?,
+            ))
+        };
+        let dest_line = if dests.is_empty() {
+            "no destinations".to_string()
+        } else {
+            let names: Vec<String> = dests
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}={}{}",
+                        d.name,
+                        d.addr,
+                        if d.tls.is_some() { " (TLS)" } else { "" }
+                    )
+                })
+                .collect();
+            format!(
+                "destinations {}, {resent} send(s) to deliver again",
+                names.join(", ")
+            )
+        };
         let storage = Arc::new(storage);
         let socket = layout::socket_path(&cfg.name);
         let std_listener = bind(&socket)?;
@@ -105,6 +178,11 @@ impl Daemon {
             wal_len: r.wal_len,
             next_lsn: r.next_lsn,
             next_file: r.next_file,
+            done: r.done,
+            net: net.clone(),
+            dests,
+            policy: cfg.policy,
+            sends,
             kick,
             kick_waker: waker.clone(),
         };
@@ -125,13 +203,14 @@ impl Daemon {
             .name("sidecar-attach".into())
             .spawn(move || attacher.run())?;
         let banner = format!(
-            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}; one engine worker, storage worker on {})",
+            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}, {}; one engine worker, storage worker on {})",
             cfg.name,
             socket.display(),
             cfg.root.display(),
             wal_dir.display(),
             r.applied,
             r.cut.map(|c| format!(", log cut: {c}")).unwrap_or_default(),
+            dest_line,
             backend,
         );
         Ok(Daemon {
@@ -141,6 +220,7 @@ impl Daemon {
             attach: Some(attach),
             engine: Some(engine),
             storage: Some(storage),
+            net,
             banner,
         })
     }
@@ -161,6 +241,11 @@ impl Daemon {
             && let Ok(mut s) = Arc::try_unwrap(s)
         {
             let _ = s.stop();
+        }
+        if let Some(n) = self.net.take()
+            && let Ok(mut n) = Arc::try_unwrap(n)
+        {
+            let _ = n.stop();
         }
         let _ = std::fs::remove_file(&self.socket);
     }

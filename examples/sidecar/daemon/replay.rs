@@ -16,6 +16,11 @@ pub struct Replayed {
     pub wal_len: u64,
     pub next_lsn: u64,
     pub next_file: u32,
+    /// The DONE the log ends with (the watermark's start).
+    pub done: u64,
+    /// Sends accepted but not known acknowledged: `(lsn, destination
+    /// name, data)`, in LSN order, to send again (W2).
+    pub sends: Vec<(u64, Vec<u8>, Vec<u8>)>,
     /// Writes applied again.
     pub applied: usize,
     /// Where the log was cut (a torn tail), if it was.
@@ -95,9 +100,11 @@ pub fn replay(
         io.close(*id).map_err(|e| err("replay close", e))?;
     }
     let applied = p.writes.len();
-    if applied > 0 {
+    let mut done_through = p.done;
+    if applied > 0 && p.done_after_replay() > p.done {
+        done_through = p.done_after_replay();
         let mut done = Vec::new();
-        wal::encode_done(&mut done, p.max_lsn);
+        wal::encode_done(&mut done, done_through);
         let n = done.len() as u64;
         io.write_at(wal, wal_len, done)
             .map_err(|e| err("WAL DONE", e))?;
@@ -109,6 +116,8 @@ pub fn replay(
         wal_len,
         next_lsn: p.max_lsn.max(p.done) + 1,
         next_file: p.max_file,
+        done: done_through,
+        sends: p.sends,
         applied,
         cut: scan.cut,
     })

@@ -19,6 +19,7 @@ impl State {
             .result
             .map_err(|e: IoError| -e.errno().unwrap_or(libc::EIO));
         self.finish(p, result, c.buf);
+        self.sent();
     }
 
     /// A storage request's outcome (`Err`: a negative errno or a status).
@@ -36,6 +37,14 @@ impl State {
                     Ok(_) => {
                         self.wal_len += len;
                         for lsn in lsns {
+                            if let Some(op) = self.sends.remove(&lsn) {
+                                self.post(op.client, op.user, kind::ACCEPTED, status::OK, lsn);
+                                self.send_owner.insert(lsn, (op.client, op.user));
+                                if let Some(s) = &mut self.sender {
+                                    s.submit(op.dest, lsn, op.data);
+                                }
+                                continue;
+                            }
                             let Some(w) = self.writes.get(&lsn) else {
                                 continue;
                             };
@@ -62,6 +71,17 @@ impl State {
                         }
                         for lsn in lsns {
                             self.outstanding.remove(&lsn);
+                            if let Some(op) = self.sends.remove(&lsn) {
+                                self.post(
+                                    op.client,
+                                    op.user,
+                                    kind::COMPLETED,
+                                    status::WAL_FAILED,
+                                    0,
+                                );
+                                self.finished(op.client);
+                                continue;
+                            }
                             let Some(w) = self.writes.remove(&lsn) else {
                                 continue;
                             };

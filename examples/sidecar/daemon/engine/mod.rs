@@ -6,7 +6,10 @@
 //! A write goes: ring -> checked and copied out of shared memory -> WAL
 //! batch -> one group-committed WAL write per round (one in flight) ->
 //! ACCEPTED -> written to its file (F1) -> group `fdatasync` of the file
-//! -> COMPLETED, and the WAL's DONE watermark moves past it.
+//! -> COMPLETED, and the WAL's DONE watermark moves past it. A send goes:
+//! ring -> copied out -> WAL batch -> ACCEPTED (its value the operation
+//! id) -> the destination's pool (`send/`) -> acknowledged: COMPLETED, or
+//! failed after the policy's bound: COMPLETED with the cause (S1).
 //!
 //! **Invariant (E1):** nothing is written to a client's file before its
 //! WAL record is durable, and no ACCEPTED leaves before that; no
@@ -21,6 +24,7 @@
 mod complete;
 
 use super::files::{Deferred, File, Files, Later};
+use super::send::{self, Sender};
 use crate::layout::{self, Layout, kind, status};
 use crate::proto::{self, Request};
 use crate::resolve::{FileKey, Root};
@@ -28,8 +32,8 @@ use crate::ring::{Consumer, Pop, Producer, RingAt, ring_if_armed};
 use crate::shm::{EventFd, Region};
 use crate::wal;
 use shared_nothing::io::{
-    Durability, FileId, IoBuf, OpenOptions, StorageClient, StorageCompletion, StorageOp,
-    StorageWorker, SubmitError,
+    Durability, FileId, IoBuf, NetEvent, NetworkWorker, OpenOptions, StorageClient,
+    StorageCompletion, StorageOp, StorageWorker, SubmitError,
 };
 use shared_nothing::prelude::*;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -60,6 +64,7 @@ pub enum Msg {
     Doorbell(u64),
     Hangup(u64),
     Disk(StorageCompletion),
+    Net(NetEvent),
     Poll,
 }
 
@@ -72,6 +77,15 @@ pub struct Start {
     pub wal_len: u64,
     pub next_lsn: u64,
     pub next_file: u32,
+    /// The last DONE in the log (what the watermark starts from).
+    pub done: u64,
+    /// The network worker and the destinations, if any are configured.
+    pub net: Option<Arc<NetworkWorker>>,
+    pub dests: Vec<crate::dest::Dest>,
+    pub policy: send::Policy,
+    /// Sends replay found accepted but not acknowledged, in LSN order:
+    /// `(lsn, destination handle, data)`.
+    pub sends: Vec<(u64, u64, Vec<u8>)>,
     /// Where to ask the attach thread to drop a client's socket.
     pub kick: crossbeam_channel::Sender<u64>,
     pub kick_waker: Arc<mio::Waker>,
@@ -109,6 +123,15 @@ struct WriteOp {
     user: u64,
     key: FileKey,
     offset: u64,
+    data: Vec<u8>,
+}
+
+/// A send waiting for its WAL record.
+#[derive(Debug)]
+struct SendOp {
+    client: u64,
+    user: u64,
+    dest: u64,
     data: Vec<u8>,
 }
 
@@ -153,6 +176,10 @@ pub struct State {
     pend: HashMap<u64, Pend>,
     next_token: u64,
     writes: HashMap<u64, WriteOp>,
+    sends: HashMap<u64, SendOp>,
+    /// Accepted sends on their way: who to tell (none for replayed ones).
+    send_owner: HashMap<u64, (u64, u64)>,
+    sender: Option<Sender>,
     /// Accepted or journaling writes not yet completed.
     outstanding: BTreeSet<u64>,
     wal: FileId,
@@ -181,6 +208,21 @@ impl Worker for Engine {
         let io = s
             .storage
             .client(ResultSink::to_current_worker(Msg::Disk)?)?;
+        let mut sender = match &s.net {
+            Some(net) => Some(Sender::new(
+                net.client(ResultSink::to_current_worker(Msg::Net)?)?,
+                s.dests,
+                s.policy,
+            )),
+            None => None,
+        };
+        let mut outstanding = BTreeSet::new();
+        if let Some(sender) = &mut sender {
+            for (lsn, handle, data) in s.sends {
+                outstanding.insert(lsn);
+                sender.submit(handle, lsn, data);
+            }
+        }
         Ok(State {
             io,
             me: ResultSink::to_current_worker(|m| m)?,
@@ -192,7 +234,10 @@ impl Worker for Engine {
             pend: HashMap::new(),
             next_token: 0,
             writes: HashMap::new(),
-            outstanding: BTreeSet::new(),
+            sends: HashMap::new(),
+            send_owner: HashMap::new(),
+            sender,
+            outstanding,
             wal: s.wal,
             wal_len: s.wal_len,
             wal_busy: false,
@@ -201,7 +246,7 @@ impl Worker for Engine {
             batch_files: Vec::new(),
             next_lsn: s.next_lsn,
             next_file: s.next_file,
-            done_journaled: s.next_lsn - 1,
+            done_journaled: s.done,
             dirty: Vec::new(),
             poll_queued: false,
         })
@@ -222,6 +267,12 @@ impl Worker for Engine {
             }
             Msg::Hangup(id) => st.detach(id, "hung up"),
             Msg::Disk(c) => st.disk(c),
+            Msg::Net(ev) => {
+                if let Some(sender) = &mut st.sender {
+                    sender.event(ev);
+                }
+                st.sent();
+            }
             Msg::Poll => st.poll_queued = false,
         }
         Ok(())
@@ -233,6 +284,10 @@ impl Worker for Engine {
     }
 
     fn tick(&mut self, st: &mut State) -> Result<()> {
+        if let Some(sender) = &mut st.sender {
+            sender.tick();
+        }
+        st.sent();
         // Completion rings that were full: retry.
         st.round();
         Ok(())
@@ -409,6 +464,71 @@ impl State {
                 self.defer(id, user, handle, Later::Sync { data_only })
             }
             Request::Close { handle } => self.defer(id, user, handle, Later::Close { handle }),
+            Request::Dest { at, len } => {
+                let name = self.clients[&id].region.copy_out(at, len);
+                match self.sender.as_ref().and_then(|s| s.find(&name)) {
+                    Some(h) => self.post(id, user, kind::COMPLETED, status::OK, h),
+                    None => self.post(id, user, kind::COMPLETED, status::NO_DEST, 0),
+                }
+            }
+            Request::Send { dest, at, len } => self.journal_send(id, user, dest, at, len),
+        }
+    }
+
+    /// Journals a send; ACCEPTED and the hand-over to its destination's
+    /// pool follow the WAL write (`complete.rs`).
+    fn journal_send(&mut self, id: u64, user: u64, dest: u64, at: usize, len: usize) {
+        let Some(name) = self.sender.as_ref().and_then(|s| s.name(dest)) else {
+            self.post(id, user, kind::COMPLETED, status::NO_DEST, 0);
+            return;
+        };
+        let data = self.clients[&id].region.copy_out(at, len);
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        wal::encode_send(&mut self.batch, lsn, name.as_bytes(), &data);
+        self.batch_lsns.push(lsn);
+        self.outstanding.insert(lsn);
+        self.sends.insert(
+            lsn,
+            SendOp {
+                client: id,
+                user,
+                dest,
+                data,
+            },
+        );
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.inflight += 1;
+        }
+    }
+
+    /// Answers the sends that finished (S1) and lets the watermark pass
+    /// them.
+    fn sent(&mut self) {
+        let Some(sender) = &mut self.sender else {
+            return;
+        };
+        for o in sender.take_outcomes() {
+            self.outstanding.remove(&o.lsn);
+            match self.send_owner.remove(&o.lsn) {
+                Some((client, user)) => {
+                    self.post(
+                        client,
+                        user,
+                        kind::COMPLETED,
+                        o.status,
+                        u64::from(o.attempts),
+                    );
+                    self.finished(client);
+                }
+                None if o.status != status::OK => tracing::error!(
+                    op = o.lsn,
+                    cause = %status::describe(o.status),
+                    attempts = o.attempts,
+                    "a replayed send failed"
+                ),
+                None => {}
+            }
         }
     }
 
