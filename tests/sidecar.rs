@@ -443,3 +443,28 @@ fn whole_records(log: &[u8]) -> usize {
     assert_eq!(scan.cut, None);
     scan.records.len()
 }
+
+/// A dismissed write's completion is dropped when it arrives, even while
+/// someone waits on it: the wait reports an unknown operation (it used to
+/// panic in the client, found by the C library's test).
+#[test]
+fn waiting_on_a_dismissed_operation_reports_it_unknown() {
+    let (_d, root) = root("dismiss");
+    let daemon = Daemon::start(&unique_name("dismiss"), &root);
+    let mut c = daemon.attach();
+    let h = c.open_wait("f", true).unwrap();
+    for _ in 0..4 {
+        let w = c.append(h, b"abc").unwrap();
+        c.dismiss(w);
+        assert!(matches!(
+            c.wait_completed(w),
+            Err(client::ClientError::UnknownOp(id)) if id == w
+        ));
+        let w = c.append(h, b"abc").unwrap();
+        c.dismiss(w);
+        assert!(matches!(
+            c.wait_accepted(w),
+            Ok(_) | Err(client::ClientError::UnknownOp(_))
+        ));
+    }
+}

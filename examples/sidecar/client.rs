@@ -441,8 +441,10 @@ impl Client {
             return Err(ClientError::UnknownOp(user));
         }
         self.wait_until(|c| c.ops.get(&user).is_none_or(|o| o.accepted.is_some()))?;
-        let o = &self.ops[&user];
-        let (s, v) = o.accepted.expect("waited");
+        let Some((o, (s, v))) = self.ops.get(&user).and_then(|o| o.accepted.map(|a| (o, a))) else {
+            // Dismissed, and its completion came during the wait.
+            return Err(ClientError::UnknownOp(user));
+        };
         if o.completed.is_some() && !o.is_write {
             self.forget(user);
         }
@@ -461,8 +463,15 @@ impl Client {
             return Err(ClientError::UnknownOp(user));
         }
         self.wait_until(|c| c.ops.get(&user).is_none_or(|o| o.completed.is_some()))?;
-        let mut o = self.ops.remove(&user).expect("present");
-        let (s, v) = o.completed.expect("waited");
+        // A dismissed operation is forgotten when its completion arrives,
+        // perhaps during this very wait.
+        let Some((mut o, (s, v))) = self
+            .ops
+            .remove(&user)
+            .and_then(|o| o.completed.map(|c| (o, c)))
+        else {
+            return Err(ClientError::UnknownOp(user));
+        };
         Ok((s, v, o.buf.take()))
     }
 

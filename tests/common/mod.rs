@@ -35,8 +35,12 @@ pub fn example_bin(name: &str) -> PathBuf {
     }
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "cargo build --example {name} failed");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(bin.exists(), "{} not built", bin.display());
+    let examples = profile_dir.join("examples");
+    // A cdylib example is `libNAME.so`.
+    let bin = [examples.join(name), examples.join(format!("lib{name}.so"))]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("example {name} not built in {}", examples.display()));
     built.push((name.to_owned(), bin.clone()));
     bin
 }
