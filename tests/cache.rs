@@ -7,76 +7,19 @@
 //! other than the connection's and requests really cross workers as
 //! messages. Every wait is bounded: sockets have timeouts, loops counts.
 
+#[path = "common/cache_server.rs"]
+#[allow(dead_code)]
+mod cache_server;
 #[path = "../examples/cache/client.rs"]
 #[allow(dead_code)]
 mod client;
 mod common;
 
+use cache_server::Server;
 use client::{Client, Response};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A running server; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        Server::start_env(extra, &[])
-    }
-
-    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(common::example_bin("cache"));
-        cmd.envs(env.iter().copied());
-        let mut child = cmd
-            .args(["--bind", "127.0.0.1", "--port", "0", "-m", "64"])
-            .args(extra)
-            .env("SHARED_NOTHING_APP_WORKERS", "3")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cache");
-        let stderr = common::collect_stderr(&mut child);
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().expect("address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no address; stderr:\n{}", stderr.lock().expect("lock"));
-            }
-        };
-        Server { child, addr }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.addr, TIMEOUT).expect("connect")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn value(n: usize, seed: u32) -> Vec<u8> {
     let mut x = 0x9E37_79B9u32 ^ seed;
