@@ -31,10 +31,10 @@
 //! **Results.** GET: 0 hit (with its bytes; a range is clamped, length 0
 //! = to the end, an offset at or past the end a hit with none), 1 miss,
 //! 2 partial when a range is longer than a frame carries (`u32`). PUT: 0,
-//! or 3 when refused (over the body limit or the memory tier). DELETE: 0
+//! or 3 when refused (a value over the body limit or the memory tier). DELETE: 0
 //! always. CREATE_SPARSE: 0, 1 open already, 3 refused (over the limit or
 //! the staging area's room). WRITE_RANGE: 0, 1 no entry, 2 out of range,
-//! 3 refused. FINALIZE: 0, 1 no entry, 2 incomplete, 3 store failure. A
+//! 3 refused (data over the body limit). FINALIZE: 0, 1 no entry, 2 incomplete, 3 store failure. A
 //! key over [`MAX_KEY`] bytes cannot be stored, so it is a miss (GET), 0
 //! (DELETE), 1 (WRITE_RANGE, FINALIZE) or 3 (PUT, CREATE_SPARSE). TTL and
 //! flags are honoured (ElCache's socket ignores both); TTL 0 is none.
@@ -419,6 +419,9 @@ impl Conn {
                     Answer::SparseFailed(SparseError::Exists) => code::EXISTS,
                     _ => code::ERROR,
                 }
+            }
+            Request::WriteRange { data, .. } if data.len() as u64 > self.shared.max_body => {
+                code::ERROR
             }
             Request::WriteRange { key, offset, data } => {
                 let end = BodyEnd::WriteRange(RangeEnd {
