@@ -265,6 +265,17 @@ fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Close> {
     Ok(())
 }
 
+/// The `D` a GET of `len` bytes can carry and its result: the whole
+/// range (0), or as much as one frame's `u32` length holds with the
+/// prefix (2, partial).
+fn get_len(len: u64) -> (u32, u32) {
+    let most = u32::MAX - GET_PREFIX as u32;
+    match u32::try_from(len) {
+        Ok(n) if n <= most => (n, code::OK),
+        _ => (most, code::PARTIAL),
+    }
+}
+
 fn ttl(t: Option<u64>) -> Option<Duration> {
     t.filter(|&s| s > 0).map(Duration::from_secs)
 }
@@ -498,10 +509,7 @@ impl Conn {
             // Not an answer to these ranges (`http::resolve`).
             Want::Unsatisfiable => (0, 0),
         };
-        let (len, result) = match u32::try_from(len) {
-            Ok(n) => (n, code::OK),
-            Err(_) => (u32::MAX, code::PARTIAL),
-        };
+        let (len, result) = get_len(len);
         self.get_head(rid, result, len)?;
         let end = offset + u64::from(len);
         let first = &first[..first.len().min(len as usize)];
@@ -524,5 +532,34 @@ impl Conn {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_longer_than_a_frame_is_partial() {
+        let most = u32::MAX - 9;
+        assert_eq!(get_len(0), (0, code::OK));
+        assert_eq!(get_len(u64::from(most)), (most, code::OK));
+        assert_eq!(get_len(u64::from(most) + 1), (most, code::PARTIAL));
+        assert_eq!(get_len(u64::MAX), (most, code::PARTIAL));
+    }
+
+    #[test]
+    fn stale_sockets_are_replaced_and_others_refused() {
+        let dir = crate::test_dir::TempDir::new();
+        let path = dir.0.join("a").join("b").join("s.sock");
+        let l = bind(&path).expect("missing directories are created");
+        assert!(matches!(bind(&path), Err(SdkError::InUse { .. })));
+        drop(l);
+        let l = bind(&path).expect("a stale socket is replaced");
+        drop(l);
+        let plain = dir.0.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        assert!(matches!(bind(&plain), Err(SdkError::NotASocket { .. })));
+        assert_eq!(std::fs::read(&plain).unwrap(), b"x");
     }
 }
