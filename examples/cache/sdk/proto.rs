@@ -23,8 +23,9 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 24;
 /// Longest key (ElCache's SDK limit, and the HTTP front's).
 pub const MAX_KEY: usize = 8192;
-/// Payload bytes of a request beyond its key and data: the largest
-/// fixed part is GET's 18 (CREATE_SPARSE's 21); rounded up.
+/// Payload bytes of a request beyond its key and data, rounded up: the
+/// fixed fields besides `K` are at most CREATE_SPARSE's 21 (GET's 18,
+/// PUT's 17, WRITE_RANGE's 12).
 pub const OVERHEAD: u64 = 64;
 
 /// Result codes (the `u32` of non-GET responses; GET's `result`).
