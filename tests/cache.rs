@@ -7,76 +7,19 @@
 //! other than the connection's and requests really cross workers as
 //! messages. Every wait is bounded: sockets have timeouts, loops counts.
 
+#[path = "common/cache_server.rs"]
+#[allow(dead_code)]
+mod cache_server;
 #[path = "../examples/cache/client.rs"]
 #[allow(dead_code)]
 mod client;
 mod common;
 
+use cache_server::Server;
 use client::{Client, Response};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A running server; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        Server::start_env(extra, &[])
-    }
-
-    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(common::example_bin("cache"));
-        cmd.envs(env.iter().copied());
-        let mut child = cmd
-            .args(["--bind", "127.0.0.1", "--port", "0", "-m", "64"])
-            .args(extra)
-            .env("SHARED_NOTHING_APP_WORKERS", "3")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cache");
-        let stderr = common::collect_stderr(&mut child);
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().expect("address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no address; stderr:\n{}", stderr.lock().expect("lock"));
-            }
-        };
-        Server { child, addr }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.addr, TIMEOUT).expect("connect")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn value(n: usize, seed: u32) -> Vec<u8> {
     let mut x = 0x9E37_79B9u32 ^ seed;
@@ -545,4 +488,126 @@ fn command_line_errors_exit_2() {
         .expect("run cache");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ElCache version 0.1.0"));
+}
+
+#[test]
+fn sparse_routes_and_statuses() {
+    let s = Server::start(&["--max-body", "100000"]);
+    // A fresh connection each: a refused request with a body is answered
+    // and its connection closed (its body is not read).
+    let req = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        s.client()
+            .request(method, path, headers, body)
+            .expect(method)
+    };
+    // Create: X-ElCache-Size required, numeric, above 0, within the limit.
+    for size in [None, Some("0"), Some("ten"), Some("-1")] {
+        let h: Vec<(&str, &str)> = size.map(|v| ("X-ElCache-Size", v)).into_iter().collect();
+        assert_eq!(req("POST", "/sparse/sp", &h, b"").status, 400, "{size:?}");
+    }
+    let r = req("POST", "/sparse/sp", &[("X-ElCache-Size", "100001")], b"");
+    assert_eq!(r.status, 413);
+    let r = req("POST", "/sparse/sp", &[("X-ElCache-Size", "10")], b"");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("X-ElCache-Size"), Some("10"));
+    assert_eq!(r.header("Content-Length"), Some("0"));
+    let r = req("POST", "/sparse/sp", &[("X-ElCache-Size", "10")], b"");
+    assert_eq!(r.status, 409, "exists");
+    // Status.
+    let r = req("GET", "/sparse/sp", &[], b"");
+    assert_eq!(r.status, 200);
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(j["key"], "sp");
+    assert_eq!(j["total_size"], 10);
+    assert_eq!(j["completion_percent"].as_f64(), Some(0.0));
+    assert_eq!(j["complete"], false);
+    // Writes: Content-Range checked whole, ?offset= without it.
+    let cr = |v: &'static str| [("Content-Range", v)];
+    let r = req("PATCH", "/sparse/sp", &cr("bytes 0-4/10"), b"01234");
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("X-ElCache-Completion"), Some("50.000000%"));
+    for (h, body, why) in [
+        ("bytes 0-4/10", &b""[..], "empty body"),
+        ("bytes a-b/10", b"xx", "non-numeric"),
+        ("0-1/10", b"xx", "no unit"),
+        ("bytes 0-4/10", b"xx", "length differs"),
+        ("bytes 0-1/11", b"xx", "total differs"),
+        ("bytes 9-10/10", b"xx", "past the end"),
+    ] {
+        let r = req("PATCH", "/sparse/sp", &[("Content-Range", h)], body);
+        assert_eq!(r.status, 400, "{why}");
+    }
+    assert_eq!(req("PUT", "/sparse/sp?offset=x", &[], b"1").status, 400);
+    assert_eq!(req("PATCH", "/sparse/nope", &[], b"1").status, 404);
+    // Unreadable, and not finalizable, until complete.
+    assert_eq!(req("GET", "/cache/sp", &[], b"").status, 404);
+    let r = req("POST", "/sparse/sp/finalize", &[], b"");
+    assert_eq!(r.status, 409);
+    assert_eq!(r.header("X-ElCache-Completion"), Some("50.000000%"));
+    // A bad TTL on finalize is refused before anything is lost.
+    let r = req(
+        "POST",
+        "/sparse/sp/finalize",
+        &[("X-ElCache-TTL", "soon")],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    // Overlapping writes, the last wins; PUT with ?offset= (chunked too).
+    let r = req("PUT", "/sparse/sp?offset=4", &[], b"xxxxxx");
+    assert_eq!(r.header("X-ElCache-Completion"), Some("100.000000%"));
+    let mut raw = s.client();
+    raw.write_raw(
+        b"PATCH /sparse/sp HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n56\r\n4\r\n7890\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let r = raw.read_response(false).unwrap();
+    assert_eq!(r.status, 202, "no Content-Range, no ?offset: 0");
+    let r = req("PATCH", "/sparse/sp", &cr("bytes 4-9/*"), b"456789");
+    assert_eq!(r.status, 202);
+    let r = req("PATCH", "/sparse/sp", &cr("bytes 0-"), b"0123");
+    assert_eq!(r.status, 202);
+    let r = req("GET", "/sparse/sp", &[], b"");
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (j["complete"].as_bool(), j["completion_percent"].as_f64()),
+        (Some(true), Some(100.0))
+    );
+    let r = req(
+        "POST",
+        "/sparse/sp/finalize",
+        &[("X-ElCache-Flags", "5")],
+        b"",
+    );
+    assert_eq!(r.status, 201);
+    let r = req("GET", "/cache/sp", &[], b"");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"0123456789"[..]));
+    assert_eq!(r.header("X-ElCache-Flags"), Some("5"));
+    assert_eq!(req("GET", "/sparse/sp", &[], b"").status, 404);
+    assert_eq!(req("POST", "/sparse/sp/finalize", &[], b"").status, 404);
+    // Finalize's TTL applies to the stored value.
+    req("POST", "/sparse/t", &[("X-ElCache-Size", "1")], b"");
+    req("PATCH", "/sparse/t", &[], b"t");
+    let r = req("POST", "/sparse/t/finalize", &[("X-ElCache-TTL", "1")], b"");
+    assert_eq!(r.status, 201);
+    assert_eq!(req("GET", "/cache/t", &[], b"").status, 200);
+    // DELETE: 204 always; the value is gone.
+    req("POST", "/sparse/d", &[("X-ElCache-Size", "3")], b"");
+    let r = req("DELETE", "/sparse/d", &[], b"");
+    assert_eq!((r.status, r.header("Content-Length")), (204, None));
+    assert_eq!(req("DELETE", "/sparse/d", &[], b"").status, 204);
+    assert_eq!(req("GET", "/sparse/d", &[], b"").status, 404);
+    // Wrong methods.
+    let r = req("HEAD", "/sparse/x", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, POST, PUT, PATCH, DELETE"));
+    let r = req("GET", "/sparse/x/finalize", &[], b"");
+    assert_eq!((r.status, r.header("Allow")), (405, Some("POST")));
+    assert_eq!(req("GET", "/sparse/", &[], b"").status, 404);
+    assert_eq!(req("GET", "/sparse/a/b", &[], b"").status, 404);
+    // The TTL of 1 s ran out in the meantime, or will shortly.
+    let start = std::time::Instant::now();
+    while req("GET", "/cache/t", &[], b"").status != 404 {
+        assert!(start.elapsed() < Duration::from_secs(10), "finalize TTL");
+        thread::sleep(Duration::from_millis(100));
+    }
 }

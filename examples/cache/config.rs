@@ -55,7 +55,8 @@ pub struct Cli {
     #[arg(short = 'D', long = "disk-size", default_value_t = DEFAULT_DISK_GB,
           value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     pub disk_size: u64,
-    /// SDK unix socket path (the socket protocol is not built yet: accepted, unused).
+    /// SDK unix socket path (ElCache's socket protocol, the same store as HTTP;
+    /// missing directories are created, a stale socket replaced).
     #[arg(short = 'u', long, default_value = DEFAULT_UNIX)]
     pub unix: PathBuf,
     /// A cluster seed HOST:PORT, repeatable (cluster mode is not built yet:

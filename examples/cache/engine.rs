@@ -21,6 +21,7 @@
 //! except for evictions already made.
 
 use crate::arc::{Arc, Outcome};
+use crate::sparse::{Progress, SparseArea, SparseError};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
@@ -72,10 +73,21 @@ impl Staged {
         Ok(())
     }
 
-    #[cfg(test)]
+    /// Bytes staged so far.
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// The staged bytes, piece by piece, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        self.chunks.iter().map(|(_, d)| d.as_slice())
+    }
+}
+
+/// All of `staged`'s bytes in one buffer.
+#[cfg(test)]
+pub fn staged_bytes(staged: &Staged) -> Vec<u8> {
+    staged.pieces().flatten().copied().collect()
 }
 
 /// A live entry.
@@ -179,6 +191,20 @@ pub struct Engine {
     /// gone) are skipped when they come up.
     expiry: BinaryHeap<Reverse<(Instant, u64)>>,
     stats: Stats,
+    /// Sparse values being written (`sparse.rs`), separate from
+    /// `entries` until finalized.
+    sparse: SparseArea,
+}
+
+/// Why a sparse value was not finalized.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FinalizeError {
+    #[error(transparent)]
+    Sparse(#[from] SparseError),
+    /// Complete, but the store refused it; the staging entry is gone
+    /// (its bytes moved into the refused commit).
+    #[error(transparent)]
+    Store(#[from] CommitError),
 }
 
 impl Engine {
@@ -192,7 +218,74 @@ impl Engine {
             next_id: 1,
             expiry: BinaryHeap::new(),
             stats: Stats::default(),
+            sparse: SparseArea::new(capacity),
         }
+    }
+
+    /// Opens a sparse value of `total` bytes under `key` (at most
+    /// `limit` bytes; the open ones together at most the memory tier's
+    /// capacity, as they must fit it once finalized).
+    ///
+    /// # Errors
+    /// As [`SparseArea::create`].
+    pub fn sparse_create(
+        &mut self,
+        key: &[u8],
+        total: u64,
+        limit: u64,
+        ttl: Option<Duration>,
+        flags: u32,
+    ) -> Result<(), SparseError> {
+        let limit = limit.min(self.arc.capacity());
+        self.sparse.create(key, total, limit, ttl, flags)
+    }
+
+    /// Writes `data` at `offset` of the sparse value `key`.
+    ///
+    /// # Errors
+    /// As [`SparseArea::write`].
+    pub fn sparse_write(
+        &mut self,
+        key: &[u8],
+        offset: u64,
+        data: &Staged,
+    ) -> Result<Progress, SparseError> {
+        self.sparse.write(key, offset, data.pieces())
+    }
+
+    /// How far the sparse value `key` is.
+    pub fn sparse_progress(&self, key: &[u8]) -> Option<Progress> {
+        self.sparse.progress(key)
+    }
+
+    /// Publishes the sparse value `key`, complete, as an ordinary entry
+    /// (replacing what `key` held), with its TTL and flags or the
+    /// overrides.
+    ///
+    /// # Errors
+    /// [`FinalizeError::Sparse`] (missing or incomplete: nothing
+    /// changed), [`FinalizeError::Store`] (as [`Engine::commit`]).
+    pub fn sparse_finalize(
+        &mut self,
+        key: &[u8],
+        ttl: Option<Option<Duration>>,
+        flags: Option<u32>,
+        now: Instant,
+    ) -> Result<(), FinalizeError> {
+        let f = self.sparse.finalize(key, ttl, flags)?;
+        self.commit(key, f.staged, f.ttl, f.flags, now)?;
+        Ok(())
+    }
+
+    /// Drops the sparse value `key`; whether it was open.
+    pub fn sparse_remove(&mut self, key: &[u8]) -> bool {
+        self.sparse.remove(key)
+    }
+
+    /// Sparse values open.
+    #[cfg(test)]
+    pub fn sparse_open(&self) -> usize {
+        self.sparse.len()
     }
 
     /// The counters, with the gauges filled in.
@@ -607,6 +700,46 @@ mod tests {
         assert!(
             e.head(b"forever", t0 + Duration::from_secs(1 << 30))
                 .is_some()
+        );
+        e.check();
+    }
+
+    #[test]
+    fn a_finalized_sparse_value_replaces_the_entry() {
+        let mut e = Engine::new(16 << 20);
+        let now = Instant::now();
+        e.commit(b"s", stage(b"old"), None, 0, now).unwrap();
+        e.sparse_create(b"s", 6, u64::MAX, Some(Duration::from_secs(5)), 9)
+            .unwrap();
+        assert!(
+            matches!(
+                e.sparse_create(b"x", 17 << 20, u64::MAX, None, 0),
+                Err(SparseError::TooLarge { .. })
+            ),
+            "limited to the tier"
+        );
+        e.sparse_write(b"s", 3, &stage(b"def")).unwrap();
+        assert_eq!(
+            get(&mut e, b"s").unwrap(),
+            b"old",
+            "not readable before finalize"
+        );
+        assert_eq!(
+            e.sparse_finalize(b"s", None, None, now),
+            Err(FinalizeError::Sparse(SparseError::Incomplete {
+                written: 3,
+                total: 6
+            }))
+        );
+        let p = e.sparse_write(b"s", 0, &stage(b"abc")).unwrap();
+        assert!(p.complete());
+        e.sparse_finalize(b"s", None, None, now).unwrap();
+        assert_eq!(e.sparse_open(), 0);
+        assert_eq!(get(&mut e, b"s").unwrap(), b"abcdef");
+        assert_eq!(e.lookup(b"s", now).unwrap().flags, 9);
+        assert!(
+            e.head(b"s", now + Duration::from_secs(5)).is_none(),
+            "its TTL"
         );
         e.check();
     }

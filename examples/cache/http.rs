@@ -25,6 +25,7 @@ pub enum Method {
     Post,
     Delete,
     Options,
+    Patch,
     Other(String),
 }
 
@@ -37,6 +38,7 @@ impl Method {
             "POST" => Method::Post,
             "DELETE" => Method::Delete,
             "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
             other => Method::Other(other.to_owned()),
         }
     }
@@ -66,6 +68,10 @@ pub struct Head {
     pub ttl: Option<String>,
     pub flags: Option<String>,
     pub no_memory: bool,
+    /// `X-ElCache-Size` (a sparse create).
+    pub size: Option<String>,
+    /// `Content-Range` (a sparse write).
+    pub content_range: Option<String>,
 }
 
 /// A request head that cannot be served; the connection is answered
@@ -156,6 +162,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         ttl: None,
         flags: None,
         no_memory: false,
+        size: None,
+        content_range: None,
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -196,6 +204,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             head.flags = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("x-elcache-no-memory") {
             head.no_memory = value == "true";
+        } else if name.eq_ignore_ascii_case("x-elcache-size") {
+            head.size = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("content-range") {
+            head.content_range = Some(value.to_owned());
         }
     }
     head.body = match (chunked, length) {
@@ -377,6 +389,12 @@ pub enum RangeReq {
         offset: u64,
         len: u64,
     },
+    /// An SDK socket GET's range (length 0: to the end; an offset at or
+    /// past the end: a hit with no bytes, as ElCache answers).
+    Sdk {
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// What a GET is served.
@@ -384,7 +402,8 @@ pub enum RangeReq {
 pub enum Want {
     /// 200, the whole value.
     Whole,
-    /// 206, `len` bytes from `offset` (`len >= 1`).
+    /// 206, `len` bytes from `offset` (`len >= 1`, except for
+    /// [`RangeReq::Sdk`] at or past the end: `offset` = size, `len` 0).
     Part { offset: u64, len: u64 },
     /// 416.
     Unsatisfiable,
@@ -440,6 +459,77 @@ pub fn parse_query_range(query: &str) -> Result<Option<RangeReq>, QueryRangeErro
     Ok(Some(RangeReq::Query { offset, len }))
 }
 
+/// A sparse write's `Content-Range`: `bytes FIRST-LAST/TOTAL`, LAST and
+/// TOTAL each optional (`bytes F-`, `bytes F-L/*`), as parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    pub first: u64,
+    pub last: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// A `Content-Range` or `?offset=` that names no offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad sparse write range: {0}")]
+pub struct ContentRangeError(&'static str);
+
+impl ContentRange {
+    /// The body length it names, if it names its last byte.
+    pub fn len(&self) -> Option<u64> {
+        self.last.map(|l| l - self.first + 1)
+    }
+}
+
+/// Parses a sparse write's `Content-Range` (ElCache reads only the
+/// first number; the rest is checked here: RFC 9110 section 14.4).
+///
+/// # Errors
+/// No `bytes ` unit, a missing or non-numeric first byte, a last byte
+/// before the first, a non-numeric total.
+pub fn parse_content_range(v: &str) -> Result<ContentRange, ContentRangeError> {
+    let rest = v
+        .strip_prefix("bytes ")
+        .ok_or(ContentRangeError("Content-Range must start with `bytes `"))?;
+    let (span, total) = match rest.split_once('/') {
+        Some((s, "*")) => (s, None),
+        Some((s, t)) => (
+            s,
+            Some(digits(t).ok_or(ContentRangeError("non-numeric total"))?),
+        ),
+        None => (rest, None),
+    };
+    let (first, last) = match span.split_once('-') {
+        Some((f, "")) => (f, None),
+        Some((f, l)) => (f, Some(l)),
+        None => (span, None),
+    };
+    let first = digits(first).ok_or(ContentRangeError("non-numeric first byte"))?;
+    let last = match last {
+        None => None,
+        Some(l) => {
+            let l = digits(l).ok_or(ContentRangeError("non-numeric last byte"))?;
+            if l < first {
+                return Err(ContentRangeError("last byte before the first"));
+            }
+            Some(l)
+        }
+    };
+    Ok(ContentRange { first, last, total })
+}
+
+/// ElCache's `?offset=N` of a sparse write.
+///
+/// # Errors
+/// A non-numeric offset.
+pub fn parse_query_offset(query: &str) -> Result<Option<u64>, ContentRangeError> {
+    match query.split('&').find_map(|kv| kv.strip_prefix("offset=")) {
+        None => Ok(None),
+        Some(v) => digits(v)
+            .map(Some)
+            .ok_or(ContentRangeError("non-numeric ?offset=")),
+    }
+}
+
 /// What a request for `req` of a value of `size` bytes is served.
 pub fn resolve(req: RangeReq, size: u64) -> Want {
     let part = |offset: u64, len: u64| Want::Part { offset, len };
@@ -456,7 +546,8 @@ pub fn resolve(req: RangeReq, size: u64) -> Want {
             }
         },
         RangeReq::Query { offset, .. } if offset >= size => Want::Unsatisfiable,
-        RangeReq::Query { offset, len } => {
+        RangeReq::Sdk { offset, .. } if offset >= size => part(size, 0),
+        RangeReq::Query { offset, len } | RangeReq::Sdk { offset, len } => {
             let rest = size - offset;
             part(offset, if len == 0 { rest } else { len.min(rest) })
         }
@@ -683,6 +774,54 @@ mod tests {
         assert_eq!(
             String::from_utf8(h).unwrap(),
             "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn sparse_content_range_and_offset() {
+        let cr = |v| parse_content_range(v);
+        assert_eq!(
+            cr("bytes 5-9/20"),
+            Ok(ContentRange {
+                first: 5,
+                last: Some(9),
+                total: Some(20)
+            })
+        );
+        assert_eq!(cr("bytes 5-9/20").unwrap().len(), Some(5));
+        assert_eq!(cr("bytes 5-9/*").unwrap().total, None);
+        assert_eq!(cr("bytes 7-").unwrap().last, None);
+        assert_eq!(cr("bytes 7").unwrap().first, 7);
+        for bad in [
+            "5-9/20",
+            "bytes a-9",
+            "bytes -9",
+            "bytes 9-5/20",
+            "bytes 1-2/x",
+            "items 1-2",
+        ] {
+            assert!(cr(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_query_offset("offset=12&x=1"), Ok(Some(12)));
+        assert_eq!(parse_query_offset("x=1"), Ok(None));
+        assert!(parse_query_offset("offset=-1").is_err());
+        assert_eq!(
+            resolve(RangeReq::Sdk { offset: 11, len: 0 }, 11),
+            Want::Part { offset: 11, len: 0 }
+        );
+        assert_eq!(
+            resolve(
+                RangeReq::Sdk {
+                    offset: 2,
+                    len: 100
+                },
+                11
+            ),
+            Want::Part { offset: 2, len: 9 }
+        );
+        assert_eq!(
+            resolve(RangeReq::Sdk { offset: 0, len: 0 }, 11),
+            Want::Part { offset: 0, len: 11 }
         );
     }
 }

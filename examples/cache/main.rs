@@ -3,13 +3,14 @@
 //! (`config.rs`); values in 4 MiB content-addressed chunks, stored once
 //! per owner, over a byte-sized ARC memory tier (`engine.rs`, `arc.rs`);
 //! keys hash-partitioned over the application workers, one engine each;
-//! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`). Not
-//! built yet: the disk tier, the unix-socket SDK protocol, `/metrics`,
-//! `/sparse`, cluster mode (`BACKLOG.md`).
+//! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`), sparse
+//! values (`sparse.rs`, `/sparse/{key}`), and ElCache's unix-socket SDK
+//! protocol on the same store (`sdk/`, `-u PATH`). Not built yet: the
+//! disk tier, `/metrics`, cluster mode (`BACKLOG.md`).
 //!
 //! ```text
 //! cargo run --release --example cache                      # ElCache's defaults: port 8080, 1 GiB
-//! cargo run --example cache -- -p 0 --bind 127.0.0.1 -m 64
+//! cargo run --example cache -- -p 0 --bind 127.0.0.1 -m 64 -u /tmp/elcache.sock
 //! cargo run --example cache -- -c /etc/elcache/elcache.json
 //! cargo run --example cache -- demo                        # serves itself a few requests, exits
 //! ```
@@ -24,7 +25,9 @@ mod engine;
 mod http;
 #[path = "../common/logging.rs"]
 mod logging;
+mod sdk;
 mod serve;
+mod sparse;
 #[cfg(test)]
 #[path = "../common/test_dir.rs"]
 mod test_dir;
@@ -55,12 +58,14 @@ fn main() -> ExitCode {
         cfg.bind = "127.0.0.1".into();
         cfg.port = 0;
         cfg.memory_bytes = 64 << 20;
+        cfg.unix = std::env::temp_dir().join(format!("cache-demo-{}.sock", std::process::id()));
     }
     match serve::start(&cfg) {
         Ok((addr, group)) => {
             if demo {
                 std::thread::spawn(move || {
-                    let code = match demo::run(addr) {
+                    let unix = cfg.unix.clone();
+                    let code = match demo::run(addr, &unix) {
                         Ok(()) => {
                             println!("cache demo: all checks passed");
                             0
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
                             1
                         }
                     };
+                    let _ = std::fs::remove_file(&unix);
                     std::process::exit(code);
                 });
             }

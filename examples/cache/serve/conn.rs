@@ -22,9 +22,10 @@
 //! `Connection: close`, and only that connection is closed.
 
 use super::owner::PIECE;
-use super::{Answer, NodeState, Op, Origin, PutEnd, owner_of};
+use super::{Answer, BodyEnd, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
 use crate::engine::{CHUNK, Stats};
 use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
+use crate::sparse::{Progress, SparseError};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub const WINDOW: usize = 2;
 pub const MAX_INBUF: usize = 1 << 20;
 
 const CACHE_ALLOW: &str = "GET, PUT, POST, DELETE, HEAD, OPTIONS";
+const SPARSE_ALLOW: &str = "GET, POST, PUT, PATCH, DELETE";
 
 /// A response not yet encoded.
 #[derive(Debug)]
@@ -117,7 +119,7 @@ enum Action {
     Stats,
     Put {
         owner: usize,
-        end: PutEnd,
+        end: BodyEnd,
     },
 }
 
@@ -132,7 +134,7 @@ enum Framing {
 enum Sink {
     Put {
         owner: usize,
-        end: PutEnd,
+        end: BodyEnd,
         /// The chunk being filled (at most [`CHUNK`] bytes).
         buf: Vec<u8>,
     },
@@ -473,7 +475,7 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     let o = origin(st, id, seq);
     if let Some(owner) = owner {
         for data in full {
-            let _ = st.run(owner, o, Op::Put { data, end: None });
+            let _ = st.run(owner, o, Op::Body { data, end: None });
         }
         if over {
             let _ = st.run(owner, o, Op::Abort);
@@ -501,7 +503,7 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
             sink: Sink::Put { owner, end, buf },
             ..
         } => {
-            let put = Op::Put {
+            let put = Op::Body {
                 data: buf,
                 end: Some(end),
             };
@@ -560,7 +562,7 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
                 head_only: false,
                 key: Vec::new(),
             };
-            let put = Op::Put {
+            let put = Op::Body {
                 data: Vec::new(),
                 end: Some(end),
             };
@@ -704,6 +706,32 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             send(st, id, Reply::empty(204));
             finish(st, id);
         }
+        (State::Wait { .. }, Answer::SparseCreated { total }) => {
+            send(st, id, Reply::empty(201).header("X-ElCache-Size", total));
+            finish(st, id);
+        }
+        (State::Wait { .. }, Answer::Written(p)) => {
+            send(
+                st,
+                id,
+                Reply::empty(202).header("X-ElCache-Completion", completion(&p)),
+            );
+            finish(st, id);
+        }
+        (State::Wait { key, .. }, Answer::SparseStatus(p)) => {
+            let body = serde_json::json!({
+                "key": String::from_utf8_lossy(&key),
+                "total_size": p.total,
+                "completion_percent": p.percent(),
+                "complete": p.complete(),
+            });
+            send(st, id, Reply::json(&body));
+            finish(st, id);
+        }
+        (State::Wait { .. }, Answer::SparseFailed(e)) => {
+            send(st, id, sparse_failure(&e));
+            finish(st, id);
+        }
         (State::Stats { left, mut sum }, Answer::Stats(s)) => {
             sum.add(&s);
             if left <= 1 {
@@ -820,10 +848,23 @@ fn route(st: &NodeState, head: &Head) -> Action {
             Method::Get => Action::Respond(Reply::json(&serde_json::json!({"mode": "standalone"}))),
             _ => not_allowed("GET"),
         },
-        path => match path.strip_prefix("/cache/") {
-            Some(key) if !key.is_empty() && !key.contains('/') => cache_route(st, head, key),
-            _ => Action::Respond(Reply::text(404, "Not Found")),
-        },
+        path => {
+            if let Some(key) = path.strip_prefix("/cache/")
+                && !key.is_empty()
+                && !key.contains('/')
+            {
+                return cache_route(st, head, key);
+            }
+            match path.strip_prefix("/sparse/").map(|k| {
+                k.strip_suffix("/finalize")
+                    .map_or((k, false), |k| (k, true))
+            }) {
+                Some((key, finalize)) if !key.is_empty() && !key.contains('/') => {
+                    sparse_route(st, head, key, finalize)
+                }
+                _ => Action::Respond(Reply::text(404, "Not Found")),
+            }
+        }
     }
 }
 
@@ -868,18 +909,9 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
         Method::Head => op(Op::Head { key: key.clone() }, true, key),
         Method::Delete => op(Op::Delete { key }, false, Vec::new()),
         Method::Put | Method::Post => {
-            let ttl = match head.ttl.as_deref().map(str::parse::<i64>) {
-                None | Some(Ok(0)) => None,
-                Some(Ok(n)) if n > 0 => Some(Duration::from_secs(n.unsigned_abs())),
-                Some(_) => {
-                    return bad("X-ElCache-TTL must be a whole number of seconds, 0 or more");
-                }
-            };
-            let flags = match head.flags.as_deref().map(str::parse::<u64>) {
-                None => 0,
-                // Cut to 32 bits, as ElCache does.
-                Some(Ok(n)) => n as u32,
-                Some(Err(_)) => return bad("X-ElCache-Flags must be an unsigned number"),
+            let (ttl, flags) = match ttl_and_flags(head) {
+                Ok((ttl, flags)) => (ttl.flatten(), flags.unwrap_or(0)),
+                Err(e) => return bad(e),
             };
             if head.no_memory {
                 return Action::Respond(Reply::text(
@@ -889,7 +921,7 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
             }
             Action::Put {
                 owner,
-                end: PutEnd { key, ttl, flags },
+                end: BodyEnd::Store(PutEnd { key, ttl, flags }),
             }
         }
         Method::Options => Action::Respond(
@@ -897,10 +929,152 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
                 .header("Allow", CACHE_ALLOW)
                 .header("Accept-Ranges", "bytes"),
         ),
-        Method::Other(_) => {
+        Method::Patch | Method::Other(_) => {
             Action::Respond(Reply::text(405, "Method Not Allowed").header("Allow", CACHE_ALLOW))
         }
     }
+}
+
+/// `X-ElCache-TTL` (`Some(None)`: 0, no expiry) and `X-ElCache-Flags`
+/// (cut to 32 bits, as ElCache does), each `None` when absent.
+type TtlFlags = (Option<Option<Duration>>, Option<u32>);
+
+/// Reads [`TtlFlags`] from `head`.
+///
+/// # Errors
+/// The 400 text for a malformed one.
+fn ttl_and_flags(head: &Head) -> Result<TtlFlags, &'static str> {
+    let ttl = match head.ttl.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(0)) => Some(None),
+        Some(Ok(n)) if n > 0 => Some(Some(Duration::from_secs(n.unsigned_abs()))),
+        Some(_) => return Err("X-ElCache-TTL must be a whole number of seconds, 0 or more"),
+    };
+    let flags = match head.flags.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) => Some(n as u32),
+        Some(Err(_)) => return Err("X-ElCache-Flags must be an unsigned number"),
+    };
+    Ok((ttl, flags))
+}
+
+/// The `/sparse/{key}` routes (spec sections 3.1 and 3.3), and
+/// `/sparse/{key}/finalize` when `finalize`.
+fn sparse_route(st: &NodeState, head: &Head, key: &str, finalize: bool) -> Action {
+    let m = &head.method;
+    let not_allowed = |allow: &str| {
+        Action::Respond(Reply::text(405, "Method Not Allowed").header("Allow", allow))
+    };
+    if finalize && *m != Method::Post {
+        return not_allowed("POST");
+    }
+    if !finalize
+        && !matches!(
+            m,
+            Method::Get | Method::Post | Method::Put | Method::Patch | Method::Delete
+        )
+    {
+        return not_allowed(SPARSE_ALLOW);
+    }
+    if key.len() > MAX_KEY {
+        return bad("Key too long");
+    }
+    let key = key.as_bytes().to_vec();
+    let owner = owner_of(&key, st.workers);
+    let op = |op: Op, key: Vec<u8>| Action::Op {
+        owner,
+        op,
+        head_only: false,
+        key,
+    };
+    let (ttl, flags) = match ttl_and_flags(head) {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    if finalize {
+        return op(Op::SparseFinalize { key, ttl, flags }, Vec::new());
+    }
+    match m {
+        Method::Post => {
+            let total = match head.size.as_deref().map(str::parse::<u64>) {
+                Some(Ok(n)) if n > 0 => n,
+                _ => return bad("X-ElCache-Size must be a number of bytes above 0"),
+            };
+            if total > st.limits.max_body {
+                return Action::Respond(Reply::text(
+                    413,
+                    &format!(
+                        "X-ElCache-Size {total} is over the {}-byte limit",
+                        st.limits.max_body
+                    ),
+                ));
+            }
+            op(
+                Op::SparseCreate {
+                    key,
+                    total,
+                    ttl: ttl.flatten(),
+                    flags: flags.unwrap_or(0),
+                },
+                Vec::new(),
+            )
+        }
+        Method::Put | Method::Patch => {
+            if head.body == BodyLen::None {
+                return bad("a sparse write needs a body");
+            }
+            let (offset, len, total) = match head.content_range.as_deref() {
+                Some(v) => match http::parse_content_range(v) {
+                    Ok(r) => (r.first, r.len(), r.total),
+                    Err(e) => return bad(&e.to_string()),
+                },
+                None => match head.query.as_deref().map(http::parse_query_offset) {
+                    Some(Err(e)) => return bad(&e.to_string()),
+                    Some(Ok(o)) => (o.unwrap_or(0), None, None),
+                    None => (0, None, None),
+                },
+            };
+            Action::Put {
+                owner,
+                end: BodyEnd::WriteRange(RangeEnd {
+                    key,
+                    offset,
+                    len,
+                    total,
+                    nonempty: true,
+                }),
+            }
+        }
+        Method::Get => op(Op::SparseStatus { key: key.clone() }, key),
+        _ => op(Op::SparseDelete { key }, Vec::new()),
+    }
+}
+
+/// The status and text of a sparse operation that did nothing.
+fn sparse_failure(e: &SparseError) -> Reply {
+    let status = match e {
+        SparseError::Missing => 404,
+        SparseError::Exists | SparseError::Incomplete { .. } => 409,
+        SparseError::TooLarge { .. } => 413,
+        SparseError::NoRoom { .. } => 507,
+        _ => 400,
+    };
+    let reply = Reply::text(status, &e.to_string());
+    match e {
+        SparseError::Incomplete { written, total } => reply.header(
+            "X-ElCache-Completion",
+            completion(&Progress {
+                written: *written,
+                total: *total,
+            }),
+        ),
+        _ => reply,
+    }
+}
+
+/// `X-ElCache-Completion`: percent written, six decimals.
+fn completion(p: &Progress) -> String {
+    format!("{:.6}%", p.percent())
 }
 
 /// Answers `status` with `Connection: close`, drops a PUT in progress,

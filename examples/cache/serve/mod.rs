@@ -1,5 +1,6 @@
 //! The server: one [`Engine`] per application worker, behind the HTTP
-//! front on the pool's network workers.
+//! front on the pool's network workers and the SDK socket (`sdk/`, its
+//! own threads, each request a [`Msg::Sdk`] to its key's owner).
 //!
 //! Worker `i` of a group of `n` owns the keys that `HashPartitioner`
 //! sends to `i` ([`owner_of`]) and its own memory tier (`--memory / n`
@@ -20,9 +21,12 @@
 mod conn;
 mod owner;
 
+pub use owner::PIECE;
+
 use crate::config::Config;
 use crate::engine::{Engine, Stats};
 use crate::http::{RangeReq, Want};
+use crate::sparse::{Progress, SparseError};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker};
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
@@ -51,6 +55,39 @@ pub struct PutEnd {
     pub flags: u32,
 }
 
+/// A sparse write's last message: where its bytes go, and what the
+/// request said about them (HTTP's `Content-Range`), checked by the owner
+/// once the whole body is there.
+#[derive(Debug)]
+pub struct RangeEnd {
+    pub key: Vec<u8>,
+    pub offset: u64,
+    /// The body's length, as `Content-Range` stated it.
+    pub len: Option<u64>,
+    /// The value's total size, as `Content-Range` stated it.
+    pub total: Option<u64>,
+    /// An empty body is refused (HTTP's 400; the socket allows L = 0).
+    pub nonempty: bool,
+}
+
+/// What a body's bytes become once all have arrived.
+#[derive(Debug)]
+pub enum BodyEnd {
+    /// A PUT: a stored value.
+    Store(PutEnd),
+    /// A sparse write (HTTP PATCH/PUT `/sparse/{key}`, WRITE_RANGE).
+    WriteRange(RangeEnd),
+}
+
+/// Who asked an owner for work: an HTTP connection (answers go back to
+/// its worker) or an SDK socket connection (answers go onto the queue it
+/// registered with [`Msg::SdkOpen`]). PUT bodies are staged by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Http(Origin),
+    Sdk { conn: u64, seq: u64 },
+}
+
 /// Work for a key's owner.
 #[derive(Debug)]
 pub enum Op {
@@ -70,20 +107,40 @@ pub enum Op {
         offset: u64,
         len: u64,
     },
-    /// The next chunk of a PUT body; with `end`, the last, and the value
-    /// is stored.
-    Put {
+    /// The next chunk of a PUT or sparse-write body; with `end`, the
+    /// last, and the value is stored or written.
+    Body {
         data: Vec<u8>,
-        end: Option<PutEnd>,
+        end: Option<BodyEnd>,
     },
-    /// The PUT's body will not come (the connection failed): drop what
-    /// was staged.
+    /// The body will not come (the connection failed): drop what was
+    /// staged.
     Abort,
     Delete {
         key: Vec<u8>,
     },
     /// This worker's counters, for `/stats`.
     Stats,
+    /// Opens a sparse value of `total` bytes.
+    SparseCreate {
+        key: Vec<u8>,
+        total: u64,
+        ttl: Option<Duration>,
+        flags: u32,
+    },
+    SparseStatus {
+        key: Vec<u8>,
+    },
+    /// Publishes a complete sparse value; `ttl` and `flags` replace the
+    /// ones given at create when set.
+    SparseFinalize {
+        key: Vec<u8>,
+        ttl: Option<Option<Duration>>,
+        flags: Option<u32>,
+    },
+    SparseDelete {
+        key: Vec<u8>,
+    },
 }
 
 /// An owner's answer.
@@ -117,6 +174,15 @@ pub enum Answer {
     },
     Deleted,
     Stats(Stats),
+    SparseCreated {
+        total: u64,
+    },
+    /// A sparse write was applied: how far the value is now.
+    Written(Progress),
+    SparseStatus(Progress),
+    /// A sparse operation did nothing (finalize's store failure is a
+    /// [`Answer::Refused`]).
+    SparseFailed(SparseError),
 }
 
 /// Everything that travels between workers.
@@ -126,8 +192,30 @@ pub enum Msg {
     Wire(Vec<ResultSink<Msg>>),
     Listen(SocketAddr),
     Tick,
-    Op { origin: Origin, op: Op },
-    Answer { origin: Origin, answer: Answer },
+    Op {
+        origin: Origin,
+        op: Op,
+    },
+    Answer {
+        origin: Origin,
+        answer: Answer,
+    },
+    /// An SDK connection's answer queue (`sdk/`), one per worker per
+    /// connection; answers carry the request's number.
+    SdkOpen {
+        conn: u64,
+        sink: ResultSink<(u64, Answer)>,
+    },
+    /// The SDK connection is gone: its queue and anything it staged.
+    SdkClose {
+        conn: u64,
+    },
+    /// Work from an SDK connection for this worker, the key's owner.
+    Sdk {
+        conn: u64,
+        seq: u64,
+        op: Op,
+    },
 }
 
 #[path = "../../common/mesh.rs"]
@@ -165,6 +253,8 @@ pub enum ServeError {
     Addr { addr: String, reason: String },
     #[error(transparent)]
     Mesh(#[from] mesh::MeshError),
+    #[error(transparent)]
+    Sdk(#[from] crate::sdk::SdkError),
 }
 
 /// The worker that owns `key` among `workers`.
@@ -201,7 +291,9 @@ pub struct NodeState {
     conns: HashMap<ConnId, conn::Conn>,
     engine: Engine,
     /// PUT bodies being received, by request (`owner.rs`).
-    staging: HashMap<Origin, owner::Staging>,
+    staging: HashMap<Caller, owner::Staging>,
+    /// Answer queues of the SDK connections, by connection.
+    sdk: HashMap<u64, ResultSink<(u64, Answer)>>,
 }
 
 impl NodeState {
@@ -209,7 +301,7 @@ impl NodeState {
     /// there (the answer comes back as a message).
     fn run(&mut self, owner: usize, origin: Origin, op: Op) -> Option<Answer> {
         if owner == self.index {
-            owner::run(self, origin, op)
+            owner::run(self, Caller::Http(origin), op)
         } else {
             self.deliver(owner, Msg::Op { origin, op });
             None
@@ -248,6 +340,7 @@ impl Worker for Node {
             conns: HashMap::new(),
             engine: Engine::new(self.limits.capacity),
             staging: HashMap::new(),
+            sdk: HashMap::new(),
         })
     }
 
@@ -279,10 +372,13 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             for p in &mut st.peers {
                 p.flush();
             }
+            for q in st.sdk.values_mut() {
+                q.flush();
+            }
             st.engine.expire(std::time::Instant::now(), 4096);
         }
         Msg::Op { origin, op } => {
-            if let Some(answer) = owner::run(st, origin, op) {
+            if let Some(answer) = owner::run(st, Caller::Http(origin), op) {
                 if origin.worker == st.index {
                     conn::on_answer(st, origin, answer);
                 } else {
@@ -291,6 +387,21 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
             }
         }
         Msg::Answer { origin, answer } => conn::on_answer(st, origin, answer),
+        Msg::SdkOpen { conn, sink } => {
+            st.sdk.insert(conn, sink);
+        }
+        Msg::SdkClose { conn } => {
+            st.sdk.remove(&conn);
+            st.staging
+                .retain(|c, _| !matches!(c, Caller::Sdk { conn: k, .. } if *k == conn));
+        }
+        Msg::Sdk { conn, seq, op } => {
+            if let Some(answer) = owner::run(st, Caller::Sdk { conn, seq }, op)
+                && let Some(q) = st.sdk.get_mut(&conn)
+            {
+                q.deliver((seq, answer));
+            }
+        }
     }
 }
 
@@ -321,10 +432,8 @@ pub fn start(
     let io = pool.start_io()?;
     let workers = pool.app_plan().app_workers.len().max(1);
     let capacity = cfg.memory_bytes / workers as u64;
-    let limits = Limits {
-        capacity,
-        max_body: cfg.max_body.min(capacity),
-    };
+    let max_body = cfg.max_body.min(capacity);
+    let limits = Limits { capacity, max_body };
     let io2 = io.clone();
     let mut group = pool.spawn_workers(workers, move |index| Node {
         index,
@@ -335,10 +444,12 @@ pub fn start(
     })?;
     mesh::wire(&mut group)?;
     let local = mesh::listen(&mut group, mode, &io, addr)?;
+    crate::sdk::start(&cfg.unix, group.sender(), workers, max_body)?;
     println!(
         "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker)",
         capacity >> 20
     );
+    println!("cache: SDK socket on {}", cfg.unix.display());
     Ok((local, group))
 }
 

@@ -1,16 +1,18 @@
 //! The owner side: a key's worker runs the operations on its engine.
 //!
-//! A PUT body arrives as a run of [`Op::Put`] messages from the
-//! connection's worker, each one chunk (the last with the key and
-//! options); they are staged here by request ([`Origin`]) and committed
-//! together, so a value replaces the old one whole or not at all. A GET
+//! A PUT or sparse-write body arrives as a run of [`Op::Body`] messages
+//! from the connection (an HTTP connection's worker or an SDK socket
+//! thread), each one chunk (the last with the key and options); they are
+//! staged here by request ([`Caller`]) and applied together, so a value
+//! replaces the old one whole or not at all, and a sparse write is
+//! checked whole before any byte of it is written. A GET
 //! is answered with its first piece (at most [`PIECE`] bytes); a longer
 //! one is pulled piece by piece by the connection as the socket drains
 //! ([`Op::Read`] naming the entry version), so a large value is never
 //! copied whole.
 
-use super::{Answer, NodeState, Op, Origin};
-use crate::engine::{CommitError, Staged};
+use super::{Answer, BodyEnd, Caller, NodeState, Op, RangeEnd};
+use crate::engine::{CommitError, Engine, FinalizeError, Staged};
 use crate::http::{Want, resolve};
 use std::time::Instant;
 
@@ -25,9 +27,50 @@ pub struct Staging {
     failed: Option<String>,
 }
 
-/// Runs `op`; `None` when there is nothing to answer yet (a PUT chunk
+fn refused(e: &CommitError) -> Answer {
+    Answer::Refused {
+        status: match e {
+            CommitError::TooLarge { .. } => 507,
+            _ => 500,
+        },
+        reason: e.to_string(),
+    }
+}
+
+/// Applies a whole sparse write, after the checks its request asked for.
+fn write_range(engine: &mut Engine, end: &RangeEnd, staged: &Staged) -> Answer {
+    let bad = |reason: String| Answer::Refused {
+        status: 400,
+        reason,
+    };
+    let size = staged.size();
+    if end.nonempty && size == 0 {
+        return bad("a sparse write needs a body".into());
+    }
+    if let Some(len) = end.len
+        && len != size
+    {
+        return bad(format!(
+            "Content-Range names {len} bytes, the body has {size}"
+        ));
+    }
+    if let (Some(total), Some(p)) = (end.total, engine.sparse_progress(&end.key))
+        && total != p.total
+    {
+        return bad(format!(
+            "Content-Range names a total of {total} bytes, the value has {}",
+            p.total
+        ));
+    }
+    match engine.sparse_write(&end.key, end.offset, staged) {
+        Ok(p) => Answer::Written(p),
+        Err(e) => Answer::SparseFailed(e),
+    }
+}
+
+/// Runs `op`; `None` when there is nothing to answer yet (a body chunk
 /// that is not the last, an abort).
-pub fn run(st: &mut NodeState, origin: Origin, op: Op) -> Option<Answer> {
+pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
     let now = Instant::now();
     match op {
         Op::Get { key, range } => Some(match st.engine.lookup(&key, now) {
@@ -70,7 +113,7 @@ pub fn run(st: &mut NodeState, origin: Origin, op: Op) -> Option<Answer> {
             Some(piece) => Answer::Piece(piece),
             None => Answer::Gone,
         }),
-        Op::Put { data, end } => {
+        Op::Body { data, end } => {
             let staging = st.staging.entry(origin).or_default();
             if staging.failed.is_none()
                 && let Err(e) = staging.staged.push(data)
@@ -85,22 +128,18 @@ pub fn run(st: &mut NodeState, origin: Origin, op: Op) -> Option<Answer> {
                     reason,
                 });
             }
-            Some(
-                match st
-                    .engine
-                    .commit(&end.key, staging.staged, end.ttl, end.flags, now)
-                {
-                    Ok(()) => Answer::Stored,
-                    Err(e @ CommitError::TooLarge { .. }) => Answer::Refused {
-                        status: 507,
-                        reason: e.to_string(),
-                    },
-                    Err(e) => Answer::Refused {
-                        status: 500,
-                        reason: e.to_string(),
-                    },
-                },
-            )
+            Some(match end {
+                BodyEnd::Store(end) => {
+                    match st
+                        .engine
+                        .commit(&end.key, staging.staged, end.ttl, end.flags, now)
+                    {
+                        Ok(()) => Answer::Stored,
+                        Err(e) => refused(&e),
+                    }
+                }
+                BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staging.staged),
+            })
         }
         Op::Abort => {
             st.staging.remove(&origin);
@@ -111,5 +150,34 @@ pub fn run(st: &mut NodeState, origin: Origin, op: Op) -> Option<Answer> {
             Some(Answer::Deleted)
         }
         Op::Stats => Some(Answer::Stats(st.engine.stats())),
+        Op::SparseCreate {
+            key,
+            total,
+            ttl,
+            flags,
+        } => Some(
+            match st
+                .engine
+                .sparse_create(&key, total, st.limits.max_body, ttl, flags)
+            {
+                Ok(()) => Answer::SparseCreated { total },
+                Err(e) => Answer::SparseFailed(e),
+            },
+        ),
+        Op::SparseStatus { key } => Some(match st.engine.sparse_progress(&key) {
+            Some(p) => Answer::SparseStatus(p),
+            None => Answer::SparseFailed(crate::sparse::SparseError::Missing),
+        }),
+        Op::SparseFinalize { key, ttl, flags } => {
+            Some(match st.engine.sparse_finalize(&key, ttl, flags, now) {
+                Ok(()) => Answer::Stored,
+                Err(FinalizeError::Sparse(e)) => Answer::SparseFailed(e),
+                Err(FinalizeError::Store(e)) => refused(&e),
+            })
+        }
+        Op::SparseDelete { key } => {
+            st.engine.sparse_remove(&key);
+            Some(Answer::Deleted)
+        }
     }
 }
