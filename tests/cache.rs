@@ -15,23 +15,11 @@ mod cache_server;
 mod client;
 mod common;
 
-use cache_server::Server;
+use cache_server::{Server, value};
 use client::{Client, Response};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
-
-fn value(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = 0x9E37_79B9u32 ^ seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn put(c: &mut Client, key: &str, body: &[u8]) -> Response {
     c.request("PUT", &format!("/cache/{key}"), &[], body)

@@ -15,7 +15,7 @@ mod cache_server;
 mod client;
 mod common;
 
-use cache_server::{Server, TIMEOUT};
+use cache_server::{Server, TIMEOUT, value};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -218,18 +218,6 @@ impl Sdk {
             }
         }
     }
-}
-
-fn value(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = 0x9E37_79B9u32 ^ seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 fn stats(s: &Server) -> serde_json::Value {

@@ -86,3 +86,16 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `n` pseudo-random bytes (xorshift32 from `seed`): test values.
+pub fn value(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x9E37_79B9u32 ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
