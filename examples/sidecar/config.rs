@@ -59,6 +59,8 @@ pub enum Command {
     },
     /// Daemon and clients in one process, checking the results (the default).
     Demo,
+    /// The load generator: the daemon against its targets and peers.
+    Bench(crate::bench::BenchArgs),
     /// A client that appends fixed-size records and prints each accepted
     /// one as "accepted ID OFFSET" (for the crash tests).
     Load {

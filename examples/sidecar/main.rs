@@ -11,6 +11,7 @@
 //! Layout and protocol: `layout.rs`; code map and invariants:
 //! ARCHITECTURE.md.
 
+mod bench;
 mod client;
 mod config;
 mod daemon;
@@ -61,6 +62,7 @@ fn main() {
             fault,
         } => run_sink(listen, tls_dir, fault),
         Command::Demo => demo::run(),
+        Command::Bench(a) => bench::run(a),
         Command::Load {
             name,
             file,

@@ -41,7 +41,7 @@ impl State {
                                 self.post(op.client, op.user, kind::ACCEPTED, status::OK, lsn);
                                 self.send_owner.insert(lsn, (op.client, op.user));
                                 if let Some(s) = &mut self.sender {
-                                    s.submit(op.dest, lsn, op.data);
+                                    s.enqueue(op.dest, lsn, op.data);
                                 }
                                 continue;
                             }
@@ -60,6 +60,9 @@ impl State {
                                 f.queue.push_back((lsn, offset, end));
                                 self.dirty.push(key);
                             }
+                        }
+                        if let Some(s) = &mut self.sender {
+                            s.flush();
                         }
                     }
                     Err(e) => {

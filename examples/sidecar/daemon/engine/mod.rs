@@ -220,8 +220,9 @@ impl Worker for Engine {
         if let Some(sender) = &mut sender {
             for (lsn, handle, data) in s.sends {
                 outstanding.insert(lsn);
-                sender.submit(handle, lsn, data);
+                sender.enqueue(handle, lsn, data);
             }
+            sender.flush();
         }
         Ok(State {
             io,

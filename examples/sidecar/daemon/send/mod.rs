@@ -169,8 +169,19 @@ impl Sender {
         self.pools.get(i).map(|p| p.dest.name.as_str())
     }
 
-    /// Queues an accepted send; `since` starts its time bound.
-    pub fn submit(&mut self, handle: u64, lsn: u64, data: Vec<u8>) {
+    /// Puts every destination's queued sends on connections with room (a
+    /// batch of `enqueue`s goes out in one buffer per connection).
+    pub fn flush(&mut self) {
+        for i in 0..self.pools.len() {
+            if !self.pools[i].queue.is_empty() {
+                self.pump(i);
+            }
+        }
+    }
+
+    /// Queues an accepted send (its time bound starts now) for the next
+    /// `flush`.
+    pub fn enqueue(&mut self, handle: u64, lsn: u64, data: Vec<u8>) {
         let Some(i) = handle
             .checked_sub(1)
             .and_then(|h| usize::try_from(h).ok())
@@ -190,7 +201,6 @@ impl Sender {
             since: Instant::now(),
             cause: None,
         });
-        self.pump(i);
     }
 
     /// Sends that finished since the last call.
@@ -224,16 +234,22 @@ impl Sender {
                 .min_by_key(|(_, l)| l.inflight.len())
                 .map(|(c, _)| *c);
             let Some(conn) = best else { break };
-            let op = self.pools[i].queue.pop_front().expect("not empty");
+            // Fill this connection's window in one buffer: one seal and
+            // one send for the batch.
             let link = self.links.get_mut(&conn).expect("just found");
-            let mut frame = Vec::new();
-            delivery::encode(&mut frame, op.lsn, &op.data);
-            let bytes = link.wire.seal(frame);
-            link.bytes += op.data.len();
-            if link.inflight.is_empty() {
-                link.last_ack = Instant::now();
+            let mut frames = Vec::new();
+            while link.has_room() {
+                let Some(op) = self.pools[i].queue.pop_front() else {
+                    break;
+                };
+                delivery::encode(&mut frames, op.lsn, &op.data);
+                link.bytes += op.data.len();
+                if link.inflight.is_empty() {
+                    link.last_ack = Instant::now();
+                }
+                link.inflight.push_back(op);
             }
-            link.inflight.push_back(op);
+            let bytes = link.wire.seal(frames);
             if self.net.send(conn, bytes).is_err() {
                 self.fail_link(conn, Cause::Errno(-libc::ENOBUFS));
                 return;
