@@ -108,7 +108,7 @@ fn path_escapes_are_refused_with_an_error_completion() {
         "out-link",
         "abs-link/outside",
         "a/../../outside",
-        ".sidecar-wal/wal.log",
+        ".sidecar-wal/wal-00000001.log",
         "./.sidecar-wal/new",
     ] {
         assert_eq!(status_of(c.open_wait(p, true)), Some(status::ESCAPE), "{p}");
@@ -313,8 +313,14 @@ fn daemon_killed_under_load_keeps_every_accepted_write_exactly_once() {
         | 1;
     let mut x = seed;
     let mut promised: Vec<(u32, u64)> = Vec::new();
-    for round in 0..4u32 {
-        let mut daemon = Daemon::start(&name, &root);
+    let rounds: u32 = std::env::var("SIDECAR_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    // Small WAL segments: the kills land in rotations and retirements too.
+    let args = ["--wal-segment-bytes".to_string(), "16384".to_string()];
+    for round in 0..rounds {
+        let mut daemon = Daemon::start_with(&name, &root, &args);
         eprintln!("round {round}: {}", daemon.banner);
         let loads: Vec<_> = (1..=2)
             .map(|k| (round * 10 + k, load(&name, "log", round * 10 + k)))
@@ -377,7 +383,7 @@ fn a_torn_wal_tail_is_cut_at_start_and_the_log_stays_usable() {
     daemon.kill9();
     // A record header promising more than follows: what a crash mid-write
     // of the log leaves.
-    let wal = root.join(".sidecar-wal/wal.log");
+    let wal = root.join(".sidecar-wal/wal-00000001.log");
     let mut bytes = std::fs::read(&wal).unwrap();
     let whole = bytes.len();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 2, 9, 9]);
@@ -467,4 +473,68 @@ fn waiting_on_a_dismissed_operation_reports_it_unknown() {
             Ok(_) | Err(client::ClientError::UnknownOp(_))
         ));
     }
+}
+
+/// Segments of the WAL in `root`'s default WAL directory: (count, bytes).
+fn wal_segments(root: &std::path::Path) -> (usize, u64) {
+    let mut n = 0;
+    let mut bytes = 0;
+    for e in std::fs::read_dir(root.join(".sidecar-wal")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert!(wal::segment_no(&name).is_some(), "stray file {name}");
+        n += 1;
+        bytes += e.metadata().unwrap().len();
+    }
+    (n, bytes)
+}
+
+/// The WAL starts new segments past `--wal-segment-bytes` and removes old
+/// ones once what they hold is completed (W3): it stays small however much
+/// is written, and a restart finds every completed write and replays none.
+#[test]
+fn the_wal_rotates_and_retires_segments_and_restarts_from_what_is_left() {
+    let (_d, root) = root("rotate");
+    let name = unique_name("rotate");
+    let args = ["--wal-segment-bytes".to_string(), "8192".to_string()];
+    let mut daemon = Daemon::start_with(&name, &root, &args);
+    let mut c = daemon.attach();
+    let h = c.open_wait("log", true).unwrap();
+    let rec = [7u8; 1000];
+    for _ in 0..10 {
+        let ops: Vec<u64> = (0..40).map(|_| c.append(h, &rec).unwrap()).collect();
+        for o in ops {
+            c.wait_completed(o).unwrap();
+        }
+    }
+    assert_eq!(std::fs::metadata(root.join("log")).unwrap().len(), 400_000);
+    // Retirement follows the watermark within a round or two.
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut last = wal_segments(&root);
+    while last.0 > 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        last = wal_segments(&root);
+    }
+    let (segments, bytes) = last;
+    assert!(segments <= 3, "{segments} segments left, {bytes} bytes");
+    assert!(bytes < 64 * 1024, "{bytes} bytes of WAL for 400 kB written");
+    drop(c);
+    daemon.kill9();
+    let daemon = Daemon::start_with(&name, &root, &args);
+    // What is left to replay is at most the last batches whose DONE the
+    // kill beat, not the 400 writes of the retired segments.
+    let replayed: usize = daemon
+        .banner
+        .split("replayed ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(replayed <= 80, "{}", daemon.banner);
+    let mut c = daemon.attach();
+    let h = c.open_wait("log", false).unwrap();
+    assert_eq!(c.read_wait(h, 399_000, 1000).unwrap(), rec);
+    // LSNs go on from where they were: a new append is accepted.
+    let w = c.append(h, b"more").unwrap();
+    assert_eq!(c.wait_completed(w).unwrap(), 400_000);
 }

@@ -257,7 +257,10 @@ fn daemon_killed_under_sends_delivers_every_accepted_send_at_least_once() {
     let id = Identity::generate().unwrap();
     let sink = tls_sink(&id, Fault::None);
     let ca = id.write_ca(root.parent().unwrap()).unwrap();
-    let args = dest(format!("audit={},tls,ca={}", sink.addr, ca.display()));
+    let mut args = dest(format!("audit={},tls,ca={}", sink.addr, ca.display()));
+    // Small WAL segments: kills land in rotations and retirements, and
+    // operation ids must never repeat across them (W3).
+    args.extend(["--wal-segment-bytes".into(), "8192".into()]);
     let name = unique_name("send-kill");
     let accepted = Arc::new(Mutex::new(Vec::<u64>::new()));
     let seed = std::time::SystemTime::now()
@@ -308,8 +311,14 @@ fn daemon_killed_under_sends_delivers_every_accepted_send_at_least_once() {
     }
     // A last start delivers what the last kill left.
     let _daemon = Daemon::start_with(&name, &root, &args);
-    let want: HashSet<u64> = accepted.lock().unwrap().iter().copied().collect();
+    let all_ids = accepted.lock().unwrap().clone();
+    let want: HashSet<u64> = all_ids.iter().copied().collect();
     assert!(!want.is_empty());
+    assert_eq!(
+        want.len(),
+        all_ids.len(),
+        "an operation id was given twice (seed {seed})"
+    );
     let all = sink.wait(Duration::from_secs(20), |r| {
         want.iter().all(|op| r.ids.contains_key(op))
     });

@@ -28,6 +28,10 @@ pub enum Command {
         /// The WAL's directory [default: ROOT/.sidecar-wal].
         #[arg(long)]
         wal: Option<PathBuf>,
+        /// Bytes past which the WAL starts a new segment (older ones go
+        /// once everything they hold is completed).
+        #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+        wal_segment_bytes: u64,
         /// A destination clients may send to:
         /// NAME=HOST:PORT[,tls][,ca=FILE][,sni=HOST] (repeatable; `tls`
         /// without `ca=` trusts the system's CA bundle).

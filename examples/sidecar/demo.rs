@@ -34,6 +34,7 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
         name: format!("demo-{}", std::process::id()),
         root: base.join("root"),
         wal: None,
+        wal_segment_bytes: 64 << 20,
         dests: vec![format!("audit={},tls,ca={}", audit.addr, ca.display()).parse()?],
         policy: SendPolicy::standard(),
     };

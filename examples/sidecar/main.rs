@@ -41,6 +41,7 @@ fn main() {
             name,
             root,
             wal,
+            wal_segment_bytes,
             dests,
             send_attempts,
             send_timeout_ms,
@@ -49,6 +50,7 @@ fn main() {
             name,
             root,
             wal,
+            wal_segment_bytes,
             dests,
             policy: daemon::SendPolicy {
                 attempts: send_attempts.max(1),

@@ -25,6 +25,19 @@
 //! it. Replay sends every SEND past the last DONE again (W2): at least
 //! once, with the same operation id, so receivers drop duplicates.
 
+/// Segment `no`'s file name in the WAL directory.
+pub fn segment_name(no: u64) -> String {
+    format!("wal-{no:08}.log")
+}
+
+/// The segment number a file name gives, if it is a segment's.
+pub fn segment_no(name: &str) -> Option<u64> {
+    let n = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    (n.len() >= 8 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
 const KIND_PATH: u8 = 1;
 const KIND_WRITE: u8 = 2;
 const KIND_DONE: u8 = 3;
@@ -260,6 +273,24 @@ mod tests {
         assert_eq!(p.done, 1);
         assert_eq!(p.writes, vec![(2, 1, 15, b"world".to_vec())]);
         assert_eq!(p.paths[&1], b"a/b");
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_name(7), "wal-00000007.log");
+        assert_eq!(segment_no("wal-00000007.log"), Some(7));
+        assert_eq!(
+            segment_no(&segment_name(123_456_789_012)),
+            Some(123_456_789_012)
+        );
+        for bad in [
+            "wal.log",
+            "wal-7.log",
+            "wal-0000000x.log",
+            "wal-00000007.log.tmp",
+        ] {
+            assert_eq!(segment_no(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl Rig {
             name: format!("bench-{}", std::process::id()),
             root: root.clone(),
             wal: None,
+            wal_segment_bytes: 64 << 20,
             dests: vec![format!("tls={},tls,ca={}", sink.addr, identity_ca.display()).parse()?],
             policy: SendPolicy::standard(),
         };

@@ -27,6 +27,8 @@ pub struct DaemonConfig {
     pub root: PathBuf,
     /// The WAL's directory (default: `ROOT/.sidecar-wal`).
     pub wal: Option<PathBuf>,
+    /// Bytes past which the WAL starts a new segment (W3).
+    pub wal_segment_bytes: u64,
     /// Where clients may send.
     pub dests: Vec<DestSpec>,
     pub policy: SendPolicy,
@@ -174,8 +176,10 @@ impl Daemon {
         let start = engine::Start {
             storage: storage.clone(),
             root,
-            wal: r.wal,
+            segments: r.segments,
             wal_len: r.wal_len,
+            wal_dir: wal_dir.clone(),
+            segment_limit: cfg.wal_segment_bytes.max(4096),
             next_lsn: r.next_lsn,
             next_file: r.next_file,
             done: r.done,

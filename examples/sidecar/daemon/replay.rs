@@ -12,7 +12,8 @@ use std::path::Path;
 /// What replay leaves for the engine.
 #[derive(Debug)]
 pub struct Replayed {
-    pub wal: FileId,
+    /// The segments, oldest first: `(number, file, highest LSN)`.
+    pub segments: Vec<(u64, FileId, u64)>,
     pub wal_len: u64,
     pub next_lsn: u64,
     pub next_file: u32,
@@ -31,6 +32,16 @@ fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
 }
 
+/// The WAL directory's segments, in order.
+fn list_segments(wal_dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut v: Vec<u64> = std::fs::read_dir(wal_dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| wal::segment_no(e.file_name().to_str()?))
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
 pub fn replay(
     storage: &StorageWorker,
     root: &mut Root,
@@ -39,30 +50,62 @@ pub fn replay(
     let mut io = storage
         .blocking_client()
         .map_err(|e| err("storage client", e))?;
-    let wal_path = wal_dir.join("wal.log");
-    let existed = wal_path.exists();
-    let wal = io
-        .open(&wal_path, OpenOptions::read_write_create())
-        .map_err(|e| err("open WAL", e))?;
-    if !existed {
-        // The new log's name must survive a crash too.
-        std::fs::File::open(wal_dir)?.sync_all()?;
+    let mut numbers = list_segments(wal_dir)?;
+    if numbers.is_empty() {
+        numbers.push(1);
     }
-    let len = std::fs::metadata(&wal_path)?.len();
-    let bytes = io
-        .read_at(wal, 0, len as usize)
-        .map_err(|e| err("read WAL", e))?;
-    let wal_file = std::fs::File::open(&wal_path)?;
-    let (key, _) = crate::resolve::identify(&std::os::fd::OwnedFd::from(wal_file))?;
-    root.forbid(key);
-    let scan = wal::scan(&bytes);
-    if let Some(why) = &scan.cut {
-        tracing::warn!(at = scan.valid_len, why, "WAL cut at its first bad record");
-        io.set_len(wal, scan.valid_len)
-            .map_err(|e| err("cut WAL", e))?;
+    let last_no = *numbers.last().expect("one at least");
+    let mut segments = Vec::new();
+    let mut records = Vec::new();
+    let mut cut = None;
+    let mut last_len = 0;
+    for &no in &numbers {
+        let path = wal_dir.join(wal::segment_name(no));
+        let existed = path.exists();
+        let id = io
+            .open(&path, OpenOptions::read_write_create())
+            .map_err(|e| err("open WAL", e))?;
+        if !existed {
+            // The new log's name must survive a crash too.
+            std::fs::File::open(wal_dir)?.sync_all()?;
+        }
+        let len = std::fs::metadata(&path)?.len();
+        let bytes = io
+            .read_at(id, 0, len as usize)
+            .map_err(|e| err("read WAL", e))?;
+        let (key, _) =
+            crate::resolve::identify(&std::os::fd::OwnedFd::from(std::fs::File::open(&path)?))?;
+        root.forbid(key);
+        let scan = wal::scan(&bytes);
+        if let Some(why) = &scan.cut {
+            let name = wal::segment_name(no);
+            if no == last_no {
+                tracing::warn!(segment = %name, at = scan.valid_len, why, "WAL cut at its first bad record");
+                io.set_len(id, scan.valid_len)
+                    .map_err(|e| err("cut WAL", e))?;
+            } else {
+                // Only the newest segment can have a torn tail: a damaged
+                // older one lost what followed the damage.
+                tracing::error!(segment = %name, at = scan.valid_len, why, "WAL segment damaged before its end: what follows is lost");
+            }
+            cut = Some(format!("{name}: {why}"));
+        }
+        let max_lsn = scan
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                wal::Record::Write { lsn, .. } | wal::Record::Send { lsn, .. } => Some(*lsn),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        segments.push((no, id, max_lsn));
+        records.extend(scan.records);
+        last_len = scan.valid_len;
     }
-    let mut wal_len = scan.valid_len;
-    let p = wal::pending(scan.records);
+    let wal = segments.last().expect("one at least").1;
+    let mut wal_len = last_len;
+    let p = wal::pending(records);
     let mut opened: HashMap<u32, FileId> = HashMap::new();
     for (lsn, file, offset, data) in &p.writes {
         let id = match opened.get(file) {
@@ -112,13 +155,13 @@ pub fn replay(
         wal_len += n;
     }
     Ok(Replayed {
-        wal,
+        segments,
         wal_len,
         next_lsn: p.max_lsn.max(p.done) + 1,
         next_file: p.max_file,
         done: done_through,
         sends: p.sends,
         applied,
-        cut: scan.cut,
+        cut,
     })
 }

@@ -31,11 +31,28 @@ impl State {
     ) {
         let errno = |e: &i32| *e;
         match p {
-            Pend::Wal { lsns, files, len } => {
+            Pend::Wal {
+                lsns,
+                files,
+                len,
+                segment,
+                first,
+                durable_done,
+            } => {
                 self.wal_busy = false;
                 match &result {
                     Ok(_) => {
-                        self.wal_len += len;
+                        if self.segs.list.back().is_some_and(|s| s.no == segment) {
+                            self.wal_len += len;
+                        }
+                        if self.segs.list.back().is_some_and(|s| s.no == segment) {
+                            if first {
+                                self.segs.fresh = false;
+                            }
+                            if let Some(d) = durable_done {
+                                self.segs.durable_done = self.segs.durable_done.max(d);
+                            }
+                        }
                         for lsn in lsns {
                             if let Some(op) = self.sends.remove(&lsn) {
                                 self.post(op.client, op.user, kind::ACCEPTED, status::OK, lsn);
@@ -67,6 +84,8 @@ impl State {
                     }
                     Err(e) => {
                         tracing::error!(status = *e, "WAL write failed; its writes are refused");
+                        // The segment's prefix goes again with the next batch.
+                        self.segs.prefix_due |= first;
                         for key in files {
                             if let Some(f) = self.files.get_mut(&key) {
                                 f.journaled = false;
@@ -167,6 +186,8 @@ impl State {
                 }
             }
             Pend::Close => {}
+            Pend::SegmentOpen { no } => self.segment_opened(no, result.is_ok()),
+            Pend::SegmentDirSync { no } => self.segment_ready(no, result.is_ok()),
         }
     }
 }

@@ -22,6 +22,7 @@
 //! broken ring protocol a detach, never a panic.
 
 mod complete;
+mod segments;
 
 use super::files::{Deferred, File, Files, Later};
 use super::send::{self, Sender};
@@ -73,8 +74,13 @@ pub enum Msg {
 pub struct Start {
     pub storage: Arc<StorageWorker>,
     pub root: Root,
-    pub wal: FileId,
+    /// The WAL's segments, oldest first: `(number, file, highest LSN)`;
+    /// the last is appended to, from `wal_len`.
+    pub segments: Vec<(u64, FileId, u64)>,
     pub wal_len: u64,
+    pub wal_dir: std::path::PathBuf,
+    /// Bytes past which a new segment starts.
+    pub segment_limit: u64,
     pub next_lsn: u64,
     pub next_file: u32,
     /// The last DONE in the log (what the watermark starts from).
@@ -141,6 +147,17 @@ enum Pend {
         lsns: Vec<u64>,
         files: Vec<FileKey>,
         len: u64,
+        segment: u64,
+        /// The segment's first batch (W3).
+        first: bool,
+        /// The DONE this batch group-commits, if it does.
+        durable_done: Option<u64>,
+    },
+    SegmentOpen {
+        no: u64,
+    },
+    SegmentDirSync {
+        no: u64,
     },
     Data {
         lsn: u64,
@@ -182,7 +199,7 @@ pub struct State {
     sender: Option<Sender>,
     /// Accepted or journaling writes not yet completed.
     outstanding: BTreeSet<u64>,
-    wal: FileId,
+    segs: segments::Segments,
     wal_len: u64,
     wal_busy: bool,
     batch: Vec<u8>,
@@ -205,7 +222,7 @@ impl Worker for Engine {
             .start
             .take()
             .ok_or_else(|| Error::InvalidConfig("sidecar engine restarted".into()))?;
-        let io = s
+        let mut io = s
             .storage
             .client(ResultSink::to_current_worker(Msg::Disk)?)?;
         let mut sender = match &s.net {
@@ -216,6 +233,9 @@ impl Worker for Engine {
             )),
             None => None,
         };
+        // The WAL directory, for the fsync after a segment is created (its
+        // open's completion carries no pending entry and is dropped).
+        let dir_id = io.open(u64::MAX, &s.wal_dir, OpenOptions::new()).ok();
         let mut outstanding = BTreeSet::new();
         if let Some(sender) = &mut sender {
             for (lsn, handle, data) in s.sends {
@@ -239,7 +259,23 @@ impl Worker for Engine {
             send_owner: HashMap::new(),
             sender,
             outstanding,
-            wal: s.wal,
+            segs: segments::Segments {
+                dir_id,
+                dir: s.wal_dir,
+                list: s
+                    .segments
+                    .into_iter()
+                    .map(|(no, id, max_lsn)| segments::Segment { no, id, max_lsn })
+                    .collect(),
+                limit: s.segment_limit,
+                // Each start writes the prefix (PATHs, a DONE) again before
+                // any older segment may go (W3).
+                fresh: true,
+                rotating: false,
+                prefix_due: true,
+                durable_done: 0,
+                done_sync_due: false,
+            },
             wal_len: s.wal_len,
             wal_busy: false,
             batch: Vec::new(),
@@ -723,6 +759,7 @@ impl State {
             }
         }
         self.flush_wal();
+        self.retire_segments();
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_by_key(|k| (k.dev, k.ino));
         dirty.dedup();
@@ -737,42 +774,6 @@ impl State {
         if !self.poll_queued && self.clients.values().any(|c| c.hot) {
             self.poll_queued = true;
             self.me.deliver(Msg::Poll);
-        }
-    }
-
-    fn flush_wal(&mut self) {
-        let watermark = self
-            .outstanding
-            .first()
-            .map_or(self.next_lsn - 1, |l| l - 1);
-        if self.wal_busy || (self.batch.is_empty() && watermark <= self.done_journaled) {
-            return;
-        }
-        let mut buf = std::mem::take(&mut self.batch);
-        if watermark > self.done_journaled {
-            wal::encode_done(&mut buf, watermark);
-            self.done_journaled = watermark;
-        }
-        let lsns = std::mem::take(&mut self.batch_lsns);
-        let files = std::mem::take(&mut self.batch_files);
-        // A batch of only a DONE record needs no sync of its own: losing
-        // it only makes replay apply completed writes again (W1).
-        let durability = if lsns.is_empty() {
-            Durability::Buffered
-        } else {
-            Durability::GroupCommit
-        };
-        let len = buf.len() as u64;
-        let op = StorageOp::WriteAt {
-            file: self.wal,
-            offset: self.wal_len,
-            buf: IoBuf::Vec(buf),
-            durability,
-        };
-        match self.submit(Pend::Wal { lsns, files, len }, op) {
-            Ok(()) => self.wal_busy = true,
-            // Answered as a failed WAL write would be.
-            Err((p, s)) => self.finish(p, Err(s), None),
         }
     }
 
