@@ -11,7 +11,7 @@ use crate::shm::{EventFd, Region, send_fds};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use shared_nothing::prelude::WorkerSender;
+use shared_nothing::prelude::PoolSender;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
@@ -39,7 +39,8 @@ fn new_region(id: u64) -> std::io::Result<(Region, std::os::fd::OwnedFd)> {
 pub struct Attacher {
     pub poll: Poll,
     pub listener: UnixListener,
-    pub engine: WorkerSender<Msg>,
+    /// The engine (worker 0 of its group).
+    pub engine: PoolSender<Msg, ()>,
     pub kicks: crossbeam_channel::Receiver<u64>,
     pub stop: Arc<AtomicBool>,
 }
@@ -94,7 +95,9 @@ impl Attacher {
                             continue;
                         };
                         if t % 2 == 1 {
-                            if c.doorbell.drain() && self.engine.send(Msg::Doorbell(id)).is_err() {
+                            if c.doorbell.drain()
+                                && self.engine.send_to_worker(0, Msg::Doorbell(id)).is_err()
+                            {
                                 return;
                             }
                             continue;
@@ -113,7 +116,7 @@ impl Attacher {
                         if gone || ev.is_read_closed() || ev.is_error() {
                             let mut c = conns.remove(&id).expect("present");
                             self.forget(&mut c);
-                            if self.engine.send(Msg::Hangup(id)).is_err() {
+                            if self.engine.send_to_worker(0, Msg::Hangup(id)).is_err() {
                                 return;
                             }
                         }
@@ -160,7 +163,7 @@ impl Attacher {
             region: Arc::new(region),
             to_client,
         }));
-        if self.engine.send(msg).is_err() {
+        if self.engine.send_to_worker(0, msg).is_err() {
             return Err(std::io::Error::other("engine stopped"));
         }
         Ok(Conn {

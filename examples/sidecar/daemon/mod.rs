@@ -11,9 +11,9 @@ mod send;
 use crate::dest::DestSpec;
 use crate::layout;
 use crate::resolve::Root;
-use shared_nothing::io::{NetConfig, NetworkWorker, StorageConfig, StorageWorker};
+use shared_nothing::io::IoBackendKind;
+use shared_nothing::pool::IoWorkers;
 use shared_nothing::prelude::*;
-use shared_nothing::worker::WorkerHandle;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,9 +54,9 @@ pub struct Daemon {
     stop: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
     attach: Option<JoinHandle<()>>,
-    engine: Option<WorkerHandle<engine::Msg>>,
-    storage: Option<Arc<StorageWorker>>,
-    net: Option<Arc<NetworkWorker>>,
+    engine: Option<WorkerGroup<engine::Engine>>,
+    /// The plan's I/O workers (stopped when the last clone goes).
+    io: Option<IoWorkers>,
     /// The line `serve` prints once it listens.
     pub banner: String,
 }
@@ -113,10 +113,23 @@ impl Daemon {
             }
             dests.push(d.resolve().map_err(|e| io_err("--dest", e))?);
         }
-        let storage = StorageWorker::start(0, StorageConfig::new().name("sidecar-storage"))
-            .map_err(|e| io_err("storage worker", e))?;
-        let backend = format!("{:?}", storage.backend());
-        let r = replay::replay(&storage, &mut root, &wal_dir)?;
+        // The machine's plan places the engine and the I/O workers (pinned
+        // where it pins); the engine ticks every millisecond (retries,
+        // full completion rings).
+        let pool = WorkerPool::builder()
+            .worker_config(
+                WorkerConfig::new()
+                    .with_name("sidecar-engine")
+                    .with_tick_interval(Duration::from_millis(1)),
+            )
+            .build_pool()
+            .map_err(|e| io_err("plan", e))?;
+        let io = pool.start_io().map_err(|e| io_err("I/O workers", e))?;
+        let backend = match io.storage(0).backend() {
+            IoBackendKind::IoUring => "io_uring".to_string(),
+            other => format!("{other:?}"),
+        };
+        let r = replay::replay(io.storage(0), &mut root, &wal_dir)?;
         // Accepted sends are never dropped for want of a destination: a
         // log that holds sends to one no longer configured is refused.
         let mut sends = Vec::with_capacity(r.sends.len());
@@ -134,16 +147,6 @@ impl Daemon {
             sends.push((lsn, i as u64 + 1, data));
         }
         let resent = sends.len();
-        let net = if dests.is_empty() {
-            None
-        } else {
-            let config = NetConfig::new()
-                .name("sidecar-net")
-                .send_queue_limit(64 << 20);
-            Some(Arc::new(
-                NetworkWorker::start(1, config).map_err(|e| io_err("network worker", e))?,
-            ))
-        };
         let dest_line = if dests.is_empty() {
             "no destinations".to_string()
         } else {
@@ -163,7 +166,6 @@ impl Daemon {
                 names.join(", ")
             )
         };
-        let storage = Arc::new(storage);
         let socket = layout::socket_path(&cfg.name);
         let std_listener = bind(&socket)?;
         std_listener.set_nonblocking(true)?;
@@ -174,7 +176,7 @@ impl Daemon {
         let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
         let (kick, kicks) = crossbeam_channel::unbounded();
         let start = engine::Start {
-            storage: storage.clone(),
+            io: io.clone(),
             root,
             segments: r.segments,
             wal_len: r.wal_len,
@@ -183,18 +185,31 @@ impl Daemon {
             next_lsn: r.next_lsn,
             next_file: r.next_file,
             done: r.done,
-            net: net.clone(),
+            net: !dests.is_empty(),
             dests,
             policy: cfg.policy,
             sends,
             kick,
             kick_waker: waker.clone(),
         };
-        let config = WorkerConfig::new()
-            .with_name("sidecar-engine")
-            .with_tick_interval(Duration::from_millis(1));
-        let engine = shared_nothing::worker::spawn(engine::Engine::new(start), config)
+        // One engine, whatever the plan offers: sharding clients and files
+        // over several engines is not built (the banner says so).
+        let start = std::sync::Mutex::new(Some(start));
+        let engine = pool
+            .spawn_workers(1, move |_| {
+                engine::Engine::new(start.lock().ok().and_then(|mut s| s.take()))
+            })
             .map_err(|e| io_err("engine worker", e))?;
+        let planned = pool.app_plan().app_workers.len();
+        let cpu = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("CPU {c}"));
+        let placement = format!(
+            "plan {:?}: {planned} application worker(s), 1 engine on {} (no sharding over engines yet), {} storage and {} network worker(s), on {}",
+            pool.plan().profile,
+            cpu(engine.placements()[0].cpu),
+            io.storage_count(),
+            io.network_count(),
+            backend,
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let attacher = attach::Attacher {
             poll,
@@ -207,7 +222,7 @@ impl Daemon {
             .name("sidecar-attach".into())
             .spawn(move || attacher.run())?;
         let banner = format!(
-            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}, {}; one engine worker, storage worker on {})",
+            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}, {}; {})",
             cfg.name,
             socket.display(),
             cfg.root.display(),
@@ -215,7 +230,7 @@ impl Daemon {
             r.applied,
             r.cut.map(|c| format!(", log cut: {c}")).unwrap_or_default(),
             dest_line,
-            backend,
+            placement,
         );
         Ok(Daemon {
             socket,
@@ -223,8 +238,7 @@ impl Daemon {
             waker,
             attach: Some(attach),
             engine: Some(engine),
-            storage: Some(storage),
-            net,
+            io: Some(io),
             banner,
         })
     }
@@ -239,18 +253,11 @@ impl Daemon {
             let _ = j.join();
         }
         if let Some(mut e) = self.engine.take() {
-            let _ = e.stop();
+            let _ = e.stop_all();
         }
-        if let Some(s) = self.storage.take()
-            && let Ok(mut s) = Arc::try_unwrap(s)
-        {
-            let _ = s.stop();
-        }
-        if let Some(n) = self.net.take()
-            && let Ok(mut n) = Arc::try_unwrap(n)
-        {
-            let _ = n.stop();
-        }
+        // The I/O workers finish what is in flight and stop with the last
+        // handle (the engine's went with it).
+        drop(self.io.take());
         let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -33,9 +33,10 @@ use crate::ring::{Consumer, Pop, Producer, RingAt, ring_if_armed};
 use crate::shm::{EventFd, Region};
 use crate::wal;
 use shared_nothing::io::{
-    Durability, FileId, IoBuf, NetEvent, NetworkWorker, OpenOptions, StorageClient,
-    StorageCompletion, StorageOp, StorageWorker, SubmitError,
+    Durability, FileId, IoBuf, NetEvent, OpenOptions, StorageClient, StorageCompletion, StorageOp,
+    SubmitError,
 };
+use shared_nothing::pool::IoWorkers;
 use shared_nothing::prelude::*;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::AsRawFd;
@@ -72,7 +73,9 @@ pub enum Msg {
 /// What the engine starts with (from replay).
 #[derive(Debug)]
 pub struct Start {
-    pub storage: Arc<StorageWorker>,
+    /// The plan's I/O workers: storage 0 for files and the WAL, network 0
+    /// for sends.
+    pub io: IoWorkers,
     pub root: Root,
     /// The WAL's segments, oldest first: `(number, file, highest LSN)`;
     /// the last is appended to, from `wal_len`.
@@ -85,8 +88,8 @@ pub struct Start {
     pub next_file: u32,
     /// The last DONE in the log (what the watermark starts from).
     pub done: u64,
-    /// The network worker and the destinations, if any are configured.
-    pub net: Option<Arc<NetworkWorker>>,
+    /// Whether to send (destinations are configured).
+    pub net: bool,
     pub dests: Vec<crate::dest::Dest>,
     pub policy: send::Policy,
     /// Sends replay found accepted but not acknowledged, in LSN order:
@@ -103,8 +106,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(start: Start) -> Engine {
-        Engine { start: Some(start) }
+    /// `None` for a restart after a panic, which `init` refuses (the
+    /// state it would need went with the first run).
+    pub fn new(start: Option<Start>) -> Engine {
+        Engine { start }
     }
 }
 
@@ -222,16 +227,18 @@ impl Worker for Engine {
             .start
             .take()
             .ok_or_else(|| Error::InvalidConfig("sidecar engine restarted".into()))?;
-        let mut io = s
-            .storage
-            .client(ResultSink::to_current_worker(Msg::Disk)?)?;
-        let mut sender = match &s.net {
-            Some(net) => Some(Sender::new(
-                net.client(ResultSink::to_current_worker(Msg::Net)?)?,
+        let mut io =
+            s.io.storage(0)
+                .client(ResultSink::to_current_worker(Msg::Disk)?)?;
+        let mut sender = if s.net {
+            Some(Sender::new(
+                s.io.network(0)
+                    .client(ResultSink::to_current_worker(Msg::Net)?)?,
                 s.dests,
                 s.policy,
-            )),
-            None => None,
+            ))
+        } else {
+            None
         };
         // The WAL directory, for the fsync after a segment is created (its
         // open's completion carries no pending entry and is dropped).
