@@ -7,6 +7,11 @@
 //! the other process writing the same bytes at any moment is no data race
 //! here, and every bit pattern it leaves is a valid `u64`.
 //!
+//! The one exception is the kernel: `Region::read_cached` has it write
+//! file bytes straight into a bounded range of the data area, as the
+//! other process may write there at any time; no Rust reference to those
+//! bytes exists before, during or after (M3).
+//!
 //! **Invariant (M2):** a region made here is sealed at its size
 //! (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) before its descriptor
 //! leaves this process, so every page of the mapping stays backed for as
@@ -122,6 +127,40 @@ impl Region {
         }
         out.truncate(len);
         out
+    }
+
+    /// Reads up to `len` bytes of `fd` at `offset` straight into the
+    /// region at `off`, only if they are in the page cache
+    /// (`preadv2(RWF_NOWAIT)`): `Ok(n)` bytes read (fewer at the end of the
+    /// file, or where the cache holds only part), `Err(WouldBlock)` when
+    /// reading would wait for the disk. The range must lie inside the
+    /// region; one that does not is `InvalidInput`, never a fault.
+    pub fn read_cached(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        off: usize,
+        len: usize,
+        offset: u64,
+    ) -> io::Result<usize> {
+        if off.checked_add(len).is_none_or(|end| end > self.len) || offset > i64::MAX as u64 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let iov = libc::iovec {
+            // SAFETY (M3): `off + len <= len` of the live mapping, checked
+            // above, so the pointer stays inside it.
+            iov_base: unsafe { self.base.as_ptr().add(off) }.cast(),
+            iov_len: len,
+        };
+        // SAFETY (M3): the kernel writes at most `len` bytes into the
+        // mapped range above, which stays mapped for the call (`&self`);
+        // no Rust reference to those bytes exists (M1: atomics only), so
+        // the write aliases nothing, as the other process's writes do not.
+        let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset as i64, libc::RWF_NOWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     /// Copies `bytes` into shared memory at `off` (8-aligned), filling the
@@ -292,6 +331,30 @@ pub fn recv_fds(sock: RawFd, buf: &mut [u8], max_fds: usize) -> io::Result<(usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_reads_land_in_the_region_and_stay_inside_it() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (r, _fd) = Region::create("read-cached", 3 * 4096).unwrap();
+        let path = std::env::temp_dir().join(format!("sidecar-rc-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"0123456789abcdef").unwrap();
+        drop(f);
+        let f = std::fs::File::open(&path).unwrap();
+        // Just written, so cached: read at once, into the region.
+        assert_eq!(r.read_cached(f.as_fd(), 4096, 10, 3).unwrap(), 10);
+        assert_eq!(r.copy_out(4096, 10), b"3456789abc");
+        // Short at the end of the file.
+        assert_eq!(r.read_cached(f.as_fd(), 8192, 100, 10).unwrap(), 6);
+        assert_eq!(r.copy_out(8192, 6), b"abcdef");
+        // A range past the mapping is refused, not read.
+        for (off, len) in [(3 * 4096 - 4, 8), (usize::MAX - 2, 8), (0, 3 * 4096 + 1)] {
+            let e = r.read_cached(f.as_fd(), off, len, 0).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{off} {len}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn a_created_region_is_sealed_at_its_size() {

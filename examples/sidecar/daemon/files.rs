@@ -43,9 +43,10 @@ pub struct File {
     pub end: u64,
     /// Client handles open on it.
     pub refs: usize,
-    /// The descriptor `openat2` gave, kept until the storage worker has
-    /// opened its own through `/proc/self/fd`.
-    pub opening: Option<OwnedFd>,
+    /// The descriptor `openat2` gave: the storage worker opens its own
+    /// through `/proc/self/fd`, and the engine reads cached data through
+    /// it inline (`Region::read_cached`).
+    pub fd: OwnedFd,
     /// Accepted writes not yet written to the file.
     pub unapplied: BTreeSet<u64>,
     /// Journaled writes waiting to be submitted, in LSN order, with their
@@ -60,7 +61,7 @@ pub struct File {
 }
 
 impl File {
-    pub fn new(id: FileId, file_no: u32, path: Vec<u8>, end: u64, opening: OwnedFd) -> File {
+    pub fn new(id: FileId, file_no: u32, path: Vec<u8>, end: u64, fd: OwnedFd) -> File {
         File {
             id,
             file_no,
@@ -68,7 +69,7 @@ impl File {
             journaled: false,
             end,
             refs: 0,
-            opening: Some(opening),
+            fd,
             unapplied: BTreeSet::new(),
             queue: VecDeque::new(),
             inflight: Vec::new(),

@@ -178,9 +178,7 @@ impl State {
                 self.finished(client);
             }
             Pend::Open { key } => {
-                if let Some(f) = self.files.get_mut(&key) {
-                    f.opening = None;
-                }
+                let _ = key;
                 if let Err(e) = &result {
                     tracing::warn!(status = *e, "storage worker could not open a resolved file");
                 }

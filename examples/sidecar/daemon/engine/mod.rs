@@ -671,6 +671,25 @@ impl State {
         self.dirty.push(key);
     }
 
+    /// A read the page cache holds whole, done here and now: straight
+    /// into the client's buffer (M3), no storage round trip. `None` sends
+    /// it to the storage worker: not cached, cached in part, or short for
+    /// a reason other than the end of the file.
+    fn read_cached(
+        &self,
+        key: FileKey,
+        client: u64,
+        at: usize,
+        len: usize,
+        offset: u64,
+    ) -> Option<usize> {
+        use std::os::fd::AsFd;
+        let f = self.files.get(&key)?;
+        let c = self.clients.get(&client)?;
+        let n = c.region.read_cached(f.fd.as_fd(), at, len, offset).ok()?;
+        (n == len || offset.saturating_add(n as u64) >= f.end).then_some(n)
+    }
+
     fn run_deferred(&mut self, key: FileKey) {
         let Some(f) = self.files.get_mut(&key) else {
             return;
@@ -682,15 +701,24 @@ impl State {
             }
             let (client, user) = (d.client, d.user);
             let r = match d.what {
-                Later::Read { offset, at, len } => self.submit(
-                    Pend::Read { client, user, at },
-                    StorageOp::ReadAt {
-                        file: id,
-                        offset,
-                        len,
-                        buf: IoBuf::Vec(Vec::with_capacity(len)),
-                    },
-                ),
+                Later::Read { offset, at, len } => {
+                    match self.read_cached(key, client, at, len, offset) {
+                        Some(n) => {
+                            self.post(client, user, kind::COMPLETED, status::OK, n as u64);
+                            self.finished(client);
+                            Ok(())
+                        }
+                        None => self.submit(
+                            Pend::Read { client, user, at },
+                            StorageOp::ReadAt {
+                                file: id,
+                                offset,
+                                len,
+                                buf: IoBuf::Vec(Vec::with_capacity(len)),
+                            },
+                        ),
+                    }
+                }
                 Later::Sync { data_only } => self.submit(
                     Pend::Sync { client, user },
                     StorageOp::Sync {
