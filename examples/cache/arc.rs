@@ -234,6 +234,11 @@ impl<K: Copy + Eq + Hash> Arc<K> {
         self.lists.bytes(Where::B1) + self.lists.bytes(Where::B2)
     }
 
+    /// Keys resident.
+    pub fn resident_len(&self) -> usize {
+        self.lists.lists[Where::T1 as usize].len + self.lists.lists[Where::T2 as usize].len
+    }
+
     /// Whether `key` is resident.
     #[cfg(test)]
     pub fn contains(&self, key: &K) -> bool {

@@ -48,13 +48,18 @@ pub struct Cli {
     #[arg(short = 'm', long, default_value_t = DEFAULT_MEMORY_MB,
           value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     pub memory: u64,
-    /// Disk tier directory (the disk tier is not built yet: accepted, unused).
-    #[arg(short = 'd', long, default_value = DEFAULT_DISK_DIR)]
-    pub disk: PathBuf,
-    /// Disk tier size in GiB (the disk tier is not built yet: accepted, unused).
+    /// Disk tier directory (each worker keeps its part under wN/; it
+    /// survives restarts). Without it there is no disk tier (ElCache's
+    /// default directory is /var/cache/elcache).
+    #[arg(short = 'd', long)]
+    pub disk: Option<PathBuf>,
+    /// Disk tier size in GiB, split evenly over the workers (0: no disk tier).
     #[arg(short = 'D', long = "disk-size", default_value_t = DEFAULT_DISK_GB,
           value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     pub disk_size: u64,
+    /// Disk tier size in bytes (replaces -D; for small tiers).
+    #[arg(long = "disk-bytes", value_name = "BYTES")]
+    pub disk_bytes: Option<u64>,
     /// SDK unix socket path (ElCache's socket protocol, the same store as HTTP;
     /// missing directories are created, a stale socket replaced).
     #[arg(short = 'u', long, default_value = DEFAULT_UNIX)]
@@ -94,7 +99,8 @@ pub struct Config {
     pub port: u16,
     pub cluster_port: u16,
     pub memory_bytes: u64,
-    pub disk_dir: PathBuf,
+    /// `None`: no disk tier.
+    pub disk_dir: Option<PathBuf>,
     pub disk_bytes: u64,
     pub unix: PathBuf,
     pub seeds: Vec<String>,
@@ -161,7 +167,9 @@ impl Cli {
                 cluster_port: self.cluster_port,
                 memory_bytes: self.memory.saturating_mul(1 << 20),
                 disk_dir: self.disk.clone(),
-                disk_bytes: self.disk_size.saturating_mul(1 << 30),
+                disk_bytes: self
+                    .disk_bytes
+                    .unwrap_or(self.disk_size.saturating_mul(1 << 30)),
                 unix: self.unix.clone(),
                 seeds: self.seeds.clone(),
                 replication: 2,
@@ -175,7 +183,8 @@ impl Cli {
 
 impl Config {
     fn check(&self) -> Result<(), ConfigError> {
-        if self.memory_bytes == 0 && self.disk_bytes == 0 {
+        let disk = self.disk_dir.is_some() && self.disk_bytes > 0;
+        if self.memory_bytes == 0 && !disk {
             return Err(ConfigError::NoTier);
         }
         if self.port != 0 && self.port == self.cluster_port {
@@ -266,7 +275,10 @@ fn from_json(text: &str) -> Result<Config, JsonErr> {
         port: get_port(&root, "network", "http_port", DEFAULT_PORT)?,
         cluster_port: get_port(&root, "network", "cluster_port", DEFAULT_CLUSTER_PORT)?,
         memory_bytes: get_u64(&root, "memory", "max_size", DEFAULT_MEMORY_MB << 20)?,
-        disk_dir: get_str(&root, "disk", "path", DEFAULT_DISK_DIR)?.into(),
+        disk_dir: match get(&root, "disk", "path") {
+            None => None,
+            Some(_) => Some(get_str(&root, "disk", "path", DEFAULT_DISK_DIR)?.into()),
+        },
         disk_bytes: get_u64(&root, "disk", "max_size", DEFAULT_DISK_GB << 30)?,
         unix: get_str(&root, "network", "unix_socket_path", DEFAULT_UNIX)?.into(),
         seeds,
@@ -290,7 +302,7 @@ mod tests {
         assert_eq!(cfg.cluster_port, 7890);
         assert_eq!(cfg.memory_bytes, 1024 << 20);
         assert_eq!(cfg.disk_bytes, 100 << 30);
-        assert_eq!(cfg.disk_dir, PathBuf::from("/var/cache/elcache"));
+        assert_eq!(cfg.disk_dir, None, "no -d: no disk tier");
         assert_eq!(cfg.unix, PathBuf::from("/var/run/elcache/elcache.sock"));
         assert_eq!(cfg.bind, "0.0.0.0");
         assert!(cfg.seeds.is_empty());
@@ -323,7 +335,7 @@ mod tests {
         let cfg = c.resolve().unwrap();
         assert_eq!(cfg.port, 9000);
         assert_eq!(cfg.memory_bytes, 64 << 20);
-        assert_eq!(cfg.disk_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.disk_dir, Some(PathBuf::from("/tmp/x")));
         assert_eq!(cfg.disk_bytes, 3 << 30);
         assert_eq!(cfg.unix, PathBuf::from("/tmp/s.sock"));
         assert_eq!(cfg.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
@@ -364,8 +376,17 @@ mod tests {
 
     #[test]
     fn inconsistent_values_are_refused() {
-        let both_zero = cli(&["-m", "0", "-D", "0"]).unwrap().resolve();
+        let both_zero = cli(&["-m", "0", "-d", "/tmp/x", "-D", "0"])
+            .unwrap()
+            .resolve();
         assert!(matches!(both_zero, Err(ConfigError::NoTier)));
+        let no_disk = cli(&["-m", "0"]).unwrap().resolve();
+        assert!(
+            matches!(no_disk, Err(ConfigError::NoTier)),
+            "no -d, no disk"
+        );
+        let disk_only = cli(&["-m", "0", "-d", "/tmp/x", "--disk-bytes", "1000"]).unwrap();
+        assert_eq!(disk_only.resolve().unwrap().disk_bytes, 1000);
         let same = cli(&["-p", "7890"]).unwrap().resolve();
         assert!(matches!(same, Err(ConfigError::SamePorts(7890))));
     }
@@ -392,7 +413,7 @@ mod tests {
         assert_eq!(cfg.port, 9100);
         assert_eq!(cfg.memory_bytes, 1 << 20);
         assert_eq!(cfg.disk_bytes, 0);
-        assert_eq!(cfg.disk_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(cfg.disk_dir, Some(PathBuf::from("/tmp/d")));
         assert_eq!(cfg.bind, "127.0.0.1");
         assert_eq!(cfg.seeds, vec!["h:1".to_owned()]);
         assert_eq!(cfg.replication, 3);

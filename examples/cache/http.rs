@@ -68,6 +68,9 @@ pub struct Head {
     pub ttl: Option<String>,
     pub flags: Option<String>,
     pub no_memory: bool,
+    pub no_disk: bool,
+    /// `Accept` (`/metrics` chooses JSON or Prometheus text by it).
+    pub accept: Option<String>,
     /// `X-ElCache-Size` (a sparse create).
     pub size: Option<String>,
     /// `Content-Range` (a sparse write).
@@ -162,6 +165,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         ttl: None,
         flags: None,
         no_memory: false,
+        no_disk: false,
+        accept: None,
         size: None,
         content_range: None,
     };
@@ -204,6 +209,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             head.flags = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("x-elcache-no-memory") {
             head.no_memory = value == "true";
+        } else if name.eq_ignore_ascii_case("x-elcache-no-disk") {
+            head.no_disk = value == "true";
+        } else if name.eq_ignore_ascii_case("accept") {
+            head.accept = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("x-elcache-size") {
             head.size = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("content-range") {

@@ -5,8 +5,11 @@
 //! keys hash-partitioned over the application workers, one engine each;
 //! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`), sparse
 //! values (`sparse.rs`, `/sparse/{key}`), and ElCache's unix-socket SDK
-//! protocol on the same store (`sdk/`, `-u PATH`). Not built yet: the
-//! disk tier, `/metrics`, cluster mode (`BACKLOG.md`).
+//! protocol on the same store (`sdk/`, `-u PATH`); a disk tier (`-d DIR`,
+//! `-D GB`) through the storage I/O worker that survives restarts
+//! (`disk.rs`, `serve/tier.rs`), and `/metrics` through the pool's
+//! Prometheus registry (`metrics.rs`). Not built yet: cluster mode
+//! (`BACKLOG.md`).
 //!
 //! ```text
 //! cargo run --release --example cache                      # ElCache's defaults: port 8080, 1 GiB
@@ -21,10 +24,12 @@ mod arc;
 mod client;
 mod config;
 mod demo;
+mod disk;
 mod engine;
 mod http;
 #[path = "../common/logging.rs"]
 mod logging;
+mod metrics;
 mod sdk;
 mod serve;
 mod sparse;
@@ -48,16 +53,13 @@ fn main() -> ExitCode {
     if !cfg.seeds.is_empty() {
         tracing::warn!("cluster mode (-s) is not built yet; the seeds are ignored");
     }
-    if cfg.memory_bytes == 0 {
-        eprintln!("cache: -m 0: the memory tier is the only tier built so far");
-        return ExitCode::from(2);
-    }
     let mut cfg = cfg;
     let demo = cli.command == Some(config::Mode::Demo);
     if demo {
         cfg.bind = "127.0.0.1".into();
         cfg.port = 0;
         cfg.memory_bytes = 64 << 20;
+        cfg.disk_dir = None;
         cfg.unix = std::env::temp_dir().join(format!("cache-demo-{}.sock", std::process::id()));
     }
     match serve::start(&cfg) {

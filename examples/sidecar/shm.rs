@@ -146,12 +146,12 @@ impl Region {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         let iov = libc::iovec {
-            // SAFETY (M3): `off + len <= len` of the live mapping, checked
+            // SAFETY: (M3) `off + len <= len` of the live mapping, checked
             // above, so the pointer stays inside it.
             iov_base: unsafe { self.base.as_ptr().add(off) }.cast(),
             iov_len: len,
         };
-        // SAFETY (M3): the kernel writes at most `len` bytes into the
+        // SAFETY: (M3) the kernel writes at most `len` bytes into the
         // mapped range above, which stays mapped for the call (`&self`);
         // no Rust reference to those bytes exists (M1: atomics only), so
         // the write aliases nothing, as the other process's writes do not.

@@ -3,7 +3,8 @@
 //! with `#[path]`): real TCP on 127.0.0.1 (port 0), its SDK socket in a
 //! temporary directory, three application workers
 //! (`SHARED_NOTHING_APP_WORKERS=3`) so most keys are owned by a worker
-//! other than the connection's. Killed on drop.
+//! other than the connection's. Killed on drop (SIGKILL: the disk tier's
+//! restart tests rely on it being `kill -9`).
 
 use super::client::Client;
 use super::common::{TempDir, collect_stderr, example_bin};
@@ -37,8 +38,15 @@ impl Server {
         let unix = dir.0.join("run").join("elcache.sock");
         let mut cmd = Command::new(example_bin("cache"));
         cmd.envs(env.iter().copied());
+        // 64 MiB unless the test sets the memory tier itself.
+        let memory: &[&str] = if extra.contains(&"-m") {
+            &[]
+        } else {
+            &["-m", "64"]
+        };
         let mut child = cmd
-            .args(["--bind", "127.0.0.1", "--port", "0", "-m", "64"])
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(memory)
             .arg("-u")
             .arg(&unix)
             .args(extra)

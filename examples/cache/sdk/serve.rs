@@ -42,8 +42,9 @@
 use super::proto::{
     self, DecodeError, GET_PREFIX, HEADER_LEN, Header, Kind, MAX_KEY, Request, code,
 };
-use crate::engine::CHUNK;
+use crate::engine::{CHUNK, Placement};
 use crate::http::{RangeReq, Want};
+use crate::metrics::{FrontMeters, OpKind};
 use crate::serve::{Answer, BodyEnd, Msg, Op, PIECE, PutEnd, RangeEnd, owner_of};
 use crate::sparse::SparseError;
 use shared_nothing::pool::PoolSender;
@@ -54,7 +55,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections served at once; one more is accepted and closed at once.
 pub const MAX_CONNS: usize = 1024;
@@ -87,6 +88,7 @@ struct Shared {
     workers: usize,
     max_body: u64,
     live: Arc<AtomicUsize>,
+    meters: FrontMeters,
 }
 
 /// Binds `path` (creating missing parent directories, removing a stale
@@ -101,6 +103,7 @@ pub fn start(
     sender: PoolSender<Msg>,
     workers: usize,
     max_body: u64,
+    meters: FrontMeters,
 ) -> Result<(), SdkError> {
     let listener = bind(path)?;
     let shared = Shared {
@@ -108,6 +111,7 @@ pub fn start(
         workers,
         max_body,
         live: Arc::new(AtomicUsize::new(0)),
+        meters,
     };
     std::thread::Builder::new()
         .name("cache-sdk".into())
@@ -313,7 +317,18 @@ impl Conn {
             return Err(Close::Cut);
         }
         let req = Request::decode(kind, &payload)?;
-        self.serve(h.request_id, req)
+        let t0 = Instant::now();
+        self.serve(h.request_id, req)?;
+        let op = match kind {
+            Kind::Get => Some(OpKind::Get),
+            Kind::Put => Some(OpKind::Put),
+            Kind::Delete => Some(OpKind::Delete),
+            _ => None,
+        };
+        if let Some(op) = op {
+            self.shared.meters.observe(op, t0.elapsed());
+        }
+        Ok(())
     }
 
     fn code(&mut self, kind: Kind, request_id: u32, code: u32) -> Result<(), Close> {
@@ -402,6 +417,7 @@ impl Conn {
                         key: key.to_vec(),
                         ttl: ttl(t),
                         flags,
+                        place: Placement::BOTH,
                     });
                     match self.body(owner, value, end)? {
                         Answer::Stored => code::OK,

@@ -23,12 +23,13 @@
 
 use super::owner::PIECE;
 use super::{Answer, BodyEnd, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
-use crate::engine::{CHUNK, Stats};
+use crate::engine::{CHUNK, Placement, Stats};
 use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
+use crate::metrics::OpKind;
 use crate::sparse::{Progress, SparseError};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest key (ElCache's limit; 400 beyond it).
 pub const MAX_KEY: usize = 8192;
@@ -116,7 +117,10 @@ enum Action {
         head_only: bool,
         key: Vec<u8>,
     },
-    Stats,
+    /// `/stats`, or with `json_metrics` the JSON `/metrics`.
+    Stats {
+        json_metrics: bool,
+    },
     Put {
         owner: usize,
         end: BodyEnd,
@@ -153,8 +157,13 @@ enum State {
     },
     /// Waiting for the owner's answer.
     Wait { head_only: bool, key: Vec<u8> },
-    /// `/stats`: waiting for every worker's counters.
-    Stats { left: usize, sum: Stats },
+    /// `/stats` (or the JSON `/metrics`): waiting for every worker's
+    /// counters.
+    Stats {
+        left: usize,
+        sum: Stats,
+        json_metrics: bool,
+    },
     /// Sending a GET's body, `[next, end)` still to come.
     Stream {
         owner: usize,
@@ -180,11 +189,17 @@ pub struct Conn {
     held: bool,
     peer_closed: bool,
     closed: bool,
+    /// When the current request's head was parsed, and what it is, for
+    /// the latency histograms.
+    started: Instant,
+    op: Option<OpKind>,
 }
 
 impl Conn {
     fn new(peer: SocketAddr) -> Conn {
         Conn {
+            started: Instant::now(),
+            op: None,
             peer,
             inbuf: Vec::new(),
             state: State::Idle,
@@ -202,6 +217,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
     let id = ev.conn;
     match ev.kind {
         NetEventKind::Accepted { peer, .. } => {
+            st.front.connections.inc();
             st.conns.insert(id, Conn::new(peer));
         }
         NetEventKind::Data(buf) => {
@@ -237,6 +253,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
         }
         NetEventKind::Closed => {
             if let Some(c) = st.conns.remove(&id) {
+                st.front.connections.dec();
                 abort_put(st, id, c.seq, &c.state);
             }
         }
@@ -320,6 +337,14 @@ fn process(st: &mut NodeState, id: ConnId) {
                     Ok(Some((head, n))) => {
                         c.inbuf.drain(..n);
                         c.seq += 1;
+                        c.started = Instant::now();
+                        c.op = match (&head.method, head.path.starts_with("/cache/")) {
+                            (Method::Get, true) => Some(OpKind::Get),
+                            (Method::Put | Method::Post, true) => Some(OpKind::Put),
+                            (Method::Delete, true) => Some(OpKind::Delete),
+                            _ => None,
+                        };
+                        st.front.http_requests.inc();
                         c.keep_alive = head.keep_alive && !c.peer_closed;
                         begin(st, id, &head);
                     }
@@ -546,10 +571,11 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
                 apply(st, id, a);
             }
         }
-        Action::Stats => {
+        Action::Stats { json_metrics } => {
             c.state = State::Stats {
                 left: st.workers,
                 sum: Stats::default(),
+                json_metrics,
             };
             for w in 0..st.workers {
                 if let Some(a) = st.run(w, o, Op::Stats) {
@@ -578,6 +604,21 @@ fn finish(st: &mut NodeState, id: ConnId) {
     let Some(c) = st.conns.get_mut(&id) else {
         return;
     };
+    let took = c.started.elapsed();
+    st.front.http_latency.observe(took.as_secs_f64() * 1000.0);
+    if let Some(op) = c.op.take() {
+        st.front.observe(op, took);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let slot = match op {
+            OpKind::Get => Some(0),
+            OpKind::Put => Some(1),
+            OpKind::Delete => None,
+        };
+        if let Some(i) = slot {
+            st.lat[i].0 += us;
+            st.lat[i].1 += 1;
+        }
+    }
     c.state = State::Idle;
     if !c.keep_alive {
         close(st, id);
@@ -596,6 +637,69 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "size_bytes": s.size_bytes,
         "capacity_bytes": s.capacity_bytes,
         "hit_rate_percent": s.hit_rate_percent(),
+    })
+}
+
+fn avg_ms((us, n): (u64, u64)) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        us as f64 / n as f64 / 1000.0
+    }
+}
+
+/// The JSON `/metrics` (spec section 3.4's fields), from the same
+/// counters as the Prometheus text.
+fn metrics_json(s: &Stats, uptime: u64) -> serde_json::Value {
+    serde_json::json!({
+        "cache": {
+            "hits": s.hits,
+            "misses": s.misses,
+            "partial_hits": s.partial_hits,
+            "gets": s.gets,
+            "puts": s.puts,
+            "deletes": s.deletes,
+            "bytes_read": s.bytes_read,
+            "bytes_written": s.bytes_written,
+        },
+        "memory_cache": {
+            "size_bytes": s.memory.size_bytes,
+            "capacity_bytes": s.memory.capacity_bytes,
+            "entries": s.memory.entries,
+            "evictions": s.memory.evictions,
+            "hits": s.memory.hits,
+            "misses": s.memory.misses,
+            "chunks": s.memory.chunks,
+        },
+        "disk_cache": {
+            "size_bytes": s.disk.size_bytes,
+            "capacity_bytes": s.disk.capacity_bytes,
+            "entries": s.disk.entries,
+            "evictions": s.disk.evictions,
+            "hits": s.disk.hits,
+            "misses": s.disk.misses,
+            "chunks": s.disk.chunks,
+            "chunks_read": s.chunks_read,
+            "chunks_written": s.chunks_written,
+            "corrupt_chunks": s.corrupt,
+            "errors": s.disk_errors,
+        },
+        "cluster": {
+            "nodes_total": 1,
+            "nodes_active": 1,
+            "messages_sent": 0,
+            "messages_received": 0,
+        },
+        "http": {
+            "requests": s.http_requests,
+            "errors": s.http_errors,
+            "connections_active": s.connections,
+        },
+        "latency_ms": {
+            "get_avg": avg_ms(s.get_us),
+            "put_avg": avg_ms(s.put_us),
+        },
+        "uptime_seconds": uptime,
     })
 }
 
@@ -732,15 +836,28 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             send(st, id, sparse_failure(&e));
             finish(st, id);
         }
-        (State::Stats { left, mut sum }, Answer::Stats(s)) => {
+        (
+            State::Stats {
+                left,
+                mut sum,
+                json_metrics,
+            },
+            Answer::Stats(s),
+        ) => {
             sum.add(&s);
             if left <= 1 {
-                send(st, id, Reply::json(&stats_json(&sum)));
+                let body = if json_metrics {
+                    metrics_json(&sum, st.started.elapsed().as_secs())
+                } else {
+                    stats_json(&sum)
+                };
+                send(st, id, Reply::json(&body));
                 finish(st, id);
             } else {
                 c.state = State::Stats {
                     left: left - 1,
                     sum,
+                    json_metrics,
                 };
             }
         }
@@ -841,7 +958,32 @@ fn route(st: &NodeState, head: &Head) -> Action {
             _ => not_allowed("GET, HEAD"),
         },
         "/stats" => match m {
-            Method::Get => Action::Stats,
+            Method::Get => Action::Stats {
+                json_metrics: false,
+            },
+            _ => not_allowed("GET"),
+        },
+        "/metrics" => match m {
+            Method::Get
+                if head
+                    .accept
+                    .as_deref()
+                    .is_some_and(|a| a.contains("application/json")) =>
+            {
+                Action::Stats { json_metrics: true }
+            }
+            Method::Get => {
+                let openmetrics = head
+                    .accept
+                    .as_deref()
+                    .is_some_and(|a| a.contains("application/openmetrics-text"));
+                let kind = if openmetrics {
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                } else {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                };
+                Action::Respond(Reply::new(200, kind, (st.text)()))
+            }
             _ => not_allowed("GET"),
         },
         "/cluster" | "/cluster/nodes" => match m {
@@ -913,15 +1055,18 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
                 Ok((ttl, flags)) => (ttl.flatten(), flags.unwrap_or(0)),
                 Err(e) => return bad(e),
             };
-            if head.no_memory {
-                return Action::Respond(Reply::text(
-                    507,
-                    "X-ElCache-No-Memory: true, and the memory tier is this server's only tier",
-                ));
-            }
+            let place = Placement {
+                memory: !head.no_memory,
+                disk: !head.no_disk,
+            };
             Action::Put {
                 owner,
-                end: BodyEnd::Store(PutEnd { key, ttl, flags }),
+                end: BodyEnd::Store(PutEnd {
+                    key,
+                    ttl,
+                    flags,
+                    place,
+                }),
             }
         }
         Method::Options => Action::Respond(
@@ -1101,6 +1246,9 @@ fn fail_plain(st: &mut NodeState, id: ConnId, status: u16, msg: &str) {
 }
 
 fn send(st: &mut NodeState, id: ConnId, reply: Reply) {
+    if reply.status >= 400 {
+        st.front.http_errors.inc();
+    }
     let close = st.conns.get(&id).is_none_or(|c| !c.keep_alive);
     raw_send(st, id, reply.render(close));
 }

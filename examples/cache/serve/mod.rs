@@ -20,20 +20,25 @@
 
 mod conn;
 mod owner;
+mod tier;
 
 pub use owner::PIECE;
 
 use crate::config::Config;
-use crate::engine::{Engine, Stats};
+use crate::engine::{Engine, Placement, Stats};
 use crate::http::{RangeReq, Want};
+use crate::metrics::{CacheMetrics, FrontMeters};
 use crate::sparse::{Progress, SparseError};
-use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker};
+use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker, StorageCompletion};
+use shared_nothing::metrics::prometheus::metrics::gauge::Gauge;
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
 use shared_nothing::pool::NetworkMode;
 use shared_nothing::prelude::*;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Clock period.
 const TICK: Duration = Duration::from_millis(20);
@@ -53,6 +58,8 @@ pub struct PutEnd {
     pub key: Vec<u8>,
     pub ttl: Option<Duration>,
     pub flags: u32,
+    /// The tiers it may go to.
+    pub place: Placement,
 }
 
 /// A sparse write's last message: where its bytes go, and what the
@@ -173,7 +180,7 @@ pub enum Answer {
         reason: String,
     },
     Deleted,
-    Stats(Stats),
+    Stats(Box<Stats>),
     SparseCreated {
         total: u64,
     },
@@ -189,6 +196,8 @@ pub enum Answer {
 #[derive(Debug)]
 pub enum Msg {
     Net(NetEvent),
+    /// A storage completion for this worker's disk tier (`tier.rs`).
+    Disk(StorageCompletion),
     Wire(Vec<ResultSink<Msg>>),
     Listen(SocketAddr),
     Tick,
@@ -255,6 +264,11 @@ pub enum ServeError {
     Mesh(#[from] mesh::MeshError),
     #[error(transparent)]
     Sdk(#[from] crate::sdk::SdkError),
+    #[error("disk tier {}: {source}", dir.display())]
+    Disk {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The worker that owns `key` among `workers`.
@@ -267,9 +281,15 @@ pub fn owner_of(key: &[u8], workers: usize) -> usize {
 pub struct Limits {
     /// One worker's memory tier.
     pub capacity: u64,
-    /// Largest body (at most `capacity`).
+    /// Largest body (at most the larger tier).
     pub max_body: u64,
+    /// The disk tier's directory (each worker under `wN/`) and one
+    /// worker's share of it; `None`: no disk tier.
+    pub disk: Option<(PathBuf, u64)>,
 }
+
+/// Renders the pool's registry (Prometheus text).
+pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// One application worker.
 struct Node {
@@ -278,6 +298,9 @@ struct Node {
     limits: Limits,
     io: IoWorkers,
     mode: NetworkMode,
+    metrics: CacheMetrics,
+    text: MetricsText,
+    started: Instant,
 }
 
 /// A worker's state, built on its own thread.
@@ -294,9 +317,31 @@ pub struct NodeState {
     staging: HashMap<Caller, owner::Staging>,
     /// Answer queues of the SDK connections, by connection.
     sdk: HashMap<u64, ResultSink<(u64, Answer)>>,
+    /// The disk tier's I/O (`tier.rs`), with `-d`.
+    disk: Option<tier::DiskIo>,
+    /// This worker's HTTP series.
+    front: FrontMeters,
+    /// Latency sums of this worker's HTTP GETs and PUTs (us, count), for
+    /// the JSON `/metrics`.
+    lat: [(u64, u64); 2],
+    text: MetricsText,
+    /// Worker 0 keeps the uptime.
+    uptime: Option<Gauge>,
+    started: Instant,
 }
 
 impl NodeState {
+    /// This worker's figures: its engine's and its HTTP front's.
+    fn stats(&self) -> Stats {
+        let mut s = self.engine.stats();
+        s.http_requests = self.front.http_requests.get();
+        s.http_errors = self.front.http_errors.get();
+        s.connections = u64::try_from(self.front.connections.get()).unwrap_or(0);
+        s.get_us = self.lat[0];
+        s.put_us = self.lat[1];
+        s
+    }
+
     /// Runs `op` on worker `owner`: here, returning the answer, or sent
     /// there (the answer comes back as a message).
     fn run(&mut self, owner: usize, origin: Origin, op: Op) -> Option<Answer> {
@@ -330,6 +375,30 @@ impl Worker for Node {
 
     fn init(&mut self) -> Result<NodeState> {
         let (net, clients) = self.network()?;
+        let name = self.index.to_string();
+        let mut engine = Engine::with_meters(self.limits.capacity, self.metrics.engine(&name));
+        let disk = match &self.limits.disk {
+            Some((dir, capacity)) => {
+                let storage = self.io.storage(self.index);
+                let wdir = crate::disk::worker_dir(dir, self.index);
+                let mut blocking = storage.blocking_client()?;
+                let rec = crate::disk::recover(&mut blocking, &wdir)
+                    .map_err(|e| Error::InvalidConfig(format!("disk tier: {e}")))?;
+                drop(blocking);
+                println!(
+                    "cache: worker {} disk tier {}: {} entries recovered, {} damaged dropped, {} stray chunk files removed",
+                    self.index,
+                    wdir.display(),
+                    rec.entries.len(),
+                    rec.damaged,
+                    rec.orphans
+                );
+                let io = tier::DiskIo::open(storage, &wdir, &rec.manifest)?;
+                engine.attach_disk(*capacity, rec, Instant::now());
+                Some(io)
+            }
+            None => None,
+        };
         Ok(NodeState {
             index: self.index,
             workers: self.workers,
@@ -338,9 +407,15 @@ impl Worker for Node {
             net,
             peers: Vec::new(),
             conns: HashMap::new(),
-            engine: Engine::new(self.limits.capacity),
+            engine,
             staging: HashMap::new(),
             sdk: HashMap::new(),
+            disk,
+            front: self.metrics.front(&name, "http"),
+            lat: [(0, 0); 2],
+            text: self.text.clone(),
+            uptime: (self.index == 0).then(|| self.metrics.uptime.clone()),
+            started: self.started,
         })
     }
 
@@ -348,6 +423,14 @@ impl Worker for Node {
         let mut msg = msg;
         let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
         handle(st, payload, &mut msg);
+        after(st);
+        Ok(())
+    }
+
+    fn after_round(&mut self, st: &mut NodeState) -> Result<()> {
+        if let Some(io) = &mut st.disk {
+            io.flush();
+        }
         Ok(())
     }
 
@@ -355,8 +438,34 @@ impl Worker for Node {
         while let Some(mut msg) = batch.next() {
             let payload = std::mem::replace(&mut msg.payload, Msg::Tick);
             handle(st, payload, &mut msg);
+            after(st);
         }
         Ok(())
+    }
+}
+
+/// After each message: the disk tier's next I/O, the gauges.
+fn after(st: &mut NodeState) {
+    tier::pump(st);
+    st.engine.publish();
+}
+
+/// Delivers an owner's answer to whoever asked (an HTTP connection here
+/// or on its worker, or an SDK connection's queue).
+fn reply(st: &mut NodeState, caller: Caller, answer: Answer) {
+    match caller {
+        Caller::Http(origin) => {
+            if origin.worker == st.index {
+                conn::on_answer(st, origin, answer);
+            } else {
+                st.deliver(origin.worker, Msg::Answer { origin, answer });
+            }
+        }
+        Caller::Sdk { conn, seq } => {
+            if let Some(q) = st.sdk.get_mut(&conn) {
+                q.deliver((seq, answer));
+            }
+        }
     }
 }
 
@@ -367,6 +476,7 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
     };
     match msg {
         Msg::Net(ev) => conn::on_event(st, ev),
+        Msg::Disk(c) => tier::on_completion(st, c),
         Msg::Wire(_) | Msg::Listen(_) => {}
         Msg::Tick => {
             for p in &mut st.peers {
@@ -376,14 +486,13 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 q.flush();
             }
             st.engine.expire(std::time::Instant::now(), 4096);
+            if let Some(g) = &st.uptime {
+                g.set(i64::try_from(st.started.elapsed().as_secs()).unwrap_or(i64::MAX));
+            }
         }
         Msg::Op { origin, op } => {
             if let Some(answer) = owner::run(st, Caller::Http(origin), op) {
-                if origin.worker == st.index {
-                    conn::on_answer(st, origin, answer);
-                } else {
-                    st.deliver(origin.worker, Msg::Answer { origin, answer });
-                }
+                reply(st, Caller::Http(origin), answer);
             }
         }
         Msg::Answer { origin, answer } => conn::on_answer(st, origin, answer),
@@ -396,10 +505,8 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 .retain(|c, _| !matches!(c, Caller::Sdk { conn: k, .. } if *k == conn));
         }
         Msg::Sdk { conn, seq, op } => {
-            if let Some(answer) = owner::run(st, Caller::Sdk { conn, seq }, op)
-                && let Some(q) = st.sdk.get_mut(&conn)
-            {
-                q.deliver((seq, answer));
+            if let Some(answer) = owner::run(st, Caller::Sdk { conn, seq }, op) {
+                reply(st, Caller::Sdk { conn, seq }, answer);
             }
         }
     }
@@ -432,8 +539,32 @@ pub fn start(
     let io = pool.start_io()?;
     let workers = pool.app_plan().app_workers.len().max(1);
     let capacity = cfg.memory_bytes / workers as u64;
-    let max_body = cfg.max_body.min(capacity);
-    let limits = Limits { capacity, max_body };
+    let disk = match &cfg.disk_dir {
+        Some(dir) if cfg.disk_bytes > 0 => {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::Disk {
+                dir: dir.clone(),
+                source,
+            })?;
+            Some((dir.clone(), cfg.disk_bytes / workers as u64))
+        }
+        _ => None,
+    };
+    let largest = capacity.max(disk.as_ref().map_or(0, |d| d.1));
+    let max_body = cfg.max_body.min(largest);
+    let disk_note = disk.as_ref().map_or_else(
+        || "no disk tier".to_owned(),
+        |(d, c)| format!("disk tier {} MiB per worker in {}", c >> 20, d.display()),
+    );
+    let limits = Limits {
+        capacity,
+        max_body,
+        disk,
+    };
+    let metrics = CacheMetrics::register(&mut pool.metrics_registry());
+    let sdk_meters = metrics.front("sdk", "socket");
+    let scrape = pool.clone();
+    let text: MetricsText = Arc::new(move || scrape.metrics());
+    let started = Instant::now();
     let io2 = io.clone();
     let mut group = pool.spawn_workers(workers, move |index| Node {
         index,
@@ -441,12 +572,15 @@ pub fn start(
         limits: limits.clone(),
         io: io2.clone(),
         mode,
+        metrics: metrics.clone(),
+        text: text.clone(),
+        started,
     })?;
     mesh::wire(&mut group)?;
     let local = mesh::listen(&mut group, mode, &io, addr)?;
-    crate::sdk::start(&cfg.unix, group.sender(), workers, max_body)?;
+    crate::sdk::start(&cfg.unix, group.sender(), workers, max_body, sdk_meters)?;
     println!(
-        "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker)",
+        "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker, {disk_note})",
         capacity >> 20
     );
     println!("cache: SDK socket on {}", cfg.unix.display());

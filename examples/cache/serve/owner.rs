@@ -11,8 +11,9 @@
 //! ([`Op::Read`] naming the entry version), so a large value is never
 //! copied whole.
 
+use super::tier::{self, First, Ticket};
 use super::{Answer, BodyEnd, Caller, NodeState, Op, RangeEnd};
-use crate::engine::{CommitError, Engine, FinalizeError, Staged};
+use crate::engine::{CommitError, Done, Engine, FinalizeError, Read, Staged};
 use crate::http::{Want, resolve};
 use std::time::Instant;
 
@@ -27,10 +28,10 @@ pub struct Staging {
     failed: Option<String>,
 }
 
-fn refused(e: &CommitError) -> Answer {
+pub fn refused(e: &CommitError) -> Answer {
     Answer::Refused {
         status: match e {
-            CommitError::TooLarge { .. } => 507,
+            CommitError::TooLarge { .. } | CommitError::NoTier => 507,
             _ => 500,
         },
         reason: e.to_string(),
@@ -73,8 +74,8 @@ fn write_range(engine: &mut Engine, end: &RangeEnd, staged: &Staged) -> Answer {
 pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
     let now = Instant::now();
     match op {
-        Op::Get { key, range } => Some(match st.engine.lookup(&key, now) {
-            None => Answer::Missing,
+        Op::Get { key, range } => match st.engine.lookup(&key, now) {
+            None => Some(Answer::Missing),
             Some(entry) => {
                 let want = resolve(range, entry.size);
                 let (offset, len) = match want {
@@ -82,20 +83,24 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                     Want::Part { offset, len } => (offset, len),
                     Want::Unsatisfiable => (0, 0),
                 };
-                st.engine.touch_range(&entry, offset, len);
-                match st.engine.read(&key, entry.id, offset, len.min(PIECE)) {
-                    Some(first) => Answer::Got {
-                        size: entry.size,
-                        chunks: entry.chunk_count(),
-                        flags: entry.flags,
-                        id: entry.id,
-                        want,
-                        first,
-                    },
-                    None => Answer::Gone,
-                }
+                st.engine.begin_read(&entry, offset, len);
+                let first = First {
+                    size: entry.size,
+                    chunks: entry.chunk_count(),
+                    flags: entry.flags,
+                    want,
+                };
+                read(
+                    st,
+                    origin,
+                    key,
+                    entry.id,
+                    offset,
+                    len.min(PIECE),
+                    Some(first),
+                )
             }
-        }),
+        },
         Op::Head { key } => Some(match st.engine.head(&key, now) {
             Some(e) => Answer::Meta {
                 size: e.size,
@@ -109,10 +114,7 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             id,
             offset,
             len,
-        } => Some(match st.engine.read(&key, id, offset, len.min(PIECE)) {
-            Some(piece) => Answer::Piece(piece),
-            None => Answer::Gone,
-        }),
+        } => read(st, origin, key, id, offset, len.min(PIECE), None),
         Op::Body { data, end } => {
             let staging = st.staging.entry(origin).or_default();
             if staging.failed.is_none()
@@ -130,13 +132,17 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             }
             Some(match end {
                 BodyEnd::Store(end) => {
-                    match st
-                        .engine
-                        .commit(&end.key, staging.staged, end.ttl, end.flags, now)
-                    {
-                        Ok(()) => Answer::Stored,
-                        Err(e) => refused(&e),
-                    }
+                    let ticket = ticket(st, origin, Ticket::Store);
+                    let done = st.engine.commit(
+                        &end.key,
+                        staging.staged,
+                        end.ttl,
+                        end.flags,
+                        now,
+                        end.place,
+                        ticket,
+                    );
+                    return settle(st, ticket, done.map_err(|e| refused(&e)), Answer::Stored);
                 }
                 BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staging.staged),
             })
@@ -146,10 +152,11 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             None
         }
         Op::Delete { key } => {
-            st.engine.delete(&key);
-            Some(Answer::Deleted)
+            let ticket = ticket(st, origin, Ticket::Delete);
+            let done = st.engine.delete(&key, ticket);
+            settle(st, ticket, Ok(done), Answer::Deleted)
         }
-        Op::Stats => Some(Answer::Stats(st.engine.stats())),
+        Op::Stats => Some(Answer::Stats(Box::new(st.stats()))),
         Op::SparseCreate {
             key,
             total,
@@ -169,15 +176,70 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             None => Answer::SparseFailed(crate::sparse::SparseError::Missing),
         }),
         Op::SparseFinalize { key, ttl, flags } => {
-            Some(match st.engine.sparse_finalize(&key, ttl, flags, now) {
-                Ok(()) => Answer::Stored,
-                Err(FinalizeError::Sparse(e)) => Answer::SparseFailed(e),
-                Err(FinalizeError::Store(e)) => refused(&e),
-            })
+            let ticket = ticket(st, origin, Ticket::Store);
+            let done = match st.engine.sparse_finalize(&key, ttl, flags, now, ticket) {
+                Ok(d) => Ok(d),
+                Err(FinalizeError::Sparse(e)) => Err(Answer::SparseFailed(e)),
+                Err(FinalizeError::Store(e)) => Err(refused(&e)),
+            };
+            settle(st, ticket, done, Answer::Stored)
         }
         Op::SparseDelete { key } => {
             st.engine.sparse_remove(&key);
             Some(Answer::Deleted)
         }
+    }
+}
+
+/// A ticket under which the disk tier may answer `origin` later (0
+/// without a disk tier: everything is answered at once).
+fn ticket(st: &mut NodeState, origin: Caller, kind: Ticket) -> u64 {
+    st.disk.as_mut().map_or(0, |io| io.ticket(origin, kind))
+}
+
+/// The answer now (`ok` when done, the error), or none while the disk
+/// tier holds the request (its ticket answers it).
+fn settle(
+    st: &mut NodeState,
+    ticket: u64,
+    done: Result<Done, Answer>,
+    ok: Answer,
+) -> Option<Answer> {
+    let now = match done {
+        Ok(Done::Later) => return None,
+        Ok(Done::Now) => ok,
+        Err(a) => a,
+    };
+    if let Some(io) = st.disk.as_mut() {
+        io.drop_ticket(ticket);
+    }
+    Some(now)
+}
+
+/// A piece of entry `id`: from memory now, or once its chunk files are
+/// loaded.
+fn read(
+    st: &mut NodeState,
+    origin: Caller,
+    key: Vec<u8>,
+    id: u64,
+    offset: u64,
+    len: u64,
+    first: Option<First>,
+) -> Option<Answer> {
+    match st.engine.read(&key, id, offset, len, &[]) {
+        Read::Bytes(bytes) => Some(match first {
+            Some(f) => Answer::Got {
+                size: f.size,
+                chunks: f.chunks,
+                flags: f.flags,
+                id,
+                want: f.want,
+                first: bytes,
+            },
+            None => Answer::Piece(bytes),
+        }),
+        Read::Need(files) => tier::start_read(st, origin, key, id, offset, len, first, files),
+        Read::Gone => Some(Answer::Gone),
     }
 }
