@@ -538,3 +538,50 @@ fn the_wal_rotates_and_retires_segments_and_restarts_from_what_is_left() {
     let w = c.append(h, b"more").unwrap();
     assert_eq!(c.wait_completed(w).unwrap(), 400_000);
 }
+
+/// Volatile (unjournaled) writes complete once written, leave no WAL
+/// record, and keep their place among the journaled writes to the file
+/// (F1): overlapping writes end as the client issued them.
+#[test]
+fn volatile_writes_skip_the_wal_and_keep_their_order() {
+    let (_d, root) = root("volatile");
+    let daemon = Daemon::start(&unique_name("volatile"), &root);
+    let mut c = daemon.attach();
+    let h = c.open_wait("v", true).unwrap();
+    for round in 0..20u8 {
+        let a = [b'a' + round % 26; 4];
+        let w1 = c.write_at(h, 0, &a).unwrap();
+        let v = c.write_volatile(h, 0, b"BB").unwrap();
+        let w2 = c.write_at(h, 1, b"CC").unwrap();
+        for u in [w1, v, w2] {
+            c.wait_completed(u).unwrap();
+        }
+        let want = [b'B', b'C', b'C', a[3]];
+        assert_eq!(c.read_wait(h, 0, 4).unwrap(), want, "round {round}");
+    }
+    let (_, before) = wal_segments(&root);
+    let ops: Vec<u64> = (0..500)
+        .map(|_| c.append_volatile(h, &[1u8; 4096]).unwrap())
+        .collect();
+    let mut offsets: Vec<u64> = ops
+        .into_iter()
+        .map(|u| c.wait_completed(u).unwrap())
+        .collect();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 500, "each append at its own offset");
+    let (_, after) = wal_segments(&root);
+    assert!(
+        after - before < 4096,
+        "2 MB of volatile appends grew the WAL by {} bytes",
+        after - before
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("v")).unwrap().len(),
+        4 + 500 * 4096
+    );
+    // A refused flag is still refused.
+    let bad = c
+        .raw_request(proto::encode(op::WRITE, 4, 9, h, 0, 0, 8))
+        .unwrap();
+    assert_eq!(status_of(c.wait_completed(bad)), Some(status::BAD_FLAGS));
+}

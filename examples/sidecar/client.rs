@@ -385,6 +385,19 @@ impl Client {
         self.request(op::APPEND, 0, handle, 0, Some(data), 0)
     }
 
+    /// Writes `data` at `offset` without journaling (`op::VOLATILE`): one
+    /// completion, once the bytes are in the file's page cache; lost if
+    /// the daemon dies first, durable after a later `fsync`.
+    pub fn write_volatile(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<u64> {
+        self.request(op::WRITE, op::VOLATILE, handle, offset, Some(data), 0)
+    }
+
+    /// Appends `data` without journaling (as `write_volatile`); the
+    /// completion's value is the offset it landed at.
+    pub fn append_volatile(&mut self, handle: u64, data: &[u8]) -> Result<u64> {
+        self.request(op::APPEND, op::VOLATILE, handle, 0, Some(data), 0)
+    }
+
     /// Reads up to `len` bytes at `offset`; take them with `read_result`.
     pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<u64> {
         self.request(op::READ, 0, handle, offset, None, len as u64)

@@ -177,6 +177,11 @@ pub mod op {
 
     /// `OPEN` flags (request word 1, bits 16..32).
     pub const CREATE: u16 = 1;
+    /// `WRITE`/`APPEND` flag: not journaled. Never ACCEPTED; COMPLETED
+    /// once written to the file (the page cache), not synced, and lost if
+    /// the daemon or machine dies first. Ordered with the other writes to
+    /// the file as usual (F1); an `FSYNC` after it makes it durable.
+    pub const VOLATILE: u16 = 2;
 }
 
 /// Completion kinds (completion word 2, low 32 bits).

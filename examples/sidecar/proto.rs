@@ -27,11 +27,13 @@ pub enum Request {
         offset: u64,
         at: usize,
         len: usize,
+        volatile: bool,
     },
     Append {
         handle: u64,
         at: usize,
         len: usize,
+        volatile: bool,
     },
     Read {
         handle: u64,
@@ -126,22 +128,31 @@ pub fn decode(w: &[u64; 8], layout: &Layout) -> Result<(u64, Request), (u64, i32
             ))
         }
         op::WRITE | op::READ if !file_range_ok => refuse(status::BAD_RANGE),
+        op::WRITE | op::APPEND if flags & !op::VOLATILE != 0 => refuse(status::BAD_FLAGS),
         op::WRITE => {
             let at = buffer()?;
-            no_flags(Request::Write {
-                handle,
-                offset,
-                at,
-                len: len as usize,
-            })
+            Ok((
+                user,
+                Request::Write {
+                    handle,
+                    offset,
+                    at,
+                    len: len as usize,
+                    volatile: flags & op::VOLATILE != 0,
+                },
+            ))
         }
         op::APPEND => {
             let at = buffer()?;
-            no_flags(Request::Append {
-                handle,
-                at,
-                len: len as usize,
-            })
+            Ok((
+                user,
+                Request::Append {
+                    handle,
+                    at,
+                    len: len as usize,
+                    volatile: flags & op::VOLATILE != 0,
+                },
+            ))
         }
         op::READ => {
             let at = buffer()?;
@@ -264,7 +275,8 @@ mod tests {
                     handle: 2,
                     offset: 3,
                     at: l.data_off + 8,
-                    len: 16
+                    len: 16,
+                    volatile: false
                 }
             ))
         );

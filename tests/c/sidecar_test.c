@@ -75,6 +75,16 @@ int main(int argc, char **argv) {
     memset(buf, 0, sizeof buf);
     rc = sidecar_read_result(c, op, buf, 2, &n);
     CHECK(rc == 0 && n == 5 && memcmp(buf, "wo\0", 3) == 0, "short read buffer: %d %zu", rc, n);
+    /* Unjournaled writes, ordered with the journaled ones. */
+    uint64_t v1, v2;
+    CHECK(sidecar_write_volatile(c, h, 0, "J", 1, &v1) == 0, "volatile write");
+    CHECK(sidecar_append_volatile(c, h, "", 0, &v2) == 0, "volatile append");
+    rc = sidecar_wait_completed(c, v1, NULL);
+    CHECK(rc == 0, "volatile write completed: %d", rc);
+    rc = sidecar_wait_completed(c, v2, &v);
+    CHECK(rc == 0 && v == 11, "volatile append at 11: %d %llu", rc, (unsigned long long)v);
+    CHECK(sidecar_write_volatile(c, h, 0, "h", 1, &v1) == 0 && sidecar_wait_completed(c, v1, NULL) == 0,
+          "volatile write back");
     /* A write whose ACCEPTED is enough. */
     CHECK(sidecar_append(c, h, "!", 1, &op) == 0, "append 2");
     CHECK(sidecar_wait_accepted(c, op, NULL) == 0, "append 2 accepted");

@@ -39,6 +39,14 @@ def main(name, dest):
         expect_status(sidecar.UNKNOWN_OP, c.wait_completed, w)
         got = c.read_wait(h, 0, len(payload) + 6)
         assert got == payload + b"\x00tail\x00", got[-10:]
+        # Unjournaled writes: completed once in the page cache, in order
+        # with the journaled ones.
+        j = c.write(h, 0, b"\xaa\xaa")
+        v = c.write_volatile(h, 0, b"\xbb")
+        c.wait_completed(j)
+        c.wait_completed(v)
+        assert c.read_wait(h, 0, 2) == b"\xbb\xaa"
+        c.wait_completed(c.write(h, 0, payload[:2]))
         # Several requests in one batch, waited for afterwards.
         ops = [c.append(h, b"%d;" % i) for i in range(100)]
         c.submit()

@@ -223,6 +223,39 @@ pub unsafe extern "C" fn sidecar_append(
     })
 }
 
+/// Writes `len` bytes at `offset` without journaling: one completion,
+/// once they are in the page cache; lost if the daemon dies first.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sidecar_write_volatile(
+    c: *mut SidecarClient,
+    handle: u64,
+    offset: u64,
+    buf: *const u8,
+    len: usize,
+    op: *mut u64,
+) -> c_int {
+    // SAFETY: the contracts of `client` and `bytes`.
+    request(op, || unsafe {
+        client(c)?.write_volatile(handle, offset, bytes(buf, len)?)
+    })
+}
+
+/// Appends `len` bytes without journaling (as `sidecar_write_volatile`);
+/// the completion's value is the offset they landed at.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sidecar_append_volatile(
+    c: *mut SidecarClient,
+    handle: u64,
+    buf: *const u8,
+    len: usize,
+    op: *mut u64,
+) -> c_int {
+    // SAFETY: the contracts of `client` and `bytes`.
+    request(op, || unsafe {
+        client(c)?.append_volatile(handle, bytes(buf, len)?)
+    })
+}
+
 /// Reads up to `len` bytes at `offset`; take them with
 /// `sidecar_read_result`.
 #[unsafe(no_mangle)]

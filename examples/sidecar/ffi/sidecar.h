@@ -81,6 +81,13 @@ int sidecar_write(sidecar_client *c, uint64_t handle, uint64_t offset,
 /* Value: the offset the bytes landed at. */
 int sidecar_append(sidecar_client *c, uint64_t handle, const void *buf,
                    size_t len, uint64_t *op);
+/* Unjournaled writes: one completion, once the bytes are in the page
+ * cache (not synced; lost if the daemon dies first; an fsync after them
+ * makes them durable). Ordered with the file's other writes. */
+int sidecar_write_volatile(sidecar_client *c, uint64_t handle, uint64_t offset,
+                           const void *buf, size_t len, uint64_t *op);
+int sidecar_append_volatile(sidecar_client *c, uint64_t handle, const void *buf,
+                            size_t len, uint64_t *op);
 /* Take the bytes with sidecar_read_result. */
 int sidecar_read(sidecar_client *c, uint64_t handle, uint64_t offset,
                  size_t len, uint64_t *op);

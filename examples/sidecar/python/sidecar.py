@@ -66,6 +66,8 @@ def load(path=None):
         "sidecar_open": [c, ctypes.c_char_p, i, pu64],
         "sidecar_write": [c, u64, u64, ctypes.c_char_p, sz, pu64],
         "sidecar_append": [c, u64, ctypes.c_char_p, sz, pu64],
+        "sidecar_write_volatile": [c, u64, u64, ctypes.c_char_p, sz, pu64],
+        "sidecar_append_volatile": [c, u64, ctypes.c_char_p, sz, pu64],
         "sidecar_read": [c, u64, u64, sz, pu64],
         "sidecar_sync": [c, u64, i, pu64],
         "sidecar_close": [c, u64, pu64],
@@ -137,6 +139,13 @@ class Client:
 
     def append(self, handle, data):
         return self._op(self._lib.sidecar_append, handle, bytes(data), len(data))
+
+    def write_volatile(self, handle, offset, data):
+        """Unjournaled: completed once in the page cache, lost on a crash."""
+        return self._op(self._lib.sidecar_write_volatile, handle, offset, bytes(data), len(data))
+
+    def append_volatile(self, handle, data):
+        return self._op(self._lib.sidecar_append_volatile, handle, bytes(data), len(data))
 
     def read(self, handle, offset, length):
         return self._op(self._lib.sidecar_read, handle, offset, length)

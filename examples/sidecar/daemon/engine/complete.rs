@@ -72,7 +72,9 @@ impl State {
                                 w.offset,
                                 w.offset + w.data.len() as u64,
                             );
-                            self.post(client, user, kind::ACCEPTED, status::OK, offset);
+                            if !w.volatile {
+                                self.post(client, user, kind::ACCEPTED, status::OK, offset);
+                            }
                             if let Some(f) = self.files.get_mut(&key) {
                                 f.queue.push_back((lsn, offset, end));
                                 self.dirty.push(key);
@@ -121,16 +123,28 @@ impl State {
                 let Some(w) = self.writes.get(&lsn) else {
                     return;
                 };
-                let (key, client, user) = (w.key, w.client, w.user);
+                let (key, client, user, volatile, offset) =
+                    (w.key, w.client, w.user, w.volatile, w.offset);
                 if let Some(f) = self.files.get_mut(&key) {
                     f.inflight.retain(|x| x.0 != lsn);
                     f.unapplied.remove(&lsn);
                     match &result {
+                        // In the page cache is all a volatile write waits for.
+                        Ok(_) if volatile => {
+                            self.writes.remove(&lsn);
+                            self.outstanding.remove(&lsn);
+                            self.post(client, user, kind::COMPLETED, status::OK, offset);
+                            self.finished(client);
+                        }
                         Ok(_) => f.unsynced.push(lsn),
                         Err(e) => {
-                            // Stays outstanding: the next start replays it.
+                            // A journaled write stays outstanding: the next
+                            // start replays it. A volatile one has no record.
                             let s = errno(e);
                             self.writes.remove(&lsn);
+                            if volatile {
+                                self.outstanding.remove(&lsn);
+                            }
                             self.post(client, user, kind::COMPLETED, s, 0);
                             self.finished(client);
                         }

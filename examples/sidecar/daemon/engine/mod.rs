@@ -14,6 +14,10 @@
 //! **Invariant (E1):** nothing is written to a client's file before its
 //! WAL record is durable, and no ACCEPTED leaves before that; no
 //! COMPLETED leaves before the file's `fdatasync` that covers the write.
+//! The one exception is what the client asks for with `op::VOLATILE`: no
+//! record, no ACCEPTED, COMPLETED once written (unsynced), yet still in
+//! LSN order among the file's writes (it waits for the WAL write in flight
+//! before it, as journaled writes do).
 //!
 //! **Invariant (E2):** the engine reads a client's region only through
 //! `Consumer::pop` copies and `Region::copy_out` of ranges the decoder
@@ -135,6 +139,8 @@ struct WriteOp {
     key: FileKey,
     offset: u64,
     data: Vec<u8>,
+    /// Not journaled (`op::VOLATILE`): completed once written, unsynced.
+    volatile: bool,
 }
 
 /// A send waiting for its WAL record.
@@ -490,12 +496,18 @@ impl State {
                 offset,
                 at,
                 len,
+                volatile,
             } => match handle_key(self, handle) {
-                Some(key) => self.write(id, user, key, Some(offset), at, len),
+                Some(key) => self.write(id, user, key, Some(offset), (at, len), volatile),
                 None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
             },
-            Request::Append { handle, at, len } => match handle_key(self, handle) {
-                Some(key) => self.write(id, user, key, None, at, len),
+            Request::Append {
+                handle,
+                at,
+                len,
+                volatile,
+            } => match handle_key(self, handle) {
+                Some(key) => self.write(id, user, key, None, (at, len), volatile),
                 None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
             },
             Request::Read {
@@ -608,8 +620,8 @@ impl State {
         user: u64,
         key: FileKey,
         offset: Option<u64>,
-        at: usize,
-        len: usize,
+        (at, len): (usize, usize),
+        volatile: bool,
     ) {
         let f = self.files.get_mut(&key).expect("handle names an open file");
         let offset = offset.unwrap_or(f.end);
@@ -624,12 +636,17 @@ impl State {
         let data = self.clients[&id].region.copy_out(at, len);
         let lsn = self.next_lsn;
         self.next_lsn += 1;
-        if !f.journaled {
-            wal::encode_path(&mut self.batch, f.file_no, &f.path);
-            f.journaled = true;
-            self.batch_files.push(key);
+        // A volatile write takes its place in the batch's LSN order (so it
+        // reaches the file after the journaled writes before it, F1) but
+        // no record.
+        if !volatile {
+            if !f.journaled {
+                wal::encode_path(&mut self.batch, f.file_no, &f.path);
+                f.journaled = true;
+                self.batch_files.push(key);
+            }
+            wal::encode_write(&mut self.batch, lsn, f.file_no, offset, &data);
         }
-        wal::encode_write(&mut self.batch, lsn, f.file_no, offset, &data);
         f.unapplied.insert(lsn);
         self.batch_lsns.push(lsn);
         self.outstanding.insert(lsn);
@@ -641,6 +658,7 @@ impl State {
                 key,
                 offset,
                 data,
+                volatile,
             },
         );
         if let Some(c) = self.clients.get_mut(&id) {

@@ -18,7 +18,7 @@
 
 use super::{Pend, State};
 use crate::wal;
-use shared_nothing::io::{Durability, FileId, IoBuf, OpenOptions, StorageOp};
+use shared_nothing::io::{Durability, FileId, IoBuf, OpenOptions, StorageOp, StorageOutput};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -80,7 +80,12 @@ impl State {
         }
         let prefix_due = self.segs.prefix_due;
         let done_sync = self.segs.done_sync_due;
-        if !prefix_due && !done_sync && self.batch.is_empty() && watermark <= self.done_journaled {
+        if !prefix_due
+            && !done_sync
+            && self.batch.is_empty()
+            && self.batch_lsns.is_empty()
+            && watermark <= self.done_journaled
+        {
             return;
         }
         let mut buf = Vec::new();
@@ -100,10 +105,28 @@ impl State {
         }
         let lsns = std::mem::take(&mut self.batch_lsns);
         let files = std::mem::take(&mut self.batch_files);
+        // Volatile writes hold a place in the order but no record.
+        let journaled = lsns
+            .iter()
+            .any(|l| !self.writes.get(l).is_some_and(|w| w.volatile));
+        if buf.is_empty() {
+            // Only volatile writes: nothing to write or sync, and no WAL
+            // write is in flight before them, so they go on at once.
+            let p = Pend::Wal {
+                lsns,
+                files,
+                len: 0,
+                segment: self.segs.list.back().map_or(0, |s| s.no),
+                first: false,
+                durable_done: None,
+            };
+            self.finish(p, Ok(StorageOutput::Written(0)), None);
+            return;
+        }
         // A batch of only a DONE record needs no sync of its own: losing
         // it only makes replay apply completed writes again (W1), unless
         // it is to let an older segment go (W3).
-        let durability = if lsns.is_empty() && !prefix_due && !done_sync {
+        let durability = if !journaled && !prefix_due && !done_sync {
             Durability::Buffered
         } else {
             Durability::GroupCommit
