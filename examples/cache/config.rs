@@ -353,6 +353,16 @@ mod tests {
         assert_eq!(cfg.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
         assert_eq!(cfg.bind, "127.0.0.1");
         assert_eq!(cfg.cluster_port, 9001);
+        assert_eq!(cfg.replication, 2, "ElCache's default");
+        assert!(
+            !cfg.cluster,
+            "-s alone; --cluster is for a node without seeds"
+        );
+        let c = cli(&["--cluster", "--replication", "3"]).unwrap();
+        let cfg = c.resolve().unwrap();
+        assert!(cfg.cluster && cfg.seeds.is_empty());
+        assert_eq!(cfg.replication, 3);
+        assert!(cli(&["--replication", "0"]).is_err());
         let long = cli(&["--port", "1", "--memory", "2", "--disk-size", "0"]).unwrap();
         let cfg = long.resolve().unwrap();
         assert_eq!(

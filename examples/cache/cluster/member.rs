@@ -646,3 +646,64 @@ impl Gossip {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_broadcasts_round_trip_and_garbage_is_refused() {
+        let info = Info {
+            addr: "127.0.0.1:7890".parse().unwrap(),
+            version: 42,
+            http: "[::1]:8080".parse().unwrap(),
+            usage: Usage {
+                memory_capacity: 1 << 30,
+                memory_used: 5,
+                disk_capacity: 7,
+                disk_used: 3,
+                entries: 2,
+            },
+        };
+        let bytes = info.encode();
+        assert_eq!(Info::decode(&bytes).unwrap(), info);
+        for n in 0..bytes.len() {
+            assert!(Info::decode(&bytes[..n]).is_err(), "cut at {n}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Info::decode(&long).is_err());
+        let mut bad = bytes.clone();
+        bad[0] = 5;
+        assert!(Info::decode(&bad).is_err());
+        // The handler keeps only newer versions of a node.
+        let mut h = Infos::default();
+        assert!(h.receive_item(&bytes, None).unwrap().is_some());
+        assert!(
+            h.receive_item(&bytes, None).unwrap().is_none(),
+            "same version"
+        );
+        let newer = Info {
+            version: 43,
+            ..info
+        };
+        assert!(h.receive_item(&newer.encode(), None).unwrap().is_some());
+        assert_eq!(h.0.borrow()[&info.addr].version, 43);
+    }
+
+    #[test]
+    fn a_restarted_node_wins_its_address() {
+        use foca::Identity;
+        let old = NodeId {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            bump: 10,
+        };
+        let new = NodeId {
+            bump: 11,
+            ..old.clone()
+        };
+        assert!(new.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&new));
+        assert_eq!(old.renew().map(|r| r.bump), Some(11));
+    }
+}
