@@ -1,6 +1,6 @@
 //! The command line (ElCache's `elcached` flags and defaults, plus `--bind`,
-//! `--cluster-port` and `--max-body`) and the `-c` JSON configuration
-//! file, resolved into one [`Config`].
+//! `--cluster-port`, `--cluster`, `--replication` and `--max-body`) and
+//! the `-c` JSON configuration file, resolved into one [`Config`].
 //!
 //! As in ElCache, `-c FILE` replaces every other flag, whatever their
 //! order: the file's values (and the defaults for what it leaves out) are
