@@ -1,6 +1,6 @@
 //! The command line (ElCache's `elcached` flags and defaults, plus `--bind`,
-//! `--cluster-port` and `--max-body`) and the `-c` JSON configuration
-//! file, resolved into one [`Config`].
+//! `--cluster-port`, `--cluster`, `--replication` and `--max-body`) and
+//! the `-c` JSON configuration file, resolved into one [`Config`].
 //!
 //! As in ElCache, `-c FILE` replaces every other flag, whatever their
 //! order: the file's values (and the defaults for what it leaves out) are
@@ -64,13 +64,20 @@ pub struct Cli {
     /// missing directories are created, a stale socket replaced).
     #[arg(short = 'u', long, default_value = DEFAULT_UNIX)]
     pub unix: PathBuf,
-    /// A cluster seed HOST:PORT, repeatable (cluster mode is not built yet:
-    /// accepted, unused).
+    /// A cluster seed HOST:PORT (another node's cluster port), repeatable;
+    /// enables cluster mode.
     #[arg(short = 's', long = "seed", value_name = "HOST:PORT", value_parser = parse_seed)]
     pub seeds: Vec<String>,
-    /// Inter-node port (cluster mode is not built yet: accepted, checked, unused).
+    /// Cluster mode without seeds (the first node of a cluster).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Inter-node port, UDP (gossip) and TCP (forwarding) (0: any free
+    /// port, printed on stdout).
     #[arg(long, default_value_t = DEFAULT_CLUSTER_PORT)]
     pub cluster_port: u16,
+    /// Copies of each key in cluster mode (ElCache's replication_factor).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub replication: u64,
     /// Largest request body in bytes (also capped by one worker's memory tier).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -104,6 +111,8 @@ pub struct Config {
     pub disk_bytes: u64,
     pub unix: PathBuf,
     pub seeds: Vec<String>,
+    /// Cluster mode even without seeds.
+    pub cluster: bool,
     pub replication: u64,
     pub max_body: u64,
 }
@@ -172,7 +181,8 @@ impl Cli {
                     .unwrap_or(self.disk_size.saturating_mul(1 << 30)),
                 unix: self.unix.clone(),
                 seeds: self.seeds.clone(),
-                replication: 2,
+                cluster: self.cluster,
+                replication: self.replication,
                 max_body: self.max_body,
             },
         };
@@ -282,6 +292,8 @@ fn from_json(text: &str) -> Result<Config, JsonErr> {
         disk_bytes: get_u64(&root, "disk", "max_size", DEFAULT_DISK_GB << 30)?,
         unix: get_str(&root, "network", "unix_socket_path", DEFAULT_UNIX)?.into(),
         seeds,
+        cluster: get_u64(&root, "pool", "memory_contribution", 0)? > 0
+            || get_u64(&root, "pool", "disk_contribution", 0)? > 0,
         replication: get_u64(&root, "cluster", "replication_factor", 2)?,
         max_body: get_u64(&root, "network", "max_body_size", DEFAULT_MAX_BODY)?.max(1),
     })
@@ -341,6 +353,16 @@ mod tests {
         assert_eq!(cfg.seeds, vec!["a:1".to_owned(), "b:2".to_owned()]);
         assert_eq!(cfg.bind, "127.0.0.1");
         assert_eq!(cfg.cluster_port, 9001);
+        assert_eq!(cfg.replication, 2, "ElCache's default");
+        assert!(
+            !cfg.cluster,
+            "-s alone; --cluster is for a node without seeds"
+        );
+        let c = cli(&["--cluster", "--replication", "3"]).unwrap();
+        let cfg = c.resolve().unwrap();
+        assert!(cfg.cluster && cfg.seeds.is_empty());
+        assert_eq!(cfg.replication, 3);
+        assert!(cli(&["--replication", "0"]).is_err());
         let long = cli(&["--port", "1", "--memory", "2", "--disk-size", "0"]).unwrap();
         let cfg = long.resolve().unwrap();
         assert_eq!(

@@ -1082,6 +1082,25 @@ impl Engine {
         self.entries.get(key)
     }
 
+    /// Every live key `keep` selects, with its time left to live (the
+    /// cluster sync's list; a scan of the whole index).
+    pub fn live_keys(
+        &self,
+        now: Instant,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Vec<(Vec<u8>, Option<Duration>)> {
+        self.entries
+            .iter()
+            .filter(|(k, e)| !e.expired(now) && keep(k))
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e.expires.map(|t| t.saturating_duration_since(now)),
+                )
+            })
+            .collect()
+    }
+
     /// A GET of `key`: its entry or `None` (a miss of every tier),
     /// counted; [`begin_read`](Self::begin_read) counts the hit.
     pub fn lookup(&mut self, key: &[u8], now: Instant) -> Option<Entry> {

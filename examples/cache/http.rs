@@ -69,6 +69,8 @@ pub struct Head {
     pub flags: Option<String>,
     pub no_memory: bool,
     pub no_disk: bool,
+    /// `X-ElCache-No-Cluster: true`: this node only.
+    pub no_cluster: bool,
     /// `Accept` (`/metrics` chooses JSON or Prometheus text by it).
     pub accept: Option<String>,
     /// `X-ElCache-Size` (a sparse create).
@@ -166,6 +168,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         flags: None,
         no_memory: false,
         no_disk: false,
+        no_cluster: false,
         accept: None,
         size: None,
         content_range: None,
@@ -211,6 +214,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             head.no_memory = value == "true";
         } else if name.eq_ignore_ascii_case("x-elcache-no-disk") {
             head.no_disk = value == "true";
+        } else if name.eq_ignore_ascii_case("x-elcache-no-cluster") {
+            head.no_cluster = value == "true";
         } else if name.eq_ignore_ascii_case("accept") {
             head.accept = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("x-elcache-size") {

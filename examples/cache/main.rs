@@ -8,13 +8,17 @@
 //! protocol on the same store (`sdk/`, `-u PATH`); a disk tier (`-d DIR`,
 //! `-D GB`) through the storage I/O worker that survives restarts
 //! (`disk.rs`, `serve/tier.rs`), and `/metrics` through the pool's
-//! Prometheus registry (`metrics.rs`). Not built yet: cluster mode
-//! (`BACKLOG.md`).
+//! Prometheus registry (`metrics.rs`); and a cluster mode (`cluster/`,
+//! `-s HOST:PORT` or `--cluster`): foca membership over UDP, keys on
+//! `--replication` nodes by consistent hashing, forwarded between nodes
+//! over TCP on `--cluster-port`.
 //!
 //! ```text
 //! cargo run --release --example cache                      # ElCache's defaults: port 8080, 1 GiB
 //! cargo run --example cache -- -p 0 --bind 127.0.0.1 -m 64 -u /tmp/elcache.sock
 //! cargo run --example cache -- -c /etc/elcache/elcache.json
+//! cargo run --example cache -- -p 8081 --cluster-port 7891 --cluster    # a cluster's first node
+//! cargo run --example cache -- -p 8082 --cluster-port 7892 -s 127.0.0.1:7891
 //! cargo run --example cache -- demo                        # serves itself a few requests, exits
 //! ```
 
@@ -22,6 +26,7 @@ mod arc;
 // The demo uses part of it, tests/cache.rs all of it.
 #[allow(dead_code)]
 mod client;
+mod cluster;
 mod config;
 mod demo;
 mod disk;
@@ -50,9 +55,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !cfg.seeds.is_empty() {
-        tracing::warn!("cluster mode (-s) is not built yet; the seeds are ignored");
-    }
     let mut cfg = cfg;
     let demo = cli.command == Some(config::Mode::Demo);
     if demo {

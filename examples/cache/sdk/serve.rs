@@ -418,6 +418,7 @@ impl Conn {
                         ttl: ttl(t),
                         flags,
                         place: Placement::BOTH,
+                        only_new: false,
                     });
                     match self.body(owner, value, end)? {
                         Answer::Stored => code::OK,

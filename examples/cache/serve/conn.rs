@@ -22,7 +22,7 @@
 //! `Connection: close`, and only that connection is closed.
 
 use super::owner::PIECE;
-use super::{Answer, BodyEnd, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
+use super::{Answer, BodyEnd, Dest, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
 use crate::engine::{CHUNK, Placement, Stats};
 use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
 use crate::metrics::OpKind;
@@ -111,8 +111,11 @@ impl Reply {
 #[derive(Debug)]
 enum Action {
     Respond(Reply),
+    /// `op` at the first of `dests`; a lookup (GET, HEAD) falls over
+    /// to the next on a miss or an unreachable node, a DELETE goes to
+    /// all of them.
     Op {
-        owner: usize,
+        dests: Vec<Dest>,
         op: Op,
         head_only: bool,
         key: Vec<u8>,
@@ -121,8 +124,9 @@ enum Action {
     Stats {
         json_metrics: bool,
     },
+    /// A body for every one of `dests` (a key's replicas).
     Put {
-        owner: usize,
+        dests: Vec<Dest>,
         end: BodyEnd,
     },
 }
@@ -137,7 +141,7 @@ enum Framing {
 #[derive(Debug)]
 enum Sink {
     Put {
-        owner: usize,
+        dests: Vec<Dest>,
         end: BodyEnd,
         /// The chunk being filled (at most [`CHUNK`] bytes).
         buf: Vec<u8>,
@@ -155,8 +159,12 @@ enum State {
         sink: Sink,
         total: u64,
     },
-    /// Waiting for the owner's answer.
-    Wait { head_only: bool, key: Vec<u8> },
+    /// Waiting for the owner's answer (or the owners').
+    Wait {
+        head_only: bool,
+        key: Vec<u8>,
+        pend: Pending,
+    },
     /// `/stats` (or the JSON `/metrics`): waiting for every worker's
     /// counters.
     Stats {
@@ -166,13 +174,56 @@ enum State {
     },
     /// Sending a GET's body, `[next, end)` still to come.
     Stream {
-        owner: usize,
+        at: Dest,
         key: Vec<u8>,
         id: u64,
         next: u64,
         end: u64,
         reading: bool,
     },
+}
+
+/// What a waiting request still expects.
+#[derive(Debug)]
+enum Pending {
+    /// One answer, from `at`; a lookup (`retry`) that misses or finds
+    /// the node unreachable is asked again at the next of `rest`.
+    One {
+        at: Dest,
+        rest: Vec<Dest>,
+        retry: Option<Op>,
+        /// Some owner answered (so a final miss is a miss, not a 503).
+        reached: bool,
+    },
+    /// An answer from each of `left` owners (PUT, DELETE).
+    All {
+        left: usize,
+        done: Option<Answer>,
+        fail: Option<Answer>,
+    },
+}
+
+impl Pending {
+    fn one(at: Dest) -> Pending {
+        Pending::One {
+            at,
+            rest: Vec::new(),
+            retry: None,
+            reached: false,
+        }
+    }
+}
+
+/// The same lookup again (for the next owner).
+fn again(op: &Op) -> Option<Op> {
+    match op {
+        Op::Get { key, range } => Some(Op::Get {
+            key: key.clone(),
+            range: *range,
+        }),
+        Op::Head { key } => Some(Op::Head { key: key.clone() }),
+        _ => None,
+    }
 }
 
 /// One connection owned by this worker.
@@ -295,12 +346,15 @@ fn origin(st: &NodeState, id: ConnId, seq: u64) -> Origin {
 /// Tells the owner of a PUT in progress to drop what it staged.
 fn abort_put(st: &mut NodeState, id: ConnId, seq: u64, state: &State) {
     if let State::Body {
-        sink: Sink::Put { owner, .. },
+        sink: Sink::Put { dests, end, .. },
         ..
     } = state
     {
         let o = origin(st, id, seq);
-        let _ = st.run(*owner, o, Op::Abort);
+        let route = body_key(end).to_vec();
+        for d in dests {
+            let _ = st.run_at(*d, o, &route, Op::Abort);
+        }
     }
 }
 
@@ -408,8 +462,8 @@ fn begin(st: &mut NodeState, id: ConnId, head: &Head) {
             send(st, id, reply);
             return close(st, id);
         }
-        Action::Put { owner, end } => Sink::Put {
-            owner,
+        Action::Put { dests, end } => Sink::Put {
+            dests,
             end,
             buf: Vec::new(),
         },
@@ -479,13 +533,15 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         Framing::Chunked(d) => match d.feed(inbuf, &mut take) {
             Ok(n) => (n, d.is_done()),
             Err(e) => {
-                let owner = match sink {
-                    Sink::Put { owner, .. } => Some(*owner),
+                let to = match sink {
+                    Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec())),
                     Sink::Discard { .. } => None,
                 };
                 let o = origin(st, id, seq);
-                if let Some(owner) = owner {
-                    let _ = st.run(owner, o, Op::Abort);
+                if let Some((dests, route)) = to {
+                    for d in dests {
+                        let _ = st.run_at(d, o, &route, Op::Abort);
+                    }
                 }
                 fail_plain(st, id, 400, &e.to_string());
                 return false;
@@ -493,17 +549,19 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         },
     };
     inbuf.drain(..used);
-    let owner = match sink {
-        Sink::Put { owner, .. } => Some(*owner),
+    let to = match sink {
+        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec())),
         Sink::Discard { .. } => None,
     };
     let o = origin(st, id, seq);
-    if let Some(owner) = owner {
+    if let Some((dests, route)) = to {
         for data in full {
-            let _ = st.run(owner, o, Op::Body { data, end: None });
+            fan_out(st, &dests, o, &route, data, None);
         }
         if over {
-            let _ = st.run(owner, o, Op::Abort);
+            for d in dests {
+                let _ = st.run_at(d, o, &route, Op::Abort);
+            }
         }
     }
     if over {
@@ -521,21 +579,14 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         State::Wait {
             head_only: false,
             key: Vec::new(),
+            pend: Pending::one(Dest::Local(st.index)),
         },
     );
     match state {
         State::Body {
-            sink: Sink::Put { owner, end, buf },
+            sink: Sink::Put { dests, end, buf },
             ..
-        } => {
-            let put = Op::Body {
-                data: buf,
-                end: Some(end),
-            };
-            if let Some(a) = st.run(owner, o, put) {
-                apply(st, id, a);
-            }
-        }
+        } => put_end(st, id, o, &dests, buf, end),
         State::Body {
             sink: Sink::Discard { then },
             ..
@@ -561,13 +612,50 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
             finish(st, id);
         }
         Action::Op {
-            owner,
+            dests,
             op,
             head_only,
             key,
         } => {
-            c.state = State::Wait { head_only, key };
-            if let Some(a) = st.run(owner, o, op) {
+            // The key the operation is routed by at another node.
+            let route = match &op {
+                Op::Delete { key: k } => k.clone(),
+                _ => key.clone(),
+            };
+            let Some((&first, rest)) = dests.split_first() else {
+                return;
+            };
+            if let Op::Delete { key: k } = &op
+                && dests.len() > 1
+            {
+                c.state = State::Wait {
+                    head_only,
+                    key,
+                    pend: Pending::All {
+                        left: dests.len(),
+                        done: None,
+                        fail: None,
+                    },
+                };
+                let k = k.clone();
+                for d in dests {
+                    if let Some(a) = st.run_at(d, o, &k, Op::Delete { key: k.clone() }) {
+                        apply(st, id, a);
+                    }
+                }
+                return;
+            }
+            c.state = State::Wait {
+                head_only,
+                key,
+                pend: Pending::One {
+                    at: first,
+                    rest: rest.to_vec(),
+                    retry: again(&op),
+                    reached: false,
+                },
+            };
+            if let Some(a) = st.run_at(first, o, &route, op) {
                 apply(st, id, a);
             }
         }
@@ -583,19 +671,132 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
                 }
             }
         }
-        Action::Put { owner, end } => {
-            c.state = State::Wait {
-                head_only: false,
-                key: Vec::new(),
-            };
-            let put = Op::Body {
-                data: Vec::new(),
-                end: Some(end),
-            };
-            if let Some(a) = st.run(owner, o, put) {
-                apply(st, id, a);
-            }
+        Action::Put { dests, end } => put_end(st, id, o, &dests, Vec::new(), end),
+    }
+}
+
+/// The key a body is routed by.
+fn body_key(end: &BodyEnd) -> &[u8] {
+    match end {
+        BodyEnd::Store(e) => &e.key,
+        BodyEnd::WriteRange(e) => &e.key,
+    }
+}
+
+/// Sends one body chunk to every replica (a copy each but the last).
+fn fan_out(
+    st: &mut NodeState,
+    dests: &[Dest],
+    o: Origin,
+    route: &[u8],
+    data: Vec<u8>,
+    end: Option<&BodyEnd>,
+) -> Vec<Answer> {
+    let mut now = Vec::new();
+    let mut data = Some(data);
+    for (i, d) in dests.iter().enumerate() {
+        let bytes = if i + 1 == dests.len() {
+            data.take().unwrap_or_default()
+        } else {
+            data.clone().unwrap_or_default()
+        };
+        let op = Op::Body {
+            data: bytes,
+            end: end.cloned(),
+        };
+        if let Some(a) = st.run_at(*d, o, route, op) {
+            now.push(a);
         }
+    }
+    now
+}
+
+/// A body's last chunk, to every replica; the request then waits for
+/// each one's answer.
+fn put_end(st: &mut NodeState, id: ConnId, o: Origin, dests: &[Dest], buf: Vec<u8>, end: BodyEnd) {
+    let route = body_key(&end).to_vec();
+    if let Some(c) = st.conns.get_mut(&id) {
+        c.state = State::Wait {
+            head_only: false,
+            key: Vec::new(),
+            pend: Pending::All {
+                left: dests.len(),
+                done: None,
+                fail: None,
+            },
+        };
+    }
+    for a in fan_out(st, dests, o, &route, buf, Some(&end)) {
+        apply(st, id, a);
+    }
+}
+
+/// Folds an answer into a waiting request that expects more than one
+/// (a lookup falling over to the next owner, a write to every replica):
+/// `None` while the request goes on waiting, else the answer to apply.
+fn gather(st: &mut NodeState, id: ConnId, answer: Answer) -> Option<Answer> {
+    let c = st.conns.get_mut(&id)?;
+    let seq = c.seq;
+    let State::Wait { pend, .. } = &mut c.state else {
+        return Some(answer);
+    };
+    match pend {
+        Pending::One {
+            at,
+            rest,
+            retry,
+            reached,
+        } => {
+            let miss = matches!(answer, Answer::Missing | Answer::Gone);
+            let down = matches!(answer, Answer::Unreachable);
+            if !(miss || down) {
+                return Some(answer);
+            }
+            *reached |= miss;
+            if rest.is_empty() || retry.is_none() {
+                return Some(if *reached || miss {
+                    Answer::Missing
+                } else {
+                    unreachable_answer()
+                });
+            }
+            let next = rest.remove(0);
+            *at = next;
+            let op = retry.as_ref().and_then(again)?;
+            let route = match &op {
+                Op::Get { key, .. } | Op::Head { key } => key.clone(),
+                _ => Vec::new(),
+            };
+            let o = origin(st, id, seq);
+            let now = st.run_at(next, o, &route, op);
+            now.and_then(|a| gather(st, id, a))
+        }
+        Pending::All { left, done, fail } => {
+            match answer {
+                Answer::Stored | Answer::Deleted => *done = Some(answer),
+                other => {
+                    if fail.is_none() || matches!(fail, Some(Answer::Unreachable)) {
+                        *fail = Some(other);
+                    }
+                }
+            }
+            *left = left.saturating_sub(1);
+            if *left > 0 {
+                return None;
+            }
+            Some(match (done.take(), fail.take()) {
+                (Some(ok), _) => ok,
+                (None, Some(Answer::Unreachable) | None) => unreachable_answer(),
+                (None, Some(f)) => f,
+            })
+        }
+    }
+}
+
+fn unreachable_answer() -> Answer {
+    Answer::Refused {
+        status: 503,
+        reason: "no owner of the key can be reached".into(),
     }
 }
 
@@ -705,14 +906,16 @@ fn metrics_json(s: &Stats, uptime: u64) -> serde_json::Value {
 
 /// Applies an owner's answer to the request in progress.
 fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
-    let workers = st.workers;
+    let Some(answer) = gather(st, id, answer) else {
+        return;
+    };
     let Some(c) = st.conns.get_mut(&id) else {
         return;
     };
     let state = std::mem::replace(&mut c.state, State::Idle);
     match (state, answer) {
         (
-            State::Wait { key, .. },
+            State::Wait { key, pend, .. },
             Answer::Got {
                 size,
                 chunks,
@@ -722,6 +925,13 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                 first,
             },
         ) => {
+            let from = match pend {
+                Pending::One { at, .. } => at,
+                Pending::All { .. } => Dest::Local(owner_of(&key, st.workers)),
+            };
+            let Some(c) = st.conns.get_mut(&id) else {
+                return;
+            };
             let (status, offset, len) = match want {
                 Want::Whole => (200, 0, size),
                 Want::Part { offset, len } => (206, offset, len),
@@ -755,7 +965,7 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             let seq = c.seq;
             if next < end && next > offset {
                 c.state = State::Stream {
-                    owner: owner_of(&key, workers),
+                    at: from,
                     key,
                     id: entry,
                     next,
@@ -863,7 +1073,7 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
         }
         (
             State::Stream {
-                owner,
+                at,
                 key,
                 id: entry,
                 next,
@@ -877,7 +1087,7 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             let seq = c.seq;
             if next < end {
                 c.state = State::Stream {
-                    owner,
+                    at,
                     key,
                     id: entry,
                     next,
@@ -914,7 +1124,7 @@ fn pump(st: &mut NodeState, id: ConnId) {
         }
         let seq = c.seq;
         let State::Stream {
-            owner,
+            at,
             key,
             id: entry,
             next,
@@ -934,9 +1144,9 @@ fn pump(st: &mut NodeState, id: ConnId) {
             offset: *next,
             len: (*end - *next).min(PIECE),
         };
-        let owner = *owner;
+        let (at, route) = (*at, key.clone());
         let o = origin(st, id, seq);
-        match st.run(owner, o, op) {
+        match st.run_at(at, o, &route, op) {
             Some(a) => apply(st, id, a),
             None => return,
         }
@@ -987,7 +1197,10 @@ fn route(st: &NodeState, head: &Head) -> Action {
             _ => not_allowed("GET"),
         },
         "/cluster" | "/cluster/nodes" => match m {
-            Method::Get => Action::Respond(Reply::json(&serde_json::json!({"mode": "standalone"}))),
+            Method::Get => Action::Respond(Reply::json(&match &st.cluster {
+                Some(view) => view.json(),
+                None => serde_json::json!({"mode": "standalone"}),
+            })),
             _ => not_allowed("GET"),
         },
         path => {
@@ -1019,9 +1232,10 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
         return bad("Key too long");
     }
     let key = key.as_bytes().to_vec();
-    let owner = owner_of(&key, st.workers);
+    // `X-ElCache-No-Cluster: true` keeps the request on this node.
+    let dests = st.dests(&key, head.no_cluster);
     let op = |op: Op, head_only: bool, key: Vec<u8>| Action::Op {
-        owner,
+        dests: dests.clone(),
         op,
         head_only,
         key,
@@ -1060,12 +1274,13 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
                 disk: !head.no_disk,
             };
             Action::Put {
-                owner,
+                dests: dests.clone(),
                 end: BodyEnd::Store(PutEnd {
                     key,
                     ttl,
                     flags,
                     place,
+                    only_new: false,
                 }),
             }
         }
@@ -1125,9 +1340,10 @@ fn sparse_route(st: &NodeState, head: &Head, key: &str, finalize: bool) -> Actio
         return bad("Key too long");
     }
     let key = key.as_bytes().to_vec();
+    // Sparse values live on the node that is asked (not replicated).
     let owner = owner_of(&key, st.workers);
     let op = |op: Op, key: Vec<u8>| Action::Op {
-        owner,
+        dests: vec![Dest::Local(owner)],
         op,
         head_only: false,
         key,
@@ -1180,7 +1396,7 @@ fn sparse_route(st: &NodeState, head: &Head, key: &str, finalize: bool) -> Actio
                 },
             };
             Action::Put {
-                owner,
+                dests: vec![Dest::Local(owner)],
                 end: BodyEnd::WriteRange(RangeEnd {
                     key,
                     offset,

@@ -22,13 +22,16 @@ mod conn;
 mod owner;
 mod tier;
 
+pub use conn::MAX_KEY;
 pub use owner::PIECE;
 
+use crate::cluster::{ClusterConfig, Fwd, Usage, View};
 use crate::config::Config;
 use crate::engine::{Engine, Placement, Stats};
 use crate::http::{RangeReq, Want};
 use crate::metrics::{CacheMetrics, FrontMeters};
 use crate::sparse::{Progress, SparseError};
+use shared_nothing::channel::mpsc;
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker, StorageCompletion};
 use shared_nothing::metrics::prometheus::metrics::gauge::Gauge;
 use shared_nothing::partition::{HashPartitioner, Partitioner, hash_key};
@@ -53,19 +56,22 @@ pub struct Origin {
 }
 
 /// A PUT's last message: what to store it as.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PutEnd {
     pub key: Vec<u8>,
     pub ttl: Option<Duration>,
     pub flags: u32,
     /// The tiers it may go to.
     pub place: Placement,
+    /// Store only if the key is absent (a cluster sync's push, which
+    /// must not replace a newer write).
+    pub only_new: bool,
 }
 
 /// A sparse write's last message: where its bytes go, and what the
 /// request said about them (HTTP's `Content-Range`), checked by the owner
 /// once the whole body is there.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RangeEnd {
     pub key: Vec<u8>,
     pub offset: u64,
@@ -78,7 +84,7 @@ pub struct RangeEnd {
 }
 
 /// What a body's bytes become once all have arrived.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum BodyEnd {
     /// A PUT: a stored value.
     Store(PutEnd),
@@ -92,7 +98,23 @@ pub enum BodyEnd {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Caller {
     Http(Origin),
-    Sdk { conn: u64, seq: u64 },
+    Sdk {
+        conn: u64,
+        seq: u64,
+    },
+    /// Another node's request (`cluster/peer.rs`), or the cluster sync.
+    Peer {
+        conn: u64,
+        seq: u64,
+    },
+}
+
+/// Where an operation runs: a worker of this node, or another node
+/// (its cluster address), through its link (`cluster/link.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    Local(usize),
+    Node(SocketAddr),
 }
 
 /// Work for a key's owner.
@@ -148,6 +170,12 @@ pub enum Op {
     SparseDelete {
         key: Vec<u8>,
     },
+    /// The cluster sync's question: which of this worker's keys should
+    /// go to node `to`, which just came up (owners by `view`).
+    SyncList {
+        to: SocketAddr,
+        view: Arc<View>,
+    },
 }
 
 /// An owner's answer.
@@ -190,6 +218,11 @@ pub enum Answer {
     /// A sparse operation did nothing (finalize's store failure is a
     /// [`Answer::Refused`]).
     SparseFailed(SparseError),
+    /// The node that should have answered cannot be reached (made by
+    /// the link, never sent): try the next owner.
+    Unreachable,
+    /// [`Op::SyncList`]'s answer: keys and their time left to live.
+    Keys(Vec<(Vec<u8>, Option<Duration>)>),
 }
 
 /// Everything that travels between workers.
@@ -221,6 +254,23 @@ pub enum Msg {
     },
     /// Work from an SDK connection for this worker, the key's owner.
     Sdk {
+        conn: u64,
+        seq: u64,
+        op: Op,
+    },
+    /// The cluster as it is now (`cluster/member.rs`).
+    View(Arc<View>),
+    /// A connection from another node (or the cluster sync): where its
+    /// answers go.
+    PeerOpen {
+        conn: u64,
+        tx: mpsc::Sender<(u64, Answer)>,
+    },
+    PeerClose {
+        conn: u64,
+    },
+    /// Work from another node for this worker, the key's owner here.
+    Peer {
         conn: u64,
         seq: u64,
         op: Op,
@@ -264,6 +314,8 @@ pub enum ServeError {
     Mesh(#[from] mesh::MeshError),
     #[error(transparent)]
     Sdk(#[from] crate::sdk::SdkError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("disk tier {}: {source}", dir.display())]
     Disk {
         dir: PathBuf,
@@ -328,6 +380,14 @@ pub struct NodeState {
     /// Worker 0 keeps the uptime.
     uptime: Option<Gauge>,
     started: Instant,
+    /// Cluster mode: the latest view, and this worker's own ends of
+    /// the links to the other nodes.
+    cluster: Option<Arc<View>>,
+    links: HashMap<SocketAddr, mpsc::Sender<Fwd>>,
+    /// Answer channels of the connections from other nodes.
+    peers_in: HashMap<u64, mpsc::Sender<(u64, Answer)>>,
+    /// Ticks since this worker last reported its usage.
+    ticks: u32,
 }
 
 impl NodeState {
@@ -351,6 +411,53 @@ impl NodeState {
             self.deliver(owner, Msg::Op { origin, op });
             None
         }
+    }
+
+    /// Runs `op` at `dest`: on a worker here (as [`run`](Self::run)),
+    /// or handed to the link of another node (`route` is the key there;
+    /// the answer comes back as a message). An unknown node answers
+    /// [`Answer::Unreachable`] at once.
+    fn run_at(&mut self, dest: Dest, origin: Origin, route: &[u8], op: Op) -> Option<Answer> {
+        match dest {
+            Dest::Local(w) => self.run(w, origin, op),
+            Dest::Node(addr) => {
+                let answered = crate::cluster::wire::answered(&op);
+                let fwd = Fwd {
+                    origin,
+                    route: route.to_vec(),
+                    op,
+                };
+                let sent = self
+                    .links
+                    .get(&addr)
+                    .is_some_and(|l| l.try_send(fwd).is_ok());
+                if sent {
+                    None
+                } else {
+                    answered.then_some(Answer::Unreachable)
+                }
+            }
+        }
+    }
+
+    /// Where the operations on `key` run: its owners in the order to
+    /// try them (this node first when it is one), or its owner worker
+    /// here outside cluster mode or with `local`.
+    fn dests(&self, key: &[u8], local: bool) -> Vec<Dest> {
+        let here = Dest::Local(owner_of(key, self.workers));
+        let Some(view) = self.cluster.as_ref().filter(|_| !local) else {
+            return vec![here];
+        };
+        let owners = view.ring.owners(key);
+        let mut out: Vec<Dest> = Vec::with_capacity(owners.len());
+        if owners.contains(&view.me) {
+            out.push(here);
+        }
+        out.extend(owners.into_iter().filter(|a| *a != view.me).map(Dest::Node));
+        if out.is_empty() {
+            out.push(here);
+        }
+        out
     }
 
     /// Delivers without blocking (a full queue backlogs in the sink).
@@ -416,6 +523,10 @@ impl Worker for Node {
             text: self.text.clone(),
             uptime: (self.index == 0).then(|| self.metrics.uptime.clone()),
             started: self.started,
+            cluster: None,
+            links: HashMap::new(),
+            peers_in: HashMap::new(),
+            ticks: 0,
         })
     }
 
@@ -466,7 +577,28 @@ fn reply(st: &mut NodeState, caller: Caller, answer: Answer) {
                 q.deliver((seq, answer));
             }
         }
+        Caller::Peer { conn, seq } => {
+            if let Some(tx) = st.peers_in.get(&conn) {
+                let _ = tx.try_send((seq, answer));
+            }
+        }
     }
+}
+
+/// This worker's figures for the cluster's `/cluster` report.
+fn report_usage(st: &mut NodeState) {
+    let Some(view) = &st.cluster else {
+        return;
+    };
+    let s = st.engine.stats();
+    let usage = Usage {
+        memory_capacity: s.memory.capacity_bytes,
+        memory_used: s.memory.size_bytes,
+        disk_capacity: s.disk.capacity_bytes,
+        disk_used: s.disk.size_bytes,
+        entries: s.entry_count,
+    };
+    let _ = view.usage.try_send((st.index, usage));
 }
 
 fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
@@ -486,6 +618,11 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
                 q.flush();
             }
             st.engine.expire(std::time::Instant::now(), 4096);
+            st.ticks += 1;
+            if st.ticks >= 25 {
+                st.ticks = 0;
+                report_usage(st);
+            }
             if let Some(g) = &st.uptime {
                 g.set(i64::try_from(st.started.elapsed().as_secs()).unwrap_or(i64::MAX));
             }
@@ -507,6 +644,29 @@ fn handle(st: &mut NodeState, msg: Msg, env: &mut Envelope<Msg>) {
         Msg::Sdk { conn, seq, op } => {
             if let Some(answer) = owner::run(st, Caller::Sdk { conn, seq }, op) {
                 reply(st, Caller::Sdk { conn, seq }, answer);
+            }
+        }
+        Msg::View(view) => {
+            for (addr, tx) in &view.links {
+                st.links.entry(*addr).or_insert_with(|| tx.clone());
+            }
+            let first = st.cluster.is_none();
+            st.cluster = Some(view);
+            if first {
+                report_usage(st);
+            }
+        }
+        Msg::PeerOpen { conn, tx } => {
+            st.peers_in.insert(conn, tx);
+        }
+        Msg::PeerClose { conn } => {
+            st.peers_in.remove(&conn);
+            st.staging
+                .retain(|c, _| !matches!(c, Caller::Peer { conn: k, .. } if *k == conn));
+        }
+        Msg::Peer { conn, seq, op } => {
+            if let Some(answer) = owner::run(st, Caller::Peer { conn, seq }, op) {
+                reply(st, Caller::Peer { conn, seq }, answer);
             }
         }
     }
@@ -579,8 +739,24 @@ pub fn start(
     mesh::wire(&mut group)?;
     let local = mesh::listen(&mut group, mode, &io, addr)?;
     crate::sdk::start(&cfg.unix, group.sender(), workers, max_body, sdk_meters)?;
+    let cluster = if cfg.cluster || !cfg.seeds.is_empty() {
+        let cc = ClusterConfig {
+            bind: cfg.bind.clone(),
+            port: cfg.cluster_port,
+            seeds: cfg.seeds.clone(),
+            replication: usize::try_from(cfg.replication).unwrap_or(usize::MAX),
+        };
+        let at = crate::cluster::start(&cc, group.sender(), workers, local)?;
+        format!(
+            "cluster port {at}, replication {}, seeds [{}]",
+            cfg.replication,
+            cfg.seeds.join(", ")
+        )
+    } else {
+        "standalone".to_owned()
+    };
     println!(
-        "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker, {disk_note})",
+        "cache: listening on {local} (workers: {workers}, network {mode}, memory tier {} MiB per worker, {disk_note}, {cluster})",
         capacity >> 20
     );
     println!("cache: SDK socket on {}", cfg.unix.display());

@@ -131,6 +131,11 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                 });
             }
             Some(match end {
+                BodyEnd::Store(end) if end.only_new && st.engine.head(&end.key, now).is_some() => {
+                    // A sync's push: a value is there already (written
+                    // since this node came up), and it wins.
+                    Answer::Stored
+                }
                 BodyEnd::Store(end) => {
                     let ticket = ticket(st, origin, Ticket::Store);
                     let done = st.engine.commit(
@@ -183,6 +188,13 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                 Err(FinalizeError::Store(e)) => Err(refused(&e)),
             };
             settle(st, ticket, done, Answer::Stored)
+        }
+        Op::SyncList { to, view } => {
+            let me = view.me;
+            Some(Answer::Keys(st.engine.live_keys(now, |k| {
+                let owners = view.ring.owners(k);
+                owners.contains(&to) && owners.iter().find(|o| **o != to) == Some(&me)
+            })))
         }
         Op::SparseDelete { key } => {
             st.engine.sparse_remove(&key);
