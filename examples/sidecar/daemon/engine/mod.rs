@@ -38,7 +38,7 @@ use crate::shm::{EventFd, Region};
 use crate::wal;
 use shared_nothing::io::{
     Durability, FileId, IoBuf, NetEvent, OpenOptions, StorageClient, StorageCompletion, StorageOp,
-    SubmitError,
+    StorageOutput, SubmitError,
 };
 use shared_nothing::pool::IoWorkers;
 use shared_nothing::prelude::*;
@@ -219,6 +219,8 @@ pub struct State {
     next_lsn: u64,
     next_file: u32,
     done_journaled: u64,
+    /// The highest LSN with a WAL record (volatile writes have none).
+    journaled_max: u64,
     dirty: Vec<FileKey>,
     poll_queued: bool,
 }
@@ -297,6 +299,7 @@ impl Worker for Engine {
             next_lsn: s.next_lsn,
             next_file: s.next_file,
             done_journaled: s.done,
+            journaled_max: s.next_lsn - 1,
             dirty: Vec::new(),
             poll_queued: false,
         })
@@ -830,6 +833,31 @@ impl State {
         }
     }
 
+    /// Writes a ready volatile write into the page cache on this thread
+    /// if that needs no wait (`pwritev2(RWF_NOWAIT)`); `Some` only when
+    /// all of it went.
+    fn write_cached(&self, key: FileKey, lsn: u64) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let f = self.files.get(&key)?;
+        let w = self.writes.get(&lsn)?;
+        let iov = libc::iovec {
+            iov_base: w.data.as_ptr() as *mut libc::c_void,
+            iov_len: w.data.len(),
+        };
+        // SAFETY: the iovec names `w.data`'s initialised bytes, which live
+        // (borrowed from `self`) for the call; the kernel only reads them.
+        let n = unsafe {
+            libc::pwritev2(
+                f.fd.as_raw_fd(),
+                &iov,
+                1,
+                i64::try_from(w.offset).ok()?,
+                libc::RWF_NOWAIT,
+            )
+        };
+        (n >= 0 && n as usize == w.data.len()).then_some(n as usize)
+    }
+
     /// Starts a file's ready writes (F1) and its group sync.
     fn pump(&mut self, key: FileKey) {
         let Some(f) = self.files.get_mut(&key) else {
@@ -844,6 +872,17 @@ impl State {
             None
         };
         for lsn in ready {
+            let Some(w) = self.writes.get(&lsn) else {
+                continue;
+            };
+            // A volatile write the page cache takes without waiting is
+            // done here; anything else goes to the storage worker.
+            if w.volatile
+                && let Some(n) = self.write_cached(key, lsn)
+            {
+                self.finish(Pend::Data { lsn }, Ok(StorageOutput::Written(n)), None);
+                continue;
+            }
             let Some(w) = self.writes.get(&lsn) else {
                 continue;
             };

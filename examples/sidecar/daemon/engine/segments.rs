@@ -66,8 +66,10 @@ impl State {
     }
 
     /// Writes the batch journaled since the last one (one in flight).
+    /// A DONE goes only as far as the last journaled LSN: volatile writes
+    /// completing move the watermark but need no record.
     pub(super) fn flush_wal(&mut self) {
-        let watermark = self.watermark();
+        let watermark = self.watermark().min(self.journaled_max);
         if self.wal_busy || self.segs.rotating {
             return;
         }
@@ -106,9 +108,14 @@ impl State {
         let lsns = std::mem::take(&mut self.batch_lsns);
         let files = std::mem::take(&mut self.batch_files);
         // Volatile writes hold a place in the order but no record.
-        let journaled = lsns
+        let journaled_lsns = lsns
             .iter()
-            .any(|l| !self.writes.get(l).is_some_and(|w| w.volatile));
+            .filter(|l| !self.writes.get(l).is_some_and(|w| w.volatile));
+        let journaled_max = journaled_lsns.max().copied();
+        let journaled = journaled_max.is_some();
+        if let Some(m) = journaled_max {
+            self.journaled_max = self.journaled_max.max(m);
+        }
         if buf.is_empty() {
             // Only volatile writes: nothing to write or sync, and no WAL
             // write is in flight before them, so they go on at once.
