@@ -221,6 +221,8 @@ pub struct State {
     done_journaled: u64,
     /// The highest LSN with a WAL record (volatile writes have none).
     journaled_max: u64,
+    /// Whether buffered `RWF_NOWAIT` writes may work here (until refused).
+    nowait_writes: bool,
     dirty: Vec<FileKey>,
     poll_queued: bool,
 }
@@ -300,6 +302,7 @@ impl Worker for Engine {
             next_file: s.next_file,
             done_journaled: s.done,
             journaled_max: s.next_lsn - 1,
+            nowait_writes: true,
             dirty: Vec::new(),
             poll_queued: false,
         })
@@ -836,8 +839,11 @@ impl State {
     /// Writes a ready volatile write into the page cache on this thread
     /// if that needs no wait (`pwritev2(RWF_NOWAIT)`); `Some` only when
     /// all of it went.
-    fn write_cached(&self, key: FileKey, lsn: u64) -> Option<usize> {
+    fn write_cached(&mut self, key: FileKey, lsn: u64) -> Option<usize> {
         use std::os::fd::AsRawFd;
+        if !self.nowait_writes {
+            return None;
+        }
         let f = self.files.get(&key)?;
         let w = self.writes.get(&lsn)?;
         let iov = libc::iovec {
@@ -855,7 +861,18 @@ impl State {
                 libc::RWF_NOWAIT,
             )
         };
-        (n >= 0 && n as usize == w.data.len()).then_some(n as usize)
+        if n < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            if e == Some(libc::EOPNOTSUPP) || e == Some(libc::EINVAL) {
+                // This kernel or file system cannot; stop asking.
+                tracing::info!(
+                    "buffered RWF_NOWAIT writes unsupported here: volatile writes go to the storage worker"
+                );
+                self.nowait_writes = false;
+            }
+            return None;
+        }
+        (n as usize == w.data.len()).then_some(n as usize)
     }
 
     /// Starts a file's ready writes (F1) and its group sync.
@@ -883,13 +900,14 @@ impl State {
                 self.finish(Pend::Data { lsn }, Ok(StorageOutput::Written(n)), None);
                 continue;
             }
-            let Some(w) = self.writes.get(&lsn) else {
+            let Some(w) = self.writes.get_mut(&lsn) else {
                 continue;
             };
+            // The bytes go with the request: nothing reads them after this.
             let op = StorageOp::WriteAt {
                 file: id,
                 offset: w.offset,
-                buf: IoBuf::Vec(w.data.clone()),
+                buf: IoBuf::Vec(std::mem::take(&mut w.data)),
                 durability: Durability::Buffered,
             };
             if let Err((p, s)) = self.submit(Pend::Data { lsn }, op) {
