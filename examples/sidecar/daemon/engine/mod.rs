@@ -26,24 +26,23 @@
 //! broken ring protocol a detach, never a panic.
 
 mod complete;
+mod file_io;
+mod intake;
 mod segments;
 
-use super::files::{Deferred, File, Files, Later};
+use super::files::Files;
 use super::send::{self, Sender};
 use crate::layout::{self, Layout, kind, status};
-use crate::proto::{self, Request};
+use crate::proto;
 use crate::resolve::{FileKey, Root};
 use crate::ring::{Consumer, Pop, Producer, RingAt, ring_if_armed};
 use crate::shm::{EventFd, Region};
-use crate::wal;
 use shared_nothing::io::{
-    Durability, FileId, IoBuf, NetEvent, OpenOptions, StorageClient, StorageCompletion, StorageOp,
-    StorageOutput, SubmitError,
+    FileId, NetEvent, OpenOptions, StorageClient, StorageCompletion, StorageOp, SubmitError,
 };
 use shared_nothing::pool::IoWorkers;
 use shared_nothing::prelude::*;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -480,90 +479,6 @@ impl State {
         }
     }
 
-    fn request(&mut self, id: u64, user: u64, r: Request) {
-        let handle_key =
-            |st: &State, h: u64| st.clients.get(&id).and_then(|c| c.handles.get(&h).copied());
-        match r {
-            Request::Open { at, len, create } => {
-                let path = self.clients[&id].region.copy_out(at, len);
-                match self.open(&path, create) {
-                    Ok(key) => {
-                        let c = self.clients.get_mut(&id).expect("client");
-                        let h = c.next_handle;
-                        c.next_handle += 1;
-                        c.handles.insert(h, key);
-                        self.post(id, user, kind::COMPLETED, status::OK, h);
-                    }
-                    Err(s) => self.post(id, user, kind::COMPLETED, s, 0),
-                }
-            }
-            Request::Write {
-                handle,
-                offset,
-                at,
-                len,
-                volatile,
-            } => match handle_key(self, handle) {
-                Some(key) => self.write(id, user, key, Some(offset), (at, len), volatile),
-                None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
-            },
-            Request::Append {
-                handle,
-                at,
-                len,
-                volatile,
-            } => match handle_key(self, handle) {
-                Some(key) => self.write(id, user, key, None, (at, len), volatile),
-                None => self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0),
-            },
-            Request::Read {
-                handle,
-                offset,
-                at,
-                len,
-            } => self.defer(id, user, handle, Later::Read { offset, at, len }),
-            Request::Sync { handle, data_only } => {
-                self.defer(id, user, handle, Later::Sync { data_only })
-            }
-            Request::Close { handle } => self.defer(id, user, handle, Later::Close { handle }),
-            Request::Dest { at, len } => {
-                let name = self.clients[&id].region.copy_out(at, len);
-                match self.sender.as_ref().and_then(|s| s.find(&name)) {
-                    Some(h) => self.post(id, user, kind::COMPLETED, status::OK, h),
-                    None => self.post(id, user, kind::COMPLETED, status::NO_DEST, 0),
-                }
-            }
-            Request::Send { dest, at, len } => self.journal_send(id, user, dest, at, len),
-        }
-    }
-
-    /// Journals a send; ACCEPTED and the hand-over to its destination's
-    /// pool follow the WAL write (`complete.rs`).
-    fn journal_send(&mut self, id: u64, user: u64, dest: u64, at: usize, len: usize) {
-        let Some(name) = self.sender.as_ref().and_then(|s| s.name(dest)) else {
-            self.post(id, user, kind::COMPLETED, status::NO_DEST, 0);
-            return;
-        };
-        let data = self.clients[&id].region.copy_out(at, len);
-        let lsn = self.next_lsn;
-        self.next_lsn += 1;
-        wal::encode_send(&mut self.batch, lsn, name.as_bytes(), &data);
-        self.batch_lsns.push(lsn);
-        self.outstanding.insert(lsn);
-        self.sends.insert(
-            lsn,
-            SendOp {
-                client: id,
-                user,
-                dest,
-                data,
-            },
-        );
-        if let Some(c) = self.clients.get_mut(&id) {
-            c.inflight += 1;
-        }
-    }
-
     /// Answers the sends that finished (S1) and lets the watermark pass
     /// them.
     fn sent(&mut self) {
@@ -592,199 +507,6 @@ impl State {
                 None => {}
             }
         }
-    }
-
-    /// Opens (or shares) the file `path` names beneath the root.
-    fn open(&mut self, path: &[u8], create: bool) -> std::result::Result<FileKey, i32> {
-        let (fd, key, len) = self.root.open_beneath(path, create)?;
-        if let Some(f) = self.files.get_mut(&key) {
-            f.refs += 1;
-            return Ok(key);
-        }
-        // The storage worker opens the very file openat2 resolved, through
-        // its descriptor's magic link: no second path walk.
-        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let t = self.token(Pend::Open { key });
-        let opts = OpenOptions::new().read(true).write(true);
-        let id = match self.io.open(t, &proc_path, opts) {
-            Ok(id) => id,
-            Err(_) => {
-                self.pend.remove(&t);
-                return Err(-libc::EAGAIN);
-            }
-        };
-        self.next_file += 1;
-        let mut f = File::new(id, self.next_file, path.to_vec(), len, fd);
-        f.refs = 1;
-        self.files.insert(key, f);
-        Ok(key)
-    }
-
-    fn write(
-        &mut self,
-        id: u64,
-        user: u64,
-        key: FileKey,
-        offset: Option<u64>,
-        (at, len): (usize, usize),
-        volatile: bool,
-    ) {
-        let f = self.files.get_mut(&key).expect("handle names an open file");
-        let offset = offset.unwrap_or(f.end);
-        let Some(end) = offset
-            .checked_add(len as u64)
-            .filter(|&e| e <= i64::MAX as u64)
-        else {
-            self.post(id, user, kind::COMPLETED, status::BAD_RANGE, 0);
-            return;
-        };
-        f.end = f.end.max(end);
-        let data = self.clients[&id].region.copy_out(at, len);
-        let lsn = self.next_lsn;
-        self.next_lsn += 1;
-        // A volatile write takes its place in the batch's LSN order (so it
-        // reaches the file after the journaled writes before it, F1) but
-        // no record.
-        if !volatile {
-            if !f.journaled {
-                wal::encode_path(&mut self.batch, f.file_no, &f.path);
-                f.journaled = true;
-                self.batch_files.push(key);
-            }
-            wal::encode_write(&mut self.batch, lsn, f.file_no, offset, &data);
-        }
-        f.unapplied.insert(lsn);
-        self.batch_lsns.push(lsn);
-        self.outstanding.insert(lsn);
-        self.writes.insert(
-            lsn,
-            WriteOp {
-                client: id,
-                user,
-                key,
-                offset,
-                data,
-                volatile,
-            },
-        );
-        if let Some(c) = self.clients.get_mut(&id) {
-            c.inflight += 1;
-        }
-    }
-
-    fn defer(&mut self, id: u64, user: u64, handle: u64, what: Later) {
-        let Some(key) = self
-            .clients
-            .get(&id)
-            .and_then(|c| c.handles.get(&handle).copied())
-        else {
-            self.post(id, user, kind::COMPLETED, status::BAD_HANDLE, 0);
-            return;
-        };
-        let after = self.next_lsn - 1;
-        if let Some(c) = self.clients.get_mut(&id) {
-            c.inflight += 1;
-        }
-        let f = self.files.get_mut(&key).expect("handle names an open file");
-        f.deferred.push_back(Deferred {
-            after,
-            client: id,
-            user,
-            what,
-        });
-        self.dirty.push(key);
-    }
-
-    /// A read the page cache holds whole, done here and now: straight
-    /// into the client's buffer (M3), no storage round trip. `None` sends
-    /// it to the storage worker: not cached, cached in part, or short for
-    /// a reason other than the end of the file.
-    fn read_cached(
-        &self,
-        key: FileKey,
-        client: u64,
-        at: usize,
-        len: usize,
-        offset: u64,
-    ) -> Option<usize> {
-        use std::os::fd::AsFd;
-        let f = self.files.get(&key)?;
-        let c = self.clients.get(&client)?;
-        let n = c.region.read_cached(f.fd.as_fd(), at, len, offset).ok()?;
-        (n == len || offset.saturating_add(n as u64) >= f.end).then_some(n)
-    }
-
-    fn run_deferred(&mut self, key: FileKey) {
-        let Some(f) = self.files.get_mut(&key) else {
-            return;
-        };
-        let id = f.id;
-        for d in f.take_runnable() {
-            if !self.clients.contains_key(&d.client) {
-                continue;
-            }
-            let (client, user) = (d.client, d.user);
-            let r = match d.what {
-                Later::Read { offset, at, len } => {
-                    match self.read_cached(key, client, at, len, offset) {
-                        Some(n) => {
-                            self.post(client, user, kind::COMPLETED, status::OK, n as u64);
-                            self.finished(client);
-                            Ok(())
-                        }
-                        None => self.submit(
-                            Pend::Read { client, user, at },
-                            StorageOp::ReadAt {
-                                file: id,
-                                offset,
-                                len,
-                                buf: IoBuf::Vec(Vec::with_capacity(len)),
-                            },
-                        ),
-                    }
-                }
-                Later::Sync { data_only } => self.submit(
-                    Pend::Sync { client, user },
-                    StorageOp::Sync {
-                        file: id,
-                        data_only,
-                    },
-                ),
-                Later::Close { handle } => {
-                    if let Some(k) = self
-                        .clients
-                        .get_mut(&client)
-                        .and_then(|c| c.handles.remove(&handle))
-                    {
-                        self.release(k);
-                    }
-                    self.post(client, user, kind::COMPLETED, status::OK, 0);
-                    self.finished(client);
-                    Ok(())
-                }
-            };
-            if let Err((_, s)) = r {
-                self.post(client, user, kind::COMPLETED, s, 0);
-                self.finished(client);
-            }
-        }
-        self.maybe_close(key);
-    }
-
-    /// One handle of the file is gone.
-    fn release(&mut self, key: FileKey) {
-        if let Some(f) = self.files.get_mut(&key) {
-            f.refs = f.refs.saturating_sub(1);
-        }
-        self.maybe_close(key);
-    }
-
-    fn maybe_close(&mut self, key: FileKey) {
-        if !self.files.get(&key).is_some_and(File::idle) {
-            return;
-        }
-        let f = self.files.remove(&key).expect("checked");
-        let _ = self.submit(Pend::Close, StorageOp::Close { file: f.id });
     }
 
     /// Once per round: the WAL batch, file writes and syncs, completions,
@@ -833,95 +555,6 @@ impl State {
         if !self.poll_queued && self.clients.values().any(|c| c.hot) {
             self.poll_queued = true;
             self.me.deliver(Msg::Poll);
-        }
-    }
-
-    /// Writes a ready volatile write into the page cache on this thread
-    /// if that needs no wait (`pwritev2(RWF_NOWAIT)`); `Some` only when
-    /// all of it went.
-    fn write_cached(&mut self, key: FileKey, lsn: u64) -> Option<usize> {
-        use std::os::fd::AsRawFd;
-        if !self.nowait_writes {
-            return None;
-        }
-        let f = self.files.get(&key)?;
-        let w = self.writes.get(&lsn)?;
-        let iov = libc::iovec {
-            iov_base: w.data.as_ptr() as *mut libc::c_void,
-            iov_len: w.data.len(),
-        };
-        // SAFETY: the iovec names `w.data`'s initialised bytes, which live
-        // (borrowed from `self`) for the call; the kernel only reads them.
-        let n = unsafe {
-            libc::pwritev2(
-                f.fd.as_raw_fd(),
-                &iov,
-                1,
-                i64::try_from(w.offset).ok()?,
-                libc::RWF_NOWAIT,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error();
-            if e == Some(libc::EOPNOTSUPP) || e == Some(libc::EINVAL) {
-                // This kernel or file system cannot; stop asking.
-                tracing::info!(
-                    "buffered RWF_NOWAIT writes unsupported here: volatile writes go to the storage worker"
-                );
-                self.nowait_writes = false;
-            }
-            return None;
-        }
-        (n as usize == w.data.len()).then_some(n as usize)
-    }
-
-    /// Starts a file's ready writes (F1) and its group sync.
-    fn pump(&mut self, key: FileKey) {
-        let Some(f) = self.files.get_mut(&key) else {
-            return;
-        };
-        let id = f.id;
-        let ready = f.take_ready();
-        let sync = if !f.syncing && !f.unsynced.is_empty() && f.inflight.is_empty() {
-            f.syncing = true;
-            Some(std::mem::take(&mut f.unsynced))
-        } else {
-            None
-        };
-        for lsn in ready {
-            let Some(w) = self.writes.get(&lsn) else {
-                continue;
-            };
-            // A volatile write the page cache takes without waiting is
-            // done here; anything else goes to the storage worker.
-            if w.volatile
-                && let Some(n) = self.write_cached(key, lsn)
-            {
-                self.finish(Pend::Data { lsn }, Ok(StorageOutput::Written(n)), None);
-                continue;
-            }
-            let Some(w) = self.writes.get_mut(&lsn) else {
-                continue;
-            };
-            // The bytes go with the request: nothing reads them after this.
-            let op = StorageOp::WriteAt {
-                file: id,
-                offset: w.offset,
-                buf: IoBuf::Vec(std::mem::take(&mut w.data)),
-                durability: Durability::Buffered,
-            };
-            if let Err((p, s)) = self.submit(Pend::Data { lsn }, op) {
-                self.finish(p, Err(s), None);
-            }
-        }
-        if let Some(lsns) = sync {
-            let op = StorageOp::Sync {
-                file: id,
-                data_only: true,
-            };
-            if let Err((p, s)) = self.submit(Pend::DataSync { key, lsns }, op) {
-                self.finish(p, Err(s), None);
-            }
         }
     }
 
