@@ -524,7 +524,7 @@ impl Conn {
             Want::Whole => (0, size),
             Want::Part { offset, len } => (offset, len),
             // Not an answer to these ranges (`http::resolve`).
-            Want::Unsatisfiable => (0, 0),
+            Want::Unsatisfiable | Want::Many => (0, 0),
         };
         let (len, result) = get_len(len);
         self.get_head(rid, result, len)?;

@@ -24,7 +24,7 @@
 use super::owner::PIECE;
 use super::{Answer, BodyEnd, Dest, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
 use crate::engine::{CHUNK, Placement, Stats};
-use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
+use crate::http::{self, BodyLen, ByteRange, Chunked, Head, Method, Want};
 use crate::metrics::OpKind;
 use crate::sparse::{Progress, SparseError};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
@@ -119,6 +119,8 @@ enum Action {
         op: Op,
         head_only: bool,
         key: Vec<u8>,
+        /// A GET's ranges when it asked for several ([`RangeReq::Many`]).
+        ranges: Vec<ByteRange>,
     },
     /// `/stats`, or with `json_metrics` the JSON `/metrics`.
     Stats {
@@ -172,7 +174,8 @@ enum State {
         sum: Stats,
         json_metrics: bool,
     },
-    /// Sending a GET's body, `[next, end)` still to come.
+    /// Sending a GET's body, `[next, end)` still to come (of the current
+    /// part, for a multipart one).
     Stream {
         at: Dest,
         key: Vec<u8>,
@@ -180,7 +183,52 @@ enum State {
         next: u64,
         end: u64,
         reading: bool,
+        multi: Option<Box<Multi>>,
     },
+}
+
+/// A `multipart/byteranges` body being sent (RFC 9110 section 14.6): the
+/// parts after the current one, and what frames them.
+#[derive(Debug)]
+struct Multi {
+    boundary: String,
+    size: u64,
+    rest: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Multi {
+    /// The delimiter and headers that open part `(offset, len)`.
+    fn part_head(&self, offset: u64, len: u64) -> Vec<u8> {
+        format!(
+            "\r\n--{}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {offset}-{}/{}\r\n\r\n",
+            self.boundary,
+            offset + len - 1,
+            self.size
+        )
+        .into_bytes()
+    }
+
+    /// The closing delimiter.
+    fn tail(&self) -> Vec<u8> {
+        format!("\r\n--{}--\r\n", self.boundary).into_bytes()
+    }
+}
+
+/// A boundary for entry `id`'s parts: 32 hex digits of a hash of the
+/// entry, the time and a counter, so it cannot be predicted from the
+/// value (RFC 2046 asks that it not occur in the parts).
+fn boundary(id: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut seed = Vec::with_capacity(40);
+    seed.extend_from_slice(&id.to_le_bytes());
+    seed.extend_from_slice(&t.to_le_bytes());
+    seed.extend_from_slice(&n.to_le_bytes());
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&seed))
 }
 
 /// What a waiting request still expects.
@@ -244,6 +292,8 @@ pub struct Conn {
     /// the latency histograms.
     started: Instant,
     op: Option<OpKind>,
+    /// The current GET's ranges when it asked for several.
+    ranges: Vec<ByteRange>,
 }
 
 impl Conn {
@@ -251,6 +301,7 @@ impl Conn {
         Conn {
             started: Instant::now(),
             op: None,
+            ranges: Vec::new(),
             peer,
             inbuf: Vec::new(),
             state: State::Idle,
@@ -616,7 +667,9 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
             op,
             head_only,
             key,
+            ranges,
         } => {
+            c.ranges = ranges;
             // The key the operation is routed by at another node.
             let route = match &op {
                 Op::Delete { key: k } => k.clone(),
@@ -932,10 +985,18 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             let Some(c) = st.conns.get_mut(&id) else {
                 return;
             };
+            let mut parts = Vec::new();
+            if want == Want::Many {
+                parts = http::resolve_set(&std::mem::take(&mut c.ranges), size);
+            }
             let (status, offset, len) = match want {
                 Want::Whole => (200, 0, size),
                 Want::Part { offset, len } => (206, offset, len),
-                Want::Unsatisfiable => {
+                Want::Many if parts.len() == 1 => (206, parts[0].0, parts[0].1),
+                Want::Many if !parts.is_empty() => {
+                    return start_multipart(st, id, from, key, entry, size, chunks, flags, parts);
+                }
+                Want::Unsatisfiable | Want::Many => {
                     let reply = Reply::text(416, "Range Not Satisfiable")
                         .header("Content-Range", format!("bytes */{size}"));
                     send(st, id, reply);
@@ -963,7 +1024,10 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             drop(first);
             c.unsent += 1;
             let seq = c.seq;
-            if next < end && next > offset {
+            // Several ranges coalesced into one come without bytes (the
+            // owner answered the metadata only): all are pulled.
+            let pull = want == Want::Many;
+            if next < end && (next > offset || pull) {
                 c.state = State::Stream {
                     at: from,
                     key,
@@ -971,12 +1035,13 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                     next,
                     end,
                     reading: false,
+                    multi: None,
                 };
             }
             tracked_send(st, id, bytes, seq);
             if next >= end {
                 finish(st, id);
-            } else if next == offset {
+            } else if next == offset && !pull {
                 // A non-empty range always comes with bytes; without
                 // them the promised length cannot be kept.
                 close(st, id);
@@ -1078,11 +1143,28 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                 id: entry,
                 next,
                 end,
+                multi,
                 ..
             },
-            Answer::Piece(piece),
-        ) if !piece.is_empty() => {
-            let next = next + piece.len() as u64;
+            Answer::Piece(mut piece),
+        ) if !piece.is_empty() && next + piece.len() as u64 <= end => {
+            let mut next = next + piece.len() as u64;
+            let mut end = end;
+            let mut multi = multi;
+            if next == end
+                && let Some(m) = multi.as_mut()
+            {
+                // The part is done: the next one's head, or the closing
+                // delimiter, goes out with its last piece.
+                match m.rest.pop_front() {
+                    Some((offset, len)) => {
+                        piece.extend_from_slice(&m.part_head(offset, len));
+                        next = offset;
+                        end = offset + len;
+                    }
+                    None => piece.extend_from_slice(&m.tail()),
+                }
+            }
             c.unsent += 1;
             let seq = c.seq;
             if next < end {
@@ -1093,6 +1175,7 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                     next,
                     end,
                     reading: false,
+                    multi,
                 };
                 tracked_send(st, id, piece, seq);
             } else {
@@ -1113,6 +1196,72 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
     }
 }
 
+/// Answers a GET for several ranges, `parts` (at least two, from
+/// [`http::resolve_set`]), as `multipart/byteranges`: the head with the
+/// whole body's length (every part's delimiter, headers and bytes), then
+/// each part's bytes pulled from the owner as a single range's are, only
+/// the chunks the parts cover being read.
+#[allow(clippy::too_many_arguments)]
+fn start_multipart(
+    st: &mut NodeState,
+    id: ConnId,
+    at: Dest,
+    key: Vec<u8>,
+    entry: u64,
+    size: u64,
+    chunks: u64,
+    flags: u32,
+    parts: Vec<(u64, u64)>,
+) {
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    let mut rest: std::collections::VecDeque<(u64, u64)> = parts.into();
+    let Some((offset, len)) = rest.pop_front() else {
+        return;
+    };
+    let boundary = boundary(entry);
+    let mut m = Multi {
+        boundary,
+        size,
+        rest: std::collections::VecDeque::new(),
+    };
+    let first_head = m.part_head(offset, len);
+    let length = first_head.len() as u64
+        + len
+        + rest
+            .iter()
+            .map(|&(o, l)| m.part_head(o, l).len() as u64 + l)
+            .sum::<u64>()
+        + m.tail().len() as u64;
+    m.rest = rest;
+    let mut reply = Reply::empty(206)
+        .header(
+            "Content-Type",
+            format!("multipart/byteranges; boundary={}", m.boundary),
+        )
+        .header("X-ElCache-Hit", "hit")
+        .header("X-ElCache-Size", size)
+        .header("X-ElCache-Chunks", chunks)
+        .header("X-ElCache-Flags", flags)
+        .header("Accept-Ranges", "bytes");
+    reply.length = Some(length);
+    let mut bytes = reply.render(!c.keep_alive);
+    bytes.extend_from_slice(&first_head);
+    c.unsent += 1;
+    let seq = c.seq;
+    c.state = State::Stream {
+        at,
+        key,
+        id: entry,
+        next: offset,
+        end: offset + len,
+        reading: false,
+        multi: Some(Box::new(m)),
+    };
+    tracked_send(st, id, bytes, seq);
+}
+
 /// Pulls the next pieces of a GET, at most [`WINDOW`] queued (C2).
 fn pump(st: &mut NodeState, id: ConnId) {
     for _ in 0..=WINDOW {
@@ -1130,6 +1279,7 @@ fn pump(st: &mut NodeState, id: ConnId) {
             next,
             end,
             reading,
+            ..
         } = &mut c.state
         else {
             return;
@@ -1239,6 +1389,7 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
         op,
         head_only,
         key,
+        ranges: Vec::new(),
     };
     match &head.method {
         Method::Get => {
@@ -1247,20 +1398,21 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
                 Some(Ok(q)) => q,
                 None => None,
             };
-            let range = query.unwrap_or_else(|| {
-                head.range
-                    .as_deref()
-                    .and_then(http::parse_range_header)
-                    .map_or(RangeReq::Whole, RangeReq::Header)
-            });
-            op(
-                Op::Get {
+            // `?range=` overrides the header (ElCache's rule).
+            let (range, ranges) = match query {
+                Some(q) => (q, Vec::new()),
+                None => http::range_request(head.range.as_deref()),
+            };
+            Action::Op {
+                dests: dests.clone(),
+                op: Op::Get {
                     key: key.clone(),
                     range,
                 },
-                false,
+                head_only: false,
                 key,
-            )
+                ranges,
+            }
         }
         Method::Head => op(Op::Head { key: key.clone() }, true, key),
         Method::Delete => op(Op::Delete { key }, false, Vec::new()),
@@ -1343,6 +1495,7 @@ fn sparse_route(st: &NodeState, head: &Head, key: &str, finalize: bool) -> Actio
     // Sparse values live on the node that is asked (not replicated).
     let owner = owner_of(&key, st.workers);
     let op = |op: Op, key: Vec<u8>| Action::Op {
+        ranges: Vec::new(),
         dests: vec![Dest::Local(owner)],
         op,
         head_only: false,

@@ -81,7 +81,7 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                 let (offset, len) = match want {
                     Want::Whole => (0, entry.size),
                     Want::Part { offset, len } => (offset, len),
-                    Want::Unsatisfiable => (0, 0),
+                    Want::Unsatisfiable | Want::Many => (0, 0),
                 };
                 st.engine.begin_read(&entry, offset, len);
                 let first = First {
