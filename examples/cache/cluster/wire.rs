@@ -167,7 +167,7 @@ pub fn encode_request(rid: u64, route: &[u8], op: &Op) -> Option<Vec<u8>> {
             o.u64(*offset);
             o.u64(*len);
         }
-        Op::Body { data, end } => {
+        Op::Body { data, end, .. } => {
             o.bytes(data);
             match end {
                 None => o.u8(0),
@@ -416,7 +416,11 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
                 } else {
                     None
                 };
-                Op::Body { data, end }
+                Op::Body {
+                    data,
+                    end,
+                    stream: false,
+                }
             }
             0x05 => Op::Abort,
             0x06 => Op::Delete { key: route.clone() },
@@ -557,11 +561,13 @@ mod tests {
                 Op::Body {
                     data: vec![1, 2, 3],
                     end: None,
+                    stream: false,
                 },
             ),
             (
                 k.clone(),
                 Op::Body {
+                    stream: false,
                     data: vec![9; 100],
                     end: Some(BodyEnd::Store(end)),
                 },
@@ -707,6 +713,7 @@ mod tests {
         assert!(encode_request(1, b"k", &Op::Stats).is_none());
         assert!(encode_answer(1, &Answer::Unreachable).is_none());
         let huge = Op::Body {
+            stream: false,
             data: vec![0; MAX_FRAME],
             end: None,
         };

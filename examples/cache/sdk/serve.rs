@@ -376,6 +376,7 @@ impl Conn {
                 Op::Body {
                     data: p.to_vec(),
                     end: None,
+                    stream: false,
                 },
             )?;
         }
@@ -384,6 +385,7 @@ impl Conn {
             Op::Body {
                 data: last.to_vec(),
                 end: Some(end),
+                stream: false,
             },
         )
     }

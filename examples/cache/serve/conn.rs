@@ -10,9 +10,12 @@
 //!
 //! A PUT body (`Content-Length` or chunked) is cut into [`CHUNK`]-byte
 //! buffers as it arrives, each sent to the owner at once (moved, not
-//! copied), so a body is never held whole on this side; one over
-//! `--max-body` (or one worker's memory tier) is answered 413 and the
-//! connection closed. A GET's first piece comes with its metadata; the
+//! copied), so a body is never held whole on this side; an owner on this
+//! node puts each in its tiers and acknowledges it, and at most
+//! [`BODY_WINDOW`] chunks per such owner are unacknowledged (C3: the rest
+//! waits in the input buffer, the socket paused behind it). One over
+//! `--max-body` (or one worker's share of the larger tier) is answered
+//! 413 and the connection closed. A GET's first piece comes with its metadata; the
 //! rest is pulled from the owner one piece at a time, at most
 //! [`WINDOW`] pieces queued on the socket (C2), so a slow reader holds
 //! back the owner instead of filling memory.
@@ -35,6 +38,9 @@ use std::time::{Duration, Instant};
 pub const MAX_KEY: usize = 8192;
 /// GET pieces queued on a socket at once (C2).
 pub const WINDOW: usize = 2;
+/// PUT body chunks sent to an owner on this node and not yet in its
+/// tiers ([`Answer::Took`]), per owner (C3).
+pub const BODY_WINDOW: usize = 2;
 /// Input buffered while a request is in progress before the socket is
 /// paused.
 pub const MAX_INBUF: usize = 1 << 20;
@@ -294,6 +300,9 @@ pub struct Conn {
     op: Option<OpKind>,
     /// The current GET's ranges when it asked for several.
     ranges: Vec<ByteRange>,
+    /// Body chunks of the current PUT not yet acknowledged by their
+    /// owners on this node (C3).
+    unacked: usize,
 }
 
 impl Conn {
@@ -302,6 +311,7 @@ impl Conn {
             started: Instant::now(),
             op: None,
             ranges: Vec::new(),
+            unacked: 0,
             peer,
             inbuf: Vec::new(),
             state: State::Idle,
@@ -378,8 +388,14 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
 /// An owner's answer for request `origin`.
 pub fn on_answer(st: &mut NodeState, origin: Origin, answer: Answer) {
     let id = origin.conn;
-    match st.conns.get(&id) {
-        Some(c) if !c.closed && c.seq == origin.seq => {}
+    match st.conns.get_mut(&id) {
+        Some(c) if !c.closed && c.seq == origin.seq => {
+            if matches!(answer, Answer::Took) {
+                c.unacked = c.unacked.saturating_sub(1);
+                process(st, id);
+                return;
+            }
+        }
         _ => return,
     }
     apply(st, id, answer);
@@ -526,6 +542,7 @@ fn begin(st: &mut NodeState, id: ConnId, head: &Head) {
         raw_send(st, id, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
     }
     if let Some(c) = st.conns.get_mut(&id) {
+        c.unacked = 0;
         c.state = State::Body {
             framing,
             sink,
@@ -543,6 +560,7 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         return false;
     };
     let seq = c.seq;
+    let unacked = c.unacked;
     let Conn { inbuf, state, .. } = c;
     let State::Body {
         framing,
@@ -552,6 +570,25 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     else {
         return false;
     };
+    // C3: a streamed PUT takes no more input than its owners' windows
+    // have room for; the rest waits in `inbuf` (and the socket pauses
+    // past MAX_INBUF) until they acknowledge chunks.
+    let room = match sink {
+        Sink::Put { dests, end, buf } if streams(end) => {
+            let local = dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+            let free = (BODY_WINDOW * local).saturating_sub(unacked);
+            if local == 0 {
+                usize::MAX
+            } else if free == 0 {
+                // Only what completes no chunk, plus framing.
+                CHUNK - 1 - buf.len().min(CHUNK - 1)
+            } else {
+                free * CHUNK - buf.len()
+            }
+        }
+        _ => usize::MAX,
+    };
+    let avail = inbuf.len().min(room);
     let mut full: Vec<Vec<u8>> = Vec::new();
     let mut over = false;
     let mut take = |bytes: &[u8]| {
@@ -574,14 +611,12 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     };
     let (used, done) = match framing {
         Framing::Length(left) => {
-            let n = usize::try_from(*left)
-                .unwrap_or(usize::MAX)
-                .min(inbuf.len());
+            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(avail);
             take(&inbuf[..n]);
             *left -= n as u64;
             (n, *left == 0)
         }
-        Framing::Chunked(d) => match d.feed(inbuf, &mut take) {
+        Framing::Chunked(d) => match d.feed(&inbuf[..avail], &mut take) {
             Ok(n) => (n, d.is_done()),
             Err(e) => {
                 let to = match sink {
@@ -601,13 +636,22 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     };
     inbuf.drain(..used);
     let to = match sink {
-        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec())),
+        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec(), streams(end))),
         Sink::Discard { .. } => None,
     };
     let o = origin(st, id, seq);
-    if let Some((dests, route)) = to {
+    if let Some((dests, route, stream)) = to {
         for data in full {
-            fan_out(st, &dests, o, &route, data, None);
+            if stream && let Some(c) = st.conns.get_mut(&id) {
+                c.unacked += dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+            }
+            let took = fan_out(st, &dests, o, &route, data, None, stream)
+                .iter()
+                .filter(|a| matches!(a, Answer::Took))
+                .count();
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.unacked = c.unacked.saturating_sub(took);
+            }
         }
         if over {
             for d in dests {
@@ -728,6 +772,11 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
     }
 }
 
+/// Whether a body is streamed into its owners' tiers (a PUT's).
+fn streams(end: &BodyEnd) -> bool {
+    matches!(end, BodyEnd::Store(_))
+}
+
 /// The key a body is routed by.
 fn body_key(end: &BodyEnd) -> &[u8] {
     match end {
@@ -744,6 +793,7 @@ fn fan_out(
     route: &[u8],
     data: Vec<u8>,
     end: Option<&BodyEnd>,
+    stream: bool,
 ) -> Vec<Answer> {
     let mut now = Vec::new();
     let mut data = Some(data);
@@ -756,6 +806,8 @@ fn fan_out(
         let op = Op::Body {
             data: bytes,
             end: end.cloned(),
+            // Only owners on this node stream (and acknowledge).
+            stream: stream && matches!(d, Dest::Local(_)),
         };
         if let Some(a) = st.run_at(*d, o, route, op) {
             now.push(a);
@@ -779,8 +831,11 @@ fn put_end(st: &mut NodeState, id: ConnId, o: Origin, dests: &[Dest], buf: Vec<u
             },
         };
     }
-    for a in fan_out(st, dests, o, &route, buf, Some(&end)) {
-        apply(st, id, a);
+    let stream = streams(&end);
+    for a in fan_out(st, dests, o, &route, buf, Some(&end), stream) {
+        if !matches!(a, Answer::Took) {
+            apply(st, id, a);
+        }
     }
 }
 
