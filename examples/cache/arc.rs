@@ -20,7 +20,10 @@
 //! so the pinned keys form each list's most recent run, and eviction,
 //! which takes a list's least recent key, finds a pinned key there only
 //! when the whole list is pinned (then it tries the other list, and
-//! refuses the new key when both are).
+//! refuses the new key when both are). A5: a held key ([`Arc::hold`],
+//! for a value received over many messages) is out of the four lists
+//! until [`Arc::unhold`] puts it back: its bytes count as resident (A1)
+//! and nothing evicts it.
 //!
 //! The policy holds no values: the engine stores the bytes and drops
 //! those of the keys [`Arc::request`] reports evicted.
@@ -205,6 +208,17 @@ pub struct Arc<K> {
     p: u64,
     epoch: u64,
     pinned: bool,
+    /// A5: held keys, their sizes and holds.
+    held: HashMap<K, Held>,
+    held_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    size: u64,
+    count: u32,
+    /// It was resident when first held (it goes back to `T2`).
+    seen: bool,
 }
 
 impl<K: Copy + Eq + Hash> Arc<K> {
@@ -216,6 +230,8 @@ impl<K: Copy + Eq + Hash> Arc<K> {
             p: 0,
             epoch: 0,
             pinned: false,
+            held: HashMap::new(),
+            held_bytes: 0,
         }
     }
 
@@ -223,9 +239,9 @@ impl<K: Copy + Eq + Hash> Arc<K> {
         self.capacity
     }
 
-    /// Bytes of the resident keys (`T1 + T2`).
+    /// Bytes of the resident keys (`T1 + T2`, and the held ones).
     pub fn resident_bytes(&self) -> u64 {
-        self.lists.bytes(Where::T1) + self.lists.bytes(Where::T2)
+        self.lists.bytes(Where::T1) + self.lists.bytes(Where::T2) + self.held_bytes
     }
 
     /// Bytes the ghost lists remember.
@@ -236,16 +252,20 @@ impl<K: Copy + Eq + Hash> Arc<K> {
 
     /// Keys resident.
     pub fn resident_len(&self) -> usize {
-        self.lists.lists[Where::T1 as usize].len + self.lists.lists[Where::T2 as usize].len
+        self.lists.lists[Where::T1 as usize].len
+            + self.lists.lists[Where::T2 as usize].len
+            + self.held.len()
     }
 
     /// Whether `key` is resident.
     #[cfg(test)]
     pub fn contains(&self, key: &K) -> bool {
-        self.lists
-            .map
-            .get(key)
-            .is_some_and(|&i| matches!(self.lists.node(i).at, Where::T1 | Where::T2))
+        self.held.contains_key(key)
+            || self
+                .lists
+                .map
+                .get(key)
+                .is_some_and(|&i| matches!(self.lists.node(i).at, Where::T1 | Where::T2))
     }
 
     /// From now until [`unpin`](Self::unpin), nothing requested is evicted
@@ -266,6 +286,9 @@ impl<K: Copy + Eq + Hash> Arc<K> {
     /// A hit only: a resident `key` becomes the most recent of `T2`;
     /// anything else changes nothing. `false` if not resident.
     pub fn touch(&mut self, key: &K) -> bool {
+        if self.held.contains_key(key) {
+            return true;
+        }
         let Some(&i) = self.lists.map.get(key) else {
             return false;
         };
@@ -279,8 +302,68 @@ impl<K: Copy + Eq + Hash> Arc<K> {
 
     /// Forgets `key` (resident or ghost), as when its value is deleted.
     pub fn remove(&mut self, key: &K) {
+        if let Some(h) = self.held.remove(key) {
+            self.held_bytes -= h.size;
+        }
         if let Some(&i) = self.lists.map.get(key) {
             self.lists.delete(i);
+        }
+    }
+
+    /// Holds `key` (A5) until as many [`unhold`](Self::unhold)s: a
+    /// resident key leaves its list, a new one makes room for `size`
+    /// bytes first (evicting into `evicted`, as a request does). A held
+    /// key is held once more ([`Outcome::Hit`]).
+    pub fn hold(&mut self, key: K, size: u64, evicted: &mut Vec<K>) -> Outcome {
+        if let Some(h) = self.held.get_mut(&key) {
+            h.count += 1;
+            return Outcome::Hit;
+        }
+        if let Some(&i) = self.lists.map.get(&key) {
+            let (at, was) = (self.lists.node(i).at, self.lists.node(i).size);
+            self.lists.delete(i);
+            if matches!(at, Where::T1 | Where::T2) {
+                self.held.insert(
+                    key,
+                    Held {
+                        size: was,
+                        count: 1,
+                        seen: true,
+                    },
+                );
+                self.held_bytes += was;
+                return Outcome::Hit;
+            }
+        }
+        if size > self.capacity || !self.make_room(size, false, evicted) {
+            return Outcome::Refused;
+        }
+        self.held.insert(
+            key,
+            Held {
+                size,
+                count: 1,
+                seen: false,
+            },
+        );
+        self.held_bytes += size;
+        Outcome::Inserted
+    }
+
+    /// Gives back one hold of `key`; the last puts it at the most recent
+    /// end of `T1` (of `T2` if it was resident before it was held).
+    pub fn unhold(&mut self, key: &K) {
+        let Some(h) = self.held.get_mut(key) else {
+            return;
+        };
+        h.count -= 1;
+        if h.count > 0 {
+            return;
+        }
+        if let Some(h) = self.held.remove(key) {
+            self.held_bytes -= h.size;
+            let to = if h.seen { Where::T2 } else { Where::T1 };
+            self.lists.insert(*key, h.size, to, self.epoch);
         }
     }
 
@@ -329,6 +412,9 @@ impl<K: Copy + Eq + Hash> Arc<K> {
     /// Keys evicted to make room are appended to `evicted`, for the
     /// caller to drop their bytes.
     pub fn request(&mut self, key: K, size: u64, evicted: &mut Vec<K>) -> Outcome {
+        if self.held.contains_key(&key) {
+            return Outcome::Hit;
+        }
         let c = self.capacity;
         let found = self.lists.map.get(&key).copied();
         if let Some(i) = found {
@@ -551,5 +637,56 @@ mod tests {
             "ARC {arc_rate:.1} % vs LRU {lru_rate:.1} %"
         );
         check_bounds(&arc);
+    }
+
+    #[test]
+    fn held_keys_are_never_evicted_and_come_back() {
+        let mut a = Arc::new(100);
+        let mut ev = Vec::new();
+        for k in 0..5u32 {
+            a.request(k, 10, &mut ev);
+        }
+        a.touch(&0);
+        // A value of six 10-byte pieces, held as they come: the others
+        // make room, never the held ones (A5), even with p at 0.
+        for k in 10..16u32 {
+            assert_ne!(a.hold(k, 10, &mut ev), Outcome::Refused);
+            check_bounds(&a);
+        }
+        assert_eq!(
+            a.hold(0, 10, &mut ev),
+            Outcome::Hit,
+            "a resident key is held in place"
+        );
+        for k in 20..30u32 {
+            a.request(k, 10, &mut ev);
+        }
+        assert!((10..16).all(|k| a.contains(&k)) && a.contains(&0));
+        assert!(
+            ev.iter().all(|k| !(10..16).contains(k) && *k != 0),
+            "{ev:?}"
+        );
+        assert_eq!(a.resident_bytes(), 100);
+        // All held: nothing more fits.
+        for k in 30..33u32 {
+            a.hold(k, 10, &mut ev);
+        }
+        assert_eq!(a.hold(40, 10, &mut ev), Outcome::Refused);
+        assert_eq!(a.request(41, 10, &mut ev), Outcome::Refused);
+        // Given back, they are ordinary keys again.
+        assert_eq!(a.hold(10, 10, &mut ev), Outcome::Hit);
+        for k in (10..16).chain(30..33).chain([0, 10]) {
+            a.unhold(&k);
+        }
+        assert_eq!(a.resident_bytes(), 100);
+        ev.clear();
+        for k in 50..60u32 {
+            assert_eq!(a.request(k, 10, &mut ev), Outcome::Inserted);
+        }
+        assert_eq!(ev.len(), 10);
+        a.hold(60, 10, &mut ev);
+        a.remove(&60);
+        assert_eq!(a.resident_bytes(), 90);
+        check_bounds(&a);
     }
 }

@@ -29,7 +29,9 @@
 //! E4: a commit pins its chunks in ARC (A4), so storing a value never
 //! evicts a chunk of that same value, and a value that does not fit is
 //! refused whole, leaving the engine as it was except for evictions
-//! already made. E5: an entry's `in_mem` counts its chunk uses resident
+//! already made; a streamed value ([`Engine::fill_push`]) holds each
+//! chunk in its tier as it arrives (A5) instead, and is no entry (no
+//! reader can name it) until [`Engine::fill_finish`]. E5: an entry's `in_mem` counts its chunk uses resident
 //! in memory, and `mem_entries` the entries with any (or empty ones not
 //! on disk).
 //!
@@ -189,7 +191,7 @@ struct Chunk {
 }
 
 /// Why a value was not stored.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommitError {
     #[error("the value ({size} bytes) does not fit the tier ({capacity} bytes)")]
@@ -200,6 +202,8 @@ pub enum CommitError {
     NoTier,
     #[error("the disk tier failed to store the value")]
     Disk,
+    #[error("a body chunk out of order (only the last may be short)")]
+    BadChunk,
 }
 
 /// One tier's figures.
@@ -326,6 +330,26 @@ struct PendingPut {
     /// How many of `chunks` hold an owner use (E3) for `id`.
     owned: usize,
     failed: Option<CommitError>,
+    /// Received as a [`Fill`]: its chunk files are written already and
+    /// held in the disk ARC (A5) until the batch is done.
+    streamed: bool,
+}
+
+/// A value being received chunk by chunk (a streamed PUT), each chunk
+/// put in a tier as it arrives and held there (A5): with a disk tier its
+/// file is written at once, otherwise its bytes are held in memory. It
+/// owns its chunks (E3) under its own id but is no entry: nothing reads
+/// it until [`Engine::fill_finish`] makes it one, whole.
+#[derive(Debug)]
+struct Fill {
+    chunks: Vec<ChunkHash>,
+    size: u64,
+    /// Held in the disk ARC (there is a disk tier), else in memory's.
+    disk: bool,
+    failed: Option<CommitError>,
+    /// The body will not come: it goes once none of its files is being
+    /// written.
+    aborted: bool,
 }
 
 #[derive(Debug)]
@@ -403,6 +427,8 @@ pub struct Engine {
     /// Sparse values being written (`sparse.rs`), separate from
     /// `entries` until finalized.
     sparse: SparseArea,
+    /// Streamed PUTs being received, by id.
+    fills: HashMap<u64, Fill>,
 }
 
 /// Why a sparse value was not finalized.
@@ -447,6 +473,7 @@ impl Engine {
             m,
             mem_entries: 0,
             sparse: SparseArea::new(capacity),
+            fills: HashMap::new(),
         }
     }
 
@@ -743,6 +770,7 @@ impl Engine {
                     .collect(),
                 owned: 0,
                 failed: None,
+                streamed: false,
             };
             if let Some(d) = &mut self.disk {
                 d.pending.entry(key.to_vec()).or_insert((0, 0)).0 += 1;
@@ -1327,6 +1355,11 @@ impl Engine {
             let Job::Put(p) = job else {
                 continue;
             };
+            if p.streamed {
+                // Written and owned already (`fill_push`).
+                p.owned = p.chunks.len();
+                continue;
+            }
             for (ci, (h, data)) in p.chunks.iter_mut().enumerate() {
                 let len = data.as_ref().map_or(0, |b| b.len() as u64);
                 match chunks.get(h).map(|c| c.disk) {
@@ -1436,7 +1469,7 @@ impl Engine {
         for r in &b.evicted {
             r.encode(&mut buf);
         }
-        for job in &b.jobs {
+        for job in &mut b.jobs {
             match job {
                 Job::Put(p) if p.failed.is_none() => {
                     let files = p
@@ -1447,6 +1480,10 @@ impl Engine {
                             _ => None,
                         })
                         .collect::<Option<Vec<_>>>();
+                    if files.is_none() {
+                        // A chunk it shares lost its file meanwhile.
+                        p.failed = Some(CommitError::Disk);
+                    }
                     if let Some(chunks) = files {
                         Record::Put(PutRecord {
                             id: p.id,
@@ -1490,6 +1527,13 @@ impl Engine {
         for job in b.jobs {
             match job {
                 Job::Put(mut p) => {
+                    if p.streamed
+                        && let Some(d) = &mut self.disk
+                    {
+                        for (h, _) in &p.chunks {
+                            d.arc.unhold(h);
+                        }
+                    }
                     let mut superseded = false;
                     if let Some(d) = &mut self.disk
                         && let Some((n, latest)) = d.pending.get_mut(&p.key)
@@ -1568,6 +1612,369 @@ impl Engine {
         self.m.puts.inc();
         self.m.bytes_written.inc_by(p.size);
         self.note_applied(&p.key, p.id);
+    }
+
+    /// Starts receiving a value chunk by chunk; its fill id.
+    pub fn fill_start(&mut self) -> u64 {
+        let id = self.take_id();
+        let disk = self.disk.is_some();
+        self.fills.insert(
+            id,
+            Fill {
+                chunks: Vec::new(),
+                size: 0,
+                disk,
+                failed: None,
+                aborted: false,
+            },
+        );
+        id
+    }
+
+    /// The next chunk of fill `fill` (full-sized, except the last): held
+    /// in its tier at once, evicting others as needed (never a chunk
+    /// held). With a disk tier a new chunk's file is returned to be
+    /// written ([`Engine::fill_written`] when it is); a chunk stored
+    /// already is shared. A chunk that cannot be placed fails the fill
+    /// (answered at [`Engine::fill_finish`]); later ones are dropped.
+    pub fn fill_push(&mut self, fill: u64, data: Vec<u8>) -> Option<ChunkWrite> {
+        let f = self.fills.get_mut(&fill)?;
+        if f.failed.is_some() || f.aborted || data.is_empty() {
+            return None;
+        }
+        let short = |h: &ChunkHash, chunks: &HashMap<ChunkHash, Chunk>| {
+            chunks.get(h).is_some_and(|c| c.len < CHUNK as u64)
+        };
+        if data.len() > CHUNK || f.chunks.last().is_some_and(|h| short(h, &self.chunks)) {
+            f.failed = Some(CommitError::BadChunk);
+            return None;
+        }
+        let h = chunk_hash(&data);
+        let len = data.len() as u64;
+        let size = f.size + len;
+        let on_disk = f.disk;
+        let mut evicted = Vec::new();
+        let mut write = None;
+        let placed: Result<(), CommitError> = if on_disk {
+            let Engine { disk, chunks, .. } = self;
+            let d = disk.as_mut()?;
+            match chunks.get(&h).map(|c| (c.len, c.disk)) {
+                Some((l, _)) if l != len => Err(CommitError::Collision),
+                Some((_, OnDisk::Stored(_) | OnDisk::Writing(_))) => {
+                    d.arc.hold(h, len, &mut evicted);
+                    Ok(())
+                }
+                _ if d.arc.hold(h, len, &mut evicted) == Outcome::Refused => {
+                    Err(CommitError::TooLarge {
+                        size,
+                        capacity: d.arc.capacity(),
+                    })
+                }
+                _ => {
+                    let seq = d.next_seq;
+                    d.next_seq += 1;
+                    let c = chunks.entry(h).or_insert_with(|| Chunk {
+                        len,
+                        mem: None,
+                        disk: OnDisk::No,
+                        owners: Vec::new(),
+                    });
+                    c.disk = OnDisk::Writing(seq);
+                    write = Some(ChunkWrite {
+                        slot: 0,
+                        file: (h, seq),
+                        data,
+                    });
+                    Ok(())
+                }
+            }
+        } else {
+            match self
+                .chunks
+                .get(&h)
+                .map(|c| (c.len, c.mem.as_deref() == Some(&data[..])))
+            {
+                Some((l, same)) if l != len || !same => Err(CommitError::Collision),
+                Some(_) => {
+                    self.arc.hold(h, len, &mut evicted);
+                    Ok(())
+                }
+                None if self.arc.hold(h, len, &mut evicted) == Outcome::Refused => {
+                    Err(CommitError::TooLarge {
+                        size,
+                        capacity: self.arc.capacity(),
+                    })
+                }
+                None => {
+                    self.chunks.insert(
+                        h,
+                        Chunk {
+                            len,
+                            mem: Some(data),
+                            disk: OnDisk::No,
+                            owners: Vec::new(),
+                        },
+                    );
+                    Ok(())
+                }
+            }
+        };
+        match placed {
+            Ok(()) => {
+                if let Some(c) = self.chunks.get_mut(&h) {
+                    add_owner(&mut c.owners, fill);
+                }
+                if let Some(f) = self.fills.get_mut(&fill) {
+                    f.chunks.push(h);
+                    f.size = size;
+                }
+            }
+            Err(e) => {
+                if let Some(f) = self.fills.get_mut(&fill) {
+                    f.failed = Some(e);
+                }
+            }
+        }
+        if on_disk {
+            let mut dels = Vec::new();
+            self.drop_evicted_disk(evicted, &mut dels);
+            self.queue_dels(dels);
+        } else {
+            self.drop_evicted_mem(evicted);
+        }
+        write
+    }
+
+    /// Delete records to queue (outside a batch).
+    fn queue_dels(&mut self, dels: Vec<Record>) {
+        if let Some(d) = &mut self.disk {
+            for r in dels {
+                if let Record::Del { id, key } = r {
+                    d.queue.push(Job::Del {
+                        ticket: None,
+                        id,
+                        key,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A streamed chunk's file was written (`ok`) or not; `data` is its
+    /// buffer back, offered to the memory tier (an ordinary request: it
+    /// may be evicted again, being on disk). A failed write fails every
+    /// fill using the chunk.
+    pub fn fill_written(&mut self, file: ChunkFile, ok: bool, data: Vec<u8>) {
+        let (h, seq) = file;
+        if let Some(c) = self.chunks.get_mut(&h)
+            && c.disk == OnDisk::Writing(seq)
+        {
+            if ok {
+                c.disk = OnDisk::Stored(seq);
+                self.m.chunks_written.inc();
+                if c.mem.is_none() && self.arc.capacity() > 0 && data.len() as u64 == c.len {
+                    let mut evicted = Vec::new();
+                    if self.arc.request(h, c.len, &mut evicted) == Outcome::Inserted {
+                        c.mem = Some(data);
+                        self.residency(h, true);
+                    }
+                    self.drop_evicted_mem(evicted);
+                }
+            } else {
+                c.disk = OnDisk::No;
+                self.m.disk_errors.inc();
+                if let Some(d) = &mut self.disk {
+                    d.arc.remove(&h);
+                    d.unlinks.push(file);
+                }
+                for f in self.fills.values_mut() {
+                    if f.chunks.contains(&h) {
+                        f.failed.get_or_insert(CommitError::Disk);
+                    }
+                }
+                self.drop_users(h, None);
+            }
+        }
+        self.reap_fills();
+    }
+
+    /// Whether none of fill `fill`'s chunk files is being written.
+    pub fn fill_idle(&self, fill: u64) -> bool {
+        self.fills.get(&fill).is_none_or(|f| {
+            f.chunks
+                .iter()
+                .all(|h| !matches!(self.chunks.get(h).map(|c| c.disk), Some(OnDisk::Writing(_))))
+        })
+    }
+
+    /// Drops fill `fill` (the body will not come), once its writes are
+    /// done.
+    pub fn fill_abort(&mut self, fill: u64) {
+        if let Some(f) = self.fills.get_mut(&fill) {
+            f.aborted = true;
+        }
+        self.reap_fills();
+    }
+
+    /// Gives back what the aborted fills with no write in flight hold.
+    fn reap_fills(&mut self) {
+        let done: Vec<u64> = self
+            .fills
+            .iter()
+            .filter(|(id, f)| f.aborted && self.fill_idle(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(f) = self.fills.remove(&id) {
+                self.give_back(id, &f);
+            }
+        }
+    }
+
+    /// Unholds and releases a fill's chunks (E3: the ones no one else
+    /// uses leave both tiers).
+    fn give_back(&mut self, id: u64, f: &Fill) {
+        for h in &f.chunks {
+            match (&mut self.disk, f.disk) {
+                (Some(d), true) => d.arc.unhold(h),
+                _ => self.arc.unhold(h),
+            }
+        }
+        self.release(id, &f.chunks);
+    }
+
+    /// E3: the uses `from` holds become `to`'s.
+    fn rename_owner(&mut self, hashes: &[ChunkHash], from: u64, to: u64) {
+        for h in hashes {
+            if let Some(c) = self.chunks.get_mut(h) {
+                for o in &mut c.owners {
+                    if o.0 == from {
+                        o.0 = to;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body of fill `fill` has arrived (and its writes are
+    /// done, [`Engine::fill_idle`]): it becomes the entry under `key`,
+    /// replacing what was there, as [`Engine::commit`] does: through the
+    /// disk tier's next batch (its record) when `place` allows the disk
+    /// ([`Done::Later`]), else in memory at once, if all its chunks are
+    /// there. Until then no read sees it.
+    ///
+    /// # Errors
+    /// The fill's own failure, [`CommitError::NoTier`], or
+    /// [`CommitError::TooLarge`] (memory only, and some chunk was
+    /// evicted from memory); the engine is as before but for evictions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill_finish(
+        &mut self,
+        fill: u64,
+        key: &[u8],
+        ttl: Option<Duration>,
+        flags: u32,
+        now: Instant,
+        place: Placement,
+        ticket: u64,
+    ) -> Result<Done, CommitError> {
+        let Some(f) = self.fills.remove(&fill) else {
+            return Err(CommitError::BadChunk);
+        };
+        let to_disk = place.disk && f.disk;
+        let to_mem = place.memory && self.arc.capacity() > 0;
+        let failure = if let Some(e) = &f.failed {
+            Some(e.clone())
+        } else if !to_disk && !to_mem {
+            Some(CommitError::NoTier)
+        } else if to_disk
+            && !f
+                .chunks
+                .iter()
+                .all(|h| matches!(self.chunks.get(h).map(|c| c.disk), Some(OnDisk::Stored(_))))
+        {
+            Some(CommitError::Disk)
+        } else if !to_disk
+            && !f
+                .chunks
+                .iter()
+                .all(|h| self.chunks.get(h).is_some_and(|c| c.mem.is_some()))
+        {
+            Some(CommitError::TooLarge {
+                size: f.size,
+                capacity: self.arc.capacity(),
+            })
+        } else {
+            None
+        };
+        if let Some(e) = failure {
+            self.give_back(fill, &f);
+            return Err(e);
+        }
+        let id = self.take_id();
+        self.rename_owner(&f.chunks, fill, id);
+        if !place.memory {
+            // Offered to memory as they were written: taken back where
+            // no one else uses them.
+            for h in &f.chunks {
+                let only = self
+                    .chunks
+                    .get(h)
+                    .is_some_and(|c| c.mem.is_some() && c.owners.iter().all(|&(o, _)| o == id));
+                if only {
+                    self.arc.remove(h);
+                    if let Some(c) = self.chunks.get_mut(h) {
+                        c.mem = None;
+                    }
+                }
+            }
+        }
+        let (expires, expires_ms) = deadline(ttl, now);
+        if to_disk {
+            let put = PendingPut {
+                ticket,
+                id,
+                key: key.to_vec(),
+                size: f.size,
+                flags,
+                expires,
+                expires_ms,
+                memory: to_mem,
+                chunks: f.chunks.iter().map(|h| (*h, None)).collect(),
+                owned: f.chunks.len(),
+                failed: None,
+                streamed: true,
+            };
+            if let Some(d) = &mut self.disk {
+                d.pending.entry(key.to_vec()).or_insert((0, 0)).0 += 1;
+                d.queue.push(Job::Put(put));
+            }
+            return Ok(Done::Later);
+        }
+        for h in &f.chunks {
+            match (&mut self.disk, f.disk) {
+                (Some(d), true) => d.arc.unhold(h),
+                _ => self.arc.unhold(h),
+            }
+        }
+        let needs_del = self.key_on_disk(key);
+        self.remove_entry(key);
+        self.insert_entry(
+            key,
+            Entry {
+                id,
+                size: f.size,
+                flags,
+                chunks: f.chunks,
+                expires,
+                on_disk: false,
+                in_mem: 0,
+            },
+        );
+        self.m.puts.inc();
+        self.m.bytes_written.inc_by(f.size);
+        self.note_applied(key, id);
+        Ok(self.queue_del(needs_del, id, key, Some(ticket)))
     }
 
     #[cfg(test)]
@@ -1987,6 +2394,94 @@ mod tests {
         let s = e.stats();
         assert_eq!((s.partial_hits, s.disk.hits, s.hits), (1, 1, 1));
         e.check();
+    }
+
+    /// Streams `v` into a fill: each chunk's file written as it comes
+    /// (before the next arrives); the fill id.
+    fn stream(e: &mut Engine, d: &mut FakeDisk, v: &[u8]) -> u64 {
+        let fill = e.fill_start();
+        for piece in v.chunks(CHUNK) {
+            if let Some(w) = e.fill_push(fill, piece.to_vec()) {
+                d.files.insert(w.file, w.data.clone());
+                e.fill_written(w.file, true, w.data);
+            }
+            e.check();
+        }
+        assert!(e.fill_idle(fill));
+        fill
+    }
+
+    #[test]
+    fn a_streamed_value_is_placed_chunk_by_chunk_and_seen_only_whole() {
+        let c = CHUNK as u64;
+        // Disk tier: a value four times memory, its chunks on disk as
+        // they arrive, memory keeping the latest; the old value is
+        // served until the record is written.
+        let mut e = disk_engine(c, 8 * c);
+        let mut d = FakeDisk::default();
+        let old = bytes(CHUNK + 5, 1);
+        put(&mut e, &mut d, b"k", &old, Placement::BOTH);
+        let big = bytes(4 * CHUNK + 3, 2);
+        let fill = stream(&mut e, &mut d, &big);
+        assert_eq!(d.files.len(), 2 + 5, "the chunk files, before the record");
+        assert_eq!(d.get(&mut e, b"k").unwrap(), old, "not visible yet");
+        let done = e.fill_finish(fill, b"k", None, 0, Instant::now(), Placement::BOTH, 9);
+        assert_eq!(done, Ok(Done::Later));
+        assert_eq!(d.run(&mut e), vec![(9, Ok(()))]);
+        e.check();
+        assert_eq!(d.get(&mut e, b"k").unwrap(), big);
+        assert_eq!(d.files.len(), 5, "the old value's files removed");
+        assert!(e.stats().memory.size_bytes <= c);
+        // An abort gives everything back.
+        let fill = stream(&mut e, &mut d, &bytes(2 * CHUNK, 3));
+        e.fill_abort(fill);
+        for f in e.take_unlinks() {
+            d.files.remove(&f);
+        }
+        e.check();
+        assert_eq!(d.files.len(), 5);
+        assert_eq!(d.get(&mut e, b"k").unwrap(), big);
+        // Over the disk tier: refused whole; what it evicted on its way
+        // is gone (as a commit's evictions are, E4), never wrong bytes.
+        let fill = stream(&mut e, &mut d, &bytes(9 * CHUNK, 4));
+        let r = e.fill_finish(fill, b"k", None, 0, Instant::now(), Placement::BOTH, 10);
+        assert!(matches!(r, Err(CommitError::TooLarge { .. })), "{r:?}");
+        d.run(&mut e);
+        for f in e.take_unlinks() {
+            d.files.remove(&f);
+        }
+        e.check();
+        let back = d.get(&mut e, b"k");
+        assert!(back.is_none() || back.as_ref() == Some(&big));
+        assert!(d.files.len() <= 5, "the refused value's files removed");
+
+        // Memory only: held in memory as it comes, stored at once; a
+        // value over memory fails; repeated chunks are shared.
+        let mut e = Engine::new(3 * c);
+        let mut d = FakeDisk::default();
+        let v = [bytes(CHUNK, 5), bytes(CHUNK, 5), bytes(7, 6)].concat();
+        let fill = stream(&mut e, &mut d, &v);
+        assert!(d.files.is_empty());
+        assert_eq!(get(&mut e, b"m"), None);
+        let r = e.fill_finish(fill, b"m", None, 0, Instant::now(), Placement::BOTH, 0);
+        assert_eq!(r, Ok(Done::Now));
+        e.check();
+        assert_eq!(get(&mut e, b"m").unwrap(), v);
+        assert_eq!(
+            e.stats().memory.size_bytes,
+            c + 7,
+            "one copy of the repeated chunk"
+        );
+        let fill = stream(&mut e, &mut d, &bytes(4 * CHUNK, 7));
+        let r = e.fill_finish(fill, b"n", None, 0, Instant::now(), Placement::BOTH, 0);
+        assert!(matches!(r, Err(CommitError::TooLarge { .. })), "{r:?}");
+        e.check();
+        // Its evictions stand (it could not know its size up front, E4);
+        // nothing of it stays.
+        let back = get(&mut e, b"m");
+        assert!(back.is_none() || back.as_ref() == Some(&v));
+        assert!(e.stats().memory.size_bytes <= c + 7);
+        assert_eq!(get(&mut e, b"n"), None);
     }
 
     #[test]

@@ -409,6 +409,11 @@ pub enum RangeReq {
         offset: u64,
         len: u64,
     },
+    /// Several ranges (a `Range` header listing more than one): the owner
+    /// answers the metadata alone ([`Want::Many`]) and the connection,
+    /// which kept the ranges, resolves them against the size
+    /// ([`resolve_set`]) and pulls each part's bytes.
+    Many,
 }
 
 /// What a GET is served.
@@ -421,6 +426,9 @@ pub enum Want {
     Part { offset: u64, len: u64 },
     /// 416.
     Unsatisfiable,
+    /// [`RangeReq::Many`]: the metadata only, the parts are the
+    /// connection's to resolve.
+    Many,
 }
 
 fn digits(s: &str) -> Option<u64> {
@@ -430,14 +438,14 @@ fn digits(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// A `Range` header as one byte range; `None` for anything else (another
-/// unit, bad syntax, several ranges), which RFC 9110 lets the server
-/// ignore (then it serves the whole value, 200).
-pub fn parse_range_header(value: &str) -> Option<ByteRange> {
-    let (unit, spec) = value.trim().split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return None;
-    }
+/// Most ranges one `Range` header may list; a longer list is ignored
+/// (200, the whole value), as RFC 9110 section 14.2 lets a server do with
+/// a set it will not serve.
+pub const MAX_RANGES: usize = 32;
+
+/// One `range-spec` (`first-last`, `first-`, `-suffix`); `None` when it
+/// is not valid syntax or `last < first`.
+fn parse_range_spec(spec: &str) -> Option<ByteRange> {
     let (first, last) = spec.trim().split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
     match (first.is_empty(), last.is_empty()) {
@@ -449,6 +457,72 @@ pub fn parse_range_header(value: &str) -> Option<ByteRange> {
             (a <= b).then_some(ByteRange::FromTo(a, b))
         }
     }
+}
+
+/// A `Range` header as its byte ranges (1 to [`MAX_RANGES`]); `None` for
+/// anything else (another unit, bad syntax in any of them, an empty list
+/// or a longer one), which RFC 9110 lets the server ignore (then it
+/// serves the whole value, 200).
+pub fn parse_range_set(value: &str) -> Option<Vec<ByteRange>> {
+    let (unit, specs) = value.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let mut out = Vec::new();
+    // RFC 9110's `1#range-spec`: empty list elements are allowed.
+    for spec in specs.split(',').filter(|s| !s.trim().is_empty()) {
+        if out.len() == MAX_RANGES {
+            return None;
+        }
+        out.push(parse_range_spec(spec)?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A `Range` header as one byte range; `None` for anything else (another
+/// unit, bad syntax, several ranges).
+#[cfg(test)]
+pub fn parse_range_header(value: &str) -> Option<ByteRange> {
+    match parse_range_set(value)?.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// The `Range` header of a GET as what it asks: one range, several
+/// ([`RangeReq::Many`], with the list), or the whole value when absent
+/// or invalid.
+pub fn range_request(value: Option<&str>) -> (RangeReq, Vec<ByteRange>) {
+    match value.and_then(parse_range_set) {
+        Some(set) if set.len() == 1 => (RangeReq::Header(set[0]), Vec::new()),
+        Some(set) => (RangeReq::Many, set),
+        None => (RangeReq::Whole, Vec::new()),
+    }
+}
+
+/// Several ranges of a value of `size` bytes as the parts to send:
+/// `(offset, len)` in ascending order, the unsatisfiable ones left out
+/// and those that overlap or touch coalesced into one (RFC 9110 section
+/// 14.2 allows both, whatever the order they were asked in), so no byte
+/// is sent twice and there are at most as many parts as ranges. Empty
+/// when none is satisfiable (416).
+pub fn resolve_set(ranges: &[ByteRange], size: u64) -> Vec<(u64, u64)> {
+    let mut parts: Vec<(u64, u64)> = ranges
+        .iter()
+        .filter_map(|r| match resolve(RangeReq::Header(*r), size) {
+            Want::Part { offset, len } if len > 0 => Some((offset, offset + len)),
+            _ => None,
+        })
+        .collect();
+    parts.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(parts.len());
+    for (a, b) in parts {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out.into_iter().map(|(a, b)| (a, b - a)).collect()
 }
 
 /// A bad number in `?range=` (400).
@@ -549,6 +623,7 @@ pub fn resolve(req: RangeReq, size: u64) -> Want {
     let part = |offset: u64, len: u64| Want::Part { offset, len };
     match req {
         RangeReq::Whole => Want::Whole,
+        RangeReq::Many => Want::Many,
         RangeReq::Header(r) => match r {
             ByteRange::FromTo(a, _) | ByteRange::From(a) if a >= size => Want::Unsatisfiable,
             ByteRange::FromTo(a, b) => part(a, b.min(size - 1) - a + 1),
@@ -733,7 +808,7 @@ mod tests {
         for ignored in [
             "bytes=5-4",
             "bytes=7-2",
-            "bytes=0-1,4-5",
+            "bytes=0-1,4-x",
             "items=0-1",
             "bytes",
             "bytes=5",
@@ -751,6 +826,57 @@ mod tests {
         assert_eq!(
             resolve(RangeReq::Header(ByteRange::Suffix(3)), 0),
             Want::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn range_sets_parse_coalesce_and_bound() {
+        use ByteRange::{From, FromTo, Suffix};
+        assert_eq!(
+            parse_range_set("bytes=0-9, 20-29 ,-5"),
+            Some(vec![FromTo(0, 9), FromTo(20, 29), Suffix(5)])
+        );
+        assert_eq!(
+            parse_range_set("bytes=0-1,,4-"),
+            Some(vec![FromTo(0, 1), From(4)])
+        );
+        for bad in ["bytes=0-1,x", "bytes=,", "bytes=0-1,5-4", "lines=0-1,2-3"] {
+            assert_eq!(parse_range_set(bad), None, "{bad}");
+        }
+        let many = vec!["0-0"; MAX_RANGES].join(",");
+        assert!(parse_range_set(&format!("bytes={many}")).is_some());
+        assert_eq!(parse_range_set(&format!("bytes={many},1-1")), None);
+        assert_eq!(
+            range_request(Some("bytes=1-2")).0,
+            RangeReq::Header(FromTo(1, 2))
+        );
+        assert_eq!(range_request(Some("bytes=1-2,4-5")).0, RangeReq::Many);
+        assert_eq!(range_request(Some("bytes=9-")).1, Vec::new());
+        assert_eq!(range_request(Some("nonsense")).0, RangeReq::Whole);
+        // 100 bytes: in order, the suffix last.
+        assert_eq!(
+            resolve_set(&[FromTo(0, 9), FromTo(20, 29), Suffix(5)], 100),
+            vec![(0, 10), (20, 10), (95, 5)]
+        );
+        // Out of order, overlapping and touching ranges coalesce; an
+        // unsatisfiable one is left out.
+        assert_eq!(
+            resolve_set(
+                &[
+                    FromTo(50, 60),
+                    FromTo(0, 4),
+                    FromTo(3, 9),
+                    FromTo(10, 12),
+                    From(200)
+                ],
+                100
+            ),
+            vec![(0, 13), (50, 11)]
+        );
+        assert_eq!(resolve_set(&[From(100), Suffix(0)], 100), Vec::new());
+        assert_eq!(
+            resolve_set(&[Suffix(500), FromTo(1, 2)], 100),
+            vec![(0, 100)]
         );
     }
 

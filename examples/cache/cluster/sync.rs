@@ -234,7 +234,11 @@ fn send(
     data: Vec<u8>,
     end: Option<BodyEnd>,
 ) -> Result<(), SyncError> {
-    let op = Op::Body { data, end };
+    let op = Op::Body {
+        data,
+        end,
+        stream: false,
+    };
     let frame = wire::encode_request(rid, key, &op)
         .ok_or_else(|| SyncError::Refused("a frame over the limit".into()))?;
     stream.write_all(&frame)?;

@@ -11,13 +11,13 @@
 //!
 //! | type | frame | fields after `rid` |
 //! |---|---|---|
-//! | 0x01 | GET | `route`, range (`u8` tag: 0 whole; 1 `a-b`, 2 `a-`, 3 `-n` with their `u64`s; 4 `?range=` and 5 SDK, each `u64 offset, u64 len`) |
+//! | 0x01 | GET | `route`, range (`u8` tag: 0 whole; 1 `a-b`, 2 `a-`, 3 `-n` with their `u64`s; 4 `?range=` and 5 SDK, each `u64 offset, u64 len`; 6 several ranges, resolved by the asker) |
 //! | 0x02 | READ | `route`, `u64 id`, `u64 offset`, `u64 len` |
 //! | 0x03 | HEAD | `route` |
 //! | 0x04 | BODY | `route`, `data`, `u8 last`; if last: `ttl` (optional `u64` ms), `u32 flags`, `u8 place` (bit 0 memory, bit 1 disk), `u8 only_new` |
 //! | 0x05 | ABORT | `route` |
 //! | 0x06 | DELETE | `route` |
-//! | 0x41 | GOT | `u64 size`, `u64 chunks`, `u32 flags`, `u64 id`, want (`u8` 0 whole, 1 part with `u64 offset, u64 len`, 2 unsatisfiable), `first` |
+//! | 0x41 | GOT | `u64 size`, `u64 chunks`, `u32 flags`, `u64 id`, want (`u8` 0 whole, 1 part with `u64 offset, u64 len`, 2 unsatisfiable, 3 several ranges: metadata only), `first` |
 //! | 0x42 | MISSING | — |
 //! | 0x43 | META | `u64 size`, `u64 chunks`, `u32 flags` |
 //! | 0x44 | PIECE | `data` |
@@ -158,6 +158,7 @@ pub fn encode_request(rid: u64, route: &[u8], op: &Op) -> Option<Vec<u8>> {
                 o.u64(offset);
                 o.u64(len);
             }
+            RangeReq::Many => o.u8(6),
         },
         Op::Read {
             id, offset, len, ..
@@ -166,7 +167,7 @@ pub fn encode_request(rid: u64, route: &[u8], op: &Op) -> Option<Vec<u8>> {
             o.u64(*offset);
             o.u64(*len);
         }
-        Op::Body { data, end } => {
+        Op::Body { data, end, .. } => {
             o.bytes(data);
             match end {
                 None => o.u8(0),
@@ -216,6 +217,7 @@ pub fn encode_answer(rid: u64, answer: &Answer) -> Option<Vec<u8>> {
                     o.u64(len);
                 }
                 Want::Unsatisfiable => o.u8(2),
+                Want::Many => o.u8(3),
             }
             o.bytes(first);
             o
@@ -357,6 +359,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
                         offset: c.u64()?,
                         len: c.u64()?,
                     },
+                    6 => RangeReq::Many,
                     v => {
                         return Err(WireError::Value {
                             field: "range tag",
@@ -413,7 +416,11 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
                 } else {
                     None
                 };
-                Op::Body { data, end }
+                Op::Body {
+                    data,
+                    end,
+                    stream: false,
+                }
             }
             0x05 => Op::Abort,
             0x06 => Op::Delete { key: route.clone() },
@@ -434,6 +441,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
                         len: c.u64()?,
                     },
                     2 => Want::Unsatisfiable,
+                    3 => Want::Many,
                     v => {
                         return Err(WireError::Value {
                             field: "want",
@@ -553,11 +561,13 @@ mod tests {
                 Op::Body {
                     data: vec![1, 2, 3],
                     end: None,
+                    stream: false,
                 },
             ),
             (
                 k.clone(),
                 Op::Body {
+                    stream: false,
                     data: vec![9; 100],
                     end: Some(BodyEnd::Store(end)),
                 },
@@ -582,6 +592,7 @@ mod tests {
             RangeReq::Header(ByteRange::Suffix(2)),
             RangeReq::Query { offset: 1, len: 0 },
             RangeReq::Sdk { offset: 8, len: 2 },
+            RangeReq::Many,
         ] {
             v.push((
                 k.clone(),
@@ -621,6 +632,14 @@ mod tests {
                 flags: 0,
                 id: 2,
                 want: Want::Unsatisfiable,
+                first: Vec::new(),
+            },
+            Answer::Got {
+                size: 30,
+                chunks: 1,
+                flags: 0,
+                id: 3,
+                want: Want::Many,
                 first: Vec::new(),
             },
             Answer::Missing,
@@ -694,6 +713,7 @@ mod tests {
         assert!(encode_request(1, b"k", &Op::Stats).is_none());
         assert!(encode_answer(1, &Answer::Unreachable).is_none());
         let huge = Op::Body {
+            stream: false,
             data: vec![0; MAX_FRAME],
             end: None,
         };

@@ -376,6 +376,7 @@ impl Conn {
                 Op::Body {
                     data: p.to_vec(),
                     end: None,
+                    stream: false,
                 },
             )?;
         }
@@ -384,6 +385,7 @@ impl Conn {
             Op::Body {
                 data: last.to_vec(),
                 end: Some(end),
+                stream: false,
             },
         )
     }
@@ -524,7 +526,7 @@ impl Conn {
             Want::Whole => (0, size),
             Want::Part { offset, len } => (offset, len),
             // Not an answer to these ranges (`http::resolve`).
-            Want::Unsatisfiable => (0, 0),
+            Want::Unsatisfiable | Want::Many => (0, 0),
         };
         let (len, result) = get_len(len);
         self.get_head(rid, result, len)?;

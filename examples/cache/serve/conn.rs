@@ -10,9 +10,12 @@
 //!
 //! A PUT body (`Content-Length` or chunked) is cut into [`CHUNK`]-byte
 //! buffers as it arrives, each sent to the owner at once (moved, not
-//! copied), so a body is never held whole on this side; one over
-//! `--max-body` (or one worker's memory tier) is answered 413 and the
-//! connection closed. A GET's first piece comes with its metadata; the
+//! copied), so a body is never held whole on this side; an owner on this
+//! node puts each in its tiers and acknowledges it, and at most
+//! [`BODY_WINDOW`] chunks per such owner are unacknowledged (C3: the rest
+//! waits in the input buffer, the socket paused behind it). One over
+//! `--max-body` (or one worker's share of the larger tier) is answered
+//! 413 and the connection closed. A GET's first piece comes with its metadata; the
 //! rest is pulled from the owner one piece at a time, at most
 //! [`WINDOW`] pieces queued on the socket (C2), so a slow reader holds
 //! back the owner instead of filling memory.
@@ -24,7 +27,7 @@
 use super::owner::PIECE;
 use super::{Answer, BodyEnd, Dest, NodeState, Op, Origin, PutEnd, RangeEnd, owner_of};
 use crate::engine::{CHUNK, Placement, Stats};
-use crate::http::{self, BodyLen, Chunked, Head, Method, RangeReq, Want};
+use crate::http::{self, BodyLen, ByteRange, Chunked, Head, Method, Want};
 use crate::metrics::OpKind;
 use crate::sparse::{Progress, SparseError};
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetEventKind, SubmitError};
@@ -35,6 +38,9 @@ use std::time::{Duration, Instant};
 pub const MAX_KEY: usize = 8192;
 /// GET pieces queued on a socket at once (C2).
 pub const WINDOW: usize = 2;
+/// PUT body chunks sent to an owner on this node and not yet in its
+/// tiers ([`Answer::Took`]), per owner (C3).
+pub const BODY_WINDOW: usize = 2;
 /// Input buffered while a request is in progress before the socket is
 /// paused.
 pub const MAX_INBUF: usize = 1 << 20;
@@ -119,6 +125,8 @@ enum Action {
         op: Op,
         head_only: bool,
         key: Vec<u8>,
+        /// A GET's ranges when it asked for several ([`RangeReq::Many`]).
+        ranges: Vec<ByteRange>,
     },
     /// `/stats`, or with `json_metrics` the JSON `/metrics`.
     Stats {
@@ -172,7 +180,8 @@ enum State {
         sum: Stats,
         json_metrics: bool,
     },
-    /// Sending a GET's body, `[next, end)` still to come.
+    /// Sending a GET's body, `[next, end)` still to come (of the current
+    /// part, for a multipart one).
     Stream {
         at: Dest,
         key: Vec<u8>,
@@ -180,7 +189,52 @@ enum State {
         next: u64,
         end: u64,
         reading: bool,
+        multi: Option<Box<Multi>>,
     },
+}
+
+/// A `multipart/byteranges` body being sent (RFC 9110 section 14.6): the
+/// parts after the current one, and what frames them.
+#[derive(Debug)]
+struct Multi {
+    boundary: String,
+    size: u64,
+    rest: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Multi {
+    /// The delimiter and headers that open part `(offset, len)`.
+    fn part_head(&self, offset: u64, len: u64) -> Vec<u8> {
+        format!(
+            "\r\n--{}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {offset}-{}/{}\r\n\r\n",
+            self.boundary,
+            offset + len - 1,
+            self.size
+        )
+        .into_bytes()
+    }
+
+    /// The closing delimiter.
+    fn tail(&self) -> Vec<u8> {
+        format!("\r\n--{}--\r\n", self.boundary).into_bytes()
+    }
+}
+
+/// A boundary for entry `id`'s parts: 32 hex digits of a hash of the
+/// entry, the time and a counter, so it cannot be predicted from the
+/// value (RFC 2046 asks that it not occur in the parts).
+fn boundary(id: u64) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut seed = Vec::with_capacity(40);
+    seed.extend_from_slice(&id.to_le_bytes());
+    seed.extend_from_slice(&t.to_le_bytes());
+    seed.extend_from_slice(&n.to_le_bytes());
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&seed))
 }
 
 /// What a waiting request still expects.
@@ -244,6 +298,11 @@ pub struct Conn {
     /// the latency histograms.
     started: Instant,
     op: Option<OpKind>,
+    /// The current GET's ranges when it asked for several.
+    ranges: Vec<ByteRange>,
+    /// Body chunks of the current PUT not yet acknowledged by their
+    /// owners on this node (C3).
+    unacked: usize,
 }
 
 impl Conn {
@@ -251,6 +310,8 @@ impl Conn {
         Conn {
             started: Instant::now(),
             op: None,
+            ranges: Vec::new(),
+            unacked: 0,
             peer,
             inbuf: Vec::new(),
             state: State::Idle,
@@ -327,8 +388,14 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
 /// An owner's answer for request `origin`.
 pub fn on_answer(st: &mut NodeState, origin: Origin, answer: Answer) {
     let id = origin.conn;
-    match st.conns.get(&id) {
-        Some(c) if !c.closed && c.seq == origin.seq => {}
+    match st.conns.get_mut(&id) {
+        Some(c) if !c.closed && c.seq == origin.seq => {
+            if matches!(answer, Answer::Took) {
+                c.unacked = c.unacked.saturating_sub(1);
+                process(st, id);
+                return;
+            }
+        }
         _ => return,
     }
     apply(st, id, answer);
@@ -475,6 +542,7 @@ fn begin(st: &mut NodeState, id: ConnId, head: &Head) {
         raw_send(st, id, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
     }
     if let Some(c) = st.conns.get_mut(&id) {
+        c.unacked = 0;
         c.state = State::Body {
             framing,
             sink,
@@ -492,6 +560,7 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         return false;
     };
     let seq = c.seq;
+    let unacked = c.unacked;
     let Conn { inbuf, state, .. } = c;
     let State::Body {
         framing,
@@ -501,6 +570,25 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     else {
         return false;
     };
+    // C3: a streamed PUT takes no more input than its owners' windows
+    // have room for; the rest waits in `inbuf` (and the socket pauses
+    // past MAX_INBUF) until they acknowledge chunks.
+    let room = match sink {
+        Sink::Put { dests, end, buf } if streams(end) => {
+            let local = dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+            let free = (BODY_WINDOW * local).saturating_sub(unacked);
+            if local == 0 {
+                usize::MAX
+            } else if free == 0 {
+                // Only what completes no chunk, plus framing.
+                CHUNK - 1 - buf.len().min(CHUNK - 1)
+            } else {
+                free * CHUNK - buf.len()
+            }
+        }
+        _ => usize::MAX,
+    };
+    let avail = inbuf.len().min(room);
     let mut full: Vec<Vec<u8>> = Vec::new();
     let mut over = false;
     let mut take = |bytes: &[u8]| {
@@ -523,14 +611,12 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     };
     let (used, done) = match framing {
         Framing::Length(left) => {
-            let n = usize::try_from(*left)
-                .unwrap_or(usize::MAX)
-                .min(inbuf.len());
+            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(avail);
             take(&inbuf[..n]);
             *left -= n as u64;
             (n, *left == 0)
         }
-        Framing::Chunked(d) => match d.feed(inbuf, &mut take) {
+        Framing::Chunked(d) => match d.feed(&inbuf[..avail], &mut take) {
             Ok(n) => (n, d.is_done()),
             Err(e) => {
                 let to = match sink {
@@ -550,13 +636,22 @@ fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     };
     inbuf.drain(..used);
     let to = match sink {
-        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec())),
+        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec(), streams(end))),
         Sink::Discard { .. } => None,
     };
     let o = origin(st, id, seq);
-    if let Some((dests, route)) = to {
+    if let Some((dests, route, stream)) = to {
         for data in full {
-            fan_out(st, &dests, o, &route, data, None);
+            if stream && let Some(c) = st.conns.get_mut(&id) {
+                c.unacked += dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+            }
+            let took = fan_out(st, &dests, o, &route, data, None, stream)
+                .iter()
+                .filter(|a| matches!(a, Answer::Took))
+                .count();
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.unacked = c.unacked.saturating_sub(took);
+            }
         }
         if over {
             for d in dests {
@@ -616,7 +711,9 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
             op,
             head_only,
             key,
+            ranges,
         } => {
+            c.ranges = ranges;
             // The key the operation is routed by at another node.
             let route = match &op {
                 Op::Delete { key: k } => k.clone(),
@@ -675,6 +772,11 @@ fn start(st: &mut NodeState, id: ConnId, action: Action) {
     }
 }
 
+/// Whether a body is streamed into its owners' tiers (a PUT's).
+fn streams(end: &BodyEnd) -> bool {
+    matches!(end, BodyEnd::Store(_))
+}
+
 /// The key a body is routed by.
 fn body_key(end: &BodyEnd) -> &[u8] {
     match end {
@@ -691,6 +793,7 @@ fn fan_out(
     route: &[u8],
     data: Vec<u8>,
     end: Option<&BodyEnd>,
+    stream: bool,
 ) -> Vec<Answer> {
     let mut now = Vec::new();
     let mut data = Some(data);
@@ -703,6 +806,8 @@ fn fan_out(
         let op = Op::Body {
             data: bytes,
             end: end.cloned(),
+            // Only owners on this node stream (and acknowledge).
+            stream: stream && matches!(d, Dest::Local(_)),
         };
         if let Some(a) = st.run_at(*d, o, route, op) {
             now.push(a);
@@ -726,8 +831,11 @@ fn put_end(st: &mut NodeState, id: ConnId, o: Origin, dests: &[Dest], buf: Vec<u
             },
         };
     }
-    for a in fan_out(st, dests, o, &route, buf, Some(&end)) {
-        apply(st, id, a);
+    let stream = streams(&end);
+    for a in fan_out(st, dests, o, &route, buf, Some(&end), stream) {
+        if !matches!(a, Answer::Took) {
+            apply(st, id, a);
+        }
     }
 }
 
@@ -932,10 +1040,18 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             let Some(c) = st.conns.get_mut(&id) else {
                 return;
             };
+            let mut parts = Vec::new();
+            if want == Want::Many {
+                parts = http::resolve_set(&std::mem::take(&mut c.ranges), size);
+            }
             let (status, offset, len) = match want {
                 Want::Whole => (200, 0, size),
                 Want::Part { offset, len } => (206, offset, len),
-                Want::Unsatisfiable => {
+                Want::Many if parts.len() == 1 => (206, parts[0].0, parts[0].1),
+                Want::Many if !parts.is_empty() => {
+                    return start_multipart(st, id, from, key, entry, size, chunks, flags, parts);
+                }
+                Want::Unsatisfiable | Want::Many => {
                     let reply = Reply::text(416, "Range Not Satisfiable")
                         .header("Content-Range", format!("bytes */{size}"));
                     send(st, id, reply);
@@ -963,7 +1079,10 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             drop(first);
             c.unsent += 1;
             let seq = c.seq;
-            if next < end && next > offset {
+            // Several ranges coalesced into one come without bytes (the
+            // owner answered the metadata only): all are pulled.
+            let pull = want == Want::Many;
+            if next < end && (next > offset || pull) {
                 c.state = State::Stream {
                     at: from,
                     key,
@@ -971,12 +1090,13 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                     next,
                     end,
                     reading: false,
+                    multi: None,
                 };
             }
             tracked_send(st, id, bytes, seq);
             if next >= end {
                 finish(st, id);
-            } else if next == offset {
+            } else if next == offset && !pull {
                 // A non-empty range always comes with bytes; without
                 // them the promised length cannot be kept.
                 close(st, id);
@@ -1078,11 +1198,28 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                 id: entry,
                 next,
                 end,
+                multi,
                 ..
             },
-            Answer::Piece(piece),
-        ) if !piece.is_empty() => {
-            let next = next + piece.len() as u64;
+            Answer::Piece(mut piece),
+        ) if !piece.is_empty() && next + piece.len() as u64 <= end => {
+            let mut next = next + piece.len() as u64;
+            let mut end = end;
+            let mut multi = multi;
+            if next == end
+                && let Some(m) = multi.as_mut()
+            {
+                // The part is done: the next one's head, or the closing
+                // delimiter, goes out with its last piece.
+                match m.rest.pop_front() {
+                    Some((offset, len)) => {
+                        piece.extend_from_slice(&m.part_head(offset, len));
+                        next = offset;
+                        end = offset + len;
+                    }
+                    None => piece.extend_from_slice(&m.tail()),
+                }
+            }
             c.unsent += 1;
             let seq = c.seq;
             if next < end {
@@ -1093,6 +1230,7 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                     next,
                     end,
                     reading: false,
+                    multi,
                 };
                 tracked_send(st, id, piece, seq);
             } else {
@@ -1113,6 +1251,72 @@ fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
     }
 }
 
+/// Answers a GET for several ranges, `parts` (at least two, from
+/// [`http::resolve_set`]), as `multipart/byteranges`: the head with the
+/// whole body's length (every part's delimiter, headers and bytes), then
+/// each part's bytes pulled from the owner as a single range's are, only
+/// the chunks the parts cover being read.
+#[allow(clippy::too_many_arguments)]
+fn start_multipart(
+    st: &mut NodeState,
+    id: ConnId,
+    at: Dest,
+    key: Vec<u8>,
+    entry: u64,
+    size: u64,
+    chunks: u64,
+    flags: u32,
+    parts: Vec<(u64, u64)>,
+) {
+    let Some(c) = st.conns.get_mut(&id) else {
+        return;
+    };
+    let mut rest: std::collections::VecDeque<(u64, u64)> = parts.into();
+    let Some((offset, len)) = rest.pop_front() else {
+        return;
+    };
+    let boundary = boundary(entry);
+    let mut m = Multi {
+        boundary,
+        size,
+        rest: std::collections::VecDeque::new(),
+    };
+    let first_head = m.part_head(offset, len);
+    let length = first_head.len() as u64
+        + len
+        + rest
+            .iter()
+            .map(|&(o, l)| m.part_head(o, l).len() as u64 + l)
+            .sum::<u64>()
+        + m.tail().len() as u64;
+    m.rest = rest;
+    let mut reply = Reply::empty(206)
+        .header(
+            "Content-Type",
+            format!("multipart/byteranges; boundary={}", m.boundary),
+        )
+        .header("X-ElCache-Hit", "hit")
+        .header("X-ElCache-Size", size)
+        .header("X-ElCache-Chunks", chunks)
+        .header("X-ElCache-Flags", flags)
+        .header("Accept-Ranges", "bytes");
+    reply.length = Some(length);
+    let mut bytes = reply.render(!c.keep_alive);
+    bytes.extend_from_slice(&first_head);
+    c.unsent += 1;
+    let seq = c.seq;
+    c.state = State::Stream {
+        at,
+        key,
+        id: entry,
+        next: offset,
+        end: offset + len,
+        reading: false,
+        multi: Some(Box::new(m)),
+    };
+    tracked_send(st, id, bytes, seq);
+}
+
 /// Pulls the next pieces of a GET, at most [`WINDOW`] queued (C2).
 fn pump(st: &mut NodeState, id: ConnId) {
     for _ in 0..=WINDOW {
@@ -1130,6 +1334,7 @@ fn pump(st: &mut NodeState, id: ConnId) {
             next,
             end,
             reading,
+            ..
         } = &mut c.state
         else {
             return;
@@ -1239,6 +1444,7 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
         op,
         head_only,
         key,
+        ranges: Vec::new(),
     };
     match &head.method {
         Method::Get => {
@@ -1247,20 +1453,21 @@ fn cache_route(st: &NodeState, head: &Head, key: &str) -> Action {
                 Some(Ok(q)) => q,
                 None => None,
             };
-            let range = query.unwrap_or_else(|| {
-                head.range
-                    .as_deref()
-                    .and_then(http::parse_range_header)
-                    .map_or(RangeReq::Whole, RangeReq::Header)
-            });
-            op(
-                Op::Get {
+            // `?range=` overrides the header (ElCache's rule).
+            let (range, ranges) = match query {
+                Some(q) => (q, Vec::new()),
+                None => http::range_request(head.range.as_deref()),
+            };
+            Action::Op {
+                dests: dests.clone(),
+                op: Op::Get {
                     key: key.clone(),
                     range,
                 },
-                false,
+                head_only: false,
                 key,
-            )
+                ranges,
+            }
         }
         Method::Head => op(Op::Head { key: key.clone() }, true, key),
         Method::Delete => op(Op::Delete { key }, false, Vec::new()),
@@ -1343,6 +1550,7 @@ fn sparse_route(st: &NodeState, head: &Head, key: &str, finalize: bool) -> Actio
     // Sparse values live on the node that is asked (not replicated).
     let owner = owner_of(&key, st.workers);
     let op = |op: Op, key: Vec<u8>| Action::Op {
+        ranges: Vec::new(),
         dests: vec![Dest::Local(owner)],
         op,
         head_only: false,

@@ -141,6 +141,12 @@ pub enum Op {
     Body {
         data: Vec<u8>,
         end: Option<BodyEnd>,
+        /// An HTTP PUT's body from this node: each chunk goes into the
+        /// tiers as it arrives (`Engine::fill_push`), and every one but
+        /// the last is acknowledged ([`Answer::Took`]) once it is in
+        /// them, for the connection's window. Otherwise (the SDK socket,
+        /// another node, a sparse write) the body is staged whole.
+        stream: bool,
     },
     /// The body will not come (the connection failed): drop what was
     /// staged.
@@ -199,6 +205,9 @@ pub enum Answer {
         flags: u32,
     },
     Piece(Vec<u8>),
+    /// A streamed body's chunk is in the tiers (its file written): the
+    /// connection may send another.
+    Took,
     /// The entry changed or went away during a long GET.
     Gone,
     Stored,

@@ -12,7 +12,7 @@
 //! copied whole.
 
 use super::tier::{self, First, Ticket};
-use super::{Answer, BodyEnd, Caller, NodeState, Op, RangeEnd};
+use super::{Answer, BodyEnd, Caller, NodeState, Op, PutEnd, RangeEnd};
 use crate::engine::{CommitError, Done, Engine, FinalizeError, Read, Staged};
 use crate::http::{Want, resolve};
 use std::time::Instant;
@@ -21,11 +21,19 @@ use std::time::Instant;
 pub const PIECE: u64 = 1 << 20;
 
 /// A PUT being received.
-#[derive(Debug, Default)]
-pub struct Staging {
-    staged: Staged,
-    /// A chunk did not stage (a bug in the sender): the PUT fails.
-    failed: Option<String>,
+#[derive(Debug)]
+pub enum Staging {
+    /// Staged whole, stored at the end (the SDK socket, another node, a
+    /// sparse write).
+    Whole {
+        staged: Staged,
+        /// A chunk did not stage (a bug in the sender): the PUT fails.
+        failed: Option<String>,
+    },
+    /// Streamed into the tiers as it arrives (an HTTP PUT): the engine's
+    /// fill, and once the last chunk came, what to store it as (stored
+    /// once its last files are written).
+    Stream { fill: u64, end: Option<PutEnd> },
 }
 
 pub fn refused(e: &CommitError) -> Answer {
@@ -81,7 +89,7 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                 let (offset, len) = match want {
                     Want::Whole => (0, entry.size),
                     Want::Part { offset, len } => (offset, len),
-                    Want::Unsatisfiable => (0, 0),
+                    Want::Unsatisfiable | Want::Many => (0, 0),
                 };
                 st.engine.begin_read(&entry, offset, len);
                 let first = First {
@@ -115,21 +123,43 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             offset,
             len,
         } => read(st, origin, key, id, offset, len.min(PIECE), None),
-        Op::Body { data, end } => {
-            let staging = st.staging.entry(origin).or_default();
-            if staging.failed.is_none()
-                && let Err(e) = staging.staged.push(data)
+        Op::Body {
+            data,
+            end,
+            stream: true,
+        } => stream_body(st, origin, data, end),
+        Op::Body { data, end, .. } => {
+            let staging = st.staging.entry(origin).or_insert(Staging::Whole {
+                staged: Staged::default(),
+                failed: None,
+            });
+            if let Staging::Whole { staged, failed } = staging
+                && failed.is_none()
+                && let Err(e) = staged.push(data)
             {
-                staging.failed = Some(e.to_string());
+                *failed = Some(e.to_string());
             }
             let end = end?;
-            let staging = st.staging.remove(&origin).unwrap_or_default();
-            if let Some(reason) = staging.failed {
-                return Some(Answer::Refused {
-                    status: 500,
-                    reason,
-                });
-            }
+            let staged = match st.staging.remove(&origin) {
+                Some(Staging::Whole {
+                    failed: Some(reason),
+                    ..
+                }) => {
+                    return Some(Answer::Refused {
+                        status: 500,
+                        reason,
+                    });
+                }
+                Some(Staging::Whole { staged, .. }) => staged,
+                Some(Staging::Stream { fill, .. }) => {
+                    st.engine.fill_abort(fill);
+                    return Some(Answer::Refused {
+                        status: 500,
+                        reason: "a body both streamed and staged".into(),
+                    });
+                }
+                None => Staged::default(),
+            };
             Some(match end {
                 BodyEnd::Store(end) if end.only_new && st.engine.head(&end.key, now).is_some() => {
                     // A sync's push: a value is there already (written
@@ -138,22 +168,18 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
                 }
                 BodyEnd::Store(end) => {
                     let ticket = ticket(st, origin, Ticket::Store);
-                    let done = st.engine.commit(
-                        &end.key,
-                        staging.staged,
-                        end.ttl,
-                        end.flags,
-                        now,
-                        end.place,
-                        ticket,
-                    );
+                    let done = st
+                        .engine
+                        .commit(&end.key, staged, end.ttl, end.flags, now, end.place, ticket);
                     return settle(st, ticket, done.map_err(|e| refused(&e)), Answer::Stored);
                 }
-                BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staging.staged),
+                BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staged),
             })
         }
         Op::Abort => {
-            st.staging.remove(&origin);
+            if let Some(Staging::Stream { fill, .. }) = st.staging.remove(&origin) {
+                st.engine.fill_abort(fill);
+            }
             None
         }
         Op::Delete { key } => {
@@ -199,6 +225,95 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
         Op::SparseDelete { key } => {
             st.engine.sparse_remove(&key);
             Some(Answer::Deleted)
+        }
+    }
+}
+
+/// A streamed body's chunk: into the tiers now (its file submitted, or
+/// its bytes held in memory). A chunk but the last is answered
+/// [`Answer::Took`] now, or when its file is written; the last stores the
+/// value once every file of it is written.
+fn stream_body(
+    st: &mut NodeState,
+    origin: Caller,
+    data: Vec<u8>,
+    end: Option<BodyEnd>,
+) -> Option<Answer> {
+    let fill = match st.staging.get(&origin) {
+        Some(Staging::Stream { fill, .. }) => *fill,
+        Some(Staging::Whole { .. }) => {
+            st.staging.remove(&origin);
+            return Some(Answer::Refused {
+                status: 500,
+                reason: "a body both staged and streamed".into(),
+            });
+        }
+        None => {
+            let fill = st.engine.fill_start();
+            st.staging
+                .insert(origin, Staging::Stream { fill, end: None });
+            fill
+        }
+    };
+    let writing = match st.engine.fill_push(fill, data) {
+        Some(w) => tier::write_fill(st, origin, w),
+        None => false,
+    };
+    match end {
+        None if writing => None,
+        None => Some(Answer::Took),
+        Some(BodyEnd::Store(end)) => {
+            if let Some(Staging::Stream { end: e, .. }) = st.staging.get_mut(&origin) {
+                *e = Some(end);
+            }
+            finish_stream(st, origin)
+        }
+        Some(BodyEnd::WriteRange(_)) => {
+            st.staging.remove(&origin);
+            st.engine.fill_abort(fill);
+            Some(Answer::Refused {
+                status: 500,
+                reason: "a sparse write cannot be streamed".into(),
+            })
+        }
+    }
+}
+
+/// Stores `origin`'s streamed value if its body is all in and none of
+/// its files is still being written; `None` while it waits.
+pub fn finish_stream(st: &mut NodeState, origin: Caller) -> Option<Answer> {
+    let fill = match st.staging.get(&origin) {
+        Some(Staging::Stream { fill, end: Some(_) }) if st.engine.fill_idle(*fill) => *fill,
+        _ => return None,
+    };
+    let Some(Staging::Stream { end: Some(end), .. }) = st.staging.remove(&origin) else {
+        return None;
+    };
+    let now = Instant::now();
+    if end.only_new && st.engine.head(&end.key, now).is_some() {
+        st.engine.fill_abort(fill);
+        return Some(Answer::Stored);
+    }
+    let ticket = ticket(st, origin, Ticket::Store);
+    let done = st
+        .engine
+        .fill_finish(fill, &end.key, end.ttl, end.flags, now, end.place, ticket);
+    settle(st, ticket, done.map_err(|e| refused(&e)), Answer::Stored)
+}
+
+/// After a chunk file is written: the streamed values whose bodies are
+/// in and whose files are now all written are stored (a chunk shared
+/// with another request's write waits for that write).
+pub fn finish_streams(st: &mut NodeState) {
+    let ready: Vec<Caller> = st
+        .staging
+        .iter()
+        .filter(|(_, s)| matches!(s, Staging::Stream { end: Some(_), .. }))
+        .map(|(c, _)| *c)
+        .collect();
+    for caller in ready {
+        if let Some(a) = finish_stream(st, caller) {
+            super::reply(st, caller, a);
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use super::{Answer, Caller, Msg, NodeState, reply};
 use crate::disk::{ChunkFile, chunk_name};
-use crate::engine::{CHUNK, ChunkHash, Read};
+use crate::engine::{CHUNK, ChunkHash, ChunkWrite, Read};
 use crate::http::Want;
 use shared_nothing::io::{
     Durability, FileId, OpenOptions, StorageClient, StorageCompletion, StorageOp, StorageOutput,
@@ -31,6 +31,7 @@ const T_OTHER: u64 = 0;
 const T_WRITE: u64 = 1 << TAG_SHIFT;
 const T_RECORD: u64 = 2 << TAG_SHIFT;
 const T_LOAD: u64 = 3 << TAG_SHIFT;
+const T_FILL: u64 = 4 << TAG_SHIFT;
 const INDEX: u64 = (1 << TAG_SHIFT) - 1;
 /// Loads one read may go through before it gives up (a chunk it needs
 /// was loaded and then evicted again, more than this many times).
@@ -79,6 +80,8 @@ pub struct DiskIo {
     busy: bool,
     /// Requests waiting for the batch that carries them.
     tickets: HashMap<u64, (Caller, Ticket)>,
+    /// A streamed body's chunk files being written: who sent each.
+    fills: HashMap<u64, (Caller, ChunkFile)>,
 }
 
 impl DiskIo {
@@ -101,6 +104,7 @@ impl DiskIo {
             next: 1,
             busy: false,
             tickets: HashMap::new(),
+            fills: HashMap::new(),
         })
     }
 
@@ -191,6 +195,45 @@ pub fn pump(st: &mut NodeState) {
             }
         }
         return;
+    }
+}
+
+/// Submits a streamed body's chunk file (outside the batches: a chunk
+/// file needs no order; the value's record goes through a batch once the
+/// body is in). `false` when it could not be submitted (the engine was
+/// told, the chunk failed).
+pub fn write_fill(st: &mut NodeState, caller: Caller, w: ChunkWrite) -> bool {
+    let Some(io) = st.disk.as_mut() else {
+        st.engine.fill_written(w.file, false, w.data);
+        return false;
+    };
+    let lid = io.token();
+    let path = io.path(w.file);
+    let opened = io.client.open(
+        T_OTHER,
+        &path,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    );
+    let back = match opened {
+        Ok(fid) => {
+            let r = io
+                .client
+                .write_at(T_FILL | lid, fid, 0, w.data, Durability::Buffered);
+            let _ = io.client.close(T_OTHER, fid);
+            r.err().map(|e| op_data(e.into_inner()))
+        }
+        Err(_) => Some(w.data),
+    };
+    match back {
+        None => {
+            io.fills.insert(lid, (caller, w.file));
+            true
+        }
+        Some(data) => {
+            tracing::warn!(path = %path.display(), "chunk write not submitted");
+            st.engine.fill_written(w.file, false, data);
+            false
+        }
     }
 }
 
@@ -367,6 +410,26 @@ pub fn on_completion(st: &mut NodeState, c: StorageCompletion) {
             if st.engine.chunk_written(slot, ok, data) {
                 write_records(st);
             }
+            super::owner::finish_streams(st);
+        }
+        T_FILL => {
+            let ok = matches!(c.result, Ok(StorageOutput::Written(_)));
+            if let Err(e) = &c.result {
+                tracing::warn!("chunk write failed: {e}");
+            }
+            let Some((caller, file)) = st.disk.as_mut().and_then(|io| io.fills.remove(&index))
+            else {
+                return;
+            };
+            let data = c.buf.map(|b| b.into_vec()).unwrap_or_default();
+            st.engine.fill_written(file, ok, data);
+            if matches!(
+                st.staging.get(&caller),
+                Some(super::owner::Staging::Stream { end: None, .. })
+            ) {
+                reply(st, caller, Answer::Took);
+            }
+            super::owner::finish_streams(st);
         }
         T_RECORD => {
             if let Err(e) = &c.result {
