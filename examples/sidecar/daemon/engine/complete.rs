@@ -44,8 +44,6 @@ impl State {
                     Ok(_) => {
                         if self.segs.list.back().is_some_and(|s| s.no == segment) {
                             self.wal_len += len;
-                        }
-                        if self.segs.list.back().is_some_and(|s| s.no == segment) {
                             if first {
                                 self.segs.fresh = false;
                             }

@@ -406,10 +406,7 @@ impl Sender {
         }
         if failed {
             tracing::debug!(dest = %p.dest.name, ?cause, "connection failed");
-            p.failures += 1;
-            let f = p.failures;
-            let delay = self.backoff(f);
-            self.pools[i].retry_at = Instant::now() + delay;
+            self.back_off(i);
             if handshake_failed {
                 // The waiting sends were to go on it: as a failed connect.
                 self.charge_queue(i, cause);
@@ -422,13 +419,17 @@ impl Sender {
     /// A connection to pool `i` could not be made: every waiting send
     /// used an attempt.
     fn pool_failed(&mut self, i: usize, cause: Cause) {
-        let p = &mut self.pools[i];
-        p.failures += 1;
-        let f = p.failures;
-        let delay = self.backoff(f);
-        self.pools[i].retry_at = Instant::now() + delay;
+        self.back_off(i);
         self.charge_queue(i, cause);
         self.expire(i);
+    }
+
+    /// One more consecutive failure of pool `i`: no new connection before
+    /// its backoff has passed.
+    fn back_off(&mut self, i: usize) {
+        self.pools[i].failures += 1;
+        let delay = self.backoff(self.pools[i].failures);
+        self.pools[i].retry_at = Instant::now() + delay;
     }
 
     fn charge_queue(&mut self, i: usize, cause: Cause) {
