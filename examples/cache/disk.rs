@@ -23,7 +23,7 @@
 //! so a valid header means a complete snapshot; the valid file with the
 //! higher generation wins.
 //!
-//! Chunk bytes are checked against their hash on every read (`engine.rs`),
+//! Chunk bytes are checked against their hash on every read (`engine/`),
 //! not here: recovery checks only that each named file exists with the
 //! length its entry implies, so start-up reads the manifests, not the
 //! data.

@@ -1,7 +1,7 @@
 //! `cache`: an ElCache-compatible blob cache (issue 13), built only on the
 //! crate's public API. ElCache's command line and `-c` JSON file
 //! (`config.rs`); values in 4 MiB content-addressed chunks, stored once
-//! per owner, over a byte-sized ARC memory tier (`engine.rs`, `arc.rs`);
+//! per owner, over a byte-sized ARC memory tier (`engine/`, `arc.rs`);
 //! keys hash-partitioned over the application workers, one engine each;
 //! ElCache's HTTP API with RFC 9110 ranges (`http.rs`, `serve/`), sparse
 //! values (`sparse.rs`, `/sparse/{key}`), and ElCache's unix-socket SDK

@@ -7,7 +7,7 @@
 //! bytes), and it serves the connections the network layer gives it
 //! (thread-per-core: each worker listens on the shared port through its
 //! own backend; dedicated: a network worker hands connections out round
-//! robin). A connection's worker parses requests (`conn.rs`) and runs
+//! robin). A connection's worker parses requests (`conn/`) and runs
 //! each on its key's owner (`owner.rs`): in place when the owner is
 //! itself, otherwise as an [`Msg::Op`] to the owner, answered by an
 //! [`Msg::Answer`]; both go through [`ResultSink`]s, which never block,
