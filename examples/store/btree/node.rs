@@ -32,29 +32,6 @@ use super::error::TreeError;
 use crate::page::{Page, PageBuf, PageId, PageKind, PageSize};
 use std::cmp::Ordering;
 
-/// Byte-wise key order (as `<[u8]>::cmp`), eight bytes at a time with no
-/// call into libc's `memcmp`: a lookup compares keys several times per
-/// level, and short keys made `memcmp`'s call the largest single cost of
-/// a served GET (docs/benchmarks.md).
-#[inline]
-pub fn key_cmp(a: &[u8], b: &[u8]) -> Ordering {
-    let n = a.len().min(b.len());
-    let (mut ca, mut cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let x = u64::from_be_bytes(x.try_into().unwrap_or([0; 8]));
-        let y = u64::from_be_bytes(y.try_into().unwrap_or([0; 8]));
-        if x != y {
-            return x.cmp(&y);
-        }
-    }
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        if x != y {
-            return x.cmp(y);
-        }
-    }
-    a.len().cmp(&b.len())
-}
-
 /// Longest key the tree stores (a table prefix plus a user key).
 pub const MAX_TREE_KEY: usize = 1028;
 /// The largest encoded entry of either node kind with its slot (an
@@ -134,7 +111,7 @@ fn sep_len(sep: &[u8]) -> usize {
 impl Leaf {
     /// The index of `key`, or where it would go.
     pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| key_cmp(&e.key, key))
+        self.entries.binary_search_by(|e| e.key.as_slice().cmp(key))
     }
 
     /// Encoded body length.
@@ -175,7 +152,7 @@ impl Leaf {
 impl Inner {
     /// The index of the child whose range holds `key` (N2).
     pub fn child_index(&self, key: &[u8]) -> usize {
-        self.seps.partition_point(|s| key_cmp(s, key).is_le())
+        self.seps.partition_point(|s| s.as_slice() <= key)
     }
 
     /// Encoded body length.
@@ -443,12 +420,10 @@ pub fn lookup(page: &Page<'_>, key: &[u8], want: Want) -> Result<Found, TreeErro
                 let mid = lo + (hi - lo) / 2;
                 r.seek_slot(dir, mid)?;
                 let (k, v) = leaf_entry(&mut r)?;
-                if below.is_some_and(|b| key_cmp(b, k).is_ge())
-                    || above.is_some_and(|a| key_cmp(a, k).is_le())
-                {
+                if below.is_some_and(|b| b >= k) || above.is_some_and(|a| a <= k) {
                     return Err(r.malformed("leaf keys out of order"));
                 }
-                match key_cmp(k, key) {
+                match k.cmp(key) {
                     Ordering::Less => {
                         below = Some(k);
                         lo = mid + 1;
@@ -477,12 +452,10 @@ pub fn lookup(page: &Page<'_>, key: &[u8], want: Want) -> Result<Found, TreeErro
                 let mid = lo + (hi - lo) / 2;
                 r.seek_slot(dir, mid)?;
                 let (sep, next) = inner_entry(&mut r)?;
-                if below.is_some_and(|b| key_cmp(b, sep).is_ge())
-                    || above.is_some_and(|a| key_cmp(a, sep).is_le())
-                {
+                if below.is_some_and(|b| b >= sep) || above.is_some_and(|a| a <= sep) {
                     return Err(r.malformed("separators out of order"));
                 }
-                if key_cmp(sep, key).is_le() {
+                if sep <= key {
                     below = Some(sep);
                     child = next;
                     lo = mid + 1;
@@ -740,17 +713,6 @@ mod tests {
                 };
                 assert_eq!(lookup(&page, key, Want::Value).unwrap(), want, "{key:?}");
             }
-        }
-    }
-
-    proptest::proptest! {
-        /// `key_cmp` is the slice order, whatever the lengths and bytes.
-        #[test]
-        fn key_cmp_is_the_slice_order(
-            a in proptest::collection::vec(0u8..4, 0..20),
-            b in proptest::collection::vec(0u8..4, 0..20),
-        ) {
-            proptest::prop_assert_eq!(key_cmp(&a, &b), a.cmp(&b));
         }
     }
 
