@@ -79,7 +79,7 @@ pub use stage::{stage, staged_bytes};
 pub use stats::Stats;
 
 use crate::arc::Arc;
-use crate::disk::{ChunkFile, Record, Recovered, unix_ms};
+use crate::disk::{ChunkFile, Recovered, unix_ms};
 use crate::metrics::EngineMeters;
 use crate::sparse::SparseArea;
 use batch::{Batch, Job};
@@ -265,17 +265,7 @@ impl Engine {
         self.disk = Some(disk);
         let mut dels = Vec::new();
         self.drop_evicted_disk(evicted, &mut dels);
-        if let Some(d) = &mut self.disk {
-            for r in dels {
-                if let Record::Del { id, key } = r {
-                    d.queue.push(Job::Del {
-                        ticket: None,
-                        id,
-                        key,
-                    });
-                }
-            }
-        }
+        self.queue_dels(dels);
         self.publish();
     }
 

@@ -130,6 +130,28 @@ impl DiskIo {
         self.chunks_dir.join(chunk_name(f))
     }
 
+    /// Submits chunk file `f`'s open, its one write of `data` under
+    /// `token`, and its close; the bytes come back when nothing could be
+    /// submitted.
+    fn write_chunk_file(&mut self, token: u64, f: ChunkFile, data: Vec<u8>) -> Option<Vec<u8>> {
+        let path = self.path(f);
+        let opened = self.client.open(
+            T_OTHER,
+            &path,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        );
+        match opened {
+            Ok(fid) => {
+                let r = self
+                    .client
+                    .write_at(token, fid, 0, data, Durability::Buffered);
+                let _ = self.client.close(T_OTHER, fid);
+                r.err().map(|e| op_data(e.into_inner()))
+            }
+            Err(_) => Some(data),
+        }
+    }
+
     /// Pushes requests waiting in the client's own queue (after a round).
     pub fn flush(&mut self) {
         self.client.flush_queued();
@@ -168,24 +190,8 @@ pub fn pump(st: &mut NodeState) {
         let mut failed = Vec::new();
         for w in writes {
             let token = T_WRITE | w.slot as u64;
-            let path = io.path(w.file);
-            let opened = io.client.open(
-                T_OTHER,
-                &path,
-                OpenOptions::new().write(true).create(true).truncate(true),
-            );
-            let back = match opened {
-                Ok(fid) => {
-                    let r = io
-                        .client
-                        .write_at(token, fid, 0, w.data, Durability::Buffered);
-                    let _ = io.client.close(T_OTHER, fid);
-                    r.err().map(|e| op_data(e.into_inner()))
-                }
-                Err(_) => Some(w.data),
-            };
-            if let Some(data) = back {
-                tracing::warn!(path = %path.display(), "chunk write not submitted");
+            if let Some(data) = io.write_chunk_file(token, w.file, w.data) {
+                tracing::warn!(path = %io.path(w.file).display(), "chunk write not submitted");
                 failed.push((w.slot, data));
             }
         }
@@ -208,29 +214,13 @@ pub fn write_fill(st: &mut NodeState, caller: Caller, w: ChunkWrite) -> bool {
         return false;
     };
     let lid = io.token();
-    let path = io.path(w.file);
-    let opened = io.client.open(
-        T_OTHER,
-        &path,
-        OpenOptions::new().write(true).create(true).truncate(true),
-    );
-    let back = match opened {
-        Ok(fid) => {
-            let r = io
-                .client
-                .write_at(T_FILL | lid, fid, 0, w.data, Durability::Buffered);
-            let _ = io.client.close(T_OTHER, fid);
-            r.err().map(|e| op_data(e.into_inner()))
-        }
-        Err(_) => Some(w.data),
-    };
-    match back {
+    match io.write_chunk_file(T_FILL | lid, w.file, w.data) {
         None => {
             io.fills.insert(lid, (caller, w.file));
             true
         }
         Some(data) => {
-            tracing::warn!(path = %path.display(), "chunk write not submitted");
+            tracing::warn!(path = %io.path(w.file).display(), "chunk write not submitted");
             st.engine.fill_written(w.file, false, data);
             false
         }
