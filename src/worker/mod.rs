@@ -34,6 +34,7 @@ pub(crate) mod reply;
 pub(crate) mod runtime;
 pub(crate) mod shared;
 mod sink;
+mod spin;
 mod stats;
 mod traits;
 mod watchdog;

@@ -5,6 +5,7 @@ use super::config::{IdleStrategy, RestartPolicy, WorkerConfig};
 use super::event::{EventKind, EventSink};
 use super::mailbox::{MailSender, Mailbox, mailbox};
 use super::shared::{Control, WorkerShared};
+use super::spin::SpinBudget;
 use super::stats::{HANDLER_SAMPLE, WorkerState, now_nanos};
 use super::traits::{Batch, Worker};
 use super::watchdog::{self, Watched};
@@ -129,6 +130,7 @@ fn thread_main<W: Worker>(
         config.io_report.as_ref().map(|h| h.0.clone()),
     );
     shared.stats.own.started_ns.set(now_nanos());
+    let full_spin = config.spin_iterations;
     let mut runner = Runner {
         worker,
         state: None,
@@ -141,6 +143,8 @@ fn thread_main<W: Worker>(
         gave_up: None,
         restart_times: VecDeque::new(),
         idle_polls: 0,
+        spin: SpinBudget::new(full_spin),
+        spins: 0,
         next_tick: None,
         cursor: 0,
         control: VecDeque::new(),
@@ -174,6 +178,9 @@ struct Runner<W: Worker> {
     gave_up: Option<String>,
     restart_times: VecDeque<Instant>,
     idle_polls: u32,
+    /// How long idle periods spin (`spin.rs`), and this period's spin.
+    spin: SpinBudget,
+    spins: u32,
     next_tick: Option<Instant>,
     cursor: usize,
     control: VecDeque<Control<W::Message, W::Reply>>,
@@ -608,10 +615,13 @@ impl<W: Worker> Runner<W> {
 
     fn idle(&mut self) {
         self.idle_polls = self.idle_polls.saturating_add(1);
+        if self.idle_polls == 1 {
+            self.spins = self.spin.spins(now_nanos());
+        }
         if self.idle_polls == IDLE_AFTER_POLLS {
             self.shared.stats.own.idle_since.set(now_nanos());
         }
-        let spins = self.config.spin_iterations;
+        let spins = self.spins;
         match self.config.idle_strategy() {
             IdleStrategy::Spin => std::hint::spin_loop(),
             IdleStrategy::SpinThenYield if self.idle_polls < spins => std::hint::spin_loop(),
