@@ -59,6 +59,20 @@ pub struct Fwd {
     pub op: Op,
 }
 
+/// A forwarded message's index in [`crate::metrics::RouteMeters::OPS`]
+/// when it starts a request there: GET, HEAD, DELETE, and a body's last
+/// chunk (a PUT); `None` within a request (a GET's next piece, a body's
+/// earlier chunks, an abort).
+pub fn request_kind(op: &Op) -> Option<usize> {
+    match op {
+        Op::Get { .. } => Some(0),
+        Op::Head { .. } => Some(1),
+        Op::Delete { .. } => Some(2),
+        Op::Body { end: Some(_), .. } => Some(3),
+        _ => None,
+    }
+}
+
 /// A node's figures, as it gossips them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -435,7 +435,7 @@ impl NodeState {
             Dest::Local(w) => self.run(w, origin, op),
             Dest::Node(addr) => {
                 let answered = crate::cluster::wire::answered(&op);
-                let counted = forwarded_op(&op);
+                let counted = crate::cluster::request_kind(&op);
                 let fwd = Fwd {
                     origin,
                     route: route.to_vec(),
@@ -483,19 +483,6 @@ impl NodeState {
             Some(sink) => sink.deliver(msg),
             None => tracing::warn!(worker = self.index, "not wired yet, dropped a message"),
         }
-    }
-}
-
-/// A request's index in [`RouteMeters::OPS`]: GET, HEAD, DELETE, and a
-/// body's last chunk (one PUT); `None` for a message within a request (a
-/// GET's next piece, a body's earlier chunks, an abort).
-fn forwarded_op(op: &Op) -> Option<usize> {
-    match op {
-        Op::Get { .. } => Some(0),
-        Op::Head { .. } => Some(1),
-        Op::Delete { .. } => Some(2),
-        Op::Body { end: Some(_), .. } => Some(3),
-        _ => None,
     }
 }
 
