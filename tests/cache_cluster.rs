@@ -327,6 +327,19 @@ fn three_nodes_replicate_survive_a_kill_and_take_a_node_back() {
         (0..KEYS).all(|i| holders(&all, &key(i)) >= 2)
     });
     println!("rejoin to re-replicated: {} ms", back.elapsed().as_millis());
+    // The survivors' pushes are counted on their sync channel, each way.
+    let sync = |name: &str| -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|n| sample_sum(&scrape(n), name, &["channel=\"sync\""]))
+            .sum()
+    };
+    let pushed = sync("elcache_cluster_messages_sent_total");
+    let acked = sync("elcache_cluster_messages_received_total");
+    assert!(
+        pushed > 0.0 && acked > 0.0,
+        "sync frames {pushed}, answers {acked}"
+    );
     let mut cl = c.client();
     for i in 0..KEYS {
         let r = get(&mut cl, &key(i), &[]);
@@ -379,4 +392,270 @@ fn no_cluster_keeps_a_put_local() {
     );
     assert_eq!(holders(&all, "shared-3"), 0);
     assert_eq!(get(&mut c.client(), "shared-3", &[]).status, 404);
+}
+
+/// `GET /metrics` as JSON.
+fn metrics_json(n: &Node) -> serde_json::Value {
+    let r = n
+        .client()
+        .request("GET", "/metrics", &[("Accept", "application/json")], b"")
+        .expect("/metrics");
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).expect("JSON")
+}
+
+/// `GET /metrics` as Prometheus text.
+fn scrape(n: &Node) -> String {
+    let r = n
+        .client()
+        .request("GET", "/metrics", &[], b"")
+        .expect("/metrics");
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).expect("text")
+}
+
+/// The sum of the samples of series `name` whose labels contain every
+/// one of `with` (`key="value"` pieces).
+fn sample_sum(text: &str, name: &str, with: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (base, labels) = series.split_once('{').unwrap_or((series, ""));
+            let ok = base == name && with.iter().all(|w| labels.contains(w));
+            ok.then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A node's cluster counters, from its JSON `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Counts {
+    sent: u64,
+    received: u64,
+    forwarded: u64,
+    fallovers: u64,
+}
+
+impl Counts {
+    fn of(n: &Node) -> Counts {
+        let m = metrics_json(n);
+        let c = &m["cluster"];
+        let f = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {m}"));
+        Counts {
+            sent: f("messages_sent"),
+            received: f("messages_received"),
+            forwarded: f("forwarded_requests"),
+            fallovers: f("fallover_reads"),
+        }
+    }
+
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            sent: self.sent - o.sent,
+            received: self.received - o.received,
+            forwarded: self.forwarded - o.forwarded,
+            fallovers: self.fallovers - o.fallovers,
+        }
+    }
+}
+
+/// Lines in which the nodes reported a membership change (a node up or
+/// down) so far.
+fn membership_changes(nodes: &[&Node]) -> usize {
+    nodes
+        .iter()
+        .map(|n| {
+            let out = n.stdout.lock().expect("lock");
+            out.lines().filter(|l| l.contains("cluster node ")).count()
+        })
+        .sum()
+}
+
+/// `(nodes_total, nodes_active)` of a node's JSON `/metrics`, and of its
+/// Prometheus gauges.
+fn node_counts(n: &Node) -> ((u64, u64), (f64, f64)) {
+    let m = metrics_json(n);
+    let json = (
+        m["cluster"]["nodes_total"].as_u64().unwrap_or(0),
+        m["cluster"]["nodes_active"].as_u64().unwrap_or(0),
+    );
+    let t = scrape(n);
+    let prom = (
+        sample_sum(&t, "elcache_cluster_nodes_total", &[]),
+        sample_sum(&t, "elcache_cluster_nodes_active", &[]),
+    );
+    (json, prom)
+}
+
+#[test]
+fn cluster_metrics_count_forwarded_traffic_and_the_membership() {
+    let a = Node::start(&[], 0);
+    let b = Node::start(&[a.cluster], 0);
+    let c = Node::start(&[a.cluster], 0);
+    let mut nodes = [a, b, c];
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for("three nodes see each other", &all, || {
+        all.iter().all(|n| active(n) == 3)
+    });
+    wait_for("every node counts three nodes, live", &all, || {
+        all.iter().all(|n| node_counts(n) == ((3, 3), (3.0, 3.0)))
+    });
+    for n in &all {
+        let t = scrape(n);
+        for s in [
+            "elcache_cluster_gossip_packets_sent_total",
+            "elcache_cluster_gossip_packets_received_total",
+        ] {
+            assert!(sample_sum(&t, s, &[]) > 0.0, "{s} on {}:\n{t}", n.http);
+        }
+    }
+
+    // A key, and the one node that does not hold it (replication 2).
+    let k = "fwd";
+    assert_eq!(
+        put(&mut all[0].client(), k, &value(1000, 1), &[]).status,
+        201
+    );
+    let local = [("X-ElCache-No-Cluster", "true")];
+    let held: Vec<bool> = all
+        .iter()
+        .map(|n| get(&mut n.client(), k, &local).status == 200)
+        .collect();
+    assert_eq!(held.iter().filter(|h| **h).count(), 2, "{held:?}");
+    let xi = held.iter().position(|h| !h).expect("a non-owner");
+    let x = all[xi];
+    let owners: Vec<&Node> = (0..3).filter(|i| *i != xi).map(|i| all[i]).collect();
+
+    // PUTs and GETs through the node that owns nothing of the key: each
+    // PUT is one frame to each owner and an answer back from each; each
+    // GET (one frame) is answered by the first owner (one frame).
+    const PUTS: u32 = 10;
+    const GETS: u32 = 25;
+    let changes = membership_changes(&all);
+    let before_x = Counts::of(x);
+    let before_o: Vec<Counts> = owners.iter().map(|n| Counts::of(n)).collect();
+    let mut cl = x.client();
+    for i in 0..PUTS {
+        assert_eq!(put(&mut cl, k, &value(1000, 100 + i), &[]).status, 201);
+    }
+    for _ in 0..GETS {
+        let r = get(&mut cl, k, &[]);
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == value(1000, 100 + PUTS - 1),
+            "the last PUT's bytes"
+        );
+    }
+    let dx = Counts::of(x).minus(before_x);
+    let od: Vec<Counts> = owners
+        .iter()
+        .zip(&before_o)
+        .map(|(n, b)| Counts::of(n).minus(*b))
+        .collect();
+    let (puts, gets) = (u64::from(PUTS), u64::from(GETS));
+    let frames = gets + 2 * puts;
+    // Exact while the membership held still (no node flapped, so no sync
+    // pushed anything and no request failed over).
+    let stable = membership_changes(&all) == changes;
+    let check = |what: &str, got: u64, want: u64| {
+        if stable {
+            assert_eq!(got, want, "{what}");
+        } else {
+            println!("the membership changed during the traffic: {what} checked as a lower bound");
+            assert!(got >= want, "{what}: {got} < {want}");
+        }
+    };
+    check("non-owner's messages sent", dx.sent, frames);
+    check("non-owner's messages received", dx.received, frames);
+    // A PUT is forwarded to each owner: two requests.
+    check("non-owner's forwarded requests", dx.forwarded, frames);
+    check(
+        "owners' requests received",
+        od[0].received + od[1].received,
+        frames,
+    );
+    check("owners' answers sent", od[0].sent + od[1].sent, frames);
+    for d in &od {
+        assert!(d.received >= puts, "each owner gets every PUT: {od:?}");
+        assert_eq!(d.forwarded, 0, "an owner serves its own: {od:?}");
+    }
+    if stable {
+        assert_eq!(dx.fallovers, 0, "{dx:?}");
+    }
+    prometheus_agrees(x, &owners, puts, frames);
+
+    // A key neither owner has any more: a GET through the non-owner asks
+    // the first owner, falls over to the second on its miss, then 404.
+    for o in &owners {
+        let r = o
+            .client()
+            .request("DELETE", &format!("/cache/{k}"), &local, b"")
+            .expect("DELETE");
+        assert_eq!(r.status, 204);
+    }
+    let before_x = Counts::of(x);
+    assert_eq!(get(&mut x.client(), k, &[]).status, 404);
+    let dx = Counts::of(x).minus(before_x);
+    assert!(
+        dx.fallovers >= 1 && dx.forwarded >= 2 && dx.sent >= 2,
+        "{dx:?}"
+    );
+    let tx = scrape(x);
+    let miss = sample_sum(
+        &tx,
+        "elcache_cluster_fallover_reads_total",
+        &["reason=\"miss\""],
+    );
+    assert!(miss >= 1.0, "{tx}");
+
+    // kill -9 an owner: the others count three nodes, two of them live.
+    let dead = (0..3).rfind(|i| *i != xi).expect("an owner");
+    drop(all);
+    nodes[dead].kill();
+    let survivors: Vec<&Node> = (0..3).filter(|i| *i != dead).map(|i| &nodes[i]).collect();
+    wait_for(
+        "the survivors count two live nodes of three",
+        &survivors,
+        || {
+            survivors
+                .iter()
+                .all(|n| node_counts(n) == ((3, 2), (3.0, 2.0)))
+        },
+    );
+}
+
+/// The Prometheus text of the non-owner `x` and of the `owners` after
+/// the traffic: its sum is the JSON's, each owner's link carried at
+/// least every PUT each way, and the owners served every frame.
+fn prometheus_agrees(x: &Node, owners: &[&Node], puts: u64, frames: u64) {
+    let tx = scrape(x);
+    let jx = Counts::of(x);
+    let sent = sample_sum(&tx, "elcache_cluster_messages_sent_total", &[]);
+    assert_eq!(sent, jx.sent as f64, "{tx}");
+    for o in owners {
+        let node = format!("node=\"{}\"", o.cluster);
+        let on = |name| sample_sum(&tx, name, &["channel=\"forward\"", &node]);
+        let to = on("elcache_cluster_messages_sent_total");
+        let back = on("elcache_cluster_messages_received_total");
+        assert!(to >= puts as f64 && back >= puts as f64, "{node}:\n{tx}");
+    }
+    let op = |op: &str| {
+        let l = format!("op=\"{op}\"");
+        sample_sum(&tx, "elcache_cluster_forwarded_requests_total", &[&l])
+    };
+    assert!(op("get") >= (frames - 2 * puts) as f64, "{tx}");
+    assert!(op("put") >= 2.0 * puts as f64, "{tx}");
+    let served: f64 = owners
+        .iter()
+        .map(|o| {
+            let t = scrape(o);
+            sample_sum(
+                &t,
+                "elcache_cluster_messages_received_total",
+                &["channel=\"serve\""],
+            )
+        })
+        .sum();
+    assert!(served >= frames as f64, "served {served}");
 }

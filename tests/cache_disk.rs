@@ -330,6 +330,24 @@ fn metrics_move_as_requests_happen() {
     assert_eq!(m["cache"]["puts"], 6, "{m}");
     assert!(m["latency_ms"]["get_avg"].as_f64().unwrap() > 0.0, "{m}");
     assert!(m["http"]["errors"].as_u64().unwrap() >= 1, "the 404: {m}");
+    // Standalone: one node, and no cluster traffic at all.
+    let cl = &m["cluster"];
+    assert_eq!(
+        [
+            &cl["nodes_total"],
+            &cl["nodes_active"],
+            &cl["messages_sent"],
+            &cl["messages_received"]
+        ],
+        [1, 1, 0, 0],
+        "{m}"
+    );
+    assert_eq!(sample_sum(&after, "elcache_cluster_nodes_total"), 1.0);
+    assert_eq!(sample_sum(&after, "elcache_cluster_nodes_active"), 1.0);
+    assert_eq!(
+        sample_sum(&after, "elcache_cluster_messages_sent_total"),
+        0.0
+    );
     let st = json(&mut c, "/stats", &[]);
     assert_eq!(st["hits"], 6, "{st}");
     assert_eq!(st["misses"], 2, "{st}");

@@ -18,11 +18,17 @@
 //! connection), even if later chunks find a new connection. After a
 //! failed connect, requests fail at once for [`RETRY_AFTER`] instead of
 //! each waiting for a connect of its own.
+//!
+//! **Counts.** The writer counts each frame it hands to the connection
+//! (`sent`), the reader each answer it reads (`received`): the link's
+//! own two counters ([`LinkMeters`]), one thread each.
 
 use super::Fwd;
 use super::wire::{self, Frame, ReadError};
+use crate::metrics::LinkMeters;
 use crate::serve::{Answer, Msg, Op, Origin};
 use shared_nothing::channel::{Channel, mpsc};
+use shared_nothing::metrics::prometheus::metrics::counter::Counter;
 use shared_nothing::pool::PoolSender;
 use std::collections::HashMap;
 use std::io::Write;
@@ -53,13 +59,15 @@ struct Conn {
     generation: u64,
 }
 
-/// Starts the link to `peer`; returns the channel workers send into.
+/// Starts the link to `peer`, counting into `meters`; returns the
+/// channel workers send into.
 ///
 /// # Errors
 /// The writer thread cannot start.
 pub fn start(
     peer: SocketAddr,
     sender: PoolSender<Msg>,
+    meters: LinkMeters,
 ) -> Result<mpsc::Sender<Fwd>, super::ClusterError> {
     let (tx, rx) = Channel::mpsc_unbounded();
     std::thread::Builder::new()
@@ -73,6 +81,7 @@ pub fn start(
                 next_rid: 1,
                 bodies: HashMap::new(),
                 refused_until: None,
+                meters,
             };
             while let Ok(fwd) = rx.recv() {
                 w.one(fwd);
@@ -92,6 +101,7 @@ struct Writer {
     /// their first chunk went on (`None`: failed already).
     bodies: HashMap<Origin, Option<(u64, u64)>>,
     refused_until: Option<Instant>,
+    meters: LinkMeters,
 }
 
 fn deliver(sender: &mut PoolSender<Msg>, origin: Origin, answer: Answer) {
@@ -176,6 +186,9 @@ impl Writer {
             }
             p.map.insert(rid, (origin, Instant::now()));
         }
+        // Counted as handed to the connection (before the write, so
+        // the count is never behind an answer that comes back).
+        self.meters.sent.inc();
         if let Err(e) = conn.stream.write_all(&frame) {
             tracing::debug!(peer = %self.peer, "cluster link write: {e}");
             let _ = conn.stream.shutdown(Shutdown::Both);
@@ -217,9 +230,10 @@ impl Writer {
                 let p = pending.clone();
                 let sender = self.sender.clone();
                 let peer = self.peer;
+                let received = self.meters.received.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("cache-link-r-{}", peer.port()))
-                    .spawn(move || read_answers(reader, &p, sender, peer));
+                    .spawn(move || read_answers(reader, &p, sender, peer, &received));
                 if spawned.is_err() {
                     return;
                 }
@@ -245,11 +259,13 @@ fn read_answers(
     pending: &Mutex<Pending>,
     mut sender: PoolSender<Msg>,
     peer: SocketAddr,
+    received: &Counter,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
     loop {
         match wire::read_frame(&mut stream) {
             Ok(Frame::Answer { rid, answer }) => {
+                received.inc();
                 let o = pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

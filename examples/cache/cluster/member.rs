@@ -25,6 +25,7 @@
 use super::link;
 use super::ring::Ring;
 use super::{ClusterConfig, ClusterError, NodeReport, Usage, View};
+use crate::metrics::{ClusterMeters, GossipMeters, LinkKind};
 use crate::serve::Msg;
 use foca::{BroadcastHandler, Config, Foca, Invalidates, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
@@ -305,6 +306,9 @@ struct Gossip {
     detections_ms: Vec<u64>,
     /// Nodes that came up and need this node's sync (`sync.rs`).
     sync: mpsc::Sender<(SocketAddr, Arc<View>)>,
+    /// Where the links count their frames; this thread's own series.
+    meters: ClusterMeters,
+    gossip: GossipMeters,
 }
 
 /// A known node.
@@ -344,7 +348,8 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Starts the gossip thread for node `me` on `socket`.
+/// Starts the gossip thread for node `me` on `socket`, counting into
+/// `meters`.
 ///
 /// # Errors
 /// The thread cannot start.
@@ -355,6 +360,7 @@ pub fn start(
     sender: PoolSender<Msg>,
     workers: usize,
     http: SocketAddr,
+    meters: &ClusterMeters,
 ) -> Result<(), ClusterError> {
     let seeds: Vec<SocketAddr> = cfg
         .seeds
@@ -373,8 +379,9 @@ pub fn start(
         bump: unix_ms(),
     };
     let (usage_tx, usage_rx) = Channel::mpsc_unbounded();
-    let sync = super::sync::start(sender.clone(), workers, me)?;
+    let sync = super::sync::start(sender.clone(), workers, me, meters.clone())?;
     let replication = cfg.replication;
+    let meters = meters.clone();
     std::thread::Builder::new()
         .name("cache-gossip".into())
         .spawn(move || {
@@ -416,6 +423,8 @@ pub fn start(
                 usage: vec![Usage::default(); workers],
                 detections_ms: Vec::new(),
                 sync,
+                gossip: meters.gossip(),
+                meters,
             };
             g.run();
         })
@@ -491,6 +500,7 @@ impl Gossip {
             let _ = self.socket.set_read_timeout(Some(wait));
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
+                    self.gossip.received.inc();
                     if let Some(k) = self.known.get_mut(&from) {
                         k.heard = Instant::now();
                     }
@@ -520,8 +530,11 @@ impl Gossip {
     /// changes (then a new view).
     fn drain(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            if let Err(e) = self.socket.send_to(&data, to.addr) {
-                tracing::debug!("gossip send to {}: {e}", to.addr);
+            match self.socket.send_to(&data, to.addr) {
+                Ok(_) => {
+                    self.gossip.sent.inc();
+                }
+                Err(e) => tracing::debug!("gossip send to {}: {e}", to.addr),
             }
         }
         let now = Instant::now();
@@ -574,7 +587,8 @@ impl Gossip {
         if was != Some(true) {
             println!("cache: cluster node {addr} up");
             if !self.links.contains_key(&addr) {
-                match link::start(addr, self.sender.clone()) {
+                let m = self.meters.link(LinkKind::Forward, &addr.to_string());
+                match link::start(addr, self.sender.clone(), m) {
                     Ok(tx) => {
                         self.links.insert(addr, tx);
                     }
@@ -638,9 +652,14 @@ impl Gossip {
         })
     }
 
-    /// Sends the current view to every worker.
+    /// Sends the current view to every worker, and sets the node gauges
+    /// from it.
     fn publish(&mut self) {
         let view = self.view();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let live = view.nodes.iter().filter(|n| n.live).count();
+        self.gossip.nodes_total.set(count(view.nodes.len()));
+        self.gossip.nodes_active.set(count(live));
         for w in 0..self.workers {
             let _ = self.sender.send_to_worker(w, Msg::View(view.clone()));
         }

@@ -26,6 +26,10 @@
 //!   it the keys it now owns, for which the pusher is the first other
 //!   owner (re-replication from the survivors, put-if-absent so a newer
 //!   write is never overwritten).
+//! - **Metrics**: each of these threads counts its own traffic in its
+//!   own counters ([`crate::metrics::ClusterMeters`]): a link, a
+//!   connection served and the sync their frames each way, the gossip
+//!   thread its packets and the node counts.
 
 pub mod link;
 pub mod member;
@@ -34,6 +38,7 @@ pub mod ring;
 pub mod sync;
 pub mod wire;
 
+use crate::metrics::ClusterMeters;
 use crate::serve::{Msg, Op, Origin};
 use ring::Ring;
 use shared_nothing::channel::mpsc;
@@ -52,6 +57,20 @@ pub struct Fwd {
     pub origin: Origin,
     pub route: Vec<u8>,
     pub op: Op,
+}
+
+/// A forwarded message's index in [`crate::metrics::RouteMeters::OPS`]
+/// when it starts a request there: GET, HEAD, DELETE, and a body's last
+/// chunk (a PUT); `None` within a request (a GET's next piece, a body's
+/// earlier chunks, an abort).
+pub fn request_kind(op: &Op) -> Option<usize> {
+    match op {
+        Op::Get { .. } => Some(0),
+        Op::Head { .. } => Some(1),
+        Op::Delete { .. } => Some(2),
+        Op::Body { end: Some(_), .. } => Some(3),
+        _ => None,
+    }
 }
 
 /// A node's figures, as it gossips them.
@@ -176,7 +195,8 @@ pub enum ClusterError {
 /// Starts cluster mode for a node whose workers `sender` reaches
 /// (`workers` of them) and whose HTTP front is on `http`: binds the
 /// cluster port (UDP and TCP on one port number), serves the internal
-/// protocol, and starts the gossip. Returns the bound cluster address.
+/// protocol, and starts the gossip, counting into `meters`. Returns the
+/// bound cluster address.
 ///
 /// # Errors
 /// See [`ClusterError`].
@@ -185,13 +205,14 @@ pub fn start(
     sender: shared_nothing::pool::PoolSender<Msg>,
     workers: usize,
     http: SocketAddr,
+    meters: &ClusterMeters,
 ) -> Result<SocketAddr, ClusterError> {
     let (tcp, udp) = member::bind(&cfg.bind, cfg.port)?;
     let me = tcp.local_addr().map_err(|source| ClusterError::Bind {
         addr: format!("{}:{}", cfg.bind, cfg.port),
         source,
     })?;
-    peer::start(tcp, sender.clone(), workers)?;
-    member::start(me, udp, cfg, sender, workers, http)?;
+    peer::start(tcp, sender.clone(), workers, meters.clone())?;
+    member::start(me, udp, cfg, sender, workers, http, meters)?;
     Ok(me)
 }

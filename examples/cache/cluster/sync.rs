@@ -12,12 +12,15 @@
 //! one. It talks to workers only by messages (its answers come on its
 //! own channel, like a peer connection's), and holds at most one chunk
 //! of a value at a time. A value that changes while it is read is
-//! skipped (the write that changed it went to the node too).
+//! skipped (the write that changed it went to the node too). The
+//! frames it writes to a node and the answers it reads are counted in
+//! that node's `sync` counters.
 
 use super::View;
 use super::wire::{self, Frame};
 use crate::engine::CHUNK;
 use crate::http::RangeReq;
+use crate::metrics::{ClusterMeters, LinkKind, LinkMeters};
 use crate::serve::{Answer, BodyEnd, Msg, Op, PIECE, PutEnd, owner_of};
 use shared_nothing::channel::{Channel, mpsc};
 use shared_nothing::pool::PoolSender;
@@ -41,6 +44,7 @@ pub fn start(
     sender: PoolSender<Msg>,
     workers: usize,
     me: SocketAddr,
+    meters: ClusterMeters,
 ) -> Result<mpsc::Sender<(SocketAddr, Arc<View>)>, super::ClusterError> {
     let (tx, rx) = Channel::mpsc_unbounded::<(SocketAddr, Arc<View>)>();
     std::thread::Builder::new()
@@ -52,6 +56,7 @@ pub fn start(
                 workers,
                 answers: arx,
                 seq: 0,
+                meters,
             };
             for w in 0..workers {
                 let _ = s.sender.send_to_worker(
@@ -98,6 +103,7 @@ struct Sync {
     workers: usize,
     answers: mpsc::Receiver<(u64, Answer)>,
     seq: u64,
+    meters: ClusterMeters,
 }
 
 impl Sync {
@@ -138,12 +144,13 @@ impl Sync {
         if keys.is_empty() {
             return Ok((0, 0));
         }
+        let m = self.meters.link(LinkKind::Sync, &node.to_string());
         let mut stream = TcpStream::connect_timeout(&node, Duration::from_secs(2))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         let (mut n, mut bytes) = (0, 0);
         for (key, ttl) in keys {
-            if let Some(size) = self.push_one(&mut stream, key, ttl)? {
+            if let Some(size) = self.push_one(&mut stream, &m, key, ttl)? {
                 n += 1;
                 bytes += size;
             }
@@ -155,6 +162,7 @@ impl Sync {
     fn push_one(
         &mut self,
         stream: &mut TcpStream,
+        m: &LinkMeters,
         key: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, SyncError> {
@@ -180,7 +188,14 @@ impl Sync {
         loop {
             while chunk.len() >= CHUNK {
                 let rest = chunk.split_off(CHUNK);
-                send(stream, rid, &key, std::mem::replace(&mut chunk, rest), None)?;
+                send(
+                    stream,
+                    m,
+                    rid,
+                    &key,
+                    std::mem::replace(&mut chunk, rest),
+                    None,
+                )?;
             }
             if at >= size {
                 break;
@@ -197,7 +212,7 @@ impl Sync {
                     chunk.extend_from_slice(&p);
                 }
                 _ => {
-                    send_abort(stream, rid, &key)?;
+                    send_abort(stream, m, rid, &key)?;
                     return Ok(None);
                 }
             }
@@ -209,9 +224,11 @@ impl Sync {
             place: crate::engine::Placement::BOTH,
             only_new: true,
         };
-        send(stream, rid, &key, chunk, Some(BodyEnd::Store(end)))?;
+        send(stream, m, rid, &key, chunk, Some(BodyEnd::Store(end)))?;
         loop {
-            match wire::read_frame(stream)? {
+            let frame = wire::read_frame(stream)?;
+            m.received.inc();
+            match frame {
                 Frame::Answer { rid: r, answer } if r == rid => {
                     return match answer {
                         Answer::Stored => Ok(Some(size)),
@@ -229,6 +246,7 @@ impl Sync {
 
 fn send(
     stream: &mut TcpStream,
+    m: &LinkMeters,
     rid: u64,
     key: &[u8],
     data: Vec<u8>,
@@ -241,12 +259,19 @@ fn send(
     };
     let frame = wire::encode_request(rid, key, &op)
         .ok_or_else(|| SyncError::Refused("a frame over the limit".into()))?;
+    m.sent.inc();
     stream.write_all(&frame)?;
     Ok(())
 }
 
-fn send_abort(stream: &mut TcpStream, rid: u64, key: &[u8]) -> Result<(), SyncError> {
+fn send_abort(
+    stream: &mut TcpStream,
+    m: &LinkMeters,
+    rid: u64,
+    key: &[u8],
+) -> Result<(), SyncError> {
     if let Some(f) = wire::encode_request(rid, key, &Op::Abort) {
+        m.sent.inc();
         stream.write_all(&f)?;
     }
     Ok(())

@@ -29,7 +29,7 @@ use crate::cluster::{ClusterConfig, Fwd, Usage, View};
 use crate::config::Config;
 use crate::engine::{Engine, Placement, Stats};
 use crate::http::{RangeReq, Want};
-use crate::metrics::{CacheMetrics, FrontMeters};
+use crate::metrics::{CacheMetrics, ClusterMeters, FrontMeters, RouteMeters};
 use crate::sparse::{Progress, SparseError};
 use shared_nothing::channel::mpsc;
 use shared_nothing::io::{ConnId, NetClient, NetEvent, NetworkWorker, StorageCompletion};
@@ -395,6 +395,10 @@ pub struct NodeState {
     links: HashMap<SocketAddr, mpsc::Sender<Fwd>>,
     /// Answer channels of the connections from other nodes.
     peers_in: HashMap<u64, mpsc::Sender<(u64, Answer)>>,
+    /// This worker's forwarding and fall-over counters, and the
+    /// cluster's series (summed for the JSON `/metrics`).
+    route: RouteMeters,
+    cluster_meters: ClusterMeters,
     /// Ticks since this worker last reported its usage.
     ticks: u32,
 }
@@ -431,6 +435,7 @@ impl NodeState {
             Dest::Local(w) => self.run(w, origin, op),
             Dest::Node(addr) => {
                 let answered = crate::cluster::wire::answered(&op);
+                let counted = crate::cluster::request_kind(&op);
                 let fwd = Fwd {
                     origin,
                     route: route.to_vec(),
@@ -441,6 +446,9 @@ impl NodeState {
                     .get(&addr)
                     .is_some_and(|l| l.try_send(fwd).is_ok());
                 if sent {
+                    if let Some(i) = counted {
+                        self.route.forwarded[i].inc();
+                    }
                     None
                 } else {
                     answered.then_some(Answer::Unreachable)
@@ -535,6 +543,8 @@ impl Worker for Node {
             cluster: None,
             links: HashMap::new(),
             peers_in: HashMap::new(),
+            route: self.metrics.cluster.route(&name),
+            cluster_meters: self.metrics.cluster.clone(),
             ticks: 0,
         })
     }
@@ -730,6 +740,7 @@ pub fn start(
         disk,
     };
     let metrics = CacheMetrics::register(&mut pool.metrics_registry());
+    let cluster_meters = metrics.cluster.clone();
     let sdk_meters = metrics.front("sdk", "socket");
     let scrape = pool.clone();
     let text: MetricsText = Arc::new(move || scrape.metrics());
@@ -755,7 +766,7 @@ pub fn start(
             seeds: cfg.seeds.clone(),
             replication: usize::try_from(cfg.replication).unwrap_or(usize::MAX),
         };
-        let at = crate::cluster::start(&cc, group.sender(), workers, local)?;
+        let at = crate::cluster::start(&cc, group.sender(), workers, local, &cluster_meters)?;
         format!(
             "cluster port {at}, replication {}, seeds [{}]",
             cfg.replication,

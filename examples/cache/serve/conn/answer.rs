@@ -2,7 +2,7 @@
 //! it makes, or the next state.
 
 use super::reply::{Reply, close, send, tracked_send};
-use super::stats::{metrics_json, stats_json};
+use super::stats::{cluster_block, metrics_json, stats_json};
 use super::stream::start_multipart;
 use super::{Pending, State, finish, gather};
 use crate::http::{self, Want};
@@ -175,7 +175,7 @@ pub(super) fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             sum.add(&s);
             if left <= 1 {
                 let body = if json_metrics {
-                    metrics_json(&sum, st.started.elapsed().as_secs())
+                    metrics_json(&sum, st.started.elapsed().as_secs(), &cluster_block(st))
                 } else {
                     stats_json(&sum)
                 };

@@ -505,6 +505,11 @@ fn gather(st: &mut NodeState, id: ConnId, answer: Answer) -> Option<Answer> {
             let next = rest.remove(0);
             *at = next;
             let op = retry.as_ref().and_then(again)?;
+            if down {
+                st.route.fallover_down.inc();
+            } else {
+                st.route.fallover_miss.inc();
+            }
             let route = match &op {
                 Op::Get { key, .. } | Op::Head { key } => key.clone(),
                 _ => Vec::new(),
