@@ -64,25 +64,7 @@ pub(super) fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
     else {
         return false;
     };
-    // C3: a streamed PUT takes no more input than its owners' windows
-    // have room for; the rest waits in `inbuf` (and the socket pauses
-    // past MAX_INBUF) until they acknowledge chunks.
-    let room = match sink {
-        Sink::Put { dests, end, buf } if streams(end) => {
-            let local = dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
-            let free = (BODY_WINDOW * local).saturating_sub(unacked);
-            if local == 0 {
-                usize::MAX
-            } else if free == 0 {
-                // Only what completes no chunk, plus framing.
-                CHUNK - 1 - buf.len().min(CHUNK - 1)
-            } else {
-                free * CHUNK - buf.len()
-            }
-        }
-        _ => usize::MAX,
-    };
-    let avail = inbuf.len().min(room);
+    let avail = inbuf.len().min(room(sink, unacked));
     let mut full: Vec<Vec<u8>> = Vec::new();
     let mut over = false;
     let mut take = |bytes: &[u8]| {
@@ -113,15 +95,9 @@ pub(super) fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         Framing::Chunked(d) => match d.feed(&inbuf[..avail], &mut take) {
             Ok(n) => (n, d.is_done()),
             Err(e) => {
-                let to = match sink {
-                    Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec())),
-                    Sink::Discard { .. } => None,
-                };
-                let o = origin(st, id, seq);
-                if let Some((dests, route)) = to {
-                    for d in dests {
-                        let _ = st.run_at(d, o, &route, Op::Abort);
-                    }
+                let to = targets(sink);
+                if let Some((dests, route, _)) = to {
+                    abort_at(st, origin(st, id, seq), &dests, &route);
                 }
                 fail_plain(st, id, 400, &e.to_string());
                 return false;
@@ -129,37 +105,85 @@ pub(super) fn feed_body(st: &mut NodeState, id: ConnId) -> bool {
         },
     };
     inbuf.drain(..used);
-    let to = match sink {
-        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec(), streams(end))),
-        Sink::Discard { .. } => None,
-    };
+    let to = targets(sink);
     let o = origin(st, id, seq);
     if let Some((dests, route, stream)) = to {
-        for data in full {
-            if stream && let Some(c) = st.conns.get_mut(&id) {
-                c.unacked += dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
-            }
-            let took = fan_out(st, &dests, o, &route, data, None, stream)
-                .iter()
-                .filter(|a| matches!(a, Answer::Took))
-                .count();
-            if let Some(c) = st.conns.get_mut(&id) {
-                c.unacked = c.unacked.saturating_sub(took);
-            }
-        }
+        send_chunks(st, id, o, (&dests, &route, stream), full);
         if over {
-            for d in dests {
-                let _ = st.run_at(d, o, &route, Op::Abort);
-            }
+            abort_at(st, o, &dests, &route);
         }
     }
     if over {
         fail_plain(st, id, 413, &format!("body over the {limit}-byte limit"));
         return false;
     }
-    if !done {
-        return false;
+    done && body_done(st, id, o)
+}
+
+/// C3: how much more input a body may take now. A streamed PUT takes no
+/// more than its owners' windows have room for; the rest waits in
+/// `inbuf` (and the socket pauses past MAX_INBUF) until they
+/// acknowledge chunks.
+fn room(sink: &Sink, unacked: usize) -> usize {
+    match sink {
+        Sink::Put { dests, end, buf } if streams(end) => {
+            let local = dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+            let free = (BODY_WINDOW * local).saturating_sub(unacked);
+            if local == 0 {
+                usize::MAX
+            } else if free == 0 {
+                // Only what completes no chunk, plus framing.
+                CHUNK - 1 - buf.len().min(CHUNK - 1)
+            } else {
+                free * CHUNK - buf.len()
+            }
+        }
+        _ => usize::MAX,
     }
+}
+
+/// Where a body's chunks go: its owners, the key it is routed by, and
+/// whether it streams into their tiers; `None` for a discarded body.
+fn targets(sink: &Sink) -> Option<(Vec<Dest>, Vec<u8>, bool)> {
+    match sink {
+        Sink::Put { dests, end, .. } => Some((dests.clone(), body_key(end).to_vec(), streams(end))),
+        Sink::Discard { .. } => None,
+    }
+}
+
+/// Tells every owner the body will not come.
+fn abort_at(st: &mut NodeState, o: Origin, dests: &[Dest], route: &[u8]) {
+    for d in dests {
+        let _ = st.run_at(*d, o, route, Op::Abort);
+    }
+}
+
+/// Sends the body's complete chunks to its owners, counting a streamed
+/// one's unacknowledged chunks for the window (C3).
+fn send_chunks(
+    st: &mut NodeState,
+    id: ConnId,
+    o: Origin,
+    (dests, route, stream): (&[Dest], &[u8], bool),
+    full: Vec<Vec<u8>>,
+) {
+    for data in full {
+        if stream && let Some(c) = st.conns.get_mut(&id) {
+            c.unacked += dests.iter().filter(|d| matches!(d, Dest::Local(_))).count();
+        }
+        let took = fan_out(st, dests, o, route, data, None, stream)
+            .iter()
+            .filter(|a| matches!(a, Answer::Took))
+            .count();
+        if let Some(c) = st.conns.get_mut(&id) {
+            c.unacked = c.unacked.saturating_sub(took);
+        }
+    }
+}
+
+/// The whole body is in: the PUT's last chunk goes out (or the request
+/// after a discarded body starts). True if the request moved on.
+fn body_done(st: &mut NodeState, id: ConnId, o: Origin) -> bool {
     let Some(c) = st.conns.get_mut(&id) else {
         return false;
     };
