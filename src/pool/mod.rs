@@ -15,6 +15,7 @@ mod io;
 mod metrics;
 #[cfg(not(loom))]
 mod metrics_http;
+mod placement;
 mod plan;
 mod profile;
 mod runtime;
