@@ -335,150 +335,173 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
     let rid = c.u64()?;
     let frame = if kind < 0x40 {
         let route = c.bytes()?.to_vec();
-        let op = match kind {
-            0x01 => {
-                let range = match c.u8()? {
-                    0 => RangeReq::Whole,
-                    1 => {
-                        let (a, b) = (c.u64()?, c.u64()?);
-                        if a > b {
-                            return Err(WireError::Value {
-                                field: "range",
-                                value: a,
-                            });
-                        }
-                        RangeReq::Header(ByteRange::FromTo(a, b))
-                    }
-                    2 => RangeReq::Header(ByteRange::From(c.u64()?)),
-                    3 => RangeReq::Header(ByteRange::Suffix(c.u64()?)),
-                    4 => RangeReq::Query {
-                        offset: c.u64()?,
-                        len: c.u64()?,
-                    },
-                    5 => RangeReq::Sdk {
-                        offset: c.u64()?,
-                        len: c.u64()?,
-                    },
-                    6 => RangeReq::Many,
-                    v => {
-                        return Err(WireError::Value {
-                            field: "range tag",
-                            value: u64::from(v),
-                        });
-                    }
-                };
-                Op::Get {
-                    key: route.clone(),
-                    range,
-                }
-            }
-            0x02 => Op::Read {
-                key: route.clone(),
-                id: c.u64()?,
-                offset: c.u64()?,
-                len: c.u64()?,
-            },
-            0x03 => Op::Head { key: route.clone() },
-            0x04 => {
-                let data = c.bytes()?;
-                if data.len() > CHUNK {
-                    return Err(WireError::Value {
-                        field: "body chunk length",
-                        value: data.len() as u64,
-                    });
-                }
-                let data = data.to_vec();
-                let end = if c.flag("last")? {
-                    let ttl = if c.flag("ttl")? {
-                        Some(Duration::from_millis(c.u64()?))
-                    } else {
-                        None
-                    };
-                    let flags = c.u32()?;
-                    let place = c.u8()?;
-                    if place > 3 {
-                        return Err(WireError::Value {
-                            field: "placement",
-                            value: u64::from(place),
-                        });
-                    }
-                    let only_new = c.flag("only_new")?;
-                    Some(BodyEnd::Store(PutEnd {
-                        key: route.clone(),
-                        ttl,
-                        flags,
-                        place: Placement {
-                            memory: place & 1 != 0,
-                            disk: place & 2 != 0,
-                        },
-                        only_new,
-                    }))
-                } else {
-                    None
-                };
-                Op::Body {
-                    data,
-                    end,
-                    stream: false,
-                }
-            }
-            0x05 => Op::Abort,
-            0x06 => Op::Delete { key: route.clone() },
-            k => return Err(WireError::Type(k)),
-        };
+        let op = decode_op(kind, &route, &mut c)?;
         Frame::Request { rid, route, op }
     } else {
-        let answer = match kind {
-            0x41 => {
-                let size = c.u64()?;
-                let chunks = c.u64()?;
-                let flags = c.u32()?;
-                let id = c.u64()?;
-                let want = match c.u8()? {
-                    0 => Want::Whole,
-                    1 => Want::Part {
-                        offset: c.u64()?,
-                        len: c.u64()?,
-                    },
-                    2 => Want::Unsatisfiable,
-                    3 => Want::Many,
-                    v => {
-                        return Err(WireError::Value {
-                            field: "want",
-                            value: u64::from(v),
-                        });
-                    }
-                };
-                let first = c.bytes()?.to_vec();
-                Answer::Got {
-                    size,
-                    chunks,
-                    flags,
-                    id,
-                    want,
-                    first,
-                }
-            }
-            0x42 => Answer::Missing,
-            0x43 => Answer::Meta {
-                size: c.u64()?,
-                chunks: c.u64()?,
-                flags: c.u32()?,
-            },
-            0x44 => Answer::Piece(c.bytes()?.to_vec()),
-            0x45 => Answer::Gone,
-            0x46 => Answer::Stored,
-            0x47 => Answer::Refused {
-                status: c.u16()?,
-                reason: String::from_utf8_lossy(c.bytes()?).into_owned(),
-            },
-            0x48 => Answer::Deleted,
-            k => return Err(WireError::Type(k)),
-        };
-        Frame::Answer { rid, answer }
+        Frame::Answer {
+            rid,
+            answer: decode_answer(kind, &mut c)?,
+        }
     };
     c.end()?;
     Ok(frame)
+}
+
+/// A request's operation on `route`, after its kind.
+fn decode_op(kind: u8, route: &[u8], c: &mut Cur<'_>) -> Result<Op, WireError> {
+    Ok(match kind {
+        0x01 => Op::Get {
+            key: route.to_vec(),
+            range: decode_range(c)?,
+        },
+        0x02 => Op::Read {
+            key: route.to_vec(),
+            id: c.u64()?,
+            offset: c.u64()?,
+            len: c.u64()?,
+        },
+        0x03 => Op::Head {
+            key: route.to_vec(),
+        },
+        0x04 => {
+            let data = c.bytes()?;
+            if data.len() > CHUNK {
+                return Err(WireError::Value {
+                    field: "body chunk length",
+                    value: data.len() as u64,
+                });
+            }
+            let data = data.to_vec();
+            let end = if c.flag("last")? {
+                Some(decode_put_end(route, c)?)
+            } else {
+                None
+            };
+            Op::Body {
+                data,
+                end,
+                stream: false,
+            }
+        }
+        0x05 => Op::Abort,
+        0x06 => Op::Delete {
+            key: route.to_vec(),
+        },
+        k => return Err(WireError::Type(k)),
+    })
+}
+
+/// A GET's range, after its tag.
+fn decode_range(c: &mut Cur<'_>) -> Result<RangeReq, WireError> {
+    Ok(match c.u8()? {
+        0 => RangeReq::Whole,
+        1 => {
+            let (a, b) = (c.u64()?, c.u64()?);
+            if a > b {
+                return Err(WireError::Value {
+                    field: "range",
+                    value: a,
+                });
+            }
+            RangeReq::Header(ByteRange::FromTo(a, b))
+        }
+        2 => RangeReq::Header(ByteRange::From(c.u64()?)),
+        3 => RangeReq::Header(ByteRange::Suffix(c.u64()?)),
+        4 => RangeReq::Query {
+            offset: c.u64()?,
+            len: c.u64()?,
+        },
+        5 => RangeReq::Sdk {
+            offset: c.u64()?,
+            len: c.u64()?,
+        },
+        6 => RangeReq::Many,
+        v => {
+            return Err(WireError::Value {
+                field: "range tag",
+                value: u64::from(v),
+            });
+        }
+    })
+}
+
+/// A PUT body's last chunk's ending: what to store the value as.
+fn decode_put_end(route: &[u8], c: &mut Cur<'_>) -> Result<BodyEnd, WireError> {
+    let ttl = if c.flag("ttl")? {
+        Some(Duration::from_millis(c.u64()?))
+    } else {
+        None
+    };
+    let flags = c.u32()?;
+    let place = c.u8()?;
+    if place > 3 {
+        return Err(WireError::Value {
+            field: "placement",
+            value: u64::from(place),
+        });
+    }
+    let only_new = c.flag("only_new")?;
+    Ok(BodyEnd::Store(PutEnd {
+        key: route.to_vec(),
+        ttl,
+        flags,
+        place: Placement {
+            memory: place & 1 != 0,
+            disk: place & 2 != 0,
+        },
+        only_new,
+    }))
+}
+
+/// An answer, after its kind.
+fn decode_answer(kind: u8, c: &mut Cur<'_>) -> Result<Answer, WireError> {
+    Ok(match kind {
+        0x41 => {
+            let size = c.u64()?;
+            let chunks = c.u64()?;
+            let flags = c.u32()?;
+            let id = c.u64()?;
+            let want = match c.u8()? {
+                0 => Want::Whole,
+                1 => Want::Part {
+                    offset: c.u64()?,
+                    len: c.u64()?,
+                },
+                2 => Want::Unsatisfiable,
+                3 => Want::Many,
+                v => {
+                    return Err(WireError::Value {
+                        field: "want",
+                        value: u64::from(v),
+                    });
+                }
+            };
+            let first = c.bytes()?.to_vec();
+            Answer::Got {
+                size,
+                chunks,
+                flags,
+                id,
+                want,
+                first,
+            }
+        }
+        0x42 => Answer::Missing,
+        0x43 => Answer::Meta {
+            size: c.u64()?,
+            chunks: c.u64()?,
+            flags: c.u32()?,
+        },
+        0x44 => Answer::Piece(c.bytes()?.to_vec()),
+        0x45 => Answer::Gone,
+        0x46 => Answer::Stored,
+        0x47 => Answer::Refused {
+            status: c.u16()?,
+            reason: String::from_utf8_lossy(c.bytes()?).into_owned(),
+        },
+        0x48 => Answer::Deleted,
+        k => return Err(WireError::Type(k)),
+    })
 }
 
 /// Why a frame could not be read from a stream.
