@@ -14,7 +14,7 @@
 use super::tier::{self, First, Ticket};
 use super::{Answer, BodyEnd, Caller, NodeState, Op, PutEnd, RangeEnd};
 use crate::engine::{CommitError, Done, Engine, FinalizeError, Read, Staged};
-use crate::http::{Want, resolve};
+use crate::http::{RangeReq, Want, resolve};
 use std::time::Instant;
 
 /// Most bytes in one GET piece.
@@ -82,33 +82,7 @@ fn write_range(engine: &mut Engine, end: &RangeEnd, staged: &Staged) -> Answer {
 pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
     let now = Instant::now();
     match op {
-        Op::Get { key, range } => match st.engine.lookup(&key, now) {
-            None => Some(Answer::Missing),
-            Some(entry) => {
-                let want = resolve(range, entry.size);
-                let (offset, len) = match want {
-                    Want::Whole => (0, entry.size),
-                    Want::Part { offset, len } => (offset, len),
-                    Want::Unsatisfiable | Want::Many => (0, 0),
-                };
-                st.engine.begin_read(&entry, offset, len);
-                let first = First {
-                    size: entry.size,
-                    chunks: entry.chunk_count(),
-                    flags: entry.flags,
-                    want,
-                };
-                read(
-                    st,
-                    origin,
-                    key,
-                    entry.id,
-                    offset,
-                    len.min(PIECE),
-                    Some(first),
-                )
-            }
-        },
+        Op::Get { key, range } => get(st, origin, key, range, now),
         Op::Head { key } => Some(match st.engine.head(&key, now) {
             Some(e) => Answer::Meta {
                 size: e.size,
@@ -129,52 +103,8 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             stream: true,
         } => stream_body(st, origin, data, end),
         Op::Body { data, end, .. } => {
-            let staging = st.staging.entry(origin).or_insert(Staging::Whole {
-                staged: Staged::default(),
-                failed: None,
-            });
-            if let Staging::Whole { staged, failed } = staging
-                && failed.is_none()
-                && let Err(e) = staged.push(data)
-            {
-                *failed = Some(e.to_string());
-            }
-            let end = end?;
-            let staged = match st.staging.remove(&origin) {
-                Some(Staging::Whole {
-                    failed: Some(reason),
-                    ..
-                }) => {
-                    return Some(Answer::Refused {
-                        status: 500,
-                        reason,
-                    });
-                }
-                Some(Staging::Whole { staged, .. }) => staged,
-                Some(Staging::Stream { fill, .. }) => {
-                    st.engine.fill_abort(fill);
-                    return Some(Answer::Refused {
-                        status: 500,
-                        reason: "a body both streamed and staged".into(),
-                    });
-                }
-                None => Staged::default(),
-            };
-            Some(match end {
-                BodyEnd::Store(end) if end.only_new && st.engine.head(&end.key, now).is_some() => {
-                    // A sync's push: a value is there already (written
-                    // since this node came up), and it wins.
-                    Answer::Stored
-                }
-                BodyEnd::Store(end) => {
-                    let ticket = ticket(st, origin, Ticket::Store);
-                    let done = st
-                        .engine
-                        .commit(&end.key, staged, end.ttl, end.flags, now, end.place, ticket);
-                    return settle(st, ticket, done.map_err(|e| refused(&e)), Answer::Stored);
-                }
-                BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staged),
-            })
+            stage(st, origin, data);
+            staged_body(st, origin, end?, now)
         }
         Op::Abort => {
             if let Some(Staging::Stream { fill, .. }) = st.staging.remove(&origin) {
@@ -227,6 +157,97 @@ pub fn run(st: &mut NodeState, origin: Caller, op: Op) -> Option<Answer> {
             Some(Answer::Deleted)
         }
     }
+}
+
+/// A GET: the entry's metadata and the first piece of what `range`
+/// selects.
+fn get(
+    st: &mut NodeState,
+    origin: Caller,
+    key: Vec<u8>,
+    range: RangeReq,
+    now: Instant,
+) -> Option<Answer> {
+    let Some(entry) = st.engine.lookup(&key, now) else {
+        return Some(Answer::Missing);
+    };
+    let want = resolve(range, entry.size);
+    let (offset, len) = match want {
+        Want::Whole => (0, entry.size),
+        Want::Part { offset, len } => (offset, len),
+        Want::Unsatisfiable | Want::Many => (0, 0),
+    };
+    st.engine.begin_read(&entry, offset, len);
+    let first = First {
+        size: entry.size,
+        chunks: entry.chunk_count(),
+        flags: entry.flags,
+        want,
+    };
+    read(
+        st,
+        origin,
+        key,
+        entry.id,
+        offset,
+        len.min(PIECE),
+        Some(first),
+    )
+}
+
+/// A staged body's next chunk, kept until its last (a failure is kept
+/// too, and answered then).
+fn stage(st: &mut NodeState, origin: Caller, data: Vec<u8>) {
+    let staging = st.staging.entry(origin).or_insert(Staging::Whole {
+        staged: Staged::default(),
+        failed: None,
+    });
+    if let Staging::Whole { staged, failed } = staging
+        && failed.is_none()
+        && let Err(e) = staged.push(data)
+    {
+        *failed = Some(e.to_string());
+    }
+}
+
+/// A staged body is complete: stored as a value, or written into a
+/// sparse one.
+fn staged_body(st: &mut NodeState, origin: Caller, end: BodyEnd, now: Instant) -> Option<Answer> {
+    let staged = match st.staging.remove(&origin) {
+        Some(Staging::Whole {
+            failed: Some(reason),
+            ..
+        }) => {
+            return Some(Answer::Refused {
+                status: 500,
+                reason,
+            });
+        }
+        Some(Staging::Whole { staged, .. }) => staged,
+        Some(Staging::Stream { fill, .. }) => {
+            st.engine.fill_abort(fill);
+            return Some(Answer::Refused {
+                status: 500,
+                reason: "a body both streamed and staged".into(),
+            });
+        }
+        None => Staged::default(),
+    };
+    Some(match end {
+        BodyEnd::Store(end) if end.only_new && st.engine.head(&end.key, now).is_some() => {
+            // A sync's push: a value is there already (written since
+            // this node came up), and it wins.
+            Answer::Stored
+        }
+        BodyEnd::Store(end) => {
+            let ticket = ticket(st, origin, Ticket::Store);
+            let done = st
+                .engine
+                .commit(&end.key, staged, end.ttl, end.flags, now, end.place, ticket);
+            return settle(st, ticket, done.map_err(|e| refused(&e)), Answer::Stored);
+        }
+        BodyEnd::WriteRange(end) => write_range(&mut st.engine, &end, &staged),
+    })
 }
 
 /// A streamed body's chunk: into the tiers now (its file submitted, or
