@@ -122,9 +122,14 @@ struct ServeArgs {
     /// Checkpoint a shard after this many writes...
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_writes: u64,
-    /// ...or this many seconds after its first write since the last one.
+    /// ...or this many seconds after its first write since the last one...
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_secs: u64,
+    /// ...or once no write came for this many milliseconds (0: never for
+    /// that reason). Reads of nodes written since the last checkpoint
+    /// are slower than reads of their pages.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_quiet_ms: u64,
     /// Page cache of the whole process in MiB, split evenly over the shards
     /// (0: none, every read goes to the files).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
@@ -144,6 +149,8 @@ impl ServeArgs {
             checkpoint: serve::CheckpointPolicy {
                 writes: self.checkpoint_writes,
                 every: std::time::Duration::from_secs(self.checkpoint_secs),
+                quiet: (self.checkpoint_quiet_ms > 0)
+                    .then(|| std::time::Duration::from_millis(self.checkpoint_quiet_ms)),
             },
             cache_bytes: usize::try_from(self.cache_mb << 20).unwrap_or(usize::MAX),
         })

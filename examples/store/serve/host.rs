@@ -21,7 +21,10 @@
 //! plus one tick after it.
 //!
 //! Checkpoints bound the WAL: after `checkpoint_writes` writes, or
-//! `checkpoint_every` after the first write since the last one.
+//! `checkpoint_every` after the first write since the last one, or once
+//! writes have paused for `checkpoint_quiet` (a burst of writes followed
+//! by reads: the written nodes then go to their pages, whose lookups stay
+//! within a page instead of chasing the in-memory nodes' allocations).
 
 use super::SyncMode;
 use super::wal_disk::WalDisk;
@@ -365,6 +368,9 @@ impl ShardEngine {
 pub struct CheckpointPolicy {
     pub writes: u64,
     pub every: Duration,
+    /// Checkpoint once no write came for this long (`None`: never for
+    /// that reason).
+    pub quiet: Option<Duration>,
 }
 
 /// A worker's shard, its executor and the replies D1 holds, each with
@@ -378,6 +384,10 @@ pub struct Host<O> {
     held: Vec<(O, Reply, u64)>,
     last_checkpoint: Instant,
     last_sync: Instant,
+    /// The write count last seen by `maybe_checkpoint`, and when it was
+    /// seen to change (for `CheckpointPolicy::quiet`).
+    seen_writes: u64,
+    writes_moved: Instant,
     /// `--wal-io storage`: group commits on a storage worker (`None`: on
     /// this thread, `Shard::sync_wal`).
     disk: Option<WalDisk>,
@@ -405,6 +415,8 @@ impl<O> Host<O> {
             held: Vec::new(),
             last_checkpoint: Instant::now(),
             last_sync: Instant::now(),
+            seen_writes: 0,
+            writes_moved: Instant::now(),
             disk: None,
         }
     }
@@ -562,19 +574,34 @@ impl<O> Host<O> {
 
     fn maybe_checkpoint(&mut self) {
         let writes = self.exec.engine_mut().writes;
+        if writes == 0 {
+            self.seen_writes = 0;
+            return;
+        }
+        let now = Instant::now();
+        if writes != self.seen_writes {
+            self.seen_writes = writes;
+            self.writes_moved = now;
+        }
+        let quiet = self
+            .policy
+            .quiet
+            .is_some_and(|q| now.duration_since(self.writes_moved) >= q);
         let due = writes >= self.policy.writes
-            || (writes > 0 && self.last_checkpoint.elapsed() >= self.policy.every);
+            || now.duration_since(self.last_checkpoint) >= self.policy.every
+            || quiet;
         if !due
             || self.in_flight()
             || (self.sync == SyncMode::Always && self.exec.engine_mut().dirty())
         {
             return;
         }
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = now;
         let engine = self.exec.engine_mut();
         match engine.shard.checkpoint() {
             Ok(seq) => {
                 engine.writes = 0;
+                self.seen_writes = 0;
                 tracing::debug!(target: "store", shard = self.index, "checkpoint {seq}");
             }
             Err(e) => engine.errors.log(self.index, "checkpoint", &e.to_string()),
@@ -612,6 +639,7 @@ mod tests {
         let policy = CheckpointPolicy {
             writes,
             every: Duration::from_secs(3600),
+            quiet: None,
         };
         let server = ServerInfo {
             port: 0,
@@ -626,6 +654,39 @@ mod tests {
     fn req(words: &str) -> Request {
         let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
         parse(&args).unwrap()
+    }
+
+    #[test]
+    fn a_pause_in_writes_checkpoints_and_steady_writes_do_not() {
+        let dir = TempDir::new();
+        let mut h = host(&dir, SyncMode::Never, 1_000_000);
+        let quiet = Duration::from_millis(30);
+        h.policy.quiet = Some(quiet);
+        // Writes that keep coming (faster than `quiet`) never look quiet.
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < quiet * 3 {
+            assert!(h.run(1, 0, req(&format!("SET k{n} v")), 0).is_some());
+            n += 1;
+            h.commit();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(
+            h.exec.engine_mut().writes,
+            n,
+            "checkpointed while writes came"
+        );
+        assert!(h.exec.engine_mut().shard.stats().dirty > 0);
+        // Then they stop: a tick after `quiet` checkpoints.
+        std::thread::sleep(quiet + Duration::from_millis(10));
+        h.tick();
+        assert_eq!(h.exec.engine_mut().writes, 0);
+        assert_eq!(h.exec.engine_mut().shard.stats().dirty, 0);
+        // Reads afterwards see every value, now from the pages.
+        for i in [0, n / 2, n - 1] {
+            let got = h.run(2, 0, req(&format!("GET k{i}")), 0);
+            assert_eq!(got, Some((2, Reply::Bulk(b"v".to_vec()))), "k{i}");
+        }
     }
 
     #[test]
