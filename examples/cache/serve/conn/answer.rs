@@ -78,13 +78,7 @@ pub(super) fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
                 };
             }
         }
-        (state @ State::Stream { .. }, Answer::Piece(piece)) => on_piece(st, id, state, piece),
-        (State::Stream { .. }, _) => {
-            // The value changed under a long GET: its head is sent, so
-            // the only honest end is to cut the connection.
-            tracing::debug!(peer = %c.peer, "value changed during a GET; closing");
-            close(st, id);
-        }
+        (state @ State::Stream { .. }, answer) => on_piece(st, id, state, answer),
         (state, answer) => out_of_place(st, id, state, &answer),
     }
 }
@@ -227,8 +221,9 @@ fn final_reply(state: &State, answer: Answer) -> Result<Reply, Answer> {
 }
 
 /// The next piece of a streamed GET: sent, and the stream moves on (to
-/// the next part of a multipart body, or to its end).
-fn on_piece(st: &mut NodeState, id: ConnId, state: State, mut piece: Vec<u8>) {
+/// the next part of a multipart body, or to its end). Anything else (the
+/// owner found the value changed or gone) cuts the connection.
+fn on_piece(st: &mut NodeState, id: ConnId, state: State, answer: Answer) {
     let State::Stream {
         at,
         key,
@@ -244,12 +239,15 @@ fn on_piece(st: &mut NodeState, id: ConnId, state: State, mut piece: Vec<u8>) {
     let Some(c) = st.conns.get_mut(&id) else {
         return;
     };
-    if piece.is_empty() || next + piece.len() as u64 > end {
-        // The value changed under a long GET: its head is sent, so the
-        // only honest end is to cut the connection.
-        tracing::debug!(peer = %c.peer, "value changed during a GET; closing");
-        return close(st, id);
-    }
+    let mut piece = match answer {
+        Answer::Piece(p) if !p.is_empty() && next + p.len() as u64 <= end => p,
+        _ => {
+            // The value changed under a long GET: its head is sent, so
+            // the only honest end is to cut the connection.
+            tracing::debug!(peer = %c.peer, "value changed during a GET; closing");
+            return close(st, id);
+        }
+    };
     let mut next = next + piece.len() as u64;
     let mut end = end;
     let mut multi = multi;
