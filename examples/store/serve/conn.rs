@@ -23,6 +23,13 @@
 //!
 //! Malformed input (a `ProtocolError`) gets its error reply, after the
 //! replies before it, and closes only that connection.
+//!
+//! **One write per connection per round:** what a read or a shard's
+//! reply completes is not written at once; the connection is marked and
+//! written once at the end of the worker's round ([`flush_marked`], from
+//! `after_round`), so the replies to one pipelined batch that other
+//! shards answer in the same round leave in one send, not one each (on
+//! loopback each send also wakes the client).
 
 use super::{Done, Msg, NodeState, Origin, shard_of};
 use crate::resp::codec::{Decoder, Limits};
@@ -74,6 +81,8 @@ pub struct Conn {
     closing: bool,
     /// The close was requested; ignore what still arrives.
     closed: bool,
+    /// In `NodeState::to_flush`: written at the end of the round.
+    marked: bool,
 }
 
 pub fn on_event(st: &mut NodeState, ev: NetEvent) {
@@ -96,6 +105,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
                     held: false,
                     closing: false,
                     closed: false,
+                    marked: false,
                 },
             );
         }
@@ -110,7 +120,7 @@ pub fn on_event(st: &mut NodeState, ev: NetEvent) {
             if let Some(c) = st.conns.get_mut(&conn) {
                 c.closing = true;
             }
-            flush(st, conn);
+            mark(st, conn);
         }
         NetEventKind::Closed => {
             st.conns.remove(&conn);
@@ -160,7 +170,7 @@ fn on_data(st: &mut NodeState, conn: ConnId, buf: &[u8]) {
         }
     }
     hold_if_full(st, conn);
-    flush(st, conn);
+    mark(st, conn);
 }
 
 /// Where a command goes, decided before it is moved.
@@ -350,11 +360,38 @@ fn fill(st: &mut NodeState, done: Done) {
     }
 }
 
-/// A reply from a shard: fill its slot and write what is complete.
+/// A reply from a shard: fill its slot; what is complete is written at
+/// the end of the round.
 pub fn on_done(st: &mut NodeState, done: Done) {
     let conn = done.origin.conn;
     fill(st, done);
-    flush(st, conn);
+    mark(st, conn);
+}
+
+/// Writes `conn` at the end of this round (once, however often marked).
+fn mark(st: &mut NodeState, conn: ConnId) {
+    if let Some(c) = st.conns.get_mut(&conn)
+        && !c.marked
+    {
+        c.marked = true;
+        st.to_flush.push(conn);
+    }
+}
+
+/// The end of a round: writes every marked connection's completed
+/// replies.
+pub fn flush_marked(st: &mut NodeState) {
+    let mut marked = std::mem::take(&mut st.to_flush);
+    for conn in marked.drain(..) {
+        if let Some(c) = st.conns.get_mut(&conn) {
+            c.marked = false;
+        }
+        flush(st, conn);
+    }
+    // Keep the allocation for the next round.
+    if st.to_flush.is_empty() {
+        st.to_flush = marked;
+    }
 }
 
 /// Encodes and sends the completed prefix of the queue (C1); closes a

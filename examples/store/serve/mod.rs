@@ -214,6 +214,8 @@ pub struct NodeState {
     /// Sinks into every worker, indexed like the group; empty until `Wire`.
     peers: Vec<ResultSink<Msg>>,
     conns: HashMap<ConnId, conn::Conn>,
+    /// Connections to write at the end of the round (`conn::mark`).
+    to_flush: Vec<ConnId>,
     host: Host<Origin>,
     /// Runs what needs no shard (PING, SELECT, CONFIG, COMMAND, QUIT).
     front: crate::resp::exec::Executor<crate::resp::engine::MemEngine>,
@@ -312,6 +314,7 @@ impl Worker for Node {
             net,
             peers: Vec::new(),
             conns: HashMap::new(),
+            to_flush: Vec::new(),
             host,
             front,
             max_bulk: self.cfg.max_bulk,
@@ -338,6 +341,7 @@ impl Worker for Node {
     fn after_round(&mut self, st: &mut NodeState) -> Result<()> {
         let released = st.host.commit();
         st.answer(released);
+        conn::flush_marked(st);
         Ok(())
     }
 }
