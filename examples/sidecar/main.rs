@@ -99,12 +99,12 @@ fn run_sink(
     use std::io::Write;
     let mut out = std::io::stdout();
     out.flush()?;
-    let mut printed = 0u64;
+    let mut printed = 0usize;
     loop {
-        let new: Vec<u64> = s.with(|r| r.ids.range(printed + 1..).map(|(id, _)| *id).collect());
+        let new: Vec<u64> = s.with(|r| r.order.get(printed..).unwrap_or_default().to_vec());
+        printed += new.len();
         for id in new {
             writeln!(out, "received {id}")?;
-            printed = printed.max(id);
         }
         out.flush()?;
         std::thread::sleep(std::time::Duration::from_millis(5));
