@@ -228,6 +228,9 @@ pub mod status {
     /// The send's time bound passed with no more specific cause (the
     /// destination took it but never acknowledged).
     pub const SEND_TIMEOUT: i32 = 14;
+    /// The file is open on another of the daemon's engines (a daemon with
+    /// `--engines` above 1 gives a file to one engine at a time).
+    pub const FILE_BUSY: i32 = 15;
 
     /// A status as words.
     pub fn describe(s: i32) -> String {
@@ -247,6 +250,7 @@ pub mod status {
             DEST_CLOSED => "destination closed before acknowledging".into(),
             DEST_PROTOCOL => "destination broke the delivery protocol".into(),
             SEND_TIMEOUT => "no acknowledgement within the send bound".into(),
+            FILE_BUSY => "file open on another engine of the daemon".into(),
             e if e < 0 => format!("{} (errno {})", std::io::Error::from_raw_os_error(-e), -e),
             e => format!("unknown status {e}"),
         }
