@@ -9,12 +9,16 @@
 //! has passed its highest LSN, so each of its writes is fdatasync'd in its
 //! file and each of its sends acknowledged or failed, and (b) the newest
 //! segment holds a durable (group-committed) DONE at or past that LSN, so
-//! LSNs, which are the operation ids destinations see, never go back
-//! after a restart. The first batch of each segment, and of each start of
+//! LSNs, which make the operation ids destinations see
+//! (`delivery::op_id`), never go back after a restart. The first batch of each segment, and of each start of
 //! the daemon, begins with a PATH record for every open file, so a newer
 //! segment's writes never name a file only a removed segment named. A new
 //! segment's name is made durable (its directory fsynced) before anything
 //! is written to it.
+//!
+//! A durable DONE also lets go of what waits for one: the engine's claims
+//! on files it closed (C1, `settle_claims`) and a stopping daemon
+//! (`check_quiesced`).
 
 use super::{Pend, State};
 use crate::wal;
@@ -237,6 +241,50 @@ impl State {
         self.segs.fresh = true;
         self.segs.durable_done = 0;
         self.wal_len = 0;
+    }
+
+    /// Releases the claims C1 allows: files closed here whose last
+    /// journaled write a durable DONE covers. One the watermark has passed
+    /// but no durable DONE yet has its DONE group-committed by the next
+    /// batch.
+    pub(super) fn settle_claims(&mut self) {
+        let Some(claims) = &self.claims else {
+            return;
+        };
+        if self.releasing.is_empty() {
+            return;
+        }
+        let (durable, watermark, engine) = (self.durable_done, self.watermark(), self.engine);
+        let mut due = false;
+        self.releasing.retain(|&(key, lsn)| {
+            if lsn <= durable {
+                claims.release(key, engine);
+                false
+            } else {
+                due |= lsn <= watermark;
+                true
+            }
+        });
+        if due && !self.wal_busy {
+            self.segs.done_sync_due = true;
+        }
+    }
+
+    /// A stopping engine answers once nothing accepted is outstanding and
+    /// a durable DONE covers everything it journaled, so its WAL holds no
+    /// work for the next start.
+    pub(super) fn check_quiesced(&mut self) {
+        if self.quiesce.is_none() || !self.outstanding.is_empty() || self.wal_busy {
+            return;
+        }
+        let watermark = self.watermark().min(self.journaled_max);
+        if self.durable_done < watermark {
+            self.segs.done_sync_due = true;
+            return;
+        }
+        if let Some(tx) = self.quiesce.take() {
+            let _ = tx.send(self.engine);
+        }
     }
 
     /// Removes the segments W3 allows.
