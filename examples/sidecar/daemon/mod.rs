@@ -137,13 +137,7 @@ impl Daemon {
         let logs = replay::replay_all(&io, &root, &wal_dir, choice.count, &dests)?;
         let replay_line = replay_line(&logs, &dests);
         let socket = layout::socket_path(&cfg.name);
-        let std_listener = bind(&socket)?;
-        std_listener.set_nonblocking(true)?;
-        let mut listener = mio::net::UnixListener::from_std(std_listener);
-        let poll = mio::Poll::new()?;
-        poll.registry()
-            .register(&mut listener, attach::LISTENER, mio::Interest::READABLE)?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
+        let (listener, poll, waker) = listen(&socket)?;
         let (kick, kicks) = crossbeam_channel::unbounded();
         let common = Common {
             io: io.clone(),
@@ -162,27 +156,16 @@ impl Daemon {
                 engine::Engine::new(starts.get_mut(i).and_then(Option::take))
             })
             .map_err(|e| io_err("engine workers", e))?;
-        let cpus: Vec<String> = engines
-            .placements()
-            .iter()
-            .map(|p| p.cpu.map_or("unpinned".to_string(), |c| format!("CPU {c}")))
-            .collect();
-        let backend = match io.storage(0).backend() {
-            IoBackendKind::IoUring => "io_uring".to_string(),
-            other => format!("{other:?}"),
-        };
-        let placement = format!(
-            "plan {:?}: {planned} application worker(s), {} engine(s) ({}) on {}, {} storage and {} network worker(s), on {}",
-            pool.plan().profile,
-            choice.count,
-            choice.reason(planned),
-            cpus.join(", "),
-            io.storage_count(),
-            io.network_count(),
-            backend,
-        );
+        let placement = placement_line(&pool, &io, &engines, choice);
         let stop = Arc::new(AtomicBool::new(false));
-        let attacher = attach::Attacher::new(poll, listener, engines.sender(), choice.count, kicks, stop.clone());
+        let attacher = attach::Attacher::new(
+            poll,
+            listener,
+            engines.sender(),
+            choice.count,
+            kicks,
+            stop.clone(),
+        );
         let attach = std::thread::Builder::new()
             .name("sidecar-attach".into())
             .spawn(move || attacher.run())?;
@@ -255,6 +238,49 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket);
         settled
     }
+}
+
+/// The listening socket, registered on a new epoll with its waker.
+fn listen(
+    socket: &Path,
+) -> std::io::Result<(mio::net::UnixListener, mio::Poll, Arc<mio::Waker>)> {
+    let std_listener = bind(socket)?;
+    std_listener.set_nonblocking(true)?;
+    let mut listener = mio::net::UnixListener::from_std(std_listener);
+    let poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut listener, attach::LISTENER, mio::Interest::READABLE)?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
+    Ok((listener, poll, waker))
+}
+
+/// The start-up line's account of the plan and what the daemon chose.
+fn placement_line(
+    pool: &WorkerPool,
+    io: &IoWorkers,
+    engines: &WorkerGroup<engine::Engine>,
+    choice: shards::Choice,
+) -> String {
+    let planned = pool.app_plan().app_workers.len();
+    let cpus: Vec<String> = engines
+        .placements()
+        .iter()
+        .map(|p| p.cpu.map_or("unpinned".to_string(), |c| format!("CPU {c}")))
+        .collect();
+    let backend = match io.storage(0).backend() {
+        IoBackendKind::IoUring => "io_uring".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "plan {:?}: {planned} application worker(s), {} engine(s) ({}) on {}, {} storage and {} network worker(s), on {}",
+        pool.plan().profile,
+        choice.count,
+        choice.reason(planned),
+        cpus.join(", "),
+        io.storage_count(),
+        io.network_count(),
+        backend,
+    )
 }
 
 /// Checks and resolves `--dest`s.
