@@ -77,6 +77,15 @@ impl Root {
             .push(key);
     }
 
+    /// Gives a file back to clients (a WAL segment once removed: its
+    /// inode may be a new file's).
+    pub fn allow(&self, key: FileKey) {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| *k != key);
+    }
+
     fn is_forbidden(&self, key: &FileKey) -> bool {
         self.forbidden
             .lock()
@@ -202,6 +211,8 @@ mod tests {
         other.forbid(key);
         assert_eq!(r.open_beneath(b"sub/in", false).err(), Some(status::ESCAPE));
         assert_eq!(other.open_beneath(b"link-in", false).err(), Some(status::ESCAPE));
+        r.allow(key);
+        assert!(other.open_beneath(b"sub/in", false).is_ok(), "allowed again");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 /// What replay leaves for the engine.
 #[derive(Debug)]
 pub struct Replayed {
-    /// The segments, oldest first: `(number, file, highest LSN)`.
-    pub segments: Vec<(u64, FileId, u64)>,
+    /// The segments, oldest first: `(number, file, highest LSN,
+    /// identity)`.
+    pub segments: Vec<(u64, FileId, u64, FileKey)>,
     pub wal_len: u64,
     pub next_lsn: u64,
     pub next_file: u32,
@@ -186,7 +187,7 @@ fn list_segments(wal_dir: &Path) -> std::io::Result<Vec<u64>> {
 
 /// What reading a log's segments found.
 struct Read {
-    segments: Vec<(u64, FileId, u64)>,
+    segments: Vec<(u64, FileId, u64, FileKey)>,
     records: Vec<wal::Record>,
     cut: Option<String>,
     last_len: u64,
@@ -252,7 +253,7 @@ fn read_segments(
             })
             .max()
             .unwrap_or(0);
-        out.segments.push((no, id, max_lsn));
+        out.segments.push((no, id, max_lsn, key));
         out.records.extend(scan.records);
         out.last_len = scan.valid_len;
     }
@@ -313,7 +314,7 @@ pub fn replay(storage: &StorageWorker, root: &Root, wal_dir: &Path) -> std::io::
         .blocking_client()
         .map_err(|e| err("storage client", e))?;
     let read = read_segments(&mut io, root, wal_dir)?;
-    let Some(&(_, wal, _)) = read.segments.last() else {
+    let Some(&(_, wal, _, _)) = read.segments.last() else {
         return Err(err("WAL", format!("{}: no segment", wal_dir.display())));
     };
     let mut wal_len = read.last_len;

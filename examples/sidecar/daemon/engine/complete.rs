@@ -201,6 +201,11 @@ impl State {
                 }
             }
             Pend::Close => {}
+            Pend::Retired { key } => {
+                if let (Ok(_), Some(key)) = (&result, key) {
+                    self.root.allow(key);
+                }
+            }
             Pend::SegmentOpen { no } => self.segment_opened(no, result.is_ok()),
             Pend::SegmentDirSync { no } => self.segment_ready(no, result.is_ok()),
         }

@@ -101,9 +101,10 @@ pub struct Start {
     /// The plan's I/O workers.
     pub io: IoWorkers,
     pub root: Root,
-    /// The WAL's segments, oldest first: `(number, file, highest LSN)`;
+    /// The WAL's segments, oldest first: `(number, file, highest LSN,
+    /// identity)`;
     /// the last is appended to, from `wal_len`.
-    pub segments: Vec<(u64, FileId, u64)>,
+    pub segments: Vec<(u64, FileId, u64, FileKey)>,
     pub wal_len: u64,
     pub wal_dir: std::path::PathBuf,
     /// Bytes past which a new segment starts.
@@ -217,6 +218,10 @@ enum Pend {
         key: FileKey,
     },
     Close,
+    /// A retired segment's removal: clients may have its identity again.
+    Retired {
+        key: Option<FileKey>,
+    },
 }
 
 #[derive(Debug)]
@@ -322,7 +327,12 @@ impl Worker for Engine {
                 list: s
                     .segments
                     .into_iter()
-                    .map(|(no, id, max_lsn)| segments::Segment { no, id, max_lsn })
+                    .map(|(no, id, max_lsn, key)| segments::Segment {
+                        no,
+                        id,
+                        max_lsn,
+                        key: Some(key),
+                    })
                     .collect(),
                 limit: s.segment_limit,
                 // Each start writes the prefix (PATHs, a DONE) again before

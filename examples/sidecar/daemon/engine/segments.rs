@@ -21,6 +21,7 @@
 //! (`check_quiesced`).
 
 use super::{Pend, State};
+use crate::resolve::FileKey;
 use crate::wal;
 use shared_nothing::io::{Durability, FileId, IoBuf, OpenOptions, StorageOp, StorageOutput};
 use std::collections::VecDeque;
@@ -33,6 +34,9 @@ pub struct Segment {
     pub id: FileId,
     /// The highest LSN journaled in it (0: none).
     pub max_lsn: u64,
+    /// Its identity, refused to clients while it is the WAL's (`None`
+    /// when it could not be read).
+    pub key: Option<FileKey>,
 }
 
 #[derive(Debug)]
@@ -180,7 +184,12 @@ impl State {
         match self.io.open(t, &path, OpenOptions::read_write_create()) {
             Ok(id) => {
                 self.segs.rotating = true;
-                self.segs.list.push_back(Segment { no, id, max_lsn: 0 });
+                self.segs.list.push_back(Segment {
+                    no,
+                    id,
+                    max_lsn: 0,
+                    key: None,
+                });
                 tracing::debug!(segment = no, "new WAL segment");
             }
             Err(e) => {
@@ -209,10 +218,14 @@ impl State {
         let path = self.segs.path(no);
         if let Ok(m) = std::fs::metadata(&path) {
             use std::os::unix::fs::MetadataExt;
-            self.root.forbid(crate::resolve::FileKey {
+            let key = FileKey {
                 dev: m.dev(),
                 ino: m.ino(),
-            });
+            };
+            self.root.forbid(key);
+            if let Some(s) = self.segs.list.iter_mut().find(|s| s.no == no) {
+                s.key = Some(key);
+            }
         }
         let Some(dir) = self.segs.dir_id else {
             return self.segment_ready(no, false);
@@ -302,7 +315,8 @@ impl State {
             let s = self.segs.list.pop_front().expect("len > 1");
             let path = self.segs.path(s.no);
             let _ = self.submit(Pend::Close, StorageOp::Close { file: s.id });
-            let _ = self.submit(Pend::Close, StorageOp::Remove { path });
+            // Once it is gone its inode may come back as a client's file.
+            let _ = self.submit(Pend::Retired { key: s.key }, StorageOp::Remove { path });
             tracing::debug!(segment = s.no, "WAL segment retired");
         }
     }
