@@ -88,5 +88,9 @@ pub enum Command {
         /// Records per batch (each batch waits for ACCEPTED).
         #[arg(long, default_value_t = 16)]
         batch: u64,
+        /// Send each record to this destination too, printing each
+        /// accepted one as "sent ID OPERATION-ID".
+        #[arg(long)]
+        send: Option<String>,
     },
 }

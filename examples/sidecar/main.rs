@@ -73,7 +73,16 @@ fn main() {
             tag,
             count,
             batch,
-        } => load::run(&name, &file, tag, count, batch).map_err(Into::into),
+            send,
+        } => load::run(&load::Load {
+            name: &name,
+            file: &file,
+            tag,
+            count,
+            batch,
+            send: send.as_deref(),
+        })
+        .map_err(Into::into),
     };
     if let Err(e) = r {
         eprintln!("sidecar: {e}");
