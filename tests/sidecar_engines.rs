@@ -178,7 +178,10 @@ fn two_engines_serve_two_clients_each_on_its_own_engine() {
     let ha = a.open_wait("shared", true).unwrap();
     let w = a.write_at(ha, 0, b"first ").unwrap();
     a.wait_completed(w).unwrap();
-    assert_eq!(status_of(b.open_wait("shared", false)), Some(status::FILE_BUSY));
+    assert_eq!(
+        status_of(b.open_wait("shared", false)),
+        Some(status::FILE_BUSY)
+    );
     let cl = a.close(ha).unwrap();
     a.wait_completed(cl).unwrap();
     let mut hb = None;
@@ -190,7 +193,10 @@ fn two_engines_serve_two_clients_each_on_its_own_engine() {
     let w = b.write_at(hb, 6, b"second").unwrap();
     b.wait_completed(w).unwrap();
     assert_eq!(b.read_wait(hb, 0, 64).unwrap(), b"first second");
-    assert_eq!(status_of(a.open_wait("shared", false)), Some(status::FILE_BUSY));
+    assert_eq!(
+        status_of(a.open_wait("shared", false)),
+        Some(status::FILE_BUSY)
+    );
 }
 
 /// Spawns `sidecar load --send audit`; its stdout lines go to a list.
@@ -207,7 +213,10 @@ fn load(name: &str, file: &str, tag: u32) -> (Child, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = child.stdout.take().expect("stdout");
     for (pipe, l) in [
-        (Box::new(out) as Box<dyn std::io::Read + Send>, lines.clone()),
+        (
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            lines.clone(),
+        ),
         (Box::new(err), lines.clone()),
     ] {
         std::thread::spawn(move || {
@@ -300,7 +309,11 @@ fn daemon_with_two_engines_killed_under_load_keeps_every_accepted_operation() {
             }
             let _ = child.kill();
             let _ = child.wait();
-            writes.extend(printed(&lines, "accepted").into_iter().map(|(i, _)| (tag, i)));
+            writes.extend(
+                printed(&lines, "accepted")
+                    .into_iter()
+                    .map(|(i, _)| (tag, i)),
+            );
             sends.extend(printed(&lines, "sent").into_iter().map(|(_, id)| id));
         }
         eprintln!(
@@ -325,7 +338,11 @@ fn daemon_with_two_engines_killed_under_load_keeps_every_accepted_operation() {
         assert!(seen.contains(w), "accepted record {w:?} lost (seed {seed})");
     }
     let want: HashSet<u64> = sends.iter().copied().collect();
-    assert_eq!(want.len(), sends.len(), "an operation id given twice (seed {seed})");
+    assert_eq!(
+        want.len(),
+        sends.len(),
+        "an operation id given twice (seed {seed})"
+    );
     let engines: HashSet<u64> = want.iter().map(|&i| engine_of(i)).collect();
     assert_eq!(engines, HashSet::from([0, 1]), "both engines sent");
     let all = sink.wait(Duration::from_secs(20), |r| {
@@ -401,11 +418,16 @@ fn after_a_clean_stop_fewer_engines_start_with_the_data_intact() {
         "{}",
         daemon.stderr.lock().unwrap()
     );
-    let want = |i: usize| -> Vec<u8> { (0..50).flat_map(|k| format!("{i}:{k};").into_bytes()).collect() };
+    let want = |i: usize| -> Vec<u8> {
+        (0..50)
+            .flat_map(|k| format!("{i}:{k};").into_bytes())
+            .collect()
+    };
     // One engine: engine 1's directory holds nothing left and is kept.
     let mut one = start(&name, &root, 1, &dest("s", &sink));
     assert!(
-        one.banner.contains("WAL of engine(s) 1 not running: nothing left in it, kept"),
+        one.banner
+            .contains("WAL of engine(s) 1 not running: nothing left in it, kept"),
         "{}",
         one.banner
     );
@@ -428,7 +450,11 @@ fn after_a_clean_stop_fewer_engines_start_with_the_data_intact() {
     let u = b.send(d, b"y").unwrap();
     let again = b.wait_accepted(u).unwrap();
     assert_eq!(engine_of(again), 1);
-    assert!(again > ids[1], "engine 1's ids never repeat: {again} after {}", ids[1]);
+    assert!(
+        again > ids[1],
+        "engine 1's ids never repeat: {again} after {}",
+        ids[1]
+    );
     let h = b.open_wait("f1", false).unwrap();
     let mut f1 = want(1);
     f1.extend_from_slice(b"more");

@@ -35,7 +35,7 @@ pub const MAX_ENGINES: usize = 1 << (64 - LSN_BITS);
 /// The operation id of `engine`'s operation `lsn`; `None` if either is
 /// out of its field (so two ids never collide).
 pub fn op_id(engine: usize, lsn: u64) -> Option<u64> {
-    (engine < MAX_ENGINES && lsn <= MAX_LSN).then(|| (engine as u64) << LSN_BITS | lsn)
+    (engine < MAX_ENGINES && lsn <= MAX_LSN).then_some((engine as u64) << LSN_BITS | lsn)
 }
 
 /// The frame's first four bytes.

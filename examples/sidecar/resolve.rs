@@ -210,9 +210,15 @@ mod tests {
         let (_, key, _) = other.open_beneath(b"sub/in", false).unwrap();
         other.forbid(key);
         assert_eq!(r.open_beneath(b"sub/in", false).err(), Some(status::ESCAPE));
-        assert_eq!(other.open_beneath(b"link-in", false).err(), Some(status::ESCAPE));
+        assert_eq!(
+            other.open_beneath(b"link-in", false).err(),
+            Some(status::ESCAPE)
+        );
         r.allow(key);
-        assert!(other.open_beneath(b"sub/in", false).is_ok(), "allowed again");
+        assert!(
+            other.open_beneath(b"sub/in", false).is_ok(),
+            "allowed again"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

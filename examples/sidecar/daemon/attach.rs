@@ -155,7 +155,11 @@ impl Attacher {
                         if gone || ev.is_read_closed() || ev.is_error() {
                             let mut c = conns.remove(&id).expect("present");
                             self.forget(&mut c);
-                            if self.engine.send_to_worker(c.engine, Msg::Hangup(id)).is_err() {
+                            if self
+                                .engine
+                                .send_to_worker(c.engine, Msg::Hangup(id))
+                                .is_err()
+                            {
                                 return;
                             }
                         }

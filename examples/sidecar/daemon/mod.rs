@@ -212,7 +212,9 @@ impl Daemon {
             let (tx, rx) = crossbeam_channel::unbounded();
             let mut asked = 0;
             for i in 0..e.len() {
-                if e.send_to_worker(i, engine::Msg::Quiesce(tx.clone())).is_ok() {
+                if e.send_to_worker(i, engine::Msg::Quiesce(tx.clone()))
+                    .is_ok()
+                {
                     asked += 1;
                 }
             }
@@ -222,7 +224,10 @@ impl Daemon {
                 .count();
             settled = asked == e.len() && answered == asked;
             if settled {
-                tracing::info!(engines = answered, "stopped with every engine's WAL settled");
+                tracing::info!(
+                    engines = answered,
+                    "stopped with every engine's WAL settled"
+                );
             } else {
                 tracing::warn!(
                     engines = e.len(),
@@ -241,9 +246,7 @@ impl Daemon {
 }
 
 /// The listening socket, registered on a new epoll with its waker.
-fn listen(
-    socket: &Path,
-) -> std::io::Result<(mio::net::UnixListener, mio::Poll, Arc<mio::Waker>)> {
+fn listen(socket: &Path) -> std::io::Result<(mio::net::UnixListener, mio::Poll, Arc<mio::Waker>)> {
     let std_listener = bind(socket)?;
     std_listener.set_nonblocking(true)?;
     let mut listener = mio::net::UnixListener::from_std(std_listener);

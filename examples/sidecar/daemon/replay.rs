@@ -163,8 +163,12 @@ fn resends(
                 ),
             ));
         };
-        let id = delivery::op_id(engine, *lsn)
-            .ok_or_else(|| err("replay", format!("engine {engine}: no operation id for {lsn}")))?;
+        let id = delivery::op_id(engine, *lsn).ok_or_else(|| {
+            err(
+                "replay",
+                format!("engine {engine}: no operation id for {lsn}"),
+            )
+        })?;
         out.push(Resend {
             lsn: *lsn,
             id,

@@ -98,7 +98,7 @@ pub fn engine_dir(wal: &Path, i: usize) -> PathBuf {
 /// an engine's (`engine-I`, `I >= 1`, written as `engine_dir` writes it).
 pub fn dir_engine(name: &str) -> Option<usize> {
     let i: usize = name.strip_prefix("engine-")?.parse().ok()?;
-    (i >= 1 && i < MAX_ENGINES && format!("engine-{i}") == name).then_some(i)
+    ((1..MAX_ENGINES).contains(&i) && format!("engine-{i}") == name).then_some(i)
 }
 
 /// Every engine with a directory in `wal`, in order: 0 (the directory
@@ -170,7 +170,12 @@ mod tests {
         let c = choose(None, 2).unwrap();
         assert!(c.reason(2).contains("under 4"), "{}", c.reason(2));
         assert_eq!(choose(Some(2), 2).unwrap().reason(2), "--engines 2");
-        assert!(choose(None, 8).unwrap().reason(8).contains("per application worker"));
+        assert!(
+            choose(None, 8)
+                .unwrap()
+                .reason(8)
+                .contains("per application worker")
+        );
     }
 
     #[test]
@@ -180,7 +185,10 @@ mod tests {
         assert_eq!(engine_dir(wal, 3), PathBuf::from("/w/engine-3"));
         for i in [1, 2, 99, MAX_ENGINES - 1] {
             let d = engine_dir(wal, i);
-            assert_eq!(dir_engine(d.file_name().unwrap().to_str().unwrap()), Some(i));
+            assert_eq!(
+                dir_engine(d.file_name().unwrap().to_str().unwrap()),
+                Some(i)
+            );
         }
         for bad in [
             "engine-0",

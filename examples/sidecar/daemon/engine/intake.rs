@@ -77,16 +77,22 @@ impl State {
             self.post(id, user, kind::COMPLETED, status::NO_DEST, 0);
             return;
         }
-        let Some((lsn, op_id)) = self
-            .take_lsn()
-            .and_then(|lsn| Some((lsn, delivery::op_id(self.engine, lsn)?)))
-        else {
+        if self.lsns_used_up(id, user) {
+            return;
+        }
+        let lsn = self.next_lsn;
+        let Some(op_id) = delivery::op_id(self.engine, lsn) else {
             self.post(id, user, kind::COMPLETED, -libc::EOVERFLOW, 0);
             return;
         };
+        self.next_lsn += 1;
         let data = self.clients[&id].region.copy_out(at, len);
         // Borrowed from the sender beside the batch (checked above).
-        let name = self.sender.as_ref().and_then(|s| s.name(dest)).unwrap_or("");
+        let name = self
+            .sender
+            .as_ref()
+            .and_then(|s| s.name(dest))
+            .unwrap_or("");
         wal::encode_send(&mut self.batch, lsn, name.as_bytes(), &data);
         self.batch_lsns.push(lsn);
         self.outstanding.insert(lsn);
@@ -105,19 +111,19 @@ impl State {
         }
     }
 
-    /// The next LSN, or `None` once the LSNs an operation id can carry
-    /// are used up (`delivery::MAX_LSN`: 2^48, decades at a million
-    /// operations a second).
-    fn take_lsn(&mut self) -> Option<u64> {
-        if self.next_lsn > delivery::MAX_LSN {
-            tracing::error!(
-                engine = self.engine,
-                "this engine's LSNs are used up (2^48): operations are refused"
-            );
-            return None;
+    /// Whether the LSNs an operation id can carry are used up
+    /// (`delivery::MAX_LSN`: 2^48, decades at a million operations a
+    /// second); if so the request is answered `EOVERFLOW`.
+    fn lsns_used_up(&mut self, id: u64, user: u64) -> bool {
+        if self.next_lsn <= delivery::MAX_LSN {
+            return false;
         }
-        self.next_lsn += 1;
-        Some(self.next_lsn - 1)
+        tracing::error!(
+            engine = self.engine,
+            "this engine's LSNs are used up (2^48): operations are refused"
+        );
+        self.post(id, user, kind::COMPLETED, -libc::EOVERFLOW, 0);
+        true
     }
 
     /// Opens (or shares) the file `path` names beneath the root; with more
@@ -177,7 +183,10 @@ impl State {
         (at, len): (usize, usize),
         volatile: bool,
     ) {
-        let f = self.files.get(&key).expect("handle names an open file");
+        if self.lsns_used_up(id, user) {
+            return;
+        }
+        let f = self.files.get_mut(&key).expect("handle names an open file");
         let offset = offset.unwrap_or(f.end);
         let Some(end) = offset
             .checked_add(len as u64)
@@ -186,13 +195,10 @@ impl State {
             self.post(id, user, kind::COMPLETED, status::BAD_RANGE, 0);
             return;
         };
-        let Some(lsn) = self.take_lsn() else {
-            self.post(id, user, kind::COMPLETED, -libc::EOVERFLOW, 0);
-            return;
-        };
-        let data = self.clients[&id].region.copy_out(at, len);
-        let f = self.files.get_mut(&key).expect("handle names an open file");
         f.end = f.end.max(end);
+        let data = self.clients[&id].region.copy_out(at, len);
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
         // A volatile write takes its place in the batch's LSN order (so it
         // reaches the file after the journaled writes before it, F1) but
         // no record.
