@@ -460,3 +460,23 @@ fn after_a_clean_stop_fewer_engines_start_with_the_data_intact() {
     f1.extend_from_slice(b"more");
     assert_eq!(b.read_wait(h, 0, 4096).unwrap(), f1);
 }
+
+#[test]
+fn engine_counts_outside_the_plan_are_refused_with_the_reason() {
+    let (_d, root) = root("eng-count");
+    for (n, why) in [("0", "at least one engine"), ("3", "at most 2 engine(s)")] {
+        let out = Command::new(common::example_bin("sidecar"))
+            .args(["serve", "--name", &unique_name("eng-count"), "--root"])
+            .arg(&root)
+            .args(["--engines", n])
+            .envs(PLAN.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--engines {n}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--engines {n}")) && err.contains(why),
+            "{err}"
+        );
+    }
+}

@@ -150,7 +150,9 @@ impl Layout {
 pub mod op {
     /// Open or create the file whose path (relative to the root, UTF-8)
     /// is the data buffer; flags: `CREATE`. Completes with the file handle
-    /// as the value. (No truncate: it would bypass the WAL.)
+    /// as the value. (No truncate: it would bypass the WAL.) With more
+    /// than one engine, a file open on another engine is refused
+    /// (`status::FILE_BUSY`) until that engine has closed it.
     pub const OPEN: u16 = 1;
     /// Write the data buffer at the offset. Accepted, then completed.
     pub const WRITE: u16 = 2;

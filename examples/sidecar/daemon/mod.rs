@@ -133,7 +133,7 @@ impl Daemon {
         // Placed by the plan without the I/O workers' cores, as
         // `spawn_workers` places them.
         let planned = pool.app_plan().app_workers.len();
-        let choice = shards::choose(cfg.engines, planned).map_err(|e| io_err("engines", e))?;
+        let choice = shards::choose(cfg.engines, planned).map_err(std::io::Error::other)?;
         let logs = replay::replay_all(&io, &root, &wal_dir, choice.count, &dests)?;
         let replay_line = replay_line(&logs, &dests);
         let socket = layout::socket_path(&cfg.name);

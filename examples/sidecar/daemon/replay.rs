@@ -102,7 +102,12 @@ pub fn replay_all(
     };
     for engine in all {
         let dir = shards::engine_dir(wal, engine);
-        std::fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            // A new engine's directory: its name must survive a crash, as
+            // its segments' do.
+            std::fs::create_dir_all(&dir)?;
+            std::fs::File::open(wal)?.sync_all()?;
+        }
         let storage = io.storage(engine % io.storage_count().max(1));
         let replayed = replay(storage, root, &dir)?;
         logs.applied += replayed.applied;
