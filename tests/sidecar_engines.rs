@@ -324,19 +324,8 @@ fn daemon_with_two_engines_killed_under_load_keeps_every_accepted_operation() {
     }
     // A last start replays both engines' logs and delivers what is left.
     let _daemon = start(&name, &root, 2, &args);
-    let mut seen = HashSet::new();
-    for round in 0..rounds {
-        for k in 1..=2 {
-            let tag = round * 10 + k;
-            let bytes = std::fs::read(root.join(format!("log-{tag}"))).unwrap_or_default();
-            for r in records::parse(&bytes).expect("only whole records") {
-                assert!(seen.insert(r), "record {r:?} twice (seed {seed})");
-            }
-        }
-    }
-    for w in &writes {
-        assert!(seen.contains(w), "accepted record {w:?} lost (seed {seed})");
-    }
+    let tags = (0..rounds).flat_map(|r| [r * 10 + 1, r * 10 + 2]);
+    check_writes(&root, tags, &writes, seed);
     let want: HashSet<u64> = sends.iter().copied().collect();
     assert_eq!(
         want.len(),
@@ -351,6 +340,21 @@ fn daemon_with_two_engines_killed_under_load_keeps_every_accepted_operation() {
     let missing = sink.with(|r| want.iter().filter(|op| !r.ids.contains_key(op)).count());
     assert!(all, "{missing} accepted sends never arrived (seed {seed})");
     assert!(!writes.is_empty());
+}
+
+/// Every record in the files `log-TAG` appears once, and every one of
+/// `writes` is among them.
+fn check_writes(root: &Path, tags: impl Iterator<Item = u32>, writes: &[(u32, u64)], seed: u64) {
+    let mut seen = HashSet::new();
+    for tag in tags {
+        let bytes = std::fs::read(root.join(format!("log-{tag}"))).unwrap_or_default();
+        for r in records::parse(&bytes).expect("only whole records") {
+            assert!(seen.insert(r), "record {r:?} twice (seed {seed})");
+        }
+    }
+    for w in writes {
+        assert!(seen.contains(w), "accepted record {w:?} lost (seed {seed})");
+    }
 }
 
 #[test]
