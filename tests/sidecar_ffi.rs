@@ -126,6 +126,7 @@ fn the_header_and_the_python_constants_match_the_daemon_and_the_library() {
         ("SIDECAR_DEST_CLOSED", s::DEST_CLOSED),
         ("SIDECAR_DEST_PROTOCOL", s::DEST_PROTOCOL),
         ("SIDECAR_SEND_TIMEOUT", s::SEND_TIMEOUT),
+        ("SIDECAR_FILE_BUSY", s::FILE_BUSY),
     ];
     for (name, v) in daemon {
         assert_eq!(d.get(name), Some(&v), "{name} in sidecar.h");

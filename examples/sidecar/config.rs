@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon.
+    /// Run the daemon (SIGTERM or SIGINT stops it, once its engines have
+    /// settled what they accepted).
     Serve {
         /// The daemon's name: its socket is $XDG_RUNTIME_DIR/sidecar/NAME.sock.
         #[arg(long)]
@@ -43,9 +44,14 @@ pub enum Command {
         /// Milliseconds from acceptance before a send fails.
         #[arg(long, default_value_t = 10_000)]
         send_timeout_ms: u64,
-        /// Connections per destination.
+        /// Connections per destination (per engine).
         #[arg(long, default_value_t = 2)]
         pool: usize,
+        /// Engines (each owns its clients, their files and its own WAL)
+        /// [default: from the pool's plan: 1 when it has fewer than 4
+        /// application workers, else one per application worker].
+        #[arg(long)]
+        engines: Option<usize>,
     },
     /// A destination for sends: acknowledges every frame, prints each new
     /// operation id as "received ID" (tests, trying the daemon out).
@@ -82,5 +88,9 @@ pub enum Command {
         /// Records per batch (each batch waits for ACCEPTED).
         #[arg(long, default_value_t = 16)]
         batch: u64,
+        /// Send each record to this destination too, printing each
+        /// accepted one as "sent ID OPERATION-ID".
+        #[arg(long)]
+        send: Option<String>,
     },
 }

@@ -13,11 +13,30 @@
 //! the payload. A send is *completed* when its acknowledgement arrives;
 //! until then the daemon may send it again (after a reset, a reconnect or
 //! a restart of the daemon), so a receiver sees each operation at least
-//! once and drops duplicates by operation id (ids are unique per daemon
-//! WAL and grow over time).
+//! once and drops duplicates by operation id.
+//!
+//! An operation id is `engine << 48 | lsn` (`op_id`): the daemon's engine
+//! that accepted the send (0 to 65535) above the send's LSN in that
+//! engine's WAL (below 2^48). Each engine's LSNs only grow, across
+//! restarts too (W3), and engines differ in the high bits, so no two
+//! operations of a daemon's WAL directory share an id. With one engine
+//! an id is the LSN, as before engines were sharded.
 //!
 //! Pure code: both decoders take any bytes and never panic or allocate
 //! more than a frame they have bounded.
+
+/// Bits of an operation id that hold the LSN; the engine's index is above.
+pub const LSN_BITS: u32 = 48;
+/// The highest LSN an operation id can carry.
+pub const MAX_LSN: u64 = (1 << LSN_BITS) - 1;
+/// Engines an operation id can tell apart.
+pub const MAX_ENGINES: usize = 1 << (64 - LSN_BITS);
+
+/// The operation id of `engine`'s operation `lsn`; `None` if either is
+/// out of its field (so two ids never collide).
+pub fn op_id(engine: usize, lsn: u64) -> Option<u64> {
+    (engine < MAX_ENGINES && lsn <= MAX_LSN).then_some((engine as u64) << LSN_BITS | lsn)
+}
 
 /// The frame's first four bytes.
 pub const MAGIC: [u8; 4] = *b"SCD1";
@@ -142,6 +161,46 @@ impl Acks {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The engine and LSN an operation id names.
+    fn split_id(id: u64) -> (usize, u64) {
+        ((id >> LSN_BITS) as usize, id & MAX_LSN)
+    }
+
+    #[test]
+    fn operation_ids_are_unique_over_engines_and_lsns() {
+        assert_eq!(op_id(0, 7), Some(7), "one engine: the id is the LSN");
+        assert_eq!(op_id(1, 1), Some(1 << 48 | 1));
+        assert_eq!(op_id(0, MAX_LSN), Some(MAX_LSN));
+        assert_eq!(op_id(0, MAX_LSN + 1), None, "an LSN past 48 bits");
+        assert_eq!(op_id(MAX_ENGINES, 1), None, "an engine past 16 bits");
+        assert_eq!(
+            op_id(MAX_ENGINES - 1, MAX_LSN),
+            Some(u64::MAX),
+            "the largest id"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for engine in [0, 1, 2, 255, MAX_ENGINES - 1] {
+            for lsn in [0, 1, 2, 1 << 20, MAX_LSN - 1, MAX_LSN] {
+                let id = op_id(engine, lsn).unwrap();
+                assert_eq!(split_id(id), (engine, lsn));
+                assert!(seen.insert(id), "{engine} {lsn}");
+            }
+        }
+    }
+
+    proptest! {
+        /// Two distinct (engine, LSN) pairs in range never share an id.
+        #[test]
+        fn distinct_pairs_have_distinct_ids(
+            a in (0..MAX_ENGINES, 0..=MAX_LSN),
+            b in (0..MAX_ENGINES, 0..=MAX_LSN),
+        ) {
+            let (x, y) = (op_id(a.0, a.1).unwrap(), op_id(b.0, b.1).unwrap());
+            prop_assert_eq!(x == y, a == b);
+            prop_assert_eq!(split_id(x), a);
+        }
+    }
 
     #[test]
     fn frames_round_trip_split_anywhere() {

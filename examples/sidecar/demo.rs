@@ -37,6 +37,7 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
         wal_segment_bytes: 64 << 20,
         dests: vec![format!("audit={},tls,ca={}", audit.addr, ca.display()).parse()?],
         policy: SendPolicy::standard(),
+        engines: None,
     };
     let result = demo(&cfg, &audit, started);
     let _ = std::fs::remove_dir_all(&base);

@@ -150,7 +150,9 @@ impl Layout {
 pub mod op {
     /// Open or create the file whose path (relative to the root, UTF-8)
     /// is the data buffer; flags: `CREATE`. Completes with the file handle
-    /// as the value. (No truncate: it would bypass the WAL.)
+    /// as the value. (No truncate: it would bypass the WAL.) With more
+    /// than one engine, a file open on another engine is refused
+    /// (`status::FILE_BUSY`) until that engine has closed it.
     pub const OPEN: u16 = 1;
     /// Write the data buffer at the offset. Accepted, then completed.
     pub const WRITE: u16 = 2;
@@ -228,6 +230,9 @@ pub mod status {
     /// The send's time bound passed with no more specific cause (the
     /// destination took it but never acknowledged).
     pub const SEND_TIMEOUT: i32 = 14;
+    /// The file is open on another of the daemon's engines (a daemon with
+    /// `--engines` above 1 gives a file to one engine at a time).
+    pub const FILE_BUSY: i32 = 15;
 
     /// A status as words.
     pub fn describe(s: i32) -> String {
@@ -247,6 +252,7 @@ pub mod status {
             DEST_CLOSED => "destination closed before acknowledging".into(),
             DEST_PROTOCOL => "destination broke the delivery protocol".into(),
             SEND_TIMEOUT => "no acknowledgement within the send bound".into(),
+            FILE_BUSY => "file open on another engine of the daemon".into(),
             e if e < 0 => format!("{} (errno {})", std::io::Error::from_raw_os_error(-e), -e),
             e => format!("unknown status {e}"),
         }

@@ -46,6 +46,7 @@ fn main() {
             send_attempts,
             send_timeout_ms,
             pool,
+            engines,
         } => serve(daemon::DaemonConfig {
             name,
             root,
@@ -57,6 +58,7 @@ fn main() {
                 timeout: std::time::Duration::from_millis(send_timeout_ms),
                 pool: pool.max(1),
             },
+            engines,
         }),
         Command::Sink {
             listen,
@@ -71,7 +73,16 @@ fn main() {
             tag,
             count,
             batch,
-        } => load::run(&name, &file, tag, count, batch).map_err(Into::into),
+            send,
+        } => load::run(&load::Load {
+            name: &name,
+            file: &file,
+            tag,
+            count,
+            batch,
+            send: send.as_deref(),
+        })
+        .map_err(Into::into),
     };
     if let Err(e) = r {
         eprintln!("sidecar: {e}");
@@ -99,24 +110,56 @@ fn run_sink(
     use std::io::Write;
     let mut out = std::io::stdout();
     out.flush()?;
-    let mut printed = 0u64;
+    let mut printed = 0usize;
     loop {
-        let new: Vec<u64> = s.with(|r| r.ids.range(printed + 1..).map(|(id, _)| *id).collect());
+        let new: Vec<u64> = s.with(|r| r.order.get(printed..).unwrap_or_default().to_vec());
+        printed += new.len();
         for id in new {
             writeln!(out, "received {id}")?;
-            printed = printed.max(id);
         }
         out.flush()?;
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
+/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly. The
+/// signals are blocked before any thread starts (every thread inherits
+/// the mask) and taken here with `sigwait`.
 fn serve(cfg: daemon::DaemonConfig) -> Result<(), Box<dyn std::error::Error>> {
-    let _daemon = daemon::Daemon::start(&cfg)?;
-    println!("{}", _daemon.banner);
+    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset, which
+    // initialises it; the set lives on this stack for every call below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t (above); the signal numbers are
+    // valid; pthread_sigmask only reads `set`.
+    let rc = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc).into());
+    }
+    let mut daemon = daemon::Daemon::start(&cfg)?;
+    println!("{}", daemon.banner);
     use std::io::Write;
     std::io::stdout().flush()?;
-    loop {
-        std::thread::park();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `sig` is writable; sigwait blocks
+    // until one of the blocked signals is pending.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc).into());
     }
+    let settled = daemon.stop();
+    eprintln!(
+        "sidecar {}: stopped on signal {sig}{}",
+        cfg.name,
+        if settled {
+            ", every engine's WAL settled"
+        } else {
+            ", with work outstanding for the next start"
+        }
+    );
+    Ok(())
 }

@@ -8,6 +8,7 @@ use crate::layout::status;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A file's identity and size, from `fstat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,8 +23,10 @@ pub struct Root {
     fd: OwnedFd,
     /// The WAL directory's first component when it lies inside the root.
     reserved: Option<std::ffi::OsString>,
-    /// Files a client must never open (the WAL's).
-    forbidden: Vec<FileKey>,
+    /// Files a client must never open (the WAL's), shared by the clones
+    /// (one per engine), so a segment one engine creates is refused to
+    /// every engine's clients.
+    forbidden: Arc<Mutex<Vec<FileKey>>>,
 }
 
 impl Root {
@@ -52,13 +55,42 @@ impl Root {
             // SAFETY: open returned a new descriptor nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             reserved,
-            forbidden: Vec::new(),
+            forbidden: Arc::default(),
         })
     }
 
-    /// Refuses this file to clients from now on.
-    pub fn forbid(&mut self, key: FileKey) {
-        self.forbidden.push(key);
+    /// The same root for another engine: its own descriptor, the same
+    /// reserved directory and forbidden files.
+    pub fn try_clone(&self) -> io::Result<Root> {
+        Ok(Root {
+            fd: self.fd.try_clone()?,
+            reserved: self.reserved.clone(),
+            forbidden: self.forbidden.clone(),
+        })
+    }
+
+    /// Refuses this file to clients (of every clone) from now on.
+    pub fn forbid(&self, key: FileKey) {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key);
+    }
+
+    /// Gives a file back to clients (a WAL segment once removed: its
+    /// inode may be a new file's).
+    pub fn allow(&self, key: FileKey) {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| *k != key);
+    }
+
+    fn is_forbidden(&self, key: &FileKey) -> bool {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key)
     }
 
     /// Opens `rel` read-write beneath the root (creating it with `create`),
@@ -110,7 +142,7 @@ impl Root {
         // SAFETY: openat2 returned a new descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let (key, len) = identify(&fd).map_err(|e| -e.raw_os_error().unwrap_or(libc::EIO))?;
-        if self.forbidden.contains(&key) {
+        if self.is_forbidden(&key) {
             return Err(status::ESCAPE);
         }
         Ok((fd, key, len))
@@ -173,6 +205,20 @@ mod tests {
         assert_eq!(r.open_beneath(b"\xff", true).err(), Some(status::BAD_PATH));
         assert_eq!(r.open_beneath(b"missing", false).err(), Some(-libc::ENOENT));
         assert_eq!(r.open_beneath(b"sub", false).err(), Some(-libc::EISDIR));
+        // A clone shares what is forbidden, both ways.
+        let other = r.try_clone().unwrap();
+        let (_, key, _) = other.open_beneath(b"sub/in", false).unwrap();
+        other.forbid(key);
+        assert_eq!(r.open_beneath(b"sub/in", false).err(), Some(status::ESCAPE));
+        assert_eq!(
+            other.open_beneath(b"link-in", false).err(),
+            Some(status::ESCAPE)
+        );
+        r.allow(key);
+        assert!(
+            other.open_beneath(b"sub/in", false).is_ok(),
+            "allowed again"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

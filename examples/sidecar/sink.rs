@@ -100,6 +100,9 @@ impl std::str::FromStr for Fault {
 #[derive(Debug, Default)]
 pub struct Received {
     pub ids: BTreeMap<u64, u32>,
+    /// Each id once, in the order it first arrived (ids from different
+    /// engines interleave, so their order is not the ids' order).
+    pub order: Vec<u64>,
     pub frames: u64,
     pub bytes: u64,
     pub connections: u64,
@@ -259,7 +262,11 @@ fn serve(
         frames.feed(&buf[..n]);
         while let Some((id, payload)) = frames.next_frame().map_err(|e| e.to_string())? {
             let mut g = received.lock().unwrap_or_else(|p| p.into_inner());
-            *g.ids.entry(id).or_insert(0) += 1;
+            let n = g.ids.entry(id).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                g.order.push(id);
+            }
             g.frames += 1;
             g.bytes += payload.len() as u64;
             drop(g);

@@ -1,7 +1,7 @@
 //! The sidecar tests' harness: a real `sidecar serve` process, its
-//! roots and names. Included by `tests/sidecar.rs` and
-//! `tests/sidecar_send.rs`, which include the client's modules at their
-//! roots (`crate::client`).
+//! roots and names. Included by `tests/sidecar.rs`,
+//! `tests/sidecar_send.rs` and `tests/sidecar_engines.rs`, which include
+//! the client's modules at their roots (`crate::client`).
 
 use crate::client::{self, Client};
 use crate::common;
@@ -36,10 +36,17 @@ impl Daemon {
 
     /// As `start`, with more arguments for `serve` (destinations, say).
     pub fn start_with(name: &str, root: &Path, extra: &[String]) -> Daemon {
+        Daemon::start_env(name, root, extra, &[])
+    }
+
+    /// As `start_with`, with environment variables for the daemon (the
+    /// plan's `SHARED_NOTHING_*` overrides, say).
+    pub fn start_env(name: &str, root: &Path, extra: &[String], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(common::example_bin("sidecar"))
             .args(["serve", "--name", name, "--root"])
             .arg(root)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn,sidecar=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

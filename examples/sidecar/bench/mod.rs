@@ -125,6 +125,7 @@ impl Rig {
             wal_segment_bytes: 64 << 20,
             dests: vec![format!("tls={},tls,ca={}", sink.addr, identity_ca.display()).parse()?],
             policy: SendPolicy::standard(),
+            engines: None,
         };
         let daemon = Daemon::start(&cfg)?;
         println!("{}", daemon.banner);

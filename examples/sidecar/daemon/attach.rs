@@ -3,7 +3,12 @@
 //! watches the socket and the client's doorbell with epoll (`mio`). The
 //! socket's end (EOF, error, hang-up) is the client's death: the engine is
 //! told and frees its region. It only forwards; all ring work is the
-//! engine's.
+//! engines'.
+//!
+//! Each new client goes to the engine with the fewest attached clients
+//! (the lowest index among equals) and stays there for its whole life:
+//! its doorbells and its hang-up go to that engine, which alone reads its
+//! rings (no hop between engines on the request path).
 
 use super::engine::{Attached, Msg};
 use crate::layout::{self, Layout};
@@ -24,6 +29,8 @@ pub const WAKER: Token = Token(1);
 struct Conn {
     stream: UnixStream,
     doorbell: EventFd,
+    /// The engine that serves it.
+    engine: usize,
 }
 
 /// Builds a client's region: the header words, zeroed rings and data.
@@ -37,15 +44,43 @@ fn new_region(id: u64) -> std::io::Result<(Region, std::os::fd::OwnedFd)> {
 }
 
 pub struct Attacher {
-    pub poll: Poll,
-    pub listener: UnixListener,
-    /// The engine (worker 0 of its group).
-    pub engine: PoolSender<Msg, ()>,
-    pub kicks: crossbeam_channel::Receiver<u64>,
-    pub stop: Arc<AtomicBool>,
+    poll: Poll,
+    listener: UnixListener,
+    /// The engines (worker `i` of their group is engine `i`).
+    engine: PoolSender<Msg, ()>,
+    /// Clients attached to each engine.
+    attached: Vec<usize>,
+    kicks: crossbeam_channel::Receiver<u64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The engine a new client goes to: the one with the fewest attached
+/// clients, the lowest index among equals.
+fn pick(attached: &[usize]) -> usize {
+    (0..attached.len())
+        .min_by_key(|&i| attached[i])
+        .unwrap_or(0)
 }
 
 impl Attacher {
+    pub fn new(
+        poll: Poll,
+        listener: UnixListener,
+        engine: PoolSender<Msg, ()>,
+        engines: usize,
+        kicks: crossbeam_channel::Receiver<u64>,
+        stop: Arc<AtomicBool>,
+    ) -> Attacher {
+        Attacher {
+            poll,
+            listener,
+            engine,
+            attached: vec![0; engines.max(1)],
+            kicks,
+            stop,
+        }
+    }
+
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut conns: HashMap<u64, Conn> = HashMap::new();
@@ -83,7 +118,8 @@ impl Attacher {
                         if self.stop.load(Ordering::Acquire) {
                             return;
                         }
-                        for id in self.kicks.try_iter() {
+                        let kicked: Vec<u64> = self.kicks.try_iter().collect();
+                        for id in kicked {
                             if let Some(mut c) = conns.remove(&id) {
                                 self.forget(&mut c);
                             }
@@ -96,7 +132,10 @@ impl Attacher {
                         };
                         if t % 2 == 1 {
                             if c.doorbell.drain()
-                                && self.engine.send_to_worker(0, Msg::Doorbell(id)).is_err()
+                                && self
+                                    .engine
+                                    .send_to_worker(c.engine, Msg::Doorbell(id))
+                                    .is_err()
                             {
                                 return;
                             }
@@ -116,7 +155,11 @@ impl Attacher {
                         if gone || ev.is_read_closed() || ev.is_error() {
                             let mut c = conns.remove(&id).expect("present");
                             self.forget(&mut c);
-                            if self.engine.send_to_worker(0, Msg::Hangup(id)).is_err() {
+                            if self
+                                .engine
+                                .send_to_worker(c.engine, Msg::Hangup(id))
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -126,7 +169,10 @@ impl Attacher {
         }
     }
 
-    fn forget(&self, c: &mut Conn) {
+    fn forget(&mut self, c: &mut Conn) {
+        if let Some(n) = self.attached.get_mut(c.engine) {
+            *n = n.saturating_sub(1);
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         let fd = c.doorbell.fd().as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -163,12 +209,36 @@ impl Attacher {
             region: Arc::new(region),
             to_client,
         }));
-        if self.engine.send_to_worker(0, msg).is_err() {
+        let engine = pick(&self.attached);
+        if self.engine.send_to_worker(engine, msg).is_err() {
             return Err(std::io::Error::other("engine stopped"));
         }
+        self.attached[engine] += 1;
         Ok(Conn {
             stream,
             doorbell: to_daemon,
+            engine,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn clients_go_to_the_engine_with_the_fewest() {
+        assert_eq!(pick(&[0]), 0);
+        assert_eq!(pick(&[0, 0]), 0, "the lowest among equals");
+        assert_eq!(pick(&[1, 0]), 1);
+        assert_eq!(pick(&[2, 1, 1]), 1);
+        assert_eq!(pick(&[3, 3, 2, 5]), 2);
+        // Spreading a run of attachments: each engine gets its share.
+        let mut attached = vec![0; 3];
+        for _ in 0..7 {
+            let e = pick(&attached);
+            attached[e] += 1;
+        }
+        assert_eq!(attached, vec![3, 2, 2]);
     }
 }

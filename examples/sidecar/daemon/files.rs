@@ -39,6 +39,9 @@ pub struct File {
     pub path: Vec<u8>,
     /// Whether this log already holds the PATH record of `file_no`.
     pub journaled: bool,
+    /// The highest LSN of a journaled write to it (what its claim waits
+    /// for, C1).
+    pub last_lsn: u64,
     /// The end of the file as accepted writes leave it (appends go here).
     pub end: u64,
     /// Client handles open on it.
@@ -67,6 +70,7 @@ impl File {
             file_no,
             path,
             journaled: false,
+            last_lsn: 0,
             end,
             refs: 0,
             fd,

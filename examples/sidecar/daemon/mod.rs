@@ -1,16 +1,22 @@
-//! The daemon (`sidecar serve`): replay, then the storage I/O worker, the
-//! engine worker and the attach thread. `Daemon::start` returns once the
-//! socket listens; `stop` (or drop) ends it.
+//! The daemon (`sidecar serve`): the pool's plan and its I/O workers,
+//! replay of every engine's WAL, then the engine workers (`shards.rs`
+//! chooses how many) and the attach thread, which spreads the clients
+//! over them. `Daemon::start` returns once the socket listens; `stop` (or
+//! drop) ends it, after letting the engines settle what they accepted.
 
 mod attach;
+mod claims;
 mod engine;
 mod files;
 mod replay;
 mod send;
+mod shards;
 
-use crate::dest::DestSpec;
+use crate::dest::{Dest, DestSpec};
 use crate::layout;
 use crate::resolve::Root;
+use claims::Claims;
+use replay::Logs;
 use shared_nothing::io::IoBackendKind;
 use shared_nothing::pool::IoWorkers;
 use shared_nothing::prelude::*;
@@ -32,6 +38,9 @@ pub struct DaemonConfig {
     /// Where clients may send.
     pub dests: Vec<DestSpec>,
     pub policy: SendPolicy,
+    /// Engines to run (`--engines`); `None`: the plan's choice
+    /// (`shards::choose`).
+    pub engines: Option<usize>,
 }
 
 /// How hard sends are tried (`send::Policy`, from the command line).
@@ -54,7 +63,9 @@ pub struct Daemon {
     stop: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
     attach: Option<JoinHandle<()>>,
-    engine: Option<WorkerGroup<engine::Engine>>,
+    engines: Option<WorkerGroup<engine::Engine>>,
+    /// How long `stop` waits for the engines to settle.
+    settle: Duration,
     /// The plan's I/O workers (stopped when the last clone goes).
     io: Option<IoWorkers>,
     /// The line `serve` prints once it listens.
@@ -105,16 +116,10 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| cfg.root.join(".sidecar-wal"));
         std::fs::create_dir_all(&wal_dir)?;
-        let mut root = Root::open(&cfg.root, &wal_dir)?;
-        let mut dests = Vec::new();
-        for d in &cfg.dests {
-            if dests.iter().any(|x: &crate::dest::Dest| x.name == d.name) {
-                return Err(io_err("--dest", format!("{} given twice", d.name)));
-            }
-            dests.push(d.resolve().map_err(|e| io_err("--dest", e))?);
-        }
-        // The machine's plan places the engine and the I/O workers (pinned
-        // where it pins); the engine ticks every millisecond (retries,
+        let root = Root::open(&cfg.root, &wal_dir)?;
+        let dests = resolve_dests(&cfg.dests)?;
+        // The machine's plan places the engines and the I/O workers (pinned
+        // where it pins); each engine ticks every millisecond (retries,
         // full completion rings).
         let pool = WorkerPool::builder()
             .worker_config(
@@ -125,111 +130,57 @@ impl Daemon {
             .build_pool()
             .map_err(|e| io_err("plan", e))?;
         let io = pool.start_io().map_err(|e| io_err("I/O workers", e))?;
-        let backend = match io.storage(0).backend() {
-            IoBackendKind::IoUring => "io_uring".to_string(),
-            other => format!("{other:?}"),
-        };
-        let r = replay::replay(io.storage(0), &mut root, &wal_dir)?;
-        // Accepted sends are never dropped for want of a destination: a
-        // log that holds sends to one no longer configured is refused.
-        let mut sends = Vec::with_capacity(r.sends.len());
-        for (lsn, name, data) in r.sends {
-            let Some(i) = dests.iter().position(|d| d.name.as_bytes() == name) else {
-                return Err(io_err(
-                    "replay",
-                    format!(
-                        "the WAL holds send {lsn} to destination {:?}, which is not configured (pass --dest {}=HOST:PORT)",
-                        String::from_utf8_lossy(&name),
-                        String::from_utf8_lossy(&name)
-                    ),
-                ));
-            };
-            sends.push((lsn, i as u64 + 1, data));
-        }
-        let resent = sends.len();
-        let dest_line = if dests.is_empty() {
-            "no destinations".to_string()
-        } else {
-            let names: Vec<String> = dests
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{}={}{}",
-                        d.name,
-                        d.addr,
-                        if d.tls.is_some() { " (TLS)" } else { "" }
-                    )
-                })
-                .collect();
-            format!(
-                "destinations {}, {resent} send(s) to deliver again",
-                names.join(", ")
-            )
-        };
+        // Placed by the plan without the I/O workers' cores, as
+        // `spawn_workers` places them.
+        let planned = pool.app_plan().app_workers.len();
+        let choice = shards::choose(cfg.engines, planned).map_err(std::io::Error::other)?;
+        let logs = replay::replay_all(&io, &root, &wal_dir, choice.count, &dests)?;
+        let replay_line = replay_line(&logs, &dests);
         let socket = layout::socket_path(&cfg.name);
-        let std_listener = bind(&socket)?;
-        std_listener.set_nonblocking(true)?;
-        let mut listener = mio::net::UnixListener::from_std(std_listener);
-        let poll = mio::Poll::new()?;
-        poll.registry()
-            .register(&mut listener, attach::LISTENER, mio::Interest::READABLE)?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
+        let (listener, poll, waker) = listen(&socket)?;
         let (kick, kicks) = crossbeam_channel::unbounded();
-        let start = engine::Start {
+        let common = Common {
             io: io.clone(),
             root,
-            segments: r.segments,
-            wal_len: r.wal_len,
-            wal_dir: wal_dir.clone(),
             segment_limit: cfg.wal_segment_bytes.max(4096),
-            next_lsn: r.next_lsn,
-            next_file: r.next_file,
-            done: r.done,
-            net: !dests.is_empty(),
             dests,
             policy: cfg.policy,
-            sends,
+            claims: (choice.count > 1).then(|| Arc::new(Claims::default())),
             kick,
             kick_waker: waker.clone(),
         };
-        // One engine, whatever the plan offers: sharding clients and files
-        // over several engines is not built (the banner says so).
-        let start = std::sync::Mutex::new(Some(start));
-        let engine = pool
-            .spawn_workers(1, move |_| {
-                engine::Engine::new(start.lock().ok().and_then(|mut s| s.take()))
+        let starts = engine_starts(&common, logs)?;
+        let mut starts: Vec<Option<engine::Start>> = starts.into_iter().map(Some).collect();
+        let engines = pool
+            .spawn_workers(choice.count, move |i| {
+                engine::Engine::new(starts.get_mut(i).and_then(Option::take))
             })
-            .map_err(|e| io_err("engine worker", e))?;
-        let planned = pool.app_plan().app_workers.len();
-        let cpu = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("CPU {c}"));
-        let placement = format!(
-            "plan {:?}: {planned} application worker(s), 1 engine on {} (no sharding over engines yet), {} storage and {} network worker(s), on {}",
-            pool.plan().profile,
-            cpu(engine.placements()[0].cpu),
-            io.storage_count(),
-            io.network_count(),
-            backend,
-        );
+            .map_err(|e| io_err("engine workers", e))?;
+        let placement = placement_line(&pool, &io, &engines, choice);
         let stop = Arc::new(AtomicBool::new(false));
-        let attacher = attach::Attacher {
+        let attacher = attach::Attacher::new(
             poll,
             listener,
-            engine: engine.sender(),
+            engines.sender(),
+            choice.count,
             kicks,
-            stop: stop.clone(),
-        };
+            stop.clone(),
+        );
         let attach = std::thread::Builder::new()
             .name("sidecar-attach".into())
             .spawn(move || attacher.run())?;
+        let wal_line = if choice.count > 1 {
+            format!("{} (engine I>0 in engine-I/)", wal_dir.display())
+        } else {
+            wal_dir.display().to_string()
+        };
         let banner = format!(
-            "sidecar {} listening on {} (root {}, WAL {}, replayed {} write(s){}, {}; {})",
+            "sidecar {} listening on {} (root {}, WAL {}, {}; {})",
             cfg.name,
             socket.display(),
             cfg.root.display(),
-            wal_dir.display(),
-            r.applied,
-            r.cut.map(|c| format!(", log cut: {c}")).unwrap_or_default(),
-            dest_line,
+            wal_line,
+            replay_line,
             placement,
         );
         Ok(Daemon {
@@ -237,29 +188,207 @@ impl Daemon {
             stop,
             waker,
             attach: Some(attach),
-            engine: Some(engine),
+            engines: Some(engines),
+            settle: cfg.policy.timeout + Duration::from_secs(5),
             io: Some(io),
             banner,
         })
     }
 
-    /// Stops taking clients, then stops the engine and the storage worker
-    /// (which finishes what is in flight). Accepted writes not yet
-    /// completed are replayed by the next start.
-    pub fn stop(&mut self) {
+    /// Stops taking clients, lets each engine settle (nothing accepted
+    /// outstanding, a durable DONE over it: its WAL then holds no work)
+    /// for at most the send bound and 5 s, then stops the engines and the
+    /// I/O workers (which finish what is in flight). What an engine did
+    /// not settle is replayed by the next start. Whether every engine
+    /// settled.
+    pub fn stop(&mut self) -> bool {
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
         if let Some(j) = self.attach.take() {
             let _ = j.join();
         }
-        if let Some(mut e) = self.engine.take() {
+        let mut settled = true;
+        if let Some(mut e) = self.engines.take() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let mut asked = 0;
+            for i in 0..e.len() {
+                if e.send_to_worker(i, engine::Msg::Quiesce(tx.clone()))
+                    .is_ok()
+                {
+                    asked += 1;
+                }
+            }
+            let deadline = std::time::Instant::now() + self.settle;
+            let answered = (0..asked)
+                .take_while(|_| rx.recv_deadline(deadline).is_ok())
+                .count();
+            settled = asked == e.len() && answered == asked;
+            if settled {
+                tracing::info!(
+                    engines = answered,
+                    "stopped with every engine's WAL settled"
+                );
+            } else {
+                tracing::warn!(
+                    engines = e.len(),
+                    settled = answered,
+                    "stopping with work outstanding: the next start replays it"
+                );
+            }
             let _ = e.stop_all();
         }
         // The I/O workers finish what is in flight and stop with the last
-        // handle (the engine's went with it).
+        // handle (the engines' went with them).
         drop(self.io.take());
         let _ = std::fs::remove_file(&self.socket);
+        settled
     }
+}
+
+/// The listening socket, registered on a new epoll with its waker.
+fn listen(socket: &Path) -> std::io::Result<(mio::net::UnixListener, mio::Poll, Arc<mio::Waker>)> {
+    let std_listener = bind(socket)?;
+    std_listener.set_nonblocking(true)?;
+    let mut listener = mio::net::UnixListener::from_std(std_listener);
+    let poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut listener, attach::LISTENER, mio::Interest::READABLE)?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), attach::WAKER)?);
+    Ok((listener, poll, waker))
+}
+
+/// The start-up line's account of the plan and what the daemon chose.
+fn placement_line(
+    pool: &WorkerPool,
+    io: &IoWorkers,
+    engines: &WorkerGroup<engine::Engine>,
+    choice: shards::Choice,
+) -> String {
+    let planned = pool.app_plan().app_workers.len();
+    let cpus: Vec<String> = engines
+        .placements()
+        .iter()
+        .map(|p| p.cpu.map_or("unpinned".to_string(), |c| format!("CPU {c}")))
+        .collect();
+    let backend = match io.storage(0).backend() {
+        IoBackendKind::IoUring => "io_uring".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "plan {:?}: {planned} application worker(s), {} engine(s) ({}) on {}, {} storage and {} network worker(s), on {}",
+        pool.plan().profile,
+        choice.count,
+        choice.reason(planned),
+        cpus.join(", "),
+        io.storage_count(),
+        io.network_count(),
+        backend,
+    )
+}
+
+/// Checks and resolves `--dest`s.
+fn resolve_dests(specs: &[DestSpec]) -> std::io::Result<Vec<Dest>> {
+    let mut dests = Vec::new();
+    for d in specs {
+        if dests.iter().any(|x: &Dest| x.name == d.name) {
+            return Err(io_err("--dest", format!("{} given twice", d.name)));
+        }
+        dests.push(d.resolve().map_err(|e| io_err("--dest", e))?);
+    }
+    Ok(dests)
+}
+
+/// What every engine starts with alike.
+struct Common {
+    io: IoWorkers,
+    root: Root,
+    segment_limit: u64,
+    dests: Vec<Dest>,
+    policy: SendPolicy,
+    claims: Option<Arc<Claims>>,
+    kick: crossbeam_channel::Sender<u64>,
+    kick_waker: Arc<mio::Waker>,
+}
+
+/// Each engine's start from its replayed log; the files replay left past
+/// a log's DONE are claimed for its engine (C1).
+fn engine_starts(c: &Common, logs: Logs) -> std::io::Result<Vec<engine::Start>> {
+    let mut starts = Vec::with_capacity(logs.engines.len());
+    for log in logs.engines {
+        let r = log.replayed;
+        let mut held = Vec::new();
+        if let Some(claims) = &c.claims {
+            for (key, lsn) in r.unsettled {
+                if let Err(other) = claims.claim(key, log.engine) {
+                    return Err(io_err(
+                        "replay",
+                        format!(
+                            "the WALs of engines {other} and {} both hold writes to file {}:{} (device:inode) past their DONE, in no order replay can tell",
+                            log.engine, key.dev, key.ino
+                        ),
+                    ));
+                }
+                held.push((key, lsn));
+            }
+        }
+        starts.push(engine::Start {
+            engine: log.engine,
+            io: c.io.clone(),
+            root: c.root.try_clone()?,
+            segments: r.segments,
+            wal_len: r.wal_len,
+            wal_dir: log.dir,
+            segment_limit: c.segment_limit,
+            next_lsn: r.next_lsn,
+            next_file: r.next_file,
+            done: r.done,
+            net: !c.dests.is_empty(),
+            dests: c.dests.clone(),
+            policy: c.policy,
+            sends: log.resend,
+            claims: c.claims.clone(),
+            held,
+            kick: c.kick.clone(),
+            kick_waker: c.kick_waker.clone(),
+        });
+    }
+    Ok(starts)
+}
+
+/// The start-up line's account of replay and destinations.
+fn replay_line(logs: &Logs, dests: &[Dest]) -> String {
+    let mut line = format!("replayed {} write(s)", logs.applied);
+    if !logs.cuts.is_empty() {
+        line += &format!(", log cut: {}", logs.cuts.join("; "));
+    }
+    if !logs.idle.is_empty() {
+        let idle: Vec<String> = logs.idle.iter().map(usize::to_string).collect();
+        line += &format!(
+            ", WAL of engine(s) {} not running: nothing left in it, kept",
+            idle.join(", ")
+        );
+    }
+    let resent: usize = logs.engines.iter().map(|l| l.resend.len()).sum();
+    if dests.is_empty() {
+        line += ", no destinations";
+    } else {
+        let names: Vec<String> = dests
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}={}{}",
+                    d.name,
+                    d.addr,
+                    if d.tls.is_some() { " (TLS)" } else { "" }
+                )
+            })
+            .collect();
+        line += &format!(
+            ", destinations {}, {resent} send(s) to deliver again",
+            names.join(", ")
+        );
+    }
+    line
 }
 
 impl Drop for Daemon {

@@ -56,6 +56,7 @@ extern "C" {
 #define SIDECAR_DEST_CLOSED 12  /* destination closed before acknowledging */
 #define SIDECAR_DEST_PROTOCOL 13 /* destination broke the delivery protocol */
 #define SIDECAR_SEND_TIMEOUT 14 /* no acknowledgement within the send bound */
+#define SIDECAR_FILE_BUSY 15    /* the file is open on another engine of the daemon */
 
 /* This library's statuses. */
 #define SIDECAR_DETACHED 100    /* the daemon closed the connection */

@@ -42,6 +42,11 @@ impl State {
                 self.wal_busy = false;
                 match &result {
                     Ok(_) => {
+                        if let Some(d) = durable_done {
+                            // Durable wherever it is: a segment goes only
+                            // once a newer one covers its DONEs (W3).
+                            self.durable_done = self.durable_done.max(d);
+                        }
                         if self.segs.list.back().is_some_and(|s| s.no == segment) {
                             self.wal_len += len;
                             if first {
@@ -53,10 +58,10 @@ impl State {
                         }
                         for lsn in lsns {
                             if let Some(op) = self.sends.remove(&lsn) {
-                                self.post(op.client, op.user, kind::ACCEPTED, status::OK, lsn);
+                                self.post(op.client, op.user, kind::ACCEPTED, status::OK, op.id);
                                 self.send_owner.insert(lsn, (op.client, op.user));
                                 if let Some(s) = &mut self.sender {
-                                    s.enqueue(op.dest, lsn, op.data);
+                                    s.enqueue(op.dest, lsn, op.id, op.data);
                                 }
                                 continue;
                             }
@@ -196,6 +201,11 @@ impl State {
                 }
             }
             Pend::Close => {}
+            Pend::Retired { key } => {
+                if let (Ok(_), Some(key)) = (&result, key) {
+                    self.root.allow(key);
+                }
+            }
             Pend::SegmentOpen { no } => self.segment_opened(no, result.is_ok()),
             Pend::SegmentDirSync { no } => self.segment_ready(no, result.is_ok()),
         }

@@ -101,6 +101,10 @@ impl State {
         }
         let f = self.files.remove(&key).expect("checked");
         let _ = self.submit(Pend::Close, StorageOp::Close { file: f.id });
+        if self.claims.is_some() {
+            // Its claim goes once a durable DONE covers it (C1).
+            self.releasing.push((key, f.last_lsn));
+        }
     }
 
     /// Writes a ready volatile write into the page cache on this thread

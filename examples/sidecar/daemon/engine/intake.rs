@@ -4,6 +4,7 @@
 
 use super::{Pend, SendOp, State, WriteOp};
 use crate::daemon::files::{Deferred, File, Later};
+use crate::delivery;
 use crate::layout::{kind, status};
 use crate::proto::Request;
 use crate::resolve::FileKey;
@@ -72,13 +73,26 @@ impl State {
     /// Journals a send; ACCEPTED and the hand-over to its destination's
     /// pool follow the WAL write (`complete.rs`).
     pub(super) fn journal_send(&mut self, id: u64, user: u64, dest: u64, at: usize, len: usize) {
-        let Some(name) = self.sender.as_ref().and_then(|s| s.name(dest)) else {
+        if self.sender.as_ref().and_then(|s| s.name(dest)).is_none() {
             self.post(id, user, kind::COMPLETED, status::NO_DEST, 0);
             return;
-        };
-        let data = self.clients[&id].region.copy_out(at, len);
+        }
+        if self.lsns_used_up(id, user) {
+            return;
+        }
         let lsn = self.next_lsn;
+        let Some(op_id) = delivery::op_id(self.engine, lsn) else {
+            self.post(id, user, kind::COMPLETED, -libc::EOVERFLOW, 0);
+            return;
+        };
         self.next_lsn += 1;
+        let data = self.clients[&id].region.copy_out(at, len);
+        // Borrowed from the sender beside the batch (checked above).
+        let name = self
+            .sender
+            .as_ref()
+            .and_then(|s| s.name(dest))
+            .unwrap_or("");
         wal::encode_send(&mut self.batch, lsn, name.as_bytes(), &data);
         self.batch_lsns.push(lsn);
         self.outstanding.insert(lsn);
@@ -87,6 +101,7 @@ impl State {
             SendOp {
                 client: id,
                 user,
+                id: op_id,
                 dest,
                 data,
             },
@@ -96,12 +111,45 @@ impl State {
         }
     }
 
-    /// Opens (or shares) the file `path` names beneath the root.
+    /// Whether the LSNs an operation id can carry are used up
+    /// (`delivery::MAX_LSN`: 2^48, decades at a million operations a
+    /// second); if so the request is answered `EOVERFLOW`.
+    fn lsns_used_up(&mut self, id: u64, user: u64) -> bool {
+        if self.next_lsn <= delivery::MAX_LSN {
+            return false;
+        }
+        tracing::error!(
+            engine = self.engine,
+            "this engine's LSNs are used up (2^48): operations are refused"
+        );
+        self.post(id, user, kind::COMPLETED, -libc::EOVERFLOW, 0);
+        true
+    }
+
+    /// Opens (or shares) the file `path` names beneath the root; with more
+    /// than one engine, only a file no other engine holds (C1).
     pub(super) fn open(&mut self, path: &[u8], create: bool) -> std::result::Result<FileKey, i32> {
         let (fd, key, len) = self.root.open_beneath(path, create)?;
         if let Some(f) = self.files.get_mut(&key) {
             f.refs += 1;
             return Ok(key);
+        }
+        // A claim this engine still holds for a closed file goes on with
+        // its last LSN.
+        let mut last_lsn = 0;
+        if let Some(claims) = &self.claims {
+            if let Err(owner) = claims.claim(key, self.engine) {
+                tracing::info!(
+                    engine = self.engine,
+                    owner,
+                    path = %String::from_utf8_lossy(path),
+                    "open refused: the file is open on another engine"
+                );
+                return Err(status::FILE_BUSY);
+            }
+            if let Some(i) = self.releasing.iter().position(|r| r.0 == key) {
+                last_lsn = self.releasing.swap_remove(i).1;
+            }
         }
         // The storage worker opens the very file openat2 resolved, through
         // its descriptor's magic link: no second path walk.
@@ -112,12 +160,16 @@ impl State {
             Ok(id) => id,
             Err(_) => {
                 self.pend.remove(&t);
+                if self.claims.is_some() {
+                    self.releasing.push((key, last_lsn));
+                }
                 return Err(-libc::EAGAIN);
             }
         };
         self.next_file += 1;
         let mut f = File::new(id, self.next_file, path.to_vec(), len, fd);
         f.refs = 1;
+        f.last_lsn = last_lsn;
         self.files.insert(key, f);
         Ok(key)
     }
@@ -131,6 +183,9 @@ impl State {
         (at, len): (usize, usize),
         volatile: bool,
     ) {
+        if self.lsns_used_up(id, user) {
+            return;
+        }
         let f = self.files.get_mut(&key).expect("handle names an open file");
         let offset = offset.unwrap_or(f.end);
         let Some(end) = offset
@@ -154,6 +209,7 @@ impl State {
                 self.batch_files.push(key);
             }
             wal::encode_write(&mut self.batch, lsn, f.file_no, offset, &data);
+            f.last_lsn = lsn;
         }
         f.unapplied.insert(lsn);
         self.batch_lsns.push(lsn);

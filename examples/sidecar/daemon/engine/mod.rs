@@ -1,5 +1,8 @@
-//! The engine: one application worker that owns every attached client's
-//! rings, the open files and the WAL, and drives the storage I/O worker.
+//! An engine: one application worker that owns the rings of the clients
+//! attached to it, their open files and its own WAL, and drives its
+//! storage I/O worker. The daemon runs one or more (`shards.rs`); a
+//! client stays on its engine for its whole life, and an engine shares
+//! nothing with the others but the file claims (`claims.rs`, C1).
 //! Everything reaches it as a message: attachments and hang-ups from the
 //! attach thread, doorbells, and the storage worker's completions.
 //!
@@ -8,7 +11,7 @@
 //! ACCEPTED -> written to its file (F1) -> group `fdatasync` of the file
 //! -> COMPLETED, and the WAL's DONE watermark moves past it. A send goes:
 //! ring -> copied out -> WAL batch -> ACCEPTED (its value the operation
-//! id) -> the destination's pool (`send/`) -> acknowledged: COMPLETED, or
+//! id, `delivery::op_id` of the engine and the LSN) -> the destination's pool (`send/`) -> acknowledged: COMPLETED, or
 //! failed after the policy's bound: COMPLETED with the cause (S1).
 //!
 //! **Invariant (E1):** nothing is written to a client's file before its
@@ -30,6 +33,7 @@ mod file_io;
 mod intake;
 mod segments;
 
+use super::claims::Claims;
 use super::files::Files;
 use super::send::{self, Sender};
 use crate::layout::{self, Layout, kind, status};
@@ -71,18 +75,36 @@ pub enum Msg {
     Disk(StorageCompletion),
     Net(NetEvent),
     Poll,
+    /// The daemon stops: take no more requests, and answer on the channel
+    /// (with the engine's index) once nothing accepted is outstanding and
+    /// a durable DONE covers it all.
+    Quiesce(crossbeam_channel::Sender<usize>),
+}
+
+/// A send replay found accepted but not acknowledged, to send again.
+#[derive(Debug)]
+pub struct Resend {
+    pub lsn: u64,
+    /// Its operation id (`delivery::op_id`).
+    pub id: u64,
+    /// Its destination's handle.
+    pub dest: u64,
+    pub data: Vec<u8>,
 }
 
 /// What the engine starts with (from replay).
 #[derive(Debug)]
 pub struct Start {
-    /// The plan's I/O workers: storage 0 for files and the WAL, network 0
-    /// for sends.
+    /// This engine's index: its operation ids' high bits, its storage
+    /// and network worker (`index % count`).
+    pub engine: usize,
+    /// The plan's I/O workers.
     pub io: IoWorkers,
     pub root: Root,
-    /// The WAL's segments, oldest first: `(number, file, highest LSN)`;
+    /// The WAL's segments, oldest first: `(number, file, highest LSN,
+    /// identity)`;
     /// the last is appended to, from `wal_len`.
-    pub segments: Vec<(u64, FileId, u64)>,
+    pub segments: Vec<(u64, FileId, u64, FileKey)>,
     pub wal_len: u64,
     pub wal_dir: std::path::PathBuf,
     /// Bytes past which a new segment starts.
@@ -95,9 +117,14 @@ pub struct Start {
     pub net: bool,
     pub dests: Vec<crate::dest::Dest>,
     pub policy: send::Policy,
-    /// Sends replay found accepted but not acknowledged, in LSN order:
-    /// `(lsn, destination handle, data)`.
-    pub sends: Vec<(u64, u64, Vec<u8>)>,
+    /// Sends replay found accepted but not acknowledged, in LSN order.
+    pub sends: Vec<Resend>,
+    /// The file claims, when more than one engine runs (C1).
+    pub claims: Option<Arc<Claims>>,
+    /// Files with writes replay left past this WAL's DONE, claimed for
+    /// this engine: `(file, highest such LSN)`, released once a durable
+    /// DONE passes it.
+    pub held: Vec<(FileKey, u64)>,
     /// Where to ask the attach thread to drop a client's socket.
     pub kick: crossbeam_channel::Sender<u64>,
     pub kick_waker: Arc<mio::Waker>,
@@ -147,6 +174,8 @@ struct WriteOp {
 struct SendOp {
     client: u64,
     user: u64,
+    /// Its operation id (`delivery::op_id`).
+    id: u64,
     dest: u64,
     data: Vec<u8>,
 }
@@ -189,10 +218,15 @@ enum Pend {
         key: FileKey,
     },
     Close,
+    /// A retired segment's removal: clients may have its identity again.
+    Retired {
+        key: Option<FileKey>,
+    },
 }
 
 #[derive(Debug)]
 pub struct State {
+    engine: usize,
     io: StorageClient,
     me: ResultSink<Msg>,
     root: Root,
@@ -224,6 +258,18 @@ pub struct State {
     nowait_writes: bool,
     dirty: Vec<FileKey>,
     poll_queued: bool,
+    /// The file claims, with more than one engine (C1).
+    claims: Option<Arc<Claims>>,
+    /// Claimed files closed here, waiting for a durable DONE past their
+    /// last journaled write: `(file, that LSN)`.
+    releasing: Vec<(FileKey, u64)>,
+    /// The highest DONE known durable in this WAL (replay's, then each
+    /// group-committed one); it never goes back (W3).
+    durable_done: u64,
+    /// Stopping: no more requests are taken.
+    stopping: bool,
+    /// Whom to tell once everything is settled.
+    quiesce: Option<crossbeam_channel::Sender<usize>>,
 }
 
 impl Worker for Engine {
@@ -236,12 +282,11 @@ impl Worker for Engine {
             .start
             .take()
             .ok_or_else(|| Error::InvalidConfig("sidecar engine restarted".into()))?;
-        let mut io =
-            s.io.storage(0)
-                .client(ResultSink::to_current_worker(Msg::Disk)?)?;
+        let storage = s.io.storage(s.engine % s.io.storage_count().max(1));
+        let mut io = storage.client(ResultSink::to_current_worker(Msg::Disk)?)?;
         let mut sender = if s.net {
             Some(Sender::new(
-                s.io.network(0)
+                s.io.network(s.engine)
                     .client(ResultSink::to_current_worker(Msg::Net)?)?,
                 s.dests,
                 s.policy,
@@ -254,13 +299,14 @@ impl Worker for Engine {
         let dir_id = io.open(u64::MAX, &s.wal_dir, OpenOptions::new()).ok();
         let mut outstanding = BTreeSet::new();
         if let Some(sender) = &mut sender {
-            for (lsn, handle, data) in s.sends {
-                outstanding.insert(lsn);
-                sender.enqueue(handle, lsn, data);
+            for r in s.sends {
+                outstanding.insert(r.lsn);
+                sender.enqueue(r.dest, r.lsn, r.id, r.data);
             }
             sender.flush();
         }
         Ok(State {
+            engine: s.engine,
             io,
             me: ResultSink::to_current_worker(|m| m)?,
             root: s.root,
@@ -281,7 +327,12 @@ impl Worker for Engine {
                 list: s
                     .segments
                     .into_iter()
-                    .map(|(no, id, max_lsn)| segments::Segment { no, id, max_lsn })
+                    .map(|(no, id, max_lsn, key)| segments::Segment {
+                        no,
+                        id,
+                        max_lsn,
+                        key: Some(key),
+                    })
                     .collect(),
                 limit: s.segment_limit,
                 // Each start writes the prefix (PATHs, a DONE) again before
@@ -304,11 +355,17 @@ impl Worker for Engine {
             nowait_writes: true,
             dirty: Vec::new(),
             poll_queued: false,
+            claims: s.claims,
+            releasing: s.held,
+            durable_done: s.done,
+            stopping: false,
+            quiesce: None,
         })
     }
 
     fn handle_message(&mut self, st: &mut State, m: Envelope<Msg>) -> Result<()> {
         match m.payload {
+            Msg::Attach(_) | Msg::Doorbell(_) if st.stopping => {}
             Msg::Attach(a) => st.attach(*a),
             Msg::Doorbell(id) => {
                 if let Some(c) = st.clients.get_mut(&id) {
@@ -329,6 +386,11 @@ impl Worker for Engine {
                 st.sent();
             }
             Msg::Poll => st.poll_queued = false,
+            Msg::Quiesce(tx) => {
+                st.stopping = true;
+                st.quiesce = Some(tx);
+                st.round();
+            }
         }
         Ok(())
     }
@@ -368,7 +430,12 @@ impl State {
                 head: layout::COMP_HEAD,
             },
         );
-        tracing::info!(client = a.id, bytes = a.region.len(), "client attached");
+        tracing::info!(
+            client = a.id,
+            engine = self.engine,
+            bytes = a.region.len(),
+            "client attached"
+        );
         self.clients.insert(
             a.id,
             Client {
@@ -513,10 +580,11 @@ impl State {
     /// and the spinning clients' rings.
     fn round(&mut self) {
         let now = Instant::now();
+        // A stopping engine takes no more requests.
         let hot: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.hot)
+            .filter(|(_, c)| c.hot && !self.stopping)
             .map(|(id, _)| *id)
             .collect();
         for id in hot {
@@ -539,6 +607,7 @@ impl State {
                 }
             }
         }
+        self.settle_claims();
         self.flush_wal();
         self.retire_segments();
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -552,10 +621,11 @@ impl State {
         for id in ids {
             self.flush_client(id);
         }
-        if !self.poll_queued && self.clients.values().any(|c| c.hot) {
+        if !self.poll_queued && !self.stopping && self.clients.values().any(|c| c.hot) {
             self.poll_queued = true;
             self.me.deliver(Msg::Poll);
         }
+        self.check_quiesced();
     }
 
     /// Moves a client's completion backlog into its ring, and rings its

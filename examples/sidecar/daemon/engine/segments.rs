@@ -9,14 +9,19 @@
 //! has passed its highest LSN, so each of its writes is fdatasync'd in its
 //! file and each of its sends acknowledged or failed, and (b) the newest
 //! segment holds a durable (group-committed) DONE at or past that LSN, so
-//! LSNs, which are the operation ids destinations see, never go back
-//! after a restart. The first batch of each segment, and of each start of
+//! LSNs, which make the operation ids destinations see
+//! (`delivery::op_id`), never go back after a restart. The first batch of each segment, and of each start of
 //! the daemon, begins with a PATH record for every open file, so a newer
 //! segment's writes never name a file only a removed segment named. A new
 //! segment's name is made durable (its directory fsynced) before anything
 //! is written to it.
+//!
+//! A durable DONE also lets go of what waits for one: the engine's claims
+//! on files it closed (C1, `settle_claims`) and a stopping daemon
+//! (`check_quiesced`).
 
 use super::{Pend, State};
+use crate::resolve::FileKey;
 use crate::wal;
 use shared_nothing::io::{Durability, FileId, IoBuf, OpenOptions, StorageOp, StorageOutput};
 use std::collections::VecDeque;
@@ -29,6 +34,9 @@ pub struct Segment {
     pub id: FileId,
     /// The highest LSN journaled in it (0: none).
     pub max_lsn: u64,
+    /// Its identity, refused to clients while it is the WAL's (`None`
+    /// when it could not be read).
+    pub key: Option<FileKey>,
 }
 
 #[derive(Debug)]
@@ -176,7 +184,12 @@ impl State {
         match self.io.open(t, &path, OpenOptions::read_write_create()) {
             Ok(id) => {
                 self.segs.rotating = true;
-                self.segs.list.push_back(Segment { no, id, max_lsn: 0 });
+                self.segs.list.push_back(Segment {
+                    no,
+                    id,
+                    max_lsn: 0,
+                    key: None,
+                });
                 tracing::debug!(segment = no, "new WAL segment");
             }
             Err(e) => {
@@ -205,10 +218,14 @@ impl State {
         let path = self.segs.path(no);
         if let Ok(m) = std::fs::metadata(&path) {
             use std::os::unix::fs::MetadataExt;
-            self.root.forbid(crate::resolve::FileKey {
+            let key = FileKey {
                 dev: m.dev(),
                 ino: m.ino(),
-            });
+            };
+            self.root.forbid(key);
+            if let Some(s) = self.segs.list.iter_mut().find(|s| s.no == no) {
+                s.key = Some(key);
+            }
         }
         let Some(dir) = self.segs.dir_id else {
             return self.segment_ready(no, false);
@@ -239,6 +256,50 @@ impl State {
         self.wal_len = 0;
     }
 
+    /// Releases the claims C1 allows: files closed here whose last
+    /// journaled write a durable DONE covers. One the watermark has passed
+    /// but no durable DONE yet has its DONE group-committed by the next
+    /// batch.
+    pub(super) fn settle_claims(&mut self) {
+        let Some(claims) = &self.claims else {
+            return;
+        };
+        if self.releasing.is_empty() {
+            return;
+        }
+        let (durable, watermark, engine) = (self.durable_done, self.watermark(), self.engine);
+        let mut due = false;
+        self.releasing.retain(|&(key, lsn)| {
+            if lsn <= durable {
+                claims.release(key, engine);
+                false
+            } else {
+                due |= lsn <= watermark;
+                true
+            }
+        });
+        if due && !self.wal_busy {
+            self.segs.done_sync_due = true;
+        }
+    }
+
+    /// A stopping engine answers once nothing accepted is outstanding and
+    /// a durable DONE covers everything it journaled, so its WAL holds no
+    /// work for the next start.
+    pub(super) fn check_quiesced(&mut self) {
+        if self.quiesce.is_none() || !self.outstanding.is_empty() || self.wal_busy {
+            return;
+        }
+        let watermark = self.watermark().min(self.journaled_max);
+        if self.durable_done < watermark {
+            self.segs.done_sync_due = true;
+            return;
+        }
+        if let Some(tx) = self.quiesce.take() {
+            let _ = tx.send(self.engine);
+        }
+    }
+
     /// Removes the segments W3 allows.
     pub(super) fn retire_segments(&mut self) {
         if self.segs.fresh || self.segs.rotating {
@@ -254,7 +315,8 @@ impl State {
             let s = self.segs.list.pop_front().expect("len > 1");
             let path = self.segs.path(s.no);
             let _ = self.submit(Pend::Close, StorageOp::Close { file: s.id });
-            let _ = self.submit(Pend::Close, StorageOp::Remove { path });
+            // Once it is gone its inode may come back as a client's file.
+            let _ = self.submit(Pend::Retired { key: s.key }, StorageOp::Remove { path });
             tracing::debug!(segment = s.no, "WAL segment retired");
         }
     }

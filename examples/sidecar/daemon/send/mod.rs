@@ -5,6 +5,9 @@
 //! time. Owned by the engine, which feeds it the network worker's events
 //! and its tick, and takes back each send's outcome.
 //!
+//! Each engine has its own `Sender` (its own connections to each
+//! destination), on the network worker `engine % count`.
+//!
 //! **Invariant (S1):** a send completes OK only when its destination's
 //! acknowledgement for its operation id arrives on the connection that
 //! carried it, in order. A connection that fails, closes, breaks the
@@ -79,6 +82,8 @@ pub struct Outcome {
 #[derive(Debug)]
 struct Op {
     lsn: u64,
+    /// The operation id its frame carries (`delivery::op_id`).
+    id: u64,
     data: Vec<u8>,
     attempts: u32,
     since: Instant,
@@ -179,9 +184,9 @@ impl Sender {
         }
     }
 
-    /// Queues an accepted send (its time bound starts now) for the next
-    /// `flush`.
-    pub fn enqueue(&mut self, handle: u64, lsn: u64, data: Vec<u8>) {
+    /// Queues accepted send `lsn` (its time bound starts now) for the
+    /// next `flush`; its frames carry operation id `id`.
+    pub fn enqueue(&mut self, handle: u64, lsn: u64, id: u64, data: Vec<u8>) {
         let Some(i) = handle
             .checked_sub(1)
             .and_then(|h| usize::try_from(h).ok())
@@ -196,6 +201,7 @@ impl Sender {
         };
         self.pools[i].queue.push_back(Op {
             lsn,
+            id,
             data,
             attempts: 0,
             since: Instant::now(),
@@ -242,7 +248,7 @@ impl Sender {
                 let Some(op) = self.pools[i].queue.pop_front() else {
                     break;
                 };
-                delivery::encode(&mut frames, op.lsn, &op.data);
+                delivery::encode(&mut frames, op.id, &op.data);
                 link.bytes += op.data.len();
                 if link.inflight.is_empty() {
                     link.last_ack = Instant::now();
@@ -362,7 +368,7 @@ impl Sender {
         link.acks.feed(&plain, &mut acked);
         for id in acked {
             match link.inflight.front() {
-                Some(op) if op.lsn == id => {
+                Some(op) if op.id == id => {
                     let op = link.inflight.pop_front().expect("front");
                     link.bytes -= op.data.len();
                     link.last_ack = Instant::now();
