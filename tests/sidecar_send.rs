@@ -111,6 +111,74 @@ fn sends_over_tcp_and_tls_complete_once_acknowledged() {
     assert_eq!(status_of(c.wait_completed(u)), Some(status::NO_DEST));
 }
 
+/// The WAL's bytes on disk (engine 0's directory).
+fn wal_bytes(root: &std::path::Path) -> u64 {
+    std::fs::read_dir(root.join(".sidecar-wal"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// Volatile sends (`op::VOLATILE`) leave no WAL record and get no
+/// ACCEPTED, yet complete only on the destination's acknowledgement, and
+/// fail with the cause like journaled ones.
+#[test]
+fn volatile_sends_skip_the_wal_and_complete_once_acknowledged() {
+    let (_d, root) = root("send-volatile");
+    let id = Identity::generate().unwrap();
+    let tls = tls_sink(&id, Fault::None);
+    let ca = id.write_ca(root.parent().unwrap()).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut args = dest(format!(
+        "secure=localhost:{},tls,ca={}",
+        tls.addr.port(),
+        ca.display()
+    ));
+    args.extend(dest(format!("down={closed}")));
+    args.extend(["--send-attempts".into(), "3".into()]);
+    let daemon = Daemon::start_with(&unique_name("send-volatile"), &root, &args);
+    let mut c = daemon.attach();
+    let d = c.dest_wait("secure").unwrap();
+    let before = wal_bytes(&root);
+    let payload = vec![7u8; 1024];
+    let users: Vec<u64> = (0..2000)
+        .map(|_| c.send_volatile(d, &payload).unwrap())
+        .collect();
+    for u in users {
+        assert!(c.wait_completed(u).unwrap() >= 1);
+    }
+    // Completed means acknowledged: the sink has every byte already.
+    tls.with(|r| {
+        assert_eq!(r.bytes, 2000 * 1024);
+        assert_eq!(r.ids.len(), 2000, "every volatile send its own id");
+    });
+    let grown = wal_bytes(&root) - before;
+    assert!(
+        grown < 4096,
+        "2 MB of volatile sends grew the WAL by {grown} bytes"
+    );
+    // A journaled send after them still gets its ACCEPTED and its id.
+    let u = c.send(d, b"journaled").unwrap();
+    let op = c.wait_accepted(u).unwrap();
+    c.wait_completed(u).unwrap();
+    assert!(tls.with(|r| r.ids.contains_key(&op)));
+    // Failures name their cause, as for journaled sends.
+    let down = c.dest_wait("down").unwrap();
+    let u = c.send_volatile(down, b"x").unwrap();
+    assert_eq!(status_of(c.wait_completed(u)), Some(-libc::ECONNREFUSED));
+    let u = c.send_volatile(77, b"x").unwrap();
+    assert_eq!(status_of(c.wait_completed(u)), Some(status::NO_DEST));
+    let bad = c
+        .raw_request(proto::encode(layout::op::SEND, 1, 9, d, 0, 0, 8))
+        .unwrap();
+    assert_eq!(status_of(c.wait_completed(bad)), Some(status::BAD_FLAGS));
+}
+
 #[test]
 fn a_refusing_destination_fails_sends_with_the_cause_after_a_bound() {
     let (_d, root) = root("send-refused");

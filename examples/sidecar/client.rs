@@ -435,6 +435,14 @@ impl Client {
         self.request(op::SEND, 0, dest, 0, Some(payload), 0)
     }
 
+    /// Sends `payload` without journaling (`op::VOLATILE`): no ACCEPTED;
+    /// `wait_completed` returns the attempts once the destination
+    /// acknowledged it (or the cause it failed with). Lost if the daemon
+    /// dies first.
+    pub fn send_volatile(&mut self, dest: u64, payload: &[u8]) -> Result<u64> {
+        self.request(op::SEND, op::VOLATILE, dest, 0, Some(payload), 0)
+    }
+
     fn outcome(s: i32, value: u64) -> Result<u64> {
         if s == status::OK {
             Ok(value)

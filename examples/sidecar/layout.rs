@@ -174,12 +174,15 @@ pub mod op {
     /// daemon's bound on attempts and time with the last cause as the
     /// status; either completion's value is the attempts made. The
     /// operation id the destination sees is the accepted completion's
-    /// value.
+    /// value. With `VOLATILE` the send is not journaled: never ACCEPTED,
+    /// handed to its destination at once, COMPLETED on its
+    /// acknowledgement (or failed as above), and lost if the daemon dies
+    /// first (its operation id is not told to the client).
     pub const SEND: u16 = 9;
 
     /// `OPEN` flags (request word 1, bits 16..32).
     pub const CREATE: u16 = 1;
-    /// `WRITE`/`APPEND` flag: not journaled. Never ACCEPTED; COMPLETED
+    /// `WRITE`/`APPEND` (and `SEND`, see there) flag: not journaled. Never ACCEPTED; COMPLETED
     /// once written to the file (the page cache), not synced, and lost if
     /// the daemon or machine dies first. Ordered with the other writes to
     /// the file as usual (F1); an `FSYNC` after it makes it durable.

@@ -57,6 +57,8 @@ pub enum Request {
         dest: u64,
         at: usize,
         len: usize,
+        /// Not journaled (`op::VOLATILE`).
+        volatile: bool,
     },
 }
 
@@ -171,6 +173,7 @@ pub fn decode(w: &[u64; 8], layout: &Layout) -> Result<(u64, Request), (u64, i32
         op::DEST | op::SEND if offset != 0 || (opcode == op::DEST && handle != 0) => {
             refuse(status::BAD_FLAGS)
         }
+        op::SEND if flags & !op::VOLATILE != 0 => refuse(status::BAD_FLAGS),
         op::DEST => {
             if len == 0 || len > 64 {
                 return refuse(status::NO_DEST);
@@ -183,11 +186,15 @@ pub fn decode(w: &[u64; 8], layout: &Layout) -> Result<(u64, Request), (u64, i32
         }
         op::SEND => {
             let at = buffer()?;
-            no_flags(Request::Send {
-                dest: handle,
-                at,
-                len: len as usize,
-            })
+            Ok((
+                user,
+                Request::Send {
+                    dest: handle,
+                    at,
+                    len: len as usize,
+                    volatile: flags & op::VOLATILE != 0,
+                },
+            ))
         }
         _ => refuse(status::BAD_OPCODE),
     }
@@ -260,9 +267,26 @@ mod tests {
                 Request::Send {
                     dest: 2,
                     at: l.data_off + 8,
-                    len: 3
+                    len: 3,
+                    volatile: false
                 }
             ))
+        );
+        assert_eq!(
+            d(encode(op::SEND, op::VOLATILE, 13, 2, 0, 8, 3)),
+            Ok((
+                13,
+                Request::Send {
+                    dest: 2,
+                    at: l.data_off + 8,
+                    len: 3,
+                    volatile: true
+                }
+            ))
+        );
+        assert_eq!(
+            d(encode(op::SEND, op::CREATE, 14, 2, 0, 8, 3)),
+            Err((14, status::BAD_FLAGS))
         );
         let mut w = encode(op::CLOSE, 0, 9, 0, 0, 0, 0);
         w[7] = 1;

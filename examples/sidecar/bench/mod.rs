@@ -12,7 +12,8 @@
 //!   (sequential 4 KiB writes, fdatasync after every write and after every
 //!   `--window`) when it is installed;
 //! - **TLS sends**: 1 KiB sends through the daemon's pool, `--window` in
-//!   flight, each waited for its acknowledgement, against a direct rustls
+//!   flight, each waited for its acknowledgement (journaled, and volatile:
+//!   `op::VOLATILE`, no WAL record), against a direct rustls
 //!   client sending the same frames to the same destination with the same
 //!   window;
 //! - **round trip**: one request at a time (a destination lookup, no I/O;
@@ -262,6 +263,7 @@ fn sends(rig: &mut Rig, a: &BenchArgs, rounds: u32, secs: f64, cap: u64) -> Resu
     let d = c.dest_wait("tls")?;
     let payload = vec![0x33u8; SEND];
     let (mut ours, mut direct) = (Rates::default(), Rates::default());
+    let mut volatile = Rates::default();
     let before = rig.sink.with(|r| r.frames);
     let mut ids = Vec::new();
     for _ in 0..rounds {
@@ -275,6 +277,14 @@ fn sends(rig: &mut Rig, a: &BenchArgs, rounds: u32, secs: f64, cap: u64) -> Resu
                 ids.push(c.wait_accepted(u)?);
                 c.wait_completed(u).map(|_| ())
             },
+        )?);
+        volatile.0.push(windowed(
+            c,
+            a.window,
+            secs,
+            cap,
+            |c, _| c.send_volatile(d, &payload),
+            |c, u| c.wait_completed(u).map(|_| ()),
         )?);
         direct.0.push(peers::direct_tls(
             rig.sink.addr,
@@ -298,6 +308,11 @@ fn sends(rig: &mut Rig, a: &BenchArgs, rounds: u32, secs: f64, cap: u64) -> Resu
         ours.median(),
         direct.median(),
         ours.median() / direct.median().max(1e-9)
+    );
+    println!(
+        "  volatile (unjournaled) TLS sends, completed = acknowledged: {:.0}/s: {:.2}x the direct client",
+        volatile.median(),
+        volatile.median() / direct.median().max(1e-9)
     );
     Ok(())
 }

@@ -66,13 +66,28 @@ impl State {
                     None => self.post(id, user, kind::COMPLETED, status::NO_DEST, 0),
                 }
             }
-            Request::Send { dest, at, len } => self.journal_send(id, user, dest, at, len),
+            Request::Send {
+                dest,
+                at,
+                len,
+                volatile,
+            } => self.journal_send(id, user, dest, (at, len), volatile),
         }
     }
 
     /// Journals a send; ACCEPTED and the hand-over to its destination's
-    /// pool follow the WAL write (`complete.rs`).
-    pub(super) fn journal_send(&mut self, id: u64, user: u64, dest: u64, at: usize, len: usize) {
+    /// pool follow the WAL write (`complete.rs`). A volatile one has no
+    /// record and goes to its pool at once (sent at the end of the
+    /// round); it holds its LSN among the outstanding (so a stop waits
+    /// for it) but no DONE ever names an LSN past the journaled ones.
+    pub(super) fn journal_send(
+        &mut self,
+        id: u64,
+        user: u64,
+        dest: u64,
+        (at, len): (usize, usize),
+        volatile: bool,
+    ) {
         if self.sender.as_ref().and_then(|s| s.name(dest)).is_none() {
             self.post(id, user, kind::COMPLETED, status::NO_DEST, 0);
             return;
@@ -87,6 +102,18 @@ impl State {
         };
         self.next_lsn += 1;
         let data = self.clients[&id].region.copy_out(at, len);
+        if volatile {
+            self.outstanding.insert(lsn);
+            self.send_owner.insert(lsn, (id, user));
+            if let Some(s) = &mut self.sender {
+                s.enqueue(dest, lsn, op_id, data);
+                self.sends_due = true;
+            }
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.inflight += 1;
+            }
+            return;
+        }
         // Borrowed from the sender beside the batch (checked above).
         let name = self
             .sender

@@ -241,6 +241,9 @@ pub struct State {
     /// Accepted sends on their way: who to tell (none for replayed ones).
     send_owner: HashMap<u64, (u64, u64)>,
     sender: Option<Sender>,
+    /// Volatile sends were queued this round: the sender flushes once at
+    /// its end.
+    sends_due: bool,
     /// Accepted or journaling writes not yet completed.
     outstanding: BTreeSet<u64>,
     segs: segments::Segments,
@@ -320,6 +323,7 @@ impl Worker for Engine {
             sends: HashMap::new(),
             send_owner: HashMap::new(),
             sender,
+            sends_due: false,
             outstanding,
             segs: segments::Segments {
                 dir_id,
@@ -608,6 +612,11 @@ impl State {
             }
         }
         self.settle_claims();
+        if std::mem::take(&mut self.sends_due)
+            && let Some(s) = &mut self.sender
+        {
+            s.flush();
+        }
         self.flush_wal();
         self.retire_segments();
         let mut dirty = std::mem::take(&mut self.dirty);
