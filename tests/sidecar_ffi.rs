@@ -102,6 +102,12 @@ fn check_ok(out: std::process::Output, sink: &sink::Sink, what: &str) {
         sink.wait(Duration::from_secs(2), |r| r.ids.contains_key(&id)),
         "{what}: send {id} did not reach the destination"
     );
+    // The journaled send and the volatile one after it.
+    assert!(
+        sink.wait(Duration::from_secs(2), |r| r.ids.len() == 2),
+        "{what}: {} sends reached the destination, not 2",
+        sink.with(|r| r.ids.len())
+    );
 }
 
 #[test]

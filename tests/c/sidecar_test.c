@@ -126,6 +126,9 @@ int main(int argc, char **argv) {
     CHECK(rc == 0 && id > 0, "send accepted: %d", rc);
     rc = sidecar_wait_completed(c, s, &v);
     CHECK(rc == 0 && v >= 1, "send completed: %d %s", rc, sidecar_strerror(rc));
+    CHECK(sidecar_send_volatile(c, d, "volatile C", 10, &s) == 0, "volatile send");
+    rc = sidecar_wait_completed(c, s, &v);
+    CHECK(rc == 0 && v >= 1, "volatile send completed: %d %s", rc, sidecar_strerror(rc));
 
     rc = sidecar_close(c, h, &op);
     CHECK(done(c, rc, op, NULL) == 0, "close");

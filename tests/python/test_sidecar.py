@@ -65,6 +65,7 @@ def main(name, dest):
         s = c.send(d, b"from Python")
         op_id = c.wait_accepted(s)
         assert c.wait_completed(s) >= 1
+        assert c.wait_completed(c.send_volatile(d, b"volatile Python")) >= 1
         c.wait_completed(c.close(h))
         expect_status(sidecar.BAD_HANDLE, lambda: c.wait_completed(c.write(h, 0, b"x")))
         assert "TLS" in sidecar.strerror(sidecar.TLS_FAILED)

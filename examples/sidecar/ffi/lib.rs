@@ -322,6 +322,23 @@ pub unsafe extern "C" fn sidecar_send(
     request(op, || unsafe { client(c)?.send(dest, bytes(buf, len)?) })
 }
 
+/// Sends `len` bytes without journaling: no ACCEPTED, COMPLETED (the
+/// attempts) once the destination acknowledged it; lost if the daemon
+/// dies first.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sidecar_send_volatile(
+    c: *mut SidecarClient,
+    dest: u64,
+    buf: *const u8,
+    len: usize,
+    op: *mut u64,
+) -> c_int {
+    // SAFETY: the contracts of `client` and `bytes`.
+    request(op, || unsafe {
+        client(c)?.send_volatile(dest, bytes(buf, len)?)
+    })
+}
+
 /// Waits for a write's or send's ACCEPTED (journaled; for other
 /// operations, their completion) and stores its value.
 #[unsafe(no_mangle)]

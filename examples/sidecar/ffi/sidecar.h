@@ -101,6 +101,11 @@ int sidecar_dest(sidecar_client *c, const char *name, uint64_t *op);
  * sees (it may see it more than once); COMPLETED's: attempts made. */
 int sidecar_send(sidecar_client *c, uint64_t dest, const void *buf,
                  size_t len, uint64_t *op);
+/* Sends LEN bytes without journaling: no ACCEPTED; COMPLETED (attempts
+ * made) once the destination acknowledged it. Lost if the daemon dies
+ * first. */
+int sidecar_send_volatile(sidecar_client *c, uint64_t dest, const void *buf,
+                          size_t len, uint64_t *op);
 
 /* Waits. Each stores the operation's value in *value (may be NULL). */
 int sidecar_wait_accepted(sidecar_client *c, uint64_t op, uint64_t *value);

@@ -74,6 +74,7 @@ def load(path=None):
         "sidecar_close": [c, u64, pu64],
         "sidecar_dest": [c, ctypes.c_char_p, pu64],
         "sidecar_send": [c, u64, ctypes.c_char_p, sz, pu64],
+        "sidecar_send_volatile": [c, u64, ctypes.c_char_p, sz, pu64],
         "sidecar_wait_accepted": [c, u64, pu64],
         "sidecar_wait_completed": [c, u64, pu64],
         "sidecar_dismiss": [c, u64],
@@ -162,6 +163,10 @@ class Client:
 
     def send(self, dest, data):
         return self._op(self._lib.sidecar_send, dest, bytes(data), len(data))
+
+    def send_volatile(self, dest, data):
+        """Sends without journaling: no ACCEPTED; completed once acknowledged."""
+        return self._op(self._lib.sidecar_send_volatile, dest, bytes(data), len(data))
 
     def submit(self):
         _check(self._lib.sidecar_submit(self._c))
