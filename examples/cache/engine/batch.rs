@@ -347,6 +347,15 @@ impl Engine {
         self.note_applied(&p.key, p.id);
     }
 
+    /// Queues a put for the disk tier, counting it pending for its key
+    /// (what `key_on_disk` sees until its batch is done).
+    pub(super) fn queue_put(&mut self, key: &[u8], put: PendingPut) {
+        if let Some(d) = &mut self.disk {
+            d.pending.entry(key.to_vec()).or_insert((0, 0)).0 += 1;
+            d.queue.push(Job::Put(put));
+        }
+    }
+
     /// Delete records to queue (outside a batch).
     pub(super) fn queue_dels(&mut self, dels: Vec<Record>) {
         if let Some(d) = &mut self.disk {

@@ -95,10 +95,7 @@ impl Engine {
                 failed: None,
                 streamed: false,
             };
-            if let Some(d) = &mut self.disk {
-                d.pending.entry(key.to_vec()).or_insert((0, 0)).0 += 1;
-                d.queue.push(Job::Put(put));
-            }
+            self.queue_put(key, put);
             return Ok(Done::Later);
         }
         let needs_del = self.key_on_disk(key);

@@ -2,7 +2,7 @@
 //! chunk held in its tier as it arrives (A5), an entry only at
 //! [`Engine::fill_finish`] (E4).
 
-use super::batch::{Job, PendingPut};
+use super::batch::PendingPut;
 use super::{
     CHUNK, Chunk, ChunkHash, ChunkWrite, CommitError, Done, Engine, Entry, OnDisk, Placement,
     add_owner, chunk_hash, deadline,
@@ -346,10 +346,7 @@ impl Engine {
                 failed: None,
                 streamed: true,
             };
-            if let Some(d) = &mut self.disk {
-                d.pending.entry(key.to_vec()).or_insert((0, 0)).0 += 1;
-                d.queue.push(Job::Put(put));
-            }
+            self.queue_put(key, put);
             return Ok(Done::Later);
         }
         for h in &f.chunks {
