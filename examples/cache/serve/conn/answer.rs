@@ -46,12 +46,26 @@ pub(super) fn apply(st: &mut NodeState, id: ConnId, answer: Answer) {
             };
             on_hit(st, id, hit, first);
         }
-        (state @ State::Wait { .. }, answer) => match final_reply(&state, answer) {
+        (
+            State::Wait {
+                head_only,
+                key,
+                pend,
+            },
+            answer,
+        ) => match final_reply(head_only, &key, answer) {
             Ok(reply) => {
                 send(st, id, reply);
                 finish(st, id);
             }
-            Err(answer) => out_of_place(st, id, state, &answer),
+            Err(answer) => {
+                let state = State::Wait {
+                    head_only,
+                    key,
+                    pend,
+                };
+                out_of_place(st, id, state, &answer);
+            }
         },
         (
             State::Stats {
@@ -183,11 +197,7 @@ fn on_hit(st: &mut NodeState, id: ConnId, hit: Hit, first: Vec<u8>) {
 
 /// The response that ends a waiting request on `answer`, or the answer
 /// back if it does not end one.
-fn final_reply(state: &State, answer: Answer) -> Result<Reply, Answer> {
-    let (head_only, key) = match state {
-        State::Wait { head_only, key, .. } => (*head_only, key),
-        _ => return Err(answer),
-    };
+fn final_reply(head_only: bool, key: &[u8], answer: Answer) -> Result<Reply, Answer> {
     Ok(match answer {
         Answer::Missing | Answer::Gone => Reply::text(404, "Key not found").head_only(head_only),
         Answer::Meta {
